@@ -1,0 +1,18 @@
+//! sealgate: a secure email gateway.
+//!
+//! ```text
+//! listener ─▶ shard event loop ─▶ TLS (rustls) ─▶ smtp::server ─▶ policy::check
+//!                                                          │
+//!                                                          ▼
+//! remote ◀─ TLS (rustls) ◀─ smtp::client ◀─ delivery ◀─ spool (fsync, then 250)
+//! ```
+//!
+//! Each room owns its data: `smtp` is sans-IO protocol code, `policy` is
+//! pure functions over an immutable snapshot, `tls` builds rustls configs,
+//! `shard` is the mio event loop that glues sockets, TLS and sessions,
+//! `spool` is the durable store, `config` turns the TOML file into a
+//! snapshot with every error reported at once.
+
+pub mod policy;
+pub mod smtp;
+pub mod tls;

@@ -1,0 +1,94 @@
+//! Policy: the immutable [`Snapshot`] a connection runs under, and pure
+//! check functions that return a permit or a [`Refusal`]. Nothing here does
+//! I/O; the protocol code asks, the policy answers.
+
+mod snapshot;
+
+pub use snapshot::{Limits, Snapshot};
+
+/// Why a recipient (or, later, a sender or session) is refused. The SMTP
+/// layer maps each variant to exactly one reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The recipient domain is not ours and the client may not relay.
+    RelayDenied,
+}
+
+/// The recipient-side facts of the inbound policy, compiled once per
+/// snapshot: domains lower-cased and without a trailing dot.
+#[derive(Debug, Clone, Default)]
+pub struct AcceptDomains {
+    domains: Vec<String>,
+}
+
+impl AcceptDomains {
+    pub fn new<S: AsRef<str>>(domains: &[S]) -> Self {
+        AcceptDomains {
+            domains: domains
+                .iter()
+                .map(|d| normalize_domain(d.as_ref()))
+                .collect(),
+        }
+    }
+
+    pub fn contains(&self, domain: &str) -> bool {
+        let d = normalize_domain(domain);
+        self.domains.iter().any(|ours| *ours == d)
+    }
+}
+
+/// Domains compare case-insensitively (RFC 5321 §2.4) and a trailing dot
+/// names the same domain (RFC 1034 §3.1).
+pub fn normalize_domain(domain: &str) -> String {
+    domain
+        .strip_suffix('.')
+        .unwrap_or(domain)
+        .to_ascii_lowercase()
+}
+
+/// IN-5: may this recipient be accepted from this client?
+///
+/// The rule (documented in docs/configuration.md): a recipient is local when
+/// its domain, compared case-insensitively and without a trailing dot, is in
+/// `accept_domains`; `<postmaster>` without a domain is always local
+/// (RFC 5321 §4.5.1). Anything else, address literals included, needs
+/// relay permission. The local part is not interpreted: `user%other@ours`
+/// is a local address of ours, never a route elsewhere.
+pub fn check_recipient(
+    accept: &AcceptDomains,
+    relay_allowed: bool,
+    domain: &str,
+) -> Result<(), Refusal> {
+    if domain.is_empty() || accept.contains(domain) || relay_allowed {
+        Ok(())
+    } else {
+        Err(Refusal::RelayDenied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_in_accept_domains_only() {
+        let ours = AcceptDomains::new(&["Example.com"]);
+        let table: &[(&str, bool, Result<(), Refusal>)] = &[
+            ("example.com", false, Ok(())),
+            ("EXAMPLE.COM", false, Ok(())),
+            ("example.com.", false, Ok(())),
+            ("", false, Ok(())),
+            ("other.example", false, Err(Refusal::RelayDenied)),
+            ("sub.example.com", false, Err(Refusal::RelayDenied)),
+            ("[192.0.2.1]", false, Err(Refusal::RelayDenied)),
+            ("other.example", true, Ok(())),
+        ];
+        for (domain, relay, want) in table {
+            assert_eq!(
+                check_recipient(&ours, *relay, domain),
+                *want,
+                "{domain} relay={relay}"
+            );
+        }
+    }
+}

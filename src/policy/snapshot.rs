@@ -1,0 +1,70 @@
+//! The immutable snapshot of everything a connection needs to know about
+//! configuration. Built by `config::compile`, swapped whole on reload; a
+//! connection keeps the `Arc<Snapshot>` it was accepted under.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::AcceptDomains;
+use crate::smtp::data::BareLineEndings;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// RFC 5321 §4.5.3.1.4: 512 octets including CRLF.
+    pub command_line: usize,
+    /// RFC 5321 §4.5.3.1.6: 1000 octets including CRLF.
+    pub text_line: usize,
+    pub message_size: usize,
+    pub recipients: usize,
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    /// Errors (4xx/5xx replies to commands) before the session is closed.
+    pub errors: usize,
+    pub bare_line_endings: BareLineEndings,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            command_line: 512,
+            text_line: 1000,
+            message_size: 25_000_000,
+            recipients: 1000,
+            connections: 20_000,
+            connections_per_ip: 50,
+            // RFC 5321 §4.5.3.2.7: server timeout of at least 5 minutes.
+            command_timeout: Duration::from_secs(300),
+            // RFC 5321 §4.5.3.2.6 gives the client 10 minutes for the
+            // final dot; we wait as long between data chunks.
+            data_timeout: Duration::from_secs(600),
+            errors: 20,
+            bare_line_endings: BareLineEndings::Reject,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Banner and Received host name.
+    pub hostname: String,
+    pub accept_domains: AcceptDomains,
+    pub limits: Limits,
+    /// The STARTTLS server configuration; `None` when no certificate is
+    /// configured (STARTTLS is then not advertised).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Snapshot {
+    /// A snapshot for tests and tools: the given host name and domains,
+    /// default limits, no TLS.
+    pub fn for_tests(hostname: &str, accept_domains: &[&str]) -> Self {
+        Snapshot {
+            hostname: hostname.to_string(),
+            accept_domains: AcceptDomains::new(accept_domains),
+            limits: Limits::default(),
+            tls: None,
+        }
+    }
+}

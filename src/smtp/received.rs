@@ -1,0 +1,146 @@
+//! The trace header prepended to every accepted message (RFC 5321 §4.4,
+//! `with` keywords from RFC 3848, TLS details in the format the seed's
+//! gateway users already read: `(version=… cipher=… bits=… verify=…)`).
+
+use std::fmt::Write as _;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::server::Envelope;
+
+/// Builds the complete `Received:` field, folded, ending in CRLF.
+pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> String {
+    // RFC 3848 §1: ESMTPS = ESMTP over TLS; SMTP for a HELO client.
+    let protocol = match (env.esmtp, env.tls.is_some()) {
+        (true, true) => "ESMTPS",
+        (true, false) => "ESMTP",
+        (false, true) => "SMTPS",
+        (false, false) => "SMTP",
+    };
+    let mut h = String::with_capacity(256);
+    let helo = sanitize(&env.helo);
+    let rdns = env
+        .peer
+        .name
+        .as_deref()
+        .map(sanitize)
+        .unwrap_or_else(|| "unknown".into());
+    let _ = write!(
+        h,
+        "Received: from {helo} ({rdns} [{ip}])\r\n\tby {by} (sealgate) with {protocol} id {queue_id}",
+        ip = env.peer.ip,
+        by = sanitize(by_host)
+    );
+    if let Some(tls) = &env.tls {
+        let _ = write!(
+            h,
+            "\r\n\t(version={} cipher={} bits={} verify={})",
+            tls.version,
+            sanitize(&tls.cipher),
+            tls.bits,
+            tls.verify.as_str()
+        );
+    }
+    // Like Postfix, name the recipient only when there is exactly one:
+    // listing all would disclose the Bcc recipients to each other.
+    if let [one] = env.recipients.as_slice() {
+        let _ = write!(h, "\r\n\tfor <{}>", sanitize(one));
+    }
+    let _ = write!(h, "; {}\r\n", rfc5322_date(at));
+    h
+}
+
+/// Peer-supplied text goes into a header: keep printable ASCII except the
+/// characters that would change the header's structure, replace the rest.
+pub fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '(' | ')' | ';' | '\\' => '_',
+            c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`.
+pub fn rfc5322_date(at: SystemTime) -> String {
+    let secs = at
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    let (y, m, d) = civil_from_days(days);
+    // 1970-01-01 was a Thursday.
+    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    format!(
+        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
+        WEEKDAYS[(days.rem_euclid(7)) as usize],
+        d,
+        MONTHS[(m - 1) as usize],
+        y,
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
+/// (Howard Hinnant's `civil_from_days`).
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::server::{ClientVerify, Peer, TlsFacts};
+    use std::time::Duration;
+
+    #[test]
+    fn date_is_rfc5322() {
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_804_529);
+        assert_eq!(rfc5322_date(t), "Fri, 27 Nov 2026 18:35:29 +0000");
+        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn tls_details_and_sanitised_peer_text() {
+        let env = Envelope {
+            from: "a@b.example".into(),
+            recipients: vec!["c@d.example".into()],
+            helo: "evil\x1b[31m(x)".into(),
+            esmtp: true,
+            body_8bit: false,
+            peer: Peer {
+                ip: "192.0.2.7".parse().unwrap(),
+                port: 1234,
+                name: None,
+            },
+            tls: Some(TlsFacts {
+                version: "TLSv1.3",
+                cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                bits: 256,
+                verify: ClientVerify::No,
+            }),
+        };
+        let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
+        assert!(h.starts_with("Received: from evil?[31m_x_ (unknown [192.0.2.7])\r\n\tby mx.example (sealgate) with ESMTPS id ABC\r\n"), "{h}");
+        assert!(h.contains("(version=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 bits=256 verify=NO)"));
+        assert!(h.contains("for <c@d.example>; Thu, 1 Jan 1970"));
+        assert!(h.ends_with("\r\n"));
+    }
+}

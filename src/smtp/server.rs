@@ -1,0 +1,585 @@
+//! The inbound SMTP session, sans-IO.
+//!
+//! The shard feeds it the plaintext bytes it read and the current time; the
+//! session appends replies to its output buffer and, when the connection
+//! glue has to act, stops and returns an [`Action`]: start TLS, store a
+//! message, or close. It never touches a socket or a clock, so every test
+//! drives it with byte tables and simulated time.
+//!
+//! Replies are only ever appended, in command order (RFC 2920 §3: replies
+//! to pipelined commands in order); the glue writes whatever has accumulated
+//! once it has fed all the input it has, which batches the replies of a
+//! pipelined group into one write.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
+use super::data::{DataError, DataProgress, DataReader};
+use super::reply::{canned, Reply};
+use crate::policy::{self, Refusal, Snapshot};
+
+/// Facts about the client connection, known at accept.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Forward-confirmed reverse DNS name, when looked up.
+    pub name: Option<String>,
+}
+
+/// Client certificate verification result, as shown in the Received header
+/// (seed §4: `verify=OK|FAIL|NO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVerify {
+    /// A client certificate was presented and verified.
+    Ok,
+    /// A certificate was presented but did not verify.
+    Fail,
+    /// No certificate was requested or presented.
+    No,
+}
+
+impl ClientVerify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientVerify::Ok => "OK",
+            ClientVerify::Fail => "FAIL",
+            ClientVerify::No => "NO",
+        }
+    }
+}
+
+/// What the TLS layer negotiated; filled in by the connection glue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The IANA-style suite name rustls reports, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// Symmetric key bits of the suite.
+    pub bits: u16,
+    pub verify: ClientVerify,
+}
+
+/// The envelope of one accepted message (RFC 5321 §2.3.1).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Reverse-path without brackets; empty for the null sender `<>`.
+    pub from: String,
+    pub recipients: Vec<String>,
+    pub helo: String,
+    /// The client said EHLO (ESMTP) rather than HELO.
+    pub esmtp: bool,
+    pub body_8bit: bool,
+    pub peer: Peer,
+    pub tls: Option<TlsFacts>,
+}
+
+/// A complete message for the spool: envelope and data (CRLF line endings,
+/// dot-unstuffed, without the Received header, which the glue prepends
+/// once the spool has named the message).
+#[derive(Debug)]
+pub struct Message {
+    pub envelope: Envelope,
+    pub data: Vec<u8>,
+}
+
+/// Work the connection glue must do before feeding more input.
+#[derive(Debug)]
+pub enum Action {
+    /// Write the pending output (ending in `220 Ready to start TLS`),
+    /// discard all input read so far and not consumed (RFC 3207 §4.2 —
+    /// whatever the client pipelined behind STARTTLS was sent in the clear
+    /// and must not be acted on), run the handshake, then call
+    /// [`Session::tls_established`].
+    StartTls,
+    /// Store the message durably, then call [`Session::stored`].
+    Store(Box<Message>),
+    /// Write the pending output, then close the connection.
+    Close,
+}
+
+/// The result of one [`Session::feed`] call.
+#[derive(Debug)]
+pub struct Fed {
+    pub consumed: usize,
+    pub action: Option<Action>,
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Connected, banner not yet sent.
+    Greeting,
+    /// Reading command lines.
+    Command,
+    /// Skipping the rest of a command line that was too long.
+    DiscardLine,
+    /// Reading message data.
+    Data(Box<DataReader>),
+    /// STARTTLS accepted; waiting for the handshake.
+    AwaitTls,
+    /// A complete message is being stored.
+    AwaitStore,
+    Closed,
+}
+
+#[derive(Debug)]
+struct Transaction {
+    from: String,
+    params: MailParams,
+    recipients: Vec<String>,
+}
+
+pub struct Session {
+    snapshot: Arc<Snapshot>,
+    peer: Peer,
+    phase: Phase,
+    helo: Option<(String, bool)>,
+    transaction: Option<Transaction>,
+    tls: Option<TlsFacts>,
+    starttls_offered: bool,
+    relay_allowed: bool,
+    errors: usize,
+    deadline: Option<Instant>,
+    out: Vec<u8>,
+    data: Vec<u8>,
+    stats: SessionStats,
+}
+
+/// Counts for the disconnect log line (Postfix style: `ehlo=1 mail=1 …`).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SessionStats {
+    pub commands: u32,
+    pub messages: u32,
+    pub errors: u32,
+}
+
+impl Session {
+    pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
+        let starttls_offered = snapshot.tls.is_some();
+        Session {
+            snapshot,
+            peer,
+            phase: Phase::Greeting,
+            helo: None,
+            transaction: None,
+            tls: None,
+            starttls_offered,
+            relay_allowed: false,
+            errors: 0,
+            deadline: None,
+            out: Vec::with_capacity(256),
+            data: Vec::new(),
+            stats: SessionStats::default(),
+        }
+    }
+
+    /// Sends the banner (RFC 5321 §4.3.1: `220 <domain>`).
+    pub fn greet(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::Greeting) {
+            let banner = Reply::new(
+                220,
+                "",
+                format!("{} ESMTP sealgate", self.snapshot.hostname),
+            );
+            banner.write_to(&mut self.out);
+            self.phase = Phase::Command;
+            self.deadline = Some(now + self.snapshot.limits.command_timeout);
+        }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
+    }
+
+    pub fn stats(&self) -> SessionStats {
+        self.stats
+    }
+
+    pub fn tls(&self) -> Option<&TlsFacts> {
+        self.tls.as_ref()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        matches!(self.phase, Phase::Closed)
+    }
+
+    /// When the session times out if nothing arrives; `None` while it waits
+    /// on the glue (storage) or is closed.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Moves the pending output to `into`.
+    pub fn drain_output_into(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.out);
+    }
+
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The deadline passed without input (RFC 5321 §4.5.3.2).
+    pub fn timeout(&mut self) -> Action {
+        match self.phase {
+            // Mid-handshake there is no channel to say anything on.
+            Phase::AwaitTls | Phase::Closed => {}
+            _ => canned::timeout().write_to(&mut self.out),
+        }
+        self.close()
+    }
+
+    /// The gateway is stopping: answer `421 4.3.2` and close.
+    pub fn shutdown(&mut self) -> Action {
+        if !matches!(self.phase, Phase::AwaitTls | Phase::Closed) {
+            canned::shutting_down().write_to(&mut self.out);
+        }
+        self.close()
+    }
+
+    fn close(&mut self) -> Action {
+        self.phase = Phase::Closed;
+        self.deadline = None;
+        Action::Close
+    }
+
+    /// Feeds plaintext input. Returns how much was consumed and, when the
+    /// glue has to act, the action; the glue then acts and feeds the rest.
+    pub fn feed(&mut self, input: &[u8], now: Instant) -> Fed {
+        let mut pos = 0;
+        while pos < input.len() {
+            let rest = &input[pos..];
+            let step = match &mut self.phase {
+                Phase::Greeting => {
+                    // RFC 5321 §3.1 / §4.3.1: the client waits for the
+                    // greeting. Talking first marks a non-compliant client
+                    // (or a spam engine), as Postfix's postscreen does.
+                    canned::pregreet().write_to(&mut self.out);
+                    return Fed {
+                        consumed: input.len(),
+                        action: Some(self.close()),
+                    };
+                }
+                Phase::Closed | Phase::AwaitTls | Phase::AwaitStore => {
+                    return Fed {
+                        consumed: pos,
+                        action: None,
+                    }
+                }
+                Phase::DiscardLine => match memchr::memchr(b'\n', rest) {
+                    Some(lf) => {
+                        self.phase = Phase::Command;
+                        Step::consumed(lf + 1)
+                    }
+                    None => Step::consumed(rest.len()),
+                },
+                Phase::Data(reader) => {
+                    self.deadline = Some(now + self.snapshot.limits.data_timeout);
+                    match reader.feed(rest, &mut self.data) {
+                        DataProgress::NeedMore => Step::consumed(rest.len()),
+                        DataProgress::End { consumed } => {
+                            let outcome = reader.outcome();
+                            Step {
+                                consumed,
+                                action: self.end_of_data(outcome),
+                                sync_check: false,
+                            }
+                        }
+                    }
+                }
+                Phase::Command => self.command_line(rest, now),
+            };
+            if step.consumed == 0 && step.action.is_none() {
+                // An incomplete command line: wait for more input.
+                break;
+            }
+            pos += step.consumed;
+            if let Some(action) = step.action {
+                return Fed {
+                    consumed: pos,
+                    action: Some(action),
+                };
+            }
+            // RFC 2920 §3.1: DATA ends a pipelined group; a client that sent
+            // more before our 354 did not wait for it.
+            if matches!(self.phase, Phase::Data(_)) && step.sync_check && pos < input.len() {
+                self.data.clear();
+                canned::sync_error().write_to(&mut self.out);
+                return Fed {
+                    consumed: input.len(),
+                    action: Some(self.close()),
+                };
+            }
+        }
+        Fed {
+            consumed: pos,
+            action: None,
+        }
+    }
+
+    fn command_line(&mut self, rest: &[u8], now: Instant) -> Step {
+        let cap = self.snapshot.limits.command_line;
+        match command::next_line(rest, cap) {
+            Line::NeedMore => Step::consumed(0),
+            Line::TooLong { consumed, ended } => {
+                if !ended {
+                    self.phase = Phase::DiscardLine;
+                }
+                Step {
+                    consumed,
+                    action: self.error(canned::line_too_long()),
+                    sync_check: false,
+                }
+            }
+            Line::Complete { line, consumed } => {
+                self.deadline = Some(now + self.snapshot.limits.command_timeout);
+                self.stats.commands += 1;
+                let action = match command::parse(line) {
+                    Ok(cmd) => self.command(cmd),
+                    Err(e) => self.error(command_error_reply(e)),
+                };
+                Step {
+                    consumed,
+                    action,
+                    sync_check: true,
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, cmd: Command<'_>) -> Option<Action> {
+        match cmd {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => self.data_command(),
+            Command::Rset => {
+                self.transaction = None;
+                self.reply(canned::ok())
+            }
+            Command::Noop => self.reply(canned::ok()),
+            Command::Vrfy => self.reply(canned::vrfy()),
+            Command::Help => self.reply(canned::help()),
+            Command::Quit => {
+                canned::bye().write_to(&mut self.out);
+                Some(self.close())
+            }
+            Command::StartTls => self.starttls(),
+            Command::NotImplemented(_) => self.error(canned::not_implemented()),
+        }
+    }
+
+    fn hello(&mut self, name: &str, esmtp: bool) -> Option<Action> {
+        // RFC 5321 §4.1.4: EHLO/HELO resets like RSET.
+        self.transaction = None;
+        self.helo = Some((name.to_string(), esmtp));
+        let host = &self.snapshot.hostname;
+        if !esmtp {
+            return self.reply(Reply::new(250, "", host.clone()));
+        }
+        let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
+            host.clone().into(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.snapshot.limits.message_size).into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.starttls_offered && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        self.reply(Reply::multi(250, lines))
+    }
+
+    fn mail(&mut self, from: ReversePath<'_>, params: MailParams) -> Option<Action> {
+        if self.helo.is_none() {
+            return self.error(canned::bad_sequence("Send EHLO or HELO first"));
+        }
+        if self.transaction.is_some() {
+            return self.error(canned::bad_sequence("Nested MAIL command"));
+        }
+        // RFC 1870 §6.2: a declared size over the limit is refused at MAIL.
+        if params
+            .size
+            .is_some_and(|s| s > self.snapshot.limits.message_size as u64)
+        {
+            return self.error(canned::message_too_big());
+        }
+        let from = match from {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(m) => m.to_string(),
+        };
+        self.transaction = Some(Transaction {
+            from,
+            params,
+            recipients: Vec::new(),
+        });
+        self.reply(canned::sender_ok())
+    }
+
+    fn rcpt(&mut self, to: command::Mailbox<'_>) -> Option<Action> {
+        let limit = self.snapshot.limits.recipients;
+        let Some(tx) = &self.transaction else {
+            return self.error(canned::bad_sequence("Need MAIL before RCPT"));
+        };
+        // RFC 5321 §4.5.3.1.8: refuse the excess with 452 and keep the
+        // recipients already accepted.
+        if tx.recipients.len() >= limit {
+            return self.error(canned::too_many_recipients());
+        }
+        match policy::check_recipient(&self.snapshot.accept_domains, self.relay_allowed, to.domain)
+        {
+            Ok(()) => {
+                if let Some(tx) = &mut self.transaction {
+                    tx.recipients.push(to.to_string());
+                }
+                self.reply(canned::recipient_ok())
+            }
+            Err(refusal) => self.error(refusal_reply(refusal)),
+        }
+    }
+
+    fn data_command(&mut self) -> Option<Action> {
+        match &self.transaction {
+            None => self.error(canned::bad_sequence("Need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => self.error(canned::no_valid_recipients()),
+            Some(_) => {
+                let limits = &self.snapshot.limits;
+                self.data.clear();
+                self.phase = Phase::Data(Box::new(DataReader::new(
+                    limits.text_line,
+                    limits.message_size,
+                    limits.bare_line_endings,
+                )));
+                self.reply(canned::start_data())
+            }
+        }
+    }
+
+    fn end_of_data(&mut self, outcome: Result<(), DataError>) -> Option<Action> {
+        self.phase = Phase::Command;
+        let tx = self.transaction.take();
+        let data = std::mem::take(&mut self.data);
+        if let Err(e) = outcome {
+            let reply = match e {
+                DataError::TooBig => canned::message_too_big(),
+                DataError::BareLineEnding => canned::bare_line_ending(),
+                DataError::LineTooLong => canned::text_line_too_long(),
+            };
+            return self.error(reply);
+        }
+        let tx = tx?;
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        self.phase = Phase::AwaitStore;
+        self.deadline = None;
+        Some(Action::Store(Box::new(Message {
+            envelope: Envelope {
+                from: tx.from,
+                recipients: tx.recipients,
+                helo,
+                esmtp,
+                body_8bit: tx.params.body_8bit,
+                peer: self.peer.clone(),
+                tls: self.tls.clone(),
+            },
+            data,
+        })))
+    }
+
+    /// The glue stored the message (`Ok(queue id)`) or could not.
+    pub fn stored(&mut self, result: Result<&str, ()>, now: Instant) {
+        if !matches!(self.phase, Phase::AwaitStore) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.deadline = Some(now + self.snapshot.limits.command_timeout);
+        match result {
+            Ok(id) => {
+                self.stats.messages += 1;
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}")).write_to(&mut self.out);
+            }
+            Err(()) => canned::storage_failed().write_to(&mut self.out),
+        }
+    }
+
+    fn starttls(&mut self) -> Option<Action> {
+        if self.tls.is_some() {
+            return self.error(canned::tls_already_active());
+        }
+        if !self.starttls_offered {
+            return self.error(canned::tls_not_available());
+        }
+        canned::ready_for_tls().write_to(&mut self.out);
+        self.phase = Phase::AwaitTls;
+        Some(Action::StartTls)
+    }
+
+    /// The handshake completed. RFC 3207 §4.2: the server discards all
+    /// knowledge obtained from the client before TLS; the client must send
+    /// EHLO again.
+    pub fn tls_established(&mut self, facts: TlsFacts, now: Instant) {
+        self.tls = Some(facts);
+        self.helo = None;
+        self.transaction = None;
+        self.phase = Phase::Command;
+        self.deadline = Some(now + self.snapshot.limits.command_timeout);
+    }
+
+    fn reply(&mut self, reply: Reply) -> Option<Action> {
+        reply.write_to(&mut self.out);
+        None
+    }
+
+    /// A 4xx/5xx reply to a command; too many of them end the session, as
+    /// Postfix's hard error limit does.
+    fn error(&mut self, reply: Reply) -> Option<Action> {
+        reply.write_to(&mut self.out);
+        self.errors += 1;
+        self.stats.errors += 1;
+        if self.errors >= self.snapshot.limits.errors {
+            canned::too_many_errors().write_to(&mut self.out);
+            return Some(self.close());
+        }
+        None
+    }
+}
+
+struct Step {
+    consumed: usize,
+    action: Option<Action>,
+    /// A whole command was processed: check RFC 2920 synchronisation.
+    sync_check: bool,
+}
+
+impl Step {
+    fn consumed(n: usize) -> Step {
+        Step {
+            consumed: n,
+            action: None,
+            sync_check: false,
+        }
+    }
+}
+
+fn command_error_reply(e: CommandError) -> Reply {
+    match e {
+        CommandError::Unrecognized => canned::unknown_command(),
+        CommandError::Syntax(text) => Reply::new(501, "5.5.4", text),
+        CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
+        CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
+        CommandError::UnsupportedParameter => Reply::new(555, "5.5.4", "Unsupported parameter"),
+        CommandError::NonAscii => Reply::new(500, "5.5.2", "Invalid characters in command"),
+    }
+}
+
+fn refusal_reply(r: Refusal) -> Reply {
+    match r {
+        Refusal::RelayDenied => canned::relay_denied(),
+    }
+}
+
+#[cfg(test)]
+#[path = "server_tests.rs"]
+mod tests;

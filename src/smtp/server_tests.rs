@@ -1,0 +1,543 @@
+//! Session tests: each conversation is a table of client turns (what the
+//! client sends before waiting for replies) and the expected replies. Every
+//! table runs whole, with each turn split at every octet, and with bare LF
+//! command endings, and all runs must give the same replies.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::policy::Snapshot;
+
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// Command lines: may be rewritten with bare LF endings.
+    Cmd,
+    /// Command lines whose meaning depends on arriving in one read (input
+    /// pipelined past DATA): never split.
+    CmdOneRead,
+    /// Message data: sent as written.
+    Data,
+}
+
+struct Turn {
+    kind: Kind,
+    send: &'static [u8],
+    expect: &'static str,
+}
+
+fn cmd(send: &'static str, expect: &'static str) -> Turn {
+    Turn {
+        kind: Kind::Cmd,
+        send: send.as_bytes(),
+        expect,
+    }
+}
+
+fn cmd_one_read(send: &'static str, expect: &'static str) -> Turn {
+    Turn {
+        kind: Kind::CmdOneRead,
+        send: send.as_bytes(),
+        expect,
+    }
+}
+
+fn data(send: &'static [u8], expect: &'static str) -> Turn {
+    Turn {
+        kind: Kind::Data,
+        send,
+        expect,
+    }
+}
+
+/// The connection glue, as the shard does it, minus sockets.
+struct Harness {
+    session: Session,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+    stored: Vec<Message>,
+    closed: bool,
+    /// STARTTLS was accepted during this turn: the rest of what the client
+    /// sent in the turn went out before it saw our 220 and is discarded.
+    tls_started_in_turn: bool,
+    now: Instant,
+}
+
+impl Harness {
+    fn new(snapshot: Arc<Snapshot>) -> Self {
+        let peer = Peer {
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 40000,
+            name: None,
+        };
+        let now = Instant::now();
+        let mut session = Session::new(snapshot, peer);
+        session.greet(now);
+        let mut h = Harness {
+            session,
+            pending: Vec::new(),
+            out: Vec::new(),
+            stored: Vec::new(),
+            closed: false,
+            tls_started_in_turn: false,
+            now,
+        };
+        h.take_output();
+        h
+    }
+
+    fn take_output(&mut self) -> String {
+        self.session.drain_output_into(&mut self.out);
+        String::from_utf8(std::mem::take(&mut self.out)).unwrap()
+    }
+
+    /// One read's worth of input.
+    fn read(&mut self, bytes: &[u8]) {
+        if self.closed || self.tls_started_in_turn {
+            return;
+        }
+        self.pending.extend_from_slice(bytes);
+        loop {
+            let fed = self.session.feed(&self.pending, self.now);
+            self.pending.drain(..fed.consumed);
+            match fed.action {
+                None => return,
+                Some(Action::Store(msg)) => {
+                    self.stored.push(*msg);
+                    self.session.stored(Ok("QID1"), self.now);
+                }
+                Some(Action::StartTls) => {
+                    // RFC 3207 §4.2: input pipelined behind STARTTLS is discarded.
+                    self.pending.clear();
+                    self.tls_started_in_turn = true;
+                    self.session.tls_established(
+                        TlsFacts {
+                            version: "TLSv1.3",
+                            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+                            bits: 256,
+                            verify: ClientVerify::No,
+                        },
+                        self.now,
+                    );
+                    return;
+                }
+                Some(Action::Close) => {
+                    self.closed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn snapshot(tls: bool) -> Arc<Snapshot> {
+    let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+    s.limits.recipients = 3;
+    s.limits.message_size = 1000;
+    if tls {
+        s.tls = Some(test_tls_config());
+    }
+    Arc::new(s)
+}
+
+fn test_tls_config() -> Arc<rustls::ServerConfig> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["mx.test".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
+    crate::tls::server_config(
+        crate::tls::CertAndKey {
+            chain: vec![cert.der().clone()],
+            key: key_der,
+        },
+        std::path::Path::new("test"),
+    )
+    .unwrap()
+}
+
+/// Runs the conversation with the given chunking of turn `split_turn` at
+/// `split_at` (or no split) and returns the replies per turn and the
+/// stored messages.
+fn converse(
+    snap: &Arc<Snapshot>,
+    turns: &[Turn],
+    lf_only: bool,
+    split: Option<(usize, usize)>,
+) -> (Vec<String>, Vec<Message>, bool) {
+    let mut h = Harness::new(snap.clone());
+    let mut replies = Vec::new();
+    for (i, turn) in turns.iter().enumerate() {
+        h.tls_started_in_turn = false;
+        let bytes: Vec<u8> = if lf_only && turn.kind != Kind::Data {
+            String::from_utf8(turn.send.to_vec())
+                .unwrap()
+                .replace("\r\n", "\n")
+                .into_bytes()
+        } else {
+            turn.send.to_vec()
+        };
+        match split {
+            Some((t, at)) if t == i && at <= bytes.len() && turn.kind != Kind::CmdOneRead => {
+                h.read(&bytes[..at]);
+                h.read(&bytes[at..]);
+            }
+            _ => h.read(&bytes),
+        }
+        replies.push(h.take_output());
+    }
+    (replies, h.stored, h.closed)
+}
+
+/// Runs the table whole, split everywhere and with LF endings; returns the
+/// stored messages of the whole run.
+fn run_table(snap: &Arc<Snapshot>, turns: &[Turn]) -> (Vec<Message>, bool) {
+    for lf_only in [false, true] {
+        let (replies, stored, closed) = converse(snap, turns, lf_only, None);
+        for (turn, got) in turns.iter().zip(&replies) {
+            assert_eq!(
+                got,
+                turn.expect,
+                "lf_only={lf_only} after sending {:?}",
+                String::from_utf8_lossy(turn.send)
+            );
+        }
+        for (t, turn) in turns.iter().enumerate() {
+            for at in 0..=turn.send.len() {
+                let split = converse(snap, turns, lf_only, Some((t, at)));
+                assert_eq!(split.0, replies, "lf_only={lf_only} turn {t} split at {at}");
+                assert_eq!(split.1.len(), stored.len());
+                for (a, b) in split.1.iter().zip(&stored) {
+                    assert_eq!(a.data, b.data);
+                    assert_eq!(a.envelope.recipients, b.envelope.recipients);
+                }
+            }
+        }
+        if !lf_only {
+            return (stored, closed);
+        }
+    }
+    unreachable!()
+}
+
+const EHLO_PLAIN: &str =
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+const EHLO_TLS: &str =
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n";
+
+#[test]
+fn state_event_banner_names_host() {
+    let mut s = Session::new(
+        snapshot(false),
+        Harness::new(snapshot(false)).session.peer().clone(),
+    );
+    let mut out = Vec::new();
+    s.greet(Instant::now());
+    s.drain_output_into(&mut out);
+    assert_eq!(out, b"220 mx.test ESMTP sealgate\r\n");
+}
+
+#[test]
+fn state_event_full_transaction_is_stored() {
+    let (stored, closed) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<a@sender.test> SIZE=20\r\n",
+                "250 2.1.0 Sender ok\r\n",
+            ),
+            cmd("RCPT TO:<b@example.com>\r\n", "250 2.1.5 Recipient ok\r\n"),
+            cmd("DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            data(
+                b"Subject: t\r\n\r\n..hi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+            cmd("QUIT\r\n", "221 2.0.0 Bye\r\n"),
+        ],
+    );
+    assert!(closed);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].data, b"Subject: t\r\n\r\n.hi\r\n");
+    assert_eq!(stored[0].envelope.from, "a@sender.test");
+    assert_eq!(stored[0].envelope.recipients, vec!["b@example.com"]);
+    assert!(stored[0].envelope.esmtp);
+    assert!(stored[0].envelope.tls.is_none());
+}
+
+#[test]
+fn state_event_pipelined_group_replies_in_order() {
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<>\r\nRCPT TO:<x@other.test>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n554 5.7.1 Relay access denied\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            data(b"x\r\n.\r\nQUIT\r\n", "250 2.0.0 Ok: queued as QID1\r\n221 2.0.0 Bye\r\n"),
+        ],
+    );
+    assert_eq!(stored[0].envelope.from, "");
+}
+
+#[test]
+fn state_event_starttls_discards_pipelined_input_and_resets() {
+    let (stored, _) = run_table(
+        &snapshot(true),
+        &[
+            cmd("EHLO client.test\r\n", EHLO_TLS),
+            cmd("MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Sender ok\r\n"),
+            // CVE-2011-0411 class: the RSET is never answered.
+            cmd("STARTTLS\r\nRSET\r\n", "220 2.0.0 Ready to start TLS\r\n"),
+            // RFC 3207 §4.2: no state survives; EHLO is needed again.
+            cmd("MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Send EHLO or HELO first\r\n"),
+            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd("STARTTLS\r\n", "503 5.5.1 TLS already active\r\n"),
+            cmd(
+                "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            data(b"hi\r\n.\r\n", "250 2.0.0 Ok: queued as QID1\r\n"),
+        ],
+    );
+    let tls = stored[0].envelope.tls.as_ref().unwrap();
+    assert_eq!(tls.version, "TLSv1.3");
+}
+
+#[test]
+fn state_event_starttls_refused_without_certificate() {
+    run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\n", EHLO_PLAIN),
+            cmd("STARTTLS\r\n", "454 4.7.0 TLS not available\r\n"),
+        ],
+    );
+}
+
+#[test]
+fn state_event_overlong_command_then_session_goes_on() {
+    // 511 octets + CRLF = 513: one over RFC 5321 §4.5.3.1.4.
+    let line: &'static str = Box::leak(format!("NOOP {}\r\n", "x".repeat(506)).into_boxed_str());
+    assert_eq!(line.len(), 513);
+    let ok: &'static str = Box::leak(format!("NOOP {}\r\n", "x".repeat(505)).into_boxed_str());
+    run_table(
+        &snapshot(false),
+        &[
+            cmd(line, "500 5.5.2 Line too long\r\n"),
+            cmd(ok, "250 2.0.0 Ok\r\n"),
+            cmd("NOOP\r\n", "250 2.0.0 Ok\r\n"),
+        ],
+    );
+    // A line far over the cap that arrives in pieces is discarded whole.
+    let long: &'static str =
+        Box::leak(format!("NOOP {}\r\nNOOP\r\n", "y".repeat(2000)).into_boxed_str());
+    run_table(
+        &snapshot(false),
+        &[cmd(long, "500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n")],
+    );
+}
+
+#[test]
+fn state_event_size_declared_over_limit() {
+    run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<a@b.test> SIZE=1001\r\n",
+                "552 5.3.4 Message size exceeds fixed maximum message size\r\n",
+            ),
+            cmd(
+                "MAIL FROM:<a@b.test> SIZE=1000\r\n",
+                "250 2.1.0 Sender ok\r\n",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn state_event_message_over_limit_is_refused_after_data() {
+    let big: &'static [u8] = Box::leak(
+        format!("{}\r\n.\r\n", "z".repeat(990))
+            .repeat(1)
+            .into_bytes()
+            .into_boxed_slice(),
+    );
+    let bigger: Vec<u8> = [&b"a\r\n"[..], &vec![b'b'; 998], b"\r\n.\r\n"].concat();
+    let bigger: &'static [u8] = Box::leak(bigger.into_boxed_slice());
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
+            data(bigger, "552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
+            cmd("MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"),
+            data(big, "250 2.0.0 Ok: queued as QID1\r\n"),
+        ],
+    );
+    assert_eq!(stored.len(), 1);
+}
+
+#[test]
+fn state_event_recipient_over_limit_keeps_earlier_ones() {
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<a@b.test>\r\nRCPT TO:<1@example.com>\r\nRCPT TO:<2@example.com>\r\nRCPT TO:<3@example.com>\r\nRCPT TO:<4@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n250 2.1.5 Recipient ok\r\n452 4.5.3 Too many recipients\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            data(b"x\r\n.\r\n", "250 2.0.0 Ok: queued as QID1\r\n"),
+        ],
+    );
+    assert_eq!(
+        stored[0].envelope.recipients,
+        vec!["1@example.com", "2@example.com", "3@example.com"]
+    );
+}
+
+#[test]
+fn state_event_foreign_domain_is_relay_denied() {
+    run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\n", EHLO_PLAIN),
+            cmd("MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Sender ok\r\n"),
+            cmd(
+                "RCPT TO:<victim@elsewhere.test>\r\n",
+                "554 5.7.1 Relay access denied\r\n",
+            ),
+            cmd(
+                "RCPT TO:<user%elsewhere.test@example.com>\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd("DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n"),
+        ],
+    );
+}
+
+#[test]
+fn state_event_sequence_errors() {
+    run_table(
+        &snapshot(false),
+        &[
+            cmd(
+                "MAIL FROM:<a@b.test>\r\n",
+                "503 5.5.1 Send EHLO or HELO first\r\n",
+            ),
+            cmd("HELO c.test\r\n", "250 mx.test\r\n"),
+            cmd(
+                "RCPT TO:<c@example.com>\r\n",
+                "503 5.5.1 Need MAIL before RCPT\r\n",
+            ),
+            cmd("DATA\r\n", "503 5.5.1 Need MAIL command\r\n"),
+            cmd("MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Sender ok\r\n"),
+            cmd(
+                "MAIL FROM:<a@b.test>\r\n",
+                "503 5.5.1 Nested MAIL command\r\n",
+            ),
+            cmd("DATA\r\n", "554 5.5.1 No valid recipients\r\n"),
+            cmd("RSET\r\n", "250 2.0.0 Ok\r\n"),
+            cmd(
+                "VRFY postmaster\r\n",
+                "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n",
+            ),
+            cmd("EXPN list\r\n", "502 5.5.1 Command not implemented\r\n"),
+            cmd("FOO\r\n", "500 5.5.1 Command unrecognized\r\n"),
+        ],
+    );
+}
+
+#[test]
+fn state_event_data_before_354_is_a_synchronization_error() {
+    let (stored, closed) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\n", EHLO_PLAIN),
+            cmd_one_read(
+                "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\nSubject: x\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n554 5.5.0 Protocol error: SMTP synchronization error (input sent before the server's reply)\r\n",
+            ),
+        ],
+    );
+    assert!(closed);
+    assert!(stored.is_empty());
+}
+
+#[test]
+fn state_event_input_before_banner_is_refused() {
+    let snap = snapshot(false);
+    let peer = Harness::new(snap.clone()).session.peer().clone();
+    let mut s = Session::new(snap, peer);
+    let fed = s.feed(b"EHLO early.test\r\n", Instant::now());
+    assert!(matches!(fed.action, Some(Action::Close)));
+    let mut out = Vec::new();
+    s.drain_output_into(&mut out);
+    assert_eq!(
+        out,
+        b"554 5.5.0 Protocol error: input before the greeting banner\r\n"
+    );
+}
+
+#[test]
+fn state_event_smuggled_end_of_data_stays_in_the_message() {
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
+            data(
+                b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<evil@b.test>\r\nRCPT TO:<c@example.com>\r\n.\r\n",
+                "554 5.5.2 Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)\r\n",
+            ),
+            cmd("NOOP\r\n", "250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert!(
+        stored.is_empty(),
+        "nothing is accepted from a message with bare LF"
+    );
+}
+
+#[test]
+fn state_event_idle_client_times_out_with_421() {
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.command_timeout = Duration::from_secs(30);
+        Arc::new(s)
+    };
+    let mut h = Harness::new(snap);
+    h.read(b"EHLO c.test\r\n");
+    h.take_output();
+    assert_eq!(h.session.deadline(), Some(h.now + Duration::from_secs(30)));
+    assert!(matches!(h.session.timeout(), Action::Close));
+    assert_eq!(
+        h.take_output(),
+        "421 4.4.2 Timeout exceeded, closing connection\r\n"
+    );
+    assert!(h.session.is_closed());
+}
+
+#[test]
+fn state_event_too_many_errors_closes() {
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.errors = 3;
+        Arc::new(s)
+    };
+    let (_, closed) = run_table(
+        &snap,
+        &[cmd(
+            "FOO\r\nFOO\r\nFOO\r\nNOOP\r\n",
+            "500 5.5.1 Command unrecognized\r\n500 5.5.1 Command unrecognized\r\n500 5.5.1 Command unrecognized\r\n421 4.7.0 Too many errors, closing connection\r\n",
+        )],
+    );
+    assert!(closed);
+}
