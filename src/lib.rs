@@ -13,6 +13,7 @@
 //! `spool` is the durable store, `config` turns the TOML file into a
 //! snapshot with every error reported at once.
 
+pub mod config;
 pub mod policy;
 pub mod smtp;
 pub mod tls;

@@ -1,0 +1,556 @@
+//! The configuration file: parse, collect every error with its line and
+//! key, then compile into a [`Snapshot`](crate::policy::Snapshot).
+//!
+//! Errors are collected, never returned one at a time (OPS-1): syntax
+//! errors come from the recovering TOML parser; type errors from serde are
+//! gathered by deserializing, removing the offending key and trying again
+//! (each round removes one key, so it ends); cross-field checks run on the
+//! result. An operator fixing a file sees all of its problems at once.
+
+pub mod schema;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use serde::de::IntoDeserializer;
+use serde::Deserialize;
+use toml::de::{DeTable, DeValue};
+
+use crate::policy::{AcceptDomains, Limits, Snapshot};
+use crate::smtp::command::{valid_address_literal, valid_domain};
+
+/// The embedded default configuration (`config/sealgate.toml`).
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/sealgate.toml");
+
+/// One problem in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// 1-based line, when the problem has a place in the file.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `limits.message_size` or `route[2].via`.
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found, with the file they were found in.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    pub origin: String,
+    pub errors: Vec<ConfigError>,
+}
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for e in &self.errors {
+            match e.line {
+                Some(line) => write!(f, "{}:{}: ", self.origin, line)?,
+                None => write!(f, "{}: ", self.origin)?,
+            }
+            if e.key.is_empty() {
+                writeln!(f, "{}", e.message)?;
+            } else {
+                writeln!(f, "{}: {}", e.key, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed, validated configuration and where it came from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: schema::File,
+    /// The file name, or `<embedded default>`.
+    pub origin: String,
+    /// Relative paths in the file are resolved against this directory: the
+    /// config file's own, or the current directory for the embedded file.
+    pub base_dir: PathBuf,
+}
+
+/// Reads the file at `path`, or the embedded default when `None`.
+pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    match path {
+        None => parse(DEFAULT_CONFIG, "<embedded default>", PathBuf::from(".")),
+        Some(p) => {
+            let origin = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigErrors {
+                origin: origin.clone(),
+                errors: vec![ConfigError {
+                    line: None,
+                    key: String::new(),
+                    message: format!("cannot read: {e}"),
+                }],
+            })?;
+            let base = p
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            parse(&text, &origin, base.to_path_buf())
+        }
+    }
+}
+
+/// Parses and validates configuration text.
+pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let (mut doc, syntax) = DeTable::parse_recoverable(text);
+    for e in syntax {
+        errors.push(ConfigError {
+            line: e.span().map(|s| line_of(text, s.start)),
+            key: String::new(),
+            message: first_line(e.message()),
+        });
+    }
+    let file = loop {
+        match schema::File::deserialize(doc.clone().into_deserializer()) {
+            Ok(file) => break Some(file),
+            Err(e) => {
+                let span = e.span();
+                let removed = span
+                    .as_ref()
+                    .and_then(|s| remove_key_at(doc.get_mut(), s.start, &mut Vec::new()));
+                errors.push(ConfigError {
+                    line: span.map(|s| line_of(text, s.start)),
+                    key: removed.clone().unwrap_or_default(),
+                    message: first_line(e.message()),
+                });
+                if removed.is_none() {
+                    break None;
+                }
+            }
+        }
+    };
+    if let Some(file) = &file {
+        validate(file, text, &mut errors);
+    }
+    errors.sort_by_key(|e| e.line.unwrap_or(0));
+    match file {
+        Some(file) if errors.is_empty() => Ok(Config {
+            file,
+            origin: origin.to_string(),
+            base_dir,
+        }),
+        _ => Err(ConfigErrors {
+            origin: origin.to_string(),
+            errors,
+        }),
+    }
+}
+
+fn first_line(msg: &str) -> String {
+    msg.lines().next().unwrap_or("").trim().to_string()
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+/// Removes the innermost key whose key or value covers `offset` (looking
+/// into every table, since a `[table]` value's span is only its header),
+/// returning its dotted path. `None` when nothing covers it.
+fn remove_key_at(table: &mut DeTable<'_>, offset: usize, path: &mut Vec<String>) -> Option<String> {
+    let keys: Vec<_> = table.keys().cloned().collect();
+    for key in keys {
+        let name = key.get_ref().to_string();
+        let Some(value) = table.get_mut(key.get_ref().as_ref()) else {
+            continue;
+        };
+        let covers = key.span().contains(&offset) || value.span().contains(&offset);
+        path.push(name.clone());
+        let inner = if key.span().contains(&offset) {
+            None
+        } else {
+            match value.get_mut() {
+                DeValue::Table(inner) => remove_key_at(inner, offset, path),
+                DeValue::Array(items) => {
+                    let mut found = None;
+                    for (i, item) in items.as_mut().iter_mut().enumerate() {
+                        if let DeValue::Table(inner) = item.get_mut() {
+                            path.push(format!("[{i}]"));
+                            found = remove_key_at(inner, offset, path);
+                            path.pop();
+                            if found.is_some() {
+                                break;
+                            }
+                        }
+                    }
+                    found
+                }
+                _ => None,
+            }
+        };
+        if inner.is_some() {
+            return inner;
+        }
+        if covers {
+            let p = dotted(path);
+            table.remove(key.get_ref().as_ref());
+            return Some(p);
+        }
+        path.pop();
+    }
+    None
+}
+
+/// `["route", "[1]", "via"]` → `route[1].via`.
+fn dotted(path: &[String]) -> String {
+    let mut s = String::new();
+    for part in path {
+        if !s.is_empty() && !part.starts_with('[') {
+            s.push('.');
+        }
+        s.push_str(part);
+    }
+    s
+}
+
+/// Cross-field and value checks that serde cannot express.
+fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
+    let mut err = |span: Range<usize>, key: String, message: String| {
+        errors.push(ConfigError {
+            line: (span != (0..0)).then(|| line_of(text, span.start)),
+            key,
+            message,
+        })
+    };
+    let s = &file.server;
+    if !s.hostname.get_ref().is_empty() && !valid_domain(s.hostname.get_ref()) {
+        err(
+            s.hostname.span(),
+            "server.hostname".into(),
+            format!("{:?} is not a valid host name", s.hostname.get_ref()),
+        );
+    }
+    if s.listen.is_empty() {
+        err(
+            0..0,
+            "server.listen".into(),
+            "at least one listen address is required".into(),
+        );
+    }
+    for l in &s.listen {
+        if l.get_ref().parse::<SocketAddr>().is_err() {
+            err(
+                l.span(),
+                "server.listen".into(),
+                format!(
+                    "{:?} is not an address:port (e.g. \"0.0.0.0:25\", \"[::]:25\")",
+                    l.get_ref()
+                ),
+            );
+        }
+    }
+    for d in &s.accept_domains {
+        if !valid_domain(d.get_ref()) {
+            err(
+                d.span(),
+                "server.accept_domains".into(),
+                format!("{:?} is not a valid domain", d.get_ref()),
+            );
+        }
+    }
+    let l = &file.limits;
+    for (key, zero) in [
+        ("limits.message_size", l.message_size.0 == 0),
+        ("limits.recipients", l.recipients == 0),
+        ("limits.connections", l.connections == 0),
+        ("limits.connections_per_ip", l.connections_per_ip == 0),
+        ("limits.command_timeout", l.command_timeout.0.is_zero()),
+        ("limits.data_timeout", l.data_timeout.0.is_zero()),
+        ("limits.errors", l.errors == 0),
+    ] {
+        if zero {
+            err(0..0, key.into(), "must be greater than zero".into());
+        }
+    }
+    if file.tls.generate_self_signed && file.tls.certificates.is_empty() {
+        err(
+            0..0,
+            "tls.generate_self_signed".into(),
+            "needs a tls.certificates entry to write the certificate to".into(),
+        );
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, table) in file.profile.iter().enumerate() {
+        let p = table.get_ref();
+        let name = p.name.get_ref().as_str();
+        if name.is_empty() {
+            err(
+                table.span(),
+                format!("profile[{i}].name"),
+                "a profile needs a name".into(),
+            );
+        } else if names.contains(&name) {
+            err(
+                p.name.span(),
+                format!("profile[{i}].name"),
+                format!("duplicate profile name {name:?}"),
+            );
+        }
+        names.push(name);
+        if let Some(bits) = &p.server.min_cipher_bits {
+            if !(40..=256).contains(bits.get_ref()) {
+                err(
+                    bits.span(),
+                    format!("profile[{i}].server.min_cipher_bits"),
+                    "must be between 40 and 256".into(),
+                );
+            }
+        }
+        for pin in p
+            .server
+            .client_cert_sha256
+            .iter()
+            .chain(&p.client.pin_sha256)
+        {
+            let hex: String = pin.get_ref().chars().filter(|c| *c != ':').collect();
+            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                err(
+                    pin.span(),
+                    format!("profile[{i}]"),
+                    format!(
+                        "{:?} is not a SHA-256 fingerprint (64 hex digits)",
+                        pin.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let mut domains: Vec<String> = Vec::new();
+    for (i, table) in file.route.iter().enumerate() {
+        let r = table.get_ref();
+        let d = r.domain.get_ref();
+        if d.is_empty() {
+            err(
+                table.span(),
+                format!("route[{i}].domain"),
+                "a route needs a domain (or \"*\")".into(),
+            );
+        } else if d != "*" && !valid_domain(d) {
+            err(
+                r.domain.span(),
+                format!("route[{i}].domain"),
+                format!("{d:?} is not a domain or \"*\""),
+            );
+        }
+        let norm = crate::policy::normalize_domain(d);
+        if domains.contains(&norm) {
+            err(
+                r.domain.span(),
+                format!("route[{i}].domain"),
+                format!("a route for {d:?} is already defined"),
+            );
+        }
+        domains.push(norm);
+        if let Err(m) = parse_via(r.via.get_ref()) {
+            err(r.via.span(), format!("route[{i}].via"), m);
+        }
+        if let Some(p) = &r.profile {
+            if !names.contains(&p.get_ref().as_str()) {
+                err(
+                    p.span(),
+                    format!("route[{i}].profile"),
+                    format!("no profile named {:?}", p.get_ref()),
+                );
+            }
+        }
+    }
+    for srv in &file.dns.servers {
+        let v = srv.get_ref();
+        if v.parse::<SocketAddr>().is_err() && v.parse::<std::net::IpAddr>().is_err() {
+            err(
+                srv.span(),
+                "dns.servers".into(),
+                format!("{v:?} is not an IP address or address:port"),
+            );
+        }
+    }
+}
+
+/// Where a route sends mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    Mx,
+    Host { host: String, port: u16 },
+}
+
+/// `"mx"`, `"host"`, `"host:port"`, `"[IP]"` or `"[IP]:port"` (port 25 by
+/// default, RFC 5321 §4.5.4 brackets: an address, no MX lookup).
+pub fn parse_via(via: &str) -> Result<Via, String> {
+    if via.eq_ignore_ascii_case("mx") {
+        return Ok(Via::Mx);
+    }
+    let bad = || format!("{via:?} is not \"mx\", \"host:port\" or \"[IP]:port\"");
+    let (host, port) = if via.starts_with('[') {
+        let close = via.find(']').ok_or_else(bad)?;
+        let (lit, rest) = via.split_at(close + 1);
+        (lit, rest.strip_prefix(':'))
+    } else {
+        match via.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (via, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        None => 25,
+    };
+    let ok = if host.starts_with('[') {
+        valid_address_literal(host)
+    } else {
+        valid_domain(host)
+    };
+    if !ok {
+        return Err(bad());
+    }
+    Ok(Via::Host {
+        host: host.to_string(),
+        port,
+    })
+}
+
+impl Config {
+    pub fn resolve(&self, path: &str) -> PathBuf {
+        let p = Path::new(path);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        self.file
+            .server
+            .listen
+            .iter()
+            .filter_map(|l| l.get_ref().parse().ok())
+            .collect()
+    }
+
+    /// The number of shards: `server.shards`, or one per core for 0.
+    pub fn shard_count(&self) -> usize {
+        match self.file.server.shards {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            n => n,
+        }
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.resolve(&self.file.server.spool_dir)
+    }
+
+    pub fn hostname(&self) -> String {
+        let h = self.file.server.hostname.get_ref();
+        if h.is_empty() {
+            system_hostname()
+        } else {
+            h.clone()
+        }
+    }
+
+    pub fn limits(&self) -> Limits {
+        let l = &self.file.limits;
+        Limits {
+            message_size: usize::try_from(l.message_size.0).unwrap_or(usize::MAX),
+            recipients: l.recipients,
+            connections: l.connections,
+            connections_per_ip: l.connections_per_ip,
+            command_timeout: l.command_timeout.0,
+            data_timeout: l.data_timeout.0,
+            errors: l.errors,
+            bare_line_endings: match l.bare_line_endings {
+                units::BareLineEndings::Reject => crate::smtp::data::BareLineEndings::Reject,
+                units::BareLineEndings::Normalize => crate::smtp::data::BareLineEndings::Normalize,
+            },
+            ..Limits::default()
+        }
+    }
+
+    /// Generates the self-signed certificate if the file asks for it and
+    /// its files are absent. Returns the path written, if any.
+    pub fn ensure_certificates(&self) -> Result<Option<PathBuf>, Vec<String>> {
+        if !self.file.tls.generate_self_signed {
+            return Ok(None);
+        }
+        let Some(first) = self.file.tls.certificates.first() else {
+            return Ok(None);
+        };
+        let (cert, key) = (
+            self.resolve(&first.get_ref().cert),
+            self.resolve(&first.get_ref().key),
+        );
+        match crate::tls::ensure_self_signed(&cert, &key, &self.hostname()) {
+            Ok(true) => Ok(Some(cert)),
+            Ok(false) => Ok(None),
+            Err(e) => Err(vec![e.to_string()]),
+        }
+    }
+
+    /// Loads certificates and builds the snapshot. Every certificate
+    /// problem is reported.
+    pub fn snapshot(&self) -> Result<Snapshot, Vec<String>> {
+        let mut problems = Vec::new();
+        let mut tls = None;
+        // Several certificates selected by SNI come with the policy issue;
+        // until then the first entry serves every client.
+        if let Some(first) = self.file.tls.certificates.first() {
+            let (cert, key) = (
+                self.resolve(&first.get_ref().cert),
+                self.resolve(&first.get_ref().key),
+            );
+            match crate::tls::load_cert_and_key(&cert, &key)
+                .and_then(|ck| crate::tls::server_config(ck, &cert))
+            {
+                Ok(c) => tls = Some(c),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let domains: Vec<&str> = self
+            .file
+            .server
+            .accept_domains
+            .iter()
+            .map(|d| d.get_ref().as_str())
+            .collect();
+        Ok(Snapshot {
+            hostname: self.hostname(),
+            accept_domains: AcceptDomains::new(&domains),
+            limits: self.limits(),
+            tls,
+        })
+    }
+}
+
+/// The system host name (gethostname(2)), or `localhost`.
+pub fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at
+    // most that many octets.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return "localhost".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    let name = String::from_utf8_lossy(&buf[..end]).into_owned();
+    if valid_domain(&name) {
+        name
+    } else {
+        "localhost".into()
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;

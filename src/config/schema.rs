@@ -1,0 +1,228 @@
+//! The configuration file's schema (product.md §3), as plain serde
+//! structs: no logic here. Every section and field is optional and has the
+//! default documented in docs/configuration.md; unknown keys are errors.
+//! Fields that later checks refer back to are `Spanned`, so those errors
+//! carry a line number too.
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::units::{BareLineEndings, CipherGrade, Level, LogFormat, Size, Span, TlsVersion};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct File {
+    pub server: Server,
+    pub limits: Limits,
+    pub tls: Tls,
+    pub log: Log,
+    pub admin: Admin,
+    pub queue: Queue,
+    pub profile: Vec<Spanned<Profile>>,
+    pub route: Vec<Spanned<Route>>,
+    pub dns: Dns,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Server {
+    /// Banner and Received name; empty = the system host name.
+    pub hostname: Spanned<String>,
+    pub listen: Vec<Spanned<String>>,
+    /// 0 = one shard per core.
+    pub shards: usize,
+    pub spool_dir: String,
+    pub accept_domains: Vec<Spanned<String>>,
+    pub proxy_protocol_from: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Server {
+            hostname: Spanned::new(0..0, String::new()),
+            listen: vec![Spanned::new(0..0, "0.0.0.0:25".into())],
+            shards: 0,
+            spool_dir: "/var/spool/sealgate".into(),
+            accept_domains: Vec::new(),
+            proxy_protocol_from: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    pub message_size: Size,
+    pub recipients: usize,
+    pub connections: usize,
+    pub connections_per_ip: usize,
+    pub command_timeout: Span,
+    pub data_timeout: Span,
+    /// Errors before a session is closed with 421.
+    pub errors: usize,
+    pub bare_line_endings: BareLineEndings,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let d = crate::policy::Limits::default();
+        Limits {
+            message_size: Size(d.message_size as u64),
+            recipients: d.recipients,
+            connections: d.connections,
+            connections_per_ip: d.connections_per_ip,
+            command_timeout: Span(d.command_timeout),
+            data_timeout: Span(d.data_timeout),
+            errors: d.errors,
+            bare_line_endings: BareLineEndings::Reject,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertPair {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tls {
+    pub certificates: Vec<Spanned<CertPair>>,
+    pub client_certificate: Option<CertPair>,
+    pub ca_files: Vec<String>,
+    pub system_roots: bool,
+    pub default_version: TlsVersion,
+    /// Write a self-signed ECDSA P-256 certificate at the first
+    /// `certificates` entry when neither of its files exists.
+    pub generate_self_signed: bool,
+}
+
+impl Default for Tls {
+    fn default() -> Self {
+        Tls {
+            certificates: Vec::new(),
+            client_certificate: None,
+            ca_files: Vec::new(),
+            system_roots: true,
+            default_version: TlsVersion::V1_2,
+            generate_self_signed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    pub receive: Level,
+    pub send: Level,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Admin {
+    pub listen: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: "127.0.0.1:9025".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Queue {
+    pub retry: Vec<Span>,
+    pub lifetime: Span,
+}
+
+impl Default for Queue {
+    fn default() -> Self {
+        let m = |n: u64| Span(std::time::Duration::from_secs(n * 60));
+        Queue {
+            retry: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
+            lifetime: Span(std::time::Duration::from_secs(5 * 86_400)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    #[serde(default = "unset")]
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub notes: String,
+    #[serde(default)]
+    pub hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub sender_domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub relay: bool,
+    #[serde(default)]
+    pub server: ProfileServer,
+    #[serde(default)]
+    pub client: ProfileClient,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileServer {
+    pub mandatory_tls: bool,
+    pub min_cipher_bits: Option<Spanned<u16>>,
+    pub request_client_cert: bool,
+    pub require_verified_client_cert: bool,
+    /// Absent = no name check; "" = the client's verified host name.
+    pub client_cert_name: Option<String>,
+    pub client_cert_sha256: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileClient {
+    pub mandatory_tls: bool,
+    pub version: TlsVersion,
+    pub cipher_grade: CipherGrade,
+    pub verify: bool,
+    pub match_names: Vec<String>,
+    pub pin_sha256: Vec<Spanned<String>>,
+    pub client_certificate: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(default = "unset")]
+    pub domain: Spanned<String>,
+    #[serde(default = "default_via")]
+    pub via: Spanned<String>,
+    #[serde(default = "default_port")]
+    pub port: u16,
+    #[serde(default)]
+    pub profile: Option<Spanned<String>>,
+}
+
+/// A required string the file left out; `validate` reports it at the
+/// table's line.
+fn unset() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+
+fn default_via() -> Spanned<String> {
+    Spanned::new(0..0, "mx".into())
+}
+
+fn default_port() -> u16 {
+    25
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Dns {
+    pub servers: Vec<Spanned<String>>,
+}

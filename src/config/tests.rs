@@ -1,0 +1,200 @@
+use super::*;
+
+fn errors_of(text: &str) -> Vec<ConfigError> {
+    parse(text, "t.toml", PathBuf::from("."))
+        .err()
+        .map(|e| e.errors)
+        .unwrap_or_default()
+}
+
+#[test]
+fn embedded_default_is_valid() {
+    let cfg = load(None).unwrap();
+    assert_eq!(cfg.listen_addrs(), vec!["127.0.0.1:2525".parse().unwrap()]);
+    assert!(cfg.file.tls.generate_self_signed);
+}
+
+#[test]
+fn product_spec_example_is_valid() {
+    // The schema example of product.md §3, verbatim apart from the paths.
+    let text = r#"
+[server]
+hostname = "mx.example.com"
+listen = ["0.0.0.0:25"]
+shards = 0
+spool_dir = "/var/spool/sealgate"
+accept_domains = ["example.com"]
+[limits]
+message_size = "25MB"
+recipients = 1000
+connections = 20000
+connections_per_ip = 50
+command_timeout = "5m"
+data_timeout = "10m"
+[tls]
+certificates = [ { cert = "config/certs/server.crt", key = "config/certs/server.key" } ]
+client_certificate = { cert = "config/certs/client.crt", key = "config/certs/client.key" }
+ca_files = ["config/certs/ca.crt"]
+system_roots = true
+default_version = "1.2"
+[log]
+receive = "info"
+send = "info"
+format = "text"
+[admin]
+listen = "127.0.0.1:9025"
+[queue]
+retry = ["5m", "10m", "30m", "1h", "2h", "4h"]
+lifetime = "5d"
+[[profile]]
+name = "partner-b"
+notes = "Company B, mandatory TLS both ways"
+hosts = ["192.0.2.10", "198.51.100.*", "203.0.113.0/24", "mail.partner-b.example"]
+sender_domains = ["partner-b.example"]
+relay = false
+[profile.server]
+mandatory_tls = true
+min_cipher_bits = 128
+request_client_cert = true
+require_verified_client_cert = false
+client_cert_name = ""
+client_cert_sha256 = []
+[profile.client]
+mandatory_tls = true
+version = "system"
+cipher_grade = "high"
+verify = true
+match_names = ["*.partner-b.example"]
+pin_sha256 = []
+client_certificate = true
+[[route]]
+domain = "partner-b.example"
+via = "mx"
+port = 25
+profile = "partner-b"
+[[route]]
+domain = "example.com"
+via = "[10.0.0.5]:25"
+[[route]]
+domain = "*"
+via = "mx"
+[dns]
+servers = []
+"#;
+    let cfg = parse(text, "spec.toml", PathBuf::from(".")).unwrap();
+    assert_eq!(
+        cfg.file.profile[0]
+            .get_ref()
+            .server
+            .min_cipher_bits
+            .as_ref()
+            .map(|b| *b.get_ref()),
+        Some(128)
+    );
+    assert_eq!(cfg.limits().message_size, 25_000_000);
+    assert_eq!(
+        parse_via(cfg.file.route[1].get_ref().via.get_ref()),
+        Ok(Via::Host {
+            host: "[10.0.0.5]".into(),
+            port: 25
+        })
+    );
+}
+
+#[test]
+fn three_mistakes_are_all_reported_with_lines() {
+    let text = "[server]\nlisten = [\"127.0.0.1:2525\"]\nshards = \"two\"\n\n[limits]\nmessage_size = \"25XB\"\ncommand_timeot = \"5m\"\n";
+    let errs = errors_of(text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (Some(3), "server.shards")
+    );
+    assert_eq!(
+        (errs[1].line, errs[1].key.as_str()),
+        (Some(6), "limits.message_size")
+    );
+    assert!(
+        errs[1].message.contains("invalid size"),
+        "{}",
+        errs[1].message
+    );
+    assert_eq!(
+        (errs[2].line, errs[2].key.as_str()),
+        (Some(7), "limits.command_timeot")
+    );
+    assert!(
+        errs[2].message.contains("unknown field"),
+        "{}",
+        errs[2].message
+    );
+}
+
+#[test]
+fn cross_field_errors_have_lines() {
+    let text = r#"[server]
+listen = ["nowhere"]
+accept_domains = ["ok.example", "bad domain"]
+
+[[profile]]
+name = "p"
+server = { min_cipher_bits = 12 }
+
+[[route]]
+domain = "x.example"
+via = "mx"
+profile = "q"
+
+[[route]]
+domain = "y.example"
+via = "host:99999"
+"#;
+    let errs = errors_of(text);
+    let lines: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Some(2), "server.listen"),
+            (Some(3), "server.accept_domains"),
+            (Some(7), "profile[0].server.min_cipher_bits"),
+            (Some(12), "route[0].profile"),
+            (Some(16), "route[1].via"),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn syntax_error_has_line() {
+    let errs = errors_of("[server]\nlisten = [\"a\"\nshards = 1\n");
+    assert!(!errs.is_empty());
+    assert!(errs[0].line.is_some());
+}
+
+#[test]
+fn missing_required_key_is_reported() {
+    let errs = errors_of("[[route]]\nvia = \"mx\"\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].message.contains("domain"), "{errs:#?}");
+}
+
+#[test]
+fn via_forms() {
+    assert_eq!(parse_via("mx"), Ok(Via::Mx));
+    assert_eq!(
+        parse_via("relay.example:2525"),
+        Ok(Via::Host {
+            host: "relay.example".into(),
+            port: 2525
+        })
+    );
+    assert_eq!(
+        parse_via("relay.example"),
+        Ok(Via::Host {
+            host: "relay.example".into(),
+            port: 25
+        })
+    );
+    assert!(parse_via("[10.0.0.300]:25").is_err());
+    assert!(parse_via("host:0").is_err());
+}
