@@ -15,5 +15,8 @@
 
 pub mod config;
 pub mod policy;
+pub mod run;
+pub mod shard;
 pub mod smtp;
+pub mod spool;
 pub mod tls;

@@ -190,6 +190,9 @@ pub mod canned {
             "Local error in processing, message not accepted",
         )
     }
+    pub fn too_many_connections() -> Reply {
+        Reply::new(421, "4.7.0", "Too many connections, try again later")
+    }
     pub fn too_many_errors() -> Reply {
         Reply::new(421, "4.7.0", "Too many errors, closing connection")
     }

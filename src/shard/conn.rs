@@ -1,0 +1,380 @@
+//! One connection: the glue between the socket, rustls and the SMTP
+//! session. It knows nothing of SMTP grammar: it moves bytes, acts on the
+//! session's [`Action`]s, and reports when it is done.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::ServerConnection;
+
+use crate::policy::Snapshot;
+use crate::smtp::received;
+use crate::smtp::reply::canned;
+use crate::smtp::server::{Action, Message, Peer, Session};
+use crate::spool::Spool;
+
+/// Plaintext read per `read` call.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// What the shard must do with the connection after an event.
+pub enum Outcome {
+    /// Still open; the session's next deadline.
+    Open { deadline: Option<Instant> },
+    /// Closed; the number of messages it delivered to the spool.
+    Closed { messages: u32 },
+}
+
+pub struct Conn {
+    socket: TcpStream,
+    token: Token,
+    peer: SocketAddr,
+    snapshot: Arc<Snapshot>,
+    session: Session,
+    tls: Option<ServerConnection>,
+    /// TLS is set up but the handshake has not completed.
+    handshaking: bool,
+    /// Plaintext received and not yet consumed by the session.
+    rbuf: Vec<u8>,
+    /// Cleartext bytes to write before anything else (replies before TLS,
+    /// including the `220` to STARTTLS).
+    wbuf: Vec<u8>,
+    /// Close once `wbuf` (and TLS output) is flushed.
+    closing: bool,
+    interest: Interest,
+    pub timer_armed: Option<Instant>,
+}
+
+/// Too many connections on this shard: say so and hang up.
+pub fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
+    // RFC 5321 §3.1: a server may answer 421 instead of the banner.
+    let _ = stream.write(&canned::too_many_connections().to_wire());
+    tracing::warn!(target: "receive", "connect from [{}]:{} refused: too many connections", peer.ip(), peer.port());
+}
+
+impl Conn {
+    pub fn accept(
+        mut socket: TcpStream,
+        peer: SocketAddr,
+        snapshot: Arc<Snapshot>,
+        registry: &Registry,
+        token: Token,
+        now: Instant,
+    ) -> io::Result<Conn> {
+        // Replies are small and each one is awaited: don't let Nagle hold them.
+        socket.set_nodelay(true)?;
+        registry.register(&mut socket, token, Interest::READABLE)?;
+        let session = Session::new(
+            snapshot.clone(),
+            Peer {
+                ip: peer.ip(),
+                port: peer.port(),
+                name: None,
+            },
+        );
+        let mut conn = Conn {
+            socket,
+            token,
+            peer,
+            snapshot,
+            session,
+            tls: None,
+            handshaking: false,
+            rbuf: Vec::new(),
+            wbuf: Vec::with_capacity(512),
+            closing: false,
+            interest: Interest::READABLE,
+            timer_armed: None,
+        };
+        // RFC 5321 §4.3.1: the client speaks after our banner. Anything
+        // already waiting was sent before it; the session refuses it.
+        let mut early = [0u8; 512];
+        match conn.socket.read(&mut early) {
+            Ok(n) if n > 0 => conn.rbuf.extend_from_slice(&early[..n]),
+            _ => conn.session.greet(now),
+        }
+        Ok(conn)
+    }
+
+    /// The socket is ready (or the connection is new): read what there
+    /// is, feed the session, act, write.
+    pub fn ready(&mut self, now: Instant, spool: &mut Spool, registry: &Registry) -> Outcome {
+        match self.pump(now, spool) {
+            Ok(()) => {}
+            Err(e) => {
+                self.log_lost(&e);
+                return self.finish();
+            }
+        }
+        self.settle(registry)
+    }
+
+    fn pump(&mut self, now: Instant, spool: &mut Spool) -> io::Result<()> {
+        // Input that arrived before the banner (read at accept).
+        if !self.rbuf.is_empty() && !self.session.is_closed() {
+            self.feed(now, spool);
+        }
+        let mut chunk = vec![0u8; READ_CHUNK];
+        while !self.closing {
+            let n = if self.tls.is_some() {
+                match self.read_tls(&mut chunk, now)? {
+                    Some(n) => n,
+                    None => break,
+                }
+            } else {
+                match self.socket.read(&mut chunk) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => {
+                        self.rbuf.extend_from_slice(&chunk[..n]);
+                        n
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n > 0 || !self.rbuf.is_empty() {
+                self.feed(now, spool);
+            }
+        }
+        // The banner, or replies from before a read error.
+        self.collect_output();
+        self.flush()
+    }
+
+    /// Reads TLS records; returns the plaintext octets gained, or `None`
+    /// when the socket has nothing more.
+    fn read_tls(&mut self, chunk: &mut [u8], now: Instant) -> io::Result<Option<usize>> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(None);
+        };
+        match tls.read_tls(&mut self.socket) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
+            Err(e) => return Err(e),
+        }
+        if let Err(e) = tls.process_new_packets() {
+            // Send the alert rustls queued, then give up.
+            let _ = tls.write_tls(&mut self.socket);
+            tracing::info!(target: "receive", "SSL_accept error from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
+            return Err(io::Error::other(e));
+        }
+        if self.handshaking && !tls.is_handshaking() {
+            self.handshaking = false;
+            let facts = crate::tls::facts(tls);
+            tracing::info!(
+                target: "receive",
+                "Anonymous TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits) verify={}",
+                self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits, facts.verify.as_str()
+            );
+            self.session.tls_established(facts, now);
+        }
+        let mut gained = 0;
+        loop {
+            match tls.reader().read(chunk) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(n) => {
+                    self.rbuf.extend_from_slice(&chunk[..n]);
+                    gained += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Some(gained))
+    }
+
+    /// Feeds buffered plaintext to the session and acts on what it asks.
+    fn feed(&mut self, now: Instant, spool: &mut Spool) {
+        loop {
+            let fed = self.session.feed(&self.rbuf, now);
+            self.rbuf.drain(..fed.consumed);
+            match fed.action {
+                None => break,
+                Some(Action::Store(msg)) => self.store(*msg, spool, now),
+                Some(Action::StartTls) => {
+                    // RFC 3207 §4.2 / CVE-2011-0411: whatever followed
+                    // STARTTLS in the clear is dropped, never answered.
+                    self.rbuf.clear();
+                    self.session.drain_output_into(&mut self.wbuf);
+                    if let Some(config) = self.snapshot.tls.clone() {
+                        match ServerConnection::new(config) {
+                            Ok(c) => {
+                                self.tls = Some(c);
+                                self.handshaking = true;
+                            }
+                            Err(e) => {
+                                tracing::warn!(target: "receive", "cannot start TLS for {}: {e}", self.peer);
+                                self.closing = true;
+                            }
+                        }
+                    }
+                    break;
+                }
+                Some(Action::Close) => {
+                    self.closing = true;
+                    break;
+                }
+            }
+        }
+        self.collect_output();
+    }
+
+    fn store(&mut self, msg: Message, spool: &mut Spool, now: Instant) {
+        let arrived = SystemTime::now();
+        let id = spool.next_id(arrived);
+        let header = received::header(&msg.envelope, &self.snapshot.hostname, &id, arrived);
+        match spool.store(&id, &msg.envelope, arrived, header.as_bytes(), &msg.data) {
+            Ok(()) => {
+                tracing::info!(
+                    target: "receive",
+                    "{id}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
+                    self.peer.ip(), self.peer.port(), msg.envelope.from, header.len() + msg.data.len(), msg.envelope.recipients.len()
+                );
+                self.session.stored(Ok(&id), now);
+            }
+            Err(e) => {
+                tracing::error!(target: "receive", "{id}: cannot store message from [{}]: {e}", self.peer.ip());
+                self.session.stored(Err(()), now);
+            }
+        }
+    }
+
+    /// Moves session output to the right place: the TLS writer once TLS is
+    /// up, the cleartext buffer before.
+    fn collect_output(&mut self) {
+        if !self.session.has_output() {
+            return;
+        }
+        match self.tls.as_mut() {
+            Some(tls) if !self.handshaking => {
+                let mut out = Vec::new();
+                self.session.drain_output_into(&mut out);
+                let _ = tls.writer().write_all(&out);
+            }
+            // Mid-handshake the session has nothing to say; anything it
+            // produced (a timeout) cannot be said in the clear.
+            Some(_) => {
+                let mut discard = Vec::new();
+                self.session.drain_output_into(&mut discard);
+            }
+            None => self.session.drain_output_into(&mut self.wbuf),
+        }
+    }
+
+    /// Writes until done or the socket would block.
+    fn flush(&mut self) -> io::Result<()> {
+        while !self.wbuf.is_empty() {
+            match self.socket.write(&self.wbuf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(&mut self.socket) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn pending_write(&self) -> bool {
+        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+    }
+
+    /// Decides what to wait for next, or closes.
+    fn settle(&mut self, registry: &Registry) -> Outcome {
+        if self.closing && !self.pending_write() {
+            return self.finish();
+        }
+        let want = if self.pending_write() {
+            if self.closing {
+                Interest::WRITABLE
+            } else {
+                Interest::READABLE | Interest::WRITABLE
+            }
+        } else {
+            Interest::READABLE
+        };
+        if want != self.interest {
+            if registry.reregister(&mut self.socket, self.token, want).is_err() {
+                return self.finish();
+            }
+            self.interest = want;
+        }
+        Outcome::Open {
+            deadline: self.session.deadline(),
+        }
+    }
+
+    /// A timer fired: time the session out if its deadline has passed.
+    pub fn check_deadline(&mut self, now: Instant, registry: &Registry) -> Outcome {
+        match self.session.deadline() {
+            Some(d) if d <= now => {
+                tracing::info!(target: "receive", "timeout after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
+                self.session.timeout();
+                self.closing = true;
+                self.collect_output();
+                if self.flush().is_err() {
+                    return self.finish();
+                }
+                self.settle(registry)
+            }
+            deadline => Outcome::Open { deadline },
+        }
+    }
+
+    fn session_phase(&self) -> &'static str {
+        if self.handshaking {
+            "STARTTLS"
+        } else {
+            "command"
+        }
+    }
+
+    /// The gateway is stopping: say `421` and flush what we can.
+    pub fn shutdown(&mut self, _registry: &Registry) -> u32 {
+        self.session.shutdown();
+        self.collect_output();
+        if let Some(tls) = self.tls.as_mut() {
+            tls.send_close_notify();
+        }
+        let _ = self.flush();
+        self.session.stats().messages
+    }
+
+    fn finish(&mut self) -> Outcome {
+        let s = self.session.stats();
+        tracing::info!(
+            target: "receive",
+            "disconnect from [{}]:{} commands={} messages={} errors={}",
+            self.peer.ip(), self.peer.port(), s.commands, s.messages, s.errors
+        );
+        Outcome::Closed { messages: s.messages }
+    }
+
+    fn log_lost(&self, e: &io::Error) {
+        if !self.session.is_closed() && e.kind() != io::ErrorKind::Other {
+            tracing::info!(target: "receive", "lost connection from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
+        }
+    }
+
+    pub fn close(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.socket);
+    }
+}

@@ -1,0 +1,338 @@
+//! Per-core shards (PERF-1): each shard is a thread pinned to a core with
+//! its own `SO_REUSEPORT` listener per address and its own `mio::Poll`.
+//! The kernel spreads incoming connections over the shards' listeners; a
+//! connection lives and dies on the shard that accepted it, so nothing on
+//! the connection path takes a lock. The only shared state is the policy
+//! snapshot (`ArcSwap`, loaded once per accepted connection) and counters
+//! that each shard alone writes.
+
+mod conn;
+mod timers;
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::policy::Snapshot;
+use crate::spool::Spool;
+use conn::{Conn, Outcome};
+use timers::Timers;
+
+const WAKER: Token = Token(0);
+const FIRST_LISTENER: usize = 1;
+
+/// Counters one shard writes and anyone may read. Each shard has its own
+/// cache line, so counting costs no cross-core traffic.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+pub struct ShardStats {
+    pub accepted: AtomicU64,
+    pub active: AtomicU64,
+    pub messages: AtomicU64,
+}
+
+/// State shared by all shards and the control thread.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub stopping: AtomicBool,
+    pub stats: Vec<ShardStats>,
+}
+
+impl Shared {
+    pub fn new(snapshot: Snapshot, shards: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            stopping: AtomicBool::new(false),
+            stats: (0..shards).map(|_| ShardStats::default()).collect(),
+        })
+    }
+}
+
+/// The running shards.
+pub struct Shards {
+    handles: Vec<JoinHandle<()>>,
+    wakers: Vec<Arc<Waker>>,
+    shared: Arc<Shared>,
+}
+
+impl Shards {
+    /// Binds every listener and spool directory first, so that an address
+    /// in use or an unwritable spool fails the start, then starts the
+    /// threads.
+    pub fn start(listen: &[SocketAddr], spool_root: PathBuf, shared: Arc<Shared>) -> io::Result<Shards> {
+        let count = shared.stats.len();
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let mut prepared = Vec::with_capacity(count);
+        for id in 0..count {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let mut listeners = Vec::with_capacity(listen.len());
+            for (i, addr) in listen.iter().enumerate() {
+                let mut l = bind_reuseport(*addr)
+                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+                poll.registry().register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+                listeners.push(l);
+            }
+            let spool = Spool::open(&spool_root, id as u16).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot open spool {}: {e}", spool_root.display()))
+            })?;
+            prepared.push((poll, waker, listeners, spool));
+        }
+        let mut handles = Vec::with_capacity(count);
+        let mut wakers = Vec::with_capacity(count);
+        for (id, (poll, waker, listeners, spool)) in prepared.into_iter().enumerate() {
+            wakers.push(waker);
+            let shared = shared.clone();
+            let core = cores.get(id % cores.len().max(1)).copied();
+            let handle = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
+                if let Some(core) = core {
+                    core_affinity::set_for_current(core);
+                }
+                let mut shard = Shard::new(id, poll, listeners, spool, shared);
+                if let Err(e) = shard.run() {
+                    tracing::error!(target: "receive", "shard {id} stopped: {e}");
+                }
+            })?;
+            handles.push(handle);
+        }
+        Ok(Shards {
+            handles,
+            wakers,
+            shared,
+        })
+    }
+
+    /// Asks every shard to stop and waits for them.
+    pub fn stop(self) {
+        self.shared.stopping.store(true, Ordering::SeqCst);
+        for w in &self.wakers {
+            let _ = w.wake();
+        }
+        for h in self.handles {
+            let _ = h.join();
+        }
+    }
+}
+
+/// A listening socket with `SO_REUSEPORT`, so every shard binds the same
+/// address and the kernel balances connections between them.
+fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(TcpListener::from_std(socket.into()))
+}
+
+struct Shard {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab,
+    timers: Timers,
+    spool: Spool,
+    shared: Arc<Shared>,
+    /// This shard's share of `limits.connections`.
+    max_conns: usize,
+}
+
+impl Shard {
+    fn new(id: usize, poll: Poll, listeners: Vec<TcpListener>, spool: Spool, shared: Arc<Shared>) -> Shard {
+        let shards = shared.stats.len().max(1);
+        let max_conns = shared.snapshot.load().limits.connections.div_ceil(shards);
+        Shard {
+            id,
+            poll,
+            listeners,
+            conns: Slab::default(),
+            timers: Timers::default(),
+            spool,
+            shared,
+            max_conns,
+        }
+    }
+
+    fn first_conn_token(&self) -> usize {
+        FIRST_LISTENER + self.listeners.len()
+    }
+
+    fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = self.timers.next().map(|t| t.saturating_duration_since(Instant::now()));
+            // Wake at least once a second: a lost wakeup must not hang a stop.
+            let timeout = Some(timeout.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1)));
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            if self.shared.stopping.load(Ordering::Relaxed) {
+                self.shutdown();
+                return Ok(());
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                let token = event.token().0;
+                if token == WAKER.0 {
+                    continue;
+                }
+                if token < self.first_conn_token() {
+                    self.accept(token - FIRST_LISTENER, now);
+                } else {
+                    let idx = token - self.first_conn_token();
+                    self.drive(idx, now);
+                }
+            }
+            self.fire_timers(Instant::now());
+        }
+    }
+
+    /// Accepts until the listener would block (mio is edge-triggered).
+    fn accept(&mut self, listener: usize, now: Instant) {
+        loop {
+            let (stream, peer) = match self.listeners[listener].accept() {
+                Ok(s) => s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE and friends: log and try again on the next event.
+                    tracing::warn!(target: "receive", "accept failed: {e}");
+                    return;
+                }
+            };
+            let stats = &self.shared.stats[self.id];
+            stats.accepted.fetch_add(1, Ordering::Relaxed);
+            if self.conns.len() >= self.max_conns {
+                conn::refuse_busy(stream, peer);
+                continue;
+            }
+            let snapshot = self.shared.snapshot.load_full();
+            let idx = self.conns.vacant();
+            let token = Token(self.first_conn_token() + idx);
+            match Conn::accept(stream, peer, snapshot, self.poll.registry(), token, now) {
+                Ok(c) => {
+                    tracing::info!(target: "receive", "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id);
+                    stats.active.fetch_add(1, Ordering::Relaxed);
+                    self.conns.insert(idx, c);
+                    self.drive(idx, now);
+                }
+                Err(e) => tracing::warn!(target: "receive", "cannot set up connection from {peer}: {e}"),
+            }
+        }
+    }
+
+    /// Handles readiness (or a first look) for one connection.
+    fn drive(&mut self, idx: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(idx) else {
+            return; // A spurious event for a closed slot.
+        };
+        let outcome = conn.ready(now, &mut self.spool, self.poll.registry());
+        self.after(idx, outcome);
+    }
+
+    fn after(&mut self, idx: usize, outcome: Outcome) {
+        match outcome {
+            Outcome::Open { deadline } => {
+                if let (Some(conn), Some(d)) = (self.conns.get_mut(idx), deadline) {
+                    if conn.timer_armed.is_none_or(|armed| d < armed) {
+                        conn.timer_armed = Some(d);
+                        self.timers.push(d, idx);
+                    }
+                }
+            }
+            Outcome::Closed { messages } => {
+                if let Some(mut conn) = self.conns.remove(idx) {
+                    conn.close(self.poll.registry());
+                }
+                let stats = &self.shared.stats[self.id];
+                stats.active.fetch_sub(1, Ordering::Relaxed);
+                stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn fire_timers(&mut self, now: Instant) {
+        while let Some(idx) = self.timers.pop_due(now) {
+            let Some(conn) = self.conns.get_mut(idx) else {
+                continue;
+            };
+            conn.timer_armed = None;
+            let outcome = conn.check_deadline(now, self.poll.registry());
+            self.after(idx, outcome);
+        }
+    }
+
+    fn shutdown(&mut self) {
+        let registry = self.poll.registry();
+        let mut messages = 0;
+        for mut conn in self.conns.drain() {
+            messages += conn.shutdown(registry);
+            conn.close(registry);
+        }
+        let stats = &self.shared.stats[self.id];
+        stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
+        stats.active.store(0, Ordering::Relaxed);
+    }
+}
+
+/// A minimal slab: connection slots reused through a free list, so a
+/// token is a plain index.
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Conn>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl Slab {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn vacant(&self) -> usize {
+        self.free.last().copied().unwrap_or(self.slots.len())
+    }
+
+    fn insert(&mut self, idx: usize, conn: Conn) {
+        if self.free.last() == Some(&idx) {
+            self.free.pop();
+        } else {
+            debug_assert_eq!(idx, self.slots.len());
+            self.slots.push(None);
+        }
+        self.slots[idx] = Some(conn);
+        self.len += 1;
+    }
+
+    fn get_mut(&mut self, idx: usize) -> Option<&mut Conn> {
+        self.slots.get_mut(idx).and_then(Option::as_mut)
+    }
+
+    fn remove(&mut self, idx: usize) -> Option<Conn> {
+        let c = self.slots.get_mut(idx)?.take()?;
+        self.free.push(idx);
+        self.len -= 1;
+        Some(c)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Conn> + '_ {
+        self.free.clear();
+        self.len = 0;
+        self.slots.drain(..).flatten()
+    }
+}
