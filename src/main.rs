@@ -6,7 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "sealgate", version, about = "Secure email gateway: an SMTP relay that enforces TLS policy per partner")]
+#[command(
+    name = "sealgate",
+    version,
+    about = "Secure email gateway: an SMTP relay that enforces TLS policy per partner"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

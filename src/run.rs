@@ -29,7 +29,10 @@ pub fn check(path: Option<&Path>) -> ExitCode {
             !cfg.resolve(&c.get_ref().cert).exists() && !cfg.resolve(&c.get_ref().key).exists()
         });
     if missing_will_be_generated {
-        println!("{}: the self-signed certificate will be generated at first start", cfg.origin);
+        println!(
+            "{}: the self-signed certificate will be generated at first start",
+            cfg.origin
+        );
     } else if let Err(problems) = cfg.snapshot() {
         for p in &problems {
             eprintln!("{}: {p}", cfg.origin);
@@ -45,7 +48,11 @@ fn init_logging(cfg: &Config) {
     let log = &cfg.file.log;
     // Per-direction levels: `receive` (inbound), `send` (outbound); the
     // rest of sealgate logs at the more verbose of the two.
-    let general = if log.receive as u8 >= log.send as u8 { log.receive } else { log.send };
+    let general = if log.receive as u8 >= log.send as u8 {
+        log.receive
+    } else {
+        log.send
+    };
     let directives = format!(
         "warn,sealgate={},receive={},send={}",
         general.as_str(),
@@ -85,7 +92,10 @@ pub fn run(path: Option<&Path>) -> ExitCode {
 
 fn serve(cfg: &Config) -> Result<(), String> {
     match cfg.ensure_certificates() {
-        Ok(Some(path)) => tracing::info!("generated a self-signed ECDSA P-256 certificate: {}", path.display()),
+        Ok(Some(path)) => tracing::info!(
+            "generated a self-signed ECDSA P-256 certificate: {}",
+            path.display()
+        ),
         Ok(None) => {}
         Err(problems) => return Err(problems.join("; ")),
     }
@@ -94,8 +104,10 @@ fn serve(cfg: &Config) -> Result<(), String> {
         tracing::warn!("no certificate configured: STARTTLS will not be offered");
     }
     let spool_root = cfg.spool_dir();
-    std::fs::create_dir_all(&spool_root).map_err(|e| format!("cannot create spool {}: {e}", spool_root.display()))?;
-    let recovery = spool::recover(&spool_root).map_err(|e| format!("spool recovery failed: {e}"))?;
+    std::fs::create_dir_all(&spool_root)
+        .map_err(|e| format!("cannot create spool {}: {e}", spool_root.display()))?;
+    let recovery =
+        spool::recover(&spool_root).map_err(|e| format!("spool recovery failed: {e}"))?;
     for (path, why) in &recovery.quarantined {
         tracing::warn!("spool: quarantined {}: {why}", path.display());
     }
@@ -113,10 +125,15 @@ fn serve(cfg: &Config) -> Result<(), String> {
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
     let shared = Shared::new(snapshot, count);
-    let mut signals = Signals::new([SIGTERM, SIGINT]).map_err(|e| format!("cannot install signal handlers: {e}"))?;
+    let mut signals = Signals::new([SIGTERM, SIGINT])
+        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let shards = Shards::start(&listen, spool_root, shared.clone()).map_err(|e| e.to_string())?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
-    tracing::info!("sealgate ready: listening on {} with {} shard(s)", addrs.join(", "), count);
+    tracing::info!(
+        "sealgate ready: listening on {} with {} shard(s)",
+        addrs.join(", "),
+        count
+    );
 
     if let Some(sig) = signals.forever().next() {
         tracing::info!("signal {sig}: stopping");

@@ -33,7 +33,7 @@ impl AcceptDomains {
 
     pub fn contains(&self, domain: &str) -> bool {
         let d = normalize_domain(domain);
-        self.domains.iter().any(|ours| *ours == d)
+        self.domains.contains(&d)
     }
 }
 

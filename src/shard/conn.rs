@@ -312,7 +312,10 @@ impl Conn {
             Interest::READABLE
         };
         if want != self.interest {
-            if registry.reregister(&mut self.socket, self.token, want).is_err() {
+            if registry
+                .reregister(&mut self.socket, self.token, want)
+                .is_err()
+            {
                 return self.finish();
             }
             self.interest = want;
@@ -365,7 +368,9 @@ impl Conn {
             "disconnect from [{}]:{} commands={} messages={} errors={}",
             self.peer.ip(), self.peer.port(), s.commands, s.messages, s.errors
         );
-        Outcome::Closed { messages: s.messages }
+        Outcome::Closed {
+            messages: s.messages,
+        }
     }
 
     fn log_lost(&self, e: &io::Error) {

@@ -68,7 +68,11 @@ impl Shards {
     /// Binds every listener and spool directory first, so that an address
     /// in use or an unwritable spool fails the start, then starts the
     /// threads.
-    pub fn start(listen: &[SocketAddr], spool_root: PathBuf, shared: Arc<Shared>) -> io::Result<Shards> {
+    pub fn start(
+        listen: &[SocketAddr],
+        spool_root: PathBuf,
+        shared: Arc<Shared>,
+    ) -> io::Result<Shards> {
         let count = shared.stats.len();
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut prepared = Vec::with_capacity(count);
@@ -77,13 +81,18 @@ impl Shards {
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let mut listeners = Vec::with_capacity(listen.len());
             for (i, addr) in listen.iter().enumerate() {
-                let mut l = bind_reuseport(*addr)
-                    .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-                poll.registry().register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
+                let mut l = bind_reuseport(*addr).map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+                })?;
+                poll.registry()
+                    .register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
                 listeners.push(l);
             }
             let spool = Spool::open(&spool_root, id as u16).map_err(|e| {
-                io::Error::new(e.kind(), format!("cannot open spool {}: {e}", spool_root.display()))
+                io::Error::new(
+                    e.kind(),
+                    format!("cannot open spool {}: {e}", spool_root.display()),
+                )
             })?;
             prepared.push((poll, waker, listeners, spool));
         }
@@ -93,15 +102,17 @@ impl Shards {
             wakers.push(waker);
             let shared = shared.clone();
             let core = cores.get(id % cores.len().max(1)).copied();
-            let handle = std::thread::Builder::new().name(format!("shard-{id}")).spawn(move || {
-                if let Some(core) = core {
-                    core_affinity::set_for_current(core);
-                }
-                let mut shard = Shard::new(id, poll, listeners, spool, shared);
-                if let Err(e) = shard.run() {
-                    tracing::error!(target: "receive", "shard {id} stopped: {e}");
-                }
-            })?;
+            let handle = std::thread::Builder::new()
+                .name(format!("shard-{id}"))
+                .spawn(move || {
+                    if let Some(core) = core {
+                        core_affinity::set_for_current(core);
+                    }
+                    let mut shard = Shard::new(id, poll, listeners, spool, shared);
+                    if let Err(e) = shard.run() {
+                        tracing::error!(target: "receive", "shard {id} stopped: {e}");
+                    }
+                })?;
             handles.push(handle);
         }
         Ok(Shards {
@@ -151,7 +162,13 @@ struct Shard {
 }
 
 impl Shard {
-    fn new(id: usize, poll: Poll, listeners: Vec<TcpListener>, spool: Spool, shared: Arc<Shared>) -> Shard {
+    fn new(
+        id: usize,
+        poll: Poll,
+        listeners: Vec<TcpListener>,
+        spool: Spool,
+        shared: Arc<Shared>,
+    ) -> Shard {
         let shards = shared.stats.len().max(1);
         let max_conns = shared.snapshot.load().limits.connections.div_ceil(shards);
         Shard {
@@ -173,9 +190,16 @@ impl Shard {
     fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = self.timers.next().map(|t| t.saturating_duration_since(Instant::now()));
+            let timeout = self
+                .timers
+                .next()
+                .map(|t| t.saturating_duration_since(Instant::now()));
             // Wake at least once a second: a lost wakeup must not hang a stop.
-            let timeout = Some(timeout.unwrap_or(Duration::from_secs(1)).min(Duration::from_secs(1)));
+            let timeout = Some(
+                timeout
+                    .unwrap_or(Duration::from_secs(1))
+                    .min(Duration::from_secs(1)),
+            );
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -231,7 +255,9 @@ impl Shard {
                     self.conns.insert(idx, c);
                     self.drive(idx, now);
                 }
-                Err(e) => tracing::warn!(target: "receive", "cannot set up connection from {peer}: {e}"),
+                Err(e) => {
+                    tracing::warn!(target: "receive", "cannot set up connection from {peer}: {e}")
+                }
             }
         }
     }

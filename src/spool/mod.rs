@@ -56,21 +56,43 @@ impl Spool {
     /// the epoch, the shard, a per-shard counter (hex, 19 characters).
     pub fn next_id(&mut self, now: SystemTime) -> String {
         self.counter = self.counter.wrapping_add(1);
-        let micros = now.duration_since(UNIX_EPOCH).map(|d| d.as_micros()).unwrap_or(0);
-        format!("{:013X}{:02X}{:04X}", micros & 0xF_FFFF_FFFF_FFFF, self.shard & 0xFF, self.counter)
+        let micros = now
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_micros())
+            .unwrap_or(0);
+        format!(
+            "{:013X}{:02X}{:04X}",
+            micros & 0xF_FFFF_FFFF_FFFF,
+            self.shard & 0xFF,
+            self.counter
+        )
     }
 
     /// Stores one message durably. `prefix` is prepended to `data` (the
     /// Received header). Returns only after data and name are on disk.
-    pub fn store(&mut self, id: &str, env: &Envelope, arrived: SystemTime, prefix: &[u8], data: &[u8]) -> io::Result<()> {
+    pub fn store(
+        &mut self,
+        id: &str,
+        env: &Envelope,
+        arrived: SystemTime,
+        prefix: &[u8],
+        data: &[u8],
+    ) -> io::Result<()> {
         let final_path = self.queue.join(format!("{id}.msg"));
         if final_path.exists() {
-            return Err(io::Error::new(io::ErrorKind::AlreadyExists, format!("queue id {id} already in use")));
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("queue id {id} already in use"),
+            ));
         }
         let tmp_path = self.tmp.join(id);
         let header = encode_header(id, env, arrived, prefix.len() + data.len());
         let result = (|| {
-            let mut f = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp_path)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp_path)?;
             f.write_all(header.as_bytes())?;
             f.write_all(prefix)?;
             f.write_all(data)?;
@@ -92,7 +114,10 @@ pub fn shard_dir(root: &Path, shard: u16) -> PathBuf {
 
 fn encode_header(id: &str, env: &Envelope, arrived: SystemTime, size: usize) -> String {
     use std::fmt::Write as _;
-    let secs = arrived.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let secs = arrived
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
     let mut h = String::with_capacity(256);
     let _ = writeln!(h, "{MAGIC}");
     let _ = writeln!(h, "id {id}");
@@ -106,9 +131,20 @@ fn encode_header(id: &str, env: &Envelope, arrived: SystemTime, size: usize) -> 
     let _ = writeln!(h, "client {} {}", env.peer.ip, env.peer.port);
     let _ = writeln!(h, "helo {}", env.helo);
     if let Some(t) = &env.tls {
-        let _ = writeln!(h, "tls {} {} {} {}", t.version, t.cipher, t.bits, t.verify.as_str());
+        let _ = writeln!(
+            h,
+            "tls {} {} {} {}",
+            t.version,
+            t.cipher,
+            t.bits,
+            t.verify.as_str()
+        );
     }
-    let _ = writeln!(h, "body {}", if env.body_8bit { "8BITMIME" } else { "7BIT" });
+    let _ = writeln!(
+        h,
+        "body {}",
+        if env.body_8bit { "8BITMIME" } else { "7BIT" }
+    );
     let _ = writeln!(h, "size {size}");
     h.push('\n');
     h
@@ -137,19 +173,28 @@ pub fn read(path: &Path) -> Result<Spooled, String> {
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
-    let split = bytes.windows(2).position(|w| w == b"\n\n").ok_or("no end of header")?;
+    let split = bytes
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .ok_or("no end of header")?;
     let header = std::str::from_utf8(&bytes[..split]).map_err(|_| "header is not UTF-8")?;
     let message = &bytes[split + 2..];
     let mut lines = header.lines();
     if lines.next() != Some(MAGIC) {
         return Err("not a sealgate spool file (bad magic)".into());
     }
-    let (mut id, mut arrived, mut from, mut client, mut helo, mut size) = (None, None, None, None, None, None);
+    let (mut id, mut arrived, mut from, mut client, mut helo, mut size) =
+        (None, None, None, None, None, None);
     let mut recipients = Vec::new();
     let mut tls = None;
     for line in lines {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
-        let bracketed = || value.strip_prefix('<').and_then(|v| v.strip_suffix('>')).map(str::to_string);
+        let bracketed = || {
+            value
+                .strip_prefix('<')
+                .and_then(|v| v.strip_suffix('>'))
+                .map(str::to_string)
+        };
         match key {
             "id" => id = Some(value.to_string()),
             "arrived" => arrived = value.parse().ok(),
@@ -165,7 +210,10 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
     }
     let size = size.ok_or("missing size")?;
     if size != message.len() {
-        return Err(format!("truncated or padded: size {size}, found {} octets", message.len()));
+        return Err(format!(
+            "truncated or padded: size {size}, found {} octets",
+            message.len()
+        ));
     }
     if recipients.is_empty() {
         return Err("no recipients".into());
@@ -207,7 +255,12 @@ pub fn recover(root: &Path) -> io::Result<Recovery> {
     let mut shard_dirs: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_dir() && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("shard-")))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("shard-"))
+        })
         .collect();
     shard_dirs.sort();
     for dir in shard_dirs {
@@ -273,7 +326,8 @@ mod tests {
     }
 
     fn temp_root(name: &str) -> PathBuf {
-        let root = std::env::temp_dir().join(format!("sealgate-spool-{name}-{}", std::process::id()));
+        let root =
+            std::env::temp_dir().join(format!("sealgate-spool-{name}-{}", std::process::id()));
         let _ = fs::remove_dir_all(&root);
         fs::create_dir_all(&root).unwrap();
         root
@@ -286,14 +340,25 @@ mod tests {
         let now = SystemTime::now();
         let id = spool.next_id(now);
         assert_ne!(id, spool.next_id(now));
-        spool.store(&id, &envelope(), now, b"Received: x\r\n", b"Subject: s\r\n\r\nbody\r\n").unwrap();
+        spool
+            .store(
+                &id,
+                &envelope(),
+                now,
+                b"Received: x\r\n",
+                b"Subject: s\r\n\r\nbody\r\n",
+            )
+            .unwrap();
         let report = recover(&root).unwrap();
         assert_eq!(report.queued.len(), 1);
         let m = read(&report.queued[0]).unwrap();
         assert_eq!(m.id, id);
         assert_eq!(m.from, "");
         assert_eq!(m.recipients, vec!["a@example.com", "b@example.com"]);
-        assert_eq!(m.tls.as_deref(), Some("TLSv1.3 TLS13_AES_128_GCM_SHA256 128 NO"));
+        assert_eq!(
+            m.tls.as_deref(),
+            Some("TLSv1.3 TLS13_AES_128_GCM_SHA256 128 NO")
+        );
         assert_eq!(m.message, b"Received: x\r\nSubject: s\r\n\r\nbody\r\n");
         fs::remove_dir_all(&root).unwrap();
     }
@@ -306,16 +371,31 @@ mod tests {
         let good = spool.next_id(now);
         spool.store(&good, &envelope(), now, b"", b"x\r\n").unwrap();
         // A write that never reached the rename.
-        fs::write(shard_dir(&root, 0).join("tmp/PARTIAL"), b"SEALGATE-SPOOL 1\nid P\n").unwrap();
+        fs::write(
+            shard_dir(&root, 0).join("tmp/PARTIAL"),
+            b"SEALGATE-SPOOL 1\nid P\n",
+        )
+        .unwrap();
         // A truncated queue file (say, a disk that lied about fsync).
         let bytes = fs::read(shard_dir(&root, 0).join(format!("queue/{good}.msg"))).unwrap();
-        fs::write(shard_dir(&root, 0).join("queue/TRUNC.msg"), &bytes[..bytes.len() - 2]).unwrap();
-        fs::write(shard_dir(&root, 0).join("queue/JUNK.msg"), b"\x00\x01garbage").unwrap();
+        fs::write(
+            shard_dir(&root, 0).join("queue/TRUNC.msg"),
+            &bytes[..bytes.len() - 2],
+        )
+        .unwrap();
+        fs::write(
+            shard_dir(&root, 0).join("queue/JUNK.msg"),
+            b"\x00\x01garbage",
+        )
+        .unwrap();
         let report = recover(&root).unwrap();
         assert_eq!(report.queued.len(), 1);
         assert_eq!(report.removed_partial.len(), 1);
         assert_eq!(report.quarantined.len(), 2);
-        assert!(report.quarantined.iter().any(|(_, why)| why.contains("truncated")));
+        assert!(report
+            .quarantined
+            .iter()
+            .any(|(_, why)| why.contains("truncated")));
         assert!(!shard_dir(&root, 0).join("tmp/PARTIAL").exists());
         assert!(shard_dir(&root, 0).join("quarantine/TRUNC.msg").exists());
         fs::remove_dir_all(&root).unwrap();

@@ -1,0 +1,370 @@
+//! Test support: start a real `sealgate run` process on a private
+//! directory and loopback port, wait for it to say it is ready, read its
+//! log and its spool, stop it. Every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
+
+/// A free loopback port (bound and released; the gateway binds it next).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("sealgate-it-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The standard test configuration: one loopback port, `shards` shards,
+/// spool and self-signed certificate inside `dir`, plus `extra` TOML
+/// appended to `[limits]`.
+pub fn config(port: u16, shards: usize, limits: &str) -> String {
+    format!(
+        r#"[server]
+hostname = "mx.test"
+listen = ["127.0.0.1:{port}"]
+shards = {shards}
+spool_dir = "spool"
+accept_domains = ["example.com"]
+
+[limits]
+{limits}
+
+[tls]
+certificates = [ {{ cert = "tls/server.crt", key = "tls/server.key" }} ]
+generate_self_signed = true
+"#
+    )
+}
+
+#[derive(Default)]
+struct Log {
+    text: String,
+    exited: bool,
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    log: Arc<(Mutex<Log>, Condvar)>,
+}
+
+impl Gateway {
+    /// Starts a gateway in a fresh directory.
+    pub fn start(name: &str, shards: usize, limits: &str) -> Gateway {
+        let dir = temp_dir(name);
+        let port = free_port();
+        std::fs::write(dir.join("sealgate.toml"), config(port, shards, limits)).unwrap();
+        Gateway::start_in(dir, port)
+    }
+
+    /// Starts (or restarts) a gateway on an existing directory.
+    pub fn start_in(dir: PathBuf, port: u16) -> Gateway {
+        let mut child = Command::new(BIN)
+            .args(["run", "-c"])
+            .arg(dir.join("sealgate.toml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sealgate");
+        let stderr = child.stderr.take().unwrap();
+        let log: Arc<(Mutex<Log>, Condvar)> = Arc::default();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                let (m, cv) = &*sink;
+                let mut l = m.lock().unwrap();
+                l.text.push_str(&line);
+                l.text.push('\n');
+                cv.notify_all();
+            }
+            let (m, cv) = &*sink;
+            m.lock().unwrap().exited = true;
+            cv.notify_all();
+        });
+        let gw = Gateway {
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            dir,
+            log,
+        };
+        gw.wait_for_log("sealgate ready", Duration::from_secs(20));
+        gw
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log after
+    /// `limit` or if the process exits first.
+    pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        let (m, cv) = &*self.log;
+        let deadline = Instant::now() + limit;
+        let mut l = m.lock().unwrap();
+        while !l.text.contains(needle) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || l.exited {
+                panic!("gateway log never showed {needle:?}:\n{}", l.text);
+            }
+            l = cv.wait_timeout(l, left).unwrap().0;
+        }
+    }
+
+    /// Waits for the log reader to see the process exit.
+    fn wait_for_exit_log(&self, limit: Duration) {
+        let (m, cv) = &*self.log;
+        let deadline = Instant::now() + limit;
+        let mut l = m.lock().unwrap();
+        while !l.exited {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "gateway did not exit");
+            l = cv.wait_timeout(l, left).unwrap().0;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        self.log.0.lock().unwrap().text.clone()
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns the whole log.
+    pub fn stop(mut self) -> String {
+        let mut child = self.child.take().unwrap();
+        signal(&child, libc_sigterm());
+        let status = wait_bounded(&mut child, Duration::from_secs(20));
+        assert!(
+            status.success(),
+            "gateway exited with {status}:\n{}",
+            self.log()
+        );
+        self.wait_for_exit_log(Duration::from_secs(5));
+        self.log()
+    }
+
+    /// SIGKILL: no chance to clean up, as in a crash.
+    pub fn kill(mut self) -> PathBuf {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        std::mem::take(&mut self.dir)
+    }
+
+    /// Every message in the spool, read with the gateway's own parser.
+    pub fn spooled(&self) -> Vec<sealgate::spool::Spooled> {
+        spooled(&self.dir.join("spool"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if !self.dir.as_os_str().is_empty() && !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub fn spooled(root: &Path) -> Vec<sealgate::spool::Spooled> {
+    let mut out = Vec::new();
+    let Ok(shards) = std::fs::read_dir(root) else {
+        return out;
+    };
+    for shard in shards.flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path().join("queue")) else {
+            continue;
+        };
+        for f in files.flatten() {
+            out.push(
+                sealgate::spool::read(&f.path())
+                    .unwrap_or_else(|e| panic!("{}: {e}", f.path().display())),
+            );
+        }
+    }
+    out
+}
+
+fn libc_sigterm() -> i32 {
+    15
+}
+
+fn signal(child: &Child, sig: i32) {
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+pub fn wait_bounded(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs an external program with a time limit; returns (status, stdout, stderr).
+pub fn run_tool(
+    cmd: &mut Command,
+    input: Option<&[u8]>,
+    limit: Duration,
+) -> (std::process::ExitStatus, String, String) {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {cmd:?}: {e} (tests/run.sh installs the test peers)")
+        });
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input).unwrap();
+    }
+    drop(stdin);
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = out.read_to_string(&mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        s
+    });
+    let status = wait_bounded(&mut child, limit);
+    (status, t_out.join().unwrap(), t_err.join().unwrap())
+}
+
+/// A minimal blocking SMTP client over any stream, for driving the
+/// gateway byte by byte in tests.
+pub struct Client<S: Read + Write> {
+    pub stream: S,
+    buf: Vec<u8>,
+}
+
+impl<S: Read + Write> Client<S> {
+    pub fn new(stream: S) -> Self {
+        Client {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Reads one complete reply (all lines); returns it as text.
+    pub fn reply(&mut self) -> String {
+        self.try_reply().expect("read reply")
+    }
+
+    pub fn try_reply(&mut self) -> std::io::Result<String> {
+        loop {
+            if let Some(end) = complete_reply(&self.buf) {
+                let r: Vec<u8> = self.buf.drain(..end).collect();
+                return Ok(String::from_utf8_lossy(&r).into_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                let r = String::from_utf8_lossy(&self.buf).into_owned();
+                self.buf.clear();
+                return Ok(r);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a command line and reads the reply; an empty string when the
+    /// connection broke.
+    pub fn try_cmd(&mut self, line: &str) -> String {
+        if self
+            .stream
+            .write_all(format!("{line}\r\n").as_bytes())
+            .is_err()
+        {
+            return String::new();
+        }
+        self.try_reply().unwrap_or_default()
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).unwrap();
+        self.stream.flush().unwrap();
+    }
+
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+
+    pub fn unread(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+/// The length of the first complete reply in `buf` (RFC 5321 §4.2.1: the
+/// last line has a space after the code).
+fn complete_reply(buf: &[u8]) -> Option<usize> {
+    let mut start = 0;
+    while let Some(lf) = buf[start..].iter().position(|&b| b == b'\n') {
+        let line = &buf[start..start + lf + 1];
+        start += lf + 1;
+        if line.len() < 4 || line[3] != b'-' {
+            return Some(start);
+        }
+    }
+    None
+}
+
+pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    Client::new(s)
+}
+
+/// A rustls client config that trusts the gateway's generated certificate.
+pub fn tls_client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(dir.join("tls/server.crt")).unwrap()
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
