@@ -17,8 +17,8 @@ use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, Message, Peer, Session};
 use crate::spool::Spool;
 
-/// Plaintext read per `read` call.
-const READ_CHUNK: usize = 16 * 1024;
+/// Plaintext read per `read` call; the shard owns one such buffer.
+pub const READ_CHUNK: usize = 16 * 1024;
 
 /// What the shard must do with the connection after an event.
 pub enum Outcome {
@@ -101,8 +101,14 @@ impl Conn {
 
     /// The socket is ready (or the connection is new): read what there
     /// is, feed the session, act, write.
-    pub fn ready(&mut self, now: Instant, spool: &mut Spool, registry: &Registry) -> Outcome {
-        match self.pump(now, spool) {
+    pub fn ready(
+        &mut self,
+        now: Instant,
+        spool: &mut Spool,
+        scratch: &mut [u8],
+        registry: &Registry,
+    ) -> Outcome {
+        match self.pump(now, spool, scratch) {
             Ok(()) => {}
             Err(e) => {
                 self.log_lost(&e);
@@ -112,21 +118,23 @@ impl Conn {
         self.settle(registry)
     }
 
-    fn pump(&mut self, now: Instant, spool: &mut Spool) -> io::Result<()> {
+    fn pump(&mut self, now: Instant, spool: &mut Spool, chunk: &mut [u8]) -> io::Result<()> {
         // Input that arrived before the banner (read at accept).
         if !self.rbuf.is_empty() && !self.session.is_closed() {
             self.feed(now, spool);
         }
-        let mut chunk = vec![0u8; READ_CHUNK];
         while !self.closing {
             let n = if self.tls.is_some() {
-                match self.read_tls(&mut chunk, now)? {
+                match self.read_tls(chunk, now)? {
                     Some(n) => n,
                     None => break,
                 }
             } else {
-                match self.socket.read(&mut chunk) {
-                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                match self.socket.read(chunk) {
+                    Ok(0) => {
+                        self.peer_closed();
+                        break;
+                    }
                     Ok(n) => {
                         self.rbuf.extend_from_slice(&chunk[..n]);
                         n
@@ -152,7 +160,10 @@ impl Conn {
             return Ok(None);
         };
         match tls.read_tls(&mut self.socket) {
-            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(0) => {
+                self.peer_closed();
+                return Ok(None);
+            }
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
@@ -177,7 +188,11 @@ impl Conn {
         let mut gained = 0;
         loop {
             match tls.reader().read(chunk) {
-                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                // close_notify: the client is done sending.
+                Ok(0) => {
+                    self.peer_closed();
+                    break;
+                }
                 Ok(n) => {
                     self.rbuf.extend_from_slice(&chunk[..n]);
                     gained += n;
@@ -343,15 +358,11 @@ impl Conn {
     }
 
     fn session_phase(&self) -> &'static str {
-        if self.handshaking {
-            "STARTTLS"
-        } else {
-            "command"
-        }
+        self.session.phase_name()
     }
 
     /// The gateway is stopping: say `421` and flush what we can.
-    pub fn shutdown(&mut self, _registry: &Registry) -> u32 {
+    pub fn shutdown(&mut self) -> u32 {
         self.session.shutdown();
         self.collect_output();
         if let Some(tls) = self.tls.as_mut() {
@@ -377,6 +388,15 @@ impl Conn {
         if !self.session.is_closed() && e.kind() != io::ErrorKind::Other {
             tracing::info!(target: "receive", "lost connection from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
         }
+    }
+
+    /// The client closed its side: answer what it sent (best effort),
+    /// then close.
+    fn peer_closed(&mut self) {
+        if !self.session.is_closed() {
+            tracing::info!(target: "receive", "lost connection after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
+        }
+        self.closing = true;
     }
 
     pub fn close(&mut self, registry: &Registry) {

@@ -157,6 +157,8 @@ struct Shard {
     timers: Timers,
     spool: Spool,
     shared: Arc<Shared>,
+    /// Read buffer shared by all connections of the shard.
+    scratch: Vec<u8>,
     /// This shard's share of `limits.connections`.
     max_conns: usize,
 }
@@ -179,6 +181,7 @@ impl Shard {
             timers: Timers::default(),
             spool,
             shared,
+            scratch: vec![0; conn::READ_CHUNK],
             max_conns,
         }
     }
@@ -267,7 +270,12 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(idx) else {
             return; // A spurious event for a closed slot.
         };
-        let outcome = conn.ready(now, &mut self.spool, self.poll.registry());
+        let outcome = conn.ready(
+            now,
+            &mut self.spool,
+            &mut self.scratch,
+            self.poll.registry(),
+        );
         self.after(idx, outcome);
     }
 
@@ -307,7 +315,7 @@ impl Shard {
         let registry = self.poll.registry();
         let mut messages = 0;
         for mut conn in self.conns.drain() {
-            messages += conn.shutdown(registry);
+            messages += conn.shutdown();
             conn.close(registry);
         }
         let stats = &self.shared.stats[self.id];

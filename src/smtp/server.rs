@@ -202,6 +202,23 @@ impl Session {
         self.tls.as_ref()
     }
 
+    /// Where the session is, for log lines (`lost connection after DATA`).
+    pub fn phase_name(&self) -> &'static str {
+        match self.phase {
+            Phase::Greeting => "CONNECT",
+            Phase::Command | Phase::DiscardLine => match (&self.transaction, &self.helo) {
+                (Some(tx), _) if !tx.recipients.is_empty() => "RCPT",
+                (Some(_), _) => "MAIL",
+                (None, Some(_)) => "EHLO",
+                (None, None) => "CONNECT",
+            },
+            Phase::Data(_) => "DATA",
+            Phase::AwaitTls => "STARTTLS",
+            Phase::AwaitStore => "END-OF-MESSAGE",
+            Phase::Closed => "QUIT",
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
     }
