@@ -529,6 +529,7 @@ impl Config {
             accept_domains: AcceptDomains::new(&domains),
             limits: self.limits(),
             tls,
+            relay_everyone: false,
         })
     }
 }

@@ -54,6 +54,9 @@ pub struct Snapshot {
     /// The STARTTLS server configuration; `None` when no certificate is
     /// configured (STARTTLS is then not advertised).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every client may relay to any domain. For the load generator's sink
+    /// only; a configuration file cannot set it.
+    pub relay_everyone: bool,
 }
 
 impl Snapshot {
@@ -65,6 +68,7 @@ impl Snapshot {
             accept_domains: AcceptDomains::new(accept_domains),
             limits: Limits::default(),
             tls: None,
+            relay_everyone: false,
         }
     }
 }

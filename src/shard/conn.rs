@@ -5,17 +5,16 @@
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
 use crate::policy::Snapshot;
-use crate::smtp::received;
 use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, Message, Peer, Session};
-use crate::spool::Spool;
+use crate::spool::Store;
 
 /// Plaintext read per `read` call; the shard owns one such buffer.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -104,11 +103,11 @@ impl Conn {
     pub fn ready(
         &mut self,
         now: Instant,
-        spool: &mut Spool,
+        store: &mut dyn Store,
         scratch: &mut [u8],
         registry: &Registry,
     ) -> Outcome {
-        match self.pump(now, spool, scratch) {
+        match self.pump(now, store, scratch) {
             Ok(()) => {}
             Err(e) => {
                 self.log_lost(&e);
@@ -118,10 +117,10 @@ impl Conn {
         self.settle(registry)
     }
 
-    fn pump(&mut self, now: Instant, spool: &mut Spool, chunk: &mut [u8]) -> io::Result<()> {
+    fn pump(&mut self, now: Instant, store: &mut dyn Store, chunk: &mut [u8]) -> io::Result<()> {
         // Input that arrived before the banner (read at accept).
         if !self.rbuf.is_empty() && !self.session.is_closed() {
-            self.feed(now, spool);
+            self.feed(now, store);
         }
         while !self.closing {
             let n = if self.tls.is_some() {
@@ -145,7 +144,7 @@ impl Conn {
                 }
             };
             if n > 0 || !self.rbuf.is_empty() {
-                self.feed(now, spool);
+                self.feed(now, store);
             }
         }
         // The banner, or replies from before a read error.
@@ -205,13 +204,13 @@ impl Conn {
     }
 
     /// Feeds buffered plaintext to the session and acts on what it asks.
-    fn feed(&mut self, now: Instant, spool: &mut Spool) {
+    fn feed(&mut self, now: Instant, store: &mut dyn Store) {
         loop {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
             match fed.action {
                 None => break,
-                Some(Action::Store(msg)) => self.store(*msg, spool, now),
+                Some(Action::Store(msg)) => self.store(*msg, store, now),
                 Some(Action::StartTls) => {
                     // RFC 3207 §4.2 / CVE-2011-0411: whatever followed
                     // STARTTLS in the clear is dropped, never answered.
@@ -240,21 +239,18 @@ impl Conn {
         self.collect_output();
     }
 
-    fn store(&mut self, msg: Message, spool: &mut Spool, now: Instant) {
-        let arrived = SystemTime::now();
-        let id = spool.next_id(arrived);
-        let header = received::header(&msg.envelope, &self.snapshot.hostname, &id, arrived);
-        match spool.store(&id, &msg.envelope, arrived, header.as_bytes(), &msg.data) {
-            Ok(()) => {
+    fn store(&mut self, msg: Message, store: &mut dyn Store, now: Instant) {
+        match store.accept(&msg.envelope, &self.snapshot.hostname, &msg.data) {
+            Ok(id) => {
                 tracing::info!(
                     target: "receive",
                     "{id}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
-                    self.peer.ip(), self.peer.port(), msg.envelope.from, header.len() + msg.data.len(), msg.envelope.recipients.len()
+                    self.peer.ip(), self.peer.port(), msg.envelope.from, msg.data.len(), msg.envelope.recipients.len()
                 );
                 self.session.stored(Ok(&id), now);
             }
             Err(e) => {
-                tracing::error!(target: "receive", "{id}: cannot store message from [{}]: {e}", self.peer.ip());
+                tracing::error!(target: "receive", "NOQUEUE: cannot store message from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
                 self.session.stored(Err(()), now);
             }
         }

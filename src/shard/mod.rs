@@ -11,7 +11,6 @@ mod timers;
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -23,7 +22,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::policy::Snapshot;
-use crate::spool::Spool;
+use crate::spool::Store;
 use conn::{Conn, Outcome};
 use timers::Timers;
 
@@ -65,18 +64,23 @@ pub struct Shards {
 }
 
 impl Shards {
-    /// Binds every listener and spool directory first, so that an address
-    /// in use or an unwritable spool fails the start, then starts the
-    /// threads.
+    /// Binds every listener first, so that an address in use fails the
+    /// start, then starts one thread per store (one store per shard).
     pub fn start(
         listen: &[SocketAddr],
-        spool_root: PathBuf,
+        stores: Vec<Box<dyn Store>>,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
+        if stores.len() != count {
+            return Err(io::Error::other(format!(
+                "{} stores for {count} shards",
+                stores.len()
+            )));
+        }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut prepared = Vec::with_capacity(count);
-        for id in 0..count {
+        for spool in stores {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let mut listeners = Vec::with_capacity(listen.len());
@@ -88,12 +92,6 @@ impl Shards {
                     .register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
                 listeners.push(l);
             }
-            let spool = Spool::open(&spool_root, id as u16).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("cannot open spool {}: {e}", spool_root.display()),
-                )
-            })?;
             prepared.push((poll, waker, listeners, spool));
         }
         let mut handles = Vec::with_capacity(count);
@@ -155,7 +153,7 @@ struct Shard {
     listeners: Vec<TcpListener>,
     conns: Slab,
     timers: Timers,
-    spool: Spool,
+    spool: Box<dyn Store>,
     shared: Arc<Shared>,
     /// Read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
@@ -168,7 +166,7 @@ impl Shard {
         id: usize,
         poll: Poll,
         listeners: Vec<TcpListener>,
-        spool: Spool,
+        spool: Box<dyn Store>,
         shared: Arc<Shared>,
     ) -> Shard {
         let shards = shared.stats.len().max(1);
@@ -272,7 +270,7 @@ impl Shard {
         };
         let outcome = conn.ready(
             now,
-            &mut self.spool,
+            self.spool.as_mut(),
             &mut self.scratch,
             self.poll.registry(),
         );

@@ -159,6 +159,7 @@ pub struct SessionStats {
 impl Session {
     pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
         let starttls_offered = snapshot.tls.is_some();
+        let relay_allowed = snapshot.relay_everyone;
         Session {
             snapshot,
             peer,
@@ -167,7 +168,7 @@ impl Session {
             transaction: None,
             tls: None,
             starttls_offered,
-            relay_allowed: false,
+            relay_allowed,
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),

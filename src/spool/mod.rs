@@ -20,6 +20,24 @@ use crate::smtp::server::Envelope;
 
 const MAGIC: &str = "SEALGATE-SPOOL 1";
 
+/// Where a shard puts the messages it accepts. The gateway's [`Spool`]
+/// stores them durably; the load generator's sink discards or dumps them.
+pub trait Store: Send {
+    /// Takes one message; returns its queue id once it is safe to answer
+    /// `250`. `hostname` is ours, for the `Received:` header.
+    fn accept(&mut self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String>;
+}
+
+impl Store for Spool {
+    fn accept(&mut self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String> {
+        let arrived = SystemTime::now();
+        let id = self.next_id(arrived);
+        let header = crate::smtp::received::header(env, hostname, &id, arrived);
+        self.store(&id, env, arrived, header.as_bytes(), data)?;
+        Ok(id)
+    }
+}
+
 /// One shard's spool directory.
 pub struct Spool {
     tmp: PathBuf,

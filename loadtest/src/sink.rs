@@ -1,0 +1,109 @@
+//! `sealgate-load sink`: an SMTP server that accepts every message (any
+//! recipient, STARTTLS when given a certificate) and discards it or dumps
+//! it to a directory. It runs on sealgate's own shards and session, with a
+//! store that does not fsync: the downstream of relay benchmarks and tests.
+
+use std::fs;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sealgate::policy::{AcceptDomains, Limits, Snapshot};
+use sealgate::shard::{Shards, Shared};
+use sealgate::smtp::server::Envelope;
+use sealgate::spool::Store;
+
+/// Counts messages; writes them to `dump` when set (not fsynced).
+struct SinkStore {
+    dump: Option<PathBuf>,
+    shard: usize,
+    count: Arc<AtomicU64>,
+}
+
+impl Store for SinkStore {
+    fn accept(&mut self, env: &Envelope, _hostname: &str, data: &[u8]) -> io::Result<String> {
+        let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
+        let id = format!("SINK{}N{n}", self.shard);
+        if let Some(dir) = &self.dump {
+            let mut text = format!("X-Sink-From: <{}>\r\n", env.from);
+            for r in &env.recipients {
+                text.push_str(&format!("X-Sink-Rcpt: <{r}>\r\n"));
+            }
+            if let Some(t) = &env.tls {
+                text.push_str(&format!("X-Sink-TLS: {} {}\r\n", t.version, t.cipher));
+            }
+            let mut bytes = text.into_bytes();
+            bytes.extend_from_slice(data);
+            fs::write(dir.join(format!("{id}.eml")), bytes)?;
+        }
+        Ok(id)
+    }
+}
+
+pub struct SinkOptions {
+    pub listen: SocketAddr,
+    pub cert: Option<(PathBuf, PathBuf)>,
+    pub dump: Option<PathBuf>,
+    pub shards: usize,
+}
+
+/// A running sink; stop it with [`Sink::stop`].
+pub struct Sink {
+    shards: Shards,
+    pub received: Arc<AtomicU64>,
+}
+
+impl Sink {
+    pub fn start(o: &SinkOptions) -> Result<Sink, String> {
+        let tls = match &o.cert {
+            None => None,
+            Some((cert, key)) => {
+                let ck = sealgate::tls::load_cert_and_key(cert, key).map_err(|e| e.to_string())?;
+                Some(sealgate::tls::server_config(ck, cert).map_err(|e| e.to_string())?)
+            }
+        };
+        if let Some(dir) = &o.dump {
+            fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        }
+        let snapshot = Snapshot {
+            hostname: "sink.sealgate-load".into(),
+            accept_domains: AcceptDomains::default(),
+            limits: Limits {
+                message_size: 100_000_000,
+                ..Limits::default()
+            },
+            tls,
+            relay_everyone: true,
+        };
+        let shards = o.shards.max(1);
+        let received = Arc::new(AtomicU64::new(0));
+        let stores: Vec<Box<dyn Store>> = (0..shards)
+            .map(|shard| {
+                Box::new(SinkStore {
+                    dump: o.dump.clone(),
+                    shard,
+                    count: received.clone(),
+                }) as Box<dyn Store>
+            })
+            .collect();
+        let shared = Shared::new(snapshot, shards);
+        let shards = Shards::start(&[o.listen], stores, shared).map_err(|e| e.to_string())?;
+        Ok(Sink { shards, received })
+    }
+
+    pub fn stop(self) -> u64 {
+        self.shards.stop();
+        self.received.load(Ordering::Relaxed)
+    }
+}
+
+/// Reads back a dumped message (tests).
+pub fn read_dump(dir: &Path) -> io::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir)? {
+        out.push(fs::read(e?.path())?);
+    }
+    Ok(out)
+}
