@@ -56,7 +56,11 @@ fn pair(alg: &'static rcgen::SignatureAlgorithm) -> Pair {
 /// Moves the client's pending TLS bytes to the server and the server's
 /// answer back, timing the server's part. Returns false when neither side
 /// had anything to say.
-fn exchange(client: &mut ClientConnection, server: &mut ServerConnection, server_time: &mut Duration) -> bool {
+fn exchange(
+    client: &mut ClientConnection,
+    server: &mut ServerConnection,
+    server_time: &mut Duration,
+) -> bool {
     let mut to_server = Vec::new();
     while client.wants_write() {
         client.write_tls(&mut to_server).expect("client write");
@@ -103,7 +107,9 @@ fn handshakes(c: &mut Criterion) {
         ("rsa-2048", &rcgen::PKCS_RSA_SHA256),
     ] {
         let p = pair(alg);
-        g.bench_function(name, |b| b.iter_custom(|iters| (0..iters).map(|_| handshake_server_time(&p)).sum()));
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| handshake_server_time(&p)).sum())
+        });
     }
     g.finish();
 }
@@ -183,7 +189,11 @@ fn sessions(c: &mut Criterion) {
     let snapshot = Arc::new(snapshot);
     let mut g = c.benchmark_group("session");
     g.bench_function("starttls-ecdsa-p256", |b| {
-        b.iter_custom(|iters| (0..iters).map(|_| starttls_session_server_time(&p, &snapshot)).sum())
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| starttls_session_server_time(&p, &snapshot))
+                .sum()
+        })
     });
     g.finish();
 }

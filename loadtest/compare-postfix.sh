@@ -172,6 +172,8 @@ r = json.loads(out)
 print(json.dumps({"server": server, "mode": mode, "round": int(rnd),
                   "sessions_per_s": r["sessions_per_s"], "messages_per_s": r["messages_per_s"],
                   "cpu_us": r["server_cpu"]["server_us_per_session"],
+                  "user_us": r["server_cpu"]["server_user_us_per_session"],
+                  "sys_us": r["server_cpu"]["server_system_us_per_session"],
                   "failed": r["sessions_failed"],
                   "errors": [e["kind"] + ": " + e["first"] for e in r["errors"]]}))
 PY
@@ -194,5 +196,9 @@ for mode in ["starttls", "message", "plain"]:
 failed = [r for r in rows if r["failed"]]
 for r in failed:
     print(f"\n{r['server']} {r['mode']} round {r['round']}: {r['failed']} failed sessions: {r['errors']}")
+print("\nserver CPU split, µs/session (user + system):")
+for mode in ["starttls", "message", "plain"]:
+    print(f"  {mode}: Postfix {med('postfix', mode, 'user_us'):.0f} + {med('postfix', mode, 'sys_us'):.0f}, "
+          f"sealgate {med('sealgate', mode, 'user_us'):.0f} + {med('sealgate', mode, 'sys_us'):.0f}")
 print(f"\n(medians of {max(r['round'] for r in rows)} rounds; CPU ratio = Postfix / sealgate, higher is better for sealgate)")
 PY

@@ -20,19 +20,37 @@ fn ticks_per_second() -> f64 {
     }
 }
 
-/// One process's fields from /proc/PID/stat: (ppid, cpu ticks incl.
-/// reaped children).
-fn stat(pid: u32) -> Option<(u32, u64)> {
+/// CPU time split into user and system (kernel) seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Cpu {
+    pub user: f64,
+    pub system: f64,
+}
+
+impl Cpu {
+    pub fn total(self) -> f64 {
+        self.user + self.system
+    }
+
+    pub fn since(self, before: Cpu) -> Cpu {
+        Cpu {
+            user: self.user - before.user,
+            system: self.system - before.system,
+        }
+    }
+}
+
+/// One process's fields from /proc/PID/stat: (ppid, user ticks, system
+/// ticks), each including reaped children.
+fn stat(pid: u32) -> Option<(u32, u64, u64)> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name is in parentheses and may hold spaces: split after it.
     let rest = &text[text.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     // Fields after the name: state(0) ppid(1) … utime(11) stime(12) cutime(13) cstime(14).
     let ppid = f.get(1)?.parse().ok()?;
-    let ticks: u64 = (11..=14)
-        .filter_map(|i| f.get(i)?.parse::<u64>().ok())
-        .sum();
-    Some((ppid, ticks))
+    let field = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    Some((ppid, field(11) + field(13), field(12) + field(14)))
 }
 
 /// The pid and all its descendants alive now.
@@ -43,7 +61,7 @@ fn tree(root: u32) -> Vec<u32> {
             let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
                 continue;
             };
-            if let Some((ppid, _)) = stat(pid) {
+            if let Some((ppid, _, _)) = stat(pid) {
                 children.entry(ppid).or_default().push(pid);
             }
         }
@@ -59,14 +77,19 @@ fn tree(root: u32) -> Vec<u32> {
     out
 }
 
-/// CPU seconds used so far by the process tree under `pid`.
-pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+/// CPU used so far by the process tree under `pid`.
+pub fn tree_cpu(pid: u32) -> Option<Cpu> {
     stat(pid)?;
-    let ticks: u64 = tree(pid)
-        .into_iter()
-        .filter_map(|p| stat(p).map(|(_, t)| t))
-        .sum();
-    Some(ticks as f64 / ticks_per_second())
+    let (mut user, mut system) = (0, 0);
+    for (_, u, s) in tree(pid).into_iter().filter_map(stat) {
+        user += u;
+        system += s;
+    }
+    let hz = ticks_per_second();
+    Some(Cpu {
+        user: user as f64 / hz,
+        system: system as f64 / hz,
+    })
 }
 
 /// Resident memory of the process tree under `pid`, KiB.
@@ -121,9 +144,9 @@ mod tests {
             x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
         }
         std::hint::black_box(x);
-        assert!(tree_cpu_seconds(me).unwrap() > 0.0);
+        assert!(tree_cpu(me).unwrap().total() > 0.0);
         assert!(tree_rss_kib(me) > 0);
         assert!(self_cpu_seconds() > 0.0);
-        assert!(tree_cpu_seconds(u32::MAX).is_none());
+        assert!(tree_cpu(u32::MAX).is_none());
     }
 }

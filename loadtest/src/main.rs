@@ -219,7 +219,7 @@ fn load(a: LoadArgs) -> Result<ExitCode, String> {
         session_timeout: duration(&a.timeout)?,
         progress: !a.json && std::io::stderr().is_terminal(),
     };
-    let cpu_before = a.server_pid.and_then(cpu::tree_cpu_seconds);
+    let cpu_before = a.server_pid.and_then(cpu::tree_cpu);
     let rss_before = a.server_pid.map(cpu::tree_rss_kib);
     let self_before = cpu::self_cpu_seconds();
     let mut rss_per_held = None;
@@ -234,11 +234,13 @@ fn load(a: LoadArgs) -> Result<ExitCode, String> {
     let generator_cpu = cpu::self_cpu_seconds() - self_before;
     let cpu = match (a.server_pid, cpu_before) {
         (Some(pid), Some(before)) => {
-            let used = cpu::tree_cpu_seconds(pid).unwrap_or(before) - before;
-            let sessions = (stats.sessions_ok + stats.held).max(1);
+            let used = cpu::tree_cpu(pid).unwrap_or(before).since(before);
+            let per_session = |s: f64| s * 1e6 / (stats.sessions_ok + stats.held).max(1) as f64;
             Some(CpuReport {
-                server_cpu_s: used,
-                server_us_per_session: used * 1e6 / sessions as f64,
+                server_cpu_s: used.total(),
+                server_us_per_session: per_session(used.total()),
+                server_user_us_per_session: per_session(used.user),
+                server_system_us_per_session: per_session(used.system),
                 generator_cpu_s: generator_cpu,
                 server_rss_kib: cpu::tree_rss_kib(pid),
                 rss_kib_per_held_session: rss_per_held,

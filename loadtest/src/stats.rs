@@ -161,6 +161,9 @@ pub struct CpuReport {
     pub server_cpu_s: f64,
     /// Server CPU per completed session, microseconds.
     pub server_us_per_session: f64,
+    /// Of which in user space and in the kernel.
+    pub server_user_us_per_session: f64,
+    pub server_system_us_per_session: f64,
     pub generator_cpu_s: f64,
     /// Resident memory of the server's process tree at the end, KiB.
     pub server_rss_kib: u64,
@@ -218,8 +221,13 @@ impl std::fmt::Display for Report {
         if let Some(c) = &self.server_cpu {
             writeln!(
                 f,
-                "server CPU {:.3} s = {:.1} µs/session; generator CPU {:.3} s; server RSS {} KiB",
-                c.server_cpu_s, c.server_us_per_session, c.generator_cpu_s, c.server_rss_kib
+                "server CPU {:.3} s = {:.1} µs/session ({:.1} user + {:.1} system); generator CPU {:.3} s; server RSS {} KiB",
+                c.server_cpu_s,
+                c.server_us_per_session,
+                c.server_user_us_per_session,
+                c.server_system_us_per_session,
+                c.generator_cpu_s,
+                c.server_rss_kib
             )?;
             if let Some(per) = c.rss_kib_per_held_session {
                 writeln!(f, "server RSS growth per held session: {per:.1} KiB")?;
