@@ -16,8 +16,11 @@ use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, Message, Peer, Session};
 use crate::spool::Store;
 
-/// Plaintext read per `read` call; the shard owns one such buffer.
+/// Octets read from a socket per `read` call.
 pub const READ_CHUNK: usize = 16 * 1024;
+/// The shard's scratch buffer: a socket read and the plaintext rustls
+/// makes of it.
+pub const SCRATCH: usize = 2 * READ_CHUNK;
 
 /// What the shard must do with the connection after an event.
 pub enum Outcome {
@@ -117,34 +120,36 @@ impl Conn {
         self.settle(registry)
     }
 
-    fn pump(&mut self, now: Instant, store: &mut dyn Store, chunk: &mut [u8]) -> io::Result<()> {
+    fn pump(&mut self, now: Instant, store: &mut dyn Store, scratch: &mut [u8]) -> io::Result<()> {
         // Input that arrived before the banner (read at accept).
         if !self.rbuf.is_empty() && !self.session.is_closed() {
             self.feed(now, store);
         }
+        let (chunk, plain) = scratch.split_at_mut(READ_CHUNK);
         while !self.closing {
-            let n = if self.tls.is_some() {
-                match self.read_tls(chunk, now)? {
-                    Some(n) => n,
-                    None => break,
+            let n = match self.socket.read(chunk) {
+                Ok(0) => {
+                    self.peer_closed();
+                    break;
                 }
-            } else {
-                match self.socket.read(chunk) {
-                    Ok(0) => {
-                        self.peer_closed();
-                        break;
-                    }
-                    Ok(n) => {
-                        self.rbuf.extend_from_slice(&chunk[..n]);
-                        n
-                    }
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            if n > 0 || !self.rbuf.is_empty() {
+            if self.tls.is_some() {
+                self.tls_input(&chunk[..n], plain, now)?;
+            } else {
+                self.rbuf.extend_from_slice(&chunk[..n]);
+            }
+            if !self.rbuf.is_empty() {
                 self.feed(now, store);
+            }
+            // A short read drained the socket: epoll (edge-triggered) will
+            // report the next arrival, so the read that would only say
+            // EAGAIN is skipped.
+            if n < chunk.len() {
+                break;
             }
         }
         // The banner, or replies from before a read error.
@@ -152,55 +157,43 @@ impl Conn {
         self.flush()
     }
 
-    /// Reads TLS records; returns the plaintext octets gained, or `None`
-    /// when the socket has nothing more.
-    fn read_tls(&mut self, chunk: &mut [u8], now: Instant) -> io::Result<Option<usize>> {
+    /// Passes received TLS records to rustls and collects the plaintext.
+    fn tls_input(&mut self, mut records: &[u8], plain: &mut [u8], now: Instant) -> io::Result<()> {
         let Some(tls) = self.tls.as_mut() else {
-            return Ok(None);
+            return Ok(());
         };
-        match tls.read_tls(&mut self.socket) {
-            Ok(0) => {
-                self.peer_closed();
-                return Ok(None);
+        while !records.is_empty() {
+            tls.read_tls(&mut records)?;
+            if let Err(e) = tls.process_new_packets() {
+                // Send the alert rustls queued, then give up.
+                let _ = tls.write_tls(&mut self.socket);
+                tracing::info!(target: "receive", "SSL_accept error from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
+                return Err(io::Error::other(e));
             }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(Some(0)),
-            Err(e) => return Err(e),
-        }
-        if let Err(e) = tls.process_new_packets() {
-            // Send the alert rustls queued, then give up.
-            let _ = tls.write_tls(&mut self.socket);
-            tracing::info!(target: "receive", "SSL_accept error from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
-            return Err(io::Error::other(e));
-        }
-        if self.handshaking && !tls.is_handshaking() {
-            self.handshaking = false;
-            let facts = crate::tls::facts(tls);
-            tracing::info!(
-                target: "receive",
-                "Anonymous TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits) verify={}",
-                self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits, facts.verify.as_str()
-            );
-            self.session.tls_established(facts, now);
-        }
-        let mut gained = 0;
-        loop {
-            match tls.reader().read(chunk) {
-                // close_notify: the client is done sending.
-                Ok(0) => {
-                    self.peer_closed();
-                    break;
+            if self.handshaking && !tls.is_handshaking() {
+                self.handshaking = false;
+                let facts = crate::tls::facts(tls);
+                tracing::info!(
+                    target: "receive",
+                    "Anonymous TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits) verify={}",
+                    self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits, facts.verify.as_str()
+                );
+                self.session.tls_established(facts, now);
+            }
+            loop {
+                match tls.reader().read(plain) {
+                    // close_notify: the client is done sending.
+                    Ok(0) => {
+                        self.closing = true;
+                        break;
+                    }
+                    Ok(n) => self.rbuf.extend_from_slice(&plain[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
                 }
-                Ok(n) => {
-                    self.rbuf.extend_from_slice(&chunk[..n]);
-                    gained += n;
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
             }
         }
-        Ok(Some(gained))
+        Ok(())
     }
 
     /// Feeds buffered plaintext to the session and acts on what it asks.
@@ -395,7 +388,7 @@ impl Conn {
         self.closing = true;
     }
 
-    pub fn close(&mut self, registry: &Registry) {
-        let _ = registry.deregister(&mut self.socket);
-    }
+    /// Dropping the connection closes the socket, which removes it from
+    /// the epoll set: no separate deregister call.
+    pub fn close(self) {}
 }

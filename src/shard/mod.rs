@@ -179,7 +179,7 @@ impl Shard {
             timers: Timers::default(),
             spool,
             shared,
-            scratch: vec![0; conn::READ_CHUNK],
+            scratch: vec![0; conn::SCRATCH],
             max_conns,
         }
     }
@@ -288,8 +288,8 @@ impl Shard {
                 }
             }
             Outcome::Closed { messages } => {
-                if let Some(mut conn) = self.conns.remove(idx) {
-                    conn.close(self.poll.registry());
+                if let Some(conn) = self.conns.remove(idx) {
+                    conn.close();
                 }
                 let stats = &self.shared.stats[self.id];
                 stats.active.fetch_sub(1, Ordering::Relaxed);
@@ -310,11 +310,10 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
-        let registry = self.poll.registry();
         let mut messages = 0;
         for mut conn in self.conns.drain() {
             messages += conn.shutdown();
-            conn.close(registry);
+            conn.close();
         }
         let stats = &self.shared.stats[self.id];
         stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
