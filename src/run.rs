@@ -4,6 +4,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -127,13 +128,15 @@ fn serve(cfg: &Config) -> Result<(), String> {
     let shared = Shared::new(snapshot, count);
     let mut signals = Signals::new([SIGTERM, SIGINT])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let mut stores: Vec<Box<dyn spool::Store>> = Vec::with_capacity(count);
+    let mut stores: Vec<Arc<dyn spool::Store>> = Vec::with_capacity(count);
     for id in 0..count {
         let s = spool::Spool::open(&spool_root, id as u16)
             .map_err(|e| format!("cannot open spool {}: {e}", spool_root.display()))?;
-        stores.push(Box::new(s));
+        stores.push(Arc::new(s));
     }
-    let shards = Shards::start(&listen, stores, shared.clone()).map_err(|e| e.to_string())?;
+    let writers = cfg.file.server.spool_writers;
+    let shards =
+        Shards::start(&listen, stores, writers, shared.clone()).map_err(|e| e.to_string())?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         "sealgate ready: listening on {} with {} shard(s)",

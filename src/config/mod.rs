@@ -264,6 +264,7 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
         ("limits.command_timeout", l.command_timeout.0.is_zero()),
         ("limits.data_timeout", l.data_timeout.0.is_zero()),
         ("limits.errors", l.errors == 0),
+        ("server.spool_writers", file.server.spool_writers == 0),
     ] {
         if zero {
             err(0..0, key.into(), "must be greater than zero".into());

@@ -34,6 +34,8 @@ pub struct Server {
     pub spool_dir: String,
     pub accept_domains: Vec<Spanned<String>>,
     pub proxy_protocol_from: Vec<String>,
+    /// Threads that write accepted messages to the spool.
+    pub spool_writers: usize,
 }
 
 impl Default for Server {
@@ -45,6 +47,7 @@ impl Default for Server {
             spool_dir: "/var/spool/sealgate".into(),
             accept_domains: Vec::new(),
             proxy_protocol_from: Vec::new(),
+            spool_writers: 4,
         }
     }
 }

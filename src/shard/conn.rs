@@ -7,14 +7,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
+use super::writers::Job;
+use super::ShardIo;
 use crate::policy::Snapshot;
 use crate::smtp::reply::canned;
-use crate::smtp::server::{Action, Message, Peer, Session};
-use crate::spool::Store;
+use crate::smtp::server::{Action, Peer, Session};
 
 /// Octets read from a socket per `read` call.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -32,6 +34,12 @@ pub enum Outcome {
 
 pub struct Conn {
     socket: TcpStream,
+    /// Where the shard keeps this connection, and a number that tells it
+    /// apart from earlier connections in the same slot.
+    slot: usize,
+    serial: u64,
+    /// A spool writer has the session's message.
+    storing: bool,
     token: Token,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -58,12 +66,15 @@ pub fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
 }
 
 impl Conn {
+    #[allow(clippy::too_many_arguments)]
     pub fn accept(
         mut socket: TcpStream,
         peer: SocketAddr,
         snapshot: Arc<Snapshot>,
         registry: &Registry,
         token: Token,
+        slot: usize,
+        serial: u64,
         now: Instant,
     ) -> io::Result<Conn> {
         // Replies are small and each one is awaited: don't let Nagle hold them.
@@ -79,6 +90,9 @@ impl Conn {
         );
         let mut conn = Conn {
             socket,
+            slot,
+            serial,
+            storing: false,
             token,
             peer,
             snapshot,
@@ -103,30 +117,46 @@ impl Conn {
 
     /// The socket is ready (or the connection is new): read what there
     /// is, feed the session, act, write.
-    pub fn ready(
-        &mut self,
-        now: Instant,
-        store: &mut dyn Store,
-        scratch: &mut [u8],
-        registry: &Registry,
-    ) -> Outcome {
-        match self.pump(now, store, scratch) {
+    pub fn ready(&mut self, now: Instant, io: &mut ShardIo<'_>) -> Outcome {
+        match self.pump(now, io) {
             Ok(()) => {}
             Err(e) => {
                 self.log_lost(&e);
                 return self.finish();
             }
         }
-        self.settle(registry)
+        self.settle(io.registry)
     }
 
-    fn pump(&mut self, now: Instant, store: &mut dyn Store, scratch: &mut [u8]) -> io::Result<()> {
-        // Input that arrived before the banner (read at accept).
+    pub fn serial(&self) -> u64 {
+        self.serial
+    }
+
+    /// A spool writer finished this connection's message.
+    pub fn stored(
+        &mut self,
+        result: Result<String, ()>,
+        now: Instant,
+        io: &mut ShardIo<'_>,
+    ) -> Outcome {
+        self.storing = false;
+        self.session.stored(result.as_deref().map_err(|_| ()), now);
+        // Go on with what the client pipelined behind the message, and
+        // read what arrived meanwhile.
+        self.ready(now, io)
+    }
+
+    fn pump(&mut self, now: Instant, io: &mut ShardIo<'_>) -> io::Result<()> {
+        // Input that arrived before the banner (read at accept), or while
+        // a message was being stored.
+        let (shard, writers) = (io.shard, io.writers);
         if !self.rbuf.is_empty() && !self.session.is_closed() {
-            self.feed(now, store);
+            self.feed(now, shard, writers);
         }
-        let (chunk, plain) = scratch.split_at_mut(READ_CHUNK);
-        while !self.closing {
+        let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
+        // While a message is being stored, input stays in the socket: the
+        // buffer cannot grow, and `stored` reads it afterwards.
+        while !self.closing && !self.storing {
             let n = match self.socket.read(chunk) {
                 Ok(0) => {
                     self.peer_closed();
@@ -143,7 +173,7 @@ impl Conn {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             }
             if !self.rbuf.is_empty() {
-                self.feed(now, store);
+                self.feed(now, shard, writers);
             }
             // A short read drained the socket: epoll (edge-triggered) will
             // report the next arrival, so the read that would only say
@@ -197,13 +227,28 @@ impl Conn {
     }
 
     /// Feeds buffered plaintext to the session and acts on what it asks.
-    fn feed(&mut self, now: Instant, store: &mut dyn Store) {
+    fn feed(&mut self, now: Instant, shard: usize, writers: &Sender<Job>) {
         loop {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
             match fed.action {
                 None => break,
-                Some(Action::Store(msg)) => self.store(*msg, store, now),
+                Some(Action::Store(message)) => {
+                    let job = Job {
+                        shard,
+                        slot: self.slot,
+                        serial: self.serial,
+                        message,
+                        hostname: self.snapshot.hostname.clone(),
+                    };
+                    if writers.send(job).is_err() {
+                        // The writers are gone: the gateway is stopping.
+                        self.session.stored(Err(()), now);
+                        continue;
+                    }
+                    self.storing = true;
+                    break;
+                }
                 Some(Action::StartTls) => {
                     // RFC 3207 §4.2 / CVE-2011-0411: whatever followed
                     // STARTTLS in the clear is dropped, never answered.
@@ -230,23 +275,6 @@ impl Conn {
             }
         }
         self.collect_output();
-    }
-
-    fn store(&mut self, msg: Message, store: &mut dyn Store, now: Instant) {
-        match store.accept(&msg.envelope, &self.snapshot.hostname, &msg.data) {
-            Ok(id) => {
-                tracing::info!(
-                    target: "receive",
-                    "{id}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
-                    self.peer.ip(), self.peer.port(), msg.envelope.from, msg.data.len(), msg.envelope.recipients.len()
-                );
-                self.session.stored(Ok(&id), now);
-            }
-            Err(e) => {
-                tracing::error!(target: "receive", "NOQUEUE: cannot store message from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
-                self.session.stored(Err(()), now);
-            }
-        }
     }
 
     /// Moves session output to the right place: the TLS writer once TLS is

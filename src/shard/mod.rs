@@ -8,6 +8,7 @@
 
 mod conn;
 mod timers;
+mod writers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -24,7 +25,17 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::policy::Snapshot;
 use crate::spool::Store;
 use conn::{Conn, Outcome};
+use crossbeam_channel::{Receiver, Sender};
 use timers::Timers;
+use writers::{Done, Job, Writers};
+
+/// What a connection needs from its shard while it is driven.
+pub(crate) struct ShardIo<'a> {
+    shard: usize,
+    registry: &'a mio::Registry,
+    scratch: &'a mut [u8],
+    writers: &'a Sender<Job>,
+}
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
@@ -60,15 +71,18 @@ impl Shared {
 pub struct Shards {
     handles: Vec<JoinHandle<()>>,
     wakers: Vec<Arc<Waker>>,
+    writers: Writers,
     shared: Arc<Shared>,
 }
 
 impl Shards {
     /// Binds every listener first, so that an address in use fails the
-    /// start, then starts one thread per store (one store per shard).
+    /// start, then starts the spool writers (`writers` threads) and one
+    /// thread per shard. `stores[i]` takes shard `i`'s messages.
     pub fn start(
         listen: &[SocketAddr],
-        stores: Vec<Box<dyn Store>>,
+        stores: Vec<Arc<dyn Store>>,
+        writers: usize,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
@@ -80,7 +94,8 @@ impl Shards {
         }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut prepared = Vec::with_capacity(count);
-        for spool in stores {
+        let mut replies = Vec::with_capacity(count);
+        for _ in 0..count {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let mut listeners = Vec::with_capacity(listen.len());
@@ -92,13 +107,20 @@ impl Shards {
                     .register(&mut l, Token(FIRST_LISTENER + i), Interest::READABLE)?;
                 listeners.push(l);
             }
-            prepared.push((poll, waker, listeners, spool));
+            let (done_tx, done_rx) = crossbeam_channel::unbounded();
+            replies.push(writers::Reply {
+                done: done_tx,
+                waker: waker.clone(),
+            });
+            prepared.push((poll, waker, listeners, done_rx));
         }
+        let writers = Writers::start(stores, replies, writers)?;
         let mut handles = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
-        for (id, (poll, waker, listeners, spool)) in prepared.into_iter().enumerate() {
+        for (id, (poll, waker, listeners, done)) in prepared.into_iter().enumerate() {
             wakers.push(waker);
             let shared = shared.clone();
+            let jobs = writers.sender();
             let core = cores.get(id % cores.len().max(1)).copied();
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{id}"))
@@ -106,7 +128,7 @@ impl Shards {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let mut shard = Shard::new(id, poll, listeners, spool, shared);
+                    let mut shard = Shard::new(id, poll, listeners, jobs, done, shared);
                     if let Err(e) = shard.run() {
                         tracing::error!(target: "receive", "shard {id} stopped: {e}");
                     }
@@ -116,11 +138,13 @@ impl Shards {
         Ok(Shards {
             handles,
             wakers,
+            writers,
             shared,
         })
     }
 
-    /// Asks every shard to stop and waits for them.
+    /// Asks every shard to stop and waits for them, then lets the spool
+    /// writers finish what they were given.
     pub fn stop(self) {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for w in &self.wakers {
@@ -129,6 +153,7 @@ impl Shards {
         for h in self.handles {
             let _ = h.join();
         }
+        self.writers.stop();
     }
 }
 
@@ -153,7 +178,11 @@ struct Shard {
     listeners: Vec<TcpListener>,
     conns: Slab,
     timers: Timers,
-    spool: Box<dyn Store>,
+    /// To the spool writers, and back.
+    jobs: Sender<Job>,
+    done: Receiver<Done>,
+    /// Tells connections in a reused slot apart.
+    serial: u64,
     shared: Arc<Shared>,
     /// Read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
@@ -166,7 +195,8 @@ impl Shard {
         id: usize,
         poll: Poll,
         listeners: Vec<TcpListener>,
-        spool: Box<dyn Store>,
+        jobs: Sender<Job>,
+        done: Receiver<Done>,
         shared: Arc<Shared>,
     ) -> Shard {
         let shards = shared.stats.len().max(1);
@@ -177,7 +207,9 @@ impl Shard {
             listeners,
             conns: Slab::default(),
             timers: Timers::default(),
-            spool,
+            jobs,
+            done,
+            serial: 0,
             shared,
             scratch: vec![0; conn::SCRATCH],
             max_conns,
@@ -214,6 +246,7 @@ impl Shard {
             for event in events.iter() {
                 let token = event.token().0;
                 if token == WAKER.0 {
+                    self.completions(now);
                     continue;
                 }
                 if token < self.first_conn_token() {
@@ -249,7 +282,18 @@ impl Shard {
             let snapshot = self.shared.snapshot.load_full();
             let idx = self.conns.vacant();
             let token = Token(self.first_conn_token() + idx);
-            match Conn::accept(stream, peer, snapshot, self.poll.registry(), token, now) {
+            self.serial += 1;
+            let accepted = Conn::accept(
+                stream,
+                peer,
+                snapshot,
+                self.poll.registry(),
+                token,
+                idx,
+                self.serial,
+                now,
+            );
+            match accepted {
                 Ok(c) => {
                     tracing::info!(target: "receive", "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id);
                     stats.active.fetch_add(1, Ordering::Relaxed);
@@ -268,13 +312,37 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(idx) else {
             return; // A spurious event for a closed slot.
         };
-        let outcome = conn.ready(
-            now,
-            self.spool.as_mut(),
-            &mut self.scratch,
-            self.poll.registry(),
-        );
+        let mut io = ShardIo {
+            shard: self.id,
+            registry: self.poll.registry(),
+            scratch: &mut self.scratch,
+            writers: &self.jobs,
+        };
+        let outcome = conn.ready(now, &mut io);
         self.after(idx, outcome);
+    }
+
+    /// Messages the spool writers finished: answer their sessions.
+    fn completions(&mut self, now: Instant) {
+        while let Ok(done) = self.done.try_recv() {
+            let Some(conn) = self
+                .conns
+                .get_mut(done.slot)
+                .filter(|c| c.serial() == done.serial)
+            else {
+                // The client left while its message was being stored; the
+                // message is queued all the same.
+                continue;
+            };
+            let mut io = ShardIo {
+                shard: self.id,
+                registry: self.poll.registry(),
+                scratch: &mut self.scratch,
+                writers: &self.jobs,
+            };
+            let outcome = conn.stored(done.result, now, &mut io);
+            self.after(done.slot, outcome);
+        }
     }
 
     fn after(&mut self, idx: usize, outcome: Outcome) {

@@ -14,6 +14,7 @@ use std::io::{self, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::smtp::server::Envelope;
@@ -22,14 +23,15 @@ const MAGIC: &str = "SEALGATE-SPOOL 1";
 
 /// Where a shard puts the messages it accepts. The gateway's [`Spool`]
 /// stores them durably; the load generator's sink discards or dumps them.
-pub trait Store: Send {
+/// Several spool writer threads call one store at once.
+pub trait Store: Send + Sync {
     /// Takes one message; returns its queue id once it is safe to answer
     /// `250`. `hostname` is ours, for the `Received:` header.
-    fn accept(&mut self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String>;
+    fn accept(&self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String>;
 }
 
 impl Store for Spool {
-    fn accept(&mut self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String> {
+    fn accept(&self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String> {
         let arrived = SystemTime::now();
         let id = self.next_id(arrived);
         let header = crate::smtp::received::header(env, hostname, &id, arrived);
@@ -45,7 +47,7 @@ pub struct Spool {
     /// Kept open to fsync the directory after each rename.
     queue_dir: File,
     shard: u16,
-    counter: u16,
+    counter: AtomicU16,
 }
 
 impl Spool {
@@ -66,14 +68,14 @@ impl Spool {
             queue,
             queue_dir,
             shard,
-            counter: 0,
+            counter: AtomicU16::new(0),
         })
     }
 
     /// A queue id unique across shards and restarts: microseconds since
     /// the epoch, the shard, a per-shard counter (hex, 19 characters).
-    pub fn next_id(&mut self, now: SystemTime) -> String {
-        self.counter = self.counter.wrapping_add(1);
+    pub fn next_id(&self, now: SystemTime) -> String {
+        let counter = self.counter.fetch_add(1, Ordering::Relaxed).wrapping_add(1);
         let micros = now
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_micros())
@@ -82,14 +84,14 @@ impl Spool {
             "{:013X}{:02X}{:04X}",
             micros & 0xF_FFFF_FFFF_FFFF,
             self.shard & 0xFF,
-            self.counter
+            counter
         )
     }
 
     /// Stores one message durably. `prefix` is prepended to `data` (the
     /// Received header). Returns only after data and name are on disk.
     pub fn store(
-        &mut self,
+        &self,
         id: &str,
         env: &Envelope,
         arrived: SystemTime,
@@ -354,7 +356,7 @@ mod tests {
     #[test]
     fn store_then_recover_round_trip() {
         let root = temp_root("rt");
-        let mut spool = Spool::open(&root, 3).unwrap();
+        let spool = Spool::open(&root, 3).unwrap();
         let now = SystemTime::now();
         let id = spool.next_id(now);
         assert_ne!(id, spool.next_id(now));
@@ -384,7 +386,7 @@ mod tests {
     #[test]
     fn recovery_removes_partial_and_quarantines_corrupt() {
         let root = temp_root("rec");
-        let mut spool = Spool::open(&root, 0).unwrap();
+        let spool = Spool::open(&root, 0).unwrap();
         let now = SystemTime::now();
         let good = spool.next_id(now);
         spool.store(&good, &envelope(), now, b"", b"x\r\n").unwrap();

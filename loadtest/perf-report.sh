@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Measures sealgate against its targets (product.md §5) on this host and
+# prints the figures for docs/performance.md:
+#   1. the ceiling: criterion's in-memory rustls server handshake (ECDSA
+#      P-256, RSA-2048) and the in-memory STARTTLS session, medians of runs;
+#   2. server CPU per real STARTTLS session over loopback (sealgate-load
+#      --server-pid), each run on a fresh gateway, and its ratio to (1);
+#   3. resident memory per idle post-handshake TLS session at 10,000
+#      sessions (--hold), each run on a fresh gateway;
+#   4. p99 STARTTLS handshake latency at half the maximum session rate.
+#
+#   loadtest/perf-report.sh [--runs N] [--duration 5s]
+set -euo pipefail
+runs=3
+duration=5s
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    *) echo "usage: $0 [--runs N] [--duration 5s]" >&2; exit 2 ;;
+  esac
+done
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+cargo build --release --workspace -q
+gw=$root/target/release/sealgate
+load=$root/target/release/sealgate-load
+work=$(mktemp -d /tmp/sealgate-perf.XXXXXX)
+gw_pid=""
+cleanup() {
+  [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  rm -rf "$work"
+}
+trap cleanup EXIT
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+cat > "$work/sealgate.toml" <<TOML
+[server]
+hostname = "mx.test"
+listen = ["127.0.0.1:$port"]
+shards = 0
+spool_dir = "spool"
+accept_domains = ["example.com"]
+[tls]
+certificates = [ { cert = "tls/server.crt", key = "tls/server.key" } ]
+generate_self_signed = true
+TOML
+start_gw() {
+  rm -rf "$work/spool"
+  "$gw" run -c "$work/sealgate.toml" 2>"$work/gw.log" &
+  gw_pid=$!
+  for _ in $(seq 100); do grep -q "sealgate ready" "$work/gw.log" && return; sleep 0.1; done
+  cat "$work/gw.log" >&2; exit 1
+}
+stop_gw() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""; }
+median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }
+json() { python3 -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"; }
+
+echo "== 1. ceiling: criterion, $runs runs" >&2
+hs=(); rsa=(); sess=()
+for _ in $(seq "$runs"); do
+  out=$(cargo bench -q --bench tls -- --warm-up-time 2 --measurement-time 5 2>/dev/null)
+  pick() { echo "$out" | grep -A1 "$1" | grep -o 'time: *\[[^]]*\]' | awk '{v=$4; u=$5; if (u=="ms") v*=1000; print v}'; }
+  hs+=("$(pick 'handshake/ecdsa-p256')"); rsa+=("$(pick 'handshake/rsa-2048')"); sess+=("$(pick 'session/starttls-ecdsa-p256')")
+done
+hs_m=$(median "${hs[@]}"); rsa_m=$(median "${rsa[@]}"); sess_m=$(median "${sess[@]}")
+echo "handshake ecdsa-p256 µs: ${hs[*]} → median $hs_m"
+echo "handshake rsa-2048 µs: ${rsa[*]} → median $rsa_m"
+echo "in-memory STARTTLS session µs: ${sess[*]} → median $sess_m (×$(python3 -c "print(round($sess_m/$hs_m,2))") the handshake)"
+
+echo "== 2. STARTTLS session over loopback, $runs runs of $duration, fresh gateway each" >&2
+cpu=(); usr=(); sys=(); rate=()
+for _ in $(seq "$runs"); do
+  start_gw
+  r=$("$load" --target "127.0.0.1:$port" --mode starttls --duration "$duration" --concurrency 16 --server-pid "$gw_pid" --json)
+  stop_gw
+  cpu+=("$(echo "$r" | json 'd["server_cpu"]["server_us_per_session"]')")
+  usr+=("$(echo "$r" | json 'd["server_cpu"]["server_user_us_per_session"]')")
+  sys+=("$(echo "$r" | json 'd["server_cpu"]["server_system_us_per_session"]')")
+  rate+=("$(echo "$r" | json 'd["sessions_per_s"]')")
+done
+cpu_m=$(median "${cpu[@]}"); rate_m=$(median "${rate[@]}")
+echo "server CPU µs/session: ${cpu[*]} → median $cpu_m (user $(median "${usr[@]}") + system $(median "${sys[@]}")); ×$(python3 -c "print(round($cpu_m/$hs_m,2))") the handshake ceiling"
+echo "sessions/s at concurrency 16: ${rate[*]} → median $rate_m"
+
+echo "== 3. memory: 10,000 held TLS sessions, $runs runs, fresh gateway each" >&2
+mem=()
+for _ in $(seq "$runs"); do
+  start_gw
+  r=$("$load" --target "127.0.0.1:$port" --mode starttls --sessions 10000 --concurrency 10000 --hold --timeout 120s --server-pid "$gw_pid" --json)
+  stop_gw
+  mem+=("$(echo "$r" | json 'round(d["server_cpu"]["rss_kib_per_held_session"], 2)')")
+done
+echo "RSS growth KiB per held session: ${mem[*]} → median $(median "${mem[@]}")"
+
+echo "== 4. latency at half the maximum rate ($(python3 -c "print(int($rate_m/2))")/s), $runs runs" >&2
+p99=(); p50=()
+for _ in $(seq "$runs"); do
+  start_gw
+  r=$("$load" --target "127.0.0.1:$port" --mode starttls --duration "$duration" --rate "$(python3 -c "print(int($rate_m/2))")" --concurrency 512 --json)
+  stop_gw
+  p99+=("$(echo "$r" | json 'd["phases"]["handshake"]["p99"]')")
+  p50+=("$(echo "$r" | json 'd["phases"]["handshake"]["p50"]')")
+done
+echo "STARTTLS→handshake µs at 50% load: p50 ${p50[*]} → median $(median "${p50[@]}"); p99 ${p99[*]} → median $(median "${p99[@]}")"
