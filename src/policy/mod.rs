@@ -2,6 +2,7 @@
 //! check functions that return a permit or a [`Refusal`]. Nothing here does
 //! I/O; the protocol code asks, the policy answers.
 
+pub mod matcher;
 mod snapshot;
 
 pub use snapshot::{Limits, Snapshot};
