@@ -76,6 +76,9 @@ impl Sink {
             },
             tls,
             relay_everyone: true,
+            profiles: Default::default(),
+            tls_ask_cert: None,
+            client_verifier: None,
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

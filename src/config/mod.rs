@@ -18,7 +18,9 @@ use serde::de::IntoDeserializer;
 use serde::Deserialize;
 use toml::de::{DeTable, DeValue};
 
-use crate::policy::{AcceptDomains, Limits, Snapshot};
+use std::sync::Arc;
+
+use crate::policy::{AcceptDomains, Limits, Profile, Profiles, ServerRules, Snapshot};
 use crate::smtp::command::{valid_address_literal, valid_domain};
 
 /// The embedded default configuration (`config/sealgate.toml`).
@@ -304,17 +306,11 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
                 );
             }
         }
-        for pin in p
-            .server
-            .client_cert_sha256
-            .iter()
-            .chain(&p.client.pin_sha256)
-        {
-            let hex: String = pin.get_ref().chars().filter(|c| *c != ':').collect();
-            if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+        for pin in &p.client.pin_sha256 {
+            if parse_fingerprint(pin.get_ref()).is_none() {
                 err(
                     pin.span(),
-                    format!("profile[{i}]"),
+                    format!("profile[{i}].client.pin_sha256"),
                     format!(
                         "{:?} is not a SHA-256 fingerprint (64 hex digits)",
                         pin.get_ref()
@@ -322,6 +318,9 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
                 );
             }
         }
+    }
+    for (span, key, message) in compile_profiles(file).1 {
+        err(span, key, message);
     }
     let mut domains: Vec<String> = Vec::new();
     for (i, table) in file.route.iter().enumerate() {
@@ -500,23 +499,56 @@ impl Config {
     /// problem is reported.
     pub fn snapshot(&self) -> Result<Snapshot, Vec<String>> {
         let mut problems = Vec::new();
-        let mut tls = None;
-        // Several certificates selected by SNI come with the policy issue;
-        // until then the first entry serves every client.
-        if let Some(first) = self.file.tls.certificates.first() {
+        let tls_cfg = &self.file.tls;
+        // CERT-2: every certificate, chosen by SNI; the first is the default.
+        let mut certs = Vec::new();
+        for pair in &tls_cfg.certificates {
             let (cert, key) = (
-                self.resolve(&first.get_ref().cert),
-                self.resolve(&first.get_ref().key),
+                self.resolve(&pair.get_ref().cert),
+                self.resolve(&pair.get_ref().key),
             );
             match crate::tls::load_cert_and_key(&cert, &key)
-                .and_then(|ck| crate::tls::server_config(ck, &cert))
+                .and_then(|ck| crate::tls::certified_key(ck, &cert))
             {
-                Ok(c) => tls = Some(c),
+                Ok(ck) => certs.push((ck, cert)),
                 Err(e) => problems.push(e.to_string()),
             }
         }
+        // CERT-1: system roots and the configured CA files.
+        let ca_files: Vec<PathBuf> = tls_cfg.ca_files.iter().map(|f| self.resolve(f)).collect();
+        let roots = match crate::tls::ca_store(tls_cfg.system_roots, &ca_files) {
+            Ok(r) => r,
+            Err(errs) => {
+                problems.extend(errs.iter().map(|e| e.to_string()));
+                rustls::RootCertStore::empty()
+            }
+        };
+        let (profiles, profile_errors) = compile_profiles(&self.file);
+        problems.extend(
+            profile_errors
+                .into_iter()
+                .map(|(_, key, msg)| format!("{key}: {msg}")),
+        );
         if !problems.is_empty() {
             return Err(problems);
+        }
+        let client_verifier = crate::tls::client_verifier(roots);
+        let (mut tls, mut tls_ask_cert) = (None, None);
+        if let Some(path) = certs.first().map(|c| c.1.clone()) {
+            let build = || -> Result<_, crate::tls::TlsError> {
+                let resolver = Arc::new(crate::tls::SniResolver::new(certs.clone())?);
+                let plain = crate::tls::server_config_with(resolver.clone(), None, &path)?;
+                let ask = Arc::new(crate::tls::AskForCertificate::new(client_verifier.as_ref()));
+                let asking = crate::tls::server_config_with(resolver, Some(ask), &path)?;
+                Ok((plain, asking))
+            };
+            match build() {
+                Ok((plain, asking)) => {
+                    tls = Some(plain);
+                    tls_ask_cert = Some(asking);
+                }
+                Err(e) => return Err(vec![e.to_string()]),
+            }
         }
         let domains: Vec<&str> = self
             .file
@@ -531,8 +563,119 @@ impl Config {
             limits: self.limits(),
             tls,
             relay_everyone: false,
+            profiles,
+            tls_ask_cert,
+            client_verifier,
         })
     }
+}
+
+/// Compiles `[[profile]]` into matchers, rules and the index. Problems come
+/// back with the span of the value at fault.
+pub fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String, String)>) {
+    use crate::policy::matcher::{HostMatcher, SenderMatcher};
+    let mut errors = Vec::new();
+    let mut out = Profiles::default();
+    for (i, table) in file.profile.iter().enumerate() {
+        let p = table.get_ref();
+        let srv = &p.server;
+        let mut pins = Vec::new();
+        for pin in &srv.client_cert_sha256 {
+            match parse_fingerprint(pin.get_ref()) {
+                Some(fp) => pins.push(fp),
+                None => errors.push((
+                    pin.span(),
+                    format!("profile[{i}].server.client_cert_sha256"),
+                    format!(
+                        "{:?} is not a SHA-256 fingerprint (64 hex digits)",
+                        pin.get_ref()
+                    ),
+                )),
+            }
+        }
+        out.list.push(Profile {
+            name: p.name.get_ref().clone(),
+            notes: p.notes.clone(),
+            relay: p.relay,
+            server: ServerRules {
+                mandatory_tls: srv.mandatory_tls,
+                min_cipher_bits: srv.min_cipher_bits.as_ref().map(|b| *b.get_ref()),
+                request_client_cert: srv.request_client_cert,
+                require_verified_client_cert: srv.require_verified_client_cert,
+                client_cert_name: srv.client_cert_name.clone(),
+                client_cert_sha256: pins,
+            },
+        });
+        let mut by_client = false;
+        for h in &p.hosts {
+            match h.get_ref().parse::<HostMatcher>() {
+                Ok(m) => {
+                    by_client |= m != HostMatcher::Any;
+                    if p.relay && m == HostMatcher::Any {
+                        errors.push((
+                            h.span(),
+                            format!("profile[{i}].hosts"),
+                            "relay = true with hosts = [\"*\"] would make an open relay".into(),
+                        ));
+                    }
+                    if let Err(other) = out.index.add_host(i, &m) {
+                        errors.push((
+                            h.span(),
+                            format!("profile[{i}].hosts"),
+                            format!(
+                                "{m} is already matched by profile {:?}",
+                                file.profile[other].get_ref().name.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => errors.push((h.span(), format!("profile[{i}].hosts"), e)),
+            }
+        }
+        for d in &p.sender_domains {
+            match d.get_ref().parse::<SenderMatcher>() {
+                Ok(m) => {
+                    if let Err(other) = out.index.add_sender(i, &m) {
+                        errors.push((
+                            d.span(),
+                            format!("profile[{i}].sender_domains"),
+                            format!(
+                                "{m} is already matched by profile {:?}",
+                                file.profile[other].get_ref().name.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => errors.push((d.span(), format!("profile[{i}].sender_domains"), e)),
+            }
+        }
+        if !p.sender_domains.is_empty() && out.list[i].server.wants_client_cert() {
+            out.sender_profile_wants_cert = true;
+        }
+        if p.relay && !by_client {
+            errors.push((
+                table.span(),
+                format!("profile[{i}].relay"),
+                "relay = true needs hosts (addresses or names): relaying is never granted by sender domain"
+                    .into(),
+            ));
+        }
+    }
+    (out, errors)
+}
+
+/// 64 hex digits, colons allowed (as openssl prints them).
+fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
 }
 
 /// The system host name (gethostname(2)), or `localhost`.

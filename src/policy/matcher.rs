@@ -26,7 +26,10 @@ use std::net::IpAddr;
 pub enum HostMatcher {
     Ip(IpAddr),
     /// An address prefix: written as CIDR or as an IPv4 `*` prefix.
-    Net { addr: IpAddr, len: u8 },
+    Net {
+        addr: IpAddr,
+        len: u8,
+    },
     Name(String),
     /// `*.example.com`: the suffix `example.com`; matches any name below it.
     Wildcard(String),
@@ -77,11 +80,15 @@ impl std::str::FromStr for HostMatcher {
                     len: 8 * octets.len() as u8,
                 });
             }
-            return Err(format!("{s:?}: a `*` prefix is written like 192.0.2.* or 10.*"));
+            return Err(format!(
+                "{s:?}: a `*` prefix is written like 192.0.2.* or 10.*"
+            ));
         }
         if let Some(suffix) = s.strip_prefix("*.") {
             if crate::smtp::command::valid_domain(suffix) {
-                return Ok(HostMatcher::Wildcard(crate::policy::normalize_domain(suffix)));
+                return Ok(HostMatcher::Wildcard(crate::policy::normalize_domain(
+                    suffix,
+                )));
             }
             return Err(format!("{s:?}: not a valid wildcard host name"));
         }
@@ -106,7 +113,9 @@ impl std::str::FromStr for SenderMatcher {
             None => (false, s),
         };
         if !crate::smtp::command::valid_domain(domain) {
-            return Err(format!("{s:?}: not a domain (or .domain for its subdomains)"));
+            return Err(format!(
+                "{s:?}: not a domain (or .domain for its subdomains)"
+            ));
         }
         let d = crate::policy::normalize_domain(domain);
         Ok(if below {
@@ -156,8 +165,16 @@ fn bits(ip: IpAddr) -> u128 {
 
 fn mask(ip: IpAddr, len: u8) -> IpAddr {
     let width = if ip.is_ipv4() { 32 } else { 128 };
-    let keep = if len == 0 { 0 } else { u128::MAX << (width - len as u32) };
-    let keep = if width == 32 { keep & 0xFFFF_FFFF } else { keep };
+    let keep = if len == 0 {
+        0
+    } else {
+        u128::MAX << (width - len as u32)
+    };
+    let keep = if width == 32 {
+        keep & 0xFFFF_FFFF
+    } else {
+        keep
+    };
     let b = bits(ip) & keep;
     match ip {
         IpAddr::V4(_) => IpAddr::from((b as u32).to_be_bytes()),
@@ -184,7 +201,10 @@ impl MatchedBy {
     pub fn by_client(&self) -> bool {
         matches!(
             self,
-            MatchedBy::Ip(_) | MatchedBy::Prefix(_) | MatchedBy::Host(_) | MatchedBy::WildcardHost(_)
+            MatchedBy::Ip(_)
+                | MatchedBy::Prefix(_)
+                | MatchedBy::Host(_)
+                | MatchedBy::WildcardHost(_)
         )
     }
 }
@@ -234,12 +254,19 @@ impl ProfileIndex {
             HostMatcher::Ip(ip) => self.ips.entry(*ip),
             HostMatcher::Net { addr, len } => {
                 let v6 = addr.is_ipv6();
-                let pos = match self.nets.iter().position(|(a, l, _)| *a == v6 && *l == *len) {
+                let pos = match self
+                    .nets
+                    .iter()
+                    .position(|(a, l, _)| *a == v6 && *l == *len)
+                {
                     Some(p) => p,
                     None => {
                         self.nets.push((v6, *len, HashMap::new()));
                         self.nets.sort_by(|a, b| b.1.cmp(&a.1));
-                        self.nets.iter().position(|(a, l, _)| *a == v6 && *l == *len).unwrap_or(0)
+                        self.nets
+                            .iter()
+                            .position(|(a, l, _)| *a == v6 && *l == *len)
+                            .unwrap_or(0)
                     }
                 };
                 return insert_unique(self.nets[pos].2.entry(bits(*addr)), idx);
@@ -351,7 +378,10 @@ impl ProfileIndex {
     }
 }
 
-fn insert_unique<K>(entry: std::collections::hash_map::Entry<'_, K, usize>, idx: usize) -> Result<(), usize> {
+fn insert_unique<K>(
+    entry: std::collections::hash_map::Entry<'_, K, usize>,
+    idx: usize,
+) -> Result<(), usize> {
     match entry {
         std::collections::hash_map::Entry::Occupied(o) => Err(*o.get()),
         std::collections::hash_map::Entry::Vacant(v) => {

@@ -3,16 +3,30 @@
 //! I/O; the protocol code asks, the policy answers.
 
 pub mod matcher;
+pub mod profile;
 mod snapshot;
 
+pub use profile::{check_mail, ClientCert, Profile, Profiles, ServerRules, TlsState};
 pub use snapshot::{Limits, Snapshot};
 
-/// Why a recipient (or, later, a sender or session) is refused. The SMTP
-/// layer maps each variant to exactly one reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a recipient, a sender or a session is refused. The SMTP layer maps
+/// each variant to exactly one reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// The recipient domain is not ours and the client may not relay.
     RelayDenied,
+    /// The profile requires TLS and the session is in the clear.
+    TlsRequired,
+    /// The negotiated cipher is weaker than the profile's minimum.
+    CipherTooWeak { bits: u16, min: u16 },
+    /// The profile requires a client certificate and none was presented.
+    ClientCertMissing,
+    /// The certificate does not chain to the CA store (the reason).
+    ClientCertNotVerified(String),
+    /// The certificate does not carry the required name.
+    ClientCertName(String),
+    /// The certificate matches none of the pinned fingerprints.
+    ClientCertPin,
 }
 
 /// The recipient-side facts of the inbound policy, compiled once per

@@ -45,7 +45,6 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug)]
 pub struct Snapshot {
     /// Banner and Received host name.
     pub hostname: String,
@@ -57,6 +56,14 @@ pub struct Snapshot {
     /// Every client may relay to any domain. For the load generator's sink
     /// only; a configuration file cannot set it.
     pub relay_everyone: bool,
+    /// Connection profiles and their index.
+    pub profiles: super::Profiles,
+    /// The STARTTLS configuration that also asks the client for a
+    /// certificate (without requiring one); used for clients whose profile
+    /// wants one.
+    pub tls_ask_cert: Option<Arc<rustls::ServerConfig>>,
+    /// Verifies client certificate chains after the handshake.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
 }
 
 impl Snapshot {
@@ -69,6 +76,9 @@ impl Snapshot {
             limits: Limits::default(),
             tls: None,
             relay_everyone: false,
+            profiles: super::Profiles::default(),
+            tls_ask_cert: None,
+            client_verifier: None,
         }
     }
 }

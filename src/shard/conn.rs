@@ -15,8 +15,9 @@ use rustls::ServerConnection;
 use super::writers::Job;
 use super::ShardIo;
 use crate::policy::Snapshot;
+use crate::smtp::received;
 use crate::smtp::reply::canned;
-use crate::smtp::server::{Action, Peer, Session};
+use crate::smtp::server::{Action, ClientVerify, Peer, Session};
 
 /// Octets read from a socket per `read` call.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -202,11 +203,29 @@ impl Conn {
             }
             if self.handshaking && !tls.is_handshaking() {
                 self.handshaking = false;
-                let facts = crate::tls::facts(tls);
+                let facts = crate::tls::facts(tls, self.snapshot.client_verifier.as_deref());
+                // Postfix wording: Trusted = chain verified, Untrusted = a
+                // certificate that did not verify, Anonymous = none.
+                let trust = match facts.verify {
+                    ClientVerify::Ok => "Trusted",
+                    ClientVerify::Fail => "Untrusted",
+                    ClientVerify::No => "Anonymous",
+                };
+                let subject = facts
+                    .client_cert
+                    .as_ref()
+                    .map(|c| received::sanitize(&c.subject));
+                let why = facts
+                    .client_cert
+                    .as_ref()
+                    .and_then(|c| c.verified.as_ref().err())
+                    .map(|e| received::sanitize(e));
                 tracing::info!(
                     target: "receive",
-                    "Anonymous TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits) verify={}",
-                    self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits, facts.verify.as_str()
+                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){}{}",
+                    self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
+                    subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
+                    why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()
                 );
                 self.session.tls_established(facts, now);
             }
@@ -254,7 +273,19 @@ impl Conn {
                     // STARTTLS in the clear is dropped, never answered.
                     self.rbuf.clear();
                     self.session.drain_output_into(&mut self.wbuf);
-                    if let Some(config) = self.snapshot.tls.clone() {
+                    // IN-4: ask for a client certificate only when the
+                    // client's profile (or a sender-domain profile that may
+                    // still apply) wants one.
+                    let ask = self
+                        .snapshot
+                        .profiles
+                        .ask_for_certificate(self.session.profile_at_connect());
+                    let config = if ask {
+                        self.snapshot.tls_ask_cert.clone()
+                    } else {
+                        self.snapshot.tls.clone()
+                    };
+                    if let Some(config) = config {
                         match ServerConnection::new(config) {
                             Ok(c) => {
                                 self.tls = Some(c);

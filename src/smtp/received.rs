@@ -135,6 +135,7 @@ mod tests {
                 cipher: "TLS13_AES_256_GCM_SHA384".into(),
                 bits: 256,
                 verify: ClientVerify::No,
+                client_cert: None,
             }),
         };
         let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);

@@ -18,7 +18,9 @@ use std::time::Instant;
 use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
-use crate::policy::{self, Refusal, Snapshot};
+use crate::policy::matcher::Client;
+use crate::policy::profile::Chosen;
+use crate::policy::{self, Refusal, Snapshot, TlsState};
 
 /// Facts about the client connection, known at accept.
 #[derive(Debug, Clone)]
@@ -61,6 +63,8 @@ pub struct TlsFacts {
     /// Symmetric key bits of the suite.
     pub bits: u16,
     pub verify: ClientVerify,
+    /// The client's certificate, when it presented one.
+    pub client_cert: Option<crate::policy::ClientCert>,
 }
 
 /// The envelope of one accepted message (RFC 5321 §2.3.1).
@@ -141,6 +145,8 @@ pub struct Session {
     tls: Option<TlsFacts>,
     starttls_offered: bool,
     relay_allowed: bool,
+    /// The profile chosen by address (and name) when the client connected.
+    at_connect: Option<Chosen>,
     errors: usize,
     deadline: Option<Instant>,
     out: Vec<u8>,
@@ -159,7 +165,17 @@ pub struct SessionStats {
 impl Session {
     pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
         let starttls_offered = snapshot.tls.is_some();
-        let relay_allowed = snapshot.relay_everyone;
+        let at_connect = snapshot.profiles.select(&Client {
+            ip: peer.ip,
+            name: peer.name.as_deref(),
+            sender_domain: None,
+        });
+        // IN-5: relay permission comes only from a profile that matched the
+        // client by address or name, never from a claimed sender domain.
+        let relay_allowed = snapshot.relay_everyone
+            || at_connect
+                .as_ref()
+                .is_some_and(|c| c.matched_by.by_client() && snapshot.profiles.list[c.index].relay);
         Session {
             snapshot,
             peer,
@@ -169,6 +185,7 @@ impl Session {
             tls: None,
             starttls_offered,
             relay_allowed,
+            at_connect,
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),
@@ -193,6 +210,11 @@ impl Session {
 
     pub fn peer(&self) -> &Peer {
         &self.peer
+    }
+
+    /// The profile chosen at connect, for logs and the TLS layer.
+    pub fn profile_at_connect(&self) -> Option<&Chosen> {
+        self.at_connect.as_ref()
     }
 
     pub fn stats(&self) -> SessionStats {
@@ -425,6 +447,22 @@ impl Session {
         {
             return self.error(canned::message_too_big());
         }
+        let sender_domain = match &from {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m.domain),
+        };
+        let chosen = self.profile_for_sender(sender_domain);
+        if let Some(profile) = self.snapshot.profiles.get(chosen.as_ref()) {
+            let tls = self.tls.as_ref().map(|t| TlsState {
+                bits: t.bits,
+                client_cert: t.client_cert.as_ref(),
+            });
+            if let Err(refusal) =
+                policy::check_mail(&profile.server, tls, self.peer.name.as_deref())
+            {
+                return self.error(refusal_reply(refusal));
+            }
+        }
         let from = match from {
             ReversePath::Null => String::new(),
             ReversePath::Mailbox(m) => m.to_string(),
@@ -456,6 +494,19 @@ impl Session {
                 self.reply(canned::recipient_ok())
             }
             Err(refusal) => self.error(refusal_reply(refusal)),
+        }
+    }
+
+    /// The profile for this MAIL FROM: the one chosen by address or name
+    /// at connect, else by sender domain, else the `*` default.
+    fn profile_for_sender(&self, sender_domain: Option<&str>) -> Option<Chosen> {
+        match &self.at_connect {
+            Some(c) if c.matched_by.by_client() => Some(c.clone()),
+            _ => self.snapshot.profiles.select(&Client {
+                ip: self.peer.ip,
+                name: self.peer.name.as_deref(),
+                sender_domain,
+            }),
         }
     }
 
@@ -595,6 +646,30 @@ fn command_error_reply(e: CommandError) -> Reply {
 fn refusal_reply(r: Refusal) -> Reply {
     match r {
         Refusal::RelayDenied => canned::relay_denied(),
+        Refusal::TlsRequired => canned::must_starttls(),
+        Refusal::CipherTooWeak { bits, min } => Reply::new(
+            554,
+            "5.7.0",
+            format!("Cipher strength {bits} bits is below the {min} bits required by policy"),
+        ),
+        Refusal::ClientCertMissing => {
+            Reply::new(554, "5.7.1", "Client certificate required by policy")
+        }
+        Refusal::ClientCertNotVerified(why) => Reply::new(
+            554,
+            "5.7.1",
+            format!("Client certificate not trusted: {why}"),
+        ),
+        Refusal::ClientCertName(want) => Reply::new(
+            554,
+            "5.7.1",
+            format!("Client certificate does not match {want}"),
+        ),
+        Refusal::ClientCertPin => Reply::new(
+            554,
+            "5.7.1",
+            "Client certificate does not match a pinned fingerprint",
+        ),
     }
 }
 

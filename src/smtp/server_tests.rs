@@ -116,6 +116,7 @@ impl Harness {
                             cipher: "TLS13_AES_256_GCM_SHA384".into(),
                             bits: 256,
                             verify: ClientVerify::No,
+                            client_cert: None,
                         },
                         self.now,
                     );

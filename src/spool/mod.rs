@@ -341,6 +341,7 @@ mod tests {
                 cipher: "TLS13_AES_128_GCM_SHA256".into(),
                 bits: 128,
                 verify: ClientVerify::No,
+                client_cert: None,
             }),
         }
     }

@@ -7,11 +7,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use rustls::client::danger::HandshakeSignatureValid;
 use rustls::crypto::aws_lc_rs;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ProtocolVersion, ServerConfig, ServerConnection};
 
+use crate::policy::ClientCert;
 use crate::smtp::server::{ClientVerify, TlsFacts};
 
 /// A certificate problem, phrased for the operator: which file, what is
@@ -80,27 +84,311 @@ fn pem_problem(e: rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
-/// Builds the STARTTLS server configuration: TLS 1.2 and 1.3, session
-/// tickets, the given certificate. Fails when the key does not match the
-/// certificate.
+/// Builds the STARTTLS server configuration for one certificate: TLS 1.2
+/// and 1.3, session tickets, no client certificate.
 pub fn server_config(cert: CertAndKey, cert_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+    let resolver = SniResolver::new(vec![(
+        certified_key(cert, cert_path)?,
+        cert_path.to_path_buf(),
+    )])?;
+    server_config_with(Arc::new(resolver), None, cert_path)
+}
+
+/// The STARTTLS server configuration: certificates chosen by SNI, and
+/// either no client certificate request (`ask` = None) or a request that
+/// accepts whatever the client sends (verified after the handshake).
+pub fn server_config_with(
+    resolver: Arc<SniResolver>,
+    ask: Option<Arc<AskForCertificate>>,
+    path: &Path,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| tls_error(cert_path, e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(cert.chain, cert.key)
-        .map_err(|e| {
-            tls_error(
-                cert_path,
-                format!("certificate and key do not fit together: {e}"),
-            )
-        })?;
+        .map_err(|e| tls_error(path, e.to_string()))?;
+    let builder = match ask {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     // Stateless resumption (RFC 8446 §4.6.1 / RFC 5077): one ticket per
     // full handshake is enough for a relay that reconnects to us.
-    config.ticketer =
-        aws_lc_rs::Ticketer::new().map_err(|e| tls_error(cert_path, e.to_string()))?;
+    config.ticketer = aws_lc_rs::Ticketer::new().map_err(|e| tls_error(path, e.to_string()))?;
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
+}
+
+/// Checks a certificate and key and pairs them for rustls: the key must
+/// fit the certificate, and the certificate must be valid now.
+pub fn certified_key(cert: CertAndKey, cert_path: &Path) -> Result<Arc<CertifiedKey>, TlsError> {
+    let leaf = cert
+        .chain
+        .first()
+        .ok_or_else(|| tls_error(cert_path, "no certificate"))?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|e| tls_error(cert_path, format!("not a valid X.509 certificate: {e}")))?;
+    let validity = parsed.validity();
+    if !validity.is_valid() {
+        let now = x509_parser::time::ASN1Time::now();
+        let why = if now < validity.not_before {
+            format!("not valid before {}", validity.not_before)
+        } else {
+            format!("expired on {}", validity.not_after)
+        };
+        return Err(tls_error(cert_path, why));
+    }
+    let key = provider()
+        .key_provider
+        .load_private_key(cert.key)
+        .map_err(|e| tls_error(cert_path, format!("unusable private key: {e}")))?;
+    let ck = CertifiedKey::new(cert.chain, key);
+    ck.keys_match()
+        .map_err(|_| tls_error(cert_path, "the private key does not match the certificate"))?;
+    Ok(Arc::new(ck))
+}
+
+/// DNS names a certificate is for: subjectAltName dNSNames, else the CN.
+pub fn certificate_names(der: &[u8]) -> Vec<String> {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return Vec::new();
+    };
+    let (sans, cn) = names_of(&cert);
+    if sans.is_empty() {
+        cn.into_iter().collect()
+    } else {
+        sans
+    }
+}
+
+fn names_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> (Vec<String>, Option<String>) {
+    let mut sans = Vec::new();
+    if let Ok(Some(ext)) = cert.subject_alternative_name() {
+        for n in &ext.value.general_names {
+            if let x509_parser::extensions::GeneralName::DNSName(d) = n {
+                sans.push(d.to_ascii_lowercase());
+            }
+        }
+    }
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string);
+    (sans, cn)
+}
+
+/// Chooses the server certificate by SNI (CERT-2): an exact name, then a
+/// wildcard one label up; clients without SNI, or with a name no
+/// certificate has, get the first certificate.
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: std::collections::HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    pub fn new(certs: Vec<(Arc<CertifiedKey>, PathBuf)>) -> Result<SniResolver, TlsError> {
+        let mut exact = std::collections::HashMap::new();
+        let mut default = None;
+        for (ck, _path) in certs {
+            for name in ck
+                .end_entity_cert()
+                .map(|c| certificate_names(c))
+                .unwrap_or_default()
+            {
+                exact.entry(name).or_insert_with(|| ck.clone());
+            }
+            default.get_or_insert(ck);
+        }
+        let default =
+            default.ok_or_else(|| tls_error(Path::new("tls.certificates"), "no certificate"))?;
+        Ok(SniResolver { exact, default })
+    }
+}
+
+impl rustls::server::ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = hello.server_name() else {
+            return Some(self.default.clone());
+        };
+        let name = name.to_ascii_lowercase();
+        if let Some(ck) = self.exact.get(&name) {
+            return Some(ck.clone());
+        }
+        let wildcard = name.split_once('.').map(|(_, rest)| format!("*.{rest}"));
+        Some(
+            wildcard
+                .and_then(|w| self.exact.get(&w).cloned())
+                .unwrap_or_else(|| self.default.clone()),
+        )
+    }
+}
+
+/// The CA store (CERT-1): the system roots when `system_roots`, plus every
+/// PEM file in `ca_files`. Returns the store and how many came from each.
+pub fn ca_store(
+    system_roots: bool,
+    ca_files: &[PathBuf],
+) -> Result<rustls::RootCertStore, Vec<TlsError>> {
+    let mut roots = rustls::RootCertStore::empty();
+    let mut problems = Vec::new();
+    if system_roots {
+        let found = rustls_native_certs::load_native_certs();
+        for cert in found.certs {
+            let _ = roots.add(cert);
+        }
+    }
+    for path in ca_files {
+        match load_certs(path) {
+            Ok(certs) => {
+                for c in certs {
+                    if let Err(e) = roots.add(c) {
+                        problems.push(tls_error(path, format!("not a usable CA certificate: {e}")));
+                    }
+                }
+            }
+            Err(e) => problems.push(e),
+        }
+    }
+    if problems.is_empty() {
+        Ok(roots)
+    } else {
+        Err(problems)
+    }
+}
+
+/// Builds the verifier that checks client chains after the handshake, or
+/// `None` when the CA store is empty.
+pub fn client_verifier(roots: rustls::RootCertStore) -> Option<Arc<dyn ClientCertVerifier>> {
+    if roots.is_empty() {
+        return None;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+        .allow_unauthenticated()
+        .build()
+        .ok()
+}
+
+/// Asks the client for a certificate and accepts any (or none): the
+/// handshake then never fails for a bad certificate, the chain is checked
+/// after it (`verify=FAIL` in the Received header) and the profile decides
+/// at MAIL whether that is acceptable. Handshake signatures are still
+/// checked, so the client must hold the certificate's key.
+#[derive(Debug)]
+pub struct AskForCertificate {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    hints: Vec<rustls::DistinguishedName>,
+}
+
+impl AskForCertificate {
+    pub fn new(verifier: Option<&Arc<dyn ClientCertVerifier>>) -> Self {
+        AskForCertificate {
+            provider: provider(),
+            hints: verifier
+                .map(|v| v.root_hint_subjects().to_vec())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl ClientCertVerifier for AskForCertificate {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &self.hints
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// What the client's certificate chain is: verified or not (and why), its
+/// names, its fingerprints.
+pub fn inspect_client_chain(
+    chain: &[CertificateDer<'_>],
+    verifier: Option<&dyn ClientCertVerifier>,
+) -> Option<ClientCert> {
+    let leaf = chain.first()?;
+    let verified = match verifier {
+        None => Err("no CA store configured (tls.ca_files, tls.system_roots)".to_string()),
+        Some(v) => v
+            .verify_client_cert(leaf, &chain[1..], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+    };
+    let (dns_names, common_name, subject, spki) = match x509_parser::parse_x509_certificate(leaf) {
+        Ok((_, c)) => {
+            let (sans, cn) = names_of(&c);
+            (
+                sans,
+                cn,
+                c.subject().to_string(),
+                c.public_key().raw.to_vec(),
+            )
+        }
+        Err(_) => (Vec::new(), None, "(unparseable)".into(), Vec::new()),
+    };
+    Some(ClientCert {
+        verified,
+        dns_names,
+        common_name,
+        subject,
+        cert_sha256: sha256(leaf),
+        spki_sha256: sha256(&spki),
+    })
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ::aws_lc_rs::digest::digest(&::aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 /// When neither file exists, writes a self-signed ECDSA P-256 certificate
@@ -143,7 +431,7 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
 
 /// What a completed handshake negotiated, for the session and the
 /// Received header.
-pub fn facts(conn: &ServerConnection) -> TlsFacts {
+pub fn facts(conn: &ServerConnection, verifier: Option<&dyn ClientCertVerifier>) -> TlsFacts {
     let version = match conn.protocol_version() {
         Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
         Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -152,18 +440,20 @@ pub fn facts(conn: &ServerConnection) -> TlsFacts {
     let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
     let cipher = suite.map(suite_name).unwrap_or_else(|| "unknown".into());
     let bits = suite.map(cipher_bits).unwrap_or(0);
-    let verify = if conn.peer_certificates().is_some_and(|c| !c.is_empty()) {
-        // Issue 2 never requests a certificate; a chain here passed the
-        // verifier, which rejects on failure.
-        ClientVerify::Ok
-    } else {
-        ClientVerify::No
+    let client_cert = conn
+        .peer_certificates()
+        .and_then(|chain| inspect_client_chain(chain, verifier));
+    let verify = match &client_cert {
+        None => ClientVerify::No,
+        Some(c) if c.verified.is_ok() => ClientVerify::Ok,
+        Some(_) => ClientVerify::Fail,
     };
     TlsFacts {
         version,
         cipher,
         bits,
         verify,
+        client_cert,
     }
 }
 
