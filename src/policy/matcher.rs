@@ -262,7 +262,7 @@ impl ProfileIndex {
                     Some(p) => p,
                     None => {
                         self.nets.push((v6, *len, HashMap::new()));
-                        self.nets.sort_by(|a, b| b.1.cmp(&a.1));
+                        self.nets.sort_by_key(|n| std::cmp::Reverse(n.1));
                         self.nets
                             .iter()
                             .position(|(a, l, _)| *a == v6 && *l == *len)
