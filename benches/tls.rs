@@ -147,7 +147,7 @@ fn starttls_session_server_time(p: &Pair, snapshot: &Arc<Snapshot>) -> Duration 
         }
     }
     let t = Instant::now();
-    session.tls_established(sealgate::tls::facts(&server), Instant::now());
+    session.tls_established(sealgate::tls::facts(&server, None), Instant::now());
     server_time += t.elapsed();
 
     for line in [&b"EHLO client.example\r\n"[..], b"QUIT\r\n"] {
