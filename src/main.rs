@@ -29,6 +29,11 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+    /// Ask the running gateway (pid file in the spool directory) to reload.
+    Reload {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -36,5 +41,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
+        Command::Reload { config } => sealgate::run::signal_reload(config.as_deref()),
     }
 }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
@@ -42,6 +42,90 @@ pub fn check(path: Option<&Path>) -> ExitCode {
         return ExitCode::from(1);
     }
     println!("{}: configuration OK", cfg.origin);
+    ExitCode::SUCCESS
+}
+
+/// OPS-2: re-reads the configuration and certificates on this (the main,
+/// non-shard) thread, validates everything, and only then swaps the
+/// snapshot. Any problem keeps the running snapshot and is logged in full.
+/// Sessions in flight keep the snapshot they were accepted under.
+fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
+    let started = std::time::Instant::now();
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                tracing::error!("reload: {line}");
+            }
+            tracing::error!(
+                "reload failed: {} error(s); the running configuration stays in force",
+                errors.errors.len()
+            );
+            return;
+        }
+    };
+    let snapshot = match cfg.snapshot() {
+        Ok(s) => s,
+        Err(problems) => {
+            for p in &problems {
+                tracing::error!("reload: {}: {p}", cfg.origin);
+            }
+            tracing::error!(
+                "reload failed: {} error(s); the running configuration stays in force",
+                problems.len()
+            );
+            return;
+        }
+    };
+    // What a reload cannot change.
+    let (old, new) = (&running.file.server, &cfg.file.server);
+    if old.listen != new.listen
+        || old.shards != new.shards
+        || old.spool_dir != new.spool_dir
+        || old.spool_writers != new.spool_writers
+    {
+        tracing::warn!("reload: server.listen, shards, spool_dir and spool_writers take effect only at restart");
+    }
+    let profiles = snapshot.profiles.list.len();
+    shared.snapshot.store(Arc::new(snapshot));
+    tracing::info!(
+        "reload: configuration reloaded from {} ({profiles} profile(s)) in {} ms",
+        cfg.origin,
+        started.elapsed().as_millis()
+    );
+}
+
+/// `sealgate reload`: signals the running gateway (its pid file is in the
+/// spool directory) to reload.
+pub fn signal_reload(path: Option<&Path>) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            eprintln!("not signalling: fix the configuration first");
+            return ExitCode::from(1);
+        }
+    };
+    let pid_file = cfg.spool_dir().join("sealgate.pid");
+    let pid = match std::fs::read_to_string(&pid_file).map(|t| t.trim().parse::<i32>()) {
+        Ok(Ok(pid)) if pid > 0 => pid,
+        _ => {
+            eprintln!(
+                "{}: no running gateway (cannot read a pid)",
+                pid_file.display()
+            );
+            return ExitCode::from(1);
+        }
+    };
+    // SAFETY: kill(2) with a pid read from our own pid file.
+    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+        eprintln!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        );
+        return ExitCode::from(1);
+    }
+    println!("sent SIGHUP to sealgate (pid {pid}); see its log for the result");
     ExitCode::SUCCESS
 }
 
@@ -82,7 +166,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
         }
     };
     init_logging(&cfg);
-    match serve(&cfg) {
+    match serve(&cfg, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("fatal: {e}");
@@ -91,7 +175,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn serve(cfg: &Config) -> Result<(), String> {
+fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     match cfg.ensure_certificates() {
         Ok(Some(path)) => tracing::info!(
             "generated a self-signed ECDSA P-256 certificate: {}",
@@ -126,7 +210,7 @@ fn serve(cfg: &Config) -> Result<(), String> {
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
     let shared = Shared::new(snapshot, count);
-    let mut signals = Signals::new([SIGTERM, SIGINT])
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let mut stores: Vec<Arc<dyn spool::Store>> = Vec::with_capacity(count);
     for id in 0..count {
@@ -144,8 +228,13 @@ fn serve(cfg: &Config) -> Result<(), String> {
         count
     );
 
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            reload(cfg, path, &shared);
+            continue;
+        }
         tracing::info!("signal {sig}: stopping");
+        break;
     }
     shards.stop();
     for (i, s) in shared.stats.iter().enumerate() {

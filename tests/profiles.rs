@@ -77,9 +77,16 @@ fn mandatory_tls_profile_by_source_address() {
     // From the profile's address, in the clear: refused at MAIL.
     let (ok, out) = swaks(&gw, "127.0.0.7", &[]);
     assert!(!ok, "{out}");
-    assert!(out.contains("<** 530 5.7.0 Must issue a STARTTLS command first"), "{out}");
+    assert!(
+        out.contains("<** 530 5.7.0 Must issue a STARTTLS command first"),
+        "{out}"
+    );
     // The same with STARTTLS: accepted.
-    let (ok, out) = swaks(&gw, "127.0.0.7", &["--tls", "--header", "Subject: tls-only"]);
+    let (ok, out) = swaks(
+        &gw,
+        "127.0.0.7",
+        &["--tls", "--header", "Subject: tls-only"],
+    );
     assert!(ok, "{out}");
     // Another source address matches no profile: clear text is fine.
     let (ok, out) = swaks(&gw, "127.0.0.8", &["--header", "Subject: no-profile"]);
@@ -105,7 +112,14 @@ fn relay_only_from_the_relay_profile() {
 fn s_client_mail(gw: &Gateway, cert: &str, from: &str, subject: &str) -> (String, Option<String>) {
     let pki = gw.dir.join("pki");
     let mut child = Command::new("openssl")
-        .args(["s_client", "-starttls", "smtp", "-crlf", "-quiet", "-connect"])
+        .args([
+            "s_client",
+            "-starttls",
+            "smtp",
+            "-crlf",
+            "-quiet",
+            "-connect",
+        ])
         .arg(gw.addr.to_string())
         .arg("-cert")
         .arg(pki.join(format!("{cert}.crt")))
@@ -154,9 +168,15 @@ fn client_certificate_verified_against_configured_ca() {
     assert!(text.contains(" verify=OK)"), "{text}");
 
     let (mail, _) = s_client_mail(&gw, "other-ca", "a@partner.test", "cert-other-ca");
-    assert!(mail.starts_with("554 5.7.1 Client certificate not trusted"), "{mail}");
+    assert!(
+        mail.starts_with("554 5.7.1 Client certificate not trusted"),
+        "{mail}"
+    );
     let (mail, _) = s_client_mail(&gw, "wrong-name", "a@partner.test", "cert-wrong-name");
-    assert_eq!(mail, "554 5.7.1 Client certificate does not match mail.partner.test");
+    assert_eq!(
+        mail,
+        "554 5.7.1 Client certificate does not match mail.partner.test"
+    );
     // A sender outside the profile is not held to it.
     let (mail, queued) = s_client_mail(&gw, "other-ca", "a@elsewhere.test", "not-partner");
     assert!(mail.starts_with("250"), "{mail}");
@@ -168,6 +188,12 @@ fn client_certificate_verified_against_configured_ca() {
         .unwrap();
     assert!(String::from_utf8_lossy(&other.message).contains(" verify=FAIL)"));
     let log = gw.log();
-    assert!(log.contains("Trusted TLS connection established from"), "{log}");
-    assert!(log.contains("Untrusted TLS connection established from"), "{log}");
+    assert!(
+        log.contains("Trusted TLS connection established from"),
+        "{log}"
+    );
+    assert!(
+        log.contains("Untrusted TLS connection established from"),
+        "{log}"
+    );
 }

@@ -118,10 +118,20 @@ impl Gateway {
     /// Waits until the log contains `needle`; panics with the log after
     /// `limit` or if the process exits first.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
+        self.wait_for_count(needle, 1, limit)
+    }
+
+    /// How often `needle` is in the log now.
+    pub fn count(&self, needle: &str) -> usize {
+        self.log.0.lock().unwrap().text.matches(needle).count()
+    }
+
+    /// Waits until the log contains `needle` at least `n` times.
+    pub fn wait_for_count(&self, needle: &str, n: usize, limit: Duration) {
         let (m, cv) = &*self.log;
         let deadline = Instant::now() + limit;
         let mut l = m.lock().unwrap();
-        while !l.text.contains(needle) {
+        while l.text.matches(needle).count() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() || l.exited {
                 panic!("gateway log never showed {needle:?}:\n{}", l.text);
