@@ -29,6 +29,27 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+    /// Show which profile applies to a client and what the gateway would do.
+    Explain {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        client_ip: std::net::IpAddr,
+        /// The client's forward-confirmed host name (what reverse DNS
+        /// would give), for host-name profiles.
+        #[arg(long)]
+        client_name: Option<String>,
+        #[arg(long)]
+        helo: Option<String>,
+        /// MAIL FROM address.
+        #[arg(long)]
+        from: Option<String>,
+        /// RCPT TO addresses.
+        #[arg(long = "rcpt")]
+        rcpts: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Ask the running gateway (pid file in the spool directory) to reload.
     Reload {
         #[arg(short = 'c', long = "config")]
@@ -42,5 +63,42 @@ fn main() -> ExitCode {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
         Command::Reload { config } => sealgate::run::signal_reload(config.as_deref()),
+        Command::Explain {
+            config,
+            client_ip,
+            client_name,
+            helo,
+            from,
+            rcpts,
+            json,
+        } => {
+            let cfg = match sealgate::config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::from(1);
+                }
+            };
+            let q = sealgate::explain::Question {
+                client_ip,
+                client_name: client_name.as_deref(),
+                helo: helo.as_deref(),
+                from: from.as_deref(),
+                rcpts: &rcpts,
+            };
+            let e = sealgate::explain::explain(&cfg, &q);
+            if json {
+                match serde_json::to_string_pretty(&e) {
+                    Ok(j) => println!("{j}"),
+                    Err(err) => {
+                        eprintln!("{err}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                print!("{e}");
+            }
+            ExitCode::SUCCESS
+        }
     }
 }

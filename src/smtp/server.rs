@@ -643,7 +643,7 @@ fn command_error_reply(e: CommandError) -> Reply {
     }
 }
 
-fn refusal_reply(r: Refusal) -> Reply {
+pub fn refusal_reply(r: Refusal) -> Reply {
     match r {
         Refusal::RelayDenied => canned::relay_denied(),
         Refusal::TlsRequired => canned::must_starttls(),

@@ -1,0 +1,112 @@
+//! OPS-6: `sealgate explain` names the profile, why it won, what lost, and
+//! the replies the gateway would give.
+
+mod common;
+
+use std::time::Duration;
+
+const CONFIG: &str = r#"
+[server]
+hostname = "mx.example.com"
+listen = ["127.0.0.1:2525"]
+accept_domains = ["example.com"]
+[tls]
+certificates = [ { cert = "c.crt", key = "c.key" } ]
+system_roots = false
+[[profile]]
+name = "partner-b"
+hosts = ["192.0.2.10", "198.51.100.*", "mail.partner-b.example"]
+sender_domains = ["partner-b.example"]
+[profile.server]
+mandatory_tls = true
+require_verified_client_cert = true
+[[profile]]
+name = "lan"
+hosts = ["192.0.2.0/24"]
+relay = true
+[[profile]]
+name = "everyone"
+hosts = ["*"]
+"#;
+
+fn explain(args: &[&str]) -> serde_json::Value {
+    let dir = common::temp_dir("explain");
+    std::fs::write(dir.join("s.toml"), CONFIG).unwrap();
+    let (status, out, err) = common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["explain", "-c"])
+            .arg(dir.join("s.toml"))
+            .args(args)
+            .arg("--json"),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{err}");
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn exact_ip_beats_prefix_and_default() {
+    let e = explain(&[
+        "--client-ip",
+        "192.0.2.10",
+        "--rcpt",
+        "x@other.example",
+        "--rcpt",
+        "u@example.com",
+    ]);
+    assert_eq!(e["at_connect"]["profile"], "partner-b");
+    assert_eq!(e["at_connect"]["matched_by"]["kind"], "ip");
+    let lost: Vec<&str> = e["lost"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["profile"].as_str().unwrap())
+        .collect();
+    assert_eq!(lost, ["lan", "everyone"]);
+    assert_eq!(
+        e["mail_in_clear"],
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+    assert_eq!(e["relay_allowed"], false);
+    assert_eq!(e["recipients"][0][1], "554 5.7.1 Relay access denied");
+    assert_eq!(
+        e["recipients"][1][1],
+        "accepted: a local domain (accept_domains)"
+    );
+    assert_eq!(e["asks_for_client_certificate"], true);
+}
+
+#[test]
+fn prefix_relays_and_sender_domain_applies_at_mail() {
+    let e = explain(&["--client-ip", "192.0.2.77", "--rcpt", "x@other.example"]);
+    assert_eq!(e["at_connect"]["profile"], "lan");
+    assert_eq!(e["relay_allowed"], true);
+    assert_eq!(
+        e["recipients"][0][1],
+        "accepted: relayed (the client's profile has relay = true)"
+    );
+
+    let e = explain(&[
+        "--client-ip",
+        "203.0.113.5",
+        "--from",
+        "a@partner-b.example",
+    ]);
+    assert_eq!(e["at_connect"]["profile"], "everyone");
+    assert_eq!(e["at_mail"]["profile"], "partner-b");
+    assert_eq!(e["at_mail"]["matched_by"]["kind"], "sender");
+    assert_eq!(
+        e["mail_in_clear"],
+        "530 5.7.0 Must issue a STARTTLS command first"
+    );
+
+    let e = explain(&[
+        "--client-ip",
+        "203.0.113.5",
+        "--client-name",
+        "MAIL.partner-b.example",
+    ]);
+    assert_eq!(e["at_connect"]["matched_by"]["kind"], "host");
+    assert_eq!(e["name_needed"], false);
+}
