@@ -79,9 +79,19 @@ fn main() -> ExitCode {
                     return ExitCode::from(1);
                 }
             };
+            // Host-name profiles need the client's name: ask DNS as the
+            // gateway would, unless the name was given.
+            let (compiled, _) = sealgate::config::compile_profiles(&cfg.file);
+            let looked_up = match (&client_name, compiled.index.needs_names()) {
+                (None, true) => sealgate::run::start_resolver(&cfg)
+                    .ok()
+                    .flatten()
+                    .and_then(|r| r.client_name_blocking(client_ip)),
+                _ => None,
+            };
             let q = sealgate::explain::Question {
                 client_ip,
-                client_name: client_name.as_deref(),
+                client_name: client_name.as_deref().or(looked_up.as_deref()),
                 helo: helo.as_deref(),
                 from: from.as_deref(),
                 rcpts: &rcpts,

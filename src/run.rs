@@ -95,6 +95,20 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     );
 }
 
+/// The resolver thread, with `[dns] servers` (or /etc/resolv.conf).
+pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, String> {
+    let servers: Vec<_> = cfg
+        .file
+        .dns
+        .servers
+        .iter()
+        .filter_map(|s| crate::dns::parse_server(s.get_ref()))
+        .collect();
+    crate::dns::Resolver::start(&servers, std::time::Duration::from_secs(5))
+        .map(Some)
+        .map_err(|e| format!("cannot start the resolver: {e}"))
+}
+
 /// `sealgate reload`: signals the running gateway (its pid file is in the
 /// spool directory) to reload.
 pub fn signal_reload(path: Option<&Path>) -> ExitCode {
@@ -219,8 +233,19 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         stores.push(Arc::new(s));
     }
     let writers = cfg.file.server.spool_writers;
-    let shards =
-        Shards::start(&listen, stores, writers, shared.clone()).map_err(|e| e.to_string())?;
+    // The resolver serves host-name profiles; without one they cannot
+    // match, so it must start when any exists.
+    let needs_names = shared.snapshot.load().profiles.index.needs_names();
+    let resolver = match start_resolver(cfg) {
+        Ok(r) => r,
+        Err(e) if !needs_names => {
+            tracing::warn!("{e}; client names will not be looked up");
+            None
+        }
+        Err(e) => return Err(e),
+    };
+    let shards = Shards::start(&listen, stores, writers, resolver, shared.clone())
+        .map_err(|e| e.to_string())?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         "sealgate ready: listening on {} with {} shard(s)",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
-# (swaks with its TLS modules, openssl, python3) from Debian when they are
+# (swaks with its TLS modules, openssl, python3, dnsmasq) from Debian when they are
 # missing, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +11,7 @@ perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v kill >/dev/null 2>&1 || need+=(procps)
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"

@@ -93,7 +93,8 @@ impl Sink {
             .collect();
         let shared = Shared::new(snapshot, shards);
         // Nothing is synced: two writers keep up with any load.
-        let shards = Shards::start(&[o.listen], stores, 2, shared).map_err(|e| e.to_string())?;
+        let shards =
+            Shards::start(&[o.listen], stores, 2, None, shared).map_err(|e| e.to_string())?;
         Ok(Sink { shards, received })
     }
 

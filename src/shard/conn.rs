@@ -76,6 +76,7 @@ impl Conn {
         token: Token,
         slot: usize,
         serial: u64,
+        await_name: bool,
         now: Instant,
     ) -> io::Result<Conn> {
         // Replies are small and each one is awaited: don't let Nagle hold them.
@@ -111,6 +112,8 @@ impl Conn {
         let mut early = [0u8; 512];
         match conn.socket.read(&mut early) {
             Ok(n) if n > 0 => conn.rbuf.extend_from_slice(&early[..n]),
+            // The banner waits for the client's name when one is looked up.
+            _ if await_name => {}
             _ => conn.session.greet(now),
         }
         Ok(conn)
@@ -131,6 +134,16 @@ impl Conn {
 
     pub fn serial(&self) -> u64 {
         self.serial
+    }
+
+    /// The resolver answered: choose the profile with the name, greet.
+    pub fn named(&mut self, name: Option<String>, now: Instant, io: &mut ShardIo<'_>) -> Outcome {
+        if let Some(n) = &name {
+            tracing::info!(target: "receive", "client [{}]:{} is {}", self.peer.ip(), self.peer.port(), received::sanitize(n));
+        }
+        self.session.client_identified(name);
+        self.session.greet(now);
+        self.ready(now, io)
     }
 
     /// A spool writer finished this connection's message.

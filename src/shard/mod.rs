@@ -27,7 +27,24 @@ use crate::spool::Store;
 use conn::{Conn, Outcome};
 use crossbeam_channel::{Receiver, Sender};
 use timers::Timers;
-use writers::{Done, Job, Writers};
+use writers::{Job, Writers};
+
+/// Work finished off the shard, for one of its connections (`slot`,
+/// checked against `serial` since slots are reused).
+pub(crate) enum Completion {
+    /// A spool writer stored the message: the queue id, or failure.
+    Stored {
+        slot: usize,
+        serial: u64,
+        result: Result<String, ()>,
+    },
+    /// The resolver found the client's confirmed name (or none).
+    Named {
+        slot: usize,
+        serial: u64,
+        name: Option<String>,
+    },
+}
 
 /// What a connection needs from its shard while it is driven.
 pub(crate) struct ShardIo<'a> {
@@ -83,6 +100,7 @@ impl Shards {
         listen: &[SocketAddr],
         stores: Vec<Arc<dyn Store>>,
         writers: usize,
+        resolver: Option<crate::dns::Resolver>,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
@@ -109,18 +127,20 @@ impl Shards {
             }
             let (done_tx, done_rx) = crossbeam_channel::unbounded();
             replies.push(writers::Reply {
-                done: done_tx,
+                done: done_tx.clone(),
                 waker: waker.clone(),
             });
-            prepared.push((poll, waker, listeners, done_rx));
+            prepared.push((poll, waker, listeners, (done_tx, done_rx)));
         }
         let writers = Writers::start(stores, replies, writers)?;
         let mut handles = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
         for (id, (poll, waker, listeners, done)) in prepared.into_iter().enumerate() {
-            wakers.push(waker);
+            wakers.push(waker.clone());
             let shared = shared.clone();
             let jobs = writers.sender();
+            let resolver = resolver.clone();
+            let shard_waker = waker.clone();
             let core = cores.get(id % cores.len().max(1)).copied();
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{id}"))
@@ -128,7 +148,16 @@ impl Shards {
                     if let Some(core) = core {
                         core_affinity::set_for_current(core);
                     }
-                    let mut shard = Shard::new(id, poll, listeners, jobs, done, shared);
+                    let mut shard = Shard::new(
+                        id,
+                        poll,
+                        listeners,
+                        jobs,
+                        done,
+                        resolver,
+                        shard_waker,
+                        shared,
+                    );
                     if let Err(e) = shard.run() {
                         tracing::error!(target: "receive", "shard {id} stopped: {e}");
                     }
@@ -180,7 +209,11 @@ struct Shard {
     timers: Timers,
     /// To the spool writers, and back.
     jobs: Sender<Job>,
-    done: Receiver<Done>,
+    done: Receiver<Completion>,
+    /// To ask for client names: the resolver, and where answers go.
+    resolver: Option<crate::dns::Resolver>,
+    named: Sender<Completion>,
+    waker: Arc<Waker>,
     /// Tells connections in a reused slot apart.
     serial: u64,
     shared: Arc<Shared>,
@@ -196,7 +229,9 @@ impl Shard {
         poll: Poll,
         listeners: Vec<TcpListener>,
         jobs: Sender<Job>,
-        done: Receiver<Done>,
+        (named, done): (Sender<Completion>, Receiver<Completion>),
+        resolver: Option<crate::dns::Resolver>,
+        waker: Arc<Waker>,
         shared: Arc<Shared>,
     ) -> Shard {
         let shards = shared.stats.len().max(1);
@@ -209,6 +244,9 @@ impl Shard {
             timers: Timers::default(),
             jobs,
             done,
+            resolver,
+            named,
+            waker,
             serial: 0,
             shared,
             scratch: vec![0; conn::SCRATCH],
@@ -283,6 +321,14 @@ impl Shard {
             let idx = self.conns.vacant();
             let token = Token(self.first_conn_token() + idx);
             self.serial += 1;
+            // IN-4: the client's name is looked up only when some profile
+            // matches host names; the banner waits for it, as in Postfix.
+            let lookup = snapshot
+                .profiles
+                .index
+                .needs_names()
+                .then_some(())
+                .and(self.resolver.as_ref());
             let accepted = Conn::accept(
                 stream,
                 peer,
@@ -291,8 +337,24 @@ impl Shard {
                 token,
                 idx,
                 self.serial,
+                lookup.is_some(),
                 now,
             );
+            if let (Some(resolver), Ok(_)) = (lookup, &accepted) {
+                let (tx, waker, serial) = (self.named.clone(), self.waker.clone(), self.serial);
+                resolver.client_name(peer.ip(), move |name| {
+                    if tx
+                        .send(Completion::Named {
+                            slot: idx,
+                            serial,
+                            name,
+                        })
+                        .is_ok()
+                    {
+                        let _ = waker.wake();
+                    }
+                });
+            }
             match accepted {
                 Ok(c) => {
                     tracing::info!(target: "receive", "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id);
@@ -322,16 +384,16 @@ impl Shard {
         self.after(idx, outcome);
     }
 
-    /// Messages the spool writers finished: answer their sessions.
+    /// Work finished off the shard: stored messages, looked-up names.
     fn completions(&mut self, now: Instant) {
         while let Ok(done) = self.done.try_recv() {
-            let Some(conn) = self
-                .conns
-                .get_mut(done.slot)
-                .filter(|c| c.serial() == done.serial)
-            else {
-                // The client left while its message was being stored; the
-                // message is queued all the same.
+            let (slot, serial) = match &done {
+                Completion::Stored { slot, serial, .. }
+                | Completion::Named { slot, serial, .. } => (*slot, *serial),
+            };
+            let Some(conn) = self.conns.get_mut(slot).filter(|c| c.serial() == serial) else {
+                // The client left meanwhile; a stored message is queued all
+                // the same.
                 continue;
             };
             let mut io = ShardIo {
@@ -340,8 +402,11 @@ impl Shard {
                 scratch: &mut self.scratch,
                 writers: &self.jobs,
             };
-            let outcome = conn.stored(done.result, now, &mut io);
-            self.after(done.slot, outcome);
+            let outcome = match done {
+                Completion::Stored { result, .. } => conn.stored(result, now, &mut io),
+                Completion::Named { name, .. } => conn.named(name, now, &mut io),
+            };
+            self.after(slot, outcome);
         }
     }
 

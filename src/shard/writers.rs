@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
+use super::Completion;
 use crate::smtp::server::Message;
 use crate::spool::Store;
 
@@ -29,16 +30,9 @@ pub struct Job {
     pub hostname: String,
 }
 
-/// The outcome, sent back to the shard: the queue id, or failure.
-pub struct Done {
-    pub slot: usize,
-    pub serial: u64,
-    pub result: Result<String, ()>,
-}
-
 /// Where a shard's completions go.
 pub struct Reply {
-    pub done: Sender<Done>,
+    pub done: Sender<Completion>,
     pub waker: Arc<Waker>,
 }
 
@@ -112,7 +106,7 @@ fn work(jobs: Receiver<Job>, stores: &[Arc<dyn Store>], replies: &[Reply]) {
         let reply = &replies[job.shard];
         if reply
             .done
-            .send(Done {
+            .send(Completion::Stored {
                 slot: job.slot,
                 serial: job.serial,
                 result,

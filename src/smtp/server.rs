@@ -165,18 +165,7 @@ pub struct SessionStats {
 impl Session {
     pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
         let starttls_offered = snapshot.tls.is_some();
-        let at_connect = snapshot.profiles.select(&Client {
-            ip: peer.ip,
-            name: peer.name.as_deref(),
-            sender_domain: None,
-        });
-        // IN-5: relay permission comes only from a profile that matched the
-        // client by address or name, never from a claimed sender domain.
-        let relay_allowed = snapshot.relay_everyone
-            || at_connect
-                .as_ref()
-                .is_some_and(|c| c.matched_by.by_client() && snapshot.profiles.list[c.index].relay);
-        Session {
+        let mut session = Session {
             snapshot,
             peer,
             phase: Phase::Greeting,
@@ -184,14 +173,37 @@ impl Session {
             transaction: None,
             tls: None,
             starttls_offered,
-            relay_allowed,
-            at_connect,
+            relay_allowed: false,
+            at_connect: None,
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),
             data: Vec::new(),
             stats: SessionStats::default(),
-        }
+        };
+        session.choose_profile();
+        session
+    }
+
+    /// The client's forward-confirmed host name is known (or known not to
+    /// exist): choose the profile again with it.
+    pub fn client_identified(&mut self, name: Option<String>) {
+        self.peer.name = name;
+        self.choose_profile();
+    }
+
+    fn choose_profile(&mut self) {
+        self.at_connect = self.snapshot.profiles.select(&Client {
+            ip: self.peer.ip,
+            name: self.peer.name.as_deref(),
+            sender_domain: None,
+        });
+        // IN-5: relay permission comes only from a profile that matched the
+        // client by address or name, never from a claimed sender domain.
+        self.relay_allowed = self.snapshot.relay_everyone
+            || self.at_connect.as_ref().is_some_and(|c| {
+                c.matched_by.by_client() && self.snapshot.profiles.list[c.index].relay
+            });
     }
 
     /// Sends the banner (RFC 5321 §4.3.1: `220 <domain>`).

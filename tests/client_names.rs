@@ -1,0 +1,138 @@
+//! IN-4 host-name matchers against a real DNS server: dnsmasq on a
+//! loopback port serves PTR and A records for 127.0.0.x; a name counts only
+//! when it is forward-confirmed.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::{Client, Gateway};
+
+struct Dnsmasq(Child);
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn dnsmasq(port: u16) -> Dnsmasq {
+    let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+        "/usr/sbin/dnsmasq"
+    } else {
+        "dnsmasq"
+    };
+    let mut child = Command::new(bin)
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+        ])
+        .arg(format!("--port={port}"))
+        .args(["--log-facility=-", "--conf-file=/dev/null", "--user=root"])
+        // Confirmed: PTR and A agree.
+        .arg("--host-record=mail.partner.test,127.0.0.9")
+        .arg("--host-record=relay.partner.test,127.0.0.13")
+        // Not confirmed: the PTR name resolves elsewhere.
+        .arg("--ptr-record=10.0.0.127.in-addr.arpa,liar.partner.test")
+        .arg("--host-record=liar.partner.test,127.0.0.99")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsmasq (tests/run.sh installs dnsmasq-base)");
+    // dnsmasq says "started" once its socket is bound.
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines.next().expect("dnsmasq exited").unwrap();
+        if line.contains("started, version") {
+            break;
+        }
+        assert!(!line.contains("FAILED"), "{line}");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Dnsmasq(child)
+}
+
+fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&to.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut c = Client::new(stream);
+    assert!(c.reply().starts_with("220"));
+    c.cmd("EHLO client.test");
+    c
+}
+
+#[test]
+fn host_name_profiles_use_forward_confirmed_names() {
+    let dns_port = free_udp_port();
+    let _dns = dnsmasq(dns_port);
+    let dir = common::temp_dir("names");
+    let port = common::free_port();
+    let config = format!(
+        "{}\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n[[profile]]\nname = \"partner-host\"\nhosts = [\"mail.partner.test\"]\n[profile.server]\nmandatory_tls = true\n\n[[profile]]\nname = \"partner-wild\"\nhosts = [\"*.partner.test\"]\nrelay = true\n",
+        common::config(port, 1, "")
+    );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(dir, port);
+
+    // 127.0.0.9 is mail.partner.test, confirmed: the exact host profile.
+    let mut c = connect_from("127.0.0.9", gw.addr);
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@partner.test>"),
+        "530 5.7.0 Must issue a STARTTLS command first\r\n"
+    );
+    // 127.0.0.13 is relay.partner.test: the wildcard profile, which relays.
+    let mut c = connect_from("127.0.0.13", gw.addr);
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@partner.test>"),
+        "250 2.1.0 Sender ok\r\n"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.test>"),
+        "250 2.1.5 Recipient ok\r\n"
+    );
+    // 127.0.0.10 claims liar.partner.test by PTR, which resolves elsewhere:
+    // no name, no host profile, no relay.
+    let mut c = connect_from("127.0.0.10", gw.addr);
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@partner.test>"),
+        "250 2.1.0 Sender ok\r\n"
+    );
+    assert_eq!(
+        c.cmd("RCPT TO:<x@elsewhere.test>"),
+        "554 5.7.1 Relay access denied\r\n"
+    );
+    // 127.0.0.12 has no PTR at all.
+    let mut c = connect_from("127.0.0.12", gw.addr);
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@partner.test>"),
+        "250 2.1.0 Sender ok\r\n"
+    );
+
+    let log = gw.log();
+    assert!(log.contains("is mail.partner.test"), "{log}");
+    assert!(log.contains("is relay.partner.test"), "{log}");
+    assert!(!log.contains("is liar.partner.test"), "{log}");
+}
