@@ -224,6 +224,7 @@ struct Shard {
 }
 
 impl Shard {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         id: usize,
         poll: Poll,
