@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
-# (swaks with its TLS modules, openssl, python3, dnsmasq) from Debian when they are
+# (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix) from Debian when they are
 # missing, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,11 +12,14 @@ command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 command -v kill >/dev/null 2>&1 || need+=(procps)
 command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+command -v postfix >/dev/null 2>&1 || [ -x /usr/sbin/postfix ] || need+=(postfix)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  # Postfix runs as private test instances only: no system configuration.
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi

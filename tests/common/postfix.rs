@@ -1,0 +1,102 @@
+//! A private Postfix instance for tests: its own configuration and queue
+//! directories under the test's directory, listening on a loopback port,
+//! stopped on drop. Needs root and the Debian postfix package (tests/run.sh
+//! installs it).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+pub struct Postfix {
+    pub config_dir: PathBuf,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// The services a relaying Postfix needs, none chrooted.
+const MASTER: &str = "\
+pickup    unix  n - n 60    1 pickup
+cleanup   unix  n - n -     0 cleanup
+qmgr      unix  n - n 300   1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n -     - trivial-rewrite
+bounce    unix  - - n -     0 bounce
+defer     unix  - - n -     0 bounce
+trace     unix  - - n -     0 bounce
+verify    unix  - - n -     1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n -     - proxymap
+smtp      unix  - - n -     - smtp
+relay     unix  - - n -     - smtp
+showq     unix  n - n -     - showq
+error     unix  - - n -     - error
+retry     unix  - - n -     - error
+discard   unix  - - n -     - discard
+anvil     unix  - - n -     1 anvil
+scache    unix  - - n -     1 scache
+postlog   unix-dgram n - n - 1 postlogd
+";
+
+impl Postfix {
+    /// Starts Postfix in `dir` with `extra` appended to main.cf.
+    pub fn start(dir: &Path, extra: &str) -> Postfix {
+        let config_dir = dir.join("pf");
+        let (queue, data) = (dir.join("pfqueue"), dir.join("pfdata"));
+        for d in [&config_dir, &queue, &data] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let ok = Command::new("chown").arg("postfix").arg(&data).status().expect("chown");
+        assert!(ok.success());
+        // Postfix's queue and config directories must be reachable by the
+        // postfix user through every parent.
+        let mut p = dir.to_path_buf();
+        loop {
+            let _ = Command::new("chmod").arg("a+x").arg(&p).status();
+            if !p.pop() || p.as_os_str().is_empty() || p == Path::new("/") {
+                break;
+            }
+        }
+        let port = super::free_port();
+        let log = dir.join("postfix.log");
+        let main = format!(
+            "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\nsetgid_group = postdrop\n\
+             myhostname = postfix.test\nmydomain = test\nmyorigin = $myhostname\nmydestination =\n\
+             inet_interfaces = 127.0.0.1\ninet_protocols = ipv4\nmynetworks = 127.0.0.0/8\n\
+             smtpd_peername_lookup = no\nalias_maps =\nalias_database =\nbiff = no\n\
+             maillog_file = {log}\nmaillog_file_prefixes = {dir}\n{extra}\n",
+            q = queue.display(),
+            d = data.display(),
+            log = log.display(),
+            dir = dir.display(),
+        );
+        std::fs::write(config_dir.join("main.cf"), main).unwrap();
+        std::fs::write(config_dir.join("master.cf"), format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER}")).unwrap();
+        let status = Command::new("postfix").arg("-c").arg(&config_dir).arg("start").status().expect("postfix (tests/run.sh installs it)");
+        assert!(status.success(), "postfix did not start; see {}", log.display());
+        let pf = Postfix { config_dir, port, log };
+        // Ready when smtpd answers.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let mut c = super::Client::new(s);
+                if c.reply().starts_with("220") {
+                    c.cmd("QUIT");
+                    break;
+                }
+            }
+            assert!(std::time::Instant::now() < deadline, "postfix never answered on {port}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pf
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("postfix").arg("-c").arg(&self.config_dir).arg("stop").status();
+    }
+}
