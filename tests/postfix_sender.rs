@@ -63,7 +63,9 @@ client_cert_name = "mail.partner.test"
     assert!(c.cmd("MAIL FROM:<someone@partner.test>").starts_with("250"));
     assert!(c.cmd("RCPT TO:<user@example.com>").starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c.cmd("Subject: via postfix\r\n\r\nrelayed with a client certificate\r\n.").starts_with("250"));
+    assert!(c
+        .cmd("Subject: via postfix\r\n\r\nrelayed with a client certificate\r\n.")
+        .starts_with("250"));
     c.cmd("QUIT");
 
     gw.wait_for_log("(queue active)", Duration::from_secs(60));
@@ -74,7 +76,12 @@ client_cert_name = "mail.partner.test"
     assert!(received.contains("[127.0.0.20]"), "{received}");
     assert!(received.contains(" verify=OK)"), "{received}");
     assert!(received.contains("with ESMTPS"), "{received}");
-    assert!(gw.log().contains("Trusted TLS connection established from [127.0.0.20]"), "{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("Trusted TLS connection established from [127.0.0.20]"),
+        "{}",
+        gw.log()
+    );
     // Postfix's own Received header is there too: a real MTA hop.
     assert!(text.contains("by postfix.test (Postfix)"), "{text}");
 }

@@ -45,7 +45,11 @@ impl Postfix {
         for d in [&config_dir, &queue, &data] {
             std::fs::create_dir_all(d).unwrap();
         }
-        let ok = Command::new("chown").arg("postfix").arg(&data).status().expect("chown");
+        let ok = Command::new("chown")
+            .arg("postfix")
+            .arg(&data)
+            .status()
+            .expect("chown");
         assert!(ok.success());
         // Postfix's queue and config directories must be reachable by the
         // postfix user through every parent.
@@ -70,10 +74,27 @@ impl Postfix {
             dir = dir.display(),
         );
         std::fs::write(config_dir.join("main.cf"), main).unwrap();
-        std::fs::write(config_dir.join("master.cf"), format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER}")).unwrap();
-        let status = Command::new("postfix").arg("-c").arg(&config_dir).arg("start").status().expect("postfix (tests/run.sh installs it)");
-        assert!(status.success(), "postfix did not start; see {}", log.display());
-        let pf = Postfix { config_dir, port, log };
+        std::fs::write(
+            config_dir.join("master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n{MASTER}"),
+        )
+        .unwrap();
+        let status = Command::new("postfix")
+            .arg("-c")
+            .arg(&config_dir)
+            .arg("start")
+            .status()
+            .expect("postfix (tests/run.sh installs it)");
+        assert!(
+            status.success(),
+            "postfix did not start; see {}",
+            log.display()
+        );
+        let pf = Postfix {
+            config_dir,
+            port,
+            log,
+        };
         // Ready when smtpd answers.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
@@ -84,7 +105,10 @@ impl Postfix {
                     break;
                 }
             }
-            assert!(std::time::Instant::now() < deadline, "postfix never answered on {port}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postfix never answered on {port}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
         pf
@@ -97,6 +121,10 @@ impl Postfix {
 
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix").arg("-c").arg(&self.config_dir).arg("stop").status();
+        let _ = Command::new("postfix")
+            .arg("-c")
+            .arg(&self.config_dir)
+            .arg("stop")
+            .status();
     }
 }
