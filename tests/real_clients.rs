@@ -152,12 +152,15 @@ fn openssl_s_client_starttls() {
         .expect("openssl (tests/run.sh installs it)");
     let mut stdin = child.stdin.take().unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let finished = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let guard = std::thread::spawn({
-        let pid = child.id();
+        let (pid, finished) = (child.id(), finished.clone());
         move || {
             // Bound the conversation: kill s_client if it hangs.
             std::thread::park_timeout(Duration::from_secs(30));
-            let _ = Command::new("kill").arg(pid.to_string()).status();
+            if !finished.load(std::sync::atomic::Ordering::SeqCst) {
+                let _ = Command::new("kill").arg(pid.to_string()).status();
+            }
         }
     });
     let mut expect = |code: &str| loop {
@@ -187,6 +190,7 @@ fn openssl_s_client_starttls() {
     expect("221");
     drop(stdin);
     let _ = child.wait();
+    finished.store(true, std::sync::atomic::Ordering::SeqCst);
     guard.thread().unpark();
     let spooled = gw.spooled();
     let msg = find_by_subject(&spooled, "openssl-tls");
