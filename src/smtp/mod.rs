@@ -5,4 +5,5 @@ pub mod command;
 pub mod data;
 pub mod received;
 pub mod reply;
+pub mod reply_parse;
 pub mod server;
