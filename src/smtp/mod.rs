@@ -1,6 +1,7 @@
 //! The SMTP protocol, sans-IO: no sockets, no clock. Callers pass bytes and
 //! `now`; the code returns replies, events and deadlines.
 
+pub mod client;
 pub mod command;
 pub mod data;
 pub mod received;

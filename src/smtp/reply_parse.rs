@@ -17,8 +17,11 @@ impl Parsed {
     pub fn enhanced(&self) -> Option<&str> {
         let first = self.lines.first()?.split(' ').next()?;
         let parts: Vec<&str> = first.split('.').collect();
-        (parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
-            .then_some(first)
+        (parts.len() == 3
+            && parts
+                .iter()
+                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())))
+        .then_some(first)
     }
 
     /// The reply on one line, for logs and bounces: `550 5.1.1 No such user`.

@@ -1,0 +1,681 @@
+//! The outbound SMTP session, sans-IO (RFC 5321 client; RFC 3207 STARTTLS;
+//! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME).
+//!
+//! The delivery glue feeds it the server's bytes and `now`; it appends
+//! commands to its output and stops with an [`Action`] when the glue has
+//! to act: start TLS, record a finished message, or close. Every way a
+//! session can end maps to an [`Outcome`] per recipient through
+//! [`classify`], which has no catch-all arm.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::reply_parse::{self, Parsed};
+
+/// One message to deliver on this connection.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Reverse-path without brackets; empty for the null sender.
+    pub from: String,
+    pub recipients: Vec<String>,
+    /// The message as spooled: CRLF line endings, not dot-stuffed.
+    pub data: Arc<[u8]>,
+    pub body_8bit: bool,
+}
+
+/// Whether to use STARTTLS (OUT-2, OUT-3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Use it when offered; deliver in the clear otherwise.
+    Opportunistic,
+    /// Use it or do not deliver.
+    Mandatory,
+    /// Do not use it (a retry in the clear after a failed handshake).
+    Off,
+}
+
+/// RFC 5321 §4.5.3.2 timeouts; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub greeting: Duration,
+    pub command: Duration,
+    pub data_start: Duration,
+    pub data_block: Duration,
+    pub data_end: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let m = |n: u64| Duration::from_secs(60 * n);
+        // §4.5.3.2.1 initial 220: 5 min; .2 MAIL, .3 RCPT: 5 min; .4 DATA
+        // initiation: 2 min; .5 data block: 3 min; .6 DATA termination: 10 min.
+        Timeouts {
+            greeting: m(5),
+            command: m(5),
+            data_start: m(2),
+            data_block: m(3),
+            data_end: m(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub helo: String,
+    pub tls: TlsMode,
+    pub timeouts: Timeouts,
+}
+
+/// How delivery to one recipient went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again later.
+    Temporary,
+    /// Give up: bounce.
+    Permanent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: String,
+    /// The server's reply or our reason, for logs and the DSN.
+    pub detail: String,
+}
+
+/// Why a session ended before every message was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// The server's greeting was not 220.
+    Greeting(Parsed),
+    /// EHLO and HELO were both refused.
+    Hello(Parsed),
+    /// TLS is mandatory and the server did not offer STARTTLS.
+    TlsNotOffered,
+    /// The server refused STARTTLS (with TLS mandatory).
+    StartTlsRefused(Parsed),
+    /// The handshake failed, or the peer did not meet the TLS policy.
+    Tls(String),
+    /// The server broke the protocol (bytes after 220 to STARTTLS, a
+    /// malformed reply, a reply when none was due).
+    Protocol(String),
+    /// No reply within the RFC 5321 timeout for this stage.
+    Timeout(&'static str),
+    /// The connection closed or failed.
+    Connection(String),
+    /// The message is bigger than the server's SIZE.
+    TooBig { size: usize, limit: u64 },
+}
+
+/// What the glue must do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Write the pending output (STARTTLS was answered 220), then run the
+    /// handshake and call [`Session::tls_established`] (or
+    /// [`Session::fail`] if it fails).
+    StartTls,
+    /// A message is finished: one outcome per recipient, in order.
+    MessageDone {
+        index: usize,
+        outcomes: Vec<Outcome>,
+    },
+    /// Write the pending output and close. Messages not reported done get
+    /// the failure's outcome from [`Session::remaining`].
+    Close(Option<Failure>),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    Greeting,
+    Ehlo,
+    Helo,
+    StartTls,
+    Mail,
+    Rcpt(usize),
+    Data,
+    Dot,
+    Rset,
+    Quit,
+}
+
+/// The server's EHLO extensions that matter here.
+#[derive(Debug, Clone, Default)]
+struct Extensions {
+    pipelining: bool,
+    starttls: bool,
+    size: Option<u64>,
+    eightbit: bool,
+}
+
+pub struct Session {
+    config: Config,
+    messages: Vec<Outgoing>,
+    /// The message being sent, and how far.
+    current: usize,
+    mail_outcome: Option<Outcome>,
+    rcpt_outcomes: Vec<Option<Outcome>>,
+    /// Replies due, in order.
+    expect: VecDeque<Expect>,
+    /// Commands not yet sent (without PIPELINING, one at a time).
+    queued: VecDeque<(Expect, Vec<u8>)>,
+    ext: Extensions,
+    tls_active: bool,
+    esmtp: bool,
+    out: Vec<u8>,
+    /// Actions decided without a reply (a message too big to send).
+    pending: VecDeque<Action>,
+    deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Session {
+    pub fn new(config: Config, messages: Vec<Outgoing>, now: Instant) -> Session {
+        let deadline = Some(now + config.timeouts.greeting);
+        Session {
+            config,
+            messages,
+            current: 0,
+            mail_outcome: None,
+            rcpt_outcomes: Vec::new(),
+            expect: VecDeque::from([Expect::Greeting]),
+            queued: VecDeque::new(),
+            ext: Extensions::default(),
+            tls_active: false,
+            esmtp: true,
+            out: Vec::new(),
+            pending: VecDeque::new(),
+            deadline,
+            done: false,
+        }
+    }
+
+    pub fn drain_output_into(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.out);
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    pub fn tls_active(&self) -> bool {
+        self.tls_active
+    }
+
+    /// Messages not reported done; with the failure that ended the
+    /// session, each recipient's outcome.
+    pub fn remaining(&self, failure: &Failure) -> Vec<(usize, Vec<Outcome>)> {
+        let outcome = classify(failure);
+        (self.current.min(self.messages.len())..self.messages.len())
+            .map(|i| {
+                let rcpts = &self.messages[i].recipients;
+                let outs = (0..rcpts.len())
+                    .map(|r| {
+                        // Recipients of the current message already refused
+                        // keep that outcome.
+                        if i == self.current {
+                            if let Some(Some(o)) = self.rcpt_outcomes.get(r) {
+                                if o.verdict != Verdict::Delivered {
+                                    return o.clone();
+                                }
+                            }
+                        }
+                        outcome.clone()
+                    })
+                    .collect();
+                (i, outs)
+            })
+            .collect()
+    }
+
+    /// The glue gave up on the session (connect error, TLS failure).
+    pub fn fail(&mut self, failure: Failure) -> Action {
+        self.done = true;
+        self.deadline = None;
+        Action::Close(Some(failure))
+    }
+
+    /// The deadline passed.
+    pub fn timeout(&mut self) -> Action {
+        let stage = match self.expect.front() {
+            Some(Expect::Greeting) => "waiting for the greeting",
+            Some(Expect::Data) => "waiting for the reply to DATA",
+            Some(Expect::Dot) => "waiting for the reply to the end of data",
+            Some(_) => "waiting for a reply",
+            None => "sending",
+        };
+        self.fail(Failure::Timeout(stage))
+    }
+
+    /// Feeds the server's bytes.
+    pub fn feed(&mut self, input: &[u8], now: Instant) -> (usize, Option<Action>) {
+        let mut pos = 0;
+        while !self.done {
+            if let Some(action) = self.pending.pop_front() {
+                return (pos, Some(action));
+            }
+            let reply = match reply_parse::parse(&input[pos..]) {
+                Ok(Some((r, used))) => {
+                    pos += used;
+                    r
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    return (
+                        input.len(),
+                        Some(self.fail(Failure::Protocol(format!("malformed reply: {e:?}")))),
+                    )
+                }
+            };
+            let Some(expect) = self.expect.pop_front() else {
+                return (
+                    input.len(),
+                    Some(self.fail(Failure::Protocol(format!(
+                        "unexpected reply {}",
+                        reply.one_line()
+                    )))),
+                );
+            };
+            if let Some(action) = self.on_reply(expect, reply, now) {
+                if action == Action::StartTls && pos < input.len() {
+                    // RFC 3207 §4.2 / CVE-2011-0411, client side: bytes
+                    // after the 220 were sent in the clear before TLS and
+                    // must never be read as replies.
+                    return (
+                        input.len(),
+                        Some(self.fail(Failure::Protocol(
+                            "server sent data after 220 to STARTTLS".into(),
+                        ))),
+                    );
+                }
+                return (pos, Some(action));
+            }
+        }
+        (pos, None)
+    }
+
+    fn send(&mut self, cmd: &str) {
+        self.out.extend_from_slice(cmd.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+    }
+
+    fn expect_reply(&mut self, e: Expect, cmd: &str, now: Instant) {
+        self.send(cmd);
+        self.expect.push_back(e);
+        let t = &self.config.timeouts;
+        let wait = match e {
+            Expect::Data => t.data_start,
+            Expect::Dot => t.data_end,
+            Expect::Greeting => t.greeting,
+            _ => t.command,
+        };
+        self.deadline = Some(now + wait);
+    }
+
+    fn hello(&mut self, now: Instant) {
+        let cmd = format!("EHLO {}", self.config.helo);
+        self.expect_reply(Expect::Ehlo, &cmd, now);
+    }
+
+    fn on_reply(&mut self, expect: Expect, r: Parsed, now: Instant) -> Option<Action> {
+        match expect {
+            Expect::Greeting => {
+                if r.code != 220 {
+                    return self.quit_with(Failure::Greeting(r), now);
+                }
+                self.hello(now);
+                None
+            }
+            Expect::Ehlo => {
+                if r.code == 250 {
+                    self.ext = parse_extensions(&r);
+                    return self.after_hello(now);
+                }
+                // RFC 5321 §3.2: a server that does not know EHLO gets HELO.
+                if r.code / 100 == 5 && !self.tls_active {
+                    self.esmtp = false;
+                    let cmd = format!("HELO {}", self.config.helo);
+                    self.expect_reply(Expect::Helo, &cmd, now);
+                    return None;
+                }
+                self.quit_with(Failure::Hello(r), now)
+            }
+            Expect::Helo => {
+                if r.code != 250 {
+                    return self.quit_with(Failure::Hello(r), now);
+                }
+                self.ext = Extensions::default();
+                self.after_hello(now)
+            }
+            Expect::StartTls => {
+                if r.code == 220 {
+                    self.deadline = Some(now + self.config.timeouts.command);
+                    return Some(Action::StartTls);
+                }
+                match self.config.tls {
+                    TlsMode::Mandatory => self.quit_with(Failure::StartTlsRefused(r), now),
+                    // Refused: go on in the clear on this connection.
+                    TlsMode::Opportunistic | TlsMode::Off => self.start_message(now),
+                }
+            }
+            Expect::Mail => {
+                let o = outcome_of(&r);
+                if o.verdict != Verdict::Delivered {
+                    self.mail_outcome = Some(o);
+                }
+                self.send_queued(now);
+                None
+            }
+            Expect::Rcpt(i) => {
+                self.rcpt_outcomes[i] = Some(outcome_of(&r));
+                self.send_queued(now);
+                None
+            }
+            Expect::Data => {
+                let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
+                match (r.code, any) {
+                    (354, true) => {
+                        let body = dot_stuffed(&self.messages[self.current].data);
+                        self.out.extend_from_slice(&body);
+                        self.expect.push_back(Expect::Dot);
+                        self.deadline = Some(now + self.config.timeouts.data_end);
+                        None
+                    }
+                    // RFC 2920 §3.1: DATA accepted although no recipient
+                    // was: end it at once, and ignore its reply.
+                    (354, false) => {
+                        self.send(".");
+                        self.expect.push_back(Expect::Dot);
+                        None
+                    }
+                    (_, true) => self.finish_message(Some(outcome_of(&r)), now),
+                    (_, false) => self.finish_message(None, now),
+                }
+            }
+            Expect::Dot => {
+                let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
+                self.finish_message(any.then(|| outcome_of(&r)), now)
+            }
+            Expect::Rset => self.start_message(now),
+            Expect::Quit => {
+                self.done = true;
+                self.deadline = None;
+                Some(Action::Close(None))
+            }
+        }
+    }
+
+    fn after_hello(&mut self, now: Instant) -> Option<Action> {
+        if !self.tls_active {
+            match (self.config.tls, self.ext.starttls) {
+                (TlsMode::Mandatory | TlsMode::Opportunistic, true) => {
+                    self.expect_reply(Expect::StartTls, "STARTTLS", now);
+                    return None;
+                }
+                (TlsMode::Mandatory, false) => return self.quit_with(Failure::TlsNotOffered, now),
+                (TlsMode::Opportunistic | TlsMode::Off, _) => {}
+            }
+        }
+        self.start_message(now)
+    }
+
+    /// The handshake completed (and met the policy).
+    pub fn tls_established(&mut self, now: Instant) {
+        self.tls_active = true;
+        // RFC 3207 §4.2: forget what we knew; EHLO again.
+        self.hello(now);
+    }
+
+    fn accepted_recipients(&self) -> usize {
+        self.rcpt_outcomes
+            .iter()
+            .filter(|o| o.as_ref().is_some_and(|o| o.verdict == Verdict::Delivered))
+            .count()
+    }
+
+    /// Sends the envelope of the next message, or QUIT.
+    fn start_message(&mut self, now: Instant) -> Option<Action> {
+        let msg = loop {
+            let Some(msg) = self.messages.get(self.current) else {
+                self.expect_reply(Expect::Quit, "QUIT", now);
+                return None;
+            };
+            let size = msg.data.len();
+            match self.ext.size.filter(|l| *l > 0 && size as u64 > *l) {
+                // RFC 1870 §6.1: do not send what the server said it won't take.
+                Some(limit) => {
+                    let o = classify(&Failure::TooBig { size, limit });
+                    let outcomes = vec![o; msg.recipients.len()];
+                    self.pending.push_back(Action::MessageDone {
+                        index: self.current,
+                        outcomes,
+                    });
+                    self.current += 1;
+                }
+                None => break msg,
+            }
+        };
+        let size = msg.data.len();
+        let mut mail = format!("MAIL FROM:<{}>", msg.from);
+        if self.ext.size.is_some() {
+            mail.push_str(&format!(" SIZE={size}"));
+        }
+        if msg.body_8bit && self.ext.eightbit {
+            mail.push_str(" BODY=8BITMIME");
+        }
+        self.mail_outcome = None;
+        self.rcpt_outcomes = vec![None; msg.recipients.len()];
+        let mut cmds: VecDeque<(Expect, Vec<u8>)> = VecDeque::new();
+        cmds.push_back((Expect::Mail, format!("{mail}\r\n").into_bytes()));
+        for (i, r) in msg.recipients.iter().enumerate() {
+            cmds.push_back((Expect::Rcpt(i), format!("RCPT TO:<{r}>\r\n").into_bytes()));
+        }
+        cmds.push_back((Expect::Data, b"DATA\r\n".to_vec()));
+        self.queued = cmds;
+        if self.ext.pipelining {
+            // RFC 2920: MAIL, every RCPT and DATA in one write.
+            while let Some((e, bytes)) = self.queued.pop_front() {
+                self.out.extend_from_slice(&bytes);
+                self.expect.push_back(e);
+            }
+            self.deadline = Some(now + self.config.timeouts.command);
+        } else {
+            self.send_queued(now);
+        }
+        None
+    }
+
+    /// Without PIPELINING: the next command once the last one is answered.
+    /// A refused MAIL or no accepted recipient skips what is left.
+    fn send_queued(&mut self, now: Instant) {
+        if self.ext.pipelining || !self.expect.is_empty() {
+            return;
+        }
+        if let Some((e, bytes)) = self.queued.pop_front() {
+            let skip = match e {
+                Expect::Rcpt(_) => self.mail_outcome.is_some(),
+                Expect::Data => self.mail_outcome.is_some() || self.accepted_recipients() == 0,
+                _ => false,
+            };
+            if skip {
+                self.queued.clear();
+                let _ = self.finish_message(None, now);
+                return;
+            }
+            self.out.extend_from_slice(&bytes);
+            self.expect.push_back(e);
+            self.deadline = Some(
+                now + if e == Expect::Data {
+                    self.config.timeouts.data_start
+                } else {
+                    self.config.timeouts.command
+                },
+            );
+        }
+    }
+
+    /// Ends the current message: `final_reply` is the outcome for the
+    /// recipients the server accepted (None when it accepted none).
+    fn finish_message(&mut self, final_reply: Option<Outcome>, now: Instant) -> Option<Action> {
+        let msg = &self.messages[self.current];
+        let outcomes: Vec<Outcome> = (0..msg.recipients.len())
+            .map(|i| {
+                if let Some(m) = &self.mail_outcome {
+                    return m.clone();
+                }
+                match &self.rcpt_outcomes[i] {
+                    Some(o) if o.verdict != Verdict::Delivered => o.clone(),
+                    Some(_) => final_reply
+                        .clone()
+                        .unwrap_or_else(|| classify(&Failure::Protocol("no final reply".into()))),
+                    None => classify(&Failure::Protocol("recipient not answered".into())),
+                }
+            })
+            .collect();
+        let clean = final_reply
+            .as_ref()
+            .is_some_and(|o| o.verdict == Verdict::Delivered);
+        let index = self.current;
+        self.current += 1;
+        self.queued.clear();
+        if self.current < self.messages.len() && !clean {
+            // RFC 5321 §4.1.1.5: reset a transaction that did not end well.
+            self.expect_reply(Expect::Rset, "RSET", now);
+        } else {
+            let _ = self.start_message(now);
+        }
+        Some(Action::MessageDone { index, outcomes })
+    }
+
+    fn quit_with(&mut self, failure: Failure, now: Instant) -> Option<Action> {
+        self.send("QUIT");
+        let _ = now;
+        Some(self.fail(failure))
+    }
+}
+
+fn parse_extensions(r: &Parsed) -> Extensions {
+    let mut ext = Extensions::default();
+    for line in r.lines.iter().skip(1) {
+        let mut words = line.split_ascii_whitespace();
+        let Some(kw) = words.next() else { continue };
+        match kw.to_ascii_uppercase().as_str() {
+            "PIPELINING" => ext.pipelining = true,
+            "STARTTLS" => ext.starttls = true,
+            "8BITMIME" => ext.eightbit = true,
+            "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
+            _ => {}
+        }
+    }
+    ext
+}
+
+/// RFC 5321 §4.5.2: a line starting with `.` gets another; the data ends
+/// with CRLF `.` CRLF.
+pub fn dot_stuffed(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 64 + 5);
+    let mut at_line_start = true;
+    for &b in data {
+        if at_line_start && b == b'.' {
+            out.push(b'.');
+        }
+        out.push(b);
+        at_line_start = b == b'\n';
+    }
+    if !data.is_empty() && !data.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
+/// The class of a reply code (RFC 5321 §4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    PositiveCompletion,
+    PositiveIntermediate,
+    TransientNegative,
+    PermanentNegative,
+    /// 1yz, or not a valid code at all.
+    Unexpected,
+}
+
+fn class(code: u16) -> Class {
+    match code {
+        200..=299 => Class::PositiveCompletion,
+        300..=399 => Class::PositiveIntermediate,
+        400..=499 => Class::TransientNegative,
+        500..=599 => Class::PermanentNegative,
+        0..=199 | 600..=u16::MAX => Class::Unexpected,
+    }
+}
+
+/// The outcome a reply means for the recipients it answers.
+pub fn outcome_of(r: &Parsed) -> Outcome {
+    let (verdict, default_status) = match class(r.code) {
+        Class::PositiveCompletion => (Verdict::Delivered, "2.0.0"),
+        Class::TransientNegative => (Verdict::Temporary, "4.0.0"),
+        Class::PermanentNegative => (Verdict::Permanent, "5.0.0"),
+        // A 3yz or 1yz where a completion was due: the server is confused;
+        // try again later rather than lose or bounce the message.
+        Class::PositiveIntermediate | Class::Unexpected => (Verdict::Temporary, "4.5.0"),
+    };
+    let status = r
+        .enhanced()
+        .filter(|s| s.starts_with(&default_status[..1]))
+        .unwrap_or(default_status)
+        .to_string();
+    Outcome {
+        verdict,
+        status,
+        detail: r.one_line(),
+    }
+}
+
+/// The outcome a session failure means for every recipient it leaves
+/// undelivered. Exhaustive: a new failure must say what it means.
+pub fn classify(f: &Failure) -> Outcome {
+    let temp = |status: &str, detail: String| Outcome {
+        verdict: Verdict::Temporary,
+        status: status.into(),
+        detail,
+    };
+    match f {
+        // A refusing greeting or HELO is about this host, not the message:
+        // try another host or later.
+        Failure::Greeting(r) => temp(
+            "4.4.0",
+            format!("host refused to talk to us: {}", r.one_line()),
+        ),
+        Failure::Hello(r) => temp(
+            "4.4.0",
+            format!("host refused our greeting: {}", r.one_line()),
+        ),
+        Failure::TlsNotOffered => temp(
+            "4.7.4",
+            "TLS is required, but was not offered by the host".into(),
+        ),
+        Failure::StartTlsRefused(r) => temp(
+            "4.7.4",
+            format!(
+                "TLS is required, but the host refused STARTTLS: {}",
+                r.one_line()
+            ),
+        ),
+        Failure::Tls(why) => temp("4.7.5", format!("TLS failed: {why}")),
+        Failure::Protocol(why) => temp("4.5.0", format!("protocol error: {why}")),
+        Failure::Timeout(stage) => temp("4.4.2", format!("timeout {stage}")),
+        Failure::Connection(why) => temp("4.4.1", format!("connection failed: {why}")),
+        Failure::TooBig { size, limit } => Outcome {
+            verdict: Verdict::Permanent,
+            status: "5.3.4".into(),
+            detail: format!("message size {size} exceeds the host's limit of {limit}"),
+        },
+    }
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

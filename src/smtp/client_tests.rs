@@ -1,0 +1,327 @@
+//! Client session tests: the server's turns as byte tables, each run whole
+//! and split at every octet; the client's output must be the same.
+
+use super::*;
+
+fn msg(from: &str, rcpts: &[&str], data: &[u8]) -> Outgoing {
+    Outgoing {
+        from: from.into(),
+        recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+        data: Arc::from(data),
+        body_8bit: false,
+    }
+}
+
+fn config(tls: TlsMode) -> Config {
+    Config {
+        helo: "gw.test".into(),
+        tls,
+        timeouts: Timeouts::default(),
+    }
+}
+
+/// What the client did in response to one server turn.
+#[derive(Debug, Clone, PartialEq)]
+struct Step {
+    sent: String,
+    actions: Vec<String>,
+}
+
+fn describe(a: &Action) -> String {
+    match a {
+        Action::StartTls => "StartTls".into(),
+        Action::MessageDone { index, outcomes } => format!(
+            "Done#{index}[{}]",
+            outcomes
+                .iter()
+                .map(|o| format!("{:?} {}", o.verdict, o.status))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        Action::Close(f) => format!("Close({f:?})"),
+    }
+}
+
+/// Runs the conversation; `split` = (turn, offset) feeds that turn in two
+/// reads. After StartTls the harness calls `tls_established`.
+fn run(
+    cfg: Config,
+    messages: Vec<Outgoing>,
+    turns: &[&[u8]],
+    split: Option<(usize, usize)>,
+) -> Vec<Step> {
+    let now = Instant::now();
+    let mut s = Session::new(cfg, messages, now);
+    let mut steps = Vec::new();
+    let mut pending: Vec<u8> = Vec::new();
+    for (t, turn) in turns.iter().enumerate() {
+        let reads: Vec<&[u8]> = match split {
+            Some((st, at)) if st == t && at <= turn.len() => vec![&turn[..at], &turn[at..]],
+            _ => vec![turn],
+        };
+        let mut actions = Vec::new();
+        for read in reads {
+            pending.extend_from_slice(read);
+            loop {
+                let (n, action) = s.feed(&pending, now);
+                pending.drain(..n);
+                let Some(a) = action else { break };
+                actions.push(describe(&a));
+                match a {
+                    Action::StartTls => s.tls_established(now),
+                    Action::Close(_) => break,
+                    Action::MessageDone { .. } => {}
+                }
+            }
+        }
+        let mut out = Vec::new();
+        s.drain_output_into(&mut out);
+        steps.push(Step {
+            sent: String::from_utf8(out).unwrap(),
+            actions,
+        });
+    }
+    steps
+}
+
+fn run_all_splits(cfg: Config, messages: Vec<Outgoing>, turns: &[&[u8]]) -> Vec<Step> {
+    let whole = run(cfg.clone(), messages.clone(), turns, None);
+    for (t, turn) in turns.iter().enumerate() {
+        for at in 0..=turn.len() {
+            let got = run(cfg.clone(), messages.clone(), turns, Some((t, at)));
+            let sent_whole: String = whole.iter().map(|s| s.sent.clone()).collect();
+            let sent_split: String = got.iter().map(|s| s.sent.clone()).collect();
+            let acts_whole: Vec<String> = whole.iter().flat_map(|s| s.actions.clone()).collect();
+            let acts_split: Vec<String> = got.iter().flat_map(|s| s.actions.clone()).collect();
+            assert_eq!(sent_split, sent_whole, "turn {t} split at {at}");
+            assert_eq!(acts_split, acts_whole, "turn {t} split at {at}");
+        }
+    }
+    whole
+}
+
+const EHLO_PIPE: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n";
+
+#[test]
+fn state_event_pipelined_delivery_to_two_recipients() {
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![msg(
+            "a@gw.test",
+            &["x@r.test", "y@r.test"],
+            b"Subject: s\r\n\r\n.dot\r\nend\r\n",
+        )],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            EHLO_PIPE,
+            b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+            b"250 2.0.0 queued as X\r\n",
+            b"221 2.0.0 bye\r\n",
+        ],
+    );
+    assert_eq!(steps[0].sent, "EHLO gw.test\r\n");
+    assert_eq!(
+        steps[1].sent,
+        "MAIL FROM:<a@gw.test> SIZE=25\r\nRCPT TO:<x@r.test>\r\nRCPT TO:<y@r.test>\r\nDATA\r\n"
+    );
+    assert_eq!(steps[2].sent, "Subject: s\r\n\r\n..dot\r\nend\r\n.\r\n");
+    assert_eq!(steps[3].sent, "QUIT\r\n");
+    assert_eq!(
+        steps[3].actions,
+        vec!["Done#0[Delivered 2.0.0, Delivered 2.0.0]"]
+    );
+    assert_eq!(steps[4].actions, vec!["Close(None)"]);
+}
+
+#[test]
+fn state_event_starttls_then_ehlo_again() {
+    let steps = run_all_splits(
+        config(TlsMode::Mandatory),
+        vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            b"250-mx.test\r\n250 STARTTLS\r\n",
+            b"220 2.0.0 go ahead\r\n",
+            EHLO_PIPE,
+        ],
+    );
+    assert_eq!(steps[1].sent, "STARTTLS\r\n");
+    assert_eq!(steps[2].actions, vec!["StartTls"]);
+    assert_eq!(
+        steps[2].sent, "EHLO gw.test\r\n",
+        "RFC 3207: EHLO again after TLS"
+    );
+    assert!(steps[3].sent.starts_with("MAIL FROM:<a@gw.test>"));
+}
+
+#[test]
+fn state_event_bytes_after_starttls_220_abort() {
+    let steps = run(
+        config(TlsMode::Opportunistic),
+        vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            b"250-mx.test\r\n250 STARTTLS\r\n",
+            b"220 2.0.0 go ahead\r\n250-injected\r\n250 PIPELINING\r\n",
+        ],
+        None,
+    );
+    assert_eq!(
+        steps[2].actions,
+        vec!["Close(Some(Protocol(\"server sent data after 220 to STARTTLS\")))"]
+    );
+}
+
+#[test]
+fn state_event_mandatory_tls_not_offered() {
+    let steps = run_all_splits(
+        config(TlsMode::Mandatory),
+        vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
+        &[b"220 mx.test ESMTP\r\n", EHLO_PIPE],
+    );
+    assert_eq!(steps[1].sent, "QUIT\r\n");
+    assert_eq!(steps[1].actions, vec!["Close(Some(TlsNotOffered))"]);
+    assert_eq!(classify(&Failure::TlsNotOffered).status, "4.7.4");
+}
+
+#[test]
+fn state_event_per_recipient_results() {
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![msg(
+            "a@gw.test",
+            &["bad@r.test", "good@r.test", "later@r.test"],
+            b"hi\r\n",
+        )],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            EHLO_PIPE,
+            b"250 ok\r\n550 5.1.1 no such user\r\n250 ok\r\n451 4.2.1 try later\r\n354 go\r\n",
+            b"250 2.0.0 queued\r\n",
+        ],
+    );
+    assert_eq!(
+        steps[3].actions,
+        vec!["Done#0[Permanent 5.1.1, Delivered 2.0.0, Temporary 4.2.1]"]
+    );
+}
+
+#[test]
+fn state_event_refused_mail_then_rset_before_next_message() {
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![
+            msg("a@gw.test", &["x@r.test"], b"one\r\n"),
+            msg("b@gw.test", &["y@r.test"], b"two\r\n"),
+        ],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            EHLO_PIPE,
+            b"451 4.3.0 busy\r\n503 5.5.1 need MAIL\r\n503 5.5.1 need RCPT\r\n",
+            b"250 2.0.0 reset\r\n",
+            b"250 ok\r\n250 ok\r\n354 go\r\n",
+            b"250 2.0.0 queued\r\n",
+        ],
+    );
+    assert_eq!(steps[2].actions, vec!["Done#0[Temporary 4.3.0]"]);
+    assert_eq!(steps[2].sent, "RSET\r\n");
+    assert!(steps[3].sent.starts_with("MAIL FROM:<b@gw.test>"));
+    assert_eq!(steps[5].actions, vec!["Done#1[Delivered 2.0.0]"]);
+    assert_eq!(steps[5].sent, "QUIT\r\n");
+}
+
+#[test]
+fn state_event_helo_fallback_without_pipelining() {
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![msg("", &["x@r.test", "y@r.test"], b"hi\r\n")],
+        &[
+            b"220 old.test SMTP\r\n",
+            b"502 5.5.2 what?\r\n",
+            b"250 old.test\r\n",
+            b"250 ok\r\n",
+            b"550 no\r\n",
+            b"250 ok\r\n",
+            b"354 go\r\n",
+            b"250 ok\r\n",
+        ],
+    );
+    assert_eq!(steps[1].sent, "HELO gw.test\r\n");
+    assert_eq!(steps[2].sent, "MAIL FROM:<>\r\n", "no SIZE without EHLO");
+    assert_eq!(steps[3].sent, "RCPT TO:<x@r.test>\r\n");
+    assert_eq!(steps[4].sent, "RCPT TO:<y@r.test>\r\n");
+    assert_eq!(steps[5].sent, "DATA\r\n");
+    assert_eq!(
+        steps[7].actions,
+        vec!["Done#0[Permanent 5.0.0, Delivered 2.0.0]"]
+    );
+}
+
+#[test]
+fn state_event_too_big_for_server_size_is_not_sent() {
+    let big = vec![b'x'; 2000];
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![
+            msg("a@gw.test", &["x@r.test"], &big),
+            msg("a@gw.test", &["y@r.test"], b"small\r\n"),
+        ],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            EHLO_PIPE,
+            b"250 ok\r\n250 ok\r\n354 go\r\n",
+            b"250 ok\r\n",
+        ],
+    );
+    assert_eq!(steps[1].actions, vec!["Done#0[Permanent 5.3.4]"]);
+    assert!(steps[1]
+        .sent
+        .starts_with("MAIL FROM:<a@gw.test> SIZE=7\r\nRCPT TO:<y@r.test>"));
+    assert_eq!(steps[3].actions, vec!["Done#1[Delivered 2.0.0]"]);
+}
+
+#[test]
+fn state_event_greeting_refused_and_remaining_outcomes() {
+    let now = Instant::now();
+    let mut s = Session::new(
+        config(TlsMode::Opportunistic),
+        vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
+        now,
+    );
+    let (_, action) = s.feed(b"554 5.3.2 go away\r\n", now);
+    let Some(Action::Close(Some(f))) = action else {
+        panic!("{action:?}")
+    };
+    let rem = s.remaining(&f);
+    assert_eq!(rem.len(), 1);
+    assert_eq!(rem[0].1[0].verdict, Verdict::Temporary);
+    let mut out = Vec::new();
+    s.drain_output_into(&mut out);
+    assert_eq!(out, b"QUIT\r\n");
+}
+
+#[test]
+fn outcomes_from_replies() {
+    let p = |code: u16, text: &str| Parsed {
+        code,
+        text: text.into(),
+        lines: vec![text.into()],
+    };
+    assert_eq!(outcome_of(&p(250, "2.0.0 ok")).verdict, Verdict::Delivered);
+    assert_eq!(outcome_of(&p(550, "5.1.1 no user")).status, "5.1.1");
+    assert_eq!(outcome_of(&p(550, "no user")).status, "5.0.0");
+    // An enhanced code of the wrong class is not believed.
+    assert_eq!(outcome_of(&p(450, "5.1.1 confused")).status, "4.0.0");
+    assert_eq!(outcome_of(&p(354, "go")).verdict, Verdict::Temporary);
+    assert_eq!(outcome_of(&p(199, "?")).verdict, Verdict::Temporary);
+}
+
+#[test]
+fn dot_stuffing() {
+    assert_eq!(
+        dot_stuffed(b".a\r\nb\r\n..c\r\n"),
+        b"..a\r\nb\r\n...c\r\n.\r\n"
+    );
+    assert_eq!(dot_stuffed(b"no newline"), b"no newline\r\n.\r\n");
+    assert_eq!(dot_stuffed(b""), b".\r\n");
+}
