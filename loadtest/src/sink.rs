@@ -79,6 +79,8 @@ impl Sink {
             profiles: Default::default(),
             tls_ask_cert: None,
             client_verifier: None,
+            routes: Default::default(),
+            outbound: sealgate::tls::outbound::Outbound::opportunistic(),
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

@@ -20,7 +20,7 @@ use toml::de::{DeTable, DeValue};
 
 use std::sync::Arc;
 
-use crate::policy::{AcceptDomains, Limits, Profile, Profiles, ServerRules, Snapshot};
+use crate::policy::{AcceptDomains, ClientRules, Limits, Profile, Profiles, ServerRules, Snapshot};
 use crate::smtp::command::{valid_address_literal, valid_domain};
 
 /// The embedded default configuration (`config/sealgate.toml`).
@@ -373,12 +373,7 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
     }
 }
 
-/// Where a route sends mail.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Via {
-    Mx,
-    Host { host: String, port: u16 },
-}
+pub use crate::policy::route::Via;
 
 /// `"mx"`, `"host"`, `"host:port"`, `"[IP]"` or `"[IP]:port"` (port 25 by
 /// default, RFC 5321 §4.5.4 brackets: an address, no MX lookup).
@@ -532,6 +527,59 @@ impl Config {
         if !problems.is_empty() {
             return Err(problems);
         }
+        // OUT-5: the client certificate for partners that ask for one.
+        let client_cert = match &tls_cfg.client_certificate {
+            Some(pair) => {
+                let (cert, key) = (self.resolve(&pair.cert), self.resolve(&pair.key));
+                match crate::tls::load_cert_and_key(&cert, &key)
+                    .and_then(|ck| crate::tls::certified_key(ck, &cert))
+                {
+                    Ok(ck) => Some(ck),
+                    Err(e) => return Err(vec![e.to_string()]),
+                }
+            }
+            None => None,
+        };
+        if client_cert.is_none() {
+            for p in profiles.list.iter().filter(|p| p.client.client_certificate) {
+                problems.push(format!(
+                    "profile {:?}: client.client_certificate = true needs tls.client_certificate",
+                    p.name
+                ));
+            }
+        }
+        let mut per_profile = Vec::new();
+        for p in &profiles.list {
+            match crate::tls::outbound::client_config(Some(&p.client), client_cert.clone()) {
+                Ok(c) => per_profile.push(c),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let outbound = crate::tls::outbound::Outbound {
+            per_profile,
+            default: crate::tls::outbound::client_config(None, None)
+                .map_err(|e| vec![e.to_string()])?,
+            roots: Arc::new(roots.clone()),
+        };
+        let mut routes = crate::policy::route::Routes::default();
+        for r in &self.file.route {
+            let r = r.get_ref();
+            let Ok(via) = parse_via(r.via.get_ref()) else {
+                continue;
+            };
+            routes.add(crate::policy::route::Route {
+                domain: r.domain.get_ref().clone(),
+                via,
+                port: r.port,
+                profile: r
+                    .profile
+                    .as_ref()
+                    .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
+            });
+        }
         let client_verifier = crate::tls::client_verifier(roots);
         let (mut tls, mut tls_ask_cert) = (None, None);
         if let Some(path) = certs.first().map(|c| c.1.clone()) {
@@ -566,6 +614,8 @@ impl Config {
             profiles,
             tls_ask_cert,
             client_verifier,
+            routes,
+            outbound,
         })
     }
 }
@@ -604,6 +654,33 @@ pub fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, St
                 require_verified_client_cert: srv.require_verified_client_cert,
                 client_cert_name: srv.client_cert_name.clone(),
                 client_cert_sha256: pins,
+            },
+            client: ClientRules {
+                mandatory_tls: p.client.mandatory_tls,
+                min_version: match (p.client.version, file.tls.default_version) {
+                    (units::TlsVersion::V1_3, _)
+                    | (units::TlsVersion::System, units::TlsVersion::V1_3) => 13,
+                    (units::TlsVersion::V1_2, _)
+                    | (
+                        units::TlsVersion::System,
+                        units::TlsVersion::V1_2 | units::TlsVersion::System,
+                    ) => 12,
+                },
+                high_ciphers_only: p.client.cipher_grade == units::CipherGrade::High,
+                verify: p.client.verify,
+                match_names: p
+                    .client
+                    .match_names
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
+                pin_sha256: p
+                    .client
+                    .pin_sha256
+                    .iter()
+                    .filter_map(|pin| parse_fingerprint(pin.get_ref()))
+                    .collect(),
+                client_certificate: p.client.client_certificate,
             },
         });
         let mut by_client = false;

@@ -4,9 +4,10 @@
 
 pub mod matcher;
 pub mod profile;
+pub mod route;
 mod snapshot;
 
-pub use profile::{check_mail, ClientCert, Profile, Profiles, ServerRules, TlsState};
+pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, ServerRules, TlsState};
 pub use snapshot::{Limits, Snapshot};
 
 /// Why a recipient, a sender or a session is refused. The SMTP layer maps

@@ -49,6 +49,24 @@ impl ServerRules {
     }
 }
 
+/// `[profile.client]`: what sealgate demands of servers it delivers to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientRules {
+    pub mandatory_tls: bool,
+    /// Minimum TLS version: 12 or 13 (`system` resolves to
+    /// `tls.default_version` when compiled).
+    pub min_version: u8,
+    /// `high`: only 256-bit suites; `medium` and `any`: every suite
+    /// rustls has (all AEAD, at least 128 bits).
+    pub high_ciphers_only: bool,
+    pub verify: bool,
+    /// Names the certificate must carry (SAN first, then CN; wildcards);
+    /// empty = the host name connected to.
+    pub match_names: Vec<String>,
+    pub pin_sha256: Vec<[u8; 32]>,
+    pub client_certificate: bool,
+}
+
 /// One compiled `[[profile]]`.
 #[derive(Debug, Clone, Default)]
 pub struct Profile {
@@ -56,6 +74,7 @@ pub struct Profile {
     pub notes: String,
     pub relay: bool,
     pub server: ServerRules,
+    pub client: ClientRules,
 }
 
 /// All profiles and their index.

@@ -64,6 +64,10 @@ pub struct Snapshot {
     pub tls_ask_cert: Option<Arc<rustls::ServerConfig>>,
     /// Verifies client certificate chains after the handshake.
     pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// Where mail for each domain goes.
+    pub routes: super::route::Routes,
+    /// Outbound TLS configurations and the CA store.
+    pub outbound: crate::tls::outbound::Outbound,
 }
 
 impl Snapshot {
@@ -79,6 +83,8 @@ impl Snapshot {
             profiles: super::Profiles::default(),
             tls_ask_cert: None,
             client_verifier: None,
+            routes: Default::default(),
+            outbound: crate::tls::outbound::Outbound::opportunistic(),
         }
     }
 }

@@ -15,6 +15,8 @@ use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ProtocolVersion, ServerConfig, ServerConnection};
 
+pub mod outbound;
+
 use crate::policy::ClientCert;
 use crate::smtp::server::{ClientVerify, TlsFacts};
 

@@ -1,0 +1,90 @@
+//! Routes (OUT-1): where mail for a recipient domain goes, and under which
+//! profile's outbound TLS rules.
+
+use std::collections::HashMap;
+
+/// Where a route sends mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// The domain's MX records (A/AAAA when it has none, RFC 5321 §5.1).
+    Mx,
+    /// A fixed host name or `[IP]` literal, and port.
+    Host { host: String, port: u16 },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    pub domain: String,
+    pub via: Via,
+    /// The port for `Via::Mx`.
+    pub port: u16,
+    /// Index into the profiles whose `[profile.client]` rules apply;
+    /// `None` = opportunistic TLS, nothing verified.
+    pub profile: Option<usize>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    exact: HashMap<String, Route>,
+    default: Option<Route>,
+}
+
+impl Routes {
+    pub fn add(&mut self, route: Route) {
+        if route.domain == "*" {
+            self.default = Some(route);
+        } else {
+            self.exact
+                .insert(super::normalize_domain(&route.domain), route);
+        }
+    }
+
+    /// The route for a recipient domain: the domain's own, else `*`. With
+    /// no `*` route, mail for other domains goes by MX.
+    pub fn for_domain(&self, domain: &str) -> Route {
+        let d = super::normalize_domain(domain);
+        self.exact
+            .get(&d)
+            .or(self.default.as_ref())
+            .cloned()
+            .unwrap_or(Route {
+                domain: "*".into(),
+                via: Via::Mx,
+                port: 25,
+                profile: None,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_then_default_then_mx() {
+        let mut r = Routes::default();
+        assert_eq!(r.for_domain("x.example").via, Via::Mx);
+        r.add(Route {
+            domain: "Partner.Example".into(),
+            via: Via::Host {
+                host: "[127.0.0.2]".into(),
+                port: 2525,
+            },
+            port: 25,
+            profile: Some(0),
+        });
+        r.add(Route {
+            domain: "*".into(),
+            via: Via::Host {
+                host: "smarthost.example".into(),
+                port: 25,
+            },
+            port: 25,
+            profile: None,
+        });
+        assert_eq!(r.for_domain("partner.example.").profile, Some(0));
+        assert!(
+            matches!(r.for_domain("other.example").via, Via::Host { ref host, .. } if host == "smarthost.example")
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Outbound TLS (OUT-2, OUT-3, OUT-5): rustls client configurations per
+//! profile, and the check of the server's certificate after the handshake.
+//!
+//! As on the inbound side, the handshake itself accepts any certificate
+//! (handshake signatures are still verified), and the chain, the names and
+//! the pins are checked right after it. The delivery log can then say how
+//! far the server was trusted — Postfix's Verified / Trusted / Untrusted —
+//! even on opportunistic routes, and a mandatory route that requires
+//! verification defers with the exact reason.
+
+use std::sync::Arc;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, ClientConnection, RootCertStore};
+
+use super::{certificate_names, provider, sha256, TlsError};
+use crate::policy::ClientRules;
+
+/// The outbound TLS state of a snapshot.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    /// One configuration per profile (same index as the profiles).
+    pub per_profile: Vec<Arc<ClientConfig>>,
+    /// Routes without a profile: opportunistic, nothing required.
+    pub default: Arc<ClientConfig>,
+    pub roots: Arc<RootCertStore>,
+}
+
+impl Outbound {
+    /// Opportunistic TLS only, no CA store: for tests and tools.
+    pub fn opportunistic() -> Outbound {
+        Outbound {
+            per_profile: Vec::new(),
+            default: client_config(None, None).expect("the default client configuration builds"),
+            roots: Arc::new(RootCertStore::empty()),
+        }
+    }
+
+    pub fn config(&self, profile: Option<usize>) -> Arc<ClientConfig> {
+        profile
+            .and_then(|i| self.per_profile.get(i).cloned())
+            .unwrap_or_else(|| self.default.clone())
+    }
+}
+
+/// A rustls client configuration for a profile's rules (`None`: the
+/// opportunistic default).
+pub fn client_config(
+    rules: Option<&ClientRules>,
+    client_cert: Option<Arc<CertifiedKey>>,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    if rules.is_some_and(|r| r.high_ciphers_only) {
+        // cipher_grade = "high": 256-bit suites only (AES-256-GCM, ChaCha20).
+        p.cipher_suites
+            .retain(|s| super::cipher_bits(s.suite()) >= 256);
+    }
+    let p = Arc::new(p);
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match rules.map(|r| r.min_version)
+    {
+        Some(13) => &[&rustls::version::TLS13],
+        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    };
+    let err = |e: rustls::Error| TlsError {
+        path: "tls".into(),
+        problem: e.to_string(),
+    };
+    let builder = ClientConfig::builder_with_provider(p.clone())
+        .with_protocol_versions(versions)
+        .map_err(err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CheckAfterHandshake(p)));
+    let config = match (rules.is_some_and(|r| r.client_certificate), client_cert) {
+        (true, Some(ck)) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(ck))),
+        _ => builder.with_no_client_auth(),
+    };
+    Ok(Arc::new(config))
+}
+
+/// OUT-5: the configured client certificate, presented to servers that ask.
+#[derive(Debug)]
+struct FixedClientCert(Arc<CertifiedKey>);
+
+impl rustls::client::ResolvesClientCert for FixedClientCert {
+    fn resolve(
+        &self,
+        _hints: &[&[u8]],
+        _schemes: &[rustls::SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// Accepts any certificate during the handshake but checks the server's
+/// handshake signatures: [`check_server`] judges the certificate after.
+#[derive(Debug)]
+struct CheckAfterHandshake(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for CheckAfterHandshake {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// How far the server's certificate was trusted (Postfix's words).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Chain to a trusted root and the right name.
+    Verified,
+    /// Chain to a trusted root, name not matched.
+    Trusted,
+    /// No chain to a trusted root (self-signed, unknown CA, expired).
+    Untrusted,
+}
+
+impl Trust {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trust::Verified => "Verified",
+            Trust::Trusted => "Trusted",
+            Trust::Untrusted => "Untrusted",
+        }
+    }
+}
+
+/// Judges the server certificate of a finished handshake: the trust level
+/// for the log, and whether the route's rules accept it (`Err(reason)`).
+pub fn check_server(
+    conn: &ClientConnection,
+    host: &str,
+    rules: Option<&ClientRules>,
+    roots: &RootCertStore,
+) -> (Trust, Result<(), String>) {
+    let Some(chain) = conn.peer_certificates().filter(|c| !c.is_empty()) else {
+        return (Trust::Untrusted, Err("no server certificate".into()));
+    };
+    let leaf = &chain[0];
+    let chain_ok = match rustls::server::ParsedCertificate::try_from(leaf) {
+        Ok(parsed) => rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            roots,
+            &chain[1..],
+            UnixTime::now(),
+            provider().signature_verification_algorithms.all,
+        )
+        .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    let names = certificate_names(leaf);
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let wanted: Vec<String> = match rules.map(|r| r.match_names.as_slice()) {
+        Some(list) if !list.is_empty() => list.to_vec(),
+        _ => vec![host.clone()],
+    };
+    let name_ok = wanted.iter().any(|w| {
+        names
+            .iter()
+            .any(|n| crate::policy::profile::name_matches(w, n))
+    });
+    let trust = match (&chain_ok, name_ok) {
+        (Ok(()), true) => Trust::Verified,
+        (Ok(()), false) => Trust::Trusted,
+        (Err(_), _) => Trust::Untrusted,
+    };
+    let Some(rules) = rules else {
+        return (trust, Ok(()));
+    };
+    if rules.verify {
+        if let Err(why) = &chain_ok {
+            return (trust, Err(format!("server certificate not trusted: {why}")));
+        }
+        if !name_ok {
+            return (
+                trust,
+                Err(format!(
+                    "server certificate names {names:?} do not match {}",
+                    wanted.join(" or ")
+                )),
+            );
+        }
+    } else if !rules.match_names.is_empty() && !name_ok {
+        return (
+            trust,
+            Err(format!(
+                "server certificate names {names:?} do not match {}",
+                wanted.join(" or ")
+            )),
+        );
+    }
+    if !rules.pin_sha256.is_empty() {
+        let spki = x509_parser::parse_x509_certificate(leaf)
+            .map(|(_, c)| sha256(c.public_key().raw))
+            .unwrap_or([0; 32]);
+        let cert = sha256(leaf);
+        if !rules.pin_sha256.iter().any(|p| *p == cert || *p == spki) {
+            return (
+                trust,
+                Err("server certificate matches no pinned fingerprint".into()),
+            );
+        }
+    }
+    (trust, Ok(()))
+}
