@@ -27,9 +27,23 @@ use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, Protocol};
 use hickory_resolver::TokioResolver;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
+type TargetsReply = Box<dyn FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send>;
 
 enum Request {
     ClientName(IpAddr, Reply),
+    /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host.
+    Targets { name: String, mx: bool, reply: TargetsReply },
+}
+
+/// Why no address could be found for a destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LookupError {
+    /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    NullMx,
+    /// The name does not exist (NXDOMAIN) or has no address.
+    NotFound(String),
+    /// The lookup failed (timeout, SERVFAIL): try again later.
+    Temporary(String),
 }
 
 /// A handle to the resolver thread. Dropping every handle stops it.
@@ -76,6 +90,7 @@ impl Resolver {
                                 Request::ClientName(ip, reply) => {
                                     reply(confirmed_name(&resolver, &pool, ip).await)
                                 }
+                                Request::Targets { name, mx, reply } => reply(targets(&resolver, &name, mx).await),
                             }
                         });
                     }
@@ -89,8 +104,25 @@ impl Resolver {
     pub fn client_name(&self, ip: IpAddr, reply: impl FnOnce(Option<String>) + Send + 'static) {
         if let Err(e) = self.tx.send(Request::ClientName(ip, Box::new(reply))) {
             // The resolver thread is gone: answer "no name" right away.
-            let Request::ClientName(_, reply) = e.0;
-            reply(None);
+            if let Request::ClientName(_, reply) = e.0 {
+                reply(None);
+            }
+        }
+    }
+
+    /// Delivery targets, in the order to try them: with `mx`, the MX hosts
+    /// of `name` by preference (equal preferences shuffled, RFC 5321 §5.1),
+    /// or `name` itself when it has no MX; without, `name`'s addresses.
+    pub fn targets(&self, name: &str, mx: bool, reply: impl FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send + 'static) {
+        let req = Request::Targets {
+            name: name.to_string(),
+            mx,
+            reply: Box::new(reply),
+        };
+        if let Err(e) = self.tx.send(req) {
+            if let Request::Targets { reply, .. } = e.0 {
+                reply(Err(LookupError::Temporary("resolver stopped".into())));
+            }
         }
     }
 
@@ -144,6 +176,69 @@ async fn ptr_names(pool: &NameServerPool<TokioConnectionProvider>, ip: IpAddr) -
             _ => None,
         })
         .collect()
+}
+
+fn lookup_error(e: &hickory_resolver::ResolveError, name: &str) -> LookupError {
+    if e.is_no_records_found() || e.is_nx_domain() {
+        LookupError::NotFound(format!("{name}: no such domain or no address"))
+    } else {
+        LookupError::Temporary(format!("{name}: {e}"))
+    }
+}
+
+async fn addresses(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, LookupError> {
+    let fqdn = if host.ends_with('.') { host.to_string() } else { format!("{host}.") };
+    match resolver.lookup_ip(fqdn).await {
+        Ok(ips) => Ok(ips.iter().collect()),
+        Err(e) => Err(lookup_error(&e, host)),
+    }
+}
+
+async fn targets(resolver: &TokioResolver, name: &str, mx: bool) -> Result<Vec<(String, IpAddr)>, LookupError> {
+    if !mx {
+        return Ok(addresses(resolver, name).await?.into_iter().map(|ip| (name.to_string(), ip)).collect());
+    }
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    let records: Vec<(u16, String)> = match resolver.mx_lookup(fqdn).await {
+        Ok(mx) => mx
+            .iter()
+            .map(|r| (r.preference(), r.exchange().to_string().trim_end_matches('.').to_ascii_lowercase()))
+            .collect(),
+        // RFC 5321 §5.1: no MX records: the domain itself is the host.
+        Err(e) if e.is_no_records_found() && !e.is_nx_domain() => vec![(0, name.to_string())],
+        Err(e) => return Err(lookup_error(&e, name)),
+    };
+    // RFC 7505 §3: a single MX of "." declares that the domain takes no mail.
+    if records.len() == 1 && records[0].1.is_empty() {
+        return Err(LookupError::NullMx);
+    }
+    let mut records: Vec<(u16, u64, String)> = records
+        .into_iter()
+        .filter(|(_, host)| !host.is_empty())
+        .map(|(pref, host)| (pref, shuffle_key(&host), host))
+        .collect();
+    records.sort();
+    let mut out = Vec::new();
+    let mut last_error = None;
+    for (_, _, host) in records {
+        match addresses(resolver, &host).await {
+            Ok(ips) => out.extend(ips.into_iter().map(|ip| (host.clone(), ip))),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(last_error.unwrap_or_else(|| LookupError::NotFound(format!("{name}: no MX host has an address"))));
+    }
+    Ok(out)
+}
+
+/// A per-process random order among MX hosts of equal preference.
+fn shuffle_key(host: &str) -> u64 {
+    use std::hash::{BuildHasher, Hash, Hasher};
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let mut h = SEED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    host.hash(&mut h);
+    h.finish()
 }
 
 /// FCrDNS: a PTR name whose A/AAAA records include `ip`.

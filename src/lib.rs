@@ -14,6 +14,7 @@
 //! snapshot with every error reported at once.
 
 pub mod config;
+pub mod delivery;
 pub mod dns;
 pub mod explain;
 pub mod policy;

@@ -28,6 +28,11 @@ pub trait Store: Send + Sync {
     /// Takes one message; returns its queue id once it is safe to answer
     /// `250`. `hostname` is ours, for the `Received:` header.
     fn accept(&self, env: &Envelope, hostname: &str, data: &[u8]) -> io::Result<String>;
+
+    /// Where a stored message lies, for delivery (`None`: not kept).
+    fn path_of(&self, _id: &str) -> Option<PathBuf> {
+        None
+    }
 }
 
 impl Store for Spool {
@@ -37,6 +42,10 @@ impl Store for Spool {
         let header = crate::smtp::received::header(env, hostname, &id, arrived);
         self.store(&id, env, arrived, header.as_bytes(), data)?;
         Ok(id)
+    }
+
+    fn path_of(&self, id: &str) -> Option<PathBuf> {
+        Some(self.queue.join(format!("{id}.msg")))
     }
 }
 
@@ -250,6 +259,145 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
     })
 }
 
+/// Delivery state of one recipient (OUT-4), kept beside the message so a
+/// restart resumes exactly where delivery stood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RcptState {
+    pub rcpt: String,
+    pub status: RcptStatus,
+    pub attempts: u32,
+    /// Unix seconds of the next attempt.
+    pub next_due: u64,
+    /// The last reply or reason (`dsn=… detail`).
+    pub last: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RcptStatus {
+    Pending,
+    Delivered,
+    /// Permanently failed or expired; a bounce goes to the sender.
+    Failed,
+}
+
+impl RcptStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Delivered => "delivered",
+            RcptStatus::Failed => "failed",
+        }
+    }
+}
+
+/// The `<id>.state` file beside `<id>.msg`: `hold 0|1`, then per
+/// recipient `rcpt <addr> <status> <attempts> <next_due> <last…>`.
+/// Absent means: every recipient pending, due now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryState {
+    pub hold: bool,
+    pub rcpts: Vec<RcptState>,
+}
+
+pub fn state_path(msg: &Path) -> PathBuf {
+    msg.with_extension("state")
+}
+
+impl DeliveryState {
+    /// The initial state of a message.
+    pub fn fresh(recipients: &[String]) -> DeliveryState {
+        DeliveryState {
+            hold: false,
+            rcpts: recipients
+                .iter()
+                .map(|r| RcptState {
+                    rcpt: r.clone(),
+                    status: RcptStatus::Pending,
+                    attempts: 0,
+                    next_due: 0,
+                    last: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Reads the state of the message at `msg`, or its fresh state.
+    pub fn load(msg: &Path, recipients: &[String]) -> DeliveryState {
+        let Ok(text) = fs::read_to_string(state_path(msg)) else {
+            return DeliveryState::fresh(recipients);
+        };
+        let mut st = DeliveryState {
+            hold: false,
+            rcpts: Vec::new(),
+        };
+        for line in text.lines() {
+            let mut f = line.splitn(6, ' ');
+            match f.next() {
+                Some("hold") => st.hold = f.next() == Some("1"),
+                Some("rcpt") => {
+                    let (Some(rcpt), Some(status), Some(attempts), Some(due)) = (f.next(), f.next(), f.next(), f.next()) else {
+                        continue;
+                    };
+                    let status = match status {
+                        "delivered" => RcptStatus::Delivered,
+                        "failed" => RcptStatus::Failed,
+                        _ => RcptStatus::Pending,
+                    };
+                    st.rcpts.push(RcptState {
+                        rcpt: rcpt.to_string(),
+                        status,
+                        attempts: attempts.parse().unwrap_or(0),
+                        next_due: due.parse().unwrap_or(0),
+                        last: f.next().unwrap_or("").to_string(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        // A state file that lost recipients (it never should) must not
+        // lose mail: fall back to delivering everything still unknown.
+        for r in recipients {
+            if !st.rcpts.iter().any(|s| &s.rcpt == r) {
+                st.rcpts.push(DeliveryState::fresh(std::slice::from_ref(r)).rcpts.remove(0));
+            }
+        }
+        st
+    }
+
+    /// Replaces the state file atomically and durably.
+    pub fn save(&self, msg: &Path) -> io::Result<()> {
+        use std::fmt::Write as _;
+        let mut text = format!("hold {}\n", u8::from(self.hold));
+        for r in &self.rcpts {
+            let last: String = r.last.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+            let _ = writeln!(text, "rcpt {} {} {} {} {}", r.rcpt, r.status.as_str(), r.attempts, r.next_due, last);
+        }
+        let path = state_path(msg);
+        let tmp = path.with_extension("state.tmp");
+        {
+            let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(text.as_bytes())?;
+            f.sync_all()?;
+        }
+        fs::rename(&tmp, &path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes a finished message and its state (state first: a crash in
+/// between leaves a message that is delivered again, never one lost).
+pub fn remove_message(msg: &Path) -> io::Result<()> {
+    let _ = fs::remove_file(state_path(msg));
+    fs::remove_file(msg)?;
+    if let Some(dir) = msg.parent() {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// What recovery found at start.
 #[derive(Debug, Default)]
 pub struct Recovery {
@@ -290,8 +438,14 @@ pub fn recover(root: &Path) -> io::Result<Recovery> {
         }
         let quarantine = dir.join("quarantine");
         for f in list(&dir.join("queue"))? {
-            if f.extension().and_then(|e| e.to_str()) != Some("msg") {
-                continue;
+            match f.extension().and_then(|e| e.to_str()) {
+                Some("msg") => {}
+                // A state whose message is gone (removed after delivery).
+                Some("state") if !f.with_extension("msg").exists() => {
+                    let _ = fs::remove_file(&f);
+                    continue;
+                }
+                _ => continue,
             }
             match read(&f) {
                 Ok(_) => report.queued.push(f),

@@ -1,0 +1,533 @@
+//! Outbound delivery (OUT-1, OUT-4): the scheduler.
+//!
+//! One thread owns the queue: every message in the spool, with the state of
+//! each recipient (kept in `<id>.state` beside the message, so a restart
+//! resumes exactly). When recipients fall due it groups them by
+//! destination, resolves the route (MX or fixed host) through the resolver
+//! thread, and hands one job per destination — several messages on one
+//! connection — to a shard, which runs the SMTP client on its event loop.
+//! The shard reports per-recipient outcomes back; the scheduler records
+//! them, retries temporary failures on the `[queue] retry` schedule until
+//! `lifetime`, and bounces permanent failures (RFC 3464) to the sender.
+
+pub mod dsn;
+
+use std::collections::{BinaryHeap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+
+use crate::dns::{LookupError, Resolver};
+use crate::policy::route::Via;
+use crate::policy::{ClientRules, Snapshot};
+use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode, Verdict};
+use crate::spool::{self, DeliveryState, RcptStatus, Store};
+
+/// Work and news for the scheduler.
+pub enum Event {
+    /// A message was stored: deliver it.
+    Queued(PathBuf),
+    /// The resolver answered for an attempt.
+    Resolved {
+        attempt: u64,
+        targets: Result<Vec<(String, IpAddr)>, LookupError>,
+    },
+    /// A shard finished an attempt.
+    Finished(AttemptResult),
+    /// Try everything now (`sealgate queue flush`).
+    Flush,
+}
+
+/// One host to try, in order.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub host: String,
+    pub addr: SocketAddr,
+}
+
+/// A delivery attempt for a shard: connect to the targets in order and
+/// deliver the messages on one connection.
+pub struct Job {
+    pub attempt: u64,
+    pub targets: Vec<Target>,
+    pub tls: TlsMode,
+    pub config: Arc<rustls::ClientConfig>,
+    pub rules: Option<ClientRules>,
+    pub roots: Arc<rustls::RootCertStore>,
+    pub helo: String,
+    pub timeouts: Timeouts,
+    pub messages: Vec<Outgoing>,
+    /// Queue ids, for log lines.
+    pub ids: Vec<String>,
+    pub reply: Sender<Event>,
+}
+
+/// What an attempt achieved: per message, per recipient.
+pub struct AttemptResult {
+    pub attempt: u64,
+    pub outcomes: Vec<Vec<Outcome>>,
+    /// `host[ip]:port` of the server that answered last, if any.
+    pub relay: Option<String>,
+}
+
+/// Where the scheduler hands jobs: one per shard.
+pub type ShardDoor = Box<dyn Fn(Job) + Send>;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub retry: Vec<Duration>,
+    pub lifetime: Duration,
+    /// Attempts in flight per destination (host or MX domain).
+    pub per_destination: usize,
+    /// Messages per connection.
+    pub messages_per_connection: usize,
+    pub timeouts: Timeouts,
+}
+
+struct Message {
+    path: PathBuf,
+    from: String,
+    arrived: u64,
+    state: DeliveryState,
+    in_flight: bool,
+}
+
+struct Attempt {
+    /// (queue id, recipient indexes) per message in the job.
+    parts: Vec<(String, Vec<usize>)>,
+    key: String,
+    route_host: Option<String>,
+    port: u16,
+    profile: Option<usize>,
+    snapshot: Arc<Snapshot>,
+}
+
+pub struct Scheduler {
+    rx: Receiver<Event>,
+    tx: Sender<Event>,
+    snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    shards: Vec<ShardDoor>,
+    next_shard: usize,
+    resolver: Option<Resolver>,
+    dsn_store: Arc<dyn Store>,
+    settings: Settings,
+    messages: HashMap<String, Message>,
+    due: BinaryHeap<std::cmp::Reverse<(u64, String)>>,
+    attempts: HashMap<u64, Attempt>,
+    next_attempt: u64,
+    in_flight_per_key: HashMap<String, usize>,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+fn queue_id(path: &std::path::Path) -> String {
+    path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string()
+}
+
+impl Scheduler {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        rx: Receiver<Event>,
+        tx: Sender<Event>,
+        snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+        shards: Vec<ShardDoor>,
+        resolver: Option<Resolver>,
+        dsn_store: Arc<dyn Store>,
+        settings: Settings,
+        recovered: Vec<PathBuf>,
+    ) -> Scheduler {
+        let mut s = Scheduler {
+            rx,
+            tx,
+            snapshot,
+            shards,
+            next_shard: 0,
+            resolver,
+            dsn_store,
+            settings,
+            messages: HashMap::new(),
+            due: BinaryHeap::new(),
+            attempts: HashMap::new(),
+            next_attempt: 0,
+            in_flight_per_key: HashMap::new(),
+        };
+        for p in recovered {
+            s.load(p);
+        }
+        s
+    }
+
+    /// Runs until every sender of events is gone.
+    pub fn run(mut self) {
+        loop {
+            self.run_due();
+            let wait = self
+                .due
+                .peek()
+                .map(|std::cmp::Reverse((t, _))| Duration::from_secs(t.saturating_sub(now_secs())))
+                .unwrap_or(Duration::from_secs(1))
+                .clamp(Duration::from_millis(50), Duration::from_secs(1));
+            match self.rx.recv_timeout(wait) {
+                Ok(ev) => self.handle(ev),
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+        }
+    }
+
+    fn handle(&mut self, ev: Event) {
+        match ev {
+            Event::Queued(path) => self.load(path),
+            Event::Resolved { attempt, targets } => self.resolved(attempt, targets),
+            Event::Finished(result) => self.finished(result),
+            Event::Flush => {
+                let now = now_secs();
+                for m in self.messages.values_mut() {
+                    for r in &mut m.state.rcpts {
+                        if r.status == RcptStatus::Pending {
+                            r.next_due = now;
+                        }
+                    }
+                }
+                let ids: Vec<String> = self.messages.keys().cloned().collect();
+                for id in ids {
+                    self.due.push(std::cmp::Reverse((now, id)));
+                }
+            }
+        }
+    }
+
+    fn load(&mut self, path: PathBuf) {
+        let id = queue_id(&path);
+        let m = match spool::read(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
+                return;
+            }
+        };
+        let state = DeliveryState::load(&path, &m.recipients);
+        let due = state
+            .rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Pending)
+            .map(|r| r.next_due)
+            .min();
+        self.messages.insert(
+            id.clone(),
+            Message {
+                path,
+                from: m.from,
+                arrived: m.arrived,
+                state,
+                in_flight: false,
+            },
+        );
+        match due {
+            Some(t) => self.due.push(std::cmp::Reverse((t, id))),
+            None => self.finish_message(&id),
+        }
+    }
+
+    /// Groups every due recipient by destination and starts attempts.
+    fn run_due(&mut self) {
+        let now = now_secs();
+        let snapshot = self.snapshot.load_full();
+        // destination key → (route, parts)
+        let mut groups: HashMap<String, (crate::policy::route::Route, String, Vec<(String, Vec<usize>)>)> = HashMap::new();
+        while let Some(std::cmp::Reverse((t, _))) = self.due.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(std::cmp::Reverse((_, id))) = self.due.pop() else { break };
+            let Some(m) = self.messages.get(&id) else { continue };
+            if m.in_flight || m.state.hold {
+                continue;
+            }
+            let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> = HashMap::new();
+            for (i, r) in m.state.rcpts.iter().enumerate() {
+                if r.status != RcptStatus::Pending || r.next_due > now {
+                    continue;
+                }
+                let domain = r.rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("").to_ascii_lowercase();
+                let route = snapshot.routes.for_domain(&domain);
+                let (key, name) = match &route.via {
+                    Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
+                    Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
+                };
+                by_key.entry(key).or_insert_with(|| (route, name, Vec::new())).2.push(i);
+            }
+            for (key, (route, name, idxs)) in by_key {
+                let g = groups.entry(key).or_insert_with(|| (route, name, Vec::new()));
+                g.2.push((id.clone(), idxs));
+            }
+        }
+        for (key, (route, name, parts)) in groups {
+            for chunk in parts.chunks(self.settings.messages_per_connection.max(1)) {
+                let busy = self.in_flight_per_key.get(&key).copied().unwrap_or(0);
+                if busy >= self.settings.per_destination {
+                    // Per-destination limit: try these again shortly.
+                    for (id, _) in chunk {
+                        self.due.push(std::cmp::Reverse((now + 1, id.clone())));
+                    }
+                    continue;
+                }
+                self.start_attempt(&key, &route, &name, chunk.to_vec(), snapshot.clone());
+            }
+        }
+    }
+
+    fn start_attempt(&mut self, key: &str, route: &crate::policy::route::Route, name: &str, parts: Vec<(String, Vec<usize>)>, snapshot: Arc<Snapshot>) {
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        for (id, _) in &parts {
+            if let Some(m) = self.messages.get_mut(id) {
+                m.in_flight = true;
+            }
+        }
+        *self.in_flight_per_key.entry(key.to_string()).or_default() += 1;
+        let (port, host_literal) = match &route.via {
+            Via::Mx => (route.port, None),
+            Via::Host { host, port } => (*port, Some(host.clone())),
+        };
+        self.attempts.insert(
+            attempt,
+            Attempt {
+                parts,
+                key: key.to_string(),
+                route_host: host_literal.clone(),
+                port,
+                profile: route.profile,
+                snapshot,
+            },
+        );
+        // An address literal needs no lookup (RFC 5321 §4.1.3).
+        if let Some(ip) = host_literal
+            .as_deref()
+            .and_then(|h| h.strip_prefix('[')?.strip_suffix(']').map(|s| s.trim_start_matches("IPv6:").to_string()))
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        {
+            self.resolved(attempt, Ok(vec![(host_literal.unwrap_or_default(), ip)]));
+            return;
+        }
+        let Some(resolver) = &self.resolver else {
+            self.resolved(attempt, Err(LookupError::Temporary("no resolver".into())));
+            return;
+        };
+        let tx = self.tx.clone();
+        let mx = matches!(route.via, Via::Mx);
+        resolver.targets(name, mx, move |targets| {
+            let _ = tx.send(Event::Resolved { attempt, targets });
+        });
+    }
+
+    fn resolved(&mut self, attempt: u64, targets: Result<Vec<(String, IpAddr)>, LookupError>) {
+        let Some(a) = self.attempts.get(&attempt) else { return };
+        let targets = match targets {
+            Ok(t) => t,
+            Err(e) => {
+                let outcome = match &e {
+                    // RFC 7505 §4.2: 556 5.1.10 for a null MX.
+                    LookupError::NullMx => Outcome {
+                        verdict: Verdict::Permanent,
+                        status: "5.1.10".into(),
+                        detail: "the recipient domain accepts no mail (null MX, RFC 7505)".into(),
+                    },
+                    LookupError::NotFound(why) => Outcome {
+                        verdict: Verdict::Permanent,
+                        status: "5.1.2".into(),
+                        detail: format!("host or domain name not found: {why}"),
+                    },
+                    LookupError::Temporary(why) => Outcome {
+                        verdict: Verdict::Temporary,
+                        status: "4.4.3".into(),
+                        detail: format!("DNS lookup failed: {why}"),
+                    },
+                };
+                let outcomes = a.parts.iter().map(|(_, idxs)| vec![outcome.clone(); idxs.len()]).collect();
+                self.finished(AttemptResult {
+                    attempt,
+                    outcomes,
+                    relay: None,
+                });
+                return;
+            }
+        };
+        let snapshot = a.snapshot.clone();
+        let rules = a.profile.and_then(|i| snapshot.profiles.list.get(i)).map(|p| p.client.clone());
+        let tls = if rules.as_ref().is_some_and(|r| r.mandatory_tls) {
+            TlsMode::Mandatory
+        } else {
+            TlsMode::Opportunistic
+        };
+        let mut messages = Vec::new();
+        let mut ids = Vec::new();
+        for (id, idxs) in &a.parts {
+            let Some(m) = self.messages.get(id) else { continue };
+            let data = match spool::read(&m.path) {
+                Ok(s) => s.message,
+                Err(e) => {
+                    tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
+                    Vec::new()
+                }
+            };
+            messages.push(Outgoing {
+                from: m.from.clone(),
+                recipients: idxs.iter().map(|i| m.state.rcpts[*i].rcpt.clone()).collect(),
+                data: Arc::from(data),
+                body_8bit: false,
+            });
+            ids.push(id.clone());
+        }
+        let job = Job {
+            attempt,
+            targets: targets
+                .into_iter()
+                .map(|(host, ip)| Target {
+                    host,
+                    addr: SocketAddr::new(ip, a.port),
+                })
+                .collect(),
+            tls,
+            config: snapshot.outbound.config(a.profile),
+            rules,
+            roots: snapshot.outbound.roots.clone(),
+            helo: snapshot.hostname.clone(),
+            timeouts: self.settings.timeouts,
+            messages,
+            ids,
+            reply: self.tx.clone(),
+        };
+        let _ = &a.route_host;
+        let door = &self.shards[self.next_shard % self.shards.len().max(1)];
+        self.next_shard += 1;
+        door(job);
+    }
+
+    fn finished(&mut self, result: AttemptResult) {
+        let Some(a) = self.attempts.remove(&result.attempt) else { return };
+        if let Some(n) = self.in_flight_per_key.get_mut(&a.key) {
+            *n = n.saturating_sub(1);
+        }
+        let now = now_secs();
+        let relay = result.relay.as_deref().unwrap_or("none");
+        for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
+            let Some(m) = self.messages.get_mut(id) else { continue };
+            m.in_flight = false;
+            let delay = now.saturating_sub(m.arrived);
+            for (i, o) in idxs.iter().zip(outcomes) {
+                let r = &mut m.state.rcpts[*i];
+                r.attempts += 1;
+                r.last = format!("dsn={} {}", o.status, o.detail);
+                let status = match o.verdict {
+                    Verdict::Delivered => {
+                        r.status = RcptStatus::Delivered;
+                        "sent"
+                    }
+                    Verdict::Permanent => {
+                        r.status = RcptStatus::Failed;
+                        "bounced"
+                    }
+                    Verdict::Temporary => {
+                        let expired = Duration::from_secs(now.saturating_sub(m.arrived)) >= self.settings.lifetime;
+                        if expired {
+                            r.status = RcptStatus::Failed;
+                            r.last = format!("dsn=4.4.7 delivery time expired; last error: {}", o.detail);
+                            "expired"
+                        } else {
+                            let step = (r.attempts as usize).saturating_sub(1).min(self.settings.retry.len().saturating_sub(1));
+                            let wait = self.settings.retry.get(step).copied().unwrap_or(Duration::from_secs(300));
+                            r.next_due = now + wait.as_secs().max(1);
+                            "deferred"
+                        }
+                    }
+                };
+                tracing::info!(
+                    target: "send",
+                    "{id}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
+                    r.rcpt, o.status, crate::smtp::received::sanitize_line(&o.detail)
+                );
+            }
+            if let Err(e) = m.state.save(&m.path) {
+                tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
+            }
+            let next = m.state.rcpts.iter().filter(|r| r.status == RcptStatus::Pending).map(|r| r.next_due).min();
+            match next {
+                Some(t) => self.due.push(std::cmp::Reverse((t, id.clone()))),
+                None => {
+                    let id = id.clone();
+                    self.finish_message(&id);
+                }
+            }
+        }
+    }
+
+    /// Every recipient is final: bounce the failed ones, then remove.
+    fn finish_message(&mut self, id: &str) {
+        let Some(m) = self.messages.remove(id) else { return };
+        let failed: Vec<&spool::RcptState> = m.state.rcpts.iter().filter(|r| r.status == RcptStatus::Failed).collect();
+        if !failed.is_empty() {
+            if m.from.is_empty() {
+                // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
+                tracing::info!(target: "send", "{id}: undeliverable message with null sender: no notification");
+            } else if let Err(e) = self.bounce(id, &m, &failed) {
+                tracing::error!(target: "send", "{id}: cannot queue the delivery status notification: {e}; message kept");
+                return;
+            }
+        }
+        if let Err(e) = spool::remove_message(&m.path) {
+            tracing::error!(target: "send", "{id}: cannot remove delivered message: {e}");
+        } else {
+            tracing::info!(target: "send", "{id}: removed");
+        }
+    }
+
+    fn bounce(&self, id: &str, m: &Message, failed: &[&spool::RcptState]) -> std::io::Result<()> {
+        let original = spool::read(&m.path).map(|s| s.message).unwrap_or_default();
+        let hostname = self.snapshot.load().hostname.clone();
+        let parts: Vec<(String, String)> = failed
+            .iter()
+            .map(|r| {
+                let rest = r.last.strip_prefix("dsn=").unwrap_or(&r.last);
+                let (status, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+                (status.to_string(), detail.to_string())
+            })
+            .collect();
+        let list: Vec<dsn::Failed<'_>> = failed
+            .iter()
+            .zip(&parts)
+            .map(|(r, (status, detail))| dsn::Failed {
+                rcpt: &r.rcpt,
+                status,
+                diagnostic: detail,
+                remote: None,
+            })
+            .collect();
+        let now = SystemTime::now();
+        let body = dsn::build(&hostname, id, &m.from, UNIX_EPOCH + Duration::from_secs(m.arrived), &list, &original, now);
+        let env = crate::smtp::server::Envelope {
+            from: String::new(),
+            recipients: vec![m.from.clone()],
+            helo: hostname.clone(),
+            esmtp: true,
+            body_8bit: false,
+            peer: crate::smtp::server::Peer {
+                ip: IpAddr::from([127, 0, 0, 1]),
+                port: 0,
+                name: Some(hostname.clone()),
+            },
+            tls: None,
+        };
+        let dsn_id = self.dsn_store.accept(&env, &hostname, &body)?;
+        tracing::info!(target: "send", "{id}: sender non-delivery notification: {dsn_id}");
+        if let Some(p) = self.dsn_store.path_of(&dsn_id) {
+            let _ = self.tx.send(Event::Queued(p));
+        }
+        Ok(())
+    }
+}
