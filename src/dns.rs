@@ -32,7 +32,11 @@ type TargetsReply = Box<dyn FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) +
 enum Request {
     ClientName(IpAddr, Reply),
     /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host.
-    Targets { name: String, mx: bool, reply: TargetsReply },
+    Targets {
+        name: String,
+        mx: bool,
+        reply: TargetsReply,
+    },
 }
 
 /// Why no address could be found for a destination.
@@ -90,7 +94,9 @@ impl Resolver {
                                 Request::ClientName(ip, reply) => {
                                     reply(confirmed_name(&resolver, &pool, ip).await)
                                 }
-                                Request::Targets { name, mx, reply } => reply(targets(&resolver, &name, mx).await),
+                                Request::Targets { name, mx, reply } => {
+                                    reply(targets(&resolver, &name, mx).await)
+                                }
                             }
                         });
                     }
@@ -113,7 +119,12 @@ impl Resolver {
     /// Delivery targets, in the order to try them: with `mx`, the MX hosts
     /// of `name` by preference (equal preferences shuffled, RFC 5321 §5.1),
     /// or `name` itself when it has no MX; without, `name`'s addresses.
-    pub fn targets(&self, name: &str, mx: bool, reply: impl FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send + 'static) {
+    pub fn targets(
+        &self,
+        name: &str,
+        mx: bool,
+        reply: impl FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send + 'static,
+    ) {
         let req = Request::Targets {
             name: name.to_string(),
             mx,
@@ -187,22 +198,42 @@ fn lookup_error(e: &hickory_resolver::ResolveError, name: &str) -> LookupError {
 }
 
 async fn addresses(resolver: &TokioResolver, host: &str) -> Result<Vec<IpAddr>, LookupError> {
-    let fqdn = if host.ends_with('.') { host.to_string() } else { format!("{host}.") };
+    let fqdn = if host.ends_with('.') {
+        host.to_string()
+    } else {
+        format!("{host}.")
+    };
     match resolver.lookup_ip(fqdn).await {
         Ok(ips) => Ok(ips.iter().collect()),
         Err(e) => Err(lookup_error(&e, host)),
     }
 }
 
-async fn targets(resolver: &TokioResolver, name: &str, mx: bool) -> Result<Vec<(String, IpAddr)>, LookupError> {
+async fn targets(
+    resolver: &TokioResolver,
+    name: &str,
+    mx: bool,
+) -> Result<Vec<(String, IpAddr)>, LookupError> {
     if !mx {
-        return Ok(addresses(resolver, name).await?.into_iter().map(|ip| (name.to_string(), ip)).collect());
+        return Ok(addresses(resolver, name)
+            .await?
+            .into_iter()
+            .map(|ip| (name.to_string(), ip))
+            .collect());
     }
     let fqdn = format!("{}.", name.trim_end_matches('.'));
     let records: Vec<(u16, String)> = match resolver.mx_lookup(fqdn).await {
         Ok(mx) => mx
             .iter()
-            .map(|r| (r.preference(), r.exchange().to_string().trim_end_matches('.').to_ascii_lowercase()))
+            .map(|r| {
+                (
+                    r.preference(),
+                    r.exchange()
+                        .to_string()
+                        .trim_end_matches('.')
+                        .to_ascii_lowercase(),
+                )
+            })
             .collect(),
         // RFC 5321 §5.1: no MX records: the domain itself is the host.
         Err(e) if e.is_no_records_found() && !e.is_nx_domain() => vec![(0, name.to_string())],
@@ -227,7 +258,9 @@ async fn targets(resolver: &TokioResolver, name: &str, mx: bool) -> Result<Vec<(
         }
     }
     if out.is_empty() {
-        return Err(last_error.unwrap_or_else(|| LookupError::NotFound(format!("{name}: no MX host has an address"))));
+        return Err(last_error.unwrap_or_else(|| {
+            LookupError::NotFound(format!("{name}: no MX host has an address"))
+        }));
     }
     Ok(out)
 }
@@ -235,8 +268,11 @@ async fn targets(resolver: &TokioResolver, name: &str, mx: bool) -> Result<Vec<(
 /// A per-process random order among MX hosts of equal preference.
 fn shuffle_key(host: &str) -> u64 {
     use std::hash::{BuildHasher, Hash, Hasher};
-    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let mut h = SEED.get_or_init(std::collections::hash_map::RandomState::new).build_hasher();
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut h = SEED
+        .get_or_init(std::collections::hash_map::RandomState::new)
+        .build_hasher();
     host.hash(&mut h);
     h.finish()
 }

@@ -244,8 +244,39 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         }
         Err(e) => return Err(e),
     };
-    let shards = Shards::start(&listen, stores, writers, resolver, shared.clone())
-        .map_err(|e| e.to_string())?;
+    let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
+    let dsn_store = stores[0].clone();
+    let shards = Shards::start(
+        &listen,
+        stores,
+        writers,
+        resolver.clone(),
+        Some(delivery_tx.clone()),
+        shared.clone(),
+    )
+    .map_err(|e| e.to_string())?;
+    let q = &cfg.file.queue;
+    let settings = crate::delivery::Settings {
+        retry: q.retry.iter().map(|s| s.0).collect(),
+        lifetime: q.lifetime.0,
+        per_destination: 20,
+        messages_per_connection: 10,
+        timeouts: Default::default(),
+    };
+    let scheduler = crate::delivery::Scheduler::new(
+        delivery_rx,
+        delivery_tx.clone(),
+        shared.clone(),
+        shards.doors(),
+        resolver,
+        dsn_store,
+        settings,
+        recovery.queued.clone(),
+    );
+    let delivery = std::thread::Builder::new()
+        .name("delivery".into())
+        .spawn(move || scheduler.run())
+        .map_err(|e| format!("cannot start delivery: {e}"))?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         "sealgate ready: listening on {} with {} shard(s)",
@@ -262,6 +293,8 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         break;
     }
     shards.stop();
+    let _ = delivery_tx.send(crate::delivery::Event::Stop);
+    let _ = delivery.join();
     for (i, s) in shared.stats.iter().enumerate() {
         tracing::info!(
             "shard {i}: connections={} messages={}",

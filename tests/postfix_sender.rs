@@ -32,6 +32,10 @@ certificates = [ {{ cert = "{}", key = "{}" }} ]
 ca_files = ["{}"]
 system_roots = false
 
+[[route]]
+domain = "*"
+via = "[127.0.0.1]:1"
+
 [[profile]]
 name = "postfix-partner"
 hosts = ["127.0.0.20"]

@@ -96,7 +96,7 @@ impl Sink {
         let shared = Shared::new(snapshot, shards);
         // Nothing is synced: two writers keep up with any load.
         let shards =
-            Shards::start(&[o.listen], stores, 2, None, shared).map_err(|e| e.to_string())?;
+            Shards::start(&[o.listen], stores, 2, None, None, shared).map_err(|e| e.to_string())?;
         Ok(Sink { shards, received })
     }
 

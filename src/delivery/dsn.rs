@@ -19,8 +19,21 @@ pub struct Failed<'a> {
 
 /// Builds the DSN message (headers and body, CRLF). The envelope is
 /// `MAIL FROM:<>`, `RCPT TO:<sender>`.
-pub fn build(hostname: &str, queue_id: &str, sender: &str, arrived: SystemTime, failed: &[Failed<'_>], original: &[u8], now: SystemTime) -> Vec<u8> {
-    let boundary = format!("{queue_id}.{}/{hostname}", now.duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0));
+pub fn build(
+    hostname: &str,
+    queue_id: &str,
+    sender: &str,
+    arrived: SystemTime,
+    failed: &[Failed<'_>],
+    original: &[u8],
+    now: SystemTime,
+) -> Vec<u8> {
+    let boundary = format!(
+        "{queue_id}.{}/{hostname}",
+        now.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    );
     let mut m = String::with_capacity(2048);
     let _ = write!(
         m,
@@ -77,7 +90,10 @@ pub fn build(hostname: &str, queue_id: &str, sender: &str, arrived: SystemTime, 
          Content-Type: text/rfc822-headers\r\n\
          \r\n"
     );
-    let headers_end = original.windows(4).position(|w| w == b"\r\n\r\n").map_or(original.len(), |p| p + 2);
+    let headers_end = original
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(original.len(), |p| p + 2);
     let mut out = m.into_bytes();
     out.extend_from_slice(&original[..headers_end]);
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
@@ -85,7 +101,15 @@ pub fn build(hostname: &str, queue_id: &str, sender: &str, arrived: SystemTime, 
 }
 
 fn ascii(s: &str) -> String {
-    s.chars().map(|c| if c.is_ascii() && !c.is_ascii_control() { c } else { '?' }).collect()
+    s.chars()
+        .map(|c| {
+            if c.is_ascii() && !c.is_ascii_control() {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -111,9 +135,12 @@ mod tests {
         );
         let text = String::from_utf8(dsn).unwrap();
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
-        assert!(text.contains("Final-Recipient: rfc822; x@r.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
+        assert!(text
+            .contains("Final-Recipient: rfc822; x@r.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
-        assert!(text.contains("Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@b.test\r\n"));
+        assert!(text.contains(
+            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@b.test\r\n"
+        ));
         assert!(!text.contains("body\r\n"), "only the headers are returned");
         assert!(text.ends_with("--\r\n"));
     }

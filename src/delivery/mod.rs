@@ -39,6 +39,8 @@ pub enum Event {
     Finished(AttemptResult),
     /// Try everything now (`sealgate queue flush`).
     Flush,
+    /// The gateway is stopping.
+    Stop,
 }
 
 /// One host to try, in order.
@@ -95,6 +97,14 @@ struct Message {
     in_flight: bool,
 }
 
+/// Due work for one destination: the route, the name to resolve, and
+/// (queue id, recipient indexes) per message.
+type Group = (
+    crate::policy::route::Route,
+    String,
+    Vec<(String, Vec<usize>)>,
+);
+
 struct Attempt {
     /// (queue id, recipient indexes) per message in the job.
     parts: Vec<(String, Vec<usize>)>,
@@ -108,7 +118,7 @@ struct Attempt {
 pub struct Scheduler {
     rx: Receiver<Event>,
     tx: Sender<Event>,
-    snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+    shared: Arc<crate::shard::Shared>,
     shards: Vec<ShardDoor>,
     next_shard: usize,
     resolver: Option<Resolver>,
@@ -122,11 +132,17 @@ pub struct Scheduler {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn queue_id(path: &std::path::Path) -> String {
-    path.file_stem().and_then(|s| s.to_str()).unwrap_or("").to_string()
+    path.file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("")
+        .to_string()
 }
 
 impl Scheduler {
@@ -134,7 +150,7 @@ impl Scheduler {
     pub fn new(
         rx: Receiver<Event>,
         tx: Sender<Event>,
-        snapshot: Arc<arc_swap::ArcSwap<Snapshot>>,
+        shared: Arc<crate::shard::Shared>,
         shards: Vec<ShardDoor>,
         resolver: Option<Resolver>,
         dsn_store: Arc<dyn Store>,
@@ -144,7 +160,7 @@ impl Scheduler {
         let mut s = Scheduler {
             rx,
             tx,
-            snapshot,
+            shared,
             shards,
             next_shard: 0,
             resolver,
@@ -173,6 +189,7 @@ impl Scheduler {
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
             match self.rx.recv_timeout(wait) {
+                Ok(Event::Stop) => return,
                 Ok(ev) => self.handle(ev),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
@@ -185,6 +202,7 @@ impl Scheduler {
             Event::Queued(path) => self.load(path),
             Event::Resolved { attempt, targets } => self.resolved(attempt, targets),
             Event::Finished(result) => self.finished(result),
+            Event::Stop => {}
             Event::Flush => {
                 let now = now_secs();
                 for m in self.messages.values_mut() {
@@ -237,33 +255,49 @@ impl Scheduler {
     /// Groups every due recipient by destination and starts attempts.
     fn run_due(&mut self) {
         let now = now_secs();
-        let snapshot = self.snapshot.load_full();
+        let snapshot = self.shared.snapshot.load_full();
         // destination key → (route, parts)
-        let mut groups: HashMap<String, (crate::policy::route::Route, String, Vec<(String, Vec<usize>)>)> = HashMap::new();
+        let mut groups: HashMap<String, Group> = HashMap::new();
         while let Some(std::cmp::Reverse((t, _))) = self.due.peek() {
             if *t > now {
                 break;
             }
-            let Some(std::cmp::Reverse((_, id))) = self.due.pop() else { break };
-            let Some(m) = self.messages.get(&id) else { continue };
+            let Some(std::cmp::Reverse((_, id))) = self.due.pop() else {
+                break;
+            };
+            let Some(m) = self.messages.get(&id) else {
+                continue;
+            };
             if m.in_flight || m.state.hold {
                 continue;
             }
-            let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> = HashMap::new();
+            let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> =
+                HashMap::new();
             for (i, r) in m.state.rcpts.iter().enumerate() {
                 if r.status != RcptStatus::Pending || r.next_due > now {
                     continue;
                 }
-                let domain = r.rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("").to_ascii_lowercase();
+                let domain = r
+                    .rcpt
+                    .rsplit_once('@')
+                    .map(|(_, d)| d)
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
                 let route = snapshot.routes.for_domain(&domain);
                 let (key, name) = match &route.via {
                     Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
                     Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
                 };
-                by_key.entry(key).or_insert_with(|| (route, name, Vec::new())).2.push(i);
+                by_key
+                    .entry(key)
+                    .or_insert_with(|| (route, name, Vec::new()))
+                    .2
+                    .push(i);
             }
             for (key, (route, name, idxs)) in by_key {
-                let g = groups.entry(key).or_insert_with(|| (route, name, Vec::new()));
+                let g = groups
+                    .entry(key)
+                    .or_insert_with(|| (route, name, Vec::new()));
                 g.2.push((id.clone(), idxs));
             }
         }
@@ -282,7 +316,14 @@ impl Scheduler {
         }
     }
 
-    fn start_attempt(&mut self, key: &str, route: &crate::policy::route::Route, name: &str, parts: Vec<(String, Vec<usize>)>, snapshot: Arc<Snapshot>) {
+    fn start_attempt(
+        &mut self,
+        key: &str,
+        route: &crate::policy::route::Route,
+        name: &str,
+        parts: Vec<(String, Vec<usize>)>,
+        snapshot: Arc<Snapshot>,
+    ) {
         self.next_attempt += 1;
         let attempt = self.next_attempt;
         for (id, _) in &parts {
@@ -309,7 +350,11 @@ impl Scheduler {
         // An address literal needs no lookup (RFC 5321 §4.1.3).
         if let Some(ip) = host_literal
             .as_deref()
-            .and_then(|h| h.strip_prefix('[')?.strip_suffix(']').map(|s| s.trim_start_matches("IPv6:").to_string()))
+            .and_then(|h| {
+                h.strip_prefix('[')?
+                    .strip_suffix(']')
+                    .map(|s| s.trim_start_matches("IPv6:").to_string())
+            })
             .and_then(|s| s.parse::<IpAddr>().ok())
         {
             self.resolved(attempt, Ok(vec![(host_literal.unwrap_or_default(), ip)]));
@@ -327,7 +372,9 @@ impl Scheduler {
     }
 
     fn resolved(&mut self, attempt: u64, targets: Result<Vec<(String, IpAddr)>, LookupError>) {
-        let Some(a) = self.attempts.get(&attempt) else { return };
+        let Some(a) = self.attempts.get(&attempt) else {
+            return;
+        };
         let targets = match targets {
             Ok(t) => t,
             Err(e) => {
@@ -349,7 +396,11 @@ impl Scheduler {
                         detail: format!("DNS lookup failed: {why}"),
                     },
                 };
-                let outcomes = a.parts.iter().map(|(_, idxs)| vec![outcome.clone(); idxs.len()]).collect();
+                let outcomes = a
+                    .parts
+                    .iter()
+                    .map(|(_, idxs)| vec![outcome.clone(); idxs.len()])
+                    .collect();
                 self.finished(AttemptResult {
                     attempt,
                     outcomes,
@@ -359,7 +410,10 @@ impl Scheduler {
             }
         };
         let snapshot = a.snapshot.clone();
-        let rules = a.profile.and_then(|i| snapshot.profiles.list.get(i)).map(|p| p.client.clone());
+        let rules = a
+            .profile
+            .and_then(|i| snapshot.profiles.list.get(i))
+            .map(|p| p.client.clone());
         let tls = if rules.as_ref().is_some_and(|r| r.mandatory_tls) {
             TlsMode::Mandatory
         } else {
@@ -368,7 +422,9 @@ impl Scheduler {
         let mut messages = Vec::new();
         let mut ids = Vec::new();
         for (id, idxs) in &a.parts {
-            let Some(m) = self.messages.get(id) else { continue };
+            let Some(m) = self.messages.get(id) else {
+                continue;
+            };
             let data = match spool::read(&m.path) {
                 Ok(s) => s.message,
                 Err(e) => {
@@ -378,7 +434,10 @@ impl Scheduler {
             };
             messages.push(Outgoing {
                 from: m.from.clone(),
-                recipients: idxs.iter().map(|i| m.state.rcpts[*i].rcpt.clone()).collect(),
+                recipients: idxs
+                    .iter()
+                    .map(|i| m.state.rcpts[*i].rcpt.clone())
+                    .collect(),
                 data: Arc::from(data),
                 body_8bit: false,
             });
@@ -410,14 +469,18 @@ impl Scheduler {
     }
 
     fn finished(&mut self, result: AttemptResult) {
-        let Some(a) = self.attempts.remove(&result.attempt) else { return };
+        let Some(a) = self.attempts.remove(&result.attempt) else {
+            return;
+        };
         if let Some(n) = self.in_flight_per_key.get_mut(&a.key) {
             *n = n.saturating_sub(1);
         }
         let now = now_secs();
         let relay = result.relay.as_deref().unwrap_or("none");
         for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
-            let Some(m) = self.messages.get_mut(id) else { continue };
+            let Some(m) = self.messages.get_mut(id) else {
+                continue;
+            };
             m.in_flight = false;
             let delay = now.saturating_sub(m.arrived);
             for (i, o) in idxs.iter().zip(outcomes) {
@@ -434,14 +497,25 @@ impl Scheduler {
                         "bounced"
                     }
                     Verdict::Temporary => {
-                        let expired = Duration::from_secs(now.saturating_sub(m.arrived)) >= self.settings.lifetime;
+                        let expired = Duration::from_secs(now.saturating_sub(m.arrived))
+                            >= self.settings.lifetime;
                         if expired {
                             r.status = RcptStatus::Failed;
-                            r.last = format!("dsn=4.4.7 delivery time expired; last error: {}", o.detail);
+                            r.last = format!(
+                                "dsn=4.4.7 delivery time expired; last error: {}",
+                                o.detail
+                            );
                             "expired"
                         } else {
-                            let step = (r.attempts as usize).saturating_sub(1).min(self.settings.retry.len().saturating_sub(1));
-                            let wait = self.settings.retry.get(step).copied().unwrap_or(Duration::from_secs(300));
+                            let step = (r.attempts as usize)
+                                .saturating_sub(1)
+                                .min(self.settings.retry.len().saturating_sub(1));
+                            let wait = self
+                                .settings
+                                .retry
+                                .get(step)
+                                .copied()
+                                .unwrap_or(Duration::from_secs(300));
                             r.next_due = now + wait.as_secs().max(1);
                             "deferred"
                         }
@@ -456,7 +530,13 @@ impl Scheduler {
             if let Err(e) = m.state.save(&m.path) {
                 tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
             }
-            let next = m.state.rcpts.iter().filter(|r| r.status == RcptStatus::Pending).map(|r| r.next_due).min();
+            let next = m
+                .state
+                .rcpts
+                .iter()
+                .filter(|r| r.status == RcptStatus::Pending)
+                .map(|r| r.next_due)
+                .min();
             match next {
                 Some(t) => self.due.push(std::cmp::Reverse((t, id.clone()))),
                 None => {
@@ -469,8 +549,15 @@ impl Scheduler {
 
     /// Every recipient is final: bounce the failed ones, then remove.
     fn finish_message(&mut self, id: &str) {
-        let Some(m) = self.messages.remove(id) else { return };
-        let failed: Vec<&spool::RcptState> = m.state.rcpts.iter().filter(|r| r.status == RcptStatus::Failed).collect();
+        let Some(m) = self.messages.remove(id) else {
+            return;
+        };
+        let failed: Vec<&spool::RcptState> = m
+            .state
+            .rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Failed)
+            .collect();
         if !failed.is_empty() {
             if m.from.is_empty() {
                 // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
@@ -489,7 +576,7 @@ impl Scheduler {
 
     fn bounce(&self, id: &str, m: &Message, failed: &[&spool::RcptState]) -> std::io::Result<()> {
         let original = spool::read(&m.path).map(|s| s.message).unwrap_or_default();
-        let hostname = self.snapshot.load().hostname.clone();
+        let hostname = self.shared.snapshot.load().hostname.clone();
         let parts: Vec<(String, String)> = failed
             .iter()
             .map(|r| {
@@ -509,7 +596,15 @@ impl Scheduler {
             })
             .collect();
         let now = SystemTime::now();
-        let body = dsn::build(&hostname, id, &m.from, UNIX_EPOCH + Duration::from_secs(m.arrived), &list, &original, now);
+        let body = dsn::build(
+            &hostname,
+            id,
+            &m.from,
+            UNIX_EPOCH + Duration::from_secs(m.arrived),
+            &list,
+            &original,
+            now,
+        );
         let env = crate::smtp::server::Envelope {
             from: String::new(),
             recipients: vec![m.from.clone()],

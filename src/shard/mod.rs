@@ -7,6 +7,7 @@
 //! that each shard alone writes.
 
 mod conn;
+mod outbound;
 mod timers;
 mod writers;
 
@@ -56,6 +57,8 @@ pub(crate) struct ShardIo<'a> {
 
 const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
+/// Outbound connections use tokens from here up.
+const FIRST_OUTBOUND: usize = 1 << 30;
 
 /// Counters one shard writes and anyone may read. Each shard has its own
 /// cache line, so counting costs no cross-core traffic.
@@ -88,6 +91,8 @@ impl Shared {
 pub struct Shards {
     handles: Vec<JoinHandle<()>>,
     wakers: Vec<Arc<Waker>>,
+    /// Where the delivery scheduler hands each shard its jobs.
+    jobs: Vec<Sender<crate::delivery::Job>>,
     writers: Writers,
     shared: Arc<Shared>,
 }
@@ -101,6 +106,7 @@ impl Shards {
         stores: Vec<Arc<dyn Store>>,
         writers: usize,
         resolver: Option<crate::dns::Resolver>,
+        stored: Option<Sender<crate::delivery::Event>>,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
@@ -132,13 +138,16 @@ impl Shards {
             });
             prepared.push((poll, waker, listeners, (done_tx, done_rx)));
         }
-        let writers = Writers::start(stores, replies, writers)?;
+        let writers = Writers::start(stores, replies, writers, stored)?;
+        let mut job_senders = Vec::with_capacity(count);
         let mut handles = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
         for (id, (poll, waker, listeners, done)) in prepared.into_iter().enumerate() {
             wakers.push(waker.clone());
             let shared = shared.clone();
             let jobs = writers.sender();
+            let (job_tx, job_rx) = crossbeam_channel::unbounded();
+            job_senders.push(job_tx);
             let resolver = resolver.clone();
             let shard_waker = waker.clone();
             let core = cores.get(id % cores.len().max(1)).copied();
@@ -158,6 +167,7 @@ impl Shards {
                         shard_waker,
                         shared,
                     );
+                    shard.deliveries = job_rx;
                     if let Err(e) = shard.run() {
                         tracing::error!(target: "receive", "shard {id} stopped: {e}");
                     }
@@ -167,9 +177,27 @@ impl Shards {
         Ok(Shards {
             handles,
             wakers,
+            jobs: job_senders,
             writers,
             shared,
         })
+    }
+
+    /// One door per shard for the delivery scheduler: a job sent through
+    /// it wakes that shard, which runs the attempt on its event loop.
+    pub fn doors(&self) -> Vec<crate::delivery::ShardDoor> {
+        self.jobs
+            .iter()
+            .zip(&self.wakers)
+            .map(|(tx, waker)| {
+                let (tx, waker) = (tx.clone(), waker.clone());
+                Box::new(move |job: crate::delivery::Job| {
+                    if tx.send(job).is_ok() {
+                        let _ = waker.wake();
+                    }
+                }) as crate::delivery::ShardDoor
+            })
+            .collect()
     }
 
     /// Asks every shard to stop and waits for them, then lets the spool
@@ -219,6 +247,9 @@ struct Shard {
     shared: Arc<Shared>,
     /// Read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
+    /// Delivery attempts handed to this shard, and those running.
+    deliveries: Receiver<crate::delivery::Job>,
+    outbound: Vec<Option<outbound::OutConn>>,
     /// This shard's share of `limits.connections`.
     max_conns: usize,
 }
@@ -251,6 +282,8 @@ impl Shard {
             serial: 0,
             shared,
             scratch: vec![0; conn::SCRATCH],
+            deliveries: crossbeam_channel::never(),
+            outbound: Vec::new(),
             max_conns,
         }
     }
@@ -286,6 +319,13 @@ impl Shard {
                 let token = event.token().0;
                 if token == WAKER.0 {
                     self.completions(now);
+                    self.start_deliveries(now);
+                    continue;
+                }
+                if token >= FIRST_OUTBOUND {
+                    if let Some(Some(c)) = self.outbound.get_mut(token - FIRST_OUTBOUND) {
+                        c.ready(self.poll.registry(), now);
+                    }
                     continue;
                 }
                 if token < self.first_conn_token() {
@@ -296,6 +336,42 @@ impl Shard {
                 }
             }
             self.fire_timers(Instant::now());
+            self.tend_deliveries(Instant::now());
+        }
+    }
+
+    fn start_deliveries(&mut self, now: Instant) {
+        while let Ok(job) = self.deliveries.try_recv() {
+            let idx = self
+                .outbound
+                .iter()
+                .position(Option::is_none)
+                .unwrap_or_else(|| {
+                    self.outbound.push(None);
+                    self.outbound.len() - 1
+                });
+            let c = outbound::OutConn::start(
+                job,
+                self.poll.registry(),
+                Token(FIRST_OUTBOUND + idx),
+                now,
+            );
+            self.outbound[idx] = Some(c);
+        }
+    }
+
+    /// Outbound timeouts, and clearing finished attempts.
+    fn tend_deliveries(&mut self, now: Instant) {
+        for slot in &mut self.outbound {
+            if let Some(c) = slot {
+                if c.deadline().is_some_and(|d| d <= now) {
+                    c.timeout(self.poll.registry(), now);
+                }
+                if c.is_finished() {
+                    c.close(self.poll.registry());
+                    *slot = None;
+                }
+            }
         }
     }
 

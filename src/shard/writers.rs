@@ -48,6 +48,7 @@ impl Writers {
         stores: Vec<Arc<dyn Store>>,
         replies: Vec<Reply>,
         threads: usize,
+        stored: Option<Sender<crate::delivery::Event>>,
     ) -> io::Result<Writers> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
         let stores = Arc::new(stores);
@@ -56,10 +57,11 @@ impl Writers {
         for i in 0..threads.max(1) {
             let (rx, stores, replies): (Receiver<Job>, _, _) =
                 (rx.clone(), stores.clone(), replies.clone());
+            let stored = stored.clone();
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("spool-writer-{i}"))
-                    .spawn(move || work(rx, &stores, &replies))?,
+                    .spawn(move || work(rx, &stores, &replies, stored.as_ref()))?,
             );
         }
         Ok(Writers {
@@ -81,7 +83,12 @@ impl Writers {
     }
 }
 
-fn work(jobs: Receiver<Job>, stores: &[Arc<dyn Store>], replies: &[Reply]) {
+fn work(
+    jobs: Receiver<Job>,
+    stores: &[Arc<dyn Store>],
+    replies: &[Reply],
+    stored: Option<&Sender<crate::delivery::Event>>,
+) {
     // Ends when every sender (the shards and the pool) is gone.
     for job in jobs {
         let env = &job.message.envelope;
@@ -92,6 +99,10 @@ fn work(jobs: Receiver<Job>, stores: &[Arc<dyn Store>], replies: &[Reply]) {
                     "{id}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
                     env.peer.ip, env.peer.port, env.from, job.message.data.len(), env.recipients.len()
                 );
+                // Hand the message to delivery once it is durable.
+                if let (Some(tx), Some(path)) = (stored, stores[job.shard].path_of(&id)) {
+                    let _ = tx.send(crate::delivery::Event::Queued(path));
+                }
                 Ok(id)
             }
             Err(e) => {

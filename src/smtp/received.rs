@@ -64,7 +64,9 @@ pub fn sanitize(s: &str) -> String {
 /// Peer-supplied text for a log line: control characters (ANSI escapes,
 /// CR, LF) replaced, so a line stays one line and means what it says.
 pub fn sanitize_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
 }
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`.

@@ -335,7 +335,9 @@ impl DeliveryState {
             match f.next() {
                 Some("hold") => st.hold = f.next() == Some("1"),
                 Some("rcpt") => {
-                    let (Some(rcpt), Some(status), Some(attempts), Some(due)) = (f.next(), f.next(), f.next(), f.next()) else {
+                    let (Some(rcpt), Some(status), Some(attempts), Some(due)) =
+                        (f.next(), f.next(), f.next(), f.next())
+                    else {
                         continue;
                     };
                     let status = match status {
@@ -358,7 +360,11 @@ impl DeliveryState {
         // lose mail: fall back to delivering everything still unknown.
         for r in recipients {
             if !st.rcpts.iter().any(|s| &s.rcpt == r) {
-                st.rcpts.push(DeliveryState::fresh(std::slice::from_ref(r)).rcpts.remove(0));
+                st.rcpts.push(
+                    DeliveryState::fresh(std::slice::from_ref(r))
+                        .rcpts
+                        .remove(0),
+                );
             }
         }
         st
@@ -369,13 +375,30 @@ impl DeliveryState {
         use std::fmt::Write as _;
         let mut text = format!("hold {}\n", u8::from(self.hold));
         for r in &self.rcpts {
-            let last: String = r.last.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-            let _ = writeln!(text, "rcpt {} {} {} {} {}", r.rcpt, r.status.as_str(), r.attempts, r.next_due, last);
+            let last: String = r
+                .last
+                .chars()
+                .map(|c| if c.is_control() { ' ' } else { c })
+                .collect();
+            let _ = writeln!(
+                text,
+                "rcpt {} {} {} {} {}",
+                r.rcpt,
+                r.status.as_str(),
+                r.attempts,
+                r.next_due,
+                last
+            );
         }
         let path = state_path(msg);
         let tmp = path.with_extension("state.tmp");
         {
-            let mut f = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(text.as_bytes())?;
             f.sync_all()?;
         }

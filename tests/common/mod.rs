@@ -50,6 +50,12 @@ accept_domains = ["example.com"]
 [tls]
 certificates = [ {{ cert = "tls/server.crt", key = "tls/server.key" }} ]
 generate_self_signed = true
+
+# Tests never deliver beyond loopback: everything goes to a closed port
+# and stays queued unless a test routes it elsewhere.
+[[route]]
+domain = "*"
+via = "[127.0.0.1]:1"
 "#
     )
 }
@@ -207,6 +213,9 @@ pub fn spooled(root: &Path) -> Vec<sealgate::spool::Spooled> {
             continue;
         };
         for f in files.flatten() {
+            if f.path().extension().and_then(|e| e.to_str()) != Some("msg") {
+                continue;
+            }
             out.push(
                 sealgate::spool::read(&f.path())
                     .unwrap_or_else(|e| panic!("{}: {e}", f.path().display())),

@@ -1,0 +1,449 @@
+//! One outbound delivery attempt on a shard: connect to the job's targets
+//! in order, run the SMTP client session over plain TCP or rustls, and
+//! report per-recipient outcomes to the scheduler. No thread per
+//! connection: this is driven by the shard's event loop like inbound
+//! connections are.
+
+use std::io::{self, Read, Write};
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+use rustls::pki_types::ServerName;
+use rustls::ClientConnection;
+
+use crate::delivery::{AttemptResult, Event, Job};
+use crate::smtp::client::{self, Action, Failure, Outcome, TlsMode};
+
+pub struct OutConn {
+    job: Job,
+    token: Token,
+    target: usize,
+    tls_mode: TlsMode,
+    socket: Option<TcpStream>,
+    connected: bool,
+    tls: Option<ClientConnection>,
+    handshaking: bool,
+    session: client::Session,
+    /// Job message index of each session message.
+    in_session: Vec<usize>,
+    results: Vec<Option<Vec<Outcome>>>,
+    relay: Option<String>,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    finished: bool,
+}
+
+impl OutConn {
+    pub fn start(job: Job, registry: &Registry, token: Token, now: Instant) -> OutConn {
+        let n = job.messages.len();
+        let tls_mode = job.tls;
+        let session =
+            client::Session::new(session_config(&job, tls_mode), job.messages.clone(), now);
+        let mut c = OutConn {
+            job,
+            token,
+            target: 0,
+            tls_mode,
+            socket: None,
+            connected: false,
+            tls: None,
+            handshaking: false,
+            session,
+            in_session: (0..n).collect(),
+            results: vec![None; n],
+            relay: None,
+            rbuf: Vec::new(),
+            wbuf: Vec::new(),
+            finished: false,
+        };
+        c.connect(registry, now);
+        c
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    pub fn deadline(&self) -> Option<Instant> {
+        self.session.deadline()
+    }
+
+    fn target_name(&self) -> String {
+        match self.job.targets.get(self.target) {
+            Some(t) => format!("{}[{}]:{}", t.host, t.addr.ip(), t.addr.port()),
+            None => "none".into(),
+        }
+    }
+
+    /// Connects to the current target, skipping targets that fail at once.
+    fn connect(&mut self, registry: &Registry, now: Instant) {
+        while let Some(t) = self.job.targets.get(self.target) {
+            match TcpStream::connect(t.addr) {
+                Ok(mut s) => {
+                    if registry
+                        .register(&mut s, self.token, Interest::READABLE | Interest::WRITABLE)
+                        .is_ok()
+                    {
+                        let _ = s.set_nodelay(true);
+                        self.socket = Some(s);
+                        self.connected = false;
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(target: "send", "connect to {} failed: {e}", self.target_name());
+                }
+            }
+            self.target += 1;
+        }
+        let _ = now;
+        self.end(Some(Failure::Connection("no host could be reached".into())));
+    }
+
+    /// Readiness on the socket.
+    pub fn ready(&mut self, registry: &Registry, now: Instant) {
+        if self.finished {
+            return;
+        }
+        if !self.connected {
+            let Some(s) = &self.socket else { return };
+            match s.take_error() {
+                Ok(Some(e)) | Err(e) => {
+                    return self.host_failed(Failure::Connection(e.to_string()), registry, now)
+                }
+                Ok(None) => {}
+            }
+            match s.peer_addr() {
+                Ok(_) => {
+                    self.connected = true;
+                    self.relay = Some(self.target_name());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => {
+                    return self.host_failed(Failure::Connection(e.to_string()), registry, now)
+                }
+            }
+        }
+        if let Err(f) = self.pump(now) {
+            return self.host_failed(f, registry, now);
+        }
+        self.step(registry, now);
+    }
+
+    /// Reads and feeds; a failure ends the session on this host.
+    fn pump(&mut self, now: Instant) -> Result<(), Failure> {
+        let mut chunk = [0u8; 8192];
+        loop {
+            let Some(sock) = self.socket.as_mut() else {
+                return Ok(());
+            };
+            let n = match sock.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(Failure::Connection(
+                        "connection closed by the server".into(),
+                    ))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Failure::Connection(e.to_string())),
+            };
+            match self.tls.as_mut() {
+                None => self.rbuf.extend_from_slice(&chunk[..n]),
+                Some(tls) => {
+                    let mut records = &chunk[..n];
+                    while !records.is_empty() {
+                        tls.read_tls(&mut records)
+                            .map_err(|e| Failure::Tls(e.to_string()))?;
+                        if let Err(e) = tls.process_new_packets() {
+                            let _ = tls.write_tls(sock);
+                            return Err(Failure::Tls(format!("handshake failed: {e}")));
+                        }
+                        let mut plain = [0u8; 8192];
+                        loop {
+                            match tls.reader().read(&mut plain) {
+                                Ok(0) => break,
+                                Ok(k) => self.rbuf.extend_from_slice(&plain[..k]),
+                                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                                Err(e) => return Err(Failure::Tls(e.to_string())),
+                            }
+                        }
+                    }
+                    if self.handshaking && !tls.is_handshaking() {
+                        self.handshaking = false;
+                        self.tls_done(now)?;
+                    }
+                }
+            }
+            self.feed(now)?;
+            if self.finished {
+                return Ok(());
+            }
+        }
+        self.feed(now)
+    }
+
+    fn tls_done(&mut self, now: Instant) -> Result<(), Failure> {
+        let Some(tls) = self.tls.as_ref() else {
+            return Ok(());
+        };
+        let host = self
+            .job
+            .targets
+            .get(self.target)
+            .map(|t| t.host.clone())
+            .unwrap_or_default();
+        let (trust, verdict) = crate::tls::outbound::check_server(
+            tls,
+            &host,
+            self.job.rules.as_ref(),
+            &self.job.roots,
+        );
+        let facts_version = match tls.protocol_version() {
+            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
+            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
+        let cipher = suite.map(crate::tls::suite_name).unwrap_or_default();
+        let bits = suite.map(crate::tls::cipher_bits).unwrap_or(0);
+        tracing::info!(
+            target: "send",
+            "{} TLS connection established to {}: {facts_version} with cipher {cipher} ({bits}/{bits} bits)",
+            trust.as_str(),
+            self.target_name()
+        );
+        verdict.map_err(Failure::Tls)?;
+        self.session.tls_established(now);
+        Ok(())
+    }
+
+    fn feed(&mut self, now: Instant) -> Result<(), Failure> {
+        loop {
+            let (n, action) = self.session.feed(&self.rbuf, now);
+            self.rbuf.drain(..n);
+            match action {
+                None => break,
+                Some(Action::MessageDone { index, outcomes }) => {
+                    if let Some(&j) = self.in_session.get(index) {
+                        self.results[j] = Some(outcomes);
+                    }
+                }
+                Some(Action::StartTls) => {
+                    self.collect();
+                    let host = self
+                        .job
+                        .targets
+                        .get(self.target)
+                        .map(|t| t.host.clone())
+                        .unwrap_or_default();
+                    let name = ServerName::try_from(
+                        host.trim_start_matches('[')
+                            .trim_end_matches(']')
+                            .to_string(),
+                    )
+                    .map_err(|e| Failure::Tls(format!("bad server name {host}: {e}")))?;
+                    let conn = ClientConnection::new(self.job.config.clone(), name)
+                        .map_err(|e| Failure::Tls(e.to_string()))?;
+                    self.tls = Some(conn);
+                    self.handshaking = true;
+                    break;
+                }
+                Some(Action::Close(None)) => {
+                    self.collect();
+                    self.flush_best_effort();
+                    self.end(None);
+                    return Ok(());
+                }
+                Some(Action::Close(Some(f))) => {
+                    self.collect();
+                    self.flush_best_effort();
+                    return Err(f);
+                }
+            }
+        }
+        self.collect();
+        Ok(())
+    }
+
+    /// Session output to the socket (through TLS once it is up).
+    fn collect(&mut self) {
+        let mut out = Vec::new();
+        self.session.drain_output_into(&mut out);
+        if out.is_empty() {
+            return;
+        }
+        match self.tls.as_mut() {
+            Some(tls) if !self.handshaking => {
+                let _ = tls.writer().write_all(&out);
+            }
+            _ => self.wbuf.extend_from_slice(&out),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let Some(sock) = self.socket.as_mut() else {
+            return Ok(());
+        };
+        while !self.wbuf.is_empty() {
+            match sock.write(&self.wbuf) {
+                Ok(n) => {
+                    self.wbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            while tls.wants_write() {
+                match tls.write_tls(sock) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_best_effort(&mut self) {
+        let _ = self.flush();
+    }
+
+    /// Writes what is pending and sets the interest.
+    fn step(&mut self, registry: &Registry, now: Instant) {
+        if self.finished {
+            return;
+        }
+        if let Err(e) = self.flush() {
+            return self.host_failed(Failure::Connection(e.to_string()), registry, now);
+        }
+        let pending = !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write());
+        let interest = if pending || !self.connected {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        };
+        if let Some(s) = self.socket.as_mut() {
+            let _ = registry.reregister(s, self.token, interest);
+        }
+    }
+
+    /// The deadline passed.
+    pub fn timeout(&mut self, registry: &Registry, now: Instant) {
+        if self.session.deadline().is_some_and(|d| d <= now) {
+            let Action::Close(Some(f)) = self.session.timeout() else {
+                return;
+            };
+            self.host_failed(f, registry, now);
+        }
+    }
+
+    /// This host failed: fall back as the rules allow, or end.
+    fn host_failed(&mut self, f: Failure, registry: &Registry, now: Instant) {
+        if self.finished {
+            return;
+        }
+        let host = self.target_name();
+        tracing::info!(target: "send", "delivery via {host} failed: {}", client::classify(&f).detail);
+        // Messages this session did not finish.
+        let remaining: Vec<usize> = self
+            .in_session
+            .iter()
+            .copied()
+            .filter(|j| self.results[*j].is_none())
+            .collect();
+        if let Some(s) = self.socket.take() {
+            let mut s = s;
+            let _ = registry.deregister(&mut s);
+        }
+        self.tls = None;
+        self.handshaking = false;
+        self.rbuf.clear();
+        self.wbuf.clear();
+        let retry_clear = matches!(&f, Failure::Tls(why) if why.starts_with("handshake failed"))
+            && self.tls_mode == TlsMode::Opportunistic;
+        let next_host = match &f {
+            Failure::Connection(_)
+            | Failure::Greeting(_)
+            | Failure::Hello(_)
+            | Failure::Timeout(_)
+            | Failure::Tls(_) => true,
+            Failure::TlsNotOffered
+            | Failure::StartTlsRefused(_)
+            | Failure::Protocol(_)
+            | Failure::TooBig { .. } => false,
+        };
+        if remaining.is_empty() {
+            return self.end(None);
+        }
+        if retry_clear {
+            // OUT-2: opportunistic TLS that failed: the same host, in clear.
+            tracing::info!(target: "send", "TLS handshake with {host} failed; retrying in the clear");
+            self.tls_mode = TlsMode::Off;
+        } else if next_host && self.target + 1 < self.job.targets.len() {
+            self.target += 1;
+            self.tls_mode = self.job.tls;
+        } else {
+            // Record the failure for what is left, then end.
+            let outcome = client::classify(&f);
+            for j in remaining {
+                let n = self.job.messages[j].recipients.len();
+                self.results[j] = Some(vec![outcome.clone(); n]);
+            }
+            return self.end(None);
+        }
+        let messages: Vec<client::Outgoing> = remaining
+            .iter()
+            .map(|j| self.job.messages[*j].clone())
+            .collect();
+        self.in_session = remaining;
+        self.session =
+            client::Session::new(session_config(&self.job, self.tls_mode), messages, now);
+        self.connect(registry, now);
+        self.step(registry, now);
+    }
+
+    /// Reports the attempt to the scheduler.
+    fn end(&mut self, failure: Option<Failure>) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let fallback = failure.as_ref().map(client::classify).unwrap_or_else(|| {
+            client::classify(&Failure::Connection(
+                "session ended before this message".into(),
+            ))
+        });
+        let outcomes = self
+            .results
+            .iter()
+            .enumerate()
+            .map(|(j, r)| {
+                r.clone().unwrap_or_else(|| {
+                    vec![fallback.clone(); self.job.messages[j].recipients.len()]
+                })
+            })
+            .collect();
+        let _ = self.job.reply.send(Event::Finished(AttemptResult {
+            attempt: self.job.attempt,
+            outcomes,
+            relay: self.relay.clone(),
+        }));
+    }
+
+    pub fn close(&mut self, registry: &Registry) {
+        if let Some(mut s) = self.socket.take() {
+            let _ = registry.deregister(&mut s);
+        }
+    }
+}
+
+fn session_config(job: &Job, tls: TlsMode) -> client::Config {
+    client::Config {
+        helo: job.helo.clone(),
+        tls,
+        timeouts: job.timeouts,
+    }
+}
