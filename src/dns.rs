@@ -267,14 +267,11 @@ async fn targets(
 
 /// A per-process random order among MX hosts of equal preference.
 fn shuffle_key(host: &str) -> u64 {
-    use std::hash::{BuildHasher, Hash, Hasher};
+    use std::hash::BuildHasher;
     static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> =
         std::sync::OnceLock::new();
-    let mut h = SEED
-        .get_or_init(std::collections::hash_map::RandomState::new)
-        .build_hasher();
-    host.hash(&mut h);
-    h.finish()
+    SEED.get_or_init(std::collections::hash_map::RandomState::new)
+        .hash_one(host)
 }
 
 /// FCrDNS: a PTR name whose A/AAAA records include `ip`.
