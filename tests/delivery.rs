@@ -1,0 +1,132 @@
+//! OUT-1, OUT-4 against a scripted receiver (Python, loopback): a
+//! temporary refusal is retried and delivered exactly once; a permanent
+//! one bounces to the sender (RFC 3464); a failing message with the null
+//! sender bounces to no one; a forged reply after 220 to STARTTLS aborts
+//! the attempt.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::Gateway;
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn receiver(dir: &Path, flags: &[&str]) -> Receiver {
+    let port = common::free_port();
+    let out = dir.join("received");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(&out)
+        .args(flags)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    std::thread::spawn(move || for _ in lines {});
+    Receiver { child, port, dir: out }
+}
+
+fn received(r: &Receiver) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(&r.dir)
+        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A gateway that routes everything to the receiver and retries after 1 s.
+fn gateway(name: &str, r: &Receiver) -> Gateway {
+    let dir = common::temp_dir(name);
+    let port = common::free_port();
+    let config = common::config(port, 1, "").replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
+        + "\n[queue]\nretry = [\"1s\"]\nlifetime = \"1h\"\n";
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    Gateway::start_in(dir, port)
+}
+
+fn send(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) {
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for r in rcpts {
+        assert!(c.cmd(&format!("RCPT TO:<{r}>")).starts_with("250"));
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd(&format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n.")).starts_with("250"));
+    c.cmd("QUIT");
+}
+
+#[test]
+fn temporary_failure_is_retried_and_delivered_once() {
+    let dir = common::temp_dir("dlv-temp");
+    let r = receiver(&dir, &["--temp-once"]);
+    let gw = gateway("dlv-temp-gw", &r);
+    send(&gw, "sender@client.test", &["user@example.com"], "retry-me");
+    gw.wait_for_log("status=deferred", Duration::from_secs(30));
+    gw.wait_for_log("status=sent", Duration::from_secs(30));
+    gw.wait_for_log(": removed", Duration::from_secs(30));
+    let got = received(&r);
+    assert_eq!(got.len(), 1, "exactly one delivery: {got:?}");
+    assert!(got[0].contains("X-Env-To: <user@example.com>"));
+    assert!(got[0].contains("Subject: retry-me"));
+    assert!(got[0].contains("Received: from client.test"), "our Received header travels");
+    assert!(gw.spooled().is_empty(), "delivered mail leaves the queue");
+}
+
+#[test]
+fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
+    let dir = common::temp_dir("dlv-perm");
+    let r = receiver(&dir, &["--reject-prefix", "bad"]);
+    let gw = gateway("dlv-perm-gw", &r);
+    send(&gw, "sender@client.test", &["bad@example.com", "good@example.com"], "mixed");
+    gw.wait_for_log("status=bounced", Duration::from_secs(30));
+    gw.wait_for_log("sender non-delivery notification", Duration::from_secs(30));
+    // The DSN itself is delivered to the sender (through the same route).
+    gw.wait_for_count("status=sent", 2, Duration::from_secs(30));
+    let got = received(&r);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let dsn = got.iter().find(|m| m.contains("X-Env-From: <>")).expect("a DSN with the null sender");
+    assert!(dsn.contains("X-Env-To: <sender@client.test>"));
+    assert!(dsn.contains("report-type=delivery-status"));
+    assert!(dsn.contains("Final-Recipient: rfc822; bad@example.com"));
+    assert!(dsn.contains("Status: 5.1.1"));
+    assert!(dsn.contains("Subject: mixed"), "the original headers are returned");
+    assert!(got.iter().any(|m| m.contains("X-Env-To: <good@example.com>")));
+
+    // A failing message with the null sender: no notification.
+    send(&gw, "", &["bad2@example.com"], "bounce-of-bounce");
+    gw.wait_for_log("undeliverable message with null sender: no notification", Duration::from_secs(30));
+    assert_eq!(received(&r).len(), 2);
+}
+
+#[test]
+fn forged_reply_after_starttls_aborts_the_attempt() {
+    let dir = common::temp_dir("dlv-inject");
+    let r = receiver(&dir, &["--inject"]);
+    let gw = gateway("dlv-inject-gw", &r);
+    send(&gw, "sender@client.test", &["user@example.com"], "inject");
+    gw.wait_for_log("server sent data after 220 to STARTTLS", Duration::from_secs(30));
+    gw.wait_for_log("status=deferred", Duration::from_secs(30));
+    assert!(received(&r).is_empty());
+    assert_eq!(gw.spooled().len(), 1, "the message stays queued");
+}
