@@ -1,0 +1,185 @@
+//! OUT-2, OUT-3 against a real MTA as the receiver: a private Postfix with
+//! a certificate from a test CA (relaying on to a scripted sink).
+//! A mandatory verified route delivers; a mandatory route whose names do
+//! not match defers with the reason; an opportunistic route delivers. With
+//! STARTTLS off on Postfix, the mandatory route defers and the
+//! opportunistic one delivers in the clear.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::pki::Ca;
+use common::postfix::Postfix;
+use common::Gateway;
+
+struct Sink(Child, u16);
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sink(dir: &Path) -> Sink {
+    let port = common::free_port();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .args(["--port", &port.to_string(), "--dir"])
+        .arg(dir.join("final"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "ready");
+    std::thread::spawn(move || for _ in lines {});
+    Sink(child, port)
+}
+
+fn final_messages(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("final"))
+        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .unwrap_or_default()
+}
+
+/// Postfix receiving for three domains, relaying them to the sink; with
+/// `tls` its smtpd offers STARTTLS with a CA-signed mx.partner.test cert.
+fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
+    let pki = dir.join("pki");
+    let (crt, key) = ca.leaf(&pki, "postfix-server", &["mx.partner.test"]);
+    let tls_conf = if tls {
+        format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n", key.display(), crt.display())
+    } else {
+        "smtpd_tls_security_level = none\n".into()
+    };
+    Postfix::start(
+        dir,
+        &format!(
+            "relay_domains = mand.test wrongname.test opp.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n{tls_conf}",
+            sink.1
+        ),
+    )
+}
+
+fn gateway(dir: &Path, ca: &Ca, pf_port: u16) -> Gateway {
+    let port = common::free_port();
+    let routes = format!(
+        r#"
+[[profile]]
+name = "strict"
+[profile.client]
+mandatory_tls = true
+verify = true
+match_names = ["mx.partner.test"]
+
+[[profile]]
+name = "wrong-name"
+[profile.client]
+mandatory_tls = true
+verify = true
+match_names = ["not-the-server.test"]
+
+[[route]]
+domain = "mand.test"
+via = "[127.0.0.1]:{pf_port}"
+profile = "strict"
+
+[[route]]
+domain = "wrongname.test"
+via = "[127.0.0.1]:{pf_port}"
+profile = "wrong-name"
+
+[[route]]
+domain = "opp.test"
+via = "[127.0.0.1]:{pf_port}"
+"#
+    );
+    let config = common::config(port, 1, "")
+        .replace("accept_domains = [\"example.com\"]", "accept_domains = [\"mand.test\", \"wrongname.test\", \"opp.test\"]")
+        .replace(
+            "generate_self_signed = true\n",
+            &format!("generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n", ca.cert_path.display()),
+        )
+        + "\n[queue]\nretry = [\"1h\"]\n"
+        + &routes;
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    Gateway::start_in(dir.to_path_buf(), port)
+}
+
+fn send(gw: &Gateway, rcpt: &str) {
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c.cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n.")).starts_with("250"));
+    c.cmd("QUIT");
+}
+
+#[test]
+fn mandatory_verified_route_to_postfix() {
+    let dir = common::temp_dir("pf-recv");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let s = sink(&dir);
+    let pf = postfix(&dir, &ca, &s, true);
+    let gw = gateway(&dir, &ca, pf.port);
+
+    send(&gw, "user@mand.test");
+    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
+    let log = gw.log();
+    assert!(log.contains("Verified TLS connection established to [127.0.0.1]"), "{log}");
+    assert!(log.contains("to=<user@mand.test>") && log.contains("status=sent"), "{log}");
+
+    send(&gw, "user@wrongname.test");
+    gw.wait_for_log("to=<user@wrongname.test>", Duration::from_secs(60));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("to=<user@wrongname.test>")).unwrap();
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(line.contains("dsn=4.7.5") && line.contains("do not match not-the-server.test"), "{line}");
+
+    send(&gw, "user@opp.test");
+    gw.wait_for_count("status=sent", 2, Duration::from_secs(60));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("to=<user@opp.test>")).unwrap();
+    assert!(line.contains("status=sent"), "{line}");
+
+    // Postfix relayed both delivered messages on: our Received header and
+    // Postfix's are both there.
+    gw.wait_for_log(": removed", Duration::from_secs(30));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while final_messages(&dir).len() < 2 {
+        assert!(std::time::Instant::now() < deadline, "postfix did not relay: {}", pf.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let msgs = final_messages(&dir);
+    let m = msgs.iter().find(|m| m.contains("Subject: to user@mand.test")).unwrap();
+    assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");
+    assert!(m.contains("by mx.test (sealgate) with ESMTP"), "{m}");
+}
+
+#[test]
+fn postfix_without_starttls() {
+    let dir = common::temp_dir("pf-recv-clear");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let s = sink(&dir);
+    let pf = postfix(&dir, &ca, &s, false);
+    let gw = gateway(&dir, &ca, pf.port);
+    send(&gw, "user@mand.test");
+    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("to=<user@mand.test>")).unwrap();
+    assert!(line.contains("status=deferred") && line.contains("TLS is required, but was not offered"), "{line}");
+    send(&gw, "user@opp.test");
+    gw.wait_for_log("status=sent", Duration::from_secs(60));
+    let log = gw.log();
+    let line = log.lines().find(|l| l.contains("to=<user@opp.test>")).unwrap();
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(!log.contains("TLS connection established to"), "delivered in the clear: {log}");
+}
