@@ -4,70 +4,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
 use common::{Client, Gateway};
-
-struct Dnsmasq(Child);
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn dnsmasq(port: u16) -> Dnsmasq {
-    let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
-        "/usr/sbin/dnsmasq"
-    } else {
-        "dnsmasq"
-    };
-    let mut child = Command::new(bin)
-        .args([
-            "--keep-in-foreground",
-            "--no-resolv",
-            "--no-hosts",
-            "--bind-interfaces",
-            "--listen-address=127.0.0.1",
-        ])
-        .arg(format!("--port={port}"))
-        .args(["--log-facility=-", "--conf-file=/dev/null", "--user=root"])
-        // Confirmed: PTR and A agree.
-        .arg("--host-record=mail.partner.test,127.0.0.9")
-        .arg("--host-record=relay.partner.test,127.0.0.13")
-        // Not confirmed: the PTR name resolves elsewhere.
-        .arg("--ptr-record=10.0.0.127.in-addr.arpa,liar.partner.test")
-        .arg("--host-record=liar.partner.test,127.0.0.99")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("dnsmasq (tests/run.sh installs dnsmasq-base)");
-    // dnsmasq says "started" once its socket is bound.
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    loop {
-        let line = lines.next().expect("dnsmasq exited").unwrap();
-        if line.contains("started, version") {
-            break;
-        }
-        assert!(!line.contains("FAILED"), "{line}");
-    }
-    std::thread::spawn(move || for _ in lines {});
-    Dnsmasq(child)
-}
 
 fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
@@ -86,8 +26,15 @@ fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
 
 #[test]
 fn host_name_profiles_use_forward_confirmed_names() {
-    let dns_port = free_udp_port();
-    let _dns = dnsmasq(dns_port);
+    let dns = common::dnsmasq::start(&[
+        // Confirmed: PTR and A agree.
+        "--host-record=mail.partner.test,127.0.0.9",
+        "--host-record=relay.partner.test,127.0.0.13",
+        // Not confirmed: the PTR name resolves elsewhere.
+        "--ptr-record=10.0.0.127.in-addr.arpa,liar.partner.test",
+        "--host-record=liar.partner.test,127.0.0.99",
+    ]);
+    let dns_port = dns.port;
     let dir = common::temp_dir("names");
     let port = common::free_port();
     let config = format!(

@@ -14,6 +14,7 @@ import argparse, os, socketserver, sys, threading
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--port", type=int, required=True)
+ap.add_argument("--host", default="127.0.0.1")
 ap.add_argument("--dir", required=True)
 ap.add_argument("--temp-once", action="store_true")
 ap.add_argument("--reject-prefix", default=None)
@@ -101,6 +102,6 @@ class Server(socketserver.ThreadingTCPServer):
     daemon_threads = True
 
 
-with Server(("127.0.0.1", args.port), Handler) as srv:
+with Server((args.host, args.port), Handler) as srv:
     print("ready", flush=True)
     srv.serve_forever()

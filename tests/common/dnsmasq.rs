@@ -1,0 +1,46 @@
+//! dnsmasq as the test bed's DNS server: a loopback port, no upstream, no
+//! /etc/hosts, only the records a test gives. Stopped on drop.
+
+use std::io::{BufRead, BufReader};
+use std::net::UdpSocket;
+use std::process::{Child, Command, Stdio};
+
+pub struct Dnsmasq {
+    child: Child,
+    pub port: u16,
+}
+
+impl Drop for Dnsmasq {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts dnsmasq with `records` (dnsmasq options such as
+/// `--host-record=name,ip`, `--mx-host=domain,host,pref`).
+pub fn start(records: &[&str]) -> Dnsmasq {
+    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() { "/usr/sbin/dnsmasq" } else { "dnsmasq" };
+    let mut child = Command::new(bin)
+        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
+        .arg(format!("--port={port}"))
+        .args(["--log-facility=-", "--conf-file=/dev/null", "--user=root"])
+        .args(records)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("dnsmasq (tests/run.sh installs dnsmasq-base)");
+    // dnsmasq says "started" once its socket is bound.
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("dnsmasq exited").unwrap();
+        if line.contains("started, version") {
+            break;
+        }
+        assert!(!line.contains("FAILED"), "{line}");
+    }
+    std::thread::spawn(move || for _ in lines {});
+    Dnsmasq { child, port }
+}
