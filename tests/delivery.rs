@@ -42,12 +42,20 @@ fn receiver(dir: &Path, flags: &[&str]) -> Receiver {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     std::thread::spawn(move || for _ in lines {});
-    Receiver { child, port, dir: out }
+    Receiver {
+        child,
+        port,
+        dir: out,
+    }
 }
 
 fn received(r: &Receiver) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(&r.dir)
-        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
@@ -57,7 +65,8 @@ fn received(r: &Receiver) -> Vec<String> {
 fn gateway(name: &str, r: &Receiver) -> Gateway {
     let dir = common::temp_dir(name);
     let port = common::free_port();
-    let config = common::config(port, 1, "").replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
+    let config = common::config(port, 1, "")
+        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
         + "\n[queue]\nretry = [\"1s\"]\nlifetime = \"1h\"\n";
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir, port)
@@ -72,7 +81,9 @@ fn send(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) {
         assert!(c.cmd(&format!("RCPT TO:<{r}>")).starts_with("250"));
     }
     assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c.cmd(&format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n.")).starts_with("250"));
+    assert!(c
+        .cmd(&format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n."))
+        .starts_with("250"));
     c.cmd("QUIT");
 }
 
@@ -89,7 +100,10 @@ fn temporary_failure_is_retried_and_delivered_once() {
     assert_eq!(got.len(), 1, "exactly one delivery: {got:?}");
     assert!(got[0].contains("X-Env-To: <user@example.com>"));
     assert!(got[0].contains("Subject: retry-me"));
-    assert!(got[0].contains("Received: from client.test"), "our Received header travels");
+    assert!(
+        got[0].contains("Received: from client.test"),
+        "our Received header travels"
+    );
     assert!(gw.spooled().is_empty(), "delivered mail leaves the queue");
 }
 
@@ -98,24 +112,40 @@ fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
     let dir = common::temp_dir("dlv-perm");
     let r = receiver(&dir, &["--reject-prefix", "bad"]);
     let gw = gateway("dlv-perm-gw", &r);
-    send(&gw, "sender@client.test", &["bad@example.com", "good@example.com"], "mixed");
+    send(
+        &gw,
+        "sender@client.test",
+        &["bad@example.com", "good@example.com"],
+        "mixed",
+    );
     gw.wait_for_log("status=bounced", Duration::from_secs(30));
     gw.wait_for_log("sender non-delivery notification", Duration::from_secs(30));
     // The DSN itself is delivered to the sender (through the same route).
     gw.wait_for_count("status=sent", 2, Duration::from_secs(30));
     let got = received(&r);
     assert_eq!(got.len(), 2, "{got:?}");
-    let dsn = got.iter().find(|m| m.contains("X-Env-From: <>")).expect("a DSN with the null sender");
+    let dsn = got
+        .iter()
+        .find(|m| m.contains("X-Env-From: <>"))
+        .expect("a DSN with the null sender");
     assert!(dsn.contains("X-Env-To: <sender@client.test>"));
     assert!(dsn.contains("report-type=delivery-status"));
     assert!(dsn.contains("Final-Recipient: rfc822; bad@example.com"));
     assert!(dsn.contains("Status: 5.1.1"));
-    assert!(dsn.contains("Subject: mixed"), "the original headers are returned");
-    assert!(got.iter().any(|m| m.contains("X-Env-To: <good@example.com>")));
+    assert!(
+        dsn.contains("Subject: mixed"),
+        "the original headers are returned"
+    );
+    assert!(got
+        .iter()
+        .any(|m| m.contains("X-Env-To: <good@example.com>")));
 
     // A failing message with the null sender: no notification.
     send(&gw, "", &["bad2@example.com"], "bounce-of-bounce");
-    gw.wait_for_log("undeliverable message with null sender: no notification", Duration::from_secs(30));
+    gw.wait_for_log(
+        "undeliverable message with null sender: no notification",
+        Duration::from_secs(30),
+    );
     assert_eq!(received(&r).len(), 2);
 }
 
@@ -125,8 +155,68 @@ fn forged_reply_after_starttls_aborts_the_attempt() {
     let r = receiver(&dir, &["--inject"]);
     let gw = gateway("dlv-inject-gw", &r);
     send(&gw, "sender@client.test", &["user@example.com"], "inject");
-    gw.wait_for_log("server sent data after 220 to STARTTLS", Duration::from_secs(30));
+    gw.wait_for_log(
+        "server sent data after 220 to STARTTLS",
+        Duration::from_secs(30),
+    );
     gw.wait_for_log("status=deferred", Duration::from_secs(30));
     assert!(received(&r).is_empty());
     assert_eq!(gw.spooled().len(), 1, "the message stays queued");
+}
+
+#[test]
+fn restart_mid_queue_delivers_the_rest_and_repeats_nothing() {
+    let dir = common::temp_dir("dlv-restart");
+    let r = receiver(&dir, &["--temp-once-prefix", "later"]);
+    let gwdir = common::temp_dir("dlv-restart-gw");
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
+        + "\n[queue]\nretry = [\"2s\"]\nlifetime = \"1h\"\n";
+    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(gwdir.clone(), port);
+    send(
+        &gw,
+        "sender@client.test",
+        &["now@example.com", "later@example.com"],
+        "split",
+    );
+    // One recipient delivered, the other deferred: then a crash.
+    gw.wait_for_log("to=<later@example.com>", Duration::from_secs(30));
+    let log = gw.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("to=<now@example.com>") && l.contains("status=sent")),
+        "{log}"
+    );
+    let _ = gw.kill();
+    // The state on disk says who is done.
+    let state = std::fs::read_dir(gwdir.join("spool/shard-0/queue"))
+        .unwrap()
+        .flatten()
+        .find(|e| e.path().extension().and_then(|x| x.to_str()) == Some("state"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .expect("a state file");
+    assert!(
+        state.contains("rcpt now@example.com delivered 1 "),
+        "{state}"
+    );
+    assert!(
+        state.contains("rcpt later@example.com pending 1 "),
+        "{state}"
+    );
+
+    let gw = Gateway::start_in(gwdir, port);
+    gw.wait_for_log("to=<later@example.com>", Duration::from_secs(30));
+    gw.wait_for_log(": removed", Duration::from_secs(30));
+    let got = received(&r);
+    let to_now = got
+        .iter()
+        .filter(|m| m.contains("<now@example.com>"))
+        .count();
+    let to_later = got
+        .iter()
+        .filter(|m| m.contains("<later@example.com>"))
+        .count();
+    assert_eq!((to_now, to_later), (1, 1), "{got:?}");
 }

@@ -20,7 +20,13 @@ fn mx_preference_fallback_and_null_mx() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
     let mut recv = Command::new("python3")
         .arg(script)
-        .args(["--host", "127.0.0.31", "--port", &rport.to_string(), "--dir"])
+        .args([
+            "--host",
+            "127.0.0.31",
+            "--port",
+            &rport.to_string(),
+            "--dir",
+        ])
         .arg(dir.join("received"))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -39,8 +45,14 @@ fn mx_preference_fallback_and_null_mx() {
     ]);
     let port = common::free_port();
     let config = common::config(port, 1, "")
-        .replace("accept_domains = [\"example.com\"]", "accept_domains = [\"two.test\", \"nullmx.test\"]")
-        .replace("via = \"[127.0.0.1]:1\"", &format!("via = \"mx\"\nport = {rport}"))
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"two.test\", \"nullmx.test\"]",
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"mx\"\nport = {rport}"),
+        )
         + &format!("\n[dns]\nservers = [\"127.0.0.1:{}\"]\n", dns.port);
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
@@ -58,15 +70,31 @@ fn mx_preference_fallback_and_null_mx() {
     send("user@two.test", "");
     gw.wait_for_log("to=<user@two.test>", Duration::from_secs(30));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@two.test>")).unwrap();
-    assert!(line.contains("status=sent") && line.contains("relay=mxb.two.test[127.0.0.31]"), "{line}\n{log}");
-    assert!(log.contains("connect to mxa.two.test[127.0.0.30]") || log.contains("delivery via mxa.two.test[127.0.0.30]"), "{log}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@two.test>"))
+        .unwrap();
+    assert!(
+        line.contains("status=sent") && line.contains("relay=mxb.two.test[127.0.0.31]"),
+        "{line}\n{log}"
+    );
+    assert!(
+        log.contains("connect to mxa.two.test[127.0.0.30]")
+            || log.contains("delivery via mxa.two.test[127.0.0.30]"),
+        "{log}"
+    );
 
     send("user@nullmx.test", "");
     gw.wait_for_log("to=<user@nullmx.test>", Duration::from_secs(30));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@nullmx.test>")).unwrap();
-    assert!(line.contains("status=bounced") && line.contains("dsn=5.1.10"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@nullmx.test>"))
+        .unwrap();
+    assert!(
+        line.contains("status=bounced") && line.contains("dsn=5.1.10"),
+        "{line}"
+    );
     let _ = recv.kill();
     let _ = recv.wait();
 }

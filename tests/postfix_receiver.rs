@@ -44,7 +44,11 @@ fn sink(dir: &Path) -> Sink {
 
 fn final_messages(dir: &Path) -> Vec<String> {
     std::fs::read_dir(dir.join("final"))
-        .map(|d| d.flatten().map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -54,7 +58,11 @@ fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
     let pki = dir.join("pki");
     let (crt, key) = ca.leaf(&pki, "postfix-server", &["mx.partner.test"]);
     let tls_conf = if tls {
-        format!("smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n", key.display(), crt.display())
+        format!(
+            "smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
+            key.display(),
+            crt.display()
+        )
     } else {
         "smtpd_tls_security_level = none\n".into()
     };
@@ -101,10 +109,16 @@ via = "[127.0.0.1]:{pf_port}"
 "#
     );
     let config = common::config(port, 1, "")
-        .replace("accept_domains = [\"example.com\"]", "accept_domains = [\"mand.test\", \"wrongname.test\", \"opp.test\"]")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"mand.test\", \"wrongname.test\", \"opp.test\"]",
+        )
         .replace(
             "generate_self_signed = true\n",
-            &format!("generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n", ca.cert_path.display()),
+            &format!(
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
+                ca.cert_path.display()
+            ),
         )
         + "\n[queue]\nretry = [\"1h\"]\n"
         + &routes;
@@ -119,7 +133,9 @@ fn send(gw: &Gateway, rcpt: &str) {
     assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
     assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
     assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c.cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n.")).starts_with("250"));
+    assert!(c
+        .cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n."))
+        .starts_with("250"));
     c.cmd("QUIT");
 }
 
@@ -134,20 +150,35 @@ fn mandatory_verified_route_to_postfix() {
     send(&gw, "user@mand.test");
     gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
     let log = gw.log();
-    assert!(log.contains("Verified TLS connection established to [127.0.0.1]"), "{log}");
-    assert!(log.contains("to=<user@mand.test>") && log.contains("status=sent"), "{log}");
+    assert!(
+        log.contains("Verified TLS connection established to [127.0.0.1]"),
+        "{log}"
+    );
+    assert!(
+        log.contains("to=<user@mand.test>") && log.contains("status=sent"),
+        "{log}"
+    );
 
     send(&gw, "user@wrongname.test");
     gw.wait_for_log("to=<user@wrongname.test>", Duration::from_secs(60));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@wrongname.test>")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@wrongname.test>"))
+        .unwrap();
     assert!(line.contains("status=deferred"), "{line}");
-    assert!(line.contains("dsn=4.7.5") && line.contains("do not match not-the-server.test"), "{line}");
+    assert!(
+        line.contains("dsn=4.7.5") && line.contains("do not match not-the-server.test"),
+        "{line}"
+    );
 
     send(&gw, "user@opp.test");
     gw.wait_for_count("status=sent", 2, Duration::from_secs(60));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@opp.test>")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@opp.test>"))
+        .unwrap();
     assert!(line.contains("status=sent"), "{line}");
 
     // Postfix relayed both delivered messages on: our Received header and
@@ -155,11 +186,18 @@ fn mandatory_verified_route_to_postfix() {
     gw.wait_for_log(": removed", Duration::from_secs(30));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while final_messages(&dir).len() < 2 {
-        assert!(std::time::Instant::now() < deadline, "postfix did not relay: {}", pf.log());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "postfix did not relay: {}",
+            pf.log()
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let msgs = final_messages(&dir);
-    let m = msgs.iter().find(|m| m.contains("Subject: to user@mand.test")).unwrap();
+    let m = msgs
+        .iter()
+        .find(|m| m.contains("Subject: to user@mand.test"))
+        .unwrap();
     assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");
     assert!(m.contains("by mx.test (sealgate) with ESMTP"), "{m}");
 }
@@ -174,12 +212,24 @@ fn postfix_without_starttls() {
     send(&gw, "user@mand.test");
     gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@mand.test>")).unwrap();
-    assert!(line.contains("status=deferred") && line.contains("TLS is required, but was not offered"), "{line}");
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@mand.test>"))
+        .unwrap();
+    assert!(
+        line.contains("status=deferred") && line.contains("TLS is required, but was not offered"),
+        "{line}"
+    );
     send(&gw, "user@opp.test");
     gw.wait_for_log("status=sent", Duration::from_secs(60));
     let log = gw.log();
-    let line = log.lines().find(|l| l.contains("to=<user@opp.test>")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@opp.test>"))
+        .unwrap();
     assert!(line.contains("status=sent"), "{line}");
-    assert!(!log.contains("TLS connection established to"), "delivered in the clear: {log}");
+    assert!(
+        !log.contains("TLS connection established to"),
+        "delivered in the clear: {log}"
+    );
 }

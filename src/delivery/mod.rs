@@ -483,6 +483,7 @@ impl Scheduler {
             };
             m.in_flight = false;
             let delay = now.saturating_sub(m.arrived);
+            let mut lines = Vec::with_capacity(idxs.len());
             for (i, o) in idxs.iter().zip(outcomes) {
                 let r = &mut m.state.rcpts[*i];
                 r.attempts += 1;
@@ -521,14 +522,20 @@ impl Scheduler {
                         }
                     }
                 };
-                tracing::info!(
-                    target: "send",
+                lines.push(format!(
                     "{id}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
-                    r.rcpt, o.status, crate::smtp::received::sanitize_line(&o.detail)
-                );
+                    r.rcpt,
+                    o.status,
+                    crate::smtp::received::sanitize_line(&o.detail)
+                ));
             }
+            // The state is on disk before anything is said about it: a crash
+            // after a "sent" line never delivers that recipient again.
             if let Err(e) = m.state.save(&m.path) {
                 tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
+            }
+            for line in lines {
+                tracing::info!(target: "send", "{line}");
             }
             let next = m
                 .state

@@ -20,10 +20,24 @@ impl Drop for Dnsmasq {
 /// Starts dnsmasq with `records` (dnsmasq options such as
 /// `--host-record=name,ip`, `--mx-host=domain,host,pref`).
 pub fn start(records: &[&str]) -> Dnsmasq {
-    let port = UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() { "/usr/sbin/dnsmasq" } else { "dnsmasq" };
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
+        "/usr/sbin/dnsmasq"
+    } else {
+        "dnsmasq"
+    };
     let mut child = Command::new(bin)
-        .args(["--keep-in-foreground", "--no-resolv", "--no-hosts", "--bind-interfaces", "--listen-address=127.0.0.1"])
+        .args([
+            "--keep-in-foreground",
+            "--no-resolv",
+            "--no-hosts",
+            "--bind-interfaces",
+            "--listen-address=127.0.0.1",
+        ])
         .arg(format!("--port={port}"))
         .args(["--log-facility=-", "--conf-file=/dev/null", "--user=root"])
         .args(records)

@@ -5,6 +5,7 @@
 
 --temp-once      the first RCPT this server ever sees gets 451, later ones 250
 --reject-prefix  RCPT local parts starting with this get 550 5.1.1
+--temp-once-prefix  such a recipient gets 451 the first time, 250 after
 --inject         offer STARTTLS; answer it with 220 and, in the same write,
                  a forged 250 line (CVE-2011-0411 class), then hang up
 Each accepted message is written to D/<n>.eml, envelope first. Prints
@@ -18,11 +19,12 @@ ap.add_argument("--host", default="127.0.0.1")
 ap.add_argument("--dir", required=True)
 ap.add_argument("--temp-once", action="store_true")
 ap.add_argument("--reject-prefix", default=None)
+ap.add_argument("--temp-once-prefix", default=None)
 ap.add_argument("--inject", action="store_true")
 args = ap.parse_args()
 os.makedirs(args.dir, exist_ok=True)
 lock = threading.Lock()
-state = {"rcpts_seen": 0, "messages": 0}
+state = {"rcpts_seen": 0, "messages": 0, "deferred": set()}
 
 
 class Handler(socketserver.StreamRequestHandler):
@@ -61,7 +63,14 @@ class Handler(socketserver.StreamRequestHandler):
                     state["rcpts_seen"] += 1
                     first = state["rcpts_seen"] == 1
                 local = rcpt.strip("<>").split("@")[0]
-                if args.temp_once and first:
+                once = args.temp_once_prefix and local.startswith(args.temp_once_prefix)
+                with lock:
+                    first_for_addr = once and rcpt not in state["deferred"]
+                    if first_for_addr:
+                        state["deferred"].add(rcpt)
+                if first_for_addr:
+                    self.reply("451 4.3.0 not yet, %s" % rcpt)
+                elif args.temp_once and first:
                     self.reply("451 4.3.0 try again later")
                 elif args.reject_prefix and local.startswith(args.reject_prefix):
                     self.reply("550 5.1.1 no such user here")
