@@ -50,11 +50,37 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Queue administration on the running gateway.
+    Queue {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
     /// Ask the running gateway (pid file in the spool directory) to reload.
     Reload {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// Every queued message with its recipients' state.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// One message: envelope, headers, recipients' state.
+    Show { id: String },
+    /// Attempt every pending recipient now.
+    Flush,
+    /// Remove a message without notifying anyone.
+    Delete { id: String },
+    /// Keep a message from delivery until released.
+    Hold { id: String },
+    /// Release a held message for delivery now.
+    Release { id: String },
 }
 
 fn main() -> ExitCode {
@@ -63,6 +89,18 @@ fn main() -> ExitCode {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
         Command::Reload { config } => sealgate::run::signal_reload(config.as_deref()),
+        Command::Queue { config, command } => {
+            let line = match command {
+                QueueCommand::List { json: true } => "list --json".to_string(),
+                QueueCommand::List { json: false } => "list".to_string(),
+                QueueCommand::Show { id } => format!("show {id}"),
+                QueueCommand::Flush => "flush".to_string(),
+                QueueCommand::Delete { id } => format!("delete {id}"),
+                QueueCommand::Hold { id } => format!("hold {id}"),
+                QueueCommand::Release { id } => format!("release {id}"),
+            };
+            sealgate::run::queue_command(config.as_deref(), &line)
+        }
         Command::Explain {
             config,
             client_ip,

@@ -95,6 +95,92 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     );
 }
 
+/// The control socket in the spool directory (OPS-5): one command line
+/// per connection, answered and closed. Root-only by directory mode.
+pub const CONTROL_SOCKET: &str = "sealgate.ctl";
+
+fn start_control(path: &Path, delivery: crossbeam_channel::Sender<crate::delivery::Event>) -> Result<(), String> {
+    use std::io::{BufRead, BufReader, Write};
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let mut line = String::new();
+                let mut reader = BufReader::new(&stream);
+                if reader.read_line(&mut line).is_err() {
+                    continue;
+                }
+                let answer = match line.trim().parse::<crate::delivery::Admin>() {
+                    Ok(cmd) => {
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        if delivery.send(crate::delivery::Event::Admin(cmd, tx)).is_err() {
+                            Err("delivery is not running".to_string())
+                        } else {
+                            rx.recv_timeout(std::time::Duration::from_secs(30))
+                                .unwrap_or_else(|_| Err("no answer from delivery".into()))
+                        }
+                    }
+                    Err(e) => Err(e),
+                };
+                let mut w = &stream;
+                let _ = match answer {
+                    Ok(text) => write!(w, "ok\n{text}"),
+                    Err(e) => write!(w, "error\n{e}\n"),
+                };
+            }
+        })
+        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+    Ok(())
+}
+
+/// `sealgate queue …`: one command to the running gateway's control socket.
+pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
+    use std::io::{Read, Write};
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let socket = cfg.spool_dir().join(CONTROL_SOCKET);
+    let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{}: cannot reach the running gateway: {e}", socket.display());
+            return ExitCode::from(1);
+        }
+    };
+    let mut answer = String::new();
+    if writeln!(stream, "{command}").is_err() || stream.read_to_string(&mut answer).is_err() {
+        eprintln!("lost the connection to the gateway");
+        return ExitCode::from(1);
+    }
+    match answer.split_once('\n') {
+        Some(("ok", rest)) => {
+            print!("{rest}");
+            if !rest.ends_with('\n') {
+                println!();
+            }
+            ExitCode::SUCCESS
+        }
+        Some((_, rest)) => {
+            eprint!("{rest}");
+            ExitCode::from(1)
+        }
+        None => {
+            eprintln!("unexpected answer: {answer}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// The resolver thread, with `[dns] servers` (or /etc/resolv.conf).
 pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, String> {
     let servers: Vec<_> = cfg
@@ -277,6 +363,8 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         .name("delivery".into())
         .spawn(move || scheduler.run())
         .map_err(|e| format!("cannot start delivery: {e}"))?;
+    let control_path = cfg.spool_dir().join(CONTROL_SOCKET);
+    start_control(&control_path, delivery_tx.clone())?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         "sealgate ready: listening on {} with {} shard(s)",
@@ -295,6 +383,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     shards.stop();
     let _ = delivery_tx.send(crate::delivery::Event::Stop);
     let _ = delivery.join();
+    let _ = std::fs::remove_file(&control_path);
     for (i, s) in shared.stats.iter().enumerate() {
         tracing::info!(
             "shard {i}: connections={} messages={}",

@@ -41,6 +41,36 @@ pub enum Event {
     Flush,
     /// The gateway is stopping.
     Stop,
+    /// A queue administration command (OPS-5) and where to answer.
+    Admin(Admin, Sender<Result<String, String>>),
+}
+
+/// `sealgate queue …` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    List { json: bool },
+    Show(String),
+    Flush,
+    Delete(String),
+    Hold(String),
+    Release(String),
+}
+
+impl std::str::FromStr for Admin {
+    type Err = String;
+    fn from_str(line: &str) -> Result<Admin, String> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let id = |w: &[&str]| w.get(1).map(|s| s.to_string()).ok_or_else(|| format!("{} needs a queue id", w[0]));
+        match words.first().copied() {
+            Some("list") => Ok(Admin::List { json: words.get(1) == Some(&"--json") }),
+            Some("show") => Ok(Admin::Show(id(&words)?)),
+            Some("flush") => Ok(Admin::Flush),
+            Some("delete") => Ok(Admin::Delete(id(&words)?)),
+            Some("hold") => Ok(Admin::Hold(id(&words)?)),
+            Some("release") => Ok(Admin::Release(id(&words)?)),
+            _ => Err(format!("unknown queue command {line:?}: list [--json] | show ID | flush | delete ID | hold ID | release ID")),
+        }
+    }
 }
 
 /// One host to try, in order.
@@ -203,6 +233,10 @@ impl Scheduler {
             Event::Resolved { attempt, targets } => self.resolved(attempt, targets),
             Event::Finished(result) => self.finished(result),
             Event::Stop => {}
+            Event::Admin(cmd, reply) => {
+                let answer = self.admin(cmd);
+                let _ = reply.send(answer);
+            }
             Event::Flush => {
                 let now = now_secs();
                 for m in self.messages.values_mut() {
@@ -550,6 +584,105 @@ impl Scheduler {
                     let id = id.clone();
                     self.finish_message(&id);
                 }
+            }
+        }
+    }
+
+    fn admin(&mut self, cmd: Admin) -> Result<String, String> {
+        use std::fmt::Write as _;
+        match cmd {
+            Admin::List { json } => {
+                let mut ids: Vec<&String> = self.messages.keys().collect();
+                ids.sort();
+                if json {
+                    let list: Vec<serde_json::Value> = ids
+                        .iter()
+                        .map(|id| {
+                            let m = &self.messages[*id];
+                            serde_json::json!({
+                                "id": id,
+                                "arrived": m.arrived,
+                                "size": std::fs::metadata(&m.path).map(|md| md.len()).unwrap_or(0),
+                                "from": m.from,
+                                "hold": m.state.hold,
+                                "recipients": m.state.rcpts.iter().map(|r| serde_json::json!({
+                                    "rcpt": r.rcpt,
+                                    "status": format!("{:?}", r.status).to_lowercase(),
+                                    "attempts": r.attempts,
+                                    "next_due": r.next_due,
+                                    "last": r.last,
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect();
+                    return serde_json::to_string_pretty(&list).map_err(|e| e.to_string());
+                }
+                let mut out = String::new();
+                for id in ids {
+                    let m = &self.messages[id];
+                    let size = std::fs::metadata(&m.path).map(|md| md.len()).unwrap_or(0);
+                    let _ = writeln!(
+                        out,
+                        "{id}{} {size} {} <{}>",
+                        if m.state.hold { "!" } else { "" },
+                        crate::smtp::received::rfc5322_date(UNIX_EPOCH + Duration::from_secs(m.arrived)),
+                        m.from
+                    );
+                    for r in &m.state.rcpts {
+                        let _ = writeln!(out, "    {} {:?} attempts={} {}", r.rcpt, r.status, r.attempts, r.last);
+                    }
+                }
+                let _ = writeln!(out, "-- {} message(s) in queue", self.messages.len());
+                Ok(out)
+            }
+            Admin::Show(id) => {
+                let m = self.messages.get(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                let text = std::fs::read_to_string(&m.path).map_err(|e| e.to_string())?;
+                let mut out = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+                out.push_str("\n\n");
+                for r in &m.state.rcpts {
+                    let _ = writeln!(out, "{} {:?} attempts={} next_due={} {}", r.rcpt, r.status, r.attempts, r.next_due, r.last);
+                }
+                Ok(out)
+            }
+            Admin::Flush => {
+                self.handle(Event::Flush);
+                Ok(format!("{} message(s) scheduled for delivery now", self.messages.len()))
+            }
+            Admin::Delete(id) => {
+                let m = self.messages.get(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                if m.in_flight {
+                    return Err(format!("{id}: a delivery attempt is running; try again"));
+                }
+                let path = m.path.clone();
+                spool::remove_message(&path).map_err(|e| e.to_string())?;
+                self.messages.remove(&id);
+                tracing::info!(target: "send", "{id}: removed by the administrator");
+                Ok(format!("{id}: deleted"))
+            }
+            Admin::Hold(id) | Admin::Release(id) if !self.messages.contains_key(&id) => {
+                Err(format!("{id}: no such message in the queue"))
+            }
+            Admin::Hold(id) => {
+                let m = self.messages.get_mut(&id).ok_or("gone")?;
+                m.state.hold = true;
+                m.state.save(&m.path).map_err(|e| e.to_string())?;
+                tracing::info!(target: "send", "{id}: placed on hold");
+                Ok(format!("{id}: on hold"))
+            }
+            Admin::Release(id) => {
+                let m = self.messages.get_mut(&id).ok_or("gone")?;
+                m.state.hold = false;
+                let now = now_secs();
+                for r in &mut m.state.rcpts {
+                    if r.status == RcptStatus::Pending {
+                        r.next_due = now;
+                    }
+                }
+                m.state.save(&m.path).map_err(|e| e.to_string())?;
+                self.due.push(std::cmp::Reverse((now, id.clone())));
+                tracing::info!(target: "send", "{id}: released from hold");
+                Ok(format!("{id}: released"))
             }
         }
     }
