@@ -99,10 +99,14 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
 /// per connection, answered and closed. Root-only by directory mode.
 pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 
-fn start_control(path: &Path, delivery: crossbeam_channel::Sender<crate::delivery::Event>) -> Result<(), String> {
+fn start_control(
+    path: &Path,
+    delivery: crossbeam_channel::Sender<crate::delivery::Event>,
+) -> Result<(), String> {
     use std::io::{BufRead, BufReader, Write};
     let _ = std::fs::remove_file(path);
-    let listener = std::os::unix::net::UnixListener::bind(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -119,7 +123,10 @@ fn start_control(path: &Path, delivery: crossbeam_channel::Sender<crate::deliver
                 let answer = match line.trim().parse::<crate::delivery::Admin>() {
                     Ok(cmd) => {
                         let (tx, rx) = crossbeam_channel::bounded(1);
-                        if delivery.send(crate::delivery::Event::Admin(cmd, tx)).is_err() {
+                        if delivery
+                            .send(crate::delivery::Event::Admin(cmd, tx))
+                            .is_err()
+                        {
                             Err("delivery is not running".to_string())
                         } else {
                             rx.recv_timeout(std::time::Duration::from_secs(30))
@@ -153,7 +160,10 @@ pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
     let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("{}: cannot reach the running gateway: {e}", socket.display());
+            eprintln!(
+                "{}: cannot reach the running gateway: {e}",
+                socket.display()
+            );
             return ExitCode::from(1);
         }
     };

@@ -233,3 +233,78 @@ fn postfix_without_starttls() {
         "delivered in the clear: {log}"
     );
 }
+
+#[test]
+fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
+    let dir = common::temp_dir("e2e");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let s = sink(&dir);
+    let pf = postfix(&dir, &ca, &s, true);
+    let dns = common::dnsmasq::start(&[
+        "--mx-host=mand.test,mx.partner.test,10",
+        "--host-record=mx.partner.test,127.0.0.1",
+    ]);
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace("accept_domains = [\"example.com\"]", "accept_domains = [\"mand.test\"]")
+        .replace(
+            "generate_self_signed = true\n",
+            &format!("generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n", ca.cert_path.display()),
+        )
+        + &format!(
+            "\n[dns]\nservers = [\"127.0.0.1:{}\"]\n\n[[profile]]\nname = \"strict\"\n[profile.client]\nmandatory_tls = true\nverify = true\n\n[[route]]\ndomain = \"mand.test\"\nvia = \"mx\"\nport = {}\nprofile = \"strict\"\n",
+            dns.port, pf.port
+        );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let (status, out, err) = common::run_tool(
+        Command::new("swaks")
+            .args([
+                "--server",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--tls",
+                "--timeout",
+                "20",
+            ])
+            .args([
+                "--from",
+                "sender@client.test",
+                "--to",
+                "user@mand.test",
+                "--header",
+                "Subject: end to end",
+            ]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(status.success(), "{out}{err}");
+    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
+    let log = gw.log();
+    assert!(
+        log.contains("Verified TLS connection established to mx.partner.test[127.0.0.1]"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@mand.test>"))
+        .unwrap();
+    assert!(
+        line.contains("relay=mx.partner.test[127.0.0.1]") && line.contains("status=sent"),
+        "{line}"
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while final_messages(&dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "postfix did not relay: {}",
+            pf.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let m = &final_messages(&dir)[0];
+    // Both hops recorded TLS: swaks → sealgate, sealgate → Postfix.
+    assert!(m.contains("by mx.test (sealgate) with ESMTPS"), "{m}");
+    assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");
+}

@@ -12,7 +12,10 @@ use common::Gateway;
 
 fn queue(cfg: &Path, args: &[&str]) -> (bool, String) {
     let (status, out, err) = common::run_tool(
-        Command::new(common::BIN).args(["queue", "-c"]).arg(cfg).args(args),
+        Command::new(common::BIN)
+            .args(["queue", "-c"])
+            .arg(cfg)
+            .args(args),
         None,
         Duration::from_secs(20),
     );
@@ -34,7 +37,9 @@ fn queue_commands_on_a_running_gateway() {
         c.cmd("MAIL FROM:<s@client.test>");
         c.cmd(&format!("RCPT TO:<{subject}@example.com>"));
         c.cmd("DATA");
-        assert!(c.cmd(&format!("Subject: {subject}\r\n\r\nx\r\n.")).starts_with("250"));
+        assert!(c
+            .cmd(&format!("Subject: {subject}\r\n\r\nx\r\n."))
+            .starts_with("250"));
         c.cmd("QUIT");
     }
     // Both attempts fail (the route is a closed port) and are deferred.
@@ -55,17 +60,26 @@ fn queue_commands_on_a_running_gateway() {
     };
     let (first, second) = (id_of("first@example.com"), id_of("second@example.com"));
     assert_eq!(list[0]["recipients"][0]["status"], "pending");
-    assert!(list[0]["recipients"][0]["last"].as_str().unwrap().contains("connection failed"));
+    assert!(list[0]["recipients"][0]["last"]
+        .as_str()
+        .unwrap()
+        .contains("connection failed"));
 
     let (ok, out) = queue(&cfg, &["show", &first]);
-    assert!(ok && out.contains("rcpt <first@example.com>") && out.contains("attempts=1"), "{out}");
+    assert!(
+        ok && out.contains("rcpt <first@example.com>") && out.contains("attempts=1"),
+        "{out}"
+    );
     assert!(queue(&cfg, &["hold", &first]).0);
     let (ok, out) = queue(&cfg, &["delete", &second]);
     assert!(ok, "{out}");
     let (ok, out) = queue(&cfg, &["delete", "NOSUCHID"]);
     assert!(!ok && out.contains("no such message"), "{out}");
     let (_, out) = queue(&cfg, &["list"]);
-    assert!(out.contains(&format!("{first}!")) && !out.contains(&second), "held, the other gone: {out}");
+    assert!(
+        out.contains(&format!("{first}!")) && !out.contains(&second),
+        "held, the other gone: {out}"
+    );
 
     // Route to a receiver now, and flush: the held message stays.
     let rport = common::free_port();
@@ -80,13 +94,28 @@ fn queue_commands_on_a_running_gateway() {
     let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     std::thread::spawn(move || for _ in lines {});
-    std::fs::write(&cfg, base.replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{rport}"))).unwrap();
-    let (status, _, _) = common::run_tool(Command::new(common::BIN).args(["reload", "-c"]).arg(&cfg), None, Duration::from_secs(10));
+    std::fs::write(
+        &cfg,
+        base.replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{rport}")),
+    )
+    .unwrap();
+    let (status, _, _) = common::run_tool(
+        Command::new(common::BIN).args(["reload", "-c"]).arg(&cfg),
+        None,
+        Duration::from_secs(10),
+    );
     assert!(status.success());
     gw.wait_for_log("reload: configuration reloaded", Duration::from_secs(20));
     assert!(queue(&cfg, &["flush"]).0);
     let (_, out) = queue(&cfg, &["list", "--json"]);
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // Released: delivered.
     assert!(queue(&cfg, &["release", &first]).0);
     gw.wait_for_log("status=sent", Duration::from_secs(30));

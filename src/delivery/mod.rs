@@ -60,7 +60,11 @@ impl std::str::FromStr for Admin {
     type Err = String;
     fn from_str(line: &str) -> Result<Admin, String> {
         let words: Vec<&str> = line.split_whitespace().collect();
-        let id = |w: &[&str]| w.get(1).map(|s| s.to_string()).ok_or_else(|| format!("{} needs a queue id", w[0]));
+        let id = |w: &[&str]| {
+            w.get(1)
+                .map(|s| s.to_string())
+                .ok_or_else(|| format!("{} needs a queue id", w[0]))
+        };
         match words.first().copied() {
             Some("list") => Ok(Admin::List { json: words.get(1) == Some(&"--json") }),
             Some("show") => Ok(Admin::Show(id(&words)?)),
@@ -625,32 +629,51 @@ impl Scheduler {
                         out,
                         "{id}{} {size} {} <{}>",
                         if m.state.hold { "!" } else { "" },
-                        crate::smtp::received::rfc5322_date(UNIX_EPOCH + Duration::from_secs(m.arrived)),
+                        crate::smtp::received::rfc5322_date(
+                            UNIX_EPOCH + Duration::from_secs(m.arrived)
+                        ),
                         m.from
                     );
                     for r in &m.state.rcpts {
-                        let _ = writeln!(out, "    {} {:?} attempts={} {}", r.rcpt, r.status, r.attempts, r.last);
+                        let _ = writeln!(
+                            out,
+                            "    {} {:?} attempts={} {}",
+                            r.rcpt, r.status, r.attempts, r.last
+                        );
                     }
                 }
                 let _ = writeln!(out, "-- {} message(s) in queue", self.messages.len());
                 Ok(out)
             }
             Admin::Show(id) => {
-                let m = self.messages.get(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                let m = self
+                    .messages
+                    .get(&id)
+                    .ok_or_else(|| format!("{id}: no such message in the queue"))?;
                 let text = std::fs::read_to_string(&m.path).map_err(|e| e.to_string())?;
                 let mut out = text.split("\r\n\r\n").next().unwrap_or("").to_string();
                 out.push_str("\n\n");
                 for r in &m.state.rcpts {
-                    let _ = writeln!(out, "{} {:?} attempts={} next_due={} {}", r.rcpt, r.status, r.attempts, r.next_due, r.last);
+                    let _ = writeln!(
+                        out,
+                        "{} {:?} attempts={} next_due={} {}",
+                        r.rcpt, r.status, r.attempts, r.next_due, r.last
+                    );
                 }
                 Ok(out)
             }
             Admin::Flush => {
                 self.handle(Event::Flush);
-                Ok(format!("{} message(s) scheduled for delivery now", self.messages.len()))
+                Ok(format!(
+                    "{} message(s) scheduled for delivery now",
+                    self.messages.len()
+                ))
             }
             Admin::Delete(id) => {
-                let m = self.messages.get(&id).ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                let m = self
+                    .messages
+                    .get(&id)
+                    .ok_or_else(|| format!("{id}: no such message in the queue"))?;
                 if m.in_flight {
                     return Err(format!("{id}: a delivery attempt is running; try again"));
                 }
