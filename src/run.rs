@@ -355,9 +355,16 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let settings = crate::delivery::Settings {
         retry: q.retry.iter().map(|s| s.0).collect(),
         lifetime: q.lifetime.0,
-        per_destination: 20,
-        messages_per_connection: 10,
-        timeouts: Default::default(),
+        per_destination: q.destination_concurrency,
+        messages_per_connection: q.messages_per_connection,
+        timeouts: crate::smtp::client::Timeouts {
+            greeting: q.command_timeout.0,
+            command: q.command_timeout.0,
+            // §4.5.3.2.4 and .5: 2 and 3 minutes, never more than asked.
+            data_start: q.command_timeout.0.min(std::time::Duration::from_secs(120)),
+            data_block: q.command_timeout.0.min(std::time::Duration::from_secs(180)),
+            data_end: q.data_timeout.0,
+        },
     };
     let scheduler = crate::delivery::Scheduler::new(
         delivery_rx,

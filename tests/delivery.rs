@@ -220,3 +220,29 @@ fn restart_mid_queue_delivers_the_rest_and_repeats_nothing() {
         .count();
     assert_eq!((to_now, to_later), (1, 1), "{got:?}");
 }
+
+#[test]
+fn silent_server_times_out_and_is_deferred() {
+    let dir = common::temp_dir("dlv-silent");
+    let r = receiver(&dir, &["--silent"]);
+    let gwdir = common::temp_dir("dlv-silent-gw");
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
+        + "\n[queue]\nretry = [\"1h\"]\ncommand_timeout = \"1s\"\n";
+    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(gwdir, port);
+    let started = std::time::Instant::now();
+    send(&gw, "sender@client.test", &["user@example.com"], "silence");
+    gw.wait_for_log("status=deferred", Duration::from_secs(30));
+    let log = gw.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("to=<user@example.com>"))
+        .unwrap();
+    assert!(
+        line.contains("dsn=4.4.2") && line.contains("timeout waiting for the greeting"),
+        "{line}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}

@@ -267,6 +267,24 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
         ("limits.data_timeout", l.data_timeout.0.is_zero()),
         ("limits.errors", l.errors == 0),
         ("server.spool_writers", file.server.spool_writers == 0),
+        (
+            "queue.retry",
+            file.queue.retry.is_empty() || file.queue.retry.iter().any(|r| r.0.is_zero()),
+        ),
+        ("queue.lifetime", file.queue.lifetime.0.is_zero()),
+        (
+            "queue.command_timeout",
+            file.queue.command_timeout.0.is_zero(),
+        ),
+        ("queue.data_timeout", file.queue.data_timeout.0.is_zero()),
+        (
+            "queue.destination_concurrency",
+            file.queue.destination_concurrency == 0,
+        ),
+        (
+            "queue.messages_per_connection",
+            file.queue.messages_per_connection == 0,
+        ),
     ] {
         if zero {
             err(0..0, key.into(), "must be greater than zero".into());

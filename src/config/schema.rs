@@ -142,6 +142,15 @@ impl Default for Admin {
 pub struct Queue {
     pub retry: Vec<Span>,
     pub lifetime: Span,
+    /// Outbound: waiting for the greeting and each command reply
+    /// (RFC 5321 §4.5.3.2.1–3: 5 minutes).
+    pub command_timeout: Span,
+    /// Outbound: waiting for the reply to the end of data (§4.5.3.2.6).
+    pub data_timeout: Span,
+    /// Delivery attempts in flight per destination (host or MX domain).
+    pub destination_concurrency: usize,
+    /// Messages sent over one connection to the same destination.
+    pub messages_per_connection: usize,
 }
 
 impl Default for Queue {
@@ -150,6 +159,10 @@ impl Default for Queue {
         Queue {
             retry: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
             lifetime: Span(std::time::Duration::from_secs(5 * 86_400)),
+            command_timeout: m(5),
+            data_timeout: m(10),
+            destination_concurrency: 20,
+            messages_per_connection: 10,
         }
     }
 }

@@ -6,6 +6,7 @@
 --temp-once      the first RCPT this server ever sees gets 451, later ones 250
 --reject-prefix  RCPT local parts starting with this get 550 5.1.1
 --temp-once-prefix  such a recipient gets 451 the first time, 250 after
+--silent         accept connections and never answer
 --inject         offer STARTTLS; answer it with 220 and, in the same write,
                  a forged 250 line (CVE-2011-0411 class), then hang up
 Each accepted message is written to D/<n>.eml, envelope first. Prints
@@ -21,6 +22,7 @@ ap.add_argument("--temp-once", action="store_true")
 ap.add_argument("--reject-prefix", default=None)
 ap.add_argument("--temp-once-prefix", default=None)
 ap.add_argument("--inject", action="store_true")
+ap.add_argument("--silent", action="store_true")
 args = ap.parse_args()
 os.makedirs(args.dir, exist_ok=True)
 lock = threading.Lock()
@@ -33,6 +35,10 @@ class Handler(socketserver.StreamRequestHandler):
         self.wfile.flush()
 
     def handle(self):
+        if args.silent:
+            # Accept and say nothing: the client must time out.
+            self.rfile.read()
+            return
         self.reply("220 receiver.test ESMTP scripted")
         sender, rcpts = None, []
         while True:
