@@ -286,7 +286,7 @@ impl Scheduler {
         );
         match due {
             Some(t) => self.due.push(std::cmp::Reverse((t, id))),
-            None => self.finish_message(&id),
+            None => self.finish_message(&id, Vec::new()),
         }
     }
 
@@ -567,14 +567,10 @@ impl Scheduler {
                     crate::smtp::received::sanitize_line(&o.detail)
                 ));
             }
-            // The state is on disk before anything is said about it: a crash
-            // after a "sent" line never delivers that recipient again.
-            if let Err(e) = m.state.save(&m.path) {
-                tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
-            }
-            for line in lines {
-                tracing::info!(target: "send", "{line}");
-            }
+            // The outcome is on disk before anything is said about it: a
+            // crash after a "sent" line never delivers that recipient again.
+            // A message with every recipient final is simply removed (after
+            // its bounce is queued), which says as much with less I/O.
             let next = m
                 .state
                 .rcpts
@@ -583,10 +579,18 @@ impl Scheduler {
                 .map(|r| r.next_due)
                 .min();
             match next {
-                Some(t) => self.due.push(std::cmp::Reverse((t, id.clone()))),
+                Some(t) => {
+                    if let Err(e) = m.state.save(&m.path) {
+                        tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
+                    }
+                    for line in lines {
+                        tracing::info!(target: "send", "{line}");
+                    }
+                    self.due.push(std::cmp::Reverse((t, id.clone())));
+                }
                 None => {
                     let id = id.clone();
-                    self.finish_message(&id);
+                    self.finish_message(&id, lines);
                 }
             }
         }
@@ -711,7 +715,7 @@ impl Scheduler {
     }
 
     /// Every recipient is final: bounce the failed ones, then remove.
-    fn finish_message(&mut self, id: &str) {
+    fn finish_message(&mut self, id: &str, lines: Vec<String>) {
         let Some(m) = self.messages.remove(id) else {
             return;
         };
@@ -727,13 +731,24 @@ impl Scheduler {
                 tracing::info!(target: "send", "{id}: undeliverable message with null sender: no notification");
             } else if let Err(e) = self.bounce(id, &m, &failed) {
                 tracing::error!(target: "send", "{id}: cannot queue the delivery status notification: {e}; message kept");
+                let _ = m.state.save(&m.path);
+                for line in lines {
+                    tracing::info!(target: "send", "{line}");
+                }
                 return;
             }
         }
-        if let Err(e) = spool::remove_message(&m.path) {
-            tracing::error!(target: "send", "{id}: cannot remove delivered message: {e}");
-        } else {
-            tracing::info!(target: "send", "{id}: removed");
+        let removed = spool::remove_message(&m.path);
+        if removed.is_err() {
+            // Keep the outcome on disk at least.
+            let _ = m.state.save(&m.path);
+        }
+        for line in lines {
+            tracing::info!(target: "send", "{line}");
+        }
+        match removed {
+            Ok(()) => tracing::info!(target: "send", "{id}: removed"),
+            Err(e) => tracing::error!(target: "send", "{id}: cannot remove delivered message: {e}"),
         }
     }
 
