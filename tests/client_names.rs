@@ -4,25 +4,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
-
-use common::{Client, Gateway};
-
-fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
-        .unwrap();
-    sock.connect(&to.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    let mut c = Client::new(stream);
-    assert!(c.reply().starts_with("220"));
-    c.cmd("EHLO client.test");
-    c
-}
+use common::Gateway;
 
 #[test]
 fn host_name_profiles_use_forward_confirmed_names() {
@@ -45,13 +27,13 @@ fn host_name_profiles_use_forward_confirmed_names() {
     let gw = Gateway::start_in(dir, port);
 
     // 127.0.0.9 is mail.partner.test, confirmed: the exact host profile.
-    let mut c = connect_from("127.0.0.9", gw.addr);
+    let mut c = common::connect_from("127.0.0.9", gw.addr);
     assert_eq!(
         c.cmd("MAIL FROM:<a@partner.test>"),
         "530 5.7.0 Must issue a STARTTLS command first\r\n"
     );
     // 127.0.0.13 is relay.partner.test: the wildcard profile, which relays.
-    let mut c = connect_from("127.0.0.13", gw.addr);
+    let mut c = common::connect_from("127.0.0.13", gw.addr);
     assert_eq!(
         c.cmd("MAIL FROM:<a@partner.test>"),
         "250 2.1.0 Sender ok\r\n"
@@ -62,7 +44,7 @@ fn host_name_profiles_use_forward_confirmed_names() {
     );
     // 127.0.0.10 claims liar.partner.test by PTR, which resolves elsewhere:
     // no name, no host profile, no relay.
-    let mut c = connect_from("127.0.0.10", gw.addr);
+    let mut c = common::connect_from("127.0.0.10", gw.addr);
     assert_eq!(
         c.cmd("MAIL FROM:<a@partner.test>"),
         "250 2.1.0 Sender ok\r\n"
@@ -72,7 +54,7 @@ fn host_name_profiles_use_forward_confirmed_names() {
         "554 5.7.1 Relay access denied\r\n"
     );
     // 127.0.0.12 has no PTR at all.
-    let mut c = connect_from("127.0.0.12", gw.addr);
+    let mut c = common::connect_from("127.0.0.12", gw.addr);
     assert_eq!(
         c.cmd("MAIL FROM:<a@partner.test>"),
         "250 2.1.0 Sender ok\r\n"

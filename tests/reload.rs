@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,20 +17,6 @@ fn config(port: u16, mandatory: bool) -> String {
         "{}\n[[profile]]\nname = \"seven\"\nhosts = [\"127.0.0.7\"]\n[profile.server]\nmandatory_tls = {mandatory}\n",
         common::config(port, 2, "")
     )
-}
-
-fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
-        .unwrap();
-    sock.connect(&to.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut c = Client::new(stream);
-    assert!(c.reply().starts_with("220"));
-    c
 }
 
 fn mail_reply(c: &mut Client<TcpStream>) -> String {
@@ -81,7 +67,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
         .collect();
 
     // A session that starts under A and is still open across the reloads.
-    let mut old = connect_from("127.0.0.7", gw.addr);
+    let mut old = common::connect_from("127.0.0.7", gw.addr);
     // Ten reloads alternating B (even i) and A (odd i), one of them through
     // `sealgate reload`.
     for i in 0..10 {
@@ -113,7 +99,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
         "530 5.7.0 Must issue a STARTTLS command first\r\n"
     );
     // A new session from the same address runs under B.
-    let mut new = connect_from("127.0.0.7", gw.addr);
+    let mut new = common::connect_from("127.0.0.7", gw.addr);
     assert_eq!(mail_reply(&mut new), "250 2.1.0 Sender ok\r\n");
 
     // A broken file: errors logged, the running policy (B) stays.
@@ -132,7 +118,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
         "{}",
         gw.log()
     );
-    let mut after = connect_from("127.0.0.7", gw.addr);
+    let mut after = common::connect_from("127.0.0.7", gw.addr);
     assert_eq!(
         mail_reply(&mut after),
         "250 2.1.0 Sender ok\r\n",

@@ -97,6 +97,13 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
     }
 }
 
+/// A verifier that accepts any server certificate but checks the
+/// handshake signatures (the server must hold the key). The load generator
+/// uses it for `--verify` off.
+pub fn any_server_certificate() -> Arc<dyn ServerCertVerifier> {
+    Arc::new(CheckAfterHandshake(provider()))
+}
+
 /// Accepts any certificate during the handshake but checks the server's
 /// handshake signatures: [`check_server`] judges the certificate after.
 #[derive(Debug)]

@@ -373,6 +373,23 @@ pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
     Client::new(s)
 }
 
+/// A connection from a chosen loopback source address (to match IP
+/// profiles), past the banner and EHLO.
+pub fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
+        .unwrap();
+    sock.connect(&to.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut c = Client::new(stream);
+    assert!(c.reply().starts_with("220"));
+    c.cmd("EHLO client.test");
+    c
+}
+
 /// A rustls client config that trusts the gateway's generated certificate.
 pub fn tls_client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
