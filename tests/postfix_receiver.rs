@@ -77,6 +77,8 @@ fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
 
 fn gateway(dir: &Path, ca: &Ca, pf_port: u16) -> Gateway {
     let port = common::free_port();
+    // OUT-5: the certificate sealgate presents to servers that ask.
+    let (client_crt, client_key) = ca.leaf(&dir.join("pki"), "gateway-client", &["mx.test"]);
     let routes = format!(
         r#"
 [[profile]]
@@ -85,6 +87,7 @@ name = "strict"
 mandatory_tls = true
 verify = true
 match_names = ["mx.partner.test"]
+client_certificate = true
 
 [[profile]]
 name = "wrong-name"
@@ -116,8 +119,10 @@ via = "[127.0.0.1]:{pf_port}"
         .replace(
             "generate_self_signed = true\n",
             &format!(
-                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
-                ca.cert_path.display()
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\nclient_certificate = {{ cert = \"{}\", key = \"{}\" }}\n",
+                ca.cert_path.display(),
+                client_crt.display(),
+                client_key.display()
             ),
         )
         + "\n[queue]\nretry = [\"1h\"]\n"
