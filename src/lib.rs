@@ -13,11 +13,13 @@
 //! `spool` is the durable store, `config` turns the TOML file into a
 //! snapshot with every error reported at once.
 
+pub mod cert;
 pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod explain;
 pub mod policy;
+pub mod probe;
 pub mod run;
 pub mod shard;
 pub mod smtp;

@@ -50,6 +50,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Certificate tooling: keys, CSRs, a test CA, signing, inspection, PFX.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+    /// Connect to a mail server as delivery would and report its TLS.
+    Probe {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// HOST[:PORT] or [IP]:PORT (port 25 by default).
+        target: String,
+        /// Judge the server by this outbound profile.
+        #[arg(long)]
+        profile: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Queue administration on the running gateway.
     Queue {
         #[arg(short = 'c', long = "config")]
@@ -61,6 +78,81 @@ enum Command {
     Reload {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// A new private key (PEM, mode 0600).
+    Key {
+        #[arg(long = "type", default_value = "ecdsa-p256")]
+        kind: String,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        allow_weak: bool,
+    },
+    /// A certificate signing request (PKCS#10) with subjectAltNames.
+    Csr {
+        #[arg(long)]
+        key: PathBuf,
+        #[arg(long)]
+        cn: String,
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        #[arg(long)]
+        org: Option<String>,
+        #[arg(long)]
+        ou: Option<String>,
+        #[arg(long)]
+        country: Option<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// A test certificate authority (marked as such in its subject).
+    Ca {
+        #[arg(long)]
+        cn: String,
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        #[arg(long)]
+        out_cert: PathBuf,
+        #[arg(long)]
+        out_key: PathBuf,
+    },
+    /// Sign a CSR with a CA: serverAuth and clientAuth, the CSR's SANs.
+    Sign {
+        #[arg(long)]
+        ca_cert: PathBuf,
+        #[arg(long)]
+        ca_key: PathBuf,
+        #[arg(long)]
+        csr: PathBuf,
+        #[arg(long, default_value_t = 365)]
+        days: u32,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// What a certificate (chain) file or a server's STARTTLS chain says.
+    Inspect {
+        /// A PEM file, or HOST:PORT to fetch the chain over STARTTLS.
+        target: String,
+        /// A private key that must match the certificate.
+        #[arg(long)]
+        key: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// PKCS#12 / PFX to PEM certificate chain and key.
+    Pkcs12 {
+        #[arg(long = "in")]
+        input: PathBuf,
+        #[arg(long)]
+        password_file: Option<PathBuf>,
+        #[arg(long)]
+        out_cert: PathBuf,
+        #[arg(long)]
+        out_key: PathBuf,
     },
 }
 
@@ -89,6 +181,47 @@ fn main() -> ExitCode {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
         Command::Reload { config } => sealgate::run::signal_reload(config.as_deref()),
+        Command::Cert { command } => match cert(command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealgate cert: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Command::Probe {
+            config,
+            target,
+            profile,
+            json,
+        } => {
+            let result = sealgate::config::load(config.as_deref())
+                .map_err(|e| e.to_string())
+                .and_then(|cfg| {
+                    let (host, addr) = sealgate::probe::target(&target)?;
+                    sealgate::probe::probe(&cfg, &host, addr, profile.as_deref())
+                });
+            match result {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&report).unwrap_or_default()
+                        );
+                    } else {
+                        print!("{report}");
+                    }
+                    if report.would_deliver {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(2)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("sealgate probe: {e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
         Command::Queue { config, command } => {
             let line = match command {
                 QueueCommand::List { json: true } => "list --json".to_string(),
@@ -148,5 +281,155 @@ fn main() -> ExitCode {
             }
             ExitCode::SUCCESS
         }
+    }
+}
+
+fn read_text(p: &std::path::Path) -> Result<String, String> {
+    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+}
+
+fn cert(command: CertCommand) -> Result<(), String> {
+    use sealgate::cert;
+    match command {
+        CertCommand::Key {
+            kind,
+            out,
+            allow_weak,
+        } => {
+            let key = cert::generate_key(&kind, allow_weak)?;
+            cert::save(&out, &key.serialize_pem(), true)?;
+            println!("{}: {kind} private key written (mode 0600)", out.display());
+        }
+        CertCommand::Csr {
+            key,
+            cn,
+            sans,
+            org,
+            ou,
+            country,
+            out,
+        } => {
+            let key = cert::load_key(&key)?;
+            let subject = cert::Subject {
+                cn: &cn,
+                sans: &sans,
+                org: org.as_deref(),
+                ou: ou.as_deref(),
+                country: country.as_deref(),
+            };
+            let (pem, warnings) = cert::csr(&key, &subject)?;
+            for w in warnings {
+                eprintln!("warning: {w}");
+            }
+            cert::save(&out, &pem, false)?;
+            println!("{}: certificate signing request written", out.display());
+        }
+        CertCommand::Ca {
+            cn,
+            days,
+            out_cert,
+            out_key,
+        } => {
+            let key = cert::generate_key("ecdsa-p256", false)?;
+            let pem = cert::test_ca(&cn, days, &key)?;
+            cert::save(&out_key, &key.serialize_pem(), true)?;
+            cert::save(&out_cert, &pem, false)?;
+            println!(
+                "{}: test CA certificate written ({days} days); key in {}",
+                out_cert.display(),
+                out_key.display()
+            );
+        }
+        CertCommand::Sign {
+            ca_cert,
+            ca_key,
+            csr,
+            days,
+            out,
+        } => {
+            let pem = cert::sign(
+                &read_text(&csr)?,
+                &read_text(&ca_cert)?,
+                &cert::load_key(&ca_key)?,
+                days,
+            )?;
+            cert::save(&out, &pem, false)?;
+            println!("{}: certificate signed for {days} days", out.display());
+        }
+        CertCommand::Inspect { target, key, json } => {
+            let path = std::path::Path::new(&target);
+            let chain: Vec<Vec<u8>> = if path.exists() {
+                use rustls::pki_types::pem::PemObject;
+                rustls::pki_types::CertificateDer::pem_file_iter(path)
+                    .map_err(|e| format!("{target}: {e:?}"))?
+                    .map(|c| {
+                        c.map(|c| c.to_vec())
+                            .map_err(|e| format!("{target}: {e:?}"))
+                    })
+                    .collect::<Result<_, _>>()?
+            } else {
+                let cfg = sealgate::config::load(None).map_err(|e| e.to_string())?;
+                let (host, addr) = sealgate::probe::target(&target)?;
+                let report = sealgate::probe::probe(&cfg, &host, addr, None)?;
+                return match report.chain {
+                    Some(c) => {
+                        print_inspect(&c, json);
+                        Ok(())
+                    }
+                    None => Err(format!(
+                        "{target}: no certificate (STARTTLS {})",
+                        if report.starttls_offered {
+                            "failed"
+                        } else {
+                            "not offered"
+                        }
+                    )),
+                };
+            };
+            if chain.is_empty() {
+                return Err(format!("{target}: no CERTIFICATE block found"));
+            }
+            let spki = match key {
+                Some(k) => Some(rcgen::PublicKeyData::subject_public_key_info(
+                    &cert::load_key(&k)?,
+                )),
+                None => None,
+            };
+            let report = cert::inspect::inspect(&chain, spki.as_deref())?;
+            print_inspect(&report, json);
+        }
+        CertCommand::Pkcs12 {
+            input,
+            password_file,
+            out_cert,
+            out_key,
+        } => {
+            let pfx = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let password = match password_file {
+                Some(p) => read_text(&p)?.trim_end_matches(['\r', '\n']).to_string(),
+                None => String::new(),
+            };
+            let (certs, key) = cert::from_pkcs12(&pfx, &password)
+                .map_err(|e| format!("{}: {e}", input.display()))?;
+            cert::save(&out_key, &key, true)?;
+            cert::save(&out_cert, &certs, false)?;
+            println!(
+                "{}: certificate chain written; key in {} (mode 0600)",
+                out_cert.display(),
+                out_key.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn print_inspect(report: &sealgate::cert::inspect::Report, json: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(report).unwrap_or_default()
+        );
+    } else {
+        print!("{report}");
     }
 }

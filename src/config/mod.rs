@@ -510,23 +510,21 @@ impl Config {
 
     /// Loads certificates and builds the snapshot. Every certificate
     /// problem is reported.
-    pub fn snapshot(&self) -> Result<Snapshot, Vec<String>> {
+    /// The CA store, the compiled profiles and the outbound TLS
+    /// configurations: everything but the server certificates (`probe`
+    /// needs only these).
+    pub fn outbound(
+        &self,
+    ) -> Result<
+        (
+            rustls::RootCertStore,
+            Profiles,
+            crate::tls::outbound::Outbound,
+        ),
+        Vec<String>,
+    > {
         let mut problems = Vec::new();
         let tls_cfg = &self.file.tls;
-        // CERT-2: every certificate, chosen by SNI; the first is the default.
-        let mut certs = Vec::new();
-        for pair in &tls_cfg.certificates {
-            let (cert, key) = (
-                self.resolve(&pair.get_ref().cert),
-                self.resolve(&pair.get_ref().key),
-            );
-            match crate::tls::load_cert_and_key(&cert, &key)
-                .and_then(|ck| crate::tls::certified_key(ck, &cert))
-            {
-                Ok(ck) => certs.push((ck, cert)),
-                Err(e) => problems.push(e.to_string()),
-            }
-        }
         // CERT-1: system roots and the configured CA files.
         let ca_files: Vec<PathBuf> = tls_cfg.ca_files.iter().map(|f| self.resolve(f)).collect();
         let roots = match crate::tls::ca_store(tls_cfg.system_roots, &ca_files) {
@@ -581,6 +579,34 @@ impl Config {
             default: crate::tls::outbound::client_config(None, None)
                 .map_err(|e| vec![e.to_string()])?,
             roots: Arc::new(roots.clone()),
+        };
+        Ok((roots, profiles, outbound))
+    }
+
+    pub fn snapshot(&self) -> Result<Snapshot, Vec<String>> {
+        let mut problems = Vec::new();
+        let tls_cfg = &self.file.tls;
+        // CERT-2: every certificate, chosen by SNI; the first is the default.
+        let mut certs = Vec::new();
+        for pair in &tls_cfg.certificates {
+            let (cert, key) = (
+                self.resolve(&pair.get_ref().cert),
+                self.resolve(&pair.get_ref().key),
+            );
+            match crate::tls::load_cert_and_key(&cert, &key)
+                .and_then(|ck| crate::tls::certified_key(ck, &cert))
+            {
+                Ok(ck) => certs.push((ck, cert)),
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        let (roots, profiles, outbound) = match self.outbound() {
+            Ok(parts) if problems.is_empty() => parts,
+            Ok(_) => return Err(problems),
+            Err(more) => {
+                problems.extend(more);
+                return Err(problems);
+            }
         };
         let mut routes = crate::policy::route::Routes::default();
         for r in &self.file.route {

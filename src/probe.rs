@@ -1,0 +1,234 @@
+//! `sealgate probe` (CERT-4): connect to a mail server as the delivery
+//! agent would and report what it offers — banner, STARTTLS, TLS version,
+//! cipher, key bits, certificate chain, verification, name match — and
+//! whether a named outbound profile would accept it, and if not, why.
+//! Postfix's posttls-finger, for people.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::Config;
+use crate::smtp::reply_parse;
+
+#[derive(Debug, Serialize)]
+pub struct ProbeReport {
+    pub host: String,
+    pub address: String,
+    pub banner: String,
+    pub starttls_offered: bool,
+    pub tls_version: Option<String>,
+    pub cipher: Option<String>,
+    pub bits: Option<u16>,
+    /// Verified / Trusted / Untrusted.
+    pub trust: Option<String>,
+    pub chain: Option<crate::cert::inspect::Report>,
+    pub profile: Option<String>,
+    /// Whether the profile (or opportunistic delivery) would deliver here.
+    pub would_deliver: bool,
+    pub reason: String,
+}
+
+fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, String> {
+    let mut buf = Vec::new();
+    loop {
+        let mut line = Vec::new();
+        let n = r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        buf.extend_from_slice(&line);
+        if let Some((reply, _)) = reply_parse::parse(&buf).map_err(|e| format!("{e:?}"))? {
+            return Ok(reply);
+        }
+    }
+}
+
+/// Probes `host` at `addr`; `profile` names an outbound profile of `cfg`.
+pub fn probe(
+    cfg: &Config,
+    host: &str,
+    addr: SocketAddr,
+    profile: Option<&str>,
+) -> Result<ProbeReport, String> {
+    let (roots, profiles, outbound) = cfg.outbound().map_err(|p| p.join("; "))?;
+    let profile_idx = match profile {
+        Some(name) => Some(
+            profiles
+                .list
+                .iter()
+                .position(|p| p.name == name)
+                .ok_or_else(|| format!("no profile named {name:?}"))?,
+        ),
+        None => None,
+    };
+    let rules = profile_idx.map(|i| profiles.list[i].client.clone());
+    let mandatory = rules.as_ref().is_some_and(|r| r.mandatory_tls);
+    let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))
+        .map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(tcp.try_clone().map_err(|e| e.to_string())?);
+    let mut writer = tcp;
+    let banner = read_reply(&mut reader)?;
+    let helo = cfg.hostname();
+    writeln!(writer, "EHLO {helo}\r").map_err(|e| e.to_string())?;
+    let ehlo = read_reply(&mut reader)?;
+    let starttls_offered = ehlo
+        .lines
+        .iter()
+        .skip(1)
+        .any(|l| l.eq_ignore_ascii_case("STARTTLS"));
+    let mut report = ProbeReport {
+        host: host.to_string(),
+        address: addr.to_string(),
+        banner: banner.one_line(),
+        starttls_offered,
+        tls_version: None,
+        cipher: None,
+        bits: None,
+        trust: None,
+        chain: None,
+        profile: profile.map(str::to_string),
+        would_deliver: true,
+        reason: String::new(),
+    };
+    if !starttls_offered {
+        let _ = writeln!(writer, "QUIT\r");
+        report.would_deliver = !mandatory;
+        report.reason = if mandatory {
+            format!("TLS is required, but was not offered by host {host}")
+        } else {
+            "STARTTLS not offered: opportunistic delivery would go in the clear".into()
+        };
+        return Ok(report);
+    }
+    writeln!(writer, "STARTTLS\r").map_err(|e| e.to_string())?;
+    let go = read_reply(&mut reader)?;
+    if go.code != 220 {
+        report.would_deliver = !mandatory;
+        report.reason = format!("STARTTLS refused: {}", go.one_line());
+        return Ok(report);
+    }
+    let name = rustls::pki_types::ServerName::try_from(
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+    )
+    .map_err(|e| format!("bad host name {host}: {e}"))?;
+    let conn = rustls::ClientConnection::new(outbound.config(profile_idx), name)
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::StreamOwned::new(conn, writer);
+    // Drive the handshake with an EHLO, as delivery does.
+    let handshake = tls
+        .write_all(format!("EHLO {helo}\r\n").as_bytes())
+        .and_then(|_| tls.flush());
+    let mut first = [0u8; 1];
+    let handshake = handshake.and_then(|_| tls.read(&mut first).map(|_| ()));
+    if let Err(e) = handshake {
+        report.would_deliver = !mandatory;
+        report.reason = if mandatory {
+            format!("TLS handshake failed: {e}")
+        } else {
+            format!("TLS handshake failed ({e}): opportunistic delivery would retry in the clear")
+        };
+        return Ok(report);
+    }
+    let conn = &tls.conn;
+    report.tls_version = conn.protocol_version().map(|v| match v {
+        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
+        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
+        other => format!("{other:?}"),
+    });
+    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
+    report.cipher = suite.map(crate::tls::suite_name);
+    report.bits = suite.map(crate::tls::cipher_bits);
+    let chain: Vec<Vec<u8>> = conn
+        .peer_certificates()
+        .unwrap_or_default()
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+    report.chain = crate::cert::inspect::inspect(&chain, None).ok();
+    let (trust, verdict) =
+        crate::tls::outbound::check_server(conn, host, rules.as_ref(), &Arc::new(roots));
+    report.trust = Some(trust.as_str().to_string());
+    match verdict {
+        Ok(()) => {
+            report.would_deliver = true;
+            report.reason = match profile {
+                Some(p) => format!("profile {p:?} would accept this server"),
+                None => "opportunistic delivery would use TLS".into(),
+            };
+        }
+        Err(why) => {
+            report.would_deliver = false;
+            report.reason = format!("profile {:?} would refuse: {why}", profile.unwrap_or(""));
+        }
+    }
+    let _ = tls.write_all(b"QUIT\r\n");
+    Ok(report)
+}
+
+/// `HOST[:PORT]` or `[IP]:PORT` to (host name, address); port 25 by default.
+pub fn target(spec: &str) -> Result<(String, SocketAddr), String> {
+    let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
+        let (h, p) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{spec}: unbalanced ["))?;
+        (h.to_string(), p.strip_prefix(':').map(str::to_string))
+    } else {
+        match spec.rsplit_once(':') {
+            Some((h, p)) if !h.contains(':') => (h.to_string(), Some(p.to_string())),
+            _ => (spec.to_string(), None),
+        }
+    };
+    let port: u16 = port
+        .map(|p| p.parse().map_err(|_| format!("{spec}: bad port")))
+        .transpose()?
+        .unwrap_or(25);
+    let addr = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|e| format!("{host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host}: no address"))?;
+    Ok((host, addr))
+}
+
+impl std::fmt::Display for ProbeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "host:      {} ({})", self.host, self.address)?;
+        writeln!(f, "banner:    {}", self.banner)?;
+        writeln!(
+            f,
+            "STARTTLS:  {}",
+            if self.starttls_offered {
+                "offered"
+            } else {
+                "not offered"
+            }
+        )?;
+        if let (Some(v), Some(c), Some(b)) = (&self.tls_version, &self.cipher, self.bits) {
+            writeln!(f, "TLS:       {v} with cipher {c} ({b}/{b} bits)")?;
+        }
+        if let Some(t) = &self.trust {
+            writeln!(f, "trust:     {t}")?;
+        }
+        if let Some(chain) = &self.chain {
+            write!(f, "{chain}")?;
+        }
+        writeln!(
+            f,
+            "verdict:   {} — {}",
+            if self.would_deliver {
+                "deliver"
+            } else {
+                "refuse"
+            },
+            self.reason
+        )
+    }
+}
