@@ -64,6 +64,10 @@ enum Command {
         /// Judge the server by this outbound profile.
         #[arg(long)]
         profile: Option<String>,
+        /// TARGET is a mail domain: probe its first MX host (port 25 or
+        /// the port given).
+        #[arg(long)]
+        mx: bool,
         #[arg(long)]
         json: bool,
     },
@@ -192,12 +196,17 @@ fn main() -> ExitCode {
             config,
             target,
             profile,
+            mx,
             json,
         } => {
             let result = sealgate::config::load(config.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(|cfg| {
-                    let (host, addr) = sealgate::probe::target(&target)?;
+                    let (host, addr) = if mx {
+                        sealgate::probe::mx_target(&cfg, &target)?
+                    } else {
+                        sealgate::probe::target(&target)?
+                    };
                     sealgate::probe::probe(&cfg, &host, addr, profile.as_deref())
                 });
             match result {

@@ -198,6 +198,32 @@ pub fn target(spec: &str) -> Result<(String, SocketAddr), String> {
     Ok((host, addr))
 }
 
+/// `DOMAIN[:PORT]` with `--mx`: the first MX host of the domain (by
+/// preference, as delivery would try it), through the configured resolver.
+pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), String> {
+    let (domain, port) = match spec.rsplit_once(':') {
+        Some((d, p)) => (
+            d,
+            p.parse::<u16>().map_err(|_| format!("{spec}: bad port"))?,
+        ),
+        None => (spec, 25),
+    };
+    let resolver = crate::run::start_resolver(cfg)?.ok_or("no resolver")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    resolver.targets(domain, true, move |t| {
+        let _ = tx.send(t);
+    });
+    let targets = rx
+        .recv_timeout(Duration::from_secs(30))
+        .map_err(|_| format!("{domain}: no answer from DNS"))?
+        .map_err(|e| format!("{domain}: {e:?}"))?;
+    let (host, ip) = targets
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("{domain}: no MX host"))?;
+    Ok((host, SocketAddr::new(ip, port)))
+}
+
 impl std::fmt::Display for ProbeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "host:      {} ({})", self.host, self.address)?;

@@ -41,6 +41,9 @@ pub fn check(path: Option<&Path>) -> ExitCode {
         eprintln!("{} error(s) found", problems.len());
         return ExitCode::from(1);
     }
+    for w in crate::tls::expiry_warnings(&cfg.certificate_files()) {
+        println!("warning: {w}");
+    }
     println!("{}: configuration OK", cfg.origin);
     ExitCode::SUCCESS
 }
@@ -380,6 +383,17 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         .name("delivery".into())
         .spawn(move || scheduler.run())
         .map_err(|e| format!("cannot start delivery: {e}"))?;
+    // CERT-3: a warning at start and every day for certificates that
+    // expire within 30 days.
+    let files = cfg.certificate_files();
+    let _ = std::thread::Builder::new()
+        .name("cert-expiry".into())
+        .spawn(move || loop {
+            for w in crate::tls::expiry_warnings(&files) {
+                tracing::warn!("{w}");
+            }
+            std::thread::sleep(std::time::Duration::from_secs(86_400));
+        });
     let control_path = cfg.spool_dir().join(CONTROL_SOCKET);
     start_control(&control_path, delivery_tx.clone())?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();

@@ -195,6 +195,52 @@ fn weak_keys_refused_and_csr_warnings() {
     );
     // openssl checks the request's self-signature (exit status).
     openssl(&["req", "-in", "r.csr", "-noout", "-verify"], &dir);
+
+    // A certificate about to expire: `check` warns, `inspect` too.
+    for args in [
+        &[
+            "cert",
+            "ca",
+            "--cn",
+            "Soon",
+            "--out-cert",
+            "ca.crt",
+            "--out-key",
+            "ca.key",
+        ][..],
+        &[
+            "cert", "csr", "--key", "r.key", "--cn", "b.test", "--san", "b.test", "--out", "s.csr",
+        ],
+        &[
+            "cert",
+            "sign",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
+            "--csr",
+            "s.csr",
+            "--days",
+            "10",
+            "--out",
+            "s.crt",
+        ],
+    ] {
+        assert!(sealgate(args, &dir).0);
+    }
+    std::fs::write(
+        dir.join("g.toml"),
+        "[server]\nlisten = [\"127.0.0.1:2525\"]\n[tls]\nsystem_roots = false\ncertificates = [ { cert = \"s.crt\", key = \"r.key\" } ]\n",
+    )
+    .unwrap();
+    let (ok, out) = sealgate(&["check", "-c", "g.toml"], &dir);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("warning: ") && out.contains("s.crt: certificate CN=b.test expires in"),
+        "{out}"
+    );
+    let (_, out) = sealgate(&["cert", "inspect", "s.crt"], &dir);
+    assert!(out.contains("warning: the certificate expires in"), "{out}");
 }
 
 #[test]

@@ -510,6 +510,16 @@ impl Config {
 
     /// Loads certificates and builds the snapshot. Every certificate
     /// problem is reported.
+    /// Every certificate file the configuration names (server and client).
+    pub fn certificate_files(&self) -> Vec<PathBuf> {
+        let t = &self.file.tls;
+        t.certificates
+            .iter()
+            .map(|c| self.resolve(&c.get_ref().cert))
+            .chain(t.client_certificate.iter().map(|c| self.resolve(&c.cert)))
+            .collect()
+    }
+
     /// The CA store, the compiled profiles and the outbound TLS
     /// configurations: everything but the server certificates (`probe`
     /// needs only these).

@@ -148,6 +148,40 @@ pub fn certified_key(cert: CertAndKey, cert_path: &Path) -> Result<Arc<Certified
     Ok(Arc::new(ck))
 }
 
+/// Days until each certificate's end of validity, for the leaf of every
+/// file given: `(path, days left, subject)`.
+pub fn days_left(paths: &[PathBuf]) -> Vec<(PathBuf, i64, String)> {
+    let now = x509_parser::time::ASN1Time::now();
+    let mut out = Vec::new();
+    for p in paths {
+        let Ok(chain) = load_certs(p) else { continue };
+        let Some(leaf) = chain.first() else { continue };
+        if let Ok((_, c)) = x509_parser::parse_x509_certificate(leaf) {
+            let days = (c.validity().not_after.timestamp() - now.timestamp()).div_euclid(86_400);
+            out.push((p.clone(), days, c.subject().to_string()));
+        }
+    }
+    out
+}
+
+/// Warnings for certificates that expire within 30 days (CERT-3).
+pub fn expiry_warnings(paths: &[PathBuf]) -> Vec<String> {
+    days_left(paths)
+        .into_iter()
+        .filter(|(_, days, _)| *days < 30)
+        .map(|(p, days, subject)| {
+            if days < 0 {
+                format!("{}: certificate {subject} has expired", p.display())
+            } else {
+                format!(
+                    "{}: certificate {subject} expires in {days} days",
+                    p.display()
+                )
+            }
+        })
+        .collect()
+}
+
 /// DNS names a certificate is for: subjectAltName dNSNames, else the CN.
 pub fn certificate_names(der: &[u8]) -> Vec<String> {
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
