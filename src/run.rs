@@ -98,6 +98,29 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     );
 }
 
+/// systemd's notification protocol (`Type=notify`, sd_notify(3)): a
+/// datagram to `$NOTIFY_SOCKET`, when set. Nothing happens otherwise.
+pub fn sd_notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        // An abstract socket (Linux).
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!("cannot notify systemd: {e}");
+    }
+}
+
 /// The control socket in the spool directory (OPS-5): one command line
 /// per connection, answered and closed. Root-only by directory mode.
 pub const CONTROL_SOCKET: &str = "sealgate.ctl";
@@ -403,12 +426,18 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         count
     );
 
+    sd_notify("READY=1\nSTATUS=accepting mail");
     for sig in signals.forever() {
         if sig == SIGHUP {
+            sd_notify("RELOADING=1");
             reload(cfg, path, &shared);
+            sd_notify("READY=1");
             continue;
         }
-        tracing::info!("signal {sig}: stopping");
+        tracing::info!(
+            "signal {sig}: stopping: no new connections, sessions finish their messages"
+        );
+        sd_notify("STOPPING=1");
         break;
     }
     shards.stop();

@@ -480,6 +480,7 @@ impl Config {
             command_timeout: l.command_timeout.0,
             data_timeout: l.data_timeout.0,
             errors: l.errors,
+            shutdown_timeout: l.shutdown_timeout.0,
             bare_line_endings: match l.bare_line_endings {
                 units::BareLineEndings::Reject => crate::smtp::data::BareLineEndings::Reject,
                 units::BareLineEndings::Normalize => crate::smtp::data::BareLineEndings::Normalize,

@@ -63,6 +63,8 @@ pub struct Limits {
     pub data_timeout: Span,
     /// Errors before a session is closed with 421.
     pub errors: usize,
+    /// How long a stopping gateway waits for sessions in DATA.
+    pub shutdown_timeout: Span,
     pub bare_line_endings: BareLineEndings,
 }
 
@@ -77,6 +79,7 @@ impl Default for Limits {
             command_timeout: Span(d.command_timeout),
             data_timeout: Span(d.data_timeout),
             errors: d.errors,
+            shutdown_timeout: Span(d.shutdown_timeout),
             bare_line_endings: BareLineEndings::Reject,
         }
     }

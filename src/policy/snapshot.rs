@@ -22,6 +22,8 @@ pub struct Limits {
     pub data_timeout: Duration,
     /// Errors (4xx/5xx replies to commands) before the session is closed.
     pub errors: usize,
+    /// How long a stopping gateway lets sessions finish their messages.
+    pub shutdown_timeout: Duration,
     pub bare_line_endings: BareLineEndings,
 }
 
@@ -40,6 +42,7 @@ impl Default for Limits {
             // final dot; we wait as long between data chunks.
             data_timeout: Duration::from_secs(600),
             errors: 20,
+            shutdown_timeout: Duration::from_secs(30),
             bare_line_endings: BareLineEndings::Reject,
         }
     }

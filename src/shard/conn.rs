@@ -155,6 +155,10 @@ impl Conn {
     ) -> Outcome {
         self.storing = false;
         self.session.stored(result.as_deref().map_err(|_| ()), now);
+        if self.session.is_closed() {
+            // The gateway is draining: the reply, then 421, then close.
+            self.closing = true;
+        }
         // Go on with what the client pipelined behind the message, and
         // read what arrived meanwhile.
         self.ready(now, io)
@@ -422,7 +426,23 @@ impl Conn {
         self.session.phase_name()
     }
 
-    /// The gateway is stopping: say `421` and flush what we can.
+    /// The gateway is draining (OPS-7): close now between commands, or
+    /// after the message in progress.
+    pub fn drain(&mut self, registry: &Registry) -> Outcome {
+        if self.session.drain().is_some() {
+            self.closing = true;
+            self.collect_output();
+            if let Some(tls) = self.tls.as_mut() {
+                tls.send_close_notify();
+            }
+            if self.flush().is_err() {
+                return self.finish();
+            }
+        }
+        self.settle(registry)
+    }
+
+    /// The drain time is over: say `421` and flush what we can.
     pub fn shutdown(&mut self) -> u32 {
         self.session.shutdown();
         self.collect_output();

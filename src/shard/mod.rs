@@ -232,7 +232,8 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
 struct Shard {
     id: usize,
     poll: Poll,
-    listeners: Vec<TcpListener>,
+    /// `None` once closed for draining (indices stay, tokens derive from them).
+    listeners: Vec<Option<TcpListener>>,
     conns: Slab,
     timers: Timers,
     /// To the spool writers, and back.
@@ -247,6 +248,9 @@ struct Shard {
     shared: Arc<Shared>,
     /// Read buffer shared by all connections of the shard.
     scratch: Vec<u8>,
+    /// When the stop began, and how long sessions may take to finish.
+    draining_since: Option<Instant>,
+    drain_bound: Duration,
     /// Delivery attempts handed to this shard, and those running.
     deliveries: Receiver<crate::delivery::Job>,
     outbound: Vec<Option<outbound::OutConn>>,
@@ -268,11 +272,14 @@ impl Shard {
     ) -> Shard {
         let shards = shared.stats.len().max(1);
         let max_conns = shared.snapshot.load().limits.connections.div_ceil(shards);
+        let drain_bound = shared.snapshot.load().limits.shutdown_timeout;
         Shard {
             id,
             poll,
-            listeners,
+            listeners: listeners.into_iter().map(Some).collect(),
             conns: Slab::default(),
+            draining_since: None,
+            drain_bound,
             timers: Timers::default(),
             jobs,
             done,
@@ -311,8 +318,19 @@ impl Shard {
                 Err(e) => return Err(e),
             }
             if self.shared.stopping.load(Ordering::Relaxed) {
-                self.shutdown();
-                return Ok(());
+                let now = Instant::now();
+                let started = match self.draining_since {
+                    Some(t) => t,
+                    None => {
+                        self.draining_since = Some(now);
+                        self.start_draining(now);
+                        now
+                    }
+                };
+                if self.conns.len() == 0 || now.duration_since(started) >= self.drain_bound {
+                    self.shutdown();
+                    return Ok(());
+                }
             }
             let now = Instant::now();
             for event in events.iter() {
@@ -378,7 +396,10 @@ impl Shard {
     /// Accepts until the listener would block (mio is edge-triggered).
     fn accept(&mut self, listener: usize, now: Instant) {
         loop {
-            let (stream, peer) = match self.listeners[listener].accept() {
+            let Some(l) = self.listeners.get(listener).and_then(Option::as_ref) else {
+                return;
+            };
+            let (stream, peer) = match l.accept() {
                 Ok(s) => s,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -517,6 +538,28 @@ impl Shard {
             let outcome = conn.check_deadline(now, self.poll.registry());
             self.after(idx, outcome);
         }
+    }
+
+    /// OPS-7: stop accepting (close the listeners, so a balancer or the
+    /// client's next MX sees a refusal at once) and drain every session.
+    fn start_draining(&mut self, now: Instant) {
+        let registry = self.poll.registry();
+        for l in &mut self.listeners {
+            if let Some(mut l) = l.take() {
+                let _ = registry.deregister(&mut l);
+            }
+        }
+        let busy: Vec<usize> = (0..self.conns.slots.len())
+            .filter(|i| self.conns.get_mut(*i).is_some())
+            .collect();
+        for idx in busy {
+            if let Some(conn) = self.conns.get_mut(idx) {
+                let outcome = conn.drain(self.poll.registry());
+                self.after(idx, outcome);
+            }
+        }
+        tracing::info!(target: "receive", "shard {}: draining {} session(s)", self.id, self.conns.len());
+        let _ = now;
     }
 
     fn shutdown(&mut self) {

@@ -147,6 +147,8 @@ pub struct Session {
     relay_allowed: bool,
     /// The profile chosen by address (and name) when the client connected.
     at_connect: Option<Chosen>,
+    /// The gateway is stopping: close after the message in progress.
+    draining: bool,
     errors: usize,
     deadline: Option<Instant>,
     out: Vec<u8>,
@@ -175,6 +177,7 @@ impl Session {
             starttls_offered,
             relay_allowed: false,
             at_connect: None,
+            draining: false,
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),
@@ -281,6 +284,17 @@ impl Session {
             _ => canned::timeout().write_to(&mut self.out),
         }
         self.close()
+    }
+
+    /// The gateway is stopping (OPS-7). A session between commands is told
+    /// so now (`421 4.3.2`) and closed; one that is sending or storing a
+    /// message finishes it, gets its reply, and is closed after it.
+    pub fn drain(&mut self) -> Option<Action> {
+        self.draining = true;
+        match self.phase {
+            Phase::Data(_) | Phase::AwaitStore => None,
+            _ => Some(self.shutdown()),
+        }
     }
 
     /// The gateway is stopping: answer `421 4.3.2` and close.
@@ -582,6 +596,9 @@ impl Session {
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}")).write_to(&mut self.out);
             }
             Err(()) => canned::storage_failed().write_to(&mut self.out),
+        }
+        if self.draining {
+            let _ = self.shutdown();
         }
     }
 

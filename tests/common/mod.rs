@@ -178,6 +178,24 @@ impl Gateway {
         self.log()
     }
 
+    /// Sends SIGTERM and returns at once.
+    pub fn terminate(&self) {
+        if let Some(c) = &self.child {
+            signal(c, libc_sigterm());
+        }
+    }
+
+    /// Waits (bounded) for the process to exit after `terminate`; returns
+    /// its status and the whole log.
+    pub fn wait_exit(mut self, limit: Duration) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().unwrap();
+        let status = wait_bounded(&mut child, limit);
+        self.wait_for_exit_log(Duration::from_secs(5));
+        // Keep the directory: the caller reads the spool next.
+        self.dir = PathBuf::new();
+        (status, self.log())
+    }
+
     /// SIGKILL: no chance to clean up, as in a crash.
     pub fn kill(mut self) -> PathBuf {
         let mut child = self.child.take().unwrap();
