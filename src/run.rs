@@ -91,6 +91,14 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     }
     let profiles = snapshot.profiles.list.len();
     shared.snapshot.store(Arc::new(snapshot));
+    if let Some(handle) = LOG_RELOAD.get() {
+        if let Err(e) = handle.reload(log_filter(&cfg)) {
+            tracing::warn!("reload: log levels unchanged: {e}");
+        }
+    }
+    if cfg.file.log.format != running.file.log.format {
+        tracing::warn!("reload: log.format takes effect only at restart");
+    }
     tracing::info!(
         "reload: configuration reloaded from {} ({profiles} profile(s)) in {} ms",
         cfg.origin,
@@ -265,10 +273,11 @@ pub fn signal_reload(path: Option<&Path>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn init_logging(cfg: &Config) {
+/// The log filter for a configuration: per-direction levels, `receive`
+/// (inbound) and `send` (outbound); the rest of sealgate logs at the more
+/// verbose of the two.
+fn log_filter(cfg: &Config) -> EnvFilter {
     let log = &cfg.file.log;
-    // Per-direction levels: `receive` (inbound), `send` (outbound); the
-    // rest of sealgate logs at the more verbose of the two.
     let general = if log.receive as u8 >= log.send as u8 {
         log.receive
     } else {
@@ -280,15 +289,40 @@ fn init_logging(cfg: &Config) {
         log.receive.as_str(),
         log.send.as_str()
     );
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
+    EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Lets a reload change the levels (OPS-3).
+static LOG_RELOAD: std::sync::OnceLock<
+    tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
+> = std::sync::OnceLock::new();
+
+fn init_logging(cfg: &Config) {
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    match log.format {
-        config::units::LogFormat::Json => builder.json().init(),
-        config::units::LogFormat::Text => builder.init(),
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(cfg));
+    let _ = LOG_RELOAD.set(handle);
+    let registry = tracing_subscriber::registry().with(filter);
+    // The format is fixed at start; levels follow reloads.
+    let result = match cfg.file.log.format {
+        config::units::LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+        config::units::LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(std::io::stderr),
+            )
+            .try_init(),
+    };
+    if let Err(e) = result {
+        eprintln!("cannot set up logging: {e}");
     }
 }
 

@@ -267,6 +267,9 @@ impl Conn {
         loop {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
+            for line in self.session.take_rejections() {
+                tracing::info!(target: "receive", "NOQUEUE: reject: {line}");
+            }
             match fed.action {
                 None => break,
                 Some(Action::Store(message)) => {

@@ -149,6 +149,8 @@ pub struct Session {
     at_connect: Option<Chosen>,
     /// The gateway is stopping: close after the message in progress.
     draining: bool,
+    /// Refused MAIL/RCPT commands, for the `NOQUEUE: reject:` log lines.
+    rejections: Vec<String>,
     errors: usize,
     deadline: Option<Instant>,
     out: Vec<u8>,
@@ -178,6 +180,7 @@ impl Session {
             relay_allowed: false,
             at_connect: None,
             draining: false,
+            rejections: Vec::new(),
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),
@@ -255,6 +258,30 @@ impl Session {
             Phase::AwaitStore => "END-OF-MESSAGE",
             Phase::Closed => "QUIT",
         }
+    }
+
+    /// Refusals since the last call, Postfix-style (`RCPT from …: 554 …;
+    /// from=<…> to=<…> proto=ESMTP helo=<…>`), for the glue to log.
+    pub fn take_rejections(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.rejections)
+    }
+
+    fn note_rejection(&mut self, verb: &str, reply: &Reply, from: &str, to: Option<&str>) {
+        let helo = self.helo.as_ref().map(|(h, _)| h.as_str()).unwrap_or("");
+        let proto = match &self.helo {
+            Some((_, true)) => "ESMTP",
+            _ => "SMTP",
+        };
+        let name = self.peer.name.as_deref().unwrap_or("unknown");
+        let mut line = format!(
+            "{verb} from {name}[{}]: {reply}; from=<{from}>",
+            self.peer.ip
+        );
+        if let Some(to) = to {
+            line.push_str(&format!(" to=<{to}>"));
+        }
+        line.push_str(&format!(" proto={proto} helo=<{helo}>"));
+        self.rejections.push(super::received::sanitize_line(&line));
     }
 
     pub fn is_closed(&self) -> bool {
@@ -519,7 +546,16 @@ impl Session {
                 }
                 self.reply(canned::recipient_ok())
             }
-            Err(refusal) => self.error(refusal_reply(refusal)),
+            Err(refusal) => {
+                let reply = refusal_reply(refusal);
+                let from = self
+                    .transaction
+                    .as_ref()
+                    .map(|t| t.from.clone())
+                    .unwrap_or_default();
+                self.note_rejection("RCPT", &reply, &from, Some(&to.to_string()));
+                self.error(reply)
+            }
         }
     }
 

@@ -244,6 +244,13 @@ impl SniResolver {
 
 impl rustls::server::ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        // Seed §9: at debug, what the client offered.
+        tracing::debug!(
+            target: "receive",
+            "TLS ClientHello: SNI={} cipher suites offered: {}",
+            hello.server_name().unwrap_or("(none)"),
+            hello.cipher_suites().iter().map(|s| suite_name(*s)).collect::<Vec<_>>().join(" ")
+        );
         let Some(name) = hello.server_name() else {
             return Some(self.default.clone());
         };
