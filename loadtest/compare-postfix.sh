@@ -72,6 +72,8 @@ listen = ["127.0.0.1:$sg_port"]
 shards = 0
 spool_dir = "spool"
 accept_domains = ["example.com"]
+[admin]
+listen = "127.0.0.1:0"
 [tls]
 certificates = [ { cert = "tls/server.crt", key = "tls/server.key" } ]
 generate_self_signed = true

@@ -13,6 +13,7 @@
 //! `spool` is the durable store, `config` turns the TOML file into a
 //! snapshot with every error reported at once.
 
+pub mod admin;
 pub mod cert;
 pub mod config;
 pub mod delivery;

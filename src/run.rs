@@ -64,6 +64,7 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
                 "reload failed: {} error(s); the running configuration stays in force",
                 errors.errors.len()
             );
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
@@ -77,6 +78,7 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
                 "reload failed: {} error(s); the running configuration stays in force",
                 problems.len()
             );
+            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
@@ -91,6 +93,12 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     }
     let profiles = snapshot.profiles.list.len();
     shared.snapshot.store(Arc::new(snapshot));
+    shared.reloads_ok.fetch_add(1, Ordering::Relaxed);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    shared.last_reload.store(now, Ordering::Relaxed);
     if let Some(handle) = LOG_RELOAD.get() {
         if let Err(e) = handle.reload(log_filter(&cfg)) {
             tracing::warn!("reload: log levels unchanged: {e}");
@@ -453,6 +461,11 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         });
     let control_path = cfg.spool_dir().join(CONTROL_SOCKET);
     start_control(&control_path, delivery_tx.clone())?;
+    crate::admin::start(
+        &cfg.file.admin.listen,
+        shared.clone(),
+        cfg.certificate_files(),
+    )?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(
         "sealgate ready: listening on {} with {} shard(s)",

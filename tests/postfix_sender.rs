@@ -32,6 +32,9 @@ certificates = [ {{ cert = "{}", key = "{}" }} ]
 ca_files = ["{}"]
 system_roots = false
 
+[admin]
+listen = "127.0.0.1:0"
+
 [[route]]
 domain = "*"
 via = "[127.0.0.1]:1"

@@ -212,10 +212,23 @@ impl Scheduler {
         s
     }
 
+    /// Publishes the queue gauges for the metrics endpoint.
+    fn publish(&self) {
+        use std::sync::atomic::Ordering;
+        self.shared
+            .queue_messages
+            .store(self.messages.len() as u64, Ordering::Relaxed);
+        let oldest = self.messages.values().map(|m| m.arrived).min().unwrap_or(0);
+        self.shared
+            .queue_oldest_arrival
+            .store(oldest, Ordering::Relaxed);
+    }
+
     /// Runs until every sender of events is gone.
     pub fn run(mut self) {
         loop {
             self.run_due();
+            self.publish();
             let wait = self
                 .due
                 .peek()
@@ -529,10 +542,16 @@ impl Scheduler {
                 let status = match o.verdict {
                     Verdict::Delivered => {
                         r.status = RcptStatus::Delivered;
+                        self.shared
+                            .delivered
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         "sent"
                     }
                     Verdict::Permanent => {
                         r.status = RcptStatus::Failed;
+                        self.shared
+                            .bounced
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         "bounced"
                     }
                     Verdict::Temporary => {
@@ -544,6 +563,9 @@ impl Scheduler {
                                 "dsn=4.4.7 delivery time expired; last error: {}",
                                 o.detail
                             );
+                            self.shared
+                                .expired
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             "expired"
                         } else {
                             let step = (r.attempts as usize)
@@ -556,6 +578,9 @@ impl Scheduler {
                                 .copied()
                                 .unwrap_or(Duration::from_secs(300));
                             r.next_due = now + wait.as_secs().max(1);
+                            self.shared
+                                .deferred
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             "deferred"
                         }
                     }

@@ -13,11 +13,12 @@ use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
 use super::writers::Job;
-use super::ShardIo;
+use super::{ShardIo, ShardStats};
 use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, ClientVerify, Peer, Session};
+use std::sync::atomic::Ordering;
 
 /// Octets read from a socket per `read` call.
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -41,6 +42,8 @@ pub struct Conn {
     serial: u64,
     /// A spool writer has the session's message.
     storing: bool,
+    /// The completed handshake was counted.
+    tls_counted: Option<()>,
     token: Token,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -95,6 +98,7 @@ impl Conn {
             slot,
             serial,
             storing: false,
+            tls_counted: None,
             token,
             peer,
             snapshot,
@@ -167,9 +171,9 @@ impl Conn {
     fn pump(&mut self, now: Instant, io: &mut ShardIo<'_>) -> io::Result<()> {
         // Input that arrived before the banner (read at accept), or while
         // a message was being stored.
-        let (shard, writers) = (io.shard, io.writers);
+        let (shard, writers, stats) = (io.shard, io.writers, io.stats);
         if !self.rbuf.is_empty() && !self.session.is_closed() {
-            self.feed(now, shard, writers);
+            self.feed(now, shard, writers, stats);
         }
         let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
         // While a message is being stored, input stays in the socket: the
@@ -186,12 +190,19 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             if self.tls.is_some() {
-                self.tls_input(&chunk[..n], plain, now)?;
+                if let Err(e) = self.tls_input(&chunk[..n], plain, now) {
+                    stats.starttls_failed.fetch_add(1, Ordering::Relaxed);
+                    return Err(e);
+                }
+                if !self.handshaking && self.tls_counted.is_none() {
+                    self.tls_counted = Some(());
+                    stats.starttls_ok.fetch_add(1, Ordering::Relaxed);
+                }
             } else {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             }
             if !self.rbuf.is_empty() {
-                self.feed(now, shard, writers);
+                self.feed(now, shard, writers, stats);
             }
             // A short read drained the socket: epoll (edge-triggered) will
             // report the next arrival, so the read that would only say
@@ -263,11 +274,17 @@ impl Conn {
     }
 
     /// Feeds buffered plaintext to the session and acts on what it asks.
-    fn feed(&mut self, now: Instant, shard: usize, writers: &Sender<Job>) {
+    fn feed(&mut self, now: Instant, shard: usize, writers: &Sender<Job>, stats: &ShardStats) {
         loop {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
             for line in self.session.take_rejections() {
+                let counter = if line.contains(": 530 5.7.0 ") {
+                    &stats.mandatory_tls_refusals
+                } else {
+                    &stats.rejects
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(target: "receive", "NOQUEUE: reject: {line}");
             }
             match fed.action {

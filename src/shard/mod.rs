@@ -50,6 +50,7 @@ pub(crate) enum Completion {
 /// What a connection needs from its shard while it is driven.
 pub(crate) struct ShardIo<'a> {
     shard: usize,
+    stats: &'a ShardStats,
     registry: &'a mio::Registry,
     scratch: &'a mut [u8],
     writers: &'a Sender<Job>,
@@ -68,6 +69,12 @@ pub struct ShardStats {
     pub accepted: AtomicU64,
     pub active: AtomicU64,
     pub messages: AtomicU64,
+    pub starttls_ok: AtomicU64,
+    pub starttls_failed: AtomicU64,
+    /// MAIL refused because the profile demands TLS.
+    pub mandatory_tls_refusals: AtomicU64,
+    /// Other refused MAIL/RCPT (relay denied, certificate checks …).
+    pub rejects: AtomicU64,
 }
 
 /// State shared by all shards and the control thread.
@@ -75,6 +82,17 @@ pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     pub stopping: AtomicBool,
     pub stats: Vec<ShardStats>,
+    pub reloads_ok: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// Unix seconds of the last successful reload (0: none).
+    pub last_reload: AtomicU64,
+    /// Written by the delivery scheduler.
+    pub queue_messages: AtomicU64,
+    pub queue_oldest_arrival: AtomicU64,
+    pub delivered: AtomicU64,
+    pub deferred: AtomicU64,
+    pub bounced: AtomicU64,
+    pub expired: AtomicU64,
 }
 
 impl Shared {
@@ -83,6 +101,15 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot),
             stopping: AtomicBool::new(false),
             stats: (0..shards).map(|_| ShardStats::default()).collect(),
+            reloads_ok: AtomicU64::new(0),
+            reloads_failed: AtomicU64::new(0),
+            last_reload: AtomicU64::new(0),
+            queue_messages: AtomicU64::new(0),
+            queue_oldest_arrival: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
+            deferred: AtomicU64::new(0),
+            bounced: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
         })
     }
 }
@@ -474,6 +501,7 @@ impl Shard {
         };
         let mut io = ShardIo {
             shard: self.id,
+            stats: &self.shared.stats[self.id],
             registry: self.poll.registry(),
             scratch: &mut self.scratch,
             writers: &self.jobs,
@@ -496,6 +524,7 @@ impl Shard {
             };
             let mut io = ShardIo {
                 shard: self.id,
+                stats: &self.shared.stats[self.id],
                 registry: self.poll.registry(),
                 scratch: &mut self.scratch,
                 writers: &self.jobs,

@@ -513,7 +513,13 @@ impl Session {
             if let Err(refusal) =
                 policy::check_mail(&profile.server, tls, self.peer.name.as_deref())
             {
-                return self.error(refusal_reply(refusal));
+                let reply = refusal_reply(refusal);
+                let from_text = match &from {
+                    ReversePath::Null => String::new(),
+                    ReversePath::Mailbox(m) => m.to_string(),
+                };
+                self.note_rejection("MAIL", &reply, &from_text, None);
+                return self.error(reply);
             }
         }
         let from = match from {

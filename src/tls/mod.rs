@@ -149,8 +149,8 @@ pub fn certified_key(cert: CertAndKey, cert_path: &Path) -> Result<Arc<Certified
 }
 
 /// Days until each certificate's end of validity, for the leaf of every
-/// file given: `(path, days left, subject)`.
-pub fn days_left(paths: &[PathBuf]) -> Vec<(PathBuf, i64, String)> {
+/// file given: `(path, days left, subject, not-after as Unix time)`.
+pub fn days_left(paths: &[PathBuf]) -> Vec<(PathBuf, i64, String, i64)> {
     let now = x509_parser::time::ASN1Time::now();
     let mut out = Vec::new();
     for p in paths {
@@ -158,7 +158,12 @@ pub fn days_left(paths: &[PathBuf]) -> Vec<(PathBuf, i64, String)> {
         let Some(leaf) = chain.first() else { continue };
         if let Ok((_, c)) = x509_parser::parse_x509_certificate(leaf) {
             let days = (c.validity().not_after.timestamp() - now.timestamp()).div_euclid(86_400);
-            out.push((p.clone(), days, c.subject().to_string()));
+            out.push((
+                p.clone(),
+                days,
+                c.subject().to_string(),
+                c.validity().not_after.timestamp(),
+            ));
         }
     }
     out
@@ -168,8 +173,8 @@ pub fn days_left(paths: &[PathBuf]) -> Vec<(PathBuf, i64, String)> {
 pub fn expiry_warnings(paths: &[PathBuf]) -> Vec<String> {
     days_left(paths)
         .into_iter()
-        .filter(|(_, days, _)| *days < 30)
-        .map(|(p, days, subject)| {
+        .filter(|(_, days, _, _)| *days < 30)
+        .map(|(p, days, subject, _)| {
             if days < 0 {
                 format!("{}: certificate {subject} has expired", p.display())
             } else {

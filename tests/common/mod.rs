@@ -52,6 +52,9 @@ accept_domains = ["example.com"]
 certificates = [ {{ cert = "tls/server.crt", key = "tls/server.key" }} ]
 generate_self_signed = true
 
+[admin]
+listen = "127.0.0.1:0"
+
 # Tests never deliver beyond loopback: everything goes to a closed port
 # and stays queued unless a test routes it elsewhere.
 [[route]]
