@@ -21,6 +21,7 @@ pub mod dns;
 pub mod explain;
 pub mod policy;
 pub mod probe;
+pub mod proxy;
 pub mod run;
 pub mod shard;
 pub mod smtp;

@@ -81,6 +81,7 @@ impl Sink {
             client_verifier: None,
             routes: Default::default(),
             outbound: sealgate::tls::outbound::Outbound::opportunistic(),
+            proxy_from: Default::default(),
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

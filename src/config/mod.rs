@@ -248,6 +248,17 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
             );
         }
     }
+    for (i, entry) in s.proxy_protocol_from.iter().enumerate() {
+        use crate::policy::matcher::HostMatcher;
+        match entry.parse::<HostMatcher>() {
+            Ok(HostMatcher::Ip(_) | HostMatcher::Net { .. }) => {}
+            _ => err(
+                0..0,
+                format!("server.proxy_protocol_from[{i}]"),
+                format!("{entry:?} is not an address, 192.0.2.* prefix or CIDR"),
+            ),
+        }
+    }
     for d in &s.accept_domains {
         if !valid_domain(d.get_ref()) {
             err(
@@ -511,6 +522,17 @@ impl Config {
 
     /// Loads certificates and builds the snapshot. Every certificate
     /// problem is reported.
+    /// `server.proxy_protocol_from` as an index (validated by `check`).
+    pub fn proxy_from(&self) -> crate::policy::matcher::ProfileIndex {
+        let mut ix = crate::policy::matcher::ProfileIndex::default();
+        for entry in &self.file.server.proxy_protocol_from {
+            if let Ok(m) = entry.parse::<crate::policy::matcher::HostMatcher>() {
+                let _ = ix.add_host(0, &m);
+            }
+        }
+        ix
+    }
+
     /// Every certificate file the configuration names (server and client).
     pub fn certificate_files(&self) -> Vec<PathBuf> {
         let t = &self.file.tls;
@@ -671,6 +693,7 @@ impl Config {
             client_verifier,
             routes,
             outbound,
+            proxy_from: self.proxy_from(),
         })
     }
 }

@@ -71,6 +71,8 @@ pub struct Snapshot {
     pub routes: super::route::Routes,
     /// Outbound TLS configurations and the CA store.
     pub outbound: crate::tls::outbound::Outbound,
+    /// Balancers allowed to send a PROXY header (addresses and prefixes).
+    pub proxy_from: super::matcher::ProfileIndex,
 }
 
 impl Snapshot {
@@ -88,6 +90,18 @@ impl Snapshot {
             client_verifier: None,
             routes: Default::default(),
             outbound: crate::tls::outbound::Outbound::opportunistic(),
+            proxy_from: Default::default(),
         }
+    }
+
+    /// OPS-8: whether connections from `ip` start with a PROXY header.
+    pub fn proxy_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.proxy_from
+            .select(&super::matcher::Client {
+                ip,
+                name: None,
+                sender_domain: None,
+            })
+            .is_some()
     }
 }

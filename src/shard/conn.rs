@@ -13,7 +13,7 @@ use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
 use super::writers::Job;
-use super::{ShardIo, ShardStats};
+use super::{Namer, ShardIo, ShardStats};
 use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
@@ -44,6 +44,8 @@ pub struct Conn {
     storing: bool,
     /// The completed handshake was counted.
     tls_counted: Option<()>,
+    /// A PROXY header is due before anything else (OPS-8).
+    proxy_pending: bool,
     token: Token,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -80,6 +82,7 @@ impl Conn {
         slot: usize,
         serial: u64,
         await_name: bool,
+        expect_proxy: bool,
         now: Instant,
     ) -> io::Result<Conn> {
         // Replies are small and each one is awaited: don't let Nagle hold them.
@@ -99,6 +102,7 @@ impl Conn {
             serial,
             storing: false,
             tls_counted: None,
+            proxy_pending: expect_proxy,
             token,
             peer,
             snapshot,
@@ -115,7 +119,16 @@ impl Conn {
         // already waiting was sent before it; the session refuses it.
         let mut early = [0u8; 512];
         match conn.socket.read(&mut early) {
-            Ok(n) if n > 0 => conn.rbuf.extend_from_slice(&early[..n]),
+            Ok(n) if n > 0 => {
+                if !expect_proxy && crate::proxy::looks_like_proxy(&early[..n]) {
+                    tracing::warn!(
+                        target: "receive",
+                        "PROXY header from [{}]:{}, which is not in server.proxy_protocol_from: refused",
+                        peer.ip(), peer.port()
+                    );
+                }
+                conn.rbuf.extend_from_slice(&early[..n])
+            }
             // The banner waits for the client's name when one is looked up.
             _ if await_name => {}
             _ => conn.session.greet(now),
@@ -171,8 +184,11 @@ impl Conn {
     fn pump(&mut self, now: Instant, io: &mut ShardIo<'_>) -> io::Result<()> {
         // Input that arrived before the banner (read at accept), or while
         // a message was being stored.
-        let (shard, writers, stats) = (io.shard, io.writers, io.stats);
-        if !self.rbuf.is_empty() && !self.session.is_closed() {
+        let (shard, writers, stats, namer) = (io.shard, io.writers, io.stats, io.namer);
+        if self.proxy_pending {
+            self.proxy_header(now, namer)?;
+        }
+        if !self.proxy_pending && !self.rbuf.is_empty() && !self.session.is_closed() {
             self.feed(now, shard, writers, stats);
         }
         let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
@@ -201,7 +217,10 @@ impl Conn {
             } else {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             }
-            if !self.rbuf.is_empty() {
+            if self.proxy_pending {
+                self.proxy_header(now, namer)?;
+            }
+            if !self.proxy_pending && !self.rbuf.is_empty() {
                 self.feed(now, shard, writers, stats);
             }
             // A short read drained the socket: epoll (edge-triggered) will
@@ -214,6 +233,41 @@ impl Conn {
         // The banner, or replies from before a read error.
         self.collect_output();
         self.flush()
+    }
+
+    /// OPS-8: the PROXY header from a trusted balancer; the original
+    /// client's address replaces the balancer's for everything after.
+    fn proxy_header(&mut self, now: Instant, namer: Namer<'_>) -> io::Result<()> {
+        match crate::proxy::parse(&self.rbuf) {
+            crate::proxy::Parsed::NeedMore => Ok(()),
+            crate::proxy::Parsed::Invalid(why) => {
+                tracing::warn!(target: "receive", "malformed PROXY header from [{}]:{}: {why}; closing", self.peer.ip(), self.peer.port());
+                Err(io::Error::other("malformed PROXY header"))
+            }
+            crate::proxy::Parsed::Done(header, n) => {
+                self.rbuf.drain(..n);
+                self.proxy_pending = false;
+                if let crate::proxy::Header::Client(original) = header {
+                    tracing::info!(
+                        target: "receive",
+                        "connect from [{}]:{} via proxy [{}]:{}",
+                        original.ip(), original.port(), self.peer.ip(), self.peer.port()
+                    );
+                    self.peer = original;
+                    self.session.set_peer(Peer {
+                        ip: original.ip(),
+                        port: original.port(),
+                        name: None,
+                    });
+                }
+                if self.snapshot.profiles.index.needs_names() {
+                    namer.request_name(self.peer.ip(), self.slot, self.serial);
+                } else {
+                    self.session.greet(now);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// Passes received TLS records to rustls and collects the plaintext.
@@ -279,6 +333,10 @@ impl Conn {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
             for line in self.session.take_rejections() {
+                if line.starts_with("PROXY header") {
+                    tracing::warn!(target: "receive", "{line}: refused");
+                    continue;
+                }
                 let counter = if line.contains(": 530 5.7.0 ") {
                     &stats.mandatory_tls_refusals
                 } else {

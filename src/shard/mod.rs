@@ -47,10 +47,37 @@ pub(crate) enum Completion {
     },
 }
 
+/// Asks the resolver for a client's name on a connection's behalf.
+#[derive(Clone, Copy)]
+pub(crate) struct Namer<'a> {
+    resolver: Option<&'a crate::dns::Resolver>,
+    named: &'a Sender<Completion>,
+    waker: &'a Arc<Waker>,
+}
+
+impl Namer<'_> {
+    /// Asks for a client's confirmed name; the answer arrives as
+    /// `Completion::Named` for (slot, serial).
+    fn request_name(&self, ip: std::net::IpAddr, slot: usize, serial: u64) {
+        let (tx, waker) = (self.named.clone(), self.waker.clone());
+        let reply = move |name| {
+            if tx.send(Completion::Named { slot, serial, name }).is_ok() {
+                let _ = waker.wake();
+            }
+        };
+        match self.resolver {
+            Some(r) => r.client_name(ip, reply),
+            None => reply(None),
+        }
+    }
+}
+
 /// What a connection needs from its shard while it is driven.
 pub(crate) struct ShardIo<'a> {
     shard: usize,
     stats: &'a ShardStats,
+    /// For a name lookup a connection asks for itself (after PROXY).
+    namer: Namer<'a>,
     registry: &'a mio::Registry,
     scratch: &'a mut [u8],
     writers: &'a Sender<Job>,
@@ -454,6 +481,9 @@ impl Shard {
                 .needs_names()
                 .then_some(())
                 .and(self.resolver.as_ref());
+            // OPS-8: from a trusted balancer, a PROXY header comes first;
+            // the name lookup (if any) waits for the address it carries.
+            let expect_proxy = snapshot.proxy_trusted(peer.ip());
             let accepted = Conn::accept(
                 stream,
                 peer,
@@ -462,10 +492,11 @@ impl Shard {
                 token,
                 idx,
                 self.serial,
-                lookup.is_some(),
+                lookup.is_some() || expect_proxy,
+                expect_proxy,
                 now,
             );
-            if let (Some(resolver), Ok(_)) = (lookup, &accepted) {
+            if let (Some(resolver), Ok(_), false) = (lookup, &accepted, expect_proxy) {
                 let (tx, waker, serial) = (self.named.clone(), self.waker.clone(), self.serial);
                 resolver.client_name(peer.ip(), move |name| {
                     if tx
@@ -502,6 +533,11 @@ impl Shard {
         let mut io = ShardIo {
             shard: self.id,
             stats: &self.shared.stats[self.id],
+            namer: Namer {
+                resolver: self.resolver.as_ref(),
+                named: &self.named,
+                waker: &self.waker,
+            },
             registry: self.poll.registry(),
             scratch: &mut self.scratch,
             writers: &self.jobs,
@@ -525,6 +561,11 @@ impl Shard {
             let mut io = ShardIo {
                 shard: self.id,
                 stats: &self.shared.stats[self.id],
+                namer: Namer {
+                    resolver: self.resolver.as_ref(),
+                    named: &self.named,
+                    waker: &self.waker,
+                },
                 registry: self.poll.registry(),
                 scratch: &mut self.scratch,
                 writers: &self.jobs,

@@ -191,6 +191,12 @@ impl Session {
         session
     }
 
+    /// The connection came through a trusted proxy: the client is `peer`.
+    pub fn set_peer(&mut self, peer: Peer) {
+        self.peer = peer;
+        self.choose_profile();
+    }
+
     /// The client's forward-confirmed host name is known (or known not to
     /// exist): choose the profile again with it.
     pub fn client_identified(&mut self, name: Option<String>) {
@@ -429,6 +435,21 @@ impl Session {
             Line::Complete { line, consumed } => {
                 self.deadline = Some(now + self.snapshot.limits.command_timeout);
                 self.stats.commands += 1;
+                // OPS-8: a PROXY header from an address that may not send
+                // one (it was not read as such): refuse and hang up.
+                if line.starts_with(b"PROXY ") && self.helo.is_none() {
+                    self.rejections.push(format!(
+                        "PROXY header from [{}]:{}, which is not in server.proxy_protocol_from",
+                        self.peer.ip, self.peer.port
+                    ));
+                    Reply::new(554, "5.7.0", "PROXY header not accepted from this address")
+                        .write_to(&mut self.out);
+                    return Step {
+                        consumed,
+                        action: Some(self.close()),
+                        sync_check: false,
+                    };
+                }
                 let action = match command::parse(line) {
                     Ok(cmd) => self.command(cmd),
                     Err(e) => self.error(command_error_reply(e)),
