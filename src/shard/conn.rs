@@ -535,8 +535,8 @@ impl Conn {
         let s = self.session.stats();
         tracing::info!(
             target: "receive",
-            "disconnect from [{}]:{} commands={} messages={} errors={}",
-            self.peer.ip(), self.peer.port(), s.commands, s.messages, s.errors
+            "disconnect from [{}]:{} {} messages={} errors={}",
+            self.peer.ip(), self.peer.port(), s.summary(), s.messages, s.errors
         );
         Outcome::Closed {
             messages: s.messages,

@@ -164,6 +164,28 @@ pub struct SessionStats {
     pub commands: u32,
     pub messages: u32,
     pub errors: u32,
+    /// Per verb, in Postfix's order: ehlo, helo, starttls, mail, rcpt,
+    /// data, rset, noop, quit, other.
+    pub verbs: [u32; 10],
+}
+
+const VERB_NAMES: [&str; 10] = [
+    "ehlo", "helo", "starttls", "mail", "rcpt", "data", "rset", "noop", "quit", "unknown",
+];
+
+impl SessionStats {
+    /// Postfix's disconnect summary: `ehlo=1 starttls=1 mail=1 rcpt=1
+    /// data=1 quit=1 commands=6`.
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        for (name, n) in VERB_NAMES.iter().zip(self.verbs) {
+            if n > 0 {
+                out.push_str(&format!("{name}={n} "));
+            }
+        }
+        out.push_str(&format!("commands={}", self.commands));
+        out
+    }
 }
 
 impl Session {
@@ -464,6 +486,19 @@ impl Session {
     }
 
     fn command(&mut self, cmd: Command<'_>) -> Option<Action> {
+        let verb = match &cmd {
+            Command::Ehlo(_) => 0,
+            Command::Helo(_) => 1,
+            Command::StartTls => 2,
+            Command::Mail { .. } => 3,
+            Command::Rcpt { .. } => 4,
+            Command::Data => 5,
+            Command::Rset => 6,
+            Command::Noop => 7,
+            Command::Quit => 8,
+            Command::Vrfy | Command::Help | Command::NotImplemented(_) => 9,
+        };
+        self.stats.verbs[verb] += 1;
         match cmd {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
