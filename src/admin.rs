@@ -159,19 +159,22 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
         &mut o,
         "sealgate_deliveries_total",
         "counter",
-        "Delivery outcomes per recipient.",
+        "Delivery outcomes per recipient, by the TLS of the attempt.",
     );
-    for (outcome, v) in [
-        ("sent", &shared.delivered),
-        ("deferred", &shared.deferred),
-        ("bounced", &shared.bounced),
-        ("expired", &shared.expired),
-    ] {
-        let _ = writeln!(
-            o,
-            "sealgate_deliveries_total{{outcome=\"{outcome}\"}} {}",
-            v.load(Ordering::Relaxed)
-        );
+    for (i, outcome) in ["sent", "deferred", "bounced", "expired"]
+        .iter()
+        .enumerate()
+    {
+        for (j, tls) in ["verified", "trusted", "untrusted", "none"]
+            .iter()
+            .enumerate()
+        {
+            let _ = writeln!(
+                o,
+                "sealgate_deliveries_total{{outcome=\"{outcome}\",tls=\"{tls}\"}} {}",
+                shared.deliveries[i][j].load(Ordering::Relaxed)
+            );
+        }
     }
     metric(
         &mut o,

@@ -130,7 +130,10 @@ fn metrics_agree_with_the_clients() {
     );
     assert_eq!(value(&body, "sealgate_queue_messages "), 20, "{body}");
     assert_eq!(
-        value(&body, "sealgate_deliveries_total{outcome=\"deferred\"}"),
+        value(
+            &body,
+            "sealgate_deliveries_total{outcome=\"deferred\",tls=\"none\"}"
+        ),
         20,
         "{body}"
     );

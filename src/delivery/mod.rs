@@ -107,7 +107,16 @@ pub struct AttemptResult {
     pub outcomes: Vec<Vec<Outcome>>,
     /// `host[ip]:port` of the server that answered last, if any.
     pub relay: Option<String>,
+    /// The TLS of that connection: 0 verified, 1 trusted, 2 untrusted,
+    /// 3 none (for the metrics).
+    pub tls_level: usize,
 }
+
+/// Outcome indexes of `Shared::deliveries`.
+const SENT: usize = 0;
+const DEFERRED: usize = 1;
+const BOUNCED: usize = 2;
+const EXPIRED: usize = 3;
 
 /// Where the scheduler hands jobs: one per shard.
 pub type ShardDoor = Box<dyn Fn(Job) + Send>;
@@ -456,6 +465,7 @@ impl Scheduler {
                     attempt,
                     outcomes,
                     relay: None,
+                    tls_level: 3,
                 });
                 return;
             }
@@ -528,6 +538,7 @@ impl Scheduler {
         }
         let now = now_secs();
         let relay = result.relay.as_deref().unwrap_or("none");
+        let tls = result.tls_level.min(3);
         for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
             let Some(m) = self.messages.get_mut(id) else {
                 continue;
@@ -542,15 +553,13 @@ impl Scheduler {
                 let status = match o.verdict {
                     Verdict::Delivered => {
                         r.status = RcptStatus::Delivered;
-                        self.shared
-                            .delivered
+                        self.shared.deliveries[SENT][tls]
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         "sent"
                     }
                     Verdict::Permanent => {
                         r.status = RcptStatus::Failed;
-                        self.shared
-                            .bounced
+                        self.shared.deliveries[BOUNCED][tls]
                             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         "bounced"
                     }
@@ -563,8 +572,7 @@ impl Scheduler {
                                 "dsn=4.4.7 delivery time expired; last error: {}",
                                 o.detail
                             );
-                            self.shared
-                                .expired
+                            self.shared.deliveries[EXPIRED][tls]
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             "expired"
                         } else {
@@ -578,8 +586,7 @@ impl Scheduler {
                                 .copied()
                                 .unwrap_or(Duration::from_secs(300));
                             r.next_due = now + wait.as_secs().max(1);
-                            self.shared
-                                .deferred
+                            self.shared.deliveries[DEFERRED][tls]
                                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                             "deferred"
                         }

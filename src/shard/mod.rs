@@ -116,10 +116,9 @@ pub struct Shared {
     /// Written by the delivery scheduler.
     pub queue_messages: AtomicU64,
     pub queue_oldest_arrival: AtomicU64,
-    pub delivered: AtomicU64,
-    pub deferred: AtomicU64,
-    pub bounced: AtomicU64,
-    pub expired: AtomicU64,
+    /// Per-recipient delivery outcomes (sent, deferred, bounced, expired)
+    /// by the TLS of the attempt (verified, trusted, untrusted, none).
+    pub deliveries: [[AtomicU64; 4]; 4],
 }
 
 impl Shared {
@@ -133,10 +132,7 @@ impl Shared {
             last_reload: AtomicU64::new(0),
             queue_messages: AtomicU64::new(0),
             queue_oldest_arrival: AtomicU64::new(0),
-            delivered: AtomicU64::new(0),
-            deferred: AtomicU64::new(0),
-            bounced: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
+            deliveries: Default::default(),
         })
     }
 }

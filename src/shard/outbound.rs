@@ -29,6 +29,8 @@ pub struct OutConn {
     in_session: Vec<usize>,
     results: Vec<Option<Vec<Outcome>>>,
     relay: Option<String>,
+    /// Of the last connection, for the metrics (see `AttemptResult`).
+    tls_level: usize,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     finished: bool,
@@ -53,6 +55,7 @@ impl OutConn {
             in_session: (0..n).collect(),
             results: vec![None; n],
             relay: None,
+            tls_level: 3,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             finished: false,
@@ -359,6 +362,7 @@ impl OutConn {
             let _ = registry.deregister(&mut s);
         }
         self.tls = None;
+        self.tls_level = 3;
         self.handshaking = false;
         self.rbuf.clear();
         self.wbuf.clear();
@@ -430,6 +434,7 @@ impl OutConn {
             attempt: self.job.attempt,
             outcomes,
             relay: self.relay.clone(),
+            tls_level: self.tls_level,
         }));
     }
 
