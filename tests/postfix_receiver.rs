@@ -156,7 +156,7 @@ fn mandatory_verified_route_to_postfix() {
     gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
     let log = gw.log();
     assert!(
-        log.contains("Verified TLS connection established to [127.0.0.1]"),
+        log.contains("Verified TLS connection established to 127.0.0.1[127.0.0.1]"),
         "{log}"
     );
     assert!(

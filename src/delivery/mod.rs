@@ -137,7 +137,10 @@ struct Message {
     from: String,
     arrived: u64,
     state: DeliveryState,
-    in_flight: bool,
+    /// Attempts running for this message, and which recipients they carry:
+    /// a recipient is never in two attempts at once.
+    in_flight: usize,
+    busy: Vec<bool>,
 }
 
 /// Due work for one destination: the route, the name to resolve, and
@@ -296,6 +299,7 @@ impl Scheduler {
             .filter(|r| r.status == RcptStatus::Pending)
             .map(|r| r.next_due)
             .min();
+        let state_len = state.rcpts.len();
         self.messages.insert(
             id.clone(),
             Message {
@@ -303,7 +307,8 @@ impl Scheduler {
                 from: m.from,
                 arrived: m.arrived,
                 state,
-                in_flight: false,
+                in_flight: 0,
+                busy: vec![false; state_len],
             },
         );
         match due {
@@ -328,13 +333,13 @@ impl Scheduler {
             let Some(m) = self.messages.get(&id) else {
                 continue;
             };
-            if m.in_flight || m.state.hold {
+            if m.state.hold {
                 continue;
             }
             let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> =
                 HashMap::new();
             for (i, r) in m.state.rcpts.iter().enumerate() {
-                if r.status != RcptStatus::Pending || r.next_due > now {
+                if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
                     continue;
                 }
                 let domain = r
@@ -386,9 +391,12 @@ impl Scheduler {
     ) {
         self.next_attempt += 1;
         let attempt = self.next_attempt;
-        for (id, _) in &parts {
+        for (id, idxs) in &parts {
             if let Some(m) = self.messages.get_mut(id) {
-                m.in_flight = true;
+                m.in_flight += 1;
+                for i in idxs {
+                    m.busy[*i] = true;
+                }
             }
         }
         *self.in_flight_per_key.entry(key.to_string()).or_default() += 1;
@@ -543,7 +551,10 @@ impl Scheduler {
             let Some(m) = self.messages.get_mut(id) else {
                 continue;
             };
-            m.in_flight = false;
+            m.in_flight = m.in_flight.saturating_sub(1);
+            for i in idxs {
+                m.busy[*i] = false;
+            }
             let delay = now.saturating_sub(m.arrived);
             let mut lines = Vec::with_capacity(idxs.len());
             for (i, o) in idxs.iter().zip(outcomes) {
@@ -710,7 +721,7 @@ impl Scheduler {
                     .messages
                     .get(&id)
                     .ok_or_else(|| format!("{id}: no such message in the queue"))?;
-                if m.in_flight {
+                if m.in_flight > 0 {
                     return Err(format!("{id}: a delivery attempt is running; try again"));
                 }
                 let path = m.path.clone();

@@ -47,6 +47,11 @@ impl AcceptDomains {
         }
     }
 
+    /// The first domain: where `<postmaster>` without a domain goes.
+    pub fn first(&self) -> Option<&str> {
+        self.domains.first().map(String::as_str)
+    }
+
     pub fn contains(&self, domain: &str) -> bool {
         let d = normalize_domain(domain);
         self.domains.contains(&d)

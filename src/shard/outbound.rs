@@ -74,7 +74,17 @@ impl OutConn {
 
     fn target_name(&self) -> String {
         match self.job.targets.get(self.target) {
-            Some(t) => format!("{}[{}]:{}", t.host, t.addr.ip(), t.addr.port()),
+            // Postfix's `host[address]:port`; a route to an address literal
+            // names the address as the host (`192.0.2.10[192.0.2.10]:25`).
+            Some(t) => format!(
+                "{}[{}]:{}",
+                t.host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .trim_start_matches("IPv6:"),
+                t.addr.ip(),
+                t.addr.port()
+            ),
             None => "none".into(),
         }
     }

@@ -603,8 +603,20 @@ impl Session {
         match policy::check_recipient(&self.snapshot.accept_domains, self.relay_allowed, to.domain)
         {
             Ok(()) => {
+                // RFC 5321 §4.5.1: `<postmaster>` is ours; it is delivered
+                // as postmaster of our first domain (or our host name).
+                let rcpt = if to.is_postmaster() {
+                    let domain = self
+                        .snapshot
+                        .accept_domains
+                        .first()
+                        .unwrap_or(&self.snapshot.hostname);
+                    format!("{}@{domain}", to.local)
+                } else {
+                    to.to_string()
+                };
                 if let Some(tx) = &mut self.transaction {
-                    tx.recipients.push(to.to_string());
+                    tx.recipients.push(rcpt);
                 }
                 self.reply(canned::recipient_ok())
             }
