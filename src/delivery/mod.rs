@@ -155,7 +155,6 @@ struct Attempt {
     /// (queue id, recipient indexes) per message in the job.
     parts: Vec<(String, Vec<usize>)>,
     key: String,
-    route_host: Option<String>,
     port: u16,
     profile: Option<usize>,
     snapshot: Arc<Snapshot>,
@@ -409,7 +408,6 @@ impl Scheduler {
             Attempt {
                 parts,
                 key: key.to_string(),
-                route_host: host_literal.clone(),
                 port,
                 profile: route.profile,
                 snapshot,
@@ -531,7 +529,6 @@ impl Scheduler {
             ids,
             reply: self.tx.clone(),
         };
-        let _ = &a.route_host;
         let door = &self.shards[self.next_shard % self.shards.len().max(1)];
         self.next_shard += 1;
         door(job);

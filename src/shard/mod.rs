@@ -373,7 +373,7 @@ impl Shard {
                     Some(t) => t,
                     None => {
                         self.draining_since = Some(now);
-                        self.start_draining(now);
+                        self.start_draining();
                         now
                     }
                 };
@@ -608,7 +608,7 @@ impl Shard {
 
     /// OPS-7: stop accepting (close the listeners, so a balancer or the
     /// client's next MX sees a refusal at once) and drain every session.
-    fn start_draining(&mut self, now: Instant) {
+    fn start_draining(&mut self) {
         let registry = self.poll.registry();
         for l in &mut self.listeners {
             if let Some(mut l) = l.take() {
@@ -625,7 +625,6 @@ impl Shard {
             }
         }
         tracing::info!(target: "receive", "shard {}: draining {} session(s)", self.id, self.conns.len());
-        let _ = now;
     }
 
     fn shutdown(&mut self) {

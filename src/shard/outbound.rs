@@ -60,7 +60,7 @@ impl OutConn {
             wbuf: Vec::new(),
             finished: false,
         };
-        c.connect(registry, now);
+        c.connect(registry);
         c
     }
 
@@ -90,7 +90,7 @@ impl OutConn {
     }
 
     /// Connects to the current target, skipping targets that fail at once.
-    fn connect(&mut self, registry: &Registry, now: Instant) {
+    fn connect(&mut self, registry: &Registry) {
         while let Some(t) = self.job.targets.get(self.target) {
             match TcpStream::connect(t.addr) {
                 Ok(mut s) => {
@@ -110,7 +110,6 @@ impl OutConn {
             }
             self.target += 1;
         }
-        let _ = now;
         self.end(Some(Failure::Connection("no host could be reached".into())));
     }
 
@@ -415,7 +414,7 @@ impl OutConn {
         self.in_session = remaining;
         self.session =
             client::Session::new(session_config(&self.job, self.tls_mode), messages, now);
-        self.connect(registry, now);
+        self.connect(registry);
         self.step(registry, now);
     }
 

@@ -323,7 +323,7 @@ impl Session {
         match expect {
             Expect::Greeting => {
                 if r.code != 220 {
-                    return self.quit_with(Failure::Greeting(r), now);
+                    return self.quit_with(Failure::Greeting(r));
                 }
                 self.hello(now);
                 None
@@ -340,11 +340,11 @@ impl Session {
                     self.expect_reply(Expect::Helo, &cmd, now);
                     return None;
                 }
-                self.quit_with(Failure::Hello(r), now)
+                self.quit_with(Failure::Hello(r))
             }
             Expect::Helo => {
                 if r.code != 250 {
-                    return self.quit_with(Failure::Hello(r), now);
+                    return self.quit_with(Failure::Hello(r));
                 }
                 self.ext = Extensions::default();
                 self.after_hello(now)
@@ -355,7 +355,7 @@ impl Session {
                     return Some(Action::StartTls);
                 }
                 match self.config.tls {
-                    TlsMode::Mandatory => self.quit_with(Failure::StartTlsRefused(r), now),
+                    TlsMode::Mandatory => self.quit_with(Failure::StartTlsRefused(r)),
                     // Refused: go on in the clear on this connection.
                     TlsMode::Opportunistic | TlsMode::Off => self.start_message(now),
                 }
@@ -414,7 +414,7 @@ impl Session {
                     self.expect_reply(Expect::StartTls, "STARTTLS", now);
                     return None;
                 }
-                (TlsMode::Mandatory, false) => return self.quit_with(Failure::TlsNotOffered, now),
+                (TlsMode::Mandatory, false) => return self.quit_with(Failure::TlsNotOffered),
                 (TlsMode::Opportunistic | TlsMode::Off, _) => {}
             }
         }
@@ -549,9 +549,8 @@ impl Session {
         Some(Action::MessageDone { index, outcomes })
     }
 
-    fn quit_with(&mut self, failure: Failure, now: Instant) -> Option<Action> {
+    fn quit_with(&mut self, failure: Failure) -> Option<Action> {
         self.send("QUIT");
-        let _ = now;
         Some(self.fail(failure))
     }
 }
