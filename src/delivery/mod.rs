@@ -492,11 +492,11 @@ impl Scheduler {
             let Some(m) = self.messages.get(id) else {
                 continue;
             };
-            let data = match spool::read(&m.path) {
-                Ok(s) => s.message,
+            let (data, body_8bit) = match spool::read(&m.path) {
+                Ok(s) => (s.message, s.body_8bit),
                 Err(e) => {
                     tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
-                    Vec::new()
+                    (Vec::new(), false)
                 }
             };
             messages.push(Outgoing {
@@ -506,7 +506,7 @@ impl Scheduler {
                     .map(|i| m.state.rcpts[*i].rcpt.clone())
                     .collect(),
                 data: Arc::from(data),
-                body_8bit: false,
+                body_8bit,
             });
             ids.push(id.clone());
         }

@@ -190,6 +190,9 @@ pub struct Spooled {
     pub helo: String,
     /// `version cipher bits verify`, when the message came over TLS.
     pub tls: Option<String>,
+    /// `BODY=8BITMIME` was declared on MAIL FROM (RFC 6152), so the relay
+    /// must declare it again, or refuse, on the way out.
+    pub body_8bit: bool,
     /// The message as stored: Received header and data.
     pub message: Vec<u8>,
 }
@@ -216,6 +219,7 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
         (None, None, None, None, None, None);
     let mut recipients = Vec::new();
     let mut tls = None;
+    let mut body_8bit = false;
     for line in lines {
         let (key, value) = line.split_once(' ').unwrap_or((line, ""));
         let bracketed = || {
@@ -232,7 +236,13 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
             "client" => client = value.split(' ').next().and_then(|ip| ip.parse().ok()),
             "helo" => helo = Some(value.to_string()),
             "tls" => tls = Some(value.to_string()),
-            "body" => {}
+            "body" => {
+                body_8bit = match value {
+                    "8BITMIME" => true,
+                    "7BIT" => false,
+                    other => return Err(format!("bad body type {other:?}")),
+                }
+            }
             "size" => size = value.parse::<usize>().ok(),
             other => return Err(format!("unknown header field {other:?}")),
         }
@@ -255,6 +265,7 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
         client: client.ok_or("missing client")?,
         helo: helo.ok_or("missing helo")?,
         tls,
+        body_8bit,
         message: message.to_vec(),
     })
 }
@@ -558,6 +569,30 @@ mod tests {
             Some("TLSv1.3 TLS13_AES_128_GCM_SHA256 128 NO")
         );
         assert_eq!(m.message, b"Received: x\r\nSubject: s\r\n\r\nbody\r\n");
+        assert!(!m.body_8bit);
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn body_8bitmime_survives_the_spool() {
+        let root = temp_root("8bit");
+        let spool = Spool::open(&root, 0).unwrap();
+        let now = SystemTime::now();
+        let id = spool.next_id(now);
+        let mut env = envelope();
+        env.body_8bit = true;
+        spool
+            .store(
+                &id,
+                &env,
+                now,
+                b"",
+                "Subject: caf\u{e9}\r\n\r\n\u{e9}\r\n".as_bytes(),
+            )
+            .unwrap();
+        let report = recover(&root).unwrap();
+        let m = read(&report.queued[0]).unwrap();
+        assert!(m.body_8bit, "BODY=8BITMIME must be carried to delivery");
         fs::remove_dir_all(&root).unwrap();
     }
 
