@@ -6,59 +6,15 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use common::Gateway;
 
-struct Receiver {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::receiver::Receiver;
 
 fn receiver(dir: &Path, flags: &[&str]) -> Receiver {
-    let port = common::free_port();
-    let out = dir.join("received");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--dir"])
-        .arg(&out)
-        .args(flags)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    std::thread::spawn(move || for _ in lines {});
-    Receiver {
-        child,
-        port,
-        dir: out,
-    }
-}
-
-fn received(r: &Receiver) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(&r.dir)
-        .map(|d| {
-            d.flatten()
-                .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
+    common::receiver::start("127.0.0.1", &dir.join("received"), flags)
 }
 
 /// A gateway that routes everything to the receiver and retries after 1 s.
@@ -96,7 +52,7 @@ fn temporary_failure_is_retried_and_delivered_once() {
     gw.wait_for_log("status=deferred", Duration::from_secs(30));
     gw.wait_for_log("status=sent", Duration::from_secs(30));
     gw.wait_for_log(": removed", Duration::from_secs(30));
-    let got = received(&r);
+    let got = r.messages();
     assert_eq!(got.len(), 1, "exactly one delivery: {got:?}");
     assert!(got[0].contains("X-Env-To: <user@example.com>"));
     assert!(got[0].contains("Subject: retry-me"));
@@ -122,7 +78,7 @@ fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
     gw.wait_for_log("sender non-delivery notification", Duration::from_secs(30));
     // The DSN itself is delivered to the sender (through the same route).
     gw.wait_for_count("status=sent", 2, Duration::from_secs(30));
-    let got = received(&r);
+    let got = r.messages();
     assert_eq!(got.len(), 2, "{got:?}");
     let dsn = got
         .iter()
@@ -146,7 +102,7 @@ fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
         "undeliverable message with null sender: no notification",
         Duration::from_secs(30),
     );
-    assert_eq!(received(&r).len(), 2);
+    assert_eq!(r.messages().len(), 2);
 }
 
 #[test]
@@ -160,7 +116,7 @@ fn forged_reply_after_starttls_aborts_the_attempt() {
         Duration::from_secs(30),
     );
     gw.wait_for_log("status=deferred", Duration::from_secs(30));
-    assert!(received(&r).is_empty());
+    assert!(r.messages().is_empty());
     assert_eq!(gw.spooled().len(), 1, "the message stays queued");
 }
 
@@ -209,7 +165,7 @@ fn restart_mid_queue_delivers_the_rest_and_repeats_nothing() {
     let gw = Gateway::start_in(gwdir, port);
     gw.wait_for_log("to=<later@example.com>", Duration::from_secs(30));
     gw.wait_for_log(": removed", Duration::from_secs(30));
-    let got = received(&r);
+    let got = r.messages();
     let to_now = got
         .iter()
         .filter(|m| m.contains("<now@example.com>"))

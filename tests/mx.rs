@@ -4,9 +4,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Gateway;
@@ -14,27 +11,10 @@ use common::Gateway;
 #[test]
 fn mx_preference_fallback_and_null_mx() {
     let dir = common::temp_dir("mx");
-    let rport = common::free_port();
     // The receiver is the second MX host (127.0.0.31); nothing listens on
     // the first (127.0.0.30).
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
-    let mut recv = Command::new("python3")
-        .arg(script)
-        .args([
-            "--host",
-            "127.0.0.31",
-            "--port",
-            &rport.to_string(),
-            "--dir",
-        ])
-        .arg(dir.join("received"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    std::thread::spawn(move || for _ in lines {});
+    let recv = common::receiver::start("127.0.0.31", &dir.join("received"), &[]);
+    let rport = recv.port;
 
     let dns = common::dnsmasq::start(&[
         "--mx-host=two.test,mxa.two.test,10",
@@ -95,6 +75,5 @@ fn mx_preference_fallback_and_null_mx() {
         line.contains("status=bounced") && line.contains("dsn=5.1.10"),
         "{line}"
     );
-    let _ = recv.kill();
-    let _ = recv.wait();
+    drop(recv);
 }

@@ -7,9 +7,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Gateway;
@@ -17,18 +14,8 @@ use common::Gateway;
 #[test]
 fn relay_tricks_are_refused_or_local() {
     let dir = common::temp_dir("relay-battery");
-    let rport = common::free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
-    let mut recv = Command::new("python3")
-        .arg(script)
-        .args(["--port", &rport.to_string(), "--dir"])
-        .arg(dir.join("received"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    std::thread::spawn(move || for _ in lines {});
+    let recv = common::receiver::start("127.0.0.1", &dir.join("received"), &[]);
+    let rport = recv.port;
     let port = common::free_port();
     // Mail for example.com goes to the receiver; anything else would go to
     // the closed port (and nothing may be accepted for it anyway).
@@ -113,8 +100,7 @@ fn relay_tricks_are_refused_or_local() {
     }
     let received = std::fs::read_dir(dir.join("received")).unwrap().count();
     assert_eq!(received, 1, "one message, delivered once");
-    let _ = recv.kill();
-    let _ = recv.wait();
+    drop(recv);
 }
 
 #[test]

@@ -7,49 +7,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::pki::Ca;
 use common::postfix::Postfix;
 use common::Gateway;
 
-struct Sink(Child, u16);
+use common::receiver::Receiver as Sink;
 
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
+/// The final hop behind Postfix.
 fn sink(dir: &Path) -> Sink {
-    let port = common::free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .args(["--port", &port.to_string(), "--dir"])
-        .arg(dir.join("final"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    std::thread::spawn(move || for _ in lines {});
-    Sink(child, port)
-}
-
-fn final_messages(dir: &Path) -> Vec<String> {
-    std::fs::read_dir(dir.join("final"))
-        .map(|d| {
-            d.flatten()
-                .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                .collect()
-        })
-        .unwrap_or_default()
+    common::receiver::start("127.0.0.1", &dir.join("final"), &[])
 }
 
 /// Postfix receiving for three domains, relaying them to the sink; with
@@ -70,7 +40,7 @@ fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
         dir,
         &format!(
             "relay_domains = mand.test wrongname.test opp.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n{tls_conf}",
-            sink.1
+            sink.port
         ),
     )
 }
@@ -190,7 +160,7 @@ fn mandatory_verified_route_to_postfix() {
     // Postfix's are both there.
     gw.wait_for_log(": removed", Duration::from_secs(30));
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while final_messages(&dir).len() < 2 {
+    while s.messages().len() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "postfix did not relay: {}",
@@ -198,7 +168,7 @@ fn mandatory_verified_route_to_postfix() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let msgs = final_messages(&dir);
+    let msgs = s.messages();
     let m = msgs
         .iter()
         .find(|m| m.contains("Subject: to user@mand.test"))
@@ -300,7 +270,7 @@ fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
         "{line}"
     );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while final_messages(&dir).is_empty() {
+    while s.messages().is_empty() {
         assert!(
             std::time::Instant::now() < deadline,
             "postfix did not relay: {}",
@@ -308,7 +278,7 @@ fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let m = &final_messages(&dir)[0];
+    let m = &s.messages()[0];
     // Both hops recorded TLS: swaks → sealgate, sealgate → Postfix.
     assert!(m.contains("by mx.test (sealgate) with ESMTPS"), "{m}");
     assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");

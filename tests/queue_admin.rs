@@ -3,9 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::Gateway;
@@ -82,18 +81,8 @@ fn queue_commands_on_a_running_gateway() {
     );
 
     // Route to a receiver now, and flush: the held message stays.
-    let rport = common::free_port();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/receiver.py");
-    let mut recv = Command::new("python3")
-        .arg(script)
-        .args(["--port", &rport.to_string(), "--dir"])
-        .arg(dir.join("received"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(recv.stdout.take().unwrap()).lines();
-    assert_eq!(lines.next().unwrap().unwrap(), "ready");
-    std::thread::spawn(move || for _ in lines {});
+    let recv = common::receiver::start("127.0.0.1", &dir.join("received"), &[]);
+    let rport = recv.port;
     std::fs::write(
         &cfg,
         base.replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{rport}")),
@@ -122,6 +111,5 @@ fn queue_commands_on_a_running_gateway() {
     gw.wait_for_log(&format!("{first}: removed"), Duration::from_secs(30));
     let (_, out) = queue(&cfg, &["list"]);
     assert!(out.contains("0 message(s) in queue"), "{out}");
-    let _ = recv.kill();
-    let _ = recv.wait();
+    drop(recv);
 }

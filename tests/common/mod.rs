@@ -7,6 +7,7 @@
 pub mod dnsmasq;
 pub mod pki;
 pub mod postfix;
+pub mod receiver;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
