@@ -202,3 +202,39 @@ fn silent_server_times_out_and_is_deferred() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 }
+
+/// RFC 6152: a message declared BODY=8BITMIME is relayed with the same
+/// declaration (the receiver offers 8BITMIME); a 7-bit one is not.
+#[test]
+fn body_8bitmime_is_declared_again_on_the_way_out() {
+    let dir = common::temp_dir("dlv-8bit");
+    let r = receiver(&dir, &[]);
+    let gw = gateway("dlv-8bit-gw", &r);
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c
+        .cmd("MAIL FROM:<eight@client.test> BODY=8BITMIME")
+        .starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@example.com>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd("Subject: caf\u{e9}\r\n\r\nd\u{e9}j\u{e0} vu\r\n.")
+        .starts_with("250"));
+    c.cmd("QUIT");
+    send(&gw, "seven@client.test", &["user@example.com"], "plain");
+    gw.wait_for_count("status=sent", 2, Duration::from_secs(30));
+    let got = r.messages();
+    let eight = got
+        .iter()
+        .find(|m| m.contains("X-Env-From: <eight@client.test>"))
+        .expect("the 8-bit message");
+    let mail_from = eight.lines().next().unwrap_or_default();
+    assert!(mail_from.ends_with(" BODY=8BITMIME"), "{eight}");
+    assert!(eight.contains("d\u{e9}j\u{e0} vu"), "the 8-bit body intact");
+    let seven = got
+        .iter()
+        .find(|m| m.contains("X-Env-From: <seven@client.test>"))
+        .expect("the 7-bit message");
+    assert!(!seven.contains("BODY=8BITMIME"), "{seven}");
+}
