@@ -411,16 +411,13 @@ impl Conn {
         }
         match self.tls.as_mut() {
             Some(tls) if !self.handshaking => {
-                let mut out = Vec::new();
-                self.session.drain_output_into(&mut out);
-                let _ = tls.writer().write_all(&out);
+                // Straight into rustls: no per-reply buffer on this path.
+                let _ = tls.writer().write_all(self.session.output());
+                self.session.clear_output();
             }
             // Mid-handshake the session has nothing to say; anything it
             // produced (a timeout) cannot be said in the clear.
-            Some(_) => {
-                let mut discard = Vec::new();
-                self.session.drain_output_into(&mut discard);
-            }
+            Some(_) => self.session.clear_output(),
             None => self.session.drain_output_into(&mut self.wbuf),
         }
     }

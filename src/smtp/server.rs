@@ -327,6 +327,16 @@ impl Session {
         into.append(&mut self.out);
     }
 
+    /// The replies produced so far, unsent; call `clear_output` once they
+    /// are handed on. Lets a TLS writer take them without a copy.
+    pub fn output(&self) -> &[u8] {
+        &self.out
+    }
+
+    pub fn clear_output(&mut self) {
+        self.out.clear();
+    }
+
     pub fn has_output(&self) -> bool {
         !self.out.is_empty()
     }
