@@ -159,16 +159,7 @@ fn mandatory_verified_route_to_postfix() {
     // Postfix relayed both delivered messages on: our Received header and
     // Postfix's are both there.
     gw.wait_for_log(": removed", Duration::from_secs(30));
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s.messages().len() < 2 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "postfix did not relay: {}",
-            pf.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let msgs = s.messages();
+    let msgs = s.wait_for_messages(2, Duration::from_secs(60), || pf.log());
     let m = msgs
         .iter()
         .find(|m| m.contains("Subject: to user@mand.test"))
@@ -269,16 +260,8 @@ fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
         line.contains("relay=mx.partner.test[127.0.0.1]") && line.contains("status=sent"),
         "{line}"
     );
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while s.messages().is_empty() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "postfix did not relay: {}",
-            pf.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let m = &s.messages()[0];
+    let msgs = s.wait_for_messages(1, Duration::from_secs(60), || pf.log());
+    let m = &msgs[0];
     // Both hops recorded TLS: swaks → sealgate, sealgate → Postfix.
     assert!(m.contains("by mx.test (sealgate) with ESMTPS"), "{m}");
     assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");
