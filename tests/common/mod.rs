@@ -27,8 +27,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A fresh private directory. Tests in one binary run in parallel and may
+/// ask for the same name, so each call gets its own number as well as the
+/// process id: no test can remove another's files.
 pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("sealgate-it-{name}-{}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("sealgate-it-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
