@@ -72,6 +72,9 @@ listen = ["127.0.0.1:$sg_port"]
 shards = 0
 spool_dir = "spool"
 accept_domains = ["example.com"]
+# Every load client comes from 127.0.0.1: lift the per-address limit.
+[limits]
+connections_per_ip = 20000
 [admin]
 listen = "127.0.0.1:0"
 [tls]

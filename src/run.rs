@@ -334,6 +334,37 @@ fn init_logging(cfg: &Config) {
     }
 }
 
+/// Each connection costs a descriptor, and the soft open-file limit is
+/// often 1024: raise it to the hard limit, and warn when even that is
+/// below `limits.connections` (plus room for outbound connections and the
+/// spool), since past it accepts fail instead of answering `421`.
+fn check_fd_limit(connections: usize) {
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    let (soft, hard) = unsafe {
+        let mut rl: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) != 0 {
+            return;
+        }
+        if rl.rlim_cur < rl.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: rl.rlim_max,
+                rlim_max: rl.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                rl.rlim_cur = rl.rlim_max;
+            }
+        }
+        (rl.rlim_cur, rl.rlim_max)
+    };
+    let wanted = connections as u64 + 1024;
+    if soft < wanted {
+        tracing::warn!(
+            "open-file limit is {soft} (hard {hard}), below limits.connections + 1024 = {wanted}: \
+             raise LimitNOFILE (systemd) or ulimit -n"
+        );
+    }
+}
+
 /// `sealgate run`.
 pub fn run(path: Option<&Path>) -> ExitCode {
     let cfg = match config::load(path) {
@@ -387,6 +418,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
 
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
+    check_fd_limit(snapshot.limits.connections);
     let shared = Shared::new(snapshot, count);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

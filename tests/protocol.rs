@@ -115,7 +115,7 @@ fn idle_client_is_closed_with_421() {
 
 #[test]
 fn both_shards_serve_connections() {
-    let gw = Gateway::start("shards", 2, "");
+    let gw = Gateway::start("shards", 2, "connections_per_ip = 100");
     // The kernel spreads connections over the shards' SO_REUSEPORT
     // listeners by a hash of the 4-tuple; 64 connections from distinct
     // ports all landing on one shard has probability 2^-63.

@@ -490,6 +490,7 @@ impl Config {
             connections_per_ip: l.connections_per_ip,
             command_timeout: l.command_timeout.0,
             data_timeout: l.data_timeout.0,
+            min_data_rate: l.min_data_rate,
             errors: l.errors,
             shutdown_timeout: l.shutdown_timeout.0,
             bare_line_endings: match l.bare_line_endings {

@@ -61,6 +61,8 @@ pub struct Limits {
     pub connections_per_ip: usize,
     pub command_timeout: Span,
     pub data_timeout: Span,
+    /// Octets per second, averaged over the DATA phase (0: off).
+    pub min_data_rate: u64,
     /// Errors before a session is closed with 421.
     pub errors: usize,
     /// How long a stopping gateway waits for sessions in DATA.
@@ -78,6 +80,7 @@ impl Default for Limits {
             connections_per_ip: d.connections_per_ip,
             command_timeout: Span(d.command_timeout),
             data_timeout: Span(d.data_timeout),
+            min_data_rate: d.min_data_rate,
             errors: d.errors,
             shutdown_timeout: Span(d.shutdown_timeout),
             bare_line_endings: BareLineEndings::Reject,

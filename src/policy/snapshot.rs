@@ -20,6 +20,9 @@ pub struct Limits {
     pub connections_per_ip: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
+    /// Octets per second a client must average in DATA once
+    /// `data_timeout` has passed since the 354 (0: no such floor).
+    pub min_data_rate: u64,
     /// Errors (4xx/5xx replies to commands) before the session is closed.
     pub errors: usize,
     /// How long a stopping gateway lets sessions finish their messages.
@@ -41,6 +44,9 @@ impl Default for Limits {
             // RFC 5321 §4.5.3.2.6 gives the client 10 minutes for the
             // final dot; we wait as long between data chunks.
             data_timeout: Duration::from_secs(600),
+            // As Postfix's smtpd_min_data_rate: a slow-drip client cannot
+            // hold a session open forever by sending a byte now and then.
+            min_data_rate: 500,
             errors: 20,
             shutdown_timeout: Duration::from_secs(30),
             bare_line_endings: BareLineEndings::Reject,

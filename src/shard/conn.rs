@@ -3,7 +3,7 @@
 //! session's [`Action`]s, and reports when it is done.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +12,7 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 use rustls::ServerConnection;
 
+use super::limits::{Admission, Refusal};
 use super::writers::Job;
 use super::{Namer, ShardIo, ShardStats};
 use crate::policy::Snapshot;
@@ -62,13 +63,23 @@ pub struct Conn {
     closing: bool,
     interest: Interest,
     pub timer_armed: Option<Instant>,
+    /// The client address this connection counts against
+    /// `limits.connections_per_ip` (none yet while a PROXY header is due).
+    pub counted_ip: Option<IpAddr>,
 }
 
-/// Too many connections on this shard: say so and hang up.
-pub fn refuse_busy(mut stream: TcpStream, peer: SocketAddr) {
+/// Over a connection limit: say which and hang up.
+pub fn refuse_busy(mut stream: TcpStream, peer: SocketAddr, why: Refusal) {
     // RFC 5321 §3.1: a server may answer 421 instead of the banner.
-    let _ = stream.write(&canned::too_many_connections().to_wire());
-    tracing::warn!(target: "receive", "connect from [{}]:{} refused: too many connections", peer.ip(), peer.port());
+    let (reply, reason) = match why {
+        Refusal::Total => (canned::too_many_connections(), "limits.connections reached"),
+        Refusal::PerIp => (
+            canned::too_many_from_address(),
+            "limits.connections_per_ip reached for this address",
+        ),
+    };
+    let _ = stream.write(&reply.to_wire());
+    tracing::warn!(target: "receive", "connect from [{}]:{} refused: {reason}", peer.ip(), peer.port());
 }
 
 impl Conn {
@@ -83,6 +94,7 @@ impl Conn {
         serial: u64,
         await_name: bool,
         expect_proxy: bool,
+        counted_ip: Option<IpAddr>,
         now: Instant,
     ) -> io::Result<Conn> {
         // Replies are small and each one is awaited: don't let Nagle hold them.
@@ -114,6 +126,7 @@ impl Conn {
             closing: false,
             interest: Interest::READABLE,
             timer_armed: None,
+            counted_ip,
         };
         // RFC 5321 §4.3.1: the client speaks after our banner. Anything
         // already waiting was sent before it; the session refuses it.
@@ -185,10 +198,15 @@ impl Conn {
         // Input that arrived before the banner (read at accept), or while
         // a message was being stored.
         let (shard, writers, stats, namer) = (io.shard, io.writers, io.stats, io.namer);
+        let admission = io.admission;
         if self.proxy_pending {
-            self.proxy_header(now, namer)?;
+            self.proxy_header(now, namer, admission)?;
         }
-        if !self.proxy_pending && !self.rbuf.is_empty() && !self.session.is_closed() {
+        if !self.proxy_pending
+            && !self.closing
+            && !self.rbuf.is_empty()
+            && !self.session.is_closed()
+        {
             self.feed(now, shard, writers, stats);
         }
         let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
@@ -218,9 +236,9 @@ impl Conn {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             }
             if self.proxy_pending {
-                self.proxy_header(now, namer)?;
+                self.proxy_header(now, namer, admission)?;
             }
-            if !self.proxy_pending && !self.rbuf.is_empty() {
+            if !self.proxy_pending && !self.closing && !self.rbuf.is_empty() {
                 self.feed(now, shard, writers, stats);
             }
             // A short read drained the socket: epoll (edge-triggered) will
@@ -237,7 +255,12 @@ impl Conn {
 
     /// OPS-8: the PROXY header from a trusted balancer; the original
     /// client's address replaces the balancer's for everything after.
-    fn proxy_header(&mut self, now: Instant, namer: Namer<'_>) -> io::Result<()> {
+    fn proxy_header(
+        &mut self,
+        now: Instant,
+        namer: Namer<'_>,
+        admission: &Admission,
+    ) -> io::Result<()> {
         match crate::proxy::parse(&self.rbuf) {
             crate::proxy::Parsed::NeedMore => Ok(()),
             crate::proxy::Parsed::Invalid(why) => {
@@ -259,6 +282,15 @@ impl Conn {
                         port: original.port(),
                         name: None,
                     });
+                    let max = self.snapshot.limits.connections_per_ip;
+                    if !admission.admit_ip(original.ip(), max) {
+                        tracing::warn!(target: "receive", "connect from [{}]:{} refused: limits.connections_per_ip reached for this address", original.ip(), original.port());
+                        self.wbuf
+                            .extend_from_slice(&canned::too_many_from_address().to_wire());
+                        self.closing = true;
+                        return Ok(());
+                    }
+                    self.counted_ip = Some(original.ip());
                 }
                 if self.snapshot.profiles.index.needs_names() {
                     namer.request_name(self.peer.ip(), self.slot, self.serial);

@@ -2,11 +2,14 @@
 //! its own `SO_REUSEPORT` listener per address and its own `mio::Poll`.
 //! The kernel spreads incoming connections over the shards' listeners; a
 //! connection lives and dies on the shard that accepted it, so nothing on
-//! the connection path takes a lock. The only shared state is the policy
-//! snapshot (`ArcSwap`, loaded once per accepted connection) and counters
-//! that each shard alone writes.
+//! the session path takes a lock. The only shared state is the policy
+//! snapshot (`ArcSwap`, loaded once per accepted connection), counters
+//! that each shard alone writes, and the connection admission counts
+//! (one atomic and a striped per-address map, touched at accept and
+//! close; see `limits`).
 
 mod conn;
+mod limits;
 mod outbound;
 mod timers;
 mod writers;
@@ -81,6 +84,8 @@ pub(crate) struct ShardIo<'a> {
     registry: &'a mio::Registry,
     scratch: &'a mut [u8],
     writers: &'a Sender<Job>,
+    /// Per-address counting for a client known only after PROXY.
+    admission: &'a limits::Admission,
 }
 
 const WAKER: Token = Token(0);
@@ -119,6 +124,8 @@ pub struct Shared {
     /// Per-recipient delivery outcomes (sent, deferred, bounced, expired)
     /// by the TLS of the attempt (verified, trusted, untrusted, none).
     pub deliveries: [[AtomicU64; 4]; 4],
+    /// Open inbound connections, in total and per client address.
+    pub admission: limits::Admission,
 }
 
 impl Shared {
@@ -133,6 +140,7 @@ impl Shared {
             queue_messages: AtomicU64::new(0),
             queue_oldest_arrival: AtomicU64::new(0),
             deliveries: Default::default(),
+            admission: limits::Admission::default(),
         })
     }
 }
@@ -304,8 +312,6 @@ struct Shard {
     /// Delivery attempts handed to this shard, and those running.
     deliveries: Receiver<crate::delivery::Job>,
     outbound: Vec<Option<outbound::OutConn>>,
-    /// This shard's share of `limits.connections`.
-    max_conns: usize,
 }
 
 impl Shard {
@@ -320,8 +326,6 @@ impl Shard {
         waker: Arc<Waker>,
         shared: Arc<Shared>,
     ) -> Shard {
-        let shards = shared.stats.len().max(1);
-        let max_conns = shared.snapshot.load().limits.connections.div_ceil(shards);
         let drain_bound = shared.snapshot.load().limits.shutdown_timeout;
         Shard {
             id,
@@ -341,7 +345,6 @@ impl Shard {
             scratch: vec![0; conn::SCRATCH],
             deliveries: crossbeam_channel::never(),
             outbound: Vec::new(),
-            max_conns,
         }
     }
 
@@ -461,11 +464,24 @@ impl Shard {
             };
             let stats = &self.shared.stats[self.id];
             stats.accepted.fetch_add(1, Ordering::Relaxed);
-            if self.conns.len() >= self.max_conns {
-                conn::refuse_busy(stream, peer);
+            let snapshot = self.shared.snapshot.load_full();
+            let admission = &self.shared.admission;
+            if !admission.admit_total(snapshot.limits.connections) {
+                conn::refuse_busy(stream, peer, limits::Refusal::Total);
                 continue;
             }
-            let snapshot = self.shared.snapshot.load_full();
+            // OPS-8: from a trusted balancer, a PROXY header comes first;
+            // the client's address (and its count) is known only then.
+            let expect_proxy = snapshot.proxy_trusted(peer.ip());
+            let counted_ip = if expect_proxy {
+                None
+            } else if admission.admit_ip(peer.ip(), snapshot.limits.connections_per_ip) {
+                Some(peer.ip())
+            } else {
+                admission.release_total();
+                conn::refuse_busy(stream, peer, limits::Refusal::PerIp);
+                continue;
+            };
             let idx = self.conns.vacant();
             let token = Token(self.first_conn_token() + idx);
             self.serial += 1;
@@ -477,9 +493,8 @@ impl Shard {
                 .needs_names()
                 .then_some(())
                 .and(self.resolver.as_ref());
-            // OPS-8: from a trusted balancer, a PROXY header comes first;
-            // the name lookup (if any) waits for the address it carries.
-            let expect_proxy = snapshot.proxy_trusted(peer.ip());
+            // With PROXY, the name lookup (if any) waits for the address
+            // the header carries.
             let accepted = Conn::accept(
                 stream,
                 peer,
@@ -490,6 +505,7 @@ impl Shard {
                 self.serial,
                 lookup.is_some() || expect_proxy,
                 expect_proxy,
+                counted_ip,
                 now,
             );
             if let (Some(resolver), Ok(_), false) = (lookup, &accepted, expect_proxy) {
@@ -515,6 +531,10 @@ impl Shard {
                     self.drive(idx, now);
                 }
                 Err(e) => {
+                    admission.release_total();
+                    if let Some(ip) = counted_ip {
+                        admission.release_ip(ip);
+                    }
                     tracing::warn!(target: "receive", "cannot set up connection from {peer}: {e}")
                 }
             }
@@ -537,6 +557,7 @@ impl Shard {
             registry: self.poll.registry(),
             scratch: &mut self.scratch,
             writers: &self.jobs,
+            admission: &self.shared.admission,
         };
         let outcome = conn.ready(now, &mut io);
         self.after(idx, outcome);
@@ -565,6 +586,7 @@ impl Shard {
                 registry: self.poll.registry(),
                 scratch: &mut self.scratch,
                 writers: &self.jobs,
+                admission: &self.shared.admission,
             };
             let outcome = match done {
                 Completion::Stored { result, .. } => conn.stored(result, now, &mut io),
@@ -586,12 +608,21 @@ impl Shard {
             }
             Outcome::Closed { messages } => {
                 if let Some(conn) = self.conns.remove(idx) {
+                    self.release(&conn);
                     conn.close();
                 }
                 let stats = &self.shared.stats[self.id];
                 stats.active.fetch_sub(1, Ordering::Relaxed);
                 stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
             }
+        }
+    }
+
+    /// A closed connection no longer counts against the limits.
+    fn release(&self, conn: &Conn) {
+        self.shared.admission.release_total();
+        if let Some(ip) = conn.counted_ip {
+            self.shared.admission.release_ip(ip);
         }
     }
 
@@ -629,8 +660,13 @@ impl Shard {
 
     fn shutdown(&mut self) {
         let mut messages = 0;
+        let admission = &self.shared.admission;
         for mut conn in self.conns.drain() {
             messages += conn.shutdown();
+            admission.release_total();
+            if let Some(ip) = conn.counted_ip {
+                admission.release_ip(ip);
+            }
             conn.close();
         }
         let stats = &self.shared.stats[self.id];

@@ -193,6 +193,13 @@ pub mod canned {
     pub fn too_many_connections() -> Reply {
         Reply::new(421, "4.7.0", "Too many connections, try again later")
     }
+    pub fn too_many_from_address() -> Reply {
+        Reply::new(
+            421,
+            "4.7.0",
+            "Too many connections from your address, try again later",
+        )
+    }
     pub fn too_many_errors() -> Reply {
         Reply::new(421, "4.7.0", "Too many errors, closing connection")
     }

@@ -13,14 +13,14 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
 use crate::policy::matcher::Client;
 use crate::policy::profile::Chosen;
-use crate::policy::{self, Refusal, Snapshot, TlsState};
+use crate::policy::{self, Limits, Refusal, Snapshot, TlsState};
 
 /// Facts about the client connection, known at accept.
 #[derive(Debug, Clone)]
@@ -153,6 +153,8 @@ pub struct Session {
     rejections: Vec<String>,
     errors: usize,
     deadline: Option<Instant>,
+    /// The DATA phase under way: when it began and how much came.
+    data_clock: Option<DataClock>,
     out: Vec<u8>,
     data: Vec<u8>,
     stats: SessionStats,
@@ -188,6 +190,29 @@ impl SessionStats {
     }
 }
 
+/// Deadlines in DATA. RFC 5321 §4.5.3.2.5 bounds the silence between
+/// data blocks (`data_timeout`); that alone lets a client that sends one
+/// octet a minute hold a session for ever. So, as Postfix's
+/// `smtpd_min_data_rate`, once `data_timeout` has passed since the 354 the
+/// client must also have averaged `min_data_rate` octets per second.
+struct DataClock {
+    since: Instant,
+    received: u64,
+}
+
+impl DataClock {
+    /// Counts `n` octets arrived at `now`; returns the new deadline.
+    fn arrived(&mut self, n: usize, now: Instant, limits: &Limits) -> Instant {
+        self.received += n as u64;
+        let idle = now + limits.data_timeout;
+        if limits.min_data_rate == 0 {
+            return idle;
+        }
+        let earned = Duration::from_secs_f64(self.received as f64 / limits.min_data_rate as f64);
+        idle.min(self.since + limits.data_timeout + earned)
+    }
+}
+
 impl Session {
     pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
         let starttls_offered = snapshot.tls.is_some();
@@ -205,6 +230,7 @@ impl Session {
             rejections: Vec::new(),
             errors: 0,
             deadline: None,
+            data_clock: None,
             out: Vec::with_capacity(256),
             data: Vec::new(),
             stats: SessionStats::default(),
@@ -407,7 +433,11 @@ impl Session {
                     None => Step::consumed(rest.len()),
                 },
                 Phase::Data(reader) => {
-                    self.deadline = Some(now + self.snapshot.limits.data_timeout);
+                    let limits = &self.snapshot.limits;
+                    self.deadline = Some(match &mut self.data_clock {
+                        Some(clock) => clock.arrived(rest.len(), now, limits),
+                        None => now + limits.data_timeout,
+                    });
                     match reader.feed(rest, &mut self.data) {
                         DataProgress::NeedMore => Step::consumed(rest.len()),
                         DataProgress::End { consumed } => {
@@ -483,7 +513,7 @@ impl Session {
                     };
                 }
                 let action = match command::parse(line) {
-                    Ok(cmd) => self.command(cmd),
+                    Ok(cmd) => self.command(cmd, now),
                     Err(e) => self.error(command_error_reply(e)),
                 };
                 Step {
@@ -495,7 +525,7 @@ impl Session {
         }
     }
 
-    fn command(&mut self, cmd: Command<'_>) -> Option<Action> {
+    fn command(&mut self, cmd: Command<'_>, now: Instant) -> Option<Action> {
         let verb = match &cmd {
             Command::Ehlo(_) => 0,
             Command::Helo(_) => 1,
@@ -514,7 +544,7 @@ impl Session {
             Command::Helo(name) => self.hello(name, false),
             Command::Mail { from, params } => self.mail(from, params),
             Command::Rcpt { to } => self.rcpt(to),
-            Command::Data => self.data_command(),
+            Command::Data => self.data_command(now),
             Command::Rset => {
                 self.transaction = None;
                 self.reply(canned::ok())
@@ -656,13 +686,17 @@ impl Session {
         }
     }
 
-    fn data_command(&mut self) -> Option<Action> {
+    fn data_command(&mut self, now: Instant) -> Option<Action> {
         match &self.transaction {
             None => self.error(canned::bad_sequence("Need MAIL command")),
             Some(tx) if tx.recipients.is_empty() => self.error(canned::no_valid_recipients()),
             Some(_) => {
                 let limits = &self.snapshot.limits;
                 self.data.clear();
+                self.data_clock = Some(DataClock {
+                    since: now,
+                    received: 0,
+                });
                 self.phase = Phase::Data(Box::new(DataReader::new(
                     limits.text_line,
                     limits.message_size,

@@ -542,3 +542,49 @@ fn state_event_too_many_errors_closes() {
     );
     assert!(closed);
 }
+
+#[test]
+fn slow_drip_data_is_cut_once_below_min_data_rate() {
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.data_timeout = Duration::from_secs(10);
+        s.limits.min_data_rate = 100;
+        Arc::new(s)
+    };
+    let mut h = Harness::new(snap);
+    h.read(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+    assert!(h
+        .take_output()
+        .ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
+    let start = h.now;
+    // A fast client: 1000 octets at once earn 10 s beyond data_timeout,
+    // but silence is still bounded by data_timeout.
+    h.read(&[b'x'; 1000]);
+    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(10)));
+    // One octet a second: the silence bound moves on, the rate bound
+    // barely does: the session is cut 20.19 s after the 354 (10 s of
+    // grace plus 10.19 s earned by 1019 octets at 100/s).
+    for second in 1..=19u64 {
+        h.now = start + Duration::from_secs(second);
+        h.read(b"y");
+    }
+    let deadline = h.session.deadline().unwrap();
+    assert!(
+        deadline < h.now + Duration::from_secs(10),
+        "rate bound applies"
+    );
+    assert_eq!(deadline, start + Duration::from_millis(20_190));
+    // With the floor off, only silence counts.
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.data_timeout = Duration::from_secs(10);
+        s.limits.min_data_rate = 0;
+        Arc::new(s)
+    };
+    let mut h = Harness::new(snap);
+    h.read(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+    let start = h.now;
+    h.now = start + Duration::from_secs(30);
+    h.read(b"y");
+    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(40)));
+}

@@ -132,6 +132,20 @@ impl Gateway {
         self.addr.port()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// The gateway's resident memory now, in KiB (VmRSS).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/PID/status")
+    }
+
     /// Waits until the log contains `needle`; panics with the log after
     /// `limit` or if the process exits first.
     pub fn wait_for_log(&self, needle: &str, limit: Duration) {
