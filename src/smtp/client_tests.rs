@@ -325,3 +325,95 @@ fn dot_stuffing() {
     assert_eq!(dot_stuffed(b"no newline"), b"no newline\r\n.\r\n");
     assert_eq!(dot_stuffed(b""), b".\r\n");
 }
+
+/// Property (issue 7): against any sequence of server replies, hostile
+/// ones included, however they are cut into reads, the client sends the
+/// same bytes and reports the same outcomes, and never panics.
+mod split_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// One server reply per turn (a reply and the next one in the same
+    /// read is only distinguishable from two reads after STARTTLS, where
+    /// it is a protocol error on purpose).
+    fn reply() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"220 mx.test ESMTP\r\n".to_vec()),
+            Just(EHLO_PIPE.to_vec()),
+            Just(b"250-mx.test\r\n250 STARTTLS\r\n".to_vec()),
+            Just(b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n".to_vec()),
+            Just(b"250 ok\r\n".to_vec()),
+            Just(b"250 2.1.5 ok\r\n".to_vec()),
+            Just(b"354 go\r\n".to_vec()),
+            Just(b"421 4.3.2 bye\r\n".to_vec()),
+            Just(b"450 4.2.0 later\r\n".to_vec()),
+            Just(b"550 5.1.1 no\r\n".to_vec()),
+            Just(b"502 5.5.1 what\r\n".to_vec()),
+            Just(b"221 2.0.0 bye\r\n".to_vec()),
+            // Hostile: a continuation that never ends, mixed codes,
+            // short lines, no code, an overlong line, bare LF.
+            Just(b"250-a\r\n251-b\r\n250 c\r\n".to_vec()),
+            Just(b"25\r\n".to_vec()),
+            Just(b"hello\r\n".to_vec()),
+            Just(b"250 ok\n".to_vec()),
+            Just([b"250 ".to_vec(), vec![b'z'; 3000], b"\r\n".to_vec()].concat()),
+            proptest::collection::vec(any::<u8>(), 0..30).prop_map(|mut v| {
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+        ]
+    }
+
+    fn conversation(turns: &[Vec<u8>], cuts: &[Vec<usize>]) -> (String, Vec<String>) {
+        let now = Instant::now();
+        let messages = vec![
+            msg(
+                "a@gw.test",
+                &["x@r.test", "y@r.test"],
+                b"Subject: s\r\n\r\n.dot\r\n",
+            ),
+            msg("", &["z@r.test"], b"x\r\n"),
+        ];
+        let mut s = Session::new(config(TlsMode::Opportunistic), messages, now);
+        let (mut sent, mut actions, mut pending) = (Vec::new(), Vec::new(), Vec::new());
+        'turns: for (i, turn) in turns.iter().enumerate() {
+            let mut at: Vec<usize> = cuts
+                .get(i)
+                .map(|c| c.iter().map(|x| x % (turn.len() + 1)).collect())
+                .unwrap_or_default();
+            at.sort_unstable();
+            let mut from = 0;
+            for cut in at.into_iter().chain([turn.len()]) {
+                pending.extend_from_slice(&turn[from..cut]);
+                from = cut;
+                loop {
+                    let (n, action) = s.feed(&pending, now);
+                    pending.drain(..n);
+                    let Some(a) = action else { break };
+                    actions.push(describe(&a));
+                    match a {
+                        Action::StartTls => s.tls_established(now),
+                        Action::Close(_) => break 'turns,
+                        Action::MessageDone { .. } => {}
+                    }
+                }
+            }
+            s.drain_output_into(&mut sent);
+        }
+        s.drain_output_into(&mut sent);
+        (String::from_utf8_lossy(&sent).into_owned(), actions)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_split_of_the_same_replies_gives_the_same_conversation(
+            turns in proptest::collection::vec(reply(), 1..12),
+            cuts in proptest::collection::vec(proptest::collection::vec(any::<usize>(), 0..4), 12),
+        ) {
+            let whole = conversation(&turns, &[]);
+            let split = conversation(&turns, &cuts);
+            prop_assert_eq!(split, whole);
+        }
+    }
+}

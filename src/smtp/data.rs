@@ -245,6 +245,56 @@ mod tests {
         (out, None, r.outcome())
     }
 
+    mod split_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Text from the pieces the reader cares about: line ends, bare CR
+        /// and LF, dots, NUL, lines over the 1000-octet cap.
+        fn text() -> impl Strategy<Value = Vec<u8>> {
+            let piece = prop_oneof![
+                Just(b"ab".to_vec()),
+                Just(b"\r\n".to_vec()),
+                Just(b".".to_vec()),
+                Just(b"\r".to_vec()),
+                Just(b"\n".to_vec()),
+                Just(b"\0".to_vec()),
+                Just(vec![b'w'; 700]),
+            ];
+            proptest::collection::vec(piece, 0..40).prop_map(|v| v.concat())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+            /// The same bytes in any chunks: the same text, the same end,
+            /// the same verdict; and the end is only ever at CRLF.CRLF.
+            #[test]
+            fn any_chunking_reads_the_same_message(
+                input in text(),
+                cuts in proptest::collection::vec(any::<usize>(), 0..6),
+                normalize in any::<bool>(),
+            ) {
+                let mode = if normalize { BareLineEndings::Normalize } else { BareLineEndings::Reject };
+                let whole = run(&[&input], mode);
+                let mut at: Vec<usize> = cuts.iter().map(|c| c % (input.len() + 1)).collect();
+                at.sort_unstable();
+                let mut chunks = Vec::new();
+                let mut from = 0;
+                for cut in at.into_iter().chain([input.len()]) {
+                    chunks.push(&input[from..cut]);
+                    from = cut;
+                }
+                prop_assert_eq!(run(&chunks, mode), whole.clone());
+                if let Some(end) = whole.1 {
+                    // Input starts after DATA's CRLF, so "." + CRLF at the
+                    // very start is an end of data too.
+                    let ends_properly = input[..end].ends_with(b"\r\n.\r\n") || &input[..end] == b".\r\n";
+                    prop_assert!(ends_properly);
+                }
+            }
+        }
+    }
+
     #[test]
     fn state_event_end_of_data_and_unstuffing() {
         let (out, end, outcome) = run_all_splits(

@@ -37,9 +37,17 @@ pub enum ReplyError {
     Malformed(String),
     /// A continuation line with another code than the first line.
     MixedCodes(String),
-    /// A reply line over the 512-octet limit (RFC 5321 §4.5.3.1.5).
+    /// A reply line over [`LINE_CAP`].
     TooLong,
 }
+
+/// The longest reply line accepted, line end included. RFC 5321
+/// §4.5.3.1.5 allows 512 octets; as Postfix (`line_length_limit`), a client
+/// tolerates servers that exceed it a little, but not without bound. The
+/// cap applies to a line however it arrives: whole in one read or in
+/// pieces (a bound checked only on partial lines would make the verdict
+/// depend on how the network cut the bytes).
+pub const LINE_CAP: usize = 2048;
 
 /// Takes the first complete reply from `buf`: `Ok(Some((reply, consumed)))`,
 /// `Ok(None)` when more input is needed.
@@ -50,11 +58,15 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Parsed, usize)>, ReplyError> {
     loop {
         let rest = &buf[pos..];
         let Some(lf) = rest.iter().position(|&b| b == b'\n') else {
-            if rest.len() > 512 {
+            // Without its LF yet, the line is already at least this long + 1.
+            if rest.len() >= LINE_CAP {
                 return Err(ReplyError::TooLong);
             }
             return Ok(None);
         };
+        if lf + 1 > LINE_CAP {
+            return Err(ReplyError::TooLong);
+        }
         let raw = &rest[..lf];
         let line = raw.strip_suffix(b"\r").unwrap_or(raw);
         pos += lf + 1;
@@ -113,6 +125,19 @@ mod tests {
             parse(b"250-a\r\n251 b\r\n"),
             Err(ReplyError::MixedCodes(_))
         ));
-        assert_eq!(parse(&[b'2'; 600]), Err(ReplyError::TooLong));
+        // Over the cap, whether or not the line end has arrived.
+        let long = [b"250 ".to_vec(), vec![b'z'; LINE_CAP - 6], b"\r\n".to_vec()].concat();
+        assert_eq!(long.len(), LINE_CAP);
+        assert!(parse(&long).unwrap().is_some(), "at the cap");
+        let over = [b"250 ".to_vec(), vec![b'z'; LINE_CAP - 5], b"\r\n".to_vec()].concat();
+        assert_eq!(parse(&over), Err(ReplyError::TooLong));
+        for cut in 0..over.len() {
+            let verdict = parse(&over[..cut]);
+            assert!(
+                verdict == Ok(None) || verdict == Err(ReplyError::TooLong),
+                "prefix {cut}"
+            );
+        }
+        assert_eq!(parse(&over[..LINE_CAP]), Err(ReplyError::TooLong));
     }
 }

@@ -588,3 +588,107 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
     h.read(b"y");
     assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(40)));
 }
+
+/// Property (issue 7): whatever a client sends, and however the network
+/// cuts it into reads, the session gives the same replies and stores the
+/// same messages. Each turn is what a client sends before it waits for a
+/// reply; every turn is cut at arbitrary points.
+mod split_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Command lines, good and bad, including ones that change state.
+    fn command() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            Just(b"EHLO c.test\r\n".to_vec()),
+            Just(b"HELO c.test\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.test>\r\n".to_vec()),
+            Just(b"MAIL FROM:<a@b.test> SIZE=999999\r\n".to_vec()),
+            Just(b"MAIL FROM:<> BODY=8BITMIME\r\n".to_vec()),
+            Just(b"RCPT TO:<u@example.com>\r\n".to_vec()),
+            Just(b"RCPT TO:<x@elsewhere.test>\r\n".to_vec()),
+            Just(b"RCPT TO:<\"q@x\"@example.com>\r\n".to_vec()),
+            Just(b"DATA\r\n".to_vec()),
+            Just(b"RSET\r\n".to_vec()),
+            Just(b"NOOP\r\n".to_vec()),
+            Just(b"VRFY u\r\n".to_vec()),
+            Just(b"STARTTLS\r\n".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b"QUIT\r\n".to_vec()),
+            // Overlong, and arbitrary octets ending in a line end.
+            Just([b"NOOP ".to_vec(), vec![b'x'; 600], b"\r\n".to_vec()].concat()),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|mut v| {
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+        ]
+    }
+
+    /// Message text built from the pieces that matter to the DATA reader:
+    /// line ends, bare CR and LF, dots at line starts, NUL, long runs.
+    fn body() -> impl Strategy<Value = Vec<u8>> {
+        let piece = prop_oneof![
+            Just(b"text".to_vec()),
+            Just(b"\r\n".to_vec()),
+            Just(b".".to_vec()),
+            Just(b"..".to_vec()),
+            Just(b"\r".to_vec()),
+            Just(b"\n".to_vec()),
+            Just(b"\0".to_vec()),
+            Just(vec![b'y'; 300]),
+        ];
+        proptest::collection::vec(piece, 0..30).prop_map(|mut v| {
+            v.push(b"\r\n.\r\n".to_vec());
+            v.concat()
+        })
+    }
+
+    fn turn() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![4 => command(), 1 => body()]
+    }
+
+    fn conversation(
+        snap: &Arc<Snapshot>,
+        turns: &[Vec<u8>],
+        cuts: &[Vec<usize>],
+    ) -> (String, Vec<Vec<u8>>, bool) {
+        let mut h = Harness::new(snap.clone());
+        let mut replies = String::new();
+        for (i, bytes) in turns.iter().enumerate() {
+            h.tls_started_in_turn = false;
+            let mut at: Vec<usize> = cuts
+                .get(i)
+                .map(|c| c.iter().map(|x| x % (bytes.len() + 1)).collect())
+                .unwrap_or_default();
+            at.sort_unstable();
+            let mut from = 0;
+            for cut in at.into_iter().chain([bytes.len()]) {
+                h.read(&bytes[from..cut]);
+                from = cut;
+            }
+            replies.push_str(&h.take_output());
+        }
+        (
+            replies,
+            h.stored.iter().map(|m| m.data.to_vec()).collect(),
+            h.closed,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn any_split_of_the_same_bytes_gives_the_same_replies(
+            turns in proptest::collection::vec(turn(), 1..14),
+            cuts in proptest::collection::vec(proptest::collection::vec(any::<usize>(), 0..4), 14),
+            tls in any::<bool>(),
+        ) {
+            let snap = snapshot(tls);
+            let whole = conversation(&snap, &turns, &[]);
+            let split = conversation(&snap, &turns, &cuts);
+            prop_assert_eq!(&split.0, &whole.0);
+            prop_assert_eq!(&split.1, &whole.1);
+            prop_assert_eq!(split.2, whole.2);
+        }
+    }
+}
