@@ -19,6 +19,8 @@ pub mod config;
 pub mod delivery;
 pub mod dns;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod policy;
 pub mod probe;
 pub mod proxy;

@@ -142,20 +142,7 @@ fn snapshot(tls: bool) -> Arc<Snapshot> {
 }
 
 fn test_tls_config() -> Arc<rustls::ServerConfig> {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let cert = rcgen::CertificateParams::new(vec!["mx.test".into()])
-        .unwrap()
-        .self_signed(&key)
-        .unwrap();
-    let key_der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap();
-    crate::tls::server_config(
-        crate::tls::CertAndKey {
-            chain: vec![cert.der().clone()],
-            key: key_der,
-        },
-        std::path::Path::new("test"),
-    )
-    .unwrap()
+    crate::tls::ephemeral_server_config("mx.test").unwrap()
 }
 
 /// Runs the conversation with the given chunking of turn `split_turn` at

@@ -465,6 +465,27 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<boo
     Ok(true)
 }
 
+/// A server configuration with a fresh self-signed P-256 certificate held
+/// only in memory: for benchmarks, fuzzing and tests that need STARTTLS
+/// offered but no files.
+pub fn ephemeral_server_config(hostname: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let here = Path::new("(in memory)");
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| tls_error(here, format!("cannot generate key: {e}")))?;
+    let cert = rcgen::CertificateParams::new(vec![hostname.to_string()])
+        .and_then(|p| p.self_signed(&key))
+        .map_err(|e| tls_error(here, format!("cannot sign certificate: {e}")))?;
+    let key_der =
+        PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| tls_error(here, e.to_string()))?;
+    server_config(
+        CertAndKey {
+            chain: vec![cert.der().clone()],
+            key: key_der,
+        },
+        here,
+    )
+}
+
 fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()

@@ -1,0 +1,416 @@
+//! Fuzzing harnesses (issue 7), shared by the cargo-fuzz targets in
+//! `fuzz/` and by `tests/fuzz_regressions.rs`, which replays every input
+//! a fuzzer ever found a crash with. Each takes raw fuzzer bytes; the
+//! structured ones read their operations from them with `arbitrary`.
+//! Each asserts invariants besides "does not panic".
+
+pub mod command_parser {
+    //! The command line splitter and parser on arbitrary octets: no panic, and
+    //! what they report stays inside the input and the RFC 5321 line cap.
+
+    use crate::smtp::command::{next_line, parse, Line};
+
+    pub fn run(input: &[u8]) {
+        let mut rest = input;
+        while !rest.is_empty() {
+            match next_line(rest, 512) {
+                Line::NeedMore => {
+                    assert!(
+                        rest.len() < 512,
+                        "a partial line at the cap must be too long"
+                    );
+                    break;
+                }
+                Line::TooLong { consumed, .. } => {
+                    assert!(consumed > 0 && consumed <= rest.len());
+                    rest = &rest[consumed..];
+                }
+                Line::Complete { line, consumed } => {
+                    assert!(consumed <= 512 && consumed <= rest.len());
+                    assert!(line.len() < consumed);
+                    let _ = parse(line);
+                    rest = &rest[consumed..];
+                }
+            }
+        }
+    }
+}
+
+pub mod data_reader {
+    //! The DATA reader on arbitrary octets in arbitrary chunks: no panic, the
+    //! same result however the input is cut, an end only at CRLF.CRLF, and the
+    //! kept text never beyond the size cap.
+
+    use crate::smtp::data::{BareLineEndings, DataProgress, DataReader};
+    use arbitrary::Arbitrary;
+
+    #[derive(Debug, Arbitrary)]
+    struct Input {
+        normalize: bool,
+        cuts: Vec<u16>,
+        bytes: Vec<u8>,
+    }
+
+    const SIZE_CAP: usize = 4096;
+
+    fn read(chunks: &[&[u8]], mode: BareLineEndings) -> (Vec<u8>, Option<usize>, String) {
+        let mut r = DataReader::new(1000, SIZE_CAP, mode);
+        let mut out = Vec::new();
+        let mut offset = 0;
+        for chunk in chunks {
+            if let DataProgress::End { consumed } = r.feed(chunk, &mut out) {
+                assert!(consumed <= chunk.len());
+                return (out, Some(offset + consumed), format!("{:?}", r.outcome()));
+            }
+            offset += chunk.len();
+        }
+        (out, None, format!("{:?}", r.outcome()))
+    }
+
+    pub fn run(data: &[u8]) {
+        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
+            return;
+        };
+        let mode = if input.normalize {
+            BareLineEndings::Normalize
+        } else {
+            BareLineEndings::Reject
+        };
+        let bytes = &input.bytes[..];
+        let whole = read(&[bytes], mode);
+        let mut at: Vec<usize> = input
+            .cuts
+            .iter()
+            .map(|c| *c as usize % (bytes.len() + 1))
+            .collect();
+        at.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut from = 0;
+        for cut in at.into_iter().chain([bytes.len()]) {
+            chunks.push(&bytes[from..cut]);
+            from = cut;
+        }
+        assert_eq!(read(&chunks, mode), whole, "chunking changed the result");
+        if let Some(end) = whole.1 {
+            let seen = &bytes[..end];
+            assert!(seen.ends_with(b"\r\n.\r\n") || seen == b".\r\n");
+        }
+        // Normalising may add a CR per bare LF within the cap; never more.
+        assert!(whole.0.len() <= 2 * SIZE_CAP + 2);
+    }
+}
+
+pub mod server_session {
+    //! The server session driven by operation sequences, as the shard drives
+    //! it: input in reads, time passing, storage results, TLS coming up,
+    //! timeouts, draining. No panic, the session consumes only what it is
+    //! given, and every octet it writes is a well-formed reply line.
+
+    use std::sync::{Arc, OnceLock};
+    use std::time::{Duration, Instant};
+
+    use crate::policy::Snapshot;
+    use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
+    use arbitrary::Arbitrary;
+
+    #[derive(Debug, Arbitrary)]
+    enum Op {
+        /// One read of client input (a command vocabulary helps the fuzzer
+        /// reach deep states; raw bytes cover the rest).
+        Read(Vec<u8>),
+        Command(Verb),
+        Wait(u16),
+        Timeout,
+        Drain,
+        Shutdown,
+    }
+
+    #[derive(Debug, Arbitrary)]
+    enum Verb {
+        Ehlo,
+        Helo,
+        Mail,
+        MailSize(u32),
+        Rcpt,
+        RcptForeign,
+        Data,
+        EndData,
+        Rset,
+        StartTls,
+        Quit,
+    }
+
+    fn verb(v: &Verb) -> Vec<u8> {
+        match v {
+            Verb::Ehlo => b"EHLO fuzz.test\r\n".to_vec(),
+            Verb::Helo => b"HELO fuzz.test\r\n".to_vec(),
+            Verb::Mail => b"MAIL FROM:<a@b.test> BODY=8BITMIME\r\n".to_vec(),
+            Verb::MailSize(n) => format!("MAIL FROM:<a@b.test> SIZE={n}\r\n").into_bytes(),
+            Verb::Rcpt => b"RCPT TO:<u@example.com>\r\n".to_vec(),
+            Verb::RcptForeign => b"RCPT TO:<u@elsewhere.test>\r\n".to_vec(),
+            Verb::Data => b"DATA\r\n".to_vec(),
+            Verb::EndData => b"\r\n.\r\n".to_vec(),
+            Verb::Rset => b"RSET\r\n".to_vec(),
+            Verb::StartTls => b"STARTTLS\r\n".to_vec(),
+            Verb::Quit => b"QUIT\r\n".to_vec(),
+        }
+    }
+
+    #[derive(Debug, Arbitrary)]
+    struct Input {
+        tls: bool,
+        store_fails: bool,
+        ops: Vec<Op>,
+    }
+
+    fn snapshot(tls: bool) -> Arc<Snapshot> {
+        static PLAIN: OnceLock<Arc<Snapshot>> = OnceLock::new();
+        static TLS: OnceLock<Arc<Snapshot>> = OnceLock::new();
+        let make = |tls: bool| {
+            let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+            s.limits.recipients = 3;
+            s.limits.message_size = 2000;
+            if tls {
+                s.tls = Some(crate::tls::ephemeral_server_config("mx.test").unwrap());
+            }
+            Arc::new(s)
+        };
+        if tls {
+            TLS.get_or_init(|| make(true)).clone()
+        } else {
+            PLAIN.get_or_init(|| make(false)).clone()
+        }
+    }
+
+    /// Every reply line: three digits, then space or hyphen (or nothing),
+    /// printable text, CRLF.
+    fn check_replies(out: &[u8]) {
+        assert!(out.is_empty() || out.ends_with(b"\r\n"), "{out:?}");
+        for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let line = line.strip_suffix(b"\r").expect("CRLF line ends");
+            assert!(
+                line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit),
+                "{line:?}"
+            );
+            assert!(
+                matches!(line.get(3), None | Some(b' ') | Some(b'-')),
+                "{line:?}"
+            );
+            assert!(line.iter().all(|&b| (0x20..0x7f).contains(&b)), "{line:?}");
+        }
+    }
+
+    pub fn run(data: &[u8]) {
+        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
+            return;
+        };
+        let mut now = Instant::now();
+        let peer = Peer {
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 40000,
+            name: None,
+        };
+        let mut s = Session::new(snapshot(input.tls), peer);
+        s.greet(now);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        for op in &input.ops {
+            if s.is_closed() {
+                break;
+            }
+            let read = match op {
+                Op::Read(bytes) => Some(bytes.clone()),
+                Op::Command(v) => Some(verb(v)),
+                Op::Wait(ms) => {
+                    now += Duration::from_millis(*ms as u64);
+                    None
+                }
+                Op::Timeout => {
+                    let _ = s.timeout();
+                    None
+                }
+                Op::Drain => {
+                    let _ = s.drain();
+                    None
+                }
+                Op::Shutdown => {
+                    let _ = s.shutdown();
+                    None
+                }
+            };
+            if let Some(bytes) = read {
+                pending.extend_from_slice(&bytes);
+                loop {
+                    let fed = s.feed(&pending, now);
+                    assert!(fed.consumed <= pending.len());
+                    pending.drain(..fed.consumed);
+                    match fed.action {
+                        None => break,
+                        Some(Action::Store(_)) => {
+                            let result = if input.store_fails {
+                                Err(())
+                            } else {
+                                Ok("QID")
+                            };
+                            s.stored(result, now);
+                        }
+                        Some(Action::StartTls) => {
+                            // RFC 3207: what was pipelined behind STARTTLS is gone.
+                            pending.clear();
+                            s.tls_established(
+                                TlsFacts {
+                                    version: "TLSv1.3",
+                                    cipher: "TLS13_AES_128_GCM_SHA256".into(),
+                                    bits: 128,
+                                    verify: ClientVerify::No,
+                                    client_cert: None,
+                                },
+                                now,
+                            );
+                            break;
+                        }
+                        Some(Action::Close) => break,
+                    }
+                }
+            }
+            s.drain_output_into(&mut out);
+            check_replies(&out);
+            out.clear();
+            if let Some(d) = s.deadline() {
+                assert!(d >= now, "a deadline in the past after input");
+            }
+        }
+    }
+}
+
+pub mod client_session {
+    //! The delivery client against a hostile server: arbitrary replies in
+    //! arbitrary reads, interleaved with TLS coming up, timeouts and failures.
+    //! No panic, consumes only what it is given, and once it reports the
+    //! connection closed it asks for nothing more.
+
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::smtp::client::{Action, Config, Failure, Outgoing, Session, Timeouts, TlsMode};
+    use arbitrary::Arbitrary;
+
+    #[derive(Debug, Arbitrary)]
+    enum Op {
+        Read(Vec<u8>),
+        Reply(Canned),
+        Wait(u16),
+        Timeout,
+        Fail,
+    }
+
+    #[derive(Debug, Arbitrary)]
+    enum Canned {
+        Greeting,
+        Ehlo,
+        EhloTls,
+        Ok,
+        Go,
+        TempFail,
+        PermFail,
+        Bye,
+        Ready,
+    }
+
+    fn canned(c: &Canned) -> &'static [u8] {
+        match c {
+            Canned::Greeting => b"220 mx.test ESMTP\r\n",
+            Canned::Ehlo => b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250 8BITMIME\r\n",
+            Canned::EhloTls => b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+            Canned::Ok => b"250 2.0.0 ok\r\n",
+            Canned::Go => b"354 go ahead\r\n",
+            Canned::TempFail => b"451 4.3.0 later\r\n",
+            Canned::PermFail => b"550 5.1.1 no\r\n",
+            Canned::Bye => b"221 2.0.0 bye\r\n",
+            Canned::Ready => b"220 2.0.0 ready for TLS\r\n",
+        }
+    }
+
+    #[derive(Debug, Arbitrary)]
+    struct Input {
+        mode: u8,
+        ops: Vec<Op>,
+    }
+
+    pub fn run(data: &[u8]) {
+        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
+            return;
+        };
+        let mut now = Instant::now();
+        let tls = match input.mode % 3 {
+            0 => TlsMode::Opportunistic,
+            1 => TlsMode::Mandatory,
+            _ => TlsMode::Off,
+        };
+        let config = Config {
+            helo: "gw.test".into(),
+            tls,
+            timeouts: Timeouts::default(),
+        };
+        let message = |from: &str, rcpts: &[&str], data: &[u8]| Outgoing {
+            from: from.into(),
+            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            data: Arc::from(data),
+            body_8bit: true,
+        };
+        let messages = vec![
+            message(
+                "a@gw.test",
+                &["x@r.test", "y@r.test"],
+                b"Subject: s\r\n\r\n.dot\r\n",
+            ),
+            message("", &["z@r.test"], b"x\r\n"),
+        ];
+        let mut s = Session::new(config, messages, now);
+        let mut pending: Vec<u8> = Vec::new();
+        let mut out = Vec::new();
+        let mut closed = false;
+        for op in &input.ops {
+            if closed {
+                break;
+            }
+            let read: Option<&[u8]> = match op {
+                Op::Read(bytes) => Some(bytes),
+                Op::Reply(c) => Some(canned(c)),
+                Op::Wait(ms) => {
+                    now += Duration::from_millis(*ms as u64);
+                    None
+                }
+                Op::Timeout => {
+                    closed = matches!(s.timeout(), Action::Close(_));
+                    None
+                }
+                Op::Fail => {
+                    let _ = s.fail(Failure::Connection("reset".into()));
+                    closed = true;
+                    None
+                }
+            };
+            if let Some(bytes) = read {
+                pending.extend_from_slice(bytes);
+                loop {
+                    let (n, action) = s.feed(&pending, now);
+                    assert!(n <= pending.len());
+                    pending.drain(..n);
+                    match action {
+                        None => break,
+                        Some(Action::StartTls) => s.tls_established(now),
+                        Some(Action::MessageDone { .. }) => {}
+                        Some(Action::Close(_)) => {
+                            closed = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            s.drain_output_into(&mut out);
+        }
+        // Whatever was sent is command lines or dot-stuffed text: CRLF-ended.
+        assert!(out.is_empty() || out.ends_with(b"\r\n"));
+    }
+}
