@@ -248,7 +248,7 @@ pub mod server_session {
                         None => break,
                         Some(Action::Store(_)) => {
                             let result = if input.store_fails {
-                                Err(())
+                                Err(crate::smtp::server::StoreFailure::Full)
                             } else {
                                 Ok("QID")
                             };

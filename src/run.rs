@@ -419,6 +419,14 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
     check_fd_limit(snapshot.limits.connections);
+    // Over a file-size limit (ulimit -f, systemd LimitFSIZE) the kernel
+    // sends SIGXFSZ, whose default is to kill the process: every session
+    // would be lost for one big message. Ignored, the write fails with
+    // EFBIG instead and that one message gets `452 4.3.1`.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+    }
     let shared = Shared::new(snapshot, count);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;

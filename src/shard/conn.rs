@@ -18,7 +18,7 @@ use super::{Namer, ShardIo, ShardStats};
 use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
-use crate::smtp::server::{Action, ClientVerify, Peer, Session};
+use crate::smtp::server::{Action, ClientVerify, Peer, Session, StoreFailure};
 use std::sync::atomic::Ordering;
 
 /// Octets read from a socket per `read` call.
@@ -179,12 +179,12 @@ impl Conn {
     /// A spool writer finished this connection's message.
     pub fn stored(
         &mut self,
-        result: Result<String, ()>,
+        result: Result<String, StoreFailure>,
         now: Instant,
         io: &mut ShardIo<'_>,
     ) -> Outcome {
         self.storing = false;
-        self.session.stored(result.as_deref().map_err(|_| ()), now);
+        self.session.stored(result.as_deref().map_err(|e| *e), now);
         if self.session.is_closed() {
             // The gateway is draining: the reply, then 421, then close.
             self.closing = true;
@@ -389,7 +389,7 @@ impl Conn {
                     };
                     if writers.send(job).is_err() {
                         // The writers are gone: the gateway is stopping.
-                        self.session.stored(Err(()), now);
+                        self.session.stored(Err(StoreFailure::Other), now);
                         continue;
                     }
                     self.storing = true;

@@ -40,7 +40,7 @@ pub(crate) enum Completion {
     Stored {
         slot: usize,
         serial: u64,
-        result: Result<String, ()>,
+        result: Result<String, crate::smtp::server::StoreFailure>,
     },
     /// The resolver found the client's confirmed name (or none).
     Named {

@@ -111,7 +111,7 @@ fn work(
                     "NOQUEUE: cannot store message from [{}]:{}: {e}",
                     env.peer.ip, env.peer.port
                 );
-                Err(())
+                Err(crate::smtp::server::StoreFailure::of(&e))
             }
         };
         let reply = &replies[job.shard];

@@ -183,6 +183,14 @@ pub mod canned {
     pub fn tls_not_available() -> Reply {
         Reply::new(454, "4.7.0", "TLS not available")
     }
+    /// RFC 5321 §4.2.2 452, RFC 3463 4.3.1 "mail system full".
+    pub fn storage_full() -> Reply {
+        Reply::new(
+            452,
+            "4.3.1",
+            "Insufficient system storage, message not accepted",
+        )
+    }
     pub fn storage_failed() -> Reply {
         Reply::new(
             451,

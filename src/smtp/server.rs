@@ -190,6 +190,24 @@ impl SessionStats {
     }
 }
 
+/// Why a message could not be stored; the client hears which (RFC 3463).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Out of space, quota or file size: `452 4.3.1`.
+    Full,
+    /// Anything else: `451 4.3.0`.
+    Other,
+}
+
+impl StoreFailure {
+    pub fn of(e: &std::io::Error) -> StoreFailure {
+        match e.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => StoreFailure::Full,
+            _ => StoreFailure::Other,
+        }
+    }
+}
+
 /// Deadlines in DATA. RFC 5321 §4.5.3.2.5 bounds the silence between
 /// data blocks (`data_timeout`); that alone lets a client that sends one
 /// octet a minute hold a session for ever. So, as Postfix's
@@ -738,7 +756,7 @@ impl Session {
     }
 
     /// The glue stored the message (`Ok(queue id)`) or could not.
-    pub fn stored(&mut self, result: Result<&str, ()>, now: Instant) {
+    pub fn stored(&mut self, result: Result<&str, StoreFailure>, now: Instant) {
         if !matches!(self.phase, Phase::AwaitStore) {
             return;
         }
@@ -749,7 +767,8 @@ impl Session {
                 self.stats.messages += 1;
                 Reply::new(250, "2.0.0", format!("Ok: queued as {id}")).write_to(&mut self.out);
             }
-            Err(()) => canned::storage_failed().write_to(&mut self.out),
+            Err(StoreFailure::Full) => canned::storage_full().write_to(&mut self.out),
+            Err(StoreFailure::Other) => canned::storage_failed().write_to(&mut self.out),
         }
         if self.draining {
             let _ = self.shutdown();

@@ -15,6 +15,7 @@ use std::net::IpAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::smtp::server::Envelope;
@@ -49,6 +50,26 @@ impl Store for Spool {
     }
 }
 
+/// The steps of [`Spool::store`], in the order they happen. Only after
+/// the last has succeeded may the gateway answer `250`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreStep {
+    /// Create `tmp/ID` (O_EXCL, mode 0600).
+    Create,
+    /// Write the spool header, the Received header and the message.
+    Write,
+    /// fsync the file: its data is on disk.
+    SyncData,
+    /// Rename `tmp/ID` to `queue/ID.msg`: recovery will load it.
+    Rename,
+    /// fsync `queue/`: the new name is on disk.
+    SyncDir,
+}
+
+/// A fault injector for tests: called before each step; an error it
+/// returns is treated as that step's own failure.
+pub type FaultHook = Arc<dyn Fn(StoreStep) -> io::Result<()> + Send + Sync>;
+
 /// One shard's spool directory.
 pub struct Spool {
     tmp: PathBuf,
@@ -57,6 +78,7 @@ pub struct Spool {
     queue_dir: File,
     shard: u16,
     counter: AtomicU16,
+    faults: Option<FaultHook>,
 }
 
 impl Spool {
@@ -78,7 +100,14 @@ impl Spool {
             queue_dir,
             shard,
             counter: AtomicU16::new(0),
+            faults: None,
         })
+    }
+
+    /// Fails store steps on demand (tests: disk full at any point).
+    pub fn with_faults(mut self, hook: FaultHook) -> Spool {
+        self.faults = Some(hook);
+        self
     }
 
     /// A queue id unique across shards and restarts: microseconds since
@@ -116,22 +145,37 @@ impl Spool {
         }
         let tmp_path = self.tmp.join(id);
         let header = encode_header(id, env, arrived, prefix.len() + data.len());
+        let step = |s: StoreStep| self.faults.as_ref().map_or(Ok(()), |hook| hook(s));
+        let mut renamed = false;
         let result = (|| {
+            step(StoreStep::Create)?;
             let mut f = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .open(&tmp_path)?;
+            step(StoreStep::Write)?;
             f.write_all(header.as_bytes())?;
             f.write_all(prefix)?;
             f.write_all(data)?;
+            step(StoreStep::SyncData)?;
             f.sync_all()?;
+            step(StoreStep::Rename)?;
             fs::rename(&tmp_path, &final_path)?;
+            renamed = true;
+            step(StoreStep::SyncDir)?;
             self.queue_dir.sync_all()
         })();
         if result.is_err() {
-            // Nothing half-written may remain where recovery would load it.
+            // Nothing half-written may remain where recovery would load it;
+            // and a message the client is told we lack must not be
+            // delivered as well as resent (its name may or may not be on
+            // disk once the directory fsync failed).
             let _ = fs::remove_file(&tmp_path);
+            if renamed {
+                let _ = fs::remove_file(&final_path);
+                let _ = self.queue_dir.sync_all();
+            }
         }
         result
     }
@@ -594,6 +638,72 @@ mod tests {
         let m = read(&report.queued[0]).unwrap();
         assert!(m.body_8bit, "BODY=8BITMIME must be carried to delivery");
         fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// Disk full at each step of a store: the store fails with an error
+    /// the session turns into `452 4.3.1`, nothing is left in `tmp/` or
+    /// `queue/`, and recovery loads nothing; the spool then works again.
+    #[test]
+    fn a_failure_at_any_store_step_leaves_nothing_behind() {
+        use crate::smtp::server::StoreFailure;
+        let steps = [
+            StoreStep::Create,
+            StoreStep::Write,
+            StoreStep::SyncData,
+            StoreStep::Rename,
+            StoreStep::SyncDir,
+        ];
+        for failing in steps {
+            let root = temp_root(&format!("fault-{failing:?}"));
+            let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let log = seen.clone();
+            let spool = Spool::open(&root, 0)
+                .unwrap()
+                .with_faults(Arc::new(move |s| {
+                    log.lock().unwrap().push(s);
+                    if s == failing {
+                        Err(io::Error::from_raw_os_error(libc::ENOSPC))
+                    } else {
+                        Ok(())
+                    }
+                }));
+            let now = SystemTime::now();
+            let id = spool.next_id(now);
+            let err = spool
+                .store(&id, &envelope(), now, b"Received: x\r\n", b"body\r\n")
+                .unwrap_err();
+            assert_eq!(StoreFailure::of(&err), StoreFailure::Full, "{failing:?}");
+            // The steps ran in order up to the failing one, none after.
+            let upto = steps.iter().position(|s| *s == failing).unwrap();
+            assert_eq!(*seen.lock().unwrap(), steps[..=upto], "{failing:?}");
+            let dir = shard_dir(&root, 0);
+            for sub in ["tmp", "queue"] {
+                let left: Vec<_> = fs::read_dir(dir.join(sub)).unwrap().collect();
+                assert!(left.is_empty(), "{failing:?}: {sub}/ keeps {left:?}");
+            }
+            let report = recover(&root).unwrap();
+            assert!(report.queued.is_empty() && report.removed_partial.is_empty());
+            // The same spool, no longer failing, stores again.
+            let ok = Spool::open(&root, 0).unwrap();
+            let id = ok.next_id(now);
+            ok.store(&id, &envelope(), now, b"", b"x\r\n").unwrap();
+            assert_eq!(recover(&root).unwrap().queued.len(), 1);
+            fs::remove_dir_all(&root).unwrap();
+        }
+    }
+
+    #[test]
+    fn other_errors_are_not_reported_as_storage_full() {
+        use crate::smtp::server::StoreFailure;
+        for (errno, want) in [
+            (libc::ENOSPC, StoreFailure::Full),
+            (libc::EDQUOT, StoreFailure::Full),
+            (libc::EFBIG, StoreFailure::Full),
+            (libc::EIO, StoreFailure::Other),
+            (libc::EACCES, StoreFailure::Other),
+        ] {
+            assert_eq!(StoreFailure::of(&io::Error::from_raw_os_error(errno)), want);
+        }
     }
 
     #[test]

@@ -94,7 +94,14 @@ impl Gateway {
 
     /// Starts (or restarts) a gateway on an existing directory.
     pub fn start_in(dir: PathBuf, port: u16) -> Gateway {
-        let mut child = Command::new(BIN)
+        Gateway::start_with(dir, port, Command::new(BIN))
+    }
+
+    /// As `start_in`, with `command` as the program: `sealgate` itself
+    /// with extra settings (limits), or a wrapper such as strace whose last
+    /// argument is the sealgate binary.
+    pub fn start_with(dir: PathBuf, port: u16, mut command: Command) -> Gateway {
+        let mut child = command
             .args(["run", "-c"])
             .arg(dir.join("sealgate.toml"))
             .stdin(Stdio::null())
