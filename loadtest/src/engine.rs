@@ -36,6 +36,10 @@ pub struct Options {
     /// A session that takes longer fails with `timeout`.
     pub session_timeout: Duration,
     pub progress: bool,
+    /// Where to record each end-of-data reply that accepted a message, one
+    /// line each, as it arrives (crash tests match them against what the
+    /// downstream received).
+    pub accepted_log: Option<std::sync::Mutex<std::fs::File>>,
 }
 
 struct Conn {
@@ -366,6 +370,11 @@ fn drive(conn: &mut Conn, stats: &mut Stats, chunk: &mut [u8], opts: &Options) -
                 Ok(Some((r, used))) => {
                     conn.rbuf.drain(..used);
                     let steps = conn.script.reply(&r);
+                    if let Some(log) = &opts.accepted_log {
+                        if steps.contains(&Step::Mark(Mark::MessageAccepted)) {
+                            record_accepted(log, &r);
+                        }
+                    }
                     if let Some(fate) = apply(conn, steps, stats, opts) {
                         return fate;
                     }
@@ -385,6 +394,15 @@ fn drive(conn: &mut Conn, stats: &mut Stats, chunk: &mut [u8], opts: &Options) -
 
 fn script_context(conn: &Conn) -> String {
     format!("after {:?} in session", conn.start.elapsed())
+}
+
+fn record_accepted(log: &std::sync::Mutex<std::fs::File>, reply: &reply::Reply) {
+    let line = format!("{} {}\n", reply.code, reply.text);
+    if let Ok(mut f) = log.lock() {
+        // One write per line: a reader never sees half of one, and a
+        // loader killed later has already recorded what it was told.
+        let _ = f.write_all(line.as_bytes());
+    }
 }
 
 /// Acts on the script's steps; `Some(fate)` ends the session.

@@ -114,6 +114,10 @@ struct LoadArgs {
     /// Print the report as JSON.
     #[arg(long)]
     json: bool,
+    /// Append each reply that accepted a message ("250 2.0.0 Ok: queued
+    /// as ID") to FILE as it arrives.
+    #[arg(long)]
+    accepted_log: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -218,6 +222,16 @@ fn load(a: LoadArgs) -> Result<ExitCode, String> {
         tls,
         session_timeout: duration(&a.timeout)?,
         progress: !a.json && std::io::stderr().is_terminal(),
+        accepted_log: match &a.accepted_log {
+            Some(path) => Some(std::sync::Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| format!("--accepted-log {}: {e}", path.display()))?,
+            )),
+            None => None,
+        },
     };
     let cpu_before = a.server_pid.and_then(cpu::tree_cpu);
     let rss_before = a.server_pid.map(cpu::tree_rss_kib);

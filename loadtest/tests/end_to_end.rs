@@ -77,6 +77,7 @@ fn every_mode_runs_clean_against_the_sink() {
             tls: Some((tls.clone(), ServerName::try_from("localhost").unwrap())),
             session_timeout: Duration::from_secs(10),
             progress: false,
+            accepted_log: None,
         };
         let (stats, _) = engine::run(&opts, &AtomicBool::new(false), &mut |_| {}).unwrap();
         let report = stats.report(Duration::from_secs(1), None);
