@@ -27,6 +27,8 @@ fi
 status=0
 for t in "${targets[@]}"; do
   mkdir -p "fuzz/corpus/$t"
+  # Only this run's crashes are copied below.
+  rm -rf "fuzz/artifacts/$t"
   echo "== $t: ${secs}s" >&2
   log=$(mktemp)
   if cargo "${toolchain[@]}" fuzz run "$t" "fuzz/corpus/$t" -- \

@@ -54,7 +54,16 @@ impl Reply {
                 line.push_str(self.status);
                 line.push(' ');
             }
-            line.push_str(text);
+            // RFC 5321 §4.2: reply text is printable US-ASCII (and tab).
+            // Text from configuration or from a peer (a host name, a TLS
+            // alert) may not be; it is escaped, never sent raw.
+            for c in text.chars() {
+                if c == '\t' || (' '..='~').contains(&c) {
+                    line.push(c);
+                } else {
+                    line.push('?');
+                }
+            }
             line.push_str("\r\n");
             out.extend_from_slice(line.as_bytes());
         }
@@ -123,7 +132,7 @@ pub mod canned {
         Reply::new(500, "5.5.2", "Line too long")
     }
     pub fn text_line_too_long() -> Reply {
-        Reply::new(500, "5.5.2", "Message line too long (RFC 5321 §4.5.3.1.6)")
+        Reply::new(500, "5.5.2", "Message line too long (RFC 5321 section 4.5.3.1.6)")
     }
     pub fn bad_sequence(text: &'static str) -> Reply {
         Reply::new(503, "5.5.1", text)
@@ -151,7 +160,7 @@ pub mod canned {
         Reply::new(
             554,
             "5.5.2",
-            "Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)",
+            "Bare CR or LF in message data is not allowed (RFC 5321 section 2.3.8)",
         )
     }
     pub fn no_valid_recipients() -> Reply {
@@ -216,6 +225,15 @@ pub mod canned {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_text_on_the_wire_is_printable_ascii() {
+        let r = Reply::new(550, "5.7.1", format!("caf\u{e9} \x1b[31m bell\x07 \r\n end"));
+        assert_eq!(
+            String::from_utf8(r.to_wire()).unwrap(),
+            "550 5.7.1 caf? ?[31m bell? ?? end\r\n"
+        );
+    }
 
     #[test]
     fn single_line_carries_enhanced_code() {

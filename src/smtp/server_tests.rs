@@ -483,7 +483,7 @@ fn state_event_smuggled_end_of_data_stays_in_the_message() {
                 "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
             data(
                 b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<evil@b.test>\r\nRCPT TO:<c@example.com>\r\n.\r\n",
-                "554 5.5.2 Bare CR or LF in message data is not allowed (RFC 5321 §2.3.8)\r\n",
+                "554 5.5.2 Bare CR or LF in message data is not allowed (RFC 5321 section 2.3.8)\r\n",
             ),
             cmd("NOOP\r\n", "250 2.0.0 Ok\r\n"),
         ],
