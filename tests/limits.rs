@@ -176,7 +176,11 @@ fn two_thousand_slow_connections_stay_within_the_memory_bound() {
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);
         rl.rlim_cur = rl.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &rl);
-        assert!(rl.rlim_cur >= 2100, "open-file limit {} < 2100", rl.rlim_cur);
+        assert!(
+            rl.rlim_cur >= 2100,
+            "open-file limit {} < 2100",
+            rl.rlim_cur
+        );
     }
     let before = gw.rss_kib();
     // 2,000 clients from 20 addresses (the per-address limit is 100),

@@ -132,7 +132,11 @@ pub mod canned {
         Reply::new(500, "5.5.2", "Line too long")
     }
     pub fn text_line_too_long() -> Reply {
-        Reply::new(500, "5.5.2", "Message line too long (RFC 5321 section 4.5.3.1.6)")
+        Reply::new(
+            500,
+            "5.5.2",
+            "Message line too long (RFC 5321 section 4.5.3.1.6)",
+        )
     }
     pub fn bad_sequence(text: &'static str) -> Reply {
         Reply::new(503, "5.5.1", text)
@@ -228,7 +232,11 @@ mod tests {
 
     #[test]
     fn reply_text_on_the_wire_is_printable_ascii() {
-        let r = Reply::new(550, "5.7.1", format!("caf\u{e9} \x1b[31m bell\x07 \r\n end"));
+        let r = Reply::new(
+            550,
+            "5.7.1",
+            format!("caf\u{e9} \x1b[31m bell\x07 \r\n end"),
+        );
         assert_eq!(
             String::from_utf8(r.to_wire()).unwrap(),
             "550 5.7.1 caf? ?[31m bell? ?? end\r\n"
