@@ -232,11 +232,7 @@ mod tests {
 
     #[test]
     fn reply_text_on_the_wire_is_printable_ascii() {
-        let r = Reply::new(
-            550,
-            "5.7.1",
-            format!("caf\u{e9} \x1b[31m bell\x07 \r\n end"),
-        );
+        let r = Reply::new(550, "5.7.1", "caf\u{e9} \x1b[31m bell\x07 \r\n end");
         assert_eq!(
             String::from_utf8(r.to_wire()).unwrap(),
             "550 5.7.1 caf? ?[31m bell? ?? end\r\n"
