@@ -9,26 +9,11 @@
 mod common;
 
 use std::collections::HashSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Gateway, BIN};
-
-/// The load generator, built beside the gateway (by `cargo test
-/// --workspace`, or here when this test runs alone).
-fn load_binary() -> PathBuf {
-    let path = Path::new(BIN).with_file_name("sealgate-load");
-    if !path.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "-p", "sealgate-load"])
-            .status()
-            .expect("cargo build -p sealgate-load");
-        assert!(status.success());
-    }
-    path
-}
+use common::Gateway;
 
 struct Reaped(Child);
 
@@ -68,7 +53,7 @@ fn queued_files(dir: &Path) -> usize {
 
 #[test]
 fn every_acknowledged_message_reaches_the_sink_despite_kills() {
-    let load = load_binary();
+    let load = common::load_generator();
     let dir = common::temp_dir("crash-scale");
     let dump = dir.join("sink");
     std::fs::create_dir_all(&dump).unwrap();
@@ -162,15 +147,7 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
         serde_json::from_slice(&out.stdout).expect("sealgate-load --json report");
 
     // Every queue id the gateway answered 250 with.
-    let acked: Vec<String> = std::fs::read_to_string(&accepted_log)
-        .unwrap_or_default()
-        .lines()
-        .map(|l| {
-            l.strip_prefix("250 2.0.0 Ok: queued as ")
-                .unwrap_or_else(|| panic!("unexpected accepted line {l:?}"))
-                .to_string()
-        })
-        .collect();
+    let acked = common::accepted_ids(&accepted_log);
     assert!(
         acked.len() > 100,
         "too little load to mean anything: {report}"

@@ -31,8 +31,8 @@ pub const SCRATCH: usize = 2 * READ_CHUNK;
 pub enum Outcome {
     /// Still open; the session's next deadline.
     Open { deadline: Option<Instant> },
-    /// Closed; the number of messages it delivered to the spool.
-    Closed { messages: u32 },
+    /// Closed.
+    Closed,
 }
 
 pub struct Conn {
@@ -184,6 +184,11 @@ impl Conn {
         io: &mut ShardIo<'_>,
     ) -> Outcome {
         self.storing = false;
+        if result.is_ok() {
+            // Counted as each message is stored, so that a scrape during a
+            // long session sees it.
+            io.stats.messages.fetch_add(1, Ordering::Relaxed);
+        }
         self.session.stored(result.as_deref().map_err(|e| *e), now);
         if self.session.is_closed() {
             // The gateway is draining: the reply, then 421, then close.
@@ -550,14 +555,13 @@ impl Conn {
     }
 
     /// The drain time is over: say `421` and flush what we can.
-    pub fn shutdown(&mut self) -> u32 {
+    pub fn shutdown(&mut self) {
         self.session.shutdown();
         self.collect_output();
         if let Some(tls) = self.tls.as_mut() {
             tls.send_close_notify();
         }
         let _ = self.flush();
-        self.session.stats().messages
     }
 
     fn finish(&mut self) -> Outcome {
@@ -567,9 +571,7 @@ impl Conn {
             "disconnect from [{}]:{} {} messages={} errors={}",
             self.peer.ip(), self.peer.port(), s.summary(), s.messages, s.errors
         );
-        Outcome::Closed {
-            messages: s.messages,
-        }
+        Outcome::Closed
     }
 
     fn log_lost(&self, e: &io::Error) {

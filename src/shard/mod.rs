@@ -606,14 +606,13 @@ impl Shard {
                     }
                 }
             }
-            Outcome::Closed { messages } => {
+            Outcome::Closed => {
                 if let Some(conn) = self.conns.remove(idx) {
                     self.release(&conn);
                     conn.close();
                 }
                 let stats = &self.shared.stats[self.id];
                 stats.active.fetch_sub(1, Ordering::Relaxed);
-                stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
             }
         }
     }
@@ -659,10 +658,9 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
-        let mut messages = 0;
         let admission = &self.shared.admission;
         for mut conn in self.conns.drain() {
-            messages += conn.shutdown();
+            conn.shutdown();
             admission.release_total();
             if let Some(ip) = conn.counted_ip {
                 admission.release_ip(ip);
@@ -670,7 +668,6 @@ impl Shard {
             conn.close();
         }
         let stats = &self.shared.stats[self.id];
-        stats.messages.fetch_add(messages as u64, Ordering::Relaxed);
         stats.active.store(0, Ordering::Relaxed);
     }
 }

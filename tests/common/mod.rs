@@ -18,6 +18,37 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sealgate");
 
+/// The load generator `sealgate-load`, built beside the gateway (by
+/// `cargo test --workspace`; built here when a test of this package runs
+/// alone). Cargo gives tests the path only of their own package's
+/// binaries, hence the sibling path.
+pub fn load_generator() -> PathBuf {
+    let path = Path::new(BIN).with_file_name("sealgate-load");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "sealgate-load"])
+            .status()
+            .expect("cargo build -p sealgate-load");
+        assert!(status.success(), "cannot build sealgate-load");
+    }
+    path
+}
+
+/// Queue ids from a `sealgate-load --accepted-log` file: every message
+/// the gateway answered `250`.
+pub fn accepted_ids(log: &Path) -> Vec<String> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            l.strip_prefix("250 2.0.0 Ok: queued as ")
+                .unwrap_or_else(|| panic!("unexpected accepted line {l:?}"))
+                .to_string()
+        })
+        .collect()
+}
+
 /// A free loopback port (bound and released; the gateway binds it next).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
