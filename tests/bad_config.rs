@@ -127,12 +127,7 @@ fn make_pki(dir: &Path) -> std::path::PathBuf {
     ca.leaf(&pki, "good", &["mx.test"]);
     ca.leaf(&pki, "other", &["x.test"]);
     std::fs::write(pki.join("junk.crt"), "this is not PEM\n").unwrap();
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["old.test".to_string()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    std::fs::write(pki.join("old.crt"), params.self_signed(&key).unwrap().pem()).unwrap();
-    std::fs::write(pki.join("old.key"), key.serialize_pem()).unwrap();
+    common::pki::expired(&pki, "old");
     pki
 }
 
@@ -142,16 +137,7 @@ fn check_names_every_broken_file_precisely() {
     let pki = make_pki(&dir);
     let file = dir.join("sealgate.toml");
     std::fs::write(&file, materialise(&good_config(2525), &pki)).unwrap();
-    let check = || {
-        let (status, out, err) = common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(["check", "-c"])
-                .arg(&file),
-            None,
-            Duration::from_secs(20),
-        );
-        (status.code(), format!("{out}{err}"))
-    };
+    let check = || common::check_config(&file);
     let (code, out) = check();
     assert_eq!(code, Some(0), "the good configuration: {out}");
     for case in cases() {

@@ -4,7 +4,6 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use common::pki::Ca;
 use common::{Client, Gateway};
@@ -81,24 +80,12 @@ fn certificate_problems_are_named() {
     let (_, other_key) = ca.leaf(&pki, "other", &["x.test"]);
     std::fs::write(pki.join("junk.crt"), "this is not PEM\n").unwrap();
     // An expired certificate.
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["old.test".to_string()]).unwrap();
-    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-    std::fs::write(pki.join("old.crt"), params.self_signed(&key).unwrap().pem()).unwrap();
-    std::fs::write(pki.join("old.key"), key.serialize_pem()).unwrap();
+    common::pki::expired(&pki, "old");
 
     let check = |certs: &str| {
         let file = dir.join("c.toml");
         std::fs::write(&file, format!("[server]\nlisten = [\"127.0.0.1:2525\"]\n[tls]\nsystem_roots = false\ncertificates = [ {certs} ]\n")).unwrap();
-        let (status, out, err) = common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(["check", "-c"])
-                .arg(&file),
-            None,
-            Duration::from_secs(20),
-        );
-        (status.code(), format!("{out}{err}"))
+        common::check_config(&file)
     };
     let pair = |c: &std::path::Path, k: &std::path::Path| {
         format!(

@@ -92,13 +92,11 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
 
     let accepted_log = dir.join("accepted");
     let seconds = 20;
-    let mut loader = Command::new(&load);
-    loader
-        .args([
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--mode",
-            "plain",
+    let log_arg = accepted_log.display().to_string();
+    let loader = common::load_command(
+        port,
+        "plain",
+        &[
             "--concurrency",
             "8",
             // Open loop at a rate the relay (a debug build, on a CI
@@ -113,14 +111,12 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
             &format!("{seconds}s"),
             "--timeout",
             "5s",
-            "--json",
             "--accepted-log",
-        ])
-        .arg(&accepted_log)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let loader = loader.spawn().expect("start sealgate-load");
+            &log_arg,
+        ],
+    )
+    .spawn()
+    .expect("start sealgate-load");
 
     let seed = Instant::now().elapsed().as_nanos() as u64
         ^ std::time::SystemTime::now()

@@ -5,25 +5,10 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::{connect, Client, Gateway};
-
-/// A connection from `source`, with its first reply (banner or refusal).
-fn open_from(source: &str, to: SocketAddr) -> (Client<TcpStream>, String) {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
-        .unwrap();
-    sock.connect(&to.into()).unwrap();
-    let stream: TcpStream = sock.into();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
-    let mut c = Client::new(stream);
-    let first = c.reply();
-    (c, first)
-}
+use common::{connect, open_from, Client, Gateway};
 
 fn assert_closed(c: &mut Client<TcpStream>) {
     let mut rest = Vec::new();

@@ -159,25 +159,20 @@ fn metrics_agree_with_the_load_generator() {
     );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
-    let loader = Command::new(common::load_generator())
-        .args([
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--mode",
-            "message",
+    let loader = common::load_command(
+        port,
+        "message",
+        &[
             "--concurrency",
             "8",
             "--messages-per-conn",
             "2",
             "--duration",
             "4s",
-            "--json",
-        ])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start sealgate-load");
+        ],
+    )
+    .spawn()
+    .expect("start sealgate-load");
     // Scrape while the load runs: once the first messages are stored.
     gw.wait_for_count("(queue active)", 10, Duration::from_secs(20));
     let during = scrape(admin);

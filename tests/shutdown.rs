@@ -81,12 +81,11 @@ fn sigterm_under_load_loses_nothing() {
     .unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
     let accepted_log = dir.join("accepted");
-    let loader = std::process::Command::new(common::load_generator())
-        .args([
-            "--target",
-            &format!("127.0.0.1:{port}"),
-            "--mode",
-            "message",
+    let log_arg = accepted_log.display().to_string();
+    let loader = common::load_command(
+        port,
+        "message",
+        &[
             "--concurrency",
             "8",
             "--messages-per-conn",
@@ -95,15 +94,12 @@ fn sigterm_under_load_loses_nothing() {
             "6s",
             "--timeout",
             "5s",
-            "--json",
             "--accepted-log",
-        ])
-        .arg(&accepted_log)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start sealgate-load");
+            &log_arg,
+        ],
+    )
+    .spawn()
+    .expect("start sealgate-load");
     // Stop mid-load, once plenty has been stored.
     gw.wait_for_count("(queue active)", 100, Duration::from_secs(60));
     let started = Instant::now();

@@ -35,6 +35,24 @@ pub fn load_generator() -> PathBuf {
     path
 }
 
+/// `sealgate-load --target 127.0.0.1:PORT --mode MODE --json ARGS…`,
+/// with its JSON report on a pipe (stdout) and stderr discarded.
+pub fn load_command(port: u16, mode: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(load_generator());
+    c.args([
+        "--target",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        mode,
+        "--json",
+    ])
+    .args(args)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    c
+}
+
 /// Queue ids from a `sealgate-load --accepted-log` file: every message
 /// the gateway answered `250`.
 pub fn accepted_ids(log: &Path) -> Vec<String> {
@@ -452,9 +470,9 @@ pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
     Client::new(s)
 }
 
-/// A connection from a chosen loopback source address (to match IP
-/// profiles), past the banner and EHLO.
-pub fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
+/// A connection from a chosen loopback source address, and the first
+/// reply (the banner, or a refusal).
+pub fn open_from(source: &str, to: SocketAddr) -> (Client<TcpStream>, String) {
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.bind(&SocketAddr::new(source.parse().unwrap(), 0).into())
         .unwrap();
@@ -464,9 +482,27 @@ pub fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
     let mut c = Client::new(stream);
-    assert!(c.reply().starts_with("220"));
+    let first = c.reply();
+    (c, first)
+}
+
+/// A connection from a chosen loopback source address (to match IP
+/// profiles), past the banner and EHLO.
+pub fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
+    let (mut c, banner) = open_from(source, to);
+    assert!(banner.starts_with("220"), "{banner}");
     c.cmd("EHLO client.test");
     c
+}
+
+/// `sealgate check -c FILE`: the exit code and everything it printed.
+pub fn check_config(file: &Path) -> (Option<i32>, String) {
+    let (status, out, err) = run_tool(
+        Command::new(BIN).args(["check", "-c"]).arg(file),
+        None,
+        Duration::from_secs(20),
+    );
+    (status.code(), format!("{out}{err}"))
 }
 
 /// A rustls client config that trusts the gateway's generated certificate.

@@ -8,6 +8,22 @@ use rcgen::{
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256,
 };
 
+/// A self-signed certificate for `old.test` that expired in 2021, written
+/// to `dir/name.crt` and `dir/name.key`.
+pub fn expired(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = CertificateParams::new(vec!["old.test".to_string()]).unwrap();
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, params.self_signed(&key).unwrap().pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    (c, k)
+}
+
 pub struct Ca {
     params: CertificateParams,
     key: KeyPair,
