@@ -50,18 +50,35 @@ fn run(
     turns: &[&[u8]],
     split: Option<(usize, usize)>,
 ) -> Vec<Step> {
+    run_cut(cfg, messages, turns, |t, _| match split {
+        Some((st, at)) if st == t => vec![at],
+        _ => Vec::new(),
+    })
+}
+
+/// Runs the conversation feeding turn `t` in reads cut at `cuts(t, turn)`
+/// (offsets into the turn, any order; out-of-range ones are ignored).
+fn run_cut(
+    cfg: Config,
+    messages: Vec<Outgoing>,
+    turns: &[&[u8]],
+    cuts: impl Fn(usize, &[u8]) -> Vec<usize>,
+) -> Vec<Step> {
     let now = Instant::now();
     let mut s = Session::new(cfg, messages, now);
     let mut steps = Vec::new();
     let mut pending: Vec<u8> = Vec::new();
     for (t, turn) in turns.iter().enumerate() {
-        let reads: Vec<&[u8]> = match split {
-            Some((st, at)) if st == t && at <= turn.len() => vec![&turn[..at], &turn[at..]],
-            _ => vec![turn],
-        };
+        let mut at: Vec<usize> = cuts(t, turn)
+            .into_iter()
+            .filter(|c| *c <= turn.len())
+            .collect();
+        at.sort_unstable();
         let mut actions = Vec::new();
-        for read in reads {
-            pending.extend_from_slice(read);
+        let mut from = 0;
+        for cut in at.into_iter().chain([turn.len()]) {
+            pending.extend_from_slice(&turn[from..cut]);
+            from = cut;
             loop {
                 let (n, action) = s.feed(&pending, now);
                 pending.drain(..n);
@@ -77,7 +94,7 @@ fn run(
         let mut out = Vec::new();
         s.drain_output_into(&mut out);
         steps.push(Step {
-            sent: String::from_utf8(out).unwrap(),
+            sent: String::from_utf8_lossy(&out).into_owned(),
             actions,
         });
     }
@@ -364,8 +381,7 @@ mod split_property {
         ]
     }
 
-    fn conversation(turns: &[Vec<u8>], cuts: &[Vec<usize>]) -> (String, Vec<String>) {
-        let now = Instant::now();
+    fn conversation(turns: &[Vec<u8>], cuts: &[Vec<usize>]) -> Vec<Step> {
         let messages = vec![
             msg(
                 "a@gw.test",
@@ -374,34 +390,17 @@ mod split_property {
             ),
             msg("", &["z@r.test"], b"x\r\n"),
         ];
-        let mut s = Session::new(config(TlsMode::Opportunistic), messages, now);
-        let (mut sent, mut actions, mut pending) = (Vec::new(), Vec::new(), Vec::new());
-        'turns: for (i, turn) in turns.iter().enumerate() {
-            let mut at: Vec<usize> = cuts
-                .get(i)
-                .map(|c| c.iter().map(|x| x % (turn.len() + 1)).collect())
-                .unwrap_or_default();
-            at.sort_unstable();
-            let mut from = 0;
-            for cut in at.into_iter().chain([turn.len()]) {
-                pending.extend_from_slice(&turn[from..cut]);
-                from = cut;
-                loop {
-                    let (n, action) = s.feed(&pending, now);
-                    pending.drain(..n);
-                    let Some(a) = action else { break };
-                    actions.push(describe(&a));
-                    match a {
-                        Action::StartTls => s.tls_established(now),
-                        Action::Close(_) => break 'turns,
-                        Action::MessageDone { .. } => {}
-                    }
-                }
-            }
-            s.drain_output_into(&mut sent);
-        }
-        s.drain_output_into(&mut sent);
-        (String::from_utf8_lossy(&sent).into_owned(), actions)
+        let turns: Vec<&[u8]> = turns.iter().map(Vec::as_slice).collect();
+        run_cut(
+            config(TlsMode::Opportunistic),
+            messages,
+            &turns,
+            |t, turn| {
+                cuts.get(t)
+                    .map(|c| c.iter().map(|x| x % (turn.len() + 1)).collect())
+                    .unwrap_or_default()
+            },
+        )
     }
 
     proptest! {
