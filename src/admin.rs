@@ -126,6 +126,24 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
     }
     metric(
         &mut o,
+        "sealgate_connections_refused_total",
+        "counter",
+        "Inbound connections answered 421 at a connection limit, by limit.",
+    );
+    for (i, s) in shared.stats.iter().enumerate() {
+        let _ = writeln!(
+            o,
+            "sealgate_connections_refused_total{{shard=\"{i}\",limit=\"connections\"}} {}",
+            s.refused_total_limit.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            o,
+            "sealgate_connections_refused_total{{shard=\"{i}\",limit=\"connections_per_ip\"}} {}",
+            s.refused_per_ip_limit.load(Ordering::Relaxed)
+        );
+    }
+    metric(
+        &mut o,
         "sealgate_queue_messages",
         "gauge",
         "Messages in the queue.",

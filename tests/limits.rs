@@ -17,7 +17,15 @@ fn assert_closed(c: &mut Client<TcpStream>) {
 
 #[test]
 fn connection_limits_hold_in_total_and_per_address_across_shards() {
-    let gw = Gateway::start("conn-limits", 2, "connections = 5\nconnections_per_ip = 3");
+    let dir = common::temp_dir("conn-limits");
+    let port = common::free_port();
+    let admin = common::free_port();
+    let config = common::config(port, 2, "connections = 5\nconnections_per_ip = 3").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(dir, port);
     // Three from one address are welcome, whichever shard takes them.
     let mut first: Vec<_> = (0..3)
         .map(|_| {
@@ -54,6 +62,22 @@ fn connection_limits_hold_in_total_and_per_address_across_shards() {
     assert_eq!(
         again.cmd("EHLO c.test").lines().next().unwrap(),
         "250-mx.test"
+    );
+    let metrics = common::scrape(admin);
+    let refused = |limit: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("sealgate_connections_refused_total{")
+                    && l.contains(&format!("limit=\"{limit}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(
+        (refused("connections"), refused("connections_per_ip")),
+        (1, 1),
+        "{metrics}"
     );
     let log = gw.stop();
     assert!(

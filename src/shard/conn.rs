@@ -203,7 +203,7 @@ impl Conn {
         // Input that arrived before the banner (read at accept), or while
         // a message was being stored.
         let (shard, writers, stats, namer) = (io.shard, io.writers, io.stats, io.namer);
-        let admission = io.admission;
+        let admission = (io.admission, stats);
         if self.proxy_pending {
             self.proxy_header(now, namer, admission)?;
         }
@@ -264,7 +264,7 @@ impl Conn {
         &mut self,
         now: Instant,
         namer: Namer<'_>,
-        admission: &Admission,
+        (admission, stats): (&Admission, &ShardStats),
     ) -> io::Result<()> {
         match crate::proxy::parse(&self.rbuf) {
             crate::proxy::Parsed::NeedMore => Ok(()),
@@ -289,6 +289,7 @@ impl Conn {
                     });
                     let max = self.snapshot.limits.connections_per_ip;
                     if !admission.admit_ip(original.ip(), max) {
+                        stats.refused_per_ip_limit.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(target: "receive", "connect from [{}]:{} refused: limits.connections_per_ip reached for this address", original.ip(), original.port());
                         self.wbuf
                             .extend_from_slice(&canned::too_many_from_address().to_wire());

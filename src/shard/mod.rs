@@ -107,6 +107,10 @@ pub struct ShardStats {
     pub mandatory_tls_refusals: AtomicU64,
     /// Other refused MAIL/RCPT (relay denied, certificate checks …).
     pub rejects: AtomicU64,
+    /// Connections refused with 421 at `limits.connections`.
+    pub refused_total_limit: AtomicU64,
+    /// Connections refused with 421 at `limits.connections_per_ip`.
+    pub refused_per_ip_limit: AtomicU64,
 }
 
 /// State shared by all shards and the control thread.
@@ -467,6 +471,7 @@ impl Shard {
             let snapshot = self.shared.snapshot.load_full();
             let admission = &self.shared.admission;
             if !admission.admit_total(snapshot.limits.connections) {
+                stats.refused_total_limit.fetch_add(1, Ordering::Relaxed);
                 conn::refuse_busy(stream, peer, limits::Refusal::Total);
                 continue;
             }
@@ -479,6 +484,7 @@ impl Shard {
                 Some(peer.ip())
             } else {
                 admission.release_total();
+                stats.refused_per_ip_limit.fetch_add(1, Ordering::Relaxed);
                 conn::refuse_busy(stream, peer, limits::Refusal::PerIp);
                 continue;
             };

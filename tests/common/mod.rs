@@ -495,6 +495,27 @@ pub fn connect_from(source: &str, to: SocketAddr) -> Client<TcpStream> {
     c
 }
 
+/// The body of `GET /metrics` from the admin listener on `port`.
+pub fn scrape(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(head.contains("Content-Type: text/plain; version=0.0.4"));
+    body.to_string()
+}
+
+/// The sum of every sample whose line starts with `series`.
+pub fn value(body: &str, series: &str) -> u64 {
+    body.lines()
+        .filter(|l| l.starts_with(series))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 /// `sealgate check -c FILE`: the exit code and everything it printed.
 pub fn check_config(file: &Path) -> (Option<i32>, String) {
     let (status, out, err) = run_tool(
