@@ -121,7 +121,7 @@ fn slow_clients_are_cut_at_their_deadlines() {
     let gw = Gateway::start(
         "slow",
         1,
-        "command_timeout = \"1s\"\ndata_timeout = \"1s\"\nmin_data_rate = 100",
+        "command_timeout = \"1s\"\ndata_timeout = \"1s\"\nmin_data_rate = 1000\nmessage_size = \"1KB\"",
     );
     // A command sent an octet at a time (never reaching its CRLF within
     // command_timeout): input keeps coming, the deadline does not move.
@@ -134,8 +134,8 @@ fn slow_clients_are_cut_at_their_deadlines() {
         "{after:?}"
     );
     // Message data as complete short lines, 4 octets every 100 ms (40/s):
-    // silence never reaches data_timeout, but the average is under 100/s,
-    // so the session is cut soon after data_timeout.
+    // silence never reaches data_timeout, but the average is under
+    // min_data_rate, so the session is cut soon after data_timeout.
     let mut c = connect(gw.addr);
     c.reply();
     c.cmd("EHLO c.test");
@@ -147,6 +147,41 @@ fn slow_clients_are_cut_at_their_deadlines() {
     assert!(
         after >= Duration::from_millis(900) && after < Duration::from_secs(5),
         "{after:?}"
+    );
+    // Message data without end, fast (about 400 KB/s): the rate is met,
+    // but octets past message_size (1 KB) earn no time, so the session is
+    // cut data_timeout + message_size / min_data_rate (1 s + 1 s) after
+    // the 354. The gateway closes with input unread, so the client may
+    // see a reset rather than the 421: the test times the end.
+    let mut c = connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO c.test");
+    c.cmd("MAIL FROM:<a@b.test>");
+    c.cmd("RCPT TO:<u@example.com>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.stream.set_nonblocking(true).unwrap();
+    let start = Instant::now();
+    let chunk = [b'x'; 4096];
+    let mut scratch = [0u8; 512];
+    let ended = loop {
+        assert!(start.elapsed() < Duration::from_secs(30), "never cut");
+        match c.stream.write(&chunk) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break start.elapsed(),
+        }
+        match c.stream.read(&mut scratch) {
+            Ok(0) => break start.elapsed(),
+            Ok(_) => {} // The 421, when it gets through.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => break start.elapsed(),
+        }
+        // The client's pace (10 ms between 4 KB writes), not a wait.
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(
+        ended >= Duration::from_millis(1800) && ended < Duration::from_secs(8),
+        "{ended:?}"
     );
     // (Idle after EHLO: tests/protocol.rs idle_client_is_closed_with_421.)
     assert!(gw.spooled().is_empty(), "nothing half-sent is kept");

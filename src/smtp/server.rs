@@ -213,6 +213,9 @@ impl StoreFailure {
 /// octet a minute hold a session for ever. So, as Postfix's
 /// `smtpd_min_data_rate`, once `data_timeout` has passed since the 354 the
 /// client must also have averaged `min_data_rate` octets per second.
+/// Octets beyond `message_size` earn no more time: such a message is
+/// refused anyway, so a client streaming without end is cut too, at the
+/// latest `data_timeout + message_size / min_data_rate` after the 354.
 struct DataClock {
     since: Instant,
     received: u64,
@@ -226,7 +229,8 @@ impl DataClock {
         if limits.min_data_rate == 0 {
             return idle;
         }
-        let earned = Duration::from_secs_f64(self.received as f64 / limits.min_data_rate as f64);
+        let counted = self.received.min(limits.message_size as u64);
+        let earned = Duration::from_secs_f64(counted as f64 / limits.min_data_rate as f64);
         idle.min(self.since + limits.data_timeout + earned)
     }
 }

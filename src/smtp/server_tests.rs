@@ -561,6 +561,24 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
         "rate bound applies"
     );
     assert_eq!(deadline, start + Duration::from_millis(20_190));
+    // A client streaming without end (fast, but past message_size, here
+    // 1000 octets): what is over the size earns nothing, so the deadline
+    // stops at data_timeout + message_size / rate = 10 s + 10 s.
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.data_timeout = Duration::from_secs(10);
+        s.limits.min_data_rate = 100;
+        s.limits.message_size = 1000;
+        Arc::new(s)
+    };
+    let mut h = Harness::new(snap);
+    h.read(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+    let start = h.now;
+    for second in 1..=30u64 {
+        h.now = start + Duration::from_secs(second);
+        h.read(&[b'z'; 5000]);
+    }
+    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(20)));
     // With the floor off, only silence counts.
     let snap = {
         let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
