@@ -68,12 +68,24 @@ pub fn accepted_ids(log: &Path) -> Vec<String> {
 }
 
 /// A free loopback port (bound and released; the gateway binds it next).
+///
+/// Never the same port twice in one test process: tests run in parallel,
+/// the gateway binds with SO_REUSEPORT, and two gateways handed the same
+/// port would both bind it and share its connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// A fresh private directory. Tests in one binary run in parallel and may
