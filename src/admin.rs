@@ -100,11 +100,17 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
             "sealgate_starttls_total{{shard=\"{i}\",result=\"ok\"}} {}",
             s.starttls_ok.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            o,
-            "sealgate_starttls_total{{shard=\"{i}\",result=\"failed\"}} {}",
-            s.starttls_failed.load(Ordering::Relaxed)
-        );
+        for (why, n) in crate::shard::HandshakeFailure::ALL
+            .iter()
+            .zip(&s.starttls_failed)
+        {
+            let _ = writeln!(
+                o,
+                "sealgate_starttls_total{{shard=\"{i}\",result=\"failed\",reason=\"{}\"}} {}",
+                why.label(),
+                n.load(Ordering::Relaxed)
+            );
+        }
     }
     metric(
         &mut o,

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::io::Read;
 use std::process::Command;
 use std::time::Duration;
 
@@ -72,9 +73,23 @@ fn metrics_agree_with_the_clients() {
     let mut seven = common::connect_from("127.0.0.7", gw.addr);
     assert!(seven.cmd("MAIL FROM:<a@x.test>").starts_with("530"));
     seven.cmd("QUIT");
+    // Two failed handshakes: bytes that are not TLS after the 220, and a
+    // client that hangs up mid-handshake.
+    let mut garbage = common::connect(gw.addr);
+    garbage.reply();
+    garbage.cmd("EHLO x.test");
+    assert!(garbage.cmd("STARTTLS").starts_with("220"));
+    garbage.send(b"this is not a TLS record\r\n");
+    let mut rest = Vec::new();
+    let _ = garbage.stream.read_to_end(&mut rest);
+    let mut quitter = common::connect(gw.addr);
+    quitter.reply();
+    quitter.cmd("EHLO x.test");
+    assert!(quitter.cmd("STARTTLS").starts_with("220"));
+    drop(quitter);
     // Deliveries to the closed route are deferred.
     gw.wait_for_count("status=deferred", 20, Duration::from_secs(60));
-    gw.wait_for_count("disconnect from", 22, Duration::from_secs(20));
+    gw.wait_for_count("disconnect from", 24, Duration::from_secs(20));
 
     let body = scrape(admin);
     promtool(&body);
@@ -85,7 +100,7 @@ fn metrics_agree_with_the_clients() {
     );
     assert_eq!(
         value(&body, "sealgate_connections_accepted_total{"),
-        22,
+        24,
         "{body}"
     );
     assert_eq!(value(&body, "sealgate_connections_active{"), 0, "{body}");
@@ -93,6 +108,21 @@ fn metrics_agree_with_the_clients() {
         value(&body, "sealgate_starttls_total{shard=\"0\",result=\"ok\"}")
             + value(&body, "sealgate_starttls_total{shard=\"1\",result=\"ok\"}"),
         10,
+        "{body}"
+    );
+    let failed = |reason: &str| -> u64 {
+        body.lines()
+            .filter(|l| {
+                l.starts_with("sealgate_starttls_total{")
+                    && l.contains("result=\"failed\"")
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum()
+    };
+    assert_eq!(
+        (failed("protocol"), failed("connection"), failed("timeout")),
+        (1, 1, 0),
         "{body}"
     );
     assert!(body.contains("sealgate_refused_total{shard="), "{body}");

@@ -14,7 +14,7 @@ use rustls::ServerConnection;
 
 use super::limits::{Admission, Refusal};
 use super::writers::Job;
-use super::{Namer, ShardIo, ShardStats};
+use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
 use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
@@ -43,8 +43,8 @@ pub struct Conn {
     serial: u64,
     /// A spool writer has the session's message.
     storing: bool,
-    /// The completed handshake was counted.
-    tls_counted: Option<()>,
+    /// The handshake's outcome (ok or failed) was counted.
+    tls_counted: bool,
     /// A PROXY header is due before anything else (OPS-8).
     proxy_pending: bool,
     token: Token,
@@ -113,7 +113,7 @@ impl Conn {
             slot,
             serial,
             storing: false,
-            tls_counted: None,
+            tls_counted: false,
             proxy_pending: expect_proxy,
             token,
             peer,
@@ -220,21 +220,25 @@ impl Conn {
         while !self.closing && !self.storing {
             let n = match self.socket.read(chunk) {
                 Ok(0) => {
+                    self.handshake_failed(HandshakeFailure::Connection, stats);
                     self.peer_closed();
                     break;
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.handshake_failed(HandshakeFailure::Connection, stats);
+                    return Err(e);
+                }
             };
             if self.tls.is_some() {
                 if let Err(e) = self.tls_input(&chunk[..n], plain, now) {
-                    stats.starttls_failed.fetch_add(1, Ordering::Relaxed);
+                    self.handshake_failed(HandshakeFailure::of(&e), stats);
                     return Err(e);
                 }
-                if !self.handshaking && self.tls_counted.is_none() {
-                    self.tls_counted = Some(());
+                if !self.handshaking && !self.tls_counted {
+                    self.tls_counted = true;
                     stats.starttls_ok.fetch_add(1, Ordering::Relaxed);
                 }
             } else {
@@ -519,9 +523,15 @@ impl Conn {
     }
 
     /// A timer fired: time the session out if its deadline has passed.
-    pub fn check_deadline(&mut self, now: Instant, registry: &Registry) -> Outcome {
+    pub fn check_deadline(
+        &mut self,
+        now: Instant,
+        registry: &Registry,
+        stats: &ShardStats,
+    ) -> Outcome {
         match self.session.deadline() {
             Some(d) if d <= now => {
+                self.handshake_failed(HandshakeFailure::Timeout, stats);
                 tracing::info!(target: "receive", "timeout after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
                 self.session.timeout();
                 self.closing = true;
@@ -583,6 +593,18 @@ impl Conn {
 
     /// The client closed its side: answer what it sent (best effort),
     /// then close.
+    /// Counts a failed STARTTLS handshake, once, if one is under way.
+    fn handshake_failed(&mut self, why: HandshakeFailure, stats: &ShardStats) {
+        if self.tls.is_some() && self.handshaking && !self.tls_counted {
+            self.tls_counted = true;
+            let i = HandshakeFailure::ALL
+                .iter()
+                .position(|h| *h == why)
+                .unwrap_or(HandshakeFailure::ALL.len() - 1);
+            stats.starttls_failed[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     fn peer_closed(&mut self) {
         if !self.session.is_closed() {
             tracing::info!(target: "receive", "lost connection after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
