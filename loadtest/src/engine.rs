@@ -91,6 +91,9 @@ pub fn run(
         Until::Sessions(n) => started < n,
         Until::Elapsed(d) => now.duration_since(t0) < d,
     };
+    // Closed loop only: while connections are refused, new sessions wait
+    // (10 ms, doubling to 1 s) instead of spinning on connect().
+    let mut backoff = Backoff::default();
     loop {
         let now = Instant::now();
         let more = !stop.load(Ordering::Relaxed) && can_start(started, now);
@@ -98,7 +101,10 @@ pub fn run(
         if more {
             match interval {
                 None => {
-                    while active < opts.concurrency && can_start(started, now) {
+                    while active < opts.concurrency
+                        && can_start(started, now)
+                        && !backoff.blocks(now)
+                    {
                         start(&mut poll, &mut conns, &mut free, opts, now, &mut stats);
                         started += 1;
                         active += 1;
@@ -136,7 +142,10 @@ pub fn run(
                 .saturating_duration_since(Instant::now())
                 .min(Duration::from_millis(100))
         } else {
-            Duration::from_millis(100)
+            backoff
+                .left(Instant::now())
+                .unwrap_or(Duration::from_millis(100))
+                .min(Duration::from_millis(100))
         };
         match poll.poll(&mut events, Some(wait)) {
             Ok(()) => {}
@@ -149,6 +158,9 @@ pub fn run(
                 continue;
             };
             let fate = drive(conn, &mut stats, &mut chunk, opts);
+            if interval.is_none() {
+                backoff.observe(&fate, conn.connected, Instant::now());
+            }
             settle(
                 &mut poll,
                 &mut conns,
@@ -246,6 +258,40 @@ fn start(
 }
 
 #[allow(clippy::too_many_arguments)]
+/// Pauses session starts while the target refuses connections.
+#[derive(Default)]
+struct Backoff {
+    until: Option<Instant>,
+    step: Duration,
+}
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MOST: Duration = Duration::from_secs(1);
+
+    fn observe(&mut self, fate: &Fate, connected: bool, now: Instant) {
+        match fate {
+            Fate::Failed(kind, _) if kind == "connect" => {
+                self.step = (self.step * 2).clamp(Self::FIRST, Self::MOST);
+                self.until = Some(now + self.step);
+            }
+            _ if connected => {
+                self.step = Duration::ZERO;
+                self.until = None;
+            }
+            _ => {}
+        }
+    }
+
+    fn blocks(&self, now: Instant) -> bool {
+        self.until.is_some_and(|t| now < t)
+    }
+
+    fn left(&self, now: Instant) -> Option<Duration> {
+        self.until.map(|t| t.saturating_duration_since(now))
+    }
+}
+
 fn settle(
     poll: &mut Poll,
     conns: &mut [Option<Conn>],
@@ -480,4 +526,30 @@ fn flush(conn: &mut Conn) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_connections_back_off_and_a_connection_resets() {
+        let now = Instant::now();
+        let refused = Fate::Failed("connect".into(), "refused".into());
+        let mut b = Backoff::default();
+        assert!(!b.blocks(now));
+        b.observe(&refused, false, now);
+        assert_eq!(b.left(now), Some(Duration::from_millis(10)));
+        for _ in 0..10 {
+            b.observe(&refused, false, now);
+        }
+        assert_eq!(b.left(now), Some(Duration::from_secs(1)), "capped");
+        assert!(b.blocks(now) && !b.blocks(now + Duration::from_secs(1)));
+        // Other failures say nothing about reachability.
+        b.observe(&Fate::Failed("read".into(), "reset".into()), false, now);
+        assert!(b.blocks(now));
+        // A session that got connected clears it.
+        b.observe(&Fate::Done, true, now);
+        assert!(!b.blocks(now) && b.left(now).is_none());
+    }
 }
