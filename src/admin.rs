@@ -112,42 +112,38 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
             );
         }
     }
-    metric(
+    // A per-shard counter split by one more label.
+    type Get = fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64;
+    let per_shard_by =
+        |o: &mut String, name: &str, help: &str, label: &str, series: &[(&str, Get)]| {
+            metric(o, name, "counter", help);
+            for (i, s) in shared.stats.iter().enumerate() {
+                for (value, get) in series {
+                    let n = get(s).load(Ordering::Relaxed);
+                    let _ = writeln!(o, "{name}{{shard=\"{i}\",{label}=\"{value}\"}} {n}");
+                }
+            }
+        };
+    per_shard_by(
         &mut o,
         "sealgate_refused_total",
-        "counter",
         "Refused MAIL and RCPT commands by reason.",
+        "reason",
+        &[
+            ("mandatory_tls", |s| &s.mandatory_tls_refusals),
+            ("policy", |s| &s.rejects),
+        ],
     );
-    for (i, s) in shared.stats.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "sealgate_refused_total{{shard=\"{i}\",reason=\"mandatory_tls\"}} {}",
-            s.mandatory_tls_refusals.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "sealgate_refused_total{{shard=\"{i}\",reason=\"policy\"}} {}",
-            s.rejects.load(Ordering::Relaxed)
-        );
-    }
-    metric(
+    per_shard_by(
         &mut o,
         "sealgate_connections_refused_total",
-        "counter",
         "Inbound connections answered 421 at a connection limit, by limit.",
+        "limit",
+        &[
+            ("connections", |s| &s.refused_total_limit),
+            ("connections_per_ip", |s| &s.refused_per_ip_limit),
+        ],
     );
-    for (i, s) in shared.stats.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "sealgate_connections_refused_total{{shard=\"{i}\",limit=\"connections\"}} {}",
-            s.refused_total_limit.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            o,
-            "sealgate_connections_refused_total{{shard=\"{i}\",limit=\"connections_per_ip\"}} {}",
-            s.refused_per_ip_limit.load(Ordering::Relaxed)
-        );
-    }
     metric(
         &mut o,
         "sealgate_queue_messages",

@@ -59,6 +59,15 @@ impl Admission {
         self.total.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// A connection that was admitted (and counted against `ip`, if any)
+    /// has closed.
+    pub fn release(&self, ip: Option<IpAddr>) {
+        self.release_total();
+        if let Some(ip) = ip {
+            self.release_ip(ip);
+        }
+    }
+
     /// Counts a connection from `ip`; false (and nothing counted) when
     /// `max` connections from it are already open.
     pub fn admit_ip(&self, ip: IpAddr, max: usize) -> bool {

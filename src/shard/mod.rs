@@ -607,10 +607,7 @@ impl Shard {
                     self.drive(idx, now);
                 }
                 Err(e) => {
-                    admission.release_total();
-                    if let Some(ip) = counted_ip {
-                        admission.release_ip(ip);
-                    }
+                    admission.release(counted_ip);
                     tracing::warn!(target: "receive", "cannot set up connection from {peer}: {e}")
                 }
             }
@@ -619,8 +616,41 @@ impl Shard {
 
     /// Handles readiness (or a first look) for one connection.
     fn drive(&mut self, idx: usize, now: Instant) {
-        let Some(conn) = self.conns.get_mut(idx) else {
-            return; // A spurious event for a closed slot.
+        // None: a spurious event for a closed slot.
+        self.act_on(idx, None, |conn, io| conn.ready(now, io));
+    }
+
+    /// Work finished off the shard: stored messages, looked-up names.
+    fn completions(&mut self, now: Instant) {
+        while let Ok(done) = self.done.try_recv() {
+            let (slot, serial) = match &done {
+                Completion::Stored { slot, serial, .. }
+                | Completion::Named { slot, serial, .. } => (*slot, *serial),
+            };
+            // If the client left meanwhile, there is nothing to do; a
+            // stored message is queued all the same.
+            self.act_on(slot, Some(serial), |conn, io| match done {
+                Completion::Stored { result, .. } => conn.stored(result, now, io),
+                Completion::Named { name, .. } => conn.named(name, now, io),
+            });
+        }
+    }
+
+    /// Runs `act` on the connection in slot `idx` (when given, only if it
+    /// is still the connection numbered `serial`) with what it needs from
+    /// the shard, then applies the outcome.
+    fn act_on(
+        &mut self,
+        idx: usize,
+        serial: Option<u64>,
+        act: impl FnOnce(&mut Conn, &mut ShardIo<'_>) -> Outcome,
+    ) {
+        let Some(conn) = self
+            .conns
+            .get_mut(idx)
+            .filter(|c| serial.is_none_or(|s| c.serial() == s))
+        else {
+            return;
         };
         let mut io = ShardIo {
             shard: self.id,
@@ -635,41 +665,8 @@ impl Shard {
             writers: &self.jobs,
             admission: &self.shared.admission,
         };
-        let outcome = conn.ready(now, &mut io);
+        let outcome = act(conn, &mut io);
         self.after(idx, outcome);
-    }
-
-    /// Work finished off the shard: stored messages, looked-up names.
-    fn completions(&mut self, now: Instant) {
-        while let Ok(done) = self.done.try_recv() {
-            let (slot, serial) = match &done {
-                Completion::Stored { slot, serial, .. }
-                | Completion::Named { slot, serial, .. } => (*slot, *serial),
-            };
-            let Some(conn) = self.conns.get_mut(slot).filter(|c| c.serial() == serial) else {
-                // The client left meanwhile; a stored message is queued all
-                // the same.
-                continue;
-            };
-            let mut io = ShardIo {
-                shard: self.id,
-                stats: &self.shared.stats[self.id],
-                namer: Namer {
-                    resolver: self.resolver.as_ref(),
-                    named: &self.named,
-                    waker: &self.waker,
-                },
-                registry: self.poll.registry(),
-                scratch: &mut self.scratch,
-                writers: &self.jobs,
-                admission: &self.shared.admission,
-            };
-            let outcome = match done {
-                Completion::Stored { result, .. } => conn.stored(result, now, &mut io),
-                Completion::Named { name, .. } => conn.named(name, now, &mut io),
-            };
-            self.after(slot, outcome);
-        }
     }
 
     fn after(&mut self, idx: usize, outcome: Outcome) {
@@ -684,7 +681,7 @@ impl Shard {
             }
             Outcome::Closed => {
                 if let Some(conn) = self.conns.remove(idx) {
-                    self.release(&conn);
+                    self.shared.admission.release(conn.counted_ip);
                     conn.close();
                 }
                 let stats = &self.shared.stats[self.id];
@@ -693,23 +690,12 @@ impl Shard {
         }
     }
 
-    /// A closed connection no longer counts against the limits.
-    fn release(&self, conn: &Conn) {
-        self.shared.admission.release_total();
-        if let Some(ip) = conn.counted_ip {
-            self.shared.admission.release_ip(ip);
-        }
-    }
-
     fn fire_timers(&mut self, now: Instant) {
         while let Some(idx) = self.timers.pop_due(now) {
-            let Some(conn) = self.conns.get_mut(idx) else {
-                continue;
-            };
-            conn.timer_armed = None;
-            let outcome =
-                conn.check_deadline(now, self.poll.registry(), &self.shared.stats[self.id]);
-            self.after(idx, outcome);
+            self.act_on(idx, None, |conn, io| {
+                conn.timer_armed = None;
+                conn.check_deadline(now, io.registry, io.stats)
+            });
         }
     }
 
@@ -735,13 +721,9 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
-        let admission = &self.shared.admission;
         for mut conn in self.conns.drain() {
             conn.shutdown();
-            admission.release_total();
-            if let Some(ip) = conn.counted_ip {
-                admission.release_ip(ip);
-            }
+            self.shared.admission.release(conn.counted_ip);
             conn.close();
         }
         let stats = &self.shared.stats[self.id];

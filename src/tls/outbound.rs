@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::danger::{ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, ClientConnection, RootCertStore};
@@ -71,7 +71,7 @@ pub fn client_config(
         .with_protocol_versions(versions)
         .map_err(err)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(CheckAfterHandshake(p)));
+        .with_custom_certificate_verifier(Arc::new(CheckAfterHandshake { provider: p }));
     let config = match (rules.is_some_and(|r| r.client_certificate), client_cert) {
         (true, Some(ck)) => builder.with_client_cert_resolver(Arc::new(FixedClientCert(ck))),
         _ => builder.with_no_client_auth(),
@@ -101,13 +101,17 @@ impl rustls::client::ResolvesClientCert for FixedClientCert {
 /// handshake signatures (the server must hold the key). The load generator
 /// uses it for `--verify` off.
 pub fn any_server_certificate() -> Arc<dyn ServerCertVerifier> {
-    Arc::new(CheckAfterHandshake(provider()))
+    Arc::new(CheckAfterHandshake {
+        provider: provider(),
+    })
 }
 
 /// Accepts any certificate during the handshake but checks the server's
 /// handshake signatures: [`check_server`] judges the certificate after.
 #[derive(Debug)]
-struct CheckAfterHandshake(Arc<rustls::crypto::CryptoProvider>);
+struct CheckAfterHandshake {
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
 impl ServerCertVerifier for CheckAfterHandshake {
     fn verify_server_cert(
@@ -121,37 +125,7 @@ impl ServerCertVerifier for CheckAfterHandshake {
         Ok(ServerCertVerified::assertion())
     }
 
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+    provider_signature_checks!();
 }
 
 /// How far the server's certificate was trusted (Postfix's words).
