@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::policy::matcher::{Client, MatchedBy};
-use crate::policy::{self, AcceptDomains, Profiles, Refusal, ServerRules};
+use crate::policy::{self, Profiles, Refusal, ServerRules};
 
 /// The question.
 pub struct Question<'a> {
@@ -60,14 +60,7 @@ fn choice(profiles: &Profiles, idx: usize, by: MatchedBy) -> ProfileChoice {
 
 pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
     let (profiles, _) = crate::config::compile_profiles(&cfg.file);
-    let domains: Vec<&str> = cfg
-        .file
-        .server
-        .accept_domains
-        .iter()
-        .map(|d| d.get_ref().as_str())
-        .collect();
-    let accept = AcceptDomains::new(&domains);
+    let accept = cfg.accept_domains();
     let sender_domain = q.from.and_then(|f| f.rsplit_once('@').map(|(_, d)| d));
     let connect_client = Client {
         ip: q.client_ip,

@@ -138,14 +138,11 @@ pub fn probe(
         return Ok(report);
     }
     let conn = &tls.conn;
-    report.tls_version = conn.protocol_version().map(|v| match v {
-        rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3".to_string(),
-        rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2".to_string(),
-        other => format!("{other:?}"),
-    });
-    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
-    report.cipher = suite.map(crate::tls::suite_name);
-    report.bits = suite.map(crate::tls::cipher_bits);
+    if let Some(n) = crate::tls::negotiated(conn) {
+        report.tls_version = Some(n.version.to_string());
+        report.cipher = Some(n.cipher);
+        report.bits = Some(n.bits);
+    }
     let chain: Vec<Vec<u8>> = conn
         .peer_certificates()
         .unwrap_or_default()

@@ -481,6 +481,18 @@ impl Config {
         }
     }
 
+    /// `server.accept_domains`, compiled for lookups.
+    pub fn accept_domains(&self) -> AcceptDomains {
+        let domains: Vec<&str> = self
+            .file
+            .server
+            .accept_domains
+            .iter()
+            .map(|d| d.get_ref().as_str())
+            .collect();
+        AcceptDomains::new(&domains)
+    }
+
     pub fn limits(&self) -> Limits {
         let l = &self.file.limits;
         Limits {
@@ -676,16 +688,9 @@ impl Config {
                 Err(e) => return Err(vec![e.to_string()]),
             }
         }
-        let domains: Vec<&str> = self
-            .file
-            .server
-            .accept_domains
-            .iter()
-            .map(|d| d.get_ref().as_str())
-            .collect();
         Ok(Snapshot {
             hostname: self.hostname(),
-            accept_domains: AcceptDomains::new(&domains),
+            accept_domains: self.accept_domains(),
             limits: self.limits(),
             tls,
             relay_everyone: false,

@@ -72,6 +72,15 @@ impl OutConn {
         self.session.deadline()
     }
 
+    /// The host name (or `[address]`) of the target being tried.
+    fn target_host(&self) -> String {
+        self.job
+            .targets
+            .get(self.target)
+            .map(|t| t.host.clone())
+            .unwrap_or_default()
+    }
+
     fn target_name(&self) -> String {
         match self.job.targets.get(self.target) {
             // Postfix's `host[address]:port`; a route to an address literal
@@ -200,32 +209,25 @@ impl OutConn {
         let Some(tls) = self.tls.as_ref() else {
             return Ok(());
         };
-        let host = self
-            .job
-            .targets
-            .get(self.target)
-            .map(|t| t.host.clone())
-            .unwrap_or_default();
+        let host = self.target_host();
         let (trust, verdict) = crate::tls::outbound::check_server(
             tls,
             &host,
             self.job.rules.as_ref(),
             &self.job.roots,
         );
-        let facts_version = match tls.protocol_version() {
-            Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-            Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-            _ => "TLS",
-        };
-        let suite = tls.negotiated_cipher_suite().map(|s| s.suite());
-        let cipher = suite.map(crate::tls::suite_name).unwrap_or_default();
-        let bits = suite.map(crate::tls::cipher_bits).unwrap_or(0);
-        tracing::info!(
-            target: "send",
-            "{} TLS connection established to {}: {facts_version} with cipher {cipher} ({bits}/{bits} bits)",
-            trust.as_str(),
-            self.target_name()
-        );
+        if let Some(n) = crate::tls::negotiated(tls) {
+            tracing::info!(
+                target: "send",
+                "{} TLS connection established to {}: {} with cipher {} ({}/{} bits)",
+                trust.as_str(),
+                self.target_name(),
+                n.version,
+                n.cipher,
+                n.bits,
+                n.bits
+            );
+        }
         verdict.map_err(Failure::Tls)?;
         self.session.tls_established(now);
         Ok(())
@@ -244,12 +246,7 @@ impl OutConn {
                 }
                 Some(Action::StartTls) => {
                     self.collect();
-                    let host = self
-                        .job
-                        .targets
-                        .get(self.target)
-                        .map(|t| t.host.clone())
-                        .unwrap_or_default();
+                    let host = self.target_host();
                     let name = ServerName::try_from(
                         host.trim_start_matches('[')
                             .trim_end_matches(']')

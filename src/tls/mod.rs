@@ -528,17 +528,44 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<(), TlsError> {
         .map_err(|e| tls_error(path, format!("cannot write: {e}")))
 }
 
+/// What a handshake negotiated, as logs, headers and reports name it.
+pub struct Negotiated {
+    /// `TLSv1.3` or `TLSv1.2` (the only versions sealgate enables).
+    pub version: &'static str,
+    /// The suite as rustls spells it (`TLS13_AES_256_GCM_SHA384`).
+    pub cipher: String,
+    /// Symmetric key bits of the suite.
+    pub bits: u16,
+}
+
+/// The version and suite of a connection, server or client side; `None`
+/// until the handshake has chosen them.
+pub fn negotiated(conn: &rustls::CommonState) -> Option<Negotiated> {
+    let suite = conn.negotiated_cipher_suite()?.suite();
+    let version = match conn.protocol_version()? {
+        ProtocolVersion::TLSv1_3 => "TLSv1.3",
+        ProtocolVersion::TLSv1_2 => "TLSv1.2",
+        _ => "unknown",
+    };
+    Some(Negotiated {
+        version,
+        cipher: suite_name(suite),
+        bits: cipher_bits(suite),
+    })
+}
+
 /// What a completed handshake negotiated, for the session and the
 /// Received header.
 pub fn facts(conn: &ServerConnection, verifier: Option<&dyn ClientCertVerifier>) -> TlsFacts {
-    let version = match conn.protocol_version() {
-        Some(ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "unknown",
-    };
-    let suite = conn.negotiated_cipher_suite().map(|s| s.suite());
-    let cipher = suite.map(suite_name).unwrap_or_else(|| "unknown".into());
-    let bits = suite.map(cipher_bits).unwrap_or(0);
+    let Negotiated {
+        version,
+        cipher,
+        bits,
+    } = negotiated(conn).unwrap_or(Negotiated {
+        version: "unknown",
+        cipher: "unknown".into(),
+        bits: 0,
+    });
     let client_cert = conn
         .peer_certificates()
         .and_then(|chain| inspect_client_chain(chain, verifier));
