@@ -190,12 +190,8 @@ fn silent_server_times_out_and_is_deferred() {
     let gw = Gateway::start_in(gwdir, port);
     let started = std::time::Instant::now();
     send(&gw, "sender@client.test", &["user@example.com"], "silence");
-    gw.wait_for_log("status=deferred", Duration::from_secs(30));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@example.com>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@example.com>", Duration::from_secs(30));
+    assert!(line.contains("status=deferred"), "{line}");
     assert!(
         line.contains("dsn=4.4.2") && line.contains("timeout waiting for the greeting"),
         "{line}"

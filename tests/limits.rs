@@ -136,12 +136,7 @@ fn slow_clients_are_cut_at_their_deadlines() {
     // Message data as complete short lines, 4 octets every 100 ms (40/s):
     // silence never reaches data_timeout, but the average is under
     // min_data_rate, so the session is cut soon after data_timeout.
-    let mut c = connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO c.test");
-    c.cmd("MAIL FROM:<a@b.test>");
-    c.cmd("RCPT TO:<u@example.com>");
-    assert!(c.cmd("DATA").starts_with("354"));
+    let mut c = in_data(&gw);
     let (said, after) = drip(&mut c, b"ab\r\n", Duration::from_millis(25));
     assert_eq!(said, "421 4.4.2 Timeout exceeded, closing connection\r\n");
     assert!(
@@ -153,12 +148,7 @@ fn slow_clients_are_cut_at_their_deadlines() {
     // cut data_timeout + message_size / min_data_rate (1 s + 1 s) after
     // the 354. The gateway closes with input unread, so the client may
     // see a reset rather than the 421: the test times the end.
-    let mut c = connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO c.test");
-    c.cmd("MAIL FROM:<a@b.test>");
-    c.cmd("RCPT TO:<u@example.com>");
-    assert!(c.cmd("DATA").starts_with("354"));
+    let mut c = in_data(&gw);
     c.stream.set_nonblocking(true).unwrap();
     let start = Instant::now();
     let chunk = [b'x'; 4096];
@@ -186,7 +176,18 @@ fn slow_clients_are_cut_at_their_deadlines() {
     // (Idle after EHLO: tests/protocol.rs idle_client_is_closed_with_421.)
     assert!(gw.spooled().is_empty(), "nothing half-sent is kept");
     let log = gw.stop();
-    assert!(log.contains("timeout after DATA"), "{log}");
+    assert_eq!(log.matches("timeout after DATA").count(), 2, "{log}");
+}
+
+/// A session that has just been told `354`.
+fn in_data(gw: &Gateway) -> Client<TcpStream> {
+    let mut c = connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO c.test");
+    assert!(c.cmd("MAIL FROM:<a@b.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<u@example.com>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c
 }
 
 /// The documented bound (docs/security.md): a held connection costs the

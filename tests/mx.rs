@@ -48,12 +48,8 @@ fn mx_preference_fallback_and_null_mx() {
         c.cmd("QUIT");
     };
     send("user@two.test", "");
-    gw.wait_for_log("to=<user@two.test>", Duration::from_secs(30));
+    let line = gw.wait_for_line("to=<user@two.test>", Duration::from_secs(30));
     let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@two.test>"))
-        .unwrap();
     assert!(
         line.contains("status=sent") && line.contains("relay=mxb.two.test[127.0.0.31]"),
         "{line}\n{log}"
@@ -65,12 +61,7 @@ fn mx_preference_fallback_and_null_mx() {
     );
 
     send("user@nullmx.test", "");
-    gw.wait_for_log("to=<user@nullmx.test>", Duration::from_secs(30));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@nullmx.test>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@nullmx.test>", Duration::from_secs(30));
     assert!(
         line.contains("status=bounced") && line.contains("dsn=5.1.10"),
         "{line}"

@@ -123,24 +123,16 @@ fn mandatory_verified_route_to_postfix() {
     let gw = gateway(&dir, &ca, pf.port);
 
     send(&gw, "user@mand.test");
-    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
+    let line = gw.wait_for_line("to=<user@mand.test>", Duration::from_secs(60));
+    assert!(line.contains("status=sent"), "{line}");
     let log = gw.log();
     assert!(
         log.contains("Verified TLS connection established to 127.0.0.1[127.0.0.1]"),
         "{log}"
     );
-    assert!(
-        log.contains("to=<user@mand.test>") && log.contains("status=sent"),
-        "{log}"
-    );
 
     send(&gw, "user@wrongname.test");
-    gw.wait_for_log("to=<user@wrongname.test>", Duration::from_secs(60));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@wrongname.test>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@wrongname.test>", Duration::from_secs(60));
     assert!(line.contains("status=deferred"), "{line}");
     assert!(
         line.contains("dsn=4.7.5") && line.contains("do not match not-the-server.test"),
@@ -148,12 +140,7 @@ fn mandatory_verified_route_to_postfix() {
     );
 
     send(&gw, "user@opp.test");
-    gw.wait_for_count("status=sent", 2, Duration::from_secs(60));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@opp.test>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@opp.test>", Duration::from_secs(60));
     assert!(line.contains("status=sent"), "{line}");
 
     // Postfix relayed both delivered messages on: our Received header and
@@ -176,24 +163,15 @@ fn postfix_without_starttls() {
     let pf = postfix(&dir, &ca, &s, false);
     let gw = gateway(&dir, &ca, pf.port);
     send(&gw, "user@mand.test");
-    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@mand.test>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@mand.test>", Duration::from_secs(60));
     assert!(
         line.contains("status=deferred") && line.contains("TLS is required, but was not offered"),
         "{line}"
     );
     send(&gw, "user@opp.test");
-    gw.wait_for_log("status=sent", Duration::from_secs(60));
-    let log = gw.log();
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@opp.test>"))
-        .unwrap();
+    let line = gw.wait_for_line("to=<user@opp.test>", Duration::from_secs(60));
     assert!(line.contains("status=sent"), "{line}");
+    let log = gw.log();
     assert!(
         !log.contains("TLS connection established to"),
         "delivered in the clear: {log}"
@@ -246,16 +224,12 @@ fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
         Duration::from_secs(30),
     );
     assert!(status.success(), "{out}{err}");
-    gw.wait_for_log("to=<user@mand.test>", Duration::from_secs(60));
+    let line = gw.wait_for_line("to=<user@mand.test>", Duration::from_secs(60));
     let log = gw.log();
     assert!(
         log.contains("Verified TLS connection established to mx.partner.test[127.0.0.1]"),
         "{log}"
     );
-    let line = log
-        .lines()
-        .find(|l| l.contains("to=<user@mand.test>"))
-        .unwrap();
     assert!(
         line.contains("relay=mx.partner.test[127.0.0.1]") && line.contains("status=sent"),
         "{line}"

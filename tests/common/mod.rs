@@ -220,6 +220,16 @@ impl Gateway {
         self.wait_for_count(needle, 1, limit)
     }
 
+    /// Waits until a log line contains `needle`; returns the first such.
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        self.wait_for_log(needle, limit);
+        self.log()
+            .lines()
+            .find(|l| l.contains(needle))
+            .map(str::to_string)
+            .unwrap_or_default()
+    }
+
     /// How often `needle` is in the log now.
     pub fn count(&self, needle: &str) -> usize {
         self.log.0.lock().unwrap().text.matches(needle).count()
