@@ -29,6 +29,40 @@ fn openssl(args: &[&str], dir: &Path) -> String {
     out
 }
 
+/// `sealgate cert ca` (a test CA in `ca.crt`/`ca.key`), then `cert sign`
+/// of `csr` for `days`, to `out`.
+fn sign_with_new_ca(dir: &Path, csr: &str, days: &str, out: &str) {
+    for args in [
+        &[
+            "cert",
+            "ca",
+            "--cn",
+            "Test",
+            "--out-cert",
+            "ca.crt",
+            "--out-key",
+            "ca.key",
+        ][..],
+        &[
+            "cert",
+            "sign",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
+            "--csr",
+            csr,
+            "--days",
+            days,
+            "--out",
+            out,
+        ],
+    ] {
+        let (ok, text) = sealgate(args, dir);
+        assert!(ok, "{args:?}: {text}");
+    }
+}
+
 #[test]
 fn key_csr_ca_sign_then_the_gateway_serves_it() {
     let dir = common::temp_dir("cert-roundtrip");
@@ -197,37 +231,17 @@ fn weak_keys_refused_and_csr_warnings() {
     openssl(&["req", "-in", "r.csr", "-noout", "-verify"], &dir);
 
     // A certificate about to expire: `check` warns, `inspect` too.
-    for args in [
-        &[
-            "cert",
-            "ca",
-            "--cn",
-            "Soon",
-            "--out-cert",
-            "ca.crt",
-            "--out-key",
-            "ca.key",
-        ][..],
-        &[
-            "cert", "csr", "--key", "r.key", "--cn", "b.test", "--san", "b.test", "--out", "s.csr",
-        ],
-        &[
-            "cert",
-            "sign",
-            "--ca-cert",
-            "ca.crt",
-            "--ca-key",
-            "ca.key",
-            "--csr",
-            "s.csr",
-            "--days",
-            "10",
-            "--out",
-            "s.crt",
-        ],
-    ] {
-        assert!(sealgate(args, &dir).0);
-    }
+    assert!(
+        sealgate(
+            &[
+                "cert", "csr", "--key", "r.key", "--cn", "b.test", "--san", "b.test", "--out",
+                "s.csr"
+            ],
+            &dir
+        )
+        .0
+    );
+    sign_with_new_ca(&dir, "s.csr", "10", "s.crt");
     std::fs::write(
         dir.join("g.toml"),
         "[server]\nlisten = [\"127.0.0.1:2525\"]\n[tls]\nsystem_roots = false\ncertificates = [ { cert = \"s.crt\", key = \"r.key\" } ]\n",
@@ -251,31 +265,10 @@ fn pkcs12_from_openssl_modern_and_legacy() {
         &[
             "cert", "csr", "--key", "k.pem", "--cn", "mx.test", "--out", "r.csr",
         ],
-        &[
-            "cert",
-            "ca",
-            "--cn",
-            "P12",
-            "--out-cert",
-            "ca.crt",
-            "--out-key",
-            "ca.key",
-        ],
-        &[
-            "cert",
-            "sign",
-            "--ca-cert",
-            "ca.crt",
-            "--ca-key",
-            "ca.key",
-            "--csr",
-            "r.csr",
-            "--out",
-            "c.pem",
-        ],
     ] {
         assert!(sealgate(args, &dir).0);
     }
+    sign_with_new_ca(&dir, "r.csr", "90", "c.pem");
     std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
     std::fs::write(dir.join("bad"), "nope\n").unwrap();
     // OpenSSL 3's default (PBES2, AES-256-CBC) and the legacy 3DES form
