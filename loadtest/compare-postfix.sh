@@ -56,7 +56,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. "$root/loadtest/lib.sh"
 sg_port=$(free_port); pf_port=$(free_port); sink_port=$(free_port)
 
 # --- the downstream: Postfix's own smtp-sink --------------------------------
@@ -65,30 +65,11 @@ pids+=($!)
 
 # --- sealgate ----------------------------------------------------------------
 mkdir -p "$work/sg"
-cat > "$work/sg/sealgate.toml" <<TOML
-[server]
-hostname = "mx.test"
-listen = ["127.0.0.1:$sg_port"]
-shards = 0
-spool_dir = "spool"
-accept_domains = ["example.com"]
-# Every load client comes from 127.0.0.1: lift the per-address limit.
-[limits]
-connections_per_ip = 20000
-[admin]
-listen = "127.0.0.1:0"
-[tls]
-certificates = [ { cert = "tls/server.crt", key = "tls/server.key" } ]
-generate_self_signed = true
-[[route]]
-domain = "example.com"
-via = "[127.0.0.1]:$sink_port"
-TOML
+gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" > "$work/sg/sealgate.toml"
 "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
 sg_pid=$!
 pids+=($sg_pid)
-for _ in $(seq 100); do grep -q "sealgate ready" "$work/sg/sealgate.log" && break; sleep 0.1; done
-grep -q "sealgate ready" "$work/sg/sealgate.log" || { cat "$work/sg/sealgate.log"; exit 1; }
+wait_ready "$work/sg/sealgate.log" || exit 1
 
 # --- Postfix, private instance -----------------------------------------------
 pf=$work/pf

@@ -32,33 +32,15 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$work/sealgate.toml" <<TOML
-[server]
-hostname = "mx.test"
-listen = ["127.0.0.1:$port"]
-shards = 0
-spool_dir = "spool"
-accept_domains = ["example.com"]
-# Every load client comes from 127.0.0.1: lift the per-address limit.
-[limits]
-connections_per_ip = 20000
-[admin]
-listen = "127.0.0.1:0"
-[tls]
-certificates = [ { cert = "tls/server.crt", key = "tls/server.key" } ]
-generate_self_signed = true
+. "$root/loadtest/lib.sh"
+port=$(free_port)
 # Nothing leaves loopback: queued mail goes to a closed port.
-[[route]]
-domain = "*"
-via = "[127.0.0.1]:1"
-TOML
+gateway_config "$port" "*" "[127.0.0.1]:1" > "$work/sealgate.toml"
 start_gw() {
   rm -rf "$work/spool"
   "$gw" run -c "$work/sealgate.toml" 2>"$work/gw.log" &
   gw_pid=$!
-  for _ in $(seq 100); do grep -q "sealgate ready" "$work/gw.log" && return; sleep 0.1; done
-  cat "$work/gw.log" >&2; exit 1
+  wait_ready "$work/gw.log" || exit 1
 }
 stop_gw() { kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""; }
 median() { python3 -c 'import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))' "$@"; }

@@ -26,29 +26,14 @@ work=$(mktemp -d)
 gw_pid=""
 cleanup() { [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-certs='{ cert = "tls/server.crt", key = "tls/server.key" }'
-[ -n "$cert" ] && certs="{ cert = \"$cert\", key = \"$key\" }"
-cat > "$work/sealgate.toml" <<TOML
-[server]
-hostname = "mx.test"
-listen = ["127.0.0.1:$port"]
-shards = 1
-spool_dir = "spool"
-accept_domains = ["example.com"]
-[tls]
-certificates = [ $certs ]
-generate_self_signed = true
-[admin]
-listen = "127.0.0.1:0"
-[[route]]
-domain = "*"
-via = "[127.0.0.1]:1"
-TOML
+. loadtest/lib.sh
+port=$(free_port)
+certs='[ { cert = "tls/server.crt", key = "tls/server.key" } ]'
+[ -n "$cert" ] && certs="[ { cert = \"$cert\", key = \"$key\" } ]"
+gateway_config "$port" "*" "[127.0.0.1]:1" 1 "$certs" > "$work/sealgate.toml"
 "$gw" run -c "$work/sealgate.toml" 2>"$work/gw.log" &
 gw_pid=$!
-for _ in $(seq 100); do grep -q "sealgate ready" "$work/gw.log" && break; sleep 0.1; done
-grep -q "sealgate ready" "$work/gw.log" || { cat "$work/gw.log" >&2; exit 1; }
+wait_ready "$work/gw.log" || exit 1
 echo "testssl $(testssl --version 2>/dev/null | grep -o 'testssl.sh *[0-9][^ ]*' | head -1) against sealgate $("$gw" --version 2>/dev/null || true) on 127.0.0.1:$port" >&2
 testssl -t smtp --quiet --color 0 --warnings off --jsonfile "$work/report.json" "127.0.0.1:$port" >"$work/report.txt" 2>&1 || true
 sed -n '/Testing protocols/,/Testing server defaults/p' "$work/report.txt"

@@ -1,0 +1,44 @@
+# Shared by loadtest/perf-report.sh, loadtest/compare-postfix.sh and
+# tests/tls-audit.sh: a free loopback port, a gateway configuration for
+# measurements, and waiting for a gateway to be ready. Source it.
+
+# A free TCP port on 127.0.0.1.
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# gateway_config PORT DOMAIN VIA [SHARDS] [CERTIFICATES]: a configuration on
+# 127.0.0.1:PORT that routes DOMAIN to VIA, with the spool and (unless
+# CERTIFICATES, a TOML array, is given) a self-signed certificate beside
+# the file. Every load client comes from 127.0.0.1, so the per-address
+# connection limit is lifted.
+gateway_config() {
+  local port=$1 domain=$2 via=$3 shards=${4:-0}
+  local certs=${5:-'[ { cert = "tls/server.crt", key = "tls/server.key" } ]'}
+  cat <<TOML
+[server]
+hostname = "mx.test"
+listen = ["127.0.0.1:$port"]
+shards = $shards
+spool_dir = "spool"
+accept_domains = ["example.com"]
+[limits]
+connections_per_ip = 20000
+[admin]
+listen = "127.0.0.1:0"
+[tls]
+certificates = $certs
+generate_self_signed = true
+[[route]]
+domain = "$domain"
+via = "$via"
+TOML
+}
+
+# wait_ready LOG: waits (10 s at most) for a gateway's "sealgate ready"
+# line in LOG; prints the log and fails otherwise.
+wait_ready() {
+  for _ in $(seq 100); do grep -q "sealgate ready" "$1" && return 0; sleep 0.1; done
+  cat "$1" >&2
+  return 1
+}
