@@ -2,7 +2,23 @@
 //! `fuzz/` and by `tests/fuzz_regressions.rs`, which replays every input
 //! a fuzzer ever found a crash with. Each takes raw fuzzer bytes; the
 //! structured ones read their operations from them with `arbitrary`.
-//! Each asserts invariants besides "does not panic".
+//! Each asserts invariants besides "does not panic", and returns how much
+//! it exercised (lines, octets, reply lines, operations), so a replay can
+//! tell a harness that did something from one that decoded nothing.
+
+/// Operations decoded one after another until the input runs out; one that
+/// cannot be decoded ends the list (rather than discarding the whole
+/// input, as decoding a `Vec` in one go would).
+fn ops<'a, T: arbitrary::Arbitrary<'a>>(u: &mut arbitrary::Unstructured<'a>) -> Vec<T> {
+    let mut ops = Vec::new();
+    while !u.is_empty() {
+        match u.arbitrary() {
+            Ok(op) => ops.push(op),
+            Err(_) => break,
+        }
+    }
+    ops
+}
 
 pub mod command_parser {
     //! The command line splitter and parser on arbitrary octets: no panic, and
@@ -10,9 +26,12 @@ pub mod command_parser {
 
     use crate::smtp::command::{next_line, parse, Line};
 
-    pub fn run(input: &[u8]) {
+    /// Returns the number of lines split off.
+    pub fn run(input: &[u8]) -> usize {
         let mut rest = input;
+        let mut lines = 0;
         while !rest.is_empty() {
+            lines += 1;
             match next_line(rest, 512) {
                 Line::NeedMore => {
                     assert!(
@@ -33,6 +52,7 @@ pub mod command_parser {
                 }
             }
         }
+        lines
     }
 }
 
@@ -42,13 +62,30 @@ pub mod data_reader {
     //! kept text never beyond the size cap.
 
     use crate::smtp::data::{BareLineEndings, DataProgress, DataReader};
-    use arbitrary::Arbitrary;
 
-    #[derive(Debug, Arbitrary)]
-    struct Input {
+    /// The input's layout, decoded by hand so that nearly all of it is
+    /// message text: one octet (bit 0: normalise bare line endings; bits
+    /// 1–3: how many cuts), two octets per cut, then the text.
+    struct Input<'a> {
         normalize: bool,
-        cuts: Vec<u16>,
-        bytes: Vec<u8>,
+        cuts: Vec<usize>,
+        bytes: &'a [u8],
+    }
+
+    impl<'a> Input<'a> {
+        fn decode(data: &'a [u8]) -> Option<Input<'a>> {
+            let (&flags, rest) = data.split_first()?;
+            let cut_octets = (2 * usize::from((flags >> 1) & 7)).min(rest.len());
+            let (cuts, bytes) = rest.split_at(cut_octets);
+            Some(Input {
+                normalize: flags & 1 == 1,
+                cuts: cuts
+                    .chunks(2)
+                    .map(|c| usize::from(c[0]) | usize::from(*c.get(1).unwrap_or(&0)) << 8)
+                    .collect(),
+                bytes,
+            })
+        }
     }
 
     const SIZE_CAP: usize = 4096;
@@ -67,22 +104,18 @@ pub mod data_reader {
         (out, None, format!("{:?}", r.outcome()))
     }
 
-    pub fn run(data: &[u8]) {
-        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
-            return;
+    pub fn run(data: &[u8]) -> usize {
+        let Some(input) = Input::decode(data) else {
+            return 0;
         };
         let mode = if input.normalize {
             BareLineEndings::Normalize
         } else {
             BareLineEndings::Reject
         };
-        let bytes = &input.bytes[..];
+        let bytes = input.bytes;
         let whole = read(&[bytes], mode);
-        let mut at: Vec<usize> = input
-            .cuts
-            .iter()
-            .map(|c| *c as usize % (bytes.len() + 1))
-            .collect();
+        let mut at: Vec<usize> = input.cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
         at.sort_unstable();
         let mut chunks = Vec::new();
         let mut from = 0;
@@ -97,6 +130,7 @@ pub mod data_reader {
         }
         // Normalising may add a CR per bare LF within the cap; never more.
         assert!(whole.0.len() <= 2 * SIZE_CAP + 2);
+        bytes.len()
     }
 }
 
@@ -156,11 +190,21 @@ pub mod server_session {
         }
     }
 
-    #[derive(Debug, Arbitrary)]
     struct Input {
         tls: bool,
         store_fails: bool,
         ops: Vec<Op>,
+    }
+
+    impl Input {
+        fn decode(data: &[u8]) -> Option<Input> {
+            let mut u = arbitrary::Unstructured::new(data);
+            Some(Input {
+                tls: u.arbitrary().ok()?,
+                store_fails: u.arbitrary().ok()?,
+                ops: super::ops(&mut u),
+            })
+        }
     }
 
     fn snapshot(tls: bool) -> Arc<Snapshot> {
@@ -184,9 +228,12 @@ pub mod server_session {
 
     /// Every reply line: three digits, then space or hyphen (or nothing),
     /// printable text, CRLF.
-    fn check_replies(out: &[u8]) {
+    /// Checks every reply line; returns how many there were.
+    fn check_replies(out: &[u8]) -> usize {
         assert!(out.is_empty() || out.ends_with(b"\r\n"), "{out:?}");
+        let mut n = 0;
         for line in out.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            n += 1;
             let line = line.strip_suffix(b"\r").expect("CRLF line ends");
             assert!(
                 line.len() >= 3 && line[..3].iter().all(u8::is_ascii_digit),
@@ -198,11 +245,12 @@ pub mod server_session {
             );
             assert!(line.iter().all(|&b| (0x20..0x7f).contains(&b)), "{line:?}");
         }
+        n
     }
 
-    pub fn run(data: &[u8]) {
-        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
-            return;
+    pub fn run(data: &[u8]) -> usize {
+        let Some(input) = Input::decode(data) else {
+            return 0;
         };
         let mut now = Instant::now();
         let peer = Peer {
@@ -214,6 +262,7 @@ pub mod server_session {
         s.greet(now);
         let mut pending: Vec<u8> = Vec::new();
         let mut out = Vec::new();
+        let mut replies = 0;
         for op in &input.ops {
             if s.is_closed() {
                 break;
@@ -274,7 +323,7 @@ pub mod server_session {
                 }
             }
             s.drain_output_into(&mut out);
-            check_replies(&out);
+            replies += check_replies(&out);
             out.clear();
             // A passed deadline is what the shard's timer acts on: the
             // session must then close, saying 421 (or nothing mid-TLS).
@@ -284,7 +333,7 @@ pub mod server_session {
                 assert!(matches!(s.timeout(), Action::Close));
                 assert!(s.is_closed() && s.deadline().is_none());
                 s.drain_output_into(&mut out);
-                check_replies(&out);
+                replies += check_replies(&out);
                 let text = String::from_utf8_lossy(&out);
                 assert!(
                     text.is_empty()
@@ -294,6 +343,7 @@ pub mod server_session {
                 out.clear();
             }
         }
+        replies
     }
 }
 
@@ -345,15 +395,24 @@ pub mod client_session {
         }
     }
 
-    #[derive(Debug, Arbitrary)]
     struct Input {
         mode: u8,
         ops: Vec<Op>,
     }
 
-    pub fn run(data: &[u8]) {
-        let Ok(input) = Input::arbitrary_take_rest(arbitrary::Unstructured::new(data)) else {
-            return;
+    impl Input {
+        fn decode(data: &[u8]) -> Option<Input> {
+            let mut u = arbitrary::Unstructured::new(data);
+            Some(Input {
+                mode: u.arbitrary().ok()?,
+                ops: super::ops(&mut u),
+            })
+        }
+    }
+
+    pub fn run(data: &[u8]) -> usize {
+        let Some(input) = Input::decode(data) else {
+            return 0;
         };
         let mut now = Instant::now();
         let tls = match input.mode % 3 {
@@ -384,10 +443,12 @@ pub mod client_session {
         let mut pending: Vec<u8> = Vec::new();
         let mut out = Vec::new();
         let mut closed = false;
+        let mut steps = 0;
         for op in &input.ops {
             if closed {
                 break;
             }
+            steps += 1;
             let read: Option<&[u8]> = match op {
                 Op::Read(bytes) => Some(bytes),
                 Op::Reply(c) => Some(canned(c)),
@@ -426,5 +487,6 @@ pub mod client_session {
         }
         // Whatever was sent is command lines or dot-stuffed text: CRLF-ended.
         assert!(out.is_empty() || out.ends_with(b"\r\n"));
+        steps
     }
 }

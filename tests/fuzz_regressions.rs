@@ -8,7 +8,9 @@ use std::path::Path;
 
 use sealgate::fuzzing;
 
-type Harness = fn(&[u8]);
+/// A harness: checks its invariants on one input, returns how much it
+/// exercised.
+type Harness = fn(&[u8]) -> usize;
 
 const TARGETS: [(&str, Harness); 4] = [
     ("command_parser", fuzzing::command_parser::run),
@@ -57,6 +59,8 @@ impl Rng {
 fn harnesses_hold_on_pseudo_random_inputs() {
     let mut rng = Rng(0x5ea1_9a7e);
     for (target, run) in TARGETS {
+        let mut work = 0;
+        let mut idle = 0;
         for case in 0..3000 {
             let len = (rng.next() % 600) as usize;
             // Bias towards SMTP-ish octets so the sessions get somewhere.
@@ -72,11 +76,21 @@ fn harnesses_hold_on_pseudo_random_inputs() {
                 })
                 .collect();
             let outcome = std::panic::catch_unwind(|| run(&input));
-            assert!(
-                outcome.is_ok(),
-                "{target} case {case} failed on {:?}",
-                String::from_utf8_lossy(&input)
-            );
+            let Ok(done) = outcome else {
+                panic!(
+                    "{target} case {case} failed on {:?}",
+                    String::from_utf8_lossy(&input)
+                );
+            };
+            work += done;
+            idle += usize::from(done == 0);
         }
+        // The inputs must reach the code under test: a harness that
+        // decoded nothing would pass without checking anything.
+        println!("{target}: {work} units of work, {idle} of 3000 inputs did nothing");
+        assert!(
+            idle < 1500 && work > 3000,
+            "{target}: {work} work, {idle} idle"
+        );
     }
 }

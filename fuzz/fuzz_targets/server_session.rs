@@ -1,4 +1,6 @@
 #![no_main]
 // The harness lives in the library so that tests/fuzz_regressions.rs
 // replays found crashes through the very same code.
-libfuzzer_sys::fuzz_target!(|data: &[u8]| sealgate::fuzzing::server_session::run(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    sealgate::fuzzing::server_session::run(data);
+});
