@@ -102,8 +102,9 @@ impl DataReader {
         }
     }
 
-    /// Consumes message data, appending the unstuffed octets to `out`
-    /// (which stops growing once the message is over the size cap).
+    /// Consumes message data, appending the unstuffed octets to `out`;
+    /// once the message is over the size cap, `out` is emptied and stays
+    /// empty.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> DataProgress {
         let mut i = 0;
         while i < input.len() {
@@ -196,8 +197,15 @@ impl DataReader {
 
     fn emit(&mut self, out: &mut Vec<u8>, bytes: &[u8]) {
         self.size += bytes.len();
+        if self.too_big {
+            return;
+        }
         if self.size > self.size_cap {
+            // The message will be refused: what was kept is of no use, and
+            // dropping it at once frees the memory and makes the result
+            // the same however the network cut the data.
             self.too_big = true;
+            *out = Vec::new();
             return;
         }
         out.extend_from_slice(bytes);
@@ -389,6 +397,14 @@ mod tests {
         let progress = r.feed(b"0123456789abc\r\n.\r\n", &mut out);
         assert_eq!(progress, DataProgress::End { consumed: 18 });
         assert_eq!(r.outcome(), Err(DataError::TooBig));
-        assert!(out.len() <= 10);
+        assert!(out.is_empty(), "nothing kept of a refused message");
+        // The same in small pieces: the data fits at first, then does not.
+        let mut r = DataReader::new(1000, 10, BareLineEndings::Reject);
+        let mut out = Vec::new();
+        for piece in [&b"01234"[..], b"56789", b"abc\r\n.\r\n"] {
+            r.feed(piece, &mut out);
+        }
+        assert_eq!(r.outcome(), Err(DataError::TooBig));
+        assert!(out.is_empty());
     }
 }
