@@ -20,11 +20,14 @@ impl Drop for Dnsmasq {
 /// Starts dnsmasq with `records` (dnsmasq options such as
 /// `--host-record=name,ip`, `--mx-host=domain,host,pref`).
 pub fn start(records: &[&str]) -> Dnsmasq {
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // dnsmasq listens on UDP and TCP on its port: a port free for both,
+    // and never one this process has handed out to anything else.
+    let port = loop {
+        let port = super::free_port();
+        if UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
     let bin = if std::path::Path::new("/usr/sbin/dnsmasq").exists() {
         "/usr/sbin/dnsmasq"
     } else {
@@ -48,12 +51,17 @@ pub fn start(records: &[&str]) -> Dnsmasq {
         .expect("dnsmasq (tests/run.sh installs dnsmasq-base)");
     // dnsmasq says "started" once its socket is bound.
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut said = String::new();
     loop {
-        let line = lines.next().expect("dnsmasq exited").unwrap();
+        let Some(Ok(line)) = lines.next() else {
+            panic!("dnsmasq exited on port {port}:\n{said}");
+        };
         if line.contains("started, version") {
             break;
         }
-        assert!(!line.contains("FAILED"), "{line}");
+        said.push_str(&line);
+        said.push('\n');
+        assert!(!line.to_ascii_lowercase().contains("failed"), "{said}");
     }
     std::thread::spawn(move || for _ in lines {});
     Dnsmasq { child, port }
