@@ -78,11 +78,28 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// The spool on disk, offline (the gateway may be running or not).
+    Spool {
+        #[arg(short = 'c', long = "config", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: SpoolCommand,
+    },
     /// Ask the running gateway (pid file in the spool directory) to reload.
     Reload {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum SpoolCommand {
+    /// CRC-check every journal segment and every queued message; count
+    /// the live messages. Exit 1 on damage.
+    Verify,
+    /// Write a queued message to standard output as RFC 5322 text
+    /// (sealgate's Received header first).
+    Export { id: String },
 }
 
 #[derive(Subcommand)]
@@ -229,6 +246,20 @@ fn main() -> ExitCode {
                     eprintln!("sealgate probe: {e}");
                     ExitCode::from(1)
                 }
+            }
+        }
+        Command::Spool { config, command } => {
+            let cfg = match sealgate::config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(errors) => {
+                    eprint!("{errors}");
+                    return ExitCode::from(1);
+                }
+            };
+            let root = cfg.spool_dir();
+            match command {
+                SpoolCommand::Verify => sealgate::spool::verify_command(&root),
+                SpoolCommand::Export { id } => sealgate::spool::export_command(&root, &id),
             }
         }
         Command::Queue { config, command } => {

@@ -400,17 +400,48 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let spool_root = cfg.spool_dir();
     std::fs::create_dir_all(&spool_root)
         .map_err(|e| format!("cannot create spool {}: {e}", spool_root.display()))?;
-    let recovery =
-        spool::recover(&spool_root).map_err(|e| format!("spool recovery failed: {e}"))?;
-    for (path, why) in &recovery.quarantined {
+    let mut opened = spool::open(
+        &spool_root,
+        cfg.file.server.spool_writers,
+        cfg.journal_options(),
+    )
+    .map_err(|e| format!("spool recovery failed: {e}"))?;
+    for (n, r) in opened.recovered.iter().enumerate() {
+        if let Some((slot, offset, why)) = r.cut {
+            tracing::warn!(
+                "spool: journal-{n}: cut at segment {slot} offset {offset} ({why}): an unfinished write, never acknowledged"
+            );
+        }
+        for (slot, offset, why) in &r.damaged {
+            tracing::error!(
+                "spool: journal-{n}: damage in segment {slot} at offset {offset} ({why}): records after it in that segment are skipped; run `sealgate spool verify`"
+            );
+        }
+    }
+    // A spool written by the file-per-message format: imported once.
+    let legacy = opened.stores[0]
+        .import_legacy(&spool_root)
+        .map_err(|e| format!("cannot import the old spool format: {e}"))?;
+    for (path, why) in &legacy.quarantined {
         tracing::warn!("spool: quarantined {}: {why}", path.display());
     }
+    if !legacy.queued.is_empty() {
+        tracing::info!(
+            "spool {}: imported {} message(s) from the file-per-message format",
+            spool_root.display(),
+            legacy.queued.len()
+        );
+    }
+    let recovered: Vec<spool::Entry> = opened.stores.iter().flat_map(|s| s.entries()).collect();
     tracing::info!(
-        "spool {}: recovered {} queued message(s), removed {} partial file(s), quarantined {}",
+        "spool {}: recovered {} queued message(s) from {} journal(s), {} segment(s), {} record(s); cut {}, damaged {}",
         spool_root.display(),
-        recovery.queued.len(),
-        recovery.removed_partial.len(),
-        recovery.quarantined.len()
+        recovered.len(),
+        opened.stores.len(),
+        opened.recovered.iter().map(|r| r.segments).sum::<usize>(),
+        opened.recovered.iter().map(|r| r.records).sum::<usize>(),
+        opened.recovered.iter().filter(|r| r.cut.is_some()).count(),
+        opened.recovered.iter().map(|r| r.damaged.len()).sum::<usize>(),
     );
     let pid_file = spool_root.join("sealgate.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
@@ -430,13 +461,16 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let shared = Shared::new(snapshot, count);
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let mut stores: Vec<Arc<dyn spool::Store>> = Vec::with_capacity(count);
-    for id in 0..count {
-        let s = spool::Spool::open(&spool_root, id as u16)
-            .map_err(|e| format!("cannot open spool {}: {e}", spool_root.display()))?;
-        stores.push(Arc::new(s));
+    let reader = spool::Reader::new(&spool_root, &opened.stores)
+        .map_err(|e| format!("cannot open spool {}: {e}", spool_root.display()))?;
+    let mut work = Vec::with_capacity(opened.stores.len());
+    let mut stores: Vec<crate::shard::writers::WriterStore> =
+        Vec::with_capacity(opened.stores.len());
+    for s in opened.stores.drain(..) {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        work.push(tx);
+        stores.push((Box::new(s), Some(rx)));
     }
-    let writers = cfg.file.server.spool_writers;
     // The resolver serves host-name profiles; without one they cannot
     // match, so it must start when any exists.
     let needs_names = shared.snapshot.load().profiles.index.needs_names();
@@ -449,11 +483,9 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         Err(e) => return Err(e),
     };
     let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
-    let dsn_store = stores[0].clone();
     let shards = Shards::start(
         &listen,
         stores,
-        writers,
         resolver.clone(),
         Some(delivery_tx.clone()),
         shared.clone(),
@@ -480,9 +512,9 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         shared.clone(),
         shards.doors(),
         resolver,
-        dsn_store,
+        crate::delivery::SpoolAccess { reader, work },
         settings,
-        recovery.queued.clone(),
+        recovered,
     );
     let delivery = std::thread::Builder::new()
         .name("delivery".into())
@@ -527,9 +559,12 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         sd_notify("STOPPING=1");
         break;
     }
-    shards.stop();
+    // Shards first (no new messages), then delivery (its last state
+    // changes go to the writers), then the writers (they sync and stop).
+    let writers = shards.stop_serving();
     let _ = delivery_tx.send(crate::delivery::Event::Stop);
     let _ = delivery.join();
+    writers.stop();
     let _ = std::fs::remove_file(&control_path);
     for (i, s) in shared.stats.iter().enumerate() {
         tracing::info!(

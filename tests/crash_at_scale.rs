@@ -1,6 +1,10 @@
-//! IN-6 at scale (issue 7): `sealgate-load --mode plain` drives a gateway
-//! that relays to the `sealgate-load sink`; the gateway is SIGKILLed
-//! several times at random moments and restarted on the same spool. At
+//! IN-6 at scale: `sealgate-load --mode plain` drives a gateway that
+//! relays to the `sealgate-load sink`; the gateway is SIGKILLed 20 times
+//! at random moments and restarted on the same spool. Its journal
+//! segments are small (64 KiB), so that under this load segments rotate
+//! several times a second, freed ones are reused and long-lived messages
+//! (deferred by the kills) are copied forward: kills land in the middle
+//! of all three. At
 //! the end every message the gateway answered `250` must have reached the
 //! sink at least once (matched by the queue id in its Received header),
 //! and the spool must drain. The counts are printed (and quoted in
@@ -37,17 +41,11 @@ impl Rng {
     }
 }
 
-fn queued_files(dir: &Path) -> usize {
-    let Ok(shards) = std::fs::read_dir(dir.join("spool")) else {
-        return 0;
-    };
-    shards
-        .filter_map(|s| std::fs::read_dir(s.ok()?.path().join("queue")).ok())
-        .flatten()
-        .filter(|f| {
-            f.as_ref()
-                .is_ok_and(|f| f.file_name().to_string_lossy().ends_with(".msg"))
-        })
+/// Queued messages for the sink (the slow domain's stay queued).
+fn queued(dir: &Path) -> usize {
+    common::queue_states(&dir.join("spool"))
+        .iter()
+        .filter(|(_, rcpts)| rcpts.iter().any(|r| r.rcpt.ends_with("@example.com")))
         .count()
 }
 
@@ -82,7 +80,18 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
     }
 
     let port = common::free_port();
+    // slow.example is accepted but routed to a closed port: its messages
+    // stay queued, deferred again every second, long-lived among the
+    // quickly delivered ones (what copy-forward is for).
     let config = common::config(port, 2, "connections_per_ip = 1000")
+        .replace(
+            "[limits]",
+            "spool_segment_size = \"64KiB\"\nspool_large_message = \"16KiB\"\n\n[limits]",
+        )
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"example.com\", \"slow.example\"]",
+        )
         + &format!(
             "\n[[route]]\ndomain = \"example.com\"\nvia = \"[127.0.0.1]:{sink_port}\"\n\n\
              [queue]\nretry = [\"1s\"]\n"
@@ -117,6 +126,24 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
     )
     .spawn()
     .expect("start sealgate-load");
+    let slow = common::load_command(
+        port,
+        "plain",
+        &[
+            "--concurrency",
+            "1",
+            "--rate",
+            "3",
+            "--to-domain",
+            "slow.example",
+            "--duration",
+            &format!("{seconds}s"),
+            "--timeout",
+            "5s",
+        ],
+    )
+    .spawn()
+    .expect("start the slow sealgate-load");
 
     let seed = Instant::now().elapsed().as_nanos() as u64
         ^ std::time::SystemTime::now()
@@ -127,18 +154,21 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
     let mut rng = Rng(seed);
     let started = Instant::now();
     let mut kills = 0;
-    // Four kills at random moments, 1–3 s apart (the load runs 20 s, so
-    // all of them land under load unless restarts are very slow; a kill
-    // during delivery only is still a kill). The pauses are the test's
-    // load pattern, not synchronisation.
-    while kills < 4 {
-        std::thread::sleep(Duration::from_millis(1000 + rng.below(2000)));
+    let mut copies = 0;
+    // Twenty kills at random moments, 0.2–1 s apart (the load runs 20 s,
+    // so nearly all land under load; a kill during delivery only is still
+    // a kill). The pauses are the test's load pattern, not
+    // synchronisation.
+    while kills < 20 {
+        std::thread::sleep(Duration::from_millis(200 + rng.below(800)));
+        copies += gw.log().matches("copied forward").count();
         let dir = gw.kill();
         kills += 1;
         gw = Gateway::start_in(dir, port);
     }
     let kills_done_at = started.elapsed();
     let out = loader.wait_with_output().expect("sealgate-load");
+    let _ = slow.wait_with_output();
     let report: serde_json::Value =
         serde_json::from_slice(&out.stdout).expect("sealgate-load --json report");
 
@@ -151,11 +181,11 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
 
     // The spool drains (deliveries interrupted by kills are retried).
     let deadline = Instant::now() + Duration::from_secs(40);
-    while queued_files(&dir) > 0 {
+    while queued(&dir) > 0 {
         assert!(
             Instant::now() < deadline,
             "spool did not drain: {} left\n{}",
-            queued_files(&dir),
+            queued(&dir),
             gw.log()
                 .lines()
                 .rev()
@@ -165,9 +195,30 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    copies += gw.log().matches("copied forward").count();
     gw.terminate();
     let (status, _) = gw.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "{status}");
+    // How much the journals turned over: the newest segment generation is
+    // the number of segments ever started; the files, how many exist.
+    let mut generations = 0u64;
+    let mut files = 0;
+    for n in 0.. {
+        let j = sealgate::spool::journal_dir(&dir.join("spool"), n);
+        if !j.is_dir() {
+            break;
+        }
+        for f in std::fs::read_dir(&j).unwrap().flatten() {
+            if !f.file_name().to_string_lossy().starts_with("segment-") {
+                continue;
+            }
+            files += 1;
+            let head = std::fs::read(f.path()).unwrap();
+            if let Some(g) = sealgate::spool::record::parse_segment_header(&head[..64]) {
+                generations = generations.max(g);
+            }
+        }
+    }
 
     // Queue ids in what the sink received.
     let mut delivered = Vec::new();
@@ -186,6 +237,7 @@ fn every_acknowledged_message_reaches_the_sink_despite_kills() {
     let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
     println!(
         "crash at scale (seed {seed:#x}): {kills} SIGKILLs in the first {kills_done_at:.1?} of {seconds} s of load; \
+         journals: newest segment generation {generations} in {files} segment file(s), {copies} copy-forward(s); \
          {} messages answered 250, {} deliveries to the sink ({} distinct, {} duplicates), \
          {} accepted-but-unacknowledged delivered too, {} missing; load report: {}",
         acked.len(),

@@ -146,20 +146,20 @@ fn restart_mid_queue_delivers_the_rest_and_repeats_nothing() {
         "{log}"
     );
     let _ = gw.kill();
-    // The state on disk says who is done.
-    let state = std::fs::read_dir(gwdir.join("spool/shard-0/queue"))
-        .unwrap()
-        .flatten()
-        .find(|e| e.path().extension().and_then(|x| x.to_str()) == Some("state"))
-        .map(|e| std::fs::read_to_string(e.path()).unwrap())
-        .expect("a state file");
-    assert!(
-        state.contains("rcpt now@example.com delivered 1 "),
-        "{state}"
-    );
-    assert!(
-        state.contains("rcpt later@example.com pending 1 "),
-        "{state}"
+    // The journal says who is done.
+    let states = common::queue_states(&gwdir.join("spool"));
+    assert_eq!(states.len(), 1, "{states:?}");
+    let got: Vec<(&str, sealgate::spool::RcptStatus, u32)> = states[0]
+        .1
+        .iter()
+        .map(|r| (r.rcpt.as_str(), r.status, r.attempts))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("now@example.com", sealgate::spool::RcptStatus::Delivered, 1),
+            ("later@example.com", sealgate::spool::RcptStatus::Pending, 1),
+        ]
     );
 
     let gw = Gateway::start_in(gwdir, port);

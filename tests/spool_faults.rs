@@ -1,9 +1,10 @@
-//! Spool faults seen from outside (issue 7): a write error while storing
-//! (a real one, from the kernel) answers `452 4.3.1` and leaves nothing
-//! half-written; the order of the durable steps before `250`, read off
-//! strace; corrupt and truncated spool files found at start are
-//! quarantined, never fatal. Every step's failure in isolation:
-//! src/spool/mod.rs `a_failure_at_any_store_step_leaves_nothing_behind`.
+//! Spool faults seen from outside: a write error while storing (a real
+//! one, from the kernel) answers `452 4.3.1` and leaves nothing
+//! half-written; the order of the journal's write, its `fdatasync` and the
+//! `250`, read off strace; a spool in the old file-per-message format is
+//! imported at start, its corrupt and truncated files quarantined, never
+//! fatal. Torn writes, lost unsynced writes and failing syncs on
+//! simulated storage: src/spool/journal.rs's tests.
 
 mod common;
 
@@ -27,23 +28,16 @@ fn send(gw: &Gateway, body: &[u8]) -> String {
     reply
 }
 
-/// Every entry of a spool subdirectory, over all shards.
-fn entries(gw_dir: &std::path::Path, sub: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for shard in std::fs::read_dir(gw_dir.join("spool")).unwrap() {
-        let dir = shard.unwrap().path().join(sub);
-        if let Ok(files) = std::fs::read_dir(&dir) {
-            out.extend(files.map(|f| f.unwrap().file_name().to_string_lossy().into_owned()));
-        }
-    }
-    out
-}
-
 #[test]
 fn a_write_error_while_storing_answers_452_and_keeps_nothing() {
     let dir = common::temp_dir("spool-efbig");
     let port = common::free_port();
-    std::fs::write(dir.join("sealgate.toml"), common::config(port, 1, "")).unwrap();
+    // Segments of 32 KiB; a message over 16 KiB gets a file of its own.
+    let config = common::config(port, 1, "").replace(
+        "[limits]",
+        "spool_segment_size = \"32KiB\"\nspool_large_message = \"16KiB\"\n\n[limits]",
+    );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     // The kernel refuses to grow any file of the gateway past 64 KiB
     // (EFBIG, the error a full quota gives): a bigger message fails in the
     // middle of its write.
@@ -87,36 +81,28 @@ fn a_write_error_while_storing_answers_452_and_keeps_nothing() {
     );
     assert!(gw.log().contains("File too large"), "{}", gw.log());
     // Nothing of the big one anywhere, and both small ones whole.
-    assert!(
-        entries(&dir, "tmp").is_empty(),
-        "{:?}",
-        entries(&dir, "tmp")
-    );
-    // (Delivery, deferring to the closed test route, may add `.state`.)
-    let queued: Vec<String> = entries(&dir, "queue")
-        .into_iter()
-        .filter(|f| f.ends_with(".msg"))
+    let large: Vec<_> = std::fs::read_dir(dir.join("spool/journal-0/large"))
+        .unwrap()
         .collect();
-    assert_eq!(queued.len(), 2, "{queued:?}");
+    assert!(large.is_empty(), "{large:?}");
+    assert_eq!(gw.spooled().len(), 2);
     // A crash now, and a restart: recovery finds the two, nothing partial.
     let dir = gw.kill();
     let port2 = port;
     let gw = Gateway::start_in(dir, port2);
-    gw.wait_for_log(
-        "recovered 2 queued message(s), removed 0 partial file(s), quarantined 0",
-        Duration::from_secs(5),
-    );
+    gw.wait_for_log("recovered 2 queued message(s)", Duration::from_secs(5));
     let spooled = gw.spooled();
     assert_eq!(spooled.len(), 2);
     assert!(spooled.iter().all(|m| m.message.ends_with(b"fits\r\n")));
 }
 
 /// strace (Debian package) follows every thread of the gateway and
-/// records, in the order the kernel ran them, the spool's system calls and
-/// the reply's. The `250` must come after: the data fsync of the file,
-/// its rename into queue/, and the fsync of queue/.
+/// records, in the order the kernel ran them, the journal's system calls
+/// and the reply's. The `250` must come after the write of the message's
+/// record into a journal segment and, after that, the segment's
+/// `fdatasync` (which returned 0).
 #[test]
-fn store_order_is_data_fsync_rename_directory_fsync_then_250() {
+fn store_order_is_journal_write_then_fdatasync_then_250() {
     let dir = common::temp_dir("spool-strace");
     let port = common::free_port();
     std::fs::write(dir.join("sealgate.toml"), common::config(port, 1, "")).unwrap();
@@ -126,7 +112,7 @@ fn store_order_is_data_fsync_rename_directory_fsync_then_250() {
         .arg(&trace)
         .args([
             "-e",
-            "trace=openat,write,sendto,writev,fsync,fdatasync,rename,renameat,renameat2",
+            "trace=openat,write,pwrite64,pwritev,sendto,writev,fsync,fdatasync",
         ])
         .arg(BIN);
     let gw = Gateway::start_with(dir.clone(), port, cmd);
@@ -167,82 +153,84 @@ fn store_order_is_data_fsync_rename_directory_fsync_then_250() {
             .position(|l| what(l))
             .unwrap_or_else(|| panic!("no {name} in trace:\n{text}"))
     };
-    let tmp = format!("tmp/{id}");
-    let msg = format!("queue/{id}.msg");
-    let create = find(
-        &|l| l.contains("openat(") && l.contains(&tmp) && l.contains("O_CREAT"),
-        "create",
+    // The record names the queue id in its first 64 octets.
+    let write = find(
+        &|l| l.contains("pwritev(") && l.contains("/journal-") && l.contains(&id),
+        "journal write of the record",
     );
-    let data_sync = find(
-        &|l| l.contains("fsync(") && l.contains(&format!("{tmp}>")),
-        "data fsync",
-    );
-    let rename = find(
-        &|l| l.contains("rename") && l.contains(&tmp) && l.contains(&msg),
-        "rename",
-    );
-    let dir_sync_start = (rename..lines.len())
-        .find(|&i| lines[i].contains("fsync(") && lines[i].contains("/queue>)"))
-        .unwrap_or_else(|| panic!("no directory fsync after the rename:\n{text}"));
+    let segment = lines[write]
+        .split_once('<')
+        .and_then(|(_, rest)| rest.split_once('>'))
+        .map(|(path, _)| path.to_string())
+        .unwrap_or_else(|| panic!("no path in {}", lines[write]));
+    let sync_start = (write..lines.len())
+        .find(|&i| lines[i].contains("fdatasync(") && lines[i].contains(&format!("<{segment}>")))
+        .unwrap_or_else(|| panic!("no fdatasync of {segment} after the write:\n{text}"));
     let reply_start = find(&|l| l.contains("250 2.0.0 Ok: queued as"), "250 reply");
-    assert!(create < data_sync, "create before fsync");
-    assert!(done(data_sync) < rename, "data fsync done before rename");
+    assert!(done(write) < sync_start, "write done before its fdatasync");
     assert!(
-        done(rename) < dir_sync_start,
-        "rename done before directory fsync"
+        done(sync_start) < reply_start,
+        "fdatasync done before the 250 is written:\n{}",
+        lines[write..=reply_start].join("\n")
     );
-    assert!(
-        done(dir_sync_start) < reply_start,
-        "directory fsync done before the 250 is written:\n{}",
-        lines[create..=reply_start].join("\n")
-    );
-    let dir_sync_result = lines[done(dir_sync_start)];
-    assert!(
-        dir_sync_result.trim_end().ends_with("= 0"),
-        "{dir_sync_result}"
-    );
+    let sync_result = lines[done(sync_start)];
+    assert!(sync_result.trim_end().ends_with("= 0"), "{sync_result}");
 }
 
+/// A message file in the old format (`SEALGATE-SPOOL 1`), as sealgate
+/// before the journal wrote it.
+pub fn old_format(id: &str, rcpts: &[&str], body: &str) -> String {
+    let mut h = format!("SEALGATE-SPOOL 1\nid {id}\narrived 1795805192\nfrom <a@b.test>\n");
+    for r in rcpts {
+        h.push_str(&format!("rcpt <{r}>\n"));
+    }
+    h.push_str("client 127.0.0.1 60844\nhelo client.example\nbody 7BIT\n");
+    h.push_str(&format!("size {}\n\n{body}", body.len()));
+    h
+}
+
+/// An upgrade: the old spool's good messages are imported into the
+/// journal (and their files removed); truncated, garbage and empty files
+/// are quarantined with a warning; the gateway serves.
 #[test]
-fn corrupt_and_truncated_spool_files_are_quarantined_at_start() {
-    let gw = Gateway::start("spool-corrupt", 1, "");
-    assert!(send(&gw, b"Subject: good\r\n\r\nbody\r\n").starts_with("250"));
-    let dir = gw.kill();
+fn an_old_format_spool_is_imported_and_its_bad_files_quarantined() {
+    let dir = common::temp_dir("spool-import");
+    let port = common::free_port();
+    std::fs::write(dir.join("sealgate.toml"), common::config(port, 1, "")).unwrap();
     let queue = dir.join("spool/shard-0/queue");
-    let good = std::fs::read_dir(&queue)
-        .unwrap()
-        .next()
-        .unwrap()
-        .unwrap()
-        .path();
-    let bytes = std::fs::read(&good).unwrap();
-    std::fs::write(queue.join("TRUNCATED.msg"), &bytes[..bytes.len() / 2]).unwrap();
+    std::fs::create_dir_all(&queue).unwrap();
+    std::fs::create_dir_all(dir.join("spool/shard-0/tmp")).unwrap();
+    let good = old_format(
+        "661467A9D485A010001",
+        &["u@example.com"],
+        "Subject: old\r\n\r\nbody\r\n",
+    );
+    std::fs::write(queue.join("661467A9D485A010001.msg"), &good).unwrap();
+    std::fs::write(queue.join("TRUNCATED.msg"), &good[..good.len() / 2]).unwrap();
     std::fs::write(queue.join("GARBAGE.msg"), b"\x00\xff not a spool file").unwrap();
     std::fs::write(queue.join("EMPTY.msg"), b"").unwrap();
-    let port = common::free_port();
-    let config = std::fs::read_to_string(dir.join("sealgate.toml")).unwrap();
-    let old_port = config
-        .lines()
-        .find_map(|l| l.strip_prefix("listen = [\"127.0.0.1:"))
-        .and_then(|l| l.strip_suffix("\"]"))
-        .unwrap()
-        .to_string();
-    std::fs::write(
-        dir.join("sealgate.toml"),
-        config.replace(
-            &format!("127.0.0.1:{old_port}\""),
-            &format!("127.0.0.1:{port}\""),
-        ),
-    )
-    .unwrap();
+    std::fs::write(dir.join("spool/shard-0/tmp/PARTIAL"), b"SEALGATE-SPOOL 1\n").unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
-    gw.wait_for_log("quarantined 3", Duration::from_secs(5));
+    gw.wait_for_log(
+        "imported 1 message(s) from the file-per-message format",
+        Duration::from_secs(5),
+    );
     let log = gw.log();
     for name in ["TRUNCATED.msg", "GARBAGE.msg", "EMPTY.msg"] {
         assert!(log.contains(&format!("quarantine/{name}")), "{name}: {log}");
         assert!(dir.join("spool/shard-0/quarantine").join(name).exists());
     }
-    // Still serving, and the good message is still queued.
+    assert!(!queue.exists(), "the old queue/ is gone once imported");
+    let spooled = gw.spooled();
+    assert_eq!(spooled.len(), 1);
+    assert_eq!(spooled[0].id, "661467A9D485A010001");
+    assert_eq!(spooled[0].recipients, vec!["u@example.com"]);
+    assert_eq!(spooled[0].message, b"Subject: old\r\n\r\nbody\r\n");
+    // Still serving; a restart imports nothing twice.
     assert!(send(&gw, b"Subject: after\r\n\r\nbody\r\n").starts_with("250"));
+    let dir = gw.kill();
+    let gw = Gateway::start_in(dir, port);
+    gw.wait_for_log("recovered 2 queued message(s)", Duration::from_secs(5));
+    assert!(!gw.log().contains("imported"), "{}", gw.log());
     assert_eq!(gw.spooled().len(), 2);
 }

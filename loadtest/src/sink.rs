@@ -12,8 +12,7 @@ use std::sync::Arc;
 
 use sealgate::policy::{AcceptDomains, Limits, Snapshot};
 use sealgate::shard::{Shards, Shared};
-use sealgate::smtp::server::Envelope;
-use sealgate::spool::Store;
+use sealgate::spool::{Incoming, Store, Stored};
 
 /// Counts messages; writes them to `dump` when set (not fsynced).
 struct SinkStore {
@@ -23,7 +22,19 @@ struct SinkStore {
 }
 
 impl Store for SinkStore {
-    fn accept(&self, env: &Envelope, _hostname: &str, data: &[u8]) -> io::Result<String> {
+    fn store(&mut self, batch: &[Incoming<'_>]) -> Vec<io::Result<Stored>> {
+        batch
+            .iter()
+            .map(|m| {
+                self.accept(&m.message.envelope, &m.message.data)
+                    .map(|id| Stored { id, entry: None })
+            })
+            .collect()
+    }
+}
+
+impl SinkStore {
+    fn accept(&self, env: &sealgate::smtp::server::Envelope, data: &[u8]) -> io::Result<String> {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
         let id = format!("SINK{}N{n}", self.shard);
         if let Some(dir) = &self.dump {
@@ -85,19 +96,22 @@ impl Sink {
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));
-        let stores: Vec<Arc<dyn Store>> = (0..shards)
+        // Nothing is synced: two writers keep up with any load.
+        let stores: Vec<sealgate::shard::writers::WriterStore> = (0..2)
             .map(|shard| {
-                Arc::new(SinkStore {
-                    dump: o.dump.clone(),
-                    shard,
-                    count: received.clone(),
-                }) as Arc<dyn Store>
+                (
+                    Box::new(SinkStore {
+                        dump: o.dump.clone(),
+                        shard,
+                        count: received.clone(),
+                    }) as Box<dyn Store>,
+                    None,
+                )
             })
             .collect();
         let shared = Shared::new(snapshot, shards);
-        // Nothing is synced: two writers keep up with any load.
         let shards =
-            Shards::start(&[o.listen], stores, 2, None, None, shared).map_err(|e| e.to_string())?;
+            Shards::start(&[o.listen], stores, None, None, shared).map_err(|e| e.to_string())?;
         Ok(Sink { shards, received })
     }
 

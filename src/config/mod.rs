@@ -301,6 +301,22 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
             err(0..0, key.into(), "must be greater than zero".into());
         }
     }
+    // A message record of up to spool_large_message octets, with its
+    // envelope, must fit a segment.
+    let (seg, large) = (s.spool_segment_size.0, s.spool_large_message.0);
+    if seg < 16 * 1024 {
+        err(
+            0..0,
+            "server.spool_segment_size".into(),
+            "must be at least 16KB".into(),
+        );
+    } else if large.saturating_mul(2) > seg {
+        err(
+            0..0,
+            "server.spool_large_message".into(),
+            format!("must be at most half of server.spool_segment_size ({seg} octets)"),
+        );
+    }
     if file.tls.generate_self_signed && file.tls.certificates.is_empty() {
         err(
             0..0,
@@ -465,6 +481,14 @@ impl Config {
                 .map(|n| n.get())
                 .unwrap_or(1),
             n => n,
+        }
+    }
+
+    /// The journal sizes of `[server]`.
+    pub fn journal_options(&self) -> crate::spool::Options {
+        crate::spool::Options {
+            segment_size: self.file.server.spool_segment_size.0,
+            large_message: self.file.server.spool_large_message.0 as usize,
         }
     }
 

@@ -34,8 +34,14 @@ pub struct Server {
     pub spool_dir: String,
     pub accept_domains: Vec<Spanned<String>>,
     pub proxy_protocol_from: Vec<String>,
-    /// Threads that write accepted messages to the spool.
+    /// Threads that write accepted messages to the spool, one journal
+    /// each.
     pub spool_writers: usize,
+    /// Octets per journal segment file.
+    pub spool_segment_size: Size,
+    /// Messages larger than this keep their octets in a file of their
+    /// own, referenced from the journal.
+    pub spool_large_message: Size,
 }
 
 impl Default for Server {
@@ -47,7 +53,9 @@ impl Default for Server {
             spool_dir: "/var/spool/sealgate".into(),
             accept_domains: Vec::new(),
             proxy_protocol_from: Vec::new(),
-            spool_writers: 4,
+            spool_writers: 2,
+            spool_segment_size: Size(16 << 20),
+            spool_large_message: Size(1 << 20),
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Outbound delivery (OUT-1, OUT-4): the scheduler.
 //!
 //! One thread owns the queue: every message in the spool, with the state of
-//! each recipient (kept in `<id>.state` beside the message, so a restart
-//! resumes exactly). When recipients fall due it groups them by
+//! each recipient (recorded in the message's journal, so a restart resumes
+//! where delivery stood). When recipients fall due it groups them by
 //! destination, resolves the route (MX or fixed host) through the resolver
 //! thread, and hands one job per destination — several messages on one
 //! connection — to a shard, which runs the SMTP client on its event loop.
@@ -14,7 +14,6 @@ pub mod dsn;
 
 use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,12 +23,12 @@ use crate::dns::{LookupError, Resolver};
 use crate::policy::route::Via;
 use crate::policy::{ClientRules, Snapshot};
 use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode, Verdict};
-use crate::spool::{self, DeliveryState, RcptStatus, Store};
+use crate::spool::{self, Change, Entry, RcptState, RcptStatus, Work};
 
 /// Work and news for the scheduler.
 pub enum Event {
     /// A message was stored: deliver it.
-    Queued(PathBuf),
+    Queued(Entry),
     /// The resolver answered for an attempt.
     Resolved {
         attempt: u64,
@@ -133,10 +132,13 @@ pub struct Settings {
 }
 
 struct Message {
-    path: PathBuf,
+    journal: usize,
     from: String,
     arrived: u64,
-    state: DeliveryState,
+    size: u64,
+    body_8bit: bool,
+    hold: bool,
+    rcpts: Vec<RcptState>,
     /// Attempts running for this message, and which recipients they carry:
     /// a recipient is never in two attempts at once.
     in_flight: usize,
@@ -167,7 +169,7 @@ pub struct Scheduler {
     shards: Vec<ShardDoor>,
     next_shard: usize,
     resolver: Option<Resolver>,
-    dsn_store: Arc<dyn Store>,
+    spool: SpoolAccess,
     settings: Settings,
     messages: HashMap<String, Message>,
     due: BinaryHeap<std::cmp::Reverse<(u64, String)>>,
@@ -183,11 +185,67 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-fn queue_id(path: &std::path::Path) -> String {
-    path.file_stem()
-        .and_then(|s| s.to_str())
-        .unwrap_or("")
-        .to_string()
+/// What delivery does with the spool: read messages, record their
+/// state in their journal (through its writer), store bounces.
+pub struct SpoolAccess {
+    pub reader: spool::Reader,
+    /// Per journal, its writer's channel.
+    pub work: Vec<Sender<Work>>,
+}
+
+impl SpoolAccess {
+    fn record(&self, journal: usize, id: &str, change: Change) {
+        if let Some(tx) = self.work.get(journal) {
+            if tx.send(Work::Change(id.to_string(), change)).is_err() {
+                tracing::error!(target: "send", "{id}: the spool writer is gone: state change not recorded");
+            }
+        }
+    }
+
+    /// Logs `lines` once the changes recorded before are written.
+    fn say(&self, journal: usize, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        match self.work.get(journal) {
+            Some(tx) => {
+                if let Err(e) = tx.send(Work::Say(lines)) {
+                    if let Work::Say(lines) = e.into_inner() {
+                        for line in lines {
+                            tracing::info!(target: "send", "{line}");
+                        }
+                    }
+                }
+            }
+            None => {
+                for line in lines {
+                    tracing::info!(target: "send", "{line}");
+                }
+            }
+        }
+    }
+
+    /// Stores a message delivery made (a bounce) and waits until it is
+    /// durable.
+    fn store(
+        &self,
+        message: crate::smtp::server::Message,
+        hostname: &str,
+    ) -> Result<String, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        let tx = self.work.first().ok_or("no spool writer")?;
+        tx.send(Work::Store {
+            message: Box::new(message),
+            hostname: hostname.to_string(),
+            reply,
+        })
+        .map_err(|_| "the spool writer is gone".to_string())?;
+        match answer.recv() {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(f)) => Err(format!("cannot store: {f:?}")),
+            Err(_) => Err("the spool writer is gone".into()),
+        }
+    }
 }
 
 impl Scheduler {
@@ -198,9 +256,9 @@ impl Scheduler {
         shared: Arc<crate::shard::Shared>,
         shards: Vec<ShardDoor>,
         resolver: Option<Resolver>,
-        dsn_store: Arc<dyn Store>,
+        spool: SpoolAccess,
         settings: Settings,
-        recovered: Vec<PathBuf>,
+        recovered: Vec<Entry>,
     ) -> Scheduler {
         let mut s = Scheduler {
             rx,
@@ -209,7 +267,7 @@ impl Scheduler {
             shards,
             next_shard: 0,
             resolver,
-            dsn_store,
+            spool,
             settings,
             messages: HashMap::new(),
             due: BinaryHeap::new(),
@@ -217,8 +275,8 @@ impl Scheduler {
             next_attempt: 0,
             in_flight_per_key: HashMap::new(),
         };
-        for p in recovered {
-            s.load(p);
+        for e in recovered {
+            s.load(e);
         }
         s
     }
@@ -257,7 +315,7 @@ impl Scheduler {
 
     fn handle(&mut self, ev: Event) {
         match ev {
-            Event::Queued(path) => self.load(path),
+            Event::Queued(entry) => self.load(entry),
             Event::Resolved { attempt, targets } => self.resolved(attempt, targets),
             Event::Finished(result) => self.finished(result),
             Event::Stop => {}
@@ -268,7 +326,7 @@ impl Scheduler {
             Event::Flush => {
                 let now = now_secs();
                 for m in self.messages.values_mut() {
-                    for r in &mut m.state.rcpts {
+                    for r in &mut m.rcpts {
                         if r.status == RcptStatus::Pending {
                             r.next_due = now;
                         }
@@ -282,32 +340,27 @@ impl Scheduler {
         }
     }
 
-    fn load(&mut self, path: PathBuf) {
-        let id = queue_id(&path);
-        let m = match spool::read(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
-                return;
-            }
-        };
-        let state = DeliveryState::load(&path, &m.recipients);
-        let due = state
+    fn load(&mut self, e: Entry) {
+        let id = e.id;
+        let due = e
             .rcpts
             .iter()
             .filter(|r| r.status == RcptStatus::Pending)
             .map(|r| r.next_due)
             .min();
-        let state_len = state.rcpts.len();
+        let count = e.rcpts.len();
         self.messages.insert(
             id.clone(),
             Message {
-                path,
-                from: m.from,
-                arrived: m.arrived,
-                state,
+                journal: e.journal,
+                from: e.meta.from,
+                arrived: e.meta.arrived,
+                size: e.size,
+                body_8bit: e.meta.body_8bit,
+                hold: e.hold,
+                rcpts: e.rcpts,
                 in_flight: 0,
-                busy: vec![false; state_len],
+                busy: vec![false; count],
             },
         );
         match due {
@@ -332,12 +385,12 @@ impl Scheduler {
             let Some(m) = self.messages.get(&id) else {
                 continue;
             };
-            if m.state.hold {
+            if m.hold {
                 continue;
             }
             let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> =
                 HashMap::new();
-            for (i, r) in m.state.rcpts.iter().enumerate() {
+            for (i, r) in m.rcpts.iter().enumerate() {
                 if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
                     continue;
                 }
@@ -488,28 +541,85 @@ impl Scheduler {
         };
         let mut messages = Vec::new();
         let mut ids = Vec::new();
+        let mut unreadable = Vec::new();
         for (id, idxs) in &a.parts {
             let Some(m) = self.messages.get(id) else {
                 continue;
             };
-            let (data, body_8bit) = match spool::read(&m.path) {
-                Ok(s) => (s.message, s.body_8bit),
+            let data = match self.spool.reader.read(m.journal, id) {
+                Ok(d) => d,
                 Err(e) => {
                     tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
-                    (Vec::new(), false)
+                    unreadable.push(id.clone());
+                    continue;
                 }
             };
             messages.push(Outgoing {
                 from: m.from.clone(),
-                recipients: idxs
-                    .iter()
-                    .map(|i| m.state.rcpts[*i].rcpt.clone())
-                    .collect(),
+                recipients: idxs.iter().map(|i| m.rcpts[*i].rcpt.clone()).collect(),
                 data: Arc::from(data),
-                body_8bit,
+                body_8bit: m.body_8bit,
             });
             ids.push(id.clone());
         }
+        if !unreadable.is_empty() {
+            // Deferred, not sent empty: the attempt goes on without them.
+            let mut failed = Vec::new();
+            if let Some(a) = self.attempts.get_mut(&attempt) {
+                a.parts.retain(|(id, idxs)| {
+                    let bad = unreadable.contains(id);
+                    if bad {
+                        failed.push((id.clone(), idxs.clone()));
+                    }
+                    !bad
+                });
+            }
+            self.next_attempt += 1;
+            let side = self.next_attempt;
+            let key = self
+                .attempts
+                .get(&attempt)
+                .map(|a| a.key.clone())
+                .unwrap_or_default();
+            *self.in_flight_per_key.entry(key.clone()).or_default() += 1;
+            let outcome = Outcome {
+                verdict: Verdict::Temporary,
+                status: "4.3.0".into(),
+                detail: "the queued message could not be read from the spool".into(),
+            };
+            let outcomes = failed
+                .iter()
+                .map(|(_, i)| vec![outcome.clone(); i.len()])
+                .collect();
+            self.attempts.insert(
+                side,
+                Attempt {
+                    parts: failed,
+                    key,
+                    port: 0,
+                    profile: None,
+                    snapshot: snapshot.clone(),
+                },
+            );
+            self.finished(AttemptResult {
+                attempt: side,
+                outcomes,
+                relay: None,
+                tls_level: 3,
+            });
+            if messages.is_empty() {
+                self.finished(AttemptResult {
+                    attempt,
+                    outcomes: Vec::new(),
+                    relay: None,
+                    tls_level: 3,
+                });
+                return;
+            }
+        }
+        let Some(a) = self.attempts.get(&attempt) else {
+            return;
+        };
         let job = Job {
             attempt,
             targets: targets
@@ -555,7 +665,7 @@ impl Scheduler {
             let delay = now.saturating_sub(m.arrived);
             let mut lines = Vec::with_capacity(idxs.len());
             for (i, o) in idxs.iter().zip(outcomes) {
-                let r = &mut m.state.rcpts[*i];
+                let r = &mut m.rcpts[*i];
                 r.attempts += 1;
                 r.last = format!("dsn={} {}", o.status, o.detail);
                 let status = match o.verdict {
@@ -606,13 +716,17 @@ impl Scheduler {
                     o.status,
                     crate::smtp::received::sanitize_line(&o.detail)
                 ));
+                let change = Change::Recipient {
+                    index: *i as u32,
+                    state: r.clone(),
+                };
+                self.spool.record(m.journal, id, change);
             }
-            // The outcome is on disk before anything is said about it: a
-            // crash after a "sent" line never delivers that recipient again.
-            // A message with every recipient final is simply removed (after
-            // its bounce is queued), which says as much with less I/O.
+            // The outcome is recorded in the journal (synced with the next
+            // batch: a crash before may deliver a recipient again, never
+            // lose one); a message with every recipient final is done once
+            // its bounce is queued.
             let next = m
-                .state
                 .rcpts
                 .iter()
                 .filter(|r| r.status == RcptStatus::Pending)
@@ -620,12 +734,7 @@ impl Scheduler {
                 .min();
             match next {
                 Some(t) => {
-                    if let Err(e) = m.state.save(&m.path) {
-                        tracing::error!(target: "send", "{id}: cannot save delivery state: {e}");
-                    }
-                    for line in lines {
-                        tracing::info!(target: "send", "{line}");
-                    }
+                    self.spool.say(m.journal, lines);
                     self.due.push(std::cmp::Reverse((t, id.clone())));
                 }
                 None => {
@@ -650,10 +759,10 @@ impl Scheduler {
                             serde_json::json!({
                                 "id": id,
                                 "arrived": m.arrived,
-                                "size": std::fs::metadata(&m.path).map(|md| md.len()).unwrap_or(0),
+                                "size": m.size,
                                 "from": m.from,
-                                "hold": m.state.hold,
-                                "recipients": m.state.rcpts.iter().map(|r| serde_json::json!({
+                                "hold": m.hold,
+                                "recipients": m.rcpts.iter().map(|r| serde_json::json!({
                                     "rcpt": r.rcpt,
                                     "status": format!("{:?}", r.status).to_lowercase(),
                                     "attempts": r.attempts,
@@ -668,17 +777,17 @@ impl Scheduler {
                 let mut out = String::new();
                 for id in ids {
                     let m = &self.messages[id];
-                    let size = std::fs::metadata(&m.path).map(|md| md.len()).unwrap_or(0);
                     let _ = writeln!(
                         out,
-                        "{id}{} {size} {} <{}>",
-                        if m.state.hold { "!" } else { "" },
+                        "{id}{} {} {} <{}>",
+                        if m.hold { "!" } else { "" },
+                        m.size,
                         crate::smtp::received::rfc5322_date(
                             UNIX_EPOCH + Duration::from_secs(m.arrived)
                         ),
                         m.from
                     );
-                    for r in &m.state.rcpts {
+                    for r in &m.rcpts {
                         let _ = writeln!(
                             out,
                             "    {} {:?} attempts={} {}",
@@ -694,10 +803,26 @@ impl Scheduler {
                     .messages
                     .get(&id)
                     .ok_or_else(|| format!("{id}: no such message in the queue"))?;
-                let text = std::fs::read_to_string(&m.path).map_err(|e| e.to_string())?;
-                let mut out = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+                let data = self
+                    .spool
+                    .reader
+                    .read(m.journal, &id)
+                    .map_err(|e| e.to_string())?;
+                let text = String::from_utf8_lossy(&data);
+                let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
+                for r in &m.rcpts {
+                    let _ = writeln!(out, "rcpt <{}>", r.rcpt);
+                }
+                let _ = writeln!(
+                    out,
+                    "body {}\nsize {}\nhold {}\n",
+                    if m.body_8bit { "8BITMIME" } else { "7BIT" },
+                    m.size,
+                    u8::from(m.hold)
+                );
+                out.push_str(text.split("\r\n\r\n").next().unwrap_or(""));
                 out.push_str("\n\n");
-                for r in &m.state.rcpts {
+                for r in &m.rcpts {
                     let _ = writeln!(
                         out,
                         "{} {:?} attempts={} next_due={} {}",
@@ -721,8 +846,7 @@ impl Scheduler {
                 if m.in_flight > 0 {
                     return Err(format!("{id}: a delivery attempt is running; try again"));
                 }
-                let path = m.path.clone();
-                spool::remove_message(&path).map_err(|e| e.to_string())?;
+                self.spool.record(m.journal, &id, Change::Done);
                 self.messages.remove(&id);
                 tracing::info!(target: "send", "{id}: removed by the administrator");
                 Ok(format!("{id}: deleted"))
@@ -732,21 +856,21 @@ impl Scheduler {
             }
             Admin::Hold(id) => {
                 let m = self.messages.get_mut(&id).ok_or("gone")?;
-                m.state.hold = true;
-                m.state.save(&m.path).map_err(|e| e.to_string())?;
+                m.hold = true;
+                self.spool.record(m.journal, &id, Change::Hold);
                 tracing::info!(target: "send", "{id}: placed on hold");
                 Ok(format!("{id}: on hold"))
             }
             Admin::Release(id) => {
                 let m = self.messages.get_mut(&id).ok_or("gone")?;
-                m.state.hold = false;
+                m.hold = false;
                 let now = now_secs();
-                for r in &mut m.state.rcpts {
+                for r in &mut m.rcpts {
                     if r.status == RcptStatus::Pending {
                         r.next_due = now;
                     }
                 }
-                m.state.save(&m.path).map_err(|e| e.to_string())?;
+                self.spool.record(m.journal, &id, Change::Release);
                 self.due.push(std::cmp::Reverse((now, id.clone())));
                 tracing::info!(target: "send", "{id}: released from hold");
                 Ok(format!("{id}: released"))
@@ -754,13 +878,13 @@ impl Scheduler {
         }
     }
 
-    /// Every recipient is final: bounce the failed ones, then remove.
+    /// Every recipient is final: bounce the failed ones, then the message
+    /// is done.
     fn finish_message(&mut self, id: &str, lines: Vec<String>) {
         let Some(m) = self.messages.remove(id) else {
             return;
         };
-        let failed: Vec<&spool::RcptState> = m
-            .state
+        let failed: Vec<&RcptState> = m
             .rcpts
             .iter()
             .filter(|r| r.status == RcptStatus::Failed)
@@ -771,29 +895,20 @@ impl Scheduler {
                 tracing::info!(target: "send", "{id}: undeliverable message with null sender: no notification");
             } else if let Err(e) = self.bounce(id, &m, &failed) {
                 tracing::error!(target: "send", "{id}: cannot queue the delivery status notification: {e}; message kept");
-                let _ = m.state.save(&m.path);
-                for line in lines {
-                    tracing::info!(target: "send", "{line}");
-                }
+                self.spool.say(m.journal, lines);
+                // Kept (its recipients' states are recorded): the bounce
+                // is tried again at the next start.
                 return;
             }
         }
-        let removed = spool::remove_message(&m.path);
-        if removed.is_err() {
-            // Keep the outcome on disk at least.
-            let _ = m.state.save(&m.path);
-        }
-        for line in lines {
-            tracing::info!(target: "send", "{line}");
-        }
-        match removed {
-            Ok(()) => tracing::info!(target: "send", "{id}: removed"),
-            Err(e) => tracing::error!(target: "send", "{id}: cannot remove delivered message: {e}"),
-        }
+        self.spool.record(m.journal, id, Change::Done);
+        let mut lines = lines;
+        lines.push(format!("{id}: removed"));
+        self.spool.say(m.journal, lines);
     }
 
-    fn bounce(&self, id: &str, m: &Message, failed: &[&spool::RcptState]) -> std::io::Result<()> {
-        let original = spool::read(&m.path).map(|s| s.message).unwrap_or_default();
+    fn bounce(&mut self, id: &str, m: &Message, failed: &[&RcptState]) -> Result<(), String> {
+        let original = self.spool.reader.read(m.journal, id).unwrap_or_default();
         let hostname = self.shared.snapshot.load().hostname.clone();
         let parts: Vec<(String, String)> = failed
             .iter()
@@ -823,7 +938,7 @@ impl Scheduler {
             &original,
             now,
         );
-        let env = crate::smtp::server::Envelope {
+        let envelope = crate::smtp::server::Envelope {
             from: String::new(),
             recipients: vec![m.from.clone()],
             helo: hostname.clone(),
@@ -836,11 +951,12 @@ impl Scheduler {
             },
             tls: None,
         };
-        let dsn_id = self.dsn_store.accept(&env, &hostname, &body)?;
+        let message = crate::smtp::server::Message {
+            envelope,
+            data: body,
+        };
+        let dsn_id = self.spool.store(message, &hostname)?;
         tracing::info!(target: "send", "{id}: sender non-delivery notification: {dsn_id}");
-        if let Some(p) = self.dsn_store.path_of(&dsn_id) {
-            let _ = self.tx.send(Event::Queued(p));
-        }
         Ok(())
     }
 }

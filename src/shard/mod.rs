@@ -12,7 +12,7 @@ mod conn;
 mod limits;
 mod outbound;
 mod timers;
-mod writers;
+pub mod writers;
 
 use std::io;
 use std::net::SocketAddr;
@@ -27,11 +27,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::policy::Snapshot;
-use crate::spool::Store;
 use conn::{Conn, Outcome};
 use crossbeam_channel::{Receiver, Sender};
 use timers::Timers;
-use writers::{Job, Writers};
+use writers::Job;
+pub use writers::Writers;
 
 /// Work finished off the shard, for one of its connections (`slot`,
 /// checked against `serial` since slots are reused).
@@ -231,23 +231,16 @@ pub struct Shards {
 
 impl Shards {
     /// Binds every listener first, so that an address in use fails the
-    /// start, then starts the spool writers (`writers` threads) and one
-    /// thread per shard. `stores[i]` takes shard `i`'s messages.
+    /// start, then starts the spool writers (one thread per store) and
+    /// one thread per shard.
     pub fn start(
         listen: &[SocketAddr],
-        stores: Vec<Arc<dyn Store>>,
-        writers: usize,
+        stores: Vec<writers::WriterStore>,
         resolver: Option<crate::dns::Resolver>,
         stored: Option<Sender<crate::delivery::Event>>,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
-        if stores.len() != count {
-            return Err(io::Error::other(format!(
-                "{} stores for {count} shards",
-                stores.len()
-            )));
-        }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut prepared = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(count);
@@ -270,7 +263,7 @@ impl Shards {
             });
             prepared.push((poll, waker, listeners, (done_tx, done_rx)));
         }
-        let writers = Writers::start(stores, replies, writers, stored)?;
+        let writers = Writers::start(stores, replies, stored)?;
         let mut job_senders = Vec::with_capacity(count);
         let mut handles = Vec::with_capacity(count);
         let mut wakers = Vec::with_capacity(count);
@@ -335,6 +328,13 @@ impl Shards {
     /// Asks every shard to stop and waits for them, then lets the spool
     /// writers finish what they were given.
     pub fn stop(self) {
+        self.stop_serving().stop();
+    }
+
+    /// Asks every shard to stop and waits for them; the spool writers go
+    /// on (delivery may still record state changes) until the caller
+    /// stops them.
+    pub fn stop_serving(self) -> Writers {
         self.shared.stopping.store(true, Ordering::SeqCst);
         for w in &self.wakers {
             let _ = w.wake();
@@ -342,7 +342,7 @@ impl Shards {
         for h in self.handles {
             let _ = h.join();
         }
-        self.writers.stop();
+        self.writers
     }
 }
 

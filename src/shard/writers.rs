@@ -1,27 +1,36 @@
-//! Spool writers: a small pool of threads that store accepted messages,
-//! so a shard never waits for a disk. A shard hands over a finished
-//! message and goes on serving its other connections; the writer stores
-//! it (for the spool: write, fsync, rename, fsync the directory), then
-//! reports back over the shard's channel and wakes its `Poll`. Only then
-//! does the session answer `250`.
+//! Spool writers: one thread per store (for the gateway, per journal), so
+//! a shard never waits for a disk. A shard hands over a finished message
+//! and goes on serving its other connections. A writer takes every
+//! message that arrived while its previous sync ran (group commit: no
+//! artificial delay, the batch is whatever waited), stores them with one
+//! write and one sync, then reports back over each shard's channel and
+//! wakes its `Poll`. Only then do the sessions answer `250`.
 //!
-//! Running several fsyncs at once also lets the filesystem commit them
-//! together (ext4's journal batches concurrent syncs), which is where most
-//! of the message throughput comes from.
+//! Delivery-state changes arrive on the writer's own channel; they are
+//! written at once and synced with the next batch, or after
+//! [`CHANGE_LINGER`] when no message comes.
 
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use super::Completion;
-use crate::smtp::server::Message;
-use crate::spool::Store;
+use crate::smtp::server::{Message, StoreFailure};
+use crate::spool::{Incoming, Store, Work};
 
-/// One message to store for the connection at `slot` (checked against
-/// `serial`, since slots are reused).
+/// How long delivery-state changes wait for a batch of messages to ride
+/// on before they are synced by themselves.
+pub const CHANGE_LINGER: Duration = Duration::from_millis(50);
+
+/// Most messages in one batch.
+const MAX_BATCH: usize = 1024;
+
+/// One message to store for the connection at `slot` of `shard`
+/// (checked against `serial`, since slots are reused).
 pub struct Job {
     pub shard: usize,
     pub slot: usize,
@@ -31,7 +40,7 @@ pub struct Job {
 }
 
 /// Where a shard's completions go.
-pub struct Reply {
+pub(crate) struct Reply {
     pub done: Sender<Completion>,
     pub waker: Arc<Waker>,
 }
@@ -41,27 +50,33 @@ pub struct Writers {
     threads: Vec<JoinHandle<()>>,
 }
 
+/// A store and, for the gateway's journals, its channel of [`Work`].
+pub type WriterStore = (Box<dyn Store>, Option<Receiver<Work>>);
+
 impl Writers {
-    /// Starts `threads` writers serving every shard: `stores[i]` and
-    /// `replies[i]` belong to shard `i`.
-    pub fn start(
-        stores: Vec<Arc<dyn Store>>,
+    /// Starts one writer per store; all take messages from one channel.
+    /// `stored` hears of every message stored (delivery).
+    pub(crate) fn start(
+        stores: Vec<WriterStore>,
         replies: Vec<Reply>,
-        threads: usize,
         stored: Option<Sender<crate::delivery::Event>>,
     ) -> io::Result<Writers> {
         let (tx, rx) = crossbeam_channel::unbounded::<Job>();
-        let stores = Arc::new(stores);
         let replies = Arc::new(replies);
-        let mut handles = Vec::with_capacity(threads);
-        for i in 0..threads.max(1) {
-            let (rx, stores, replies): (Receiver<Job>, _, _) =
-                (rx.clone(), stores.clone(), replies.clone());
-            let stored = stored.clone();
+        let mut handles = Vec::with_capacity(stores.len());
+        for (i, (store, work)) in stores.into_iter().enumerate() {
+            let (rx, replies, stored) = (rx.clone(), replies.clone(), stored.clone());
             handles.push(
                 std::thread::Builder::new()
                     .name(format!("spool-writer-{i}"))
-                    .spawn(move || work(rx, &stores, &replies, stored.as_ref()))?,
+                    .spawn(move || {
+                        Writer {
+                            store,
+                            replies: &replies,
+                            stored: stored.as_ref(),
+                        }
+                        .run(rx, work)
+                    })?,
             );
         }
         Ok(Writers {
@@ -74,7 +89,8 @@ impl Writers {
         self.jobs.clone().expect("writers are running until stop")
     }
 
-    /// Finishes every queued job, then stops the threads.
+    /// Finishes every queued job (once the shards, holding the other
+    /// senders, are gone), then stops the threads.
     pub fn stop(mut self) {
         self.jobs = None;
         for t in self.threads.drain(..) {
@@ -83,48 +99,181 @@ impl Writers {
     }
 }
 
-fn work(
-    jobs: Receiver<Job>,
-    stores: &[Arc<dyn Store>],
-    replies: &[Reply],
-    stored: Option<&Sender<crate::delivery::Event>>,
-) {
-    // Ends when every sender (the shards and the pool) is gone.
-    for job in jobs {
-        let env = &job.message.envelope;
-        let result = match stores[job.shard].accept(env, &job.hostname, &job.message.data) {
-            Ok(id) => {
-                tracing::info!(
-                    target: "receive",
-                    "{id}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
-                    env.peer.ip, env.peer.port, env.from, job.message.data.len(), env.recipients.len()
-                );
-                // Hand the message to delivery once it is durable.
-                if let (Some(tx), Some(path)) = (stored, stores[job.shard].path_of(&id)) {
-                    let _ = tx.send(crate::delivery::Event::Queued(path));
+/// Whom a stored message is reported to.
+enum To {
+    Shard {
+        shard: usize,
+        slot: usize,
+        serial: u64,
+    },
+    Direct(Sender<Result<String, StoreFailure>>),
+}
+
+struct Writer<'a> {
+    store: Box<dyn Store>,
+    replies: &'a [Reply],
+    stored: Option<&'a Sender<crate::delivery::Event>>,
+}
+
+impl Writer<'_> {
+    fn run(mut self, jobs: Receiver<Job>, work: Option<Receiver<Work>>) {
+        let mut work = work;
+        let mut flush_at: Option<Instant> = None;
+        loop {
+            let never = crossbeam_channel::never();
+            let work_rx = work.as_ref().unwrap_or(&never);
+            let wait = flush_at.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            let mut batch: Vec<(Box<Message>, String, To)> = Vec::new();
+            let mut jobs_closed = false;
+            crossbeam_channel::select! {
+                recv(jobs) -> j => match j {
+                    Ok(j) => batch.push((j.message, j.hostname, To::Shard { shard: j.shard, slot: j.slot, serial: j.serial })),
+                    Err(_) => jobs_closed = true,
+                },
+                recv(work_rx) -> w => match w {
+                    Ok(w) => self.take(w, &mut batch),
+                    Err(_) => work = None,
+                },
+                default(wait) => {}
+            }
+            // Everything that waited meanwhile joins this batch.
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(j) => batch.push((
+                        j.message,
+                        j.hostname,
+                        To::Shard {
+                            shard: j.shard,
+                            slot: j.slot,
+                            serial: j.serial,
+                        },
+                    )),
+                    Err(crossbeam_channel::TryRecvError::Empty) => break,
+                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                        jobs_closed = true;
+                        break;
+                    }
                 }
-                Ok(id)
             }
-            Err(e) => {
-                tracing::error!(
-                    target: "receive",
-                    "NOQUEUE: cannot store message from [{}]:{}: {e}",
-                    env.peer.ip, env.peer.port
-                );
-                Err(crate::smtp::server::StoreFailure::of(&e))
+            if let Some(rx) = &work {
+                while let Ok(w) = rx.try_recv() {
+                    self.take(w, &mut batch);
+                }
             }
-        };
-        let reply = &replies[job.shard];
-        if reply
-            .done
-            .send(Completion::Stored {
-                slot: job.slot,
-                serial: job.serial,
-                result,
-            })
-            .is_ok()
-        {
-            let _ = reply.waker.wake();
+            if !batch.is_empty() {
+                self.store_batch(batch);
+                flush_at = None;
+            } else if self.store.pending() {
+                match flush_at {
+                    Some(t) if Instant::now() >= t => {
+                        self.flush();
+                        flush_at = None;
+                    }
+                    Some(_) => {}
+                    None => flush_at = Some(Instant::now() + CHANGE_LINGER),
+                }
+            }
+            if jobs_closed && work.is_none() {
+                self.flush();
+                return;
+            }
+            if jobs_closed {
+                // The shards are gone; delivery may still record changes
+                // until it stops (it drops its senders then).
+                if let Some(rx) = work.take() {
+                    for w in rx.iter() {
+                        let mut batch = Vec::new();
+                        self.take(w, &mut batch);
+                        if !batch.is_empty() {
+                            self.store_batch(batch);
+                        }
+                    }
+                }
+                self.flush();
+                return;
+            }
+        }
+    }
+
+    fn take(&mut self, w: Work, batch: &mut Vec<(Box<Message>, String, To)>) {
+        match w {
+            Work::Change(id, change) => self.store.change(&id, change),
+            Work::Say(lines) => {
+                for line in lines {
+                    tracing::info!(target: "send", "{line}");
+                }
+            }
+            Work::Store {
+                message,
+                hostname,
+                reply,
+            } => batch.push((message, hostname, To::Direct(reply))),
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Err(e) = self.store.flush() {
+            tracing::error!(target: "send", "cannot sync delivery-state changes: {e}");
+        }
+    }
+
+    fn store_batch(&mut self, batch: Vec<(Box<Message>, String, To)>) {
+        let incoming: Vec<Incoming<'_>> = batch
+            .iter()
+            .map(|(message, hostname, _)| Incoming { message, hostname })
+            .collect();
+        let results = self.store.store(&incoming);
+        for ((message, _, to), result) in batch.iter().zip(results) {
+            let env = &message.envelope;
+            let result = match result {
+                Ok(stored) => {
+                    tracing::info!(
+                        target: "receive",
+                        "{}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
+                        stored.id, env.peer.ip, env.peer.port, env.from, message.data.len(), env.recipients.len()
+                    );
+                    // Hand the message to delivery once it is durable.
+                    if let (Some(tx), Some(entry)) = (self.stored, stored.entry) {
+                        let _ = tx.send(crate::delivery::Event::Queued(entry));
+                    }
+                    Ok(stored.id)
+                }
+                Err(e) => {
+                    tracing::error!(
+                        target: "receive",
+                        "NOQUEUE: cannot store message from [{}]:{}: {e}",
+                        env.peer.ip, env.peer.port
+                    );
+                    Err(StoreFailure::of(&e))
+                }
+            };
+            match to {
+                To::Shard {
+                    shard,
+                    slot,
+                    serial,
+                } => {
+                    let Some(reply) = self.replies.get(*shard) else {
+                        continue;
+                    };
+                    if reply
+                        .done
+                        .send(Completion::Stored {
+                            slot: *slot,
+                            serial: *serial,
+                            result,
+                        })
+                        .is_ok()
+                    {
+                        let _ = reply.waker.wake();
+                    }
+                }
+                To::Direct(tx) => {
+                    let _ = tx.send(result);
+                }
+            }
         }
     }
 }

@@ -324,24 +324,22 @@ impl Drop for Gateway {
 }
 
 pub fn spooled(root: &Path) -> Vec<sealgate::spool::Spooled> {
+    if !root.exists() {
+        return Vec::new();
+    }
+    sealgate::spool::read_all(root).unwrap_or_else(|e| panic!("{}: {e}", root.display()))
+}
+
+/// Each queued message's recipients with their delivery state, as the
+/// journal records them (read offline).
+pub fn queue_states(root: &Path) -> Vec<(String, Vec<sealgate::spool::RcptState>)> {
     let mut out = Vec::new();
-    let Ok(shards) = std::fs::read_dir(root) else {
-        return out;
-    };
-    for shard in shards.flatten() {
-        let Ok(files) = std::fs::read_dir(shard.path().join("queue")) else {
-            continue;
-        };
-        for f in files.flatten() {
-            if f.path().extension().and_then(|e| e.to_str()) != Some("msg") {
-                continue;
-            }
-            out.push(
-                sealgate::spool::read(&f.path())
-                    .unwrap_or_else(|e| panic!("{}: {e}", f.path().display())),
-            );
+    for (_, journal, _) in sealgate::spool::scan(root).unwrap() {
+        for (id, live) in journal.live() {
+            out.push((id.clone(), live.rcpts.clone()));
         }
     }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
     out
 }
 
