@@ -234,3 +234,63 @@ fn body_8bitmime_is_declared_again_on_the_way_out() {
         .expect("the 7-bit message");
     assert!(!seven.contains("BODY=8BITMIME"), "{seven}");
 }
+
+/// Quoted local parts with spaces (and words the old `.state` lines were
+/// made of) among several recipients: one delivered, one deferred, a
+/// crash, a restart. The delivered ones are not delivered again, the
+/// deferred one is delivered once, and no phantom recipient appears.
+#[test]
+fn quoted_local_parts_keep_their_state_across_a_restart() {
+    let dir = common::temp_dir("dlv-quoted");
+    let r = receiver(&dir, &["--temp-once-prefix", "\"x"]);
+    let gwdir = common::temp_dir("dlv-quoted-gw");
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
+        + "\n[queue]\nretry = [\"2s\"]\nlifetime = \"1h\"\n";
+    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(gwdir.clone(), port);
+    let rcpts = [
+        "\"a b\"@example.com",
+        "\"x delivered 1 2\"@example.com",
+        "plain@example.com",
+    ];
+    send(&gw, "sender@client.test", &rcpts, "quoted");
+    let line = gw.wait_for_line(
+        "to=<\"x delivered 1 2\"@example.com>",
+        Duration::from_secs(30),
+    );
+    assert!(line.contains("status=deferred"), "{line}");
+    let _ = gw.kill();
+    let states = common::queue_states(&gwdir.join("spool"));
+    assert_eq!(states.len(), 1, "{states:?}");
+    let got: Vec<(&str, sealgate::spool::RcptStatus)> = states[0]
+        .1
+        .iter()
+        .map(|s| (s.rcpt.as_str(), s.status))
+        .collect();
+    use sealgate::spool::RcptStatus::{Delivered, Pending};
+    assert_eq!(
+        got,
+        vec![
+            (rcpts[0], Delivered),
+            (rcpts[1], Pending),
+            (rcpts[2], Delivered)
+        ]
+    );
+
+    let gw = Gateway::start_in(gwdir, port);
+    gw.wait_for_log(": removed", Duration::from_secs(30));
+    let log = gw.log();
+    let sent: Vec<&str> = log.lines().filter(|l| l.contains("status=sent")).collect();
+    assert_eq!(sent.len(), 1, "only the deferred one after the restart: {sent:?}");
+    assert!(sent[0].contains(rcpts[1]), "{sent:?}");
+    let got = r.messages();
+    for rcpt in rcpts {
+        let n = got
+            .iter()
+            .filter(|m| m.contains(&format!("<{rcpt}>")))
+            .count();
+        assert_eq!(n, 1, "{rcpt}: {got:?}");
+    }
+}
