@@ -283,7 +283,11 @@ fn quoted_local_parts_keep_their_state_across_a_restart() {
     gw.wait_for_log(": removed", Duration::from_secs(30));
     let log = gw.log();
     let sent: Vec<&str> = log.lines().filter(|l| l.contains("status=sent")).collect();
-    assert_eq!(sent.len(), 1, "only the deferred one after the restart: {sent:?}");
+    assert_eq!(
+        sent.len(),
+        1,
+        "only the deferred one after the restart: {sent:?}"
+    );
     assert!(sent[0].contains(rcpts[1]), "{sent:?}");
     let got = r.messages();
     for rcpt in rcpts {

@@ -7,8 +7,8 @@
 //! wakes its `Poll`. Only then do the sessions answer `250`.
 //!
 //! Delivery-state changes arrive on the writer's own channel; they are
-//! written at once and synced with the next batch, or after
-//! [`CHANGE_LINGER`] when no message comes.
+//! written and synced with the next batch, or after [`CHANGE_LINGER`] when
+//! no message comes; the log lines about them wait until then.
 
 use std::io;
 use std::sync::Arc;
@@ -72,6 +72,7 @@ impl Writers {
                     .spawn(move || {
                         Writer {
                             store,
+                            say: Vec::new(),
                             replies: &replies,
                             stored: stored.as_ref(),
                         }
@@ -111,6 +112,8 @@ enum To {
 
 struct Writer<'a> {
     store: Box<dyn Store>,
+    /// Log lines waiting for the changes before them to be durable.
+    say: Vec<String>,
     replies: &'a [Reply],
     stored: Option<&'a Sender<crate::delivery::Event>>,
 }
@@ -165,7 +168,7 @@ impl Writer<'_> {
             if !batch.is_empty() {
                 self.store_batch(batch);
                 flush_at = None;
-            } else if self.store.pending() {
+            } else if self.store.pending() || !self.say.is_empty() {
                 match flush_at {
                     Some(t) if Instant::now() >= t => {
                         self.flush();
@@ -201,8 +204,9 @@ impl Writer<'_> {
         match w {
             Work::Change(id, change) => self.store.change(&id, change),
             Work::Say(lines) => {
-                for line in lines {
-                    tracing::info!(target: "send", "{line}");
+                self.say.extend(lines);
+                if !self.store.pending() {
+                    self.speak();
                 }
             }
             Work::Store {
@@ -217,6 +221,13 @@ impl Writer<'_> {
         if let Err(e) = self.store.flush() {
             tracing::error!(target: "send", "cannot sync delivery-state changes: {e}");
         }
+        self.speak();
+    }
+
+    fn speak(&mut self) {
+        for line in self.say.drain(..) {
+            tracing::info!(target: "send", "{line}");
+        }
     }
 
     fn store_batch(&mut self, batch: Vec<(Box<Message>, String, To)>) {
@@ -225,6 +236,7 @@ impl Writer<'_> {
             .map(|(message, hostname, _)| Incoming { message, hostname })
             .collect();
         let results = self.store.store(&incoming);
+        self.speak();
         for ((message, _, to), result) in batch.iter().zip(results) {
             let env = &message.envelope;
             let result = match result {

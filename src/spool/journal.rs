@@ -591,12 +591,6 @@ impl<S: Storage> Journal<S> {
         Ok(())
     }
 
-    /// Writes what is staged without syncing (state changes: visible to
-    /// readers at once, durable with the next commit).
-    pub fn write_staged(&mut self) -> io::Result<()> {
-        self.write_batch()
-    }
-
     /// Whether anything waits for a commit.
     pub fn pending(&self) -> bool {
         !self.batch.is_empty()

@@ -63,8 +63,8 @@ pub trait Store: Send {
     /// durable when this returns.
     fn store(&mut self, batch: &[Incoming<'_>]) -> Vec<io::Result<Stored>>;
 
-    /// Records a delivery-state change (written at once, synced with the
-    /// next batch or by [`Store::flush`]).
+    /// Records a delivery-state change (written and synced with the next
+    /// batch, or by [`Store::flush`]).
     fn change(&mut self, _id: &str, _change: Change) {}
 
     /// Whether changes wait for a sync.
@@ -282,9 +282,6 @@ impl Store for JournalStore {
         if let Err(e) = self.journal.add_change(id, change) {
             tracing::error!("{id}: cannot record a delivery-state change: {e}");
         }
-        if let Err(e) = self.journal.write_staged() {
-            tracing::error!("{id}: cannot write a delivery-state change: {e}");
-        }
     }
 
     fn pending(&self) -> bool {
@@ -420,9 +417,9 @@ pub fn scan(root: &Path) -> io::Result<Vec<(usize, Journal<Disk>, Recovered)>> {
 pub enum Work {
     Change(String, Change),
     /// Log lines (target `send`) to write once every change sent before
-    /// them is written: nothing is said about an outcome before it is in
-    /// the journal, so a crash after a `status=sent` line never delivers
-    /// that recipient again.
+    /// them is written and synced: nothing is said about an outcome before
+    /// it is durable in the journal, so a crash after a `status=sent` line
+    /// never delivers that recipient again.
     Say(Vec<String>),
     Store {
         message: Box<Message>,
