@@ -295,6 +295,8 @@ pub mod server_session {
                     pending.drain(..fed.consumed);
                     match fed.action {
                         None => break,
+                        // Sessions without a data budget never spill.
+                        Some(Action::Spill(_)) => {}
                         Some(Action::Store(_)) => {
                             let result = if input.store_fails {
                                 Err(crate::smtp::server::StoreFailure::Full)

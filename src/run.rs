@@ -459,6 +459,9 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let shared = Shared::new(snapshot, count);
+    let area = spool::SpillArea::open(&spool_root)
+        .map_err(|e| format!("cannot open {}/staging: {e}", spool_root.display()))?;
+    let _ = shared.spill.set(Arc::new(area));
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
         .map_err(|e| format!("cannot install signal handlers: {e}"))?;
     let reader = spool::Reader::new(&spool_root, &opened.stores)

@@ -22,7 +22,7 @@ struct SinkStore {
 }
 
 impl Store for SinkStore {
-    fn store(&mut self, batch: &[Incoming<'_>]) -> Vec<io::Result<Stored>> {
+    fn store(&mut self, batch: &mut [Incoming<'_>]) -> Vec<io::Result<Stored>> {
         batch
             .iter()
             .map(|m| {

@@ -277,6 +277,8 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
         ("limits.command_timeout", l.command_timeout.0.is_zero()),
         ("limits.data_timeout", l.data_timeout.0.is_zero()),
         ("limits.errors", l.errors == 0),
+        ("limits.message_buffer", l.message_buffer.0 == 0),
+        ("limits.inflight_data", l.inflight_data.0 == 0),
         ("server.spool_writers", file.server.spool_writers == 0),
         (
             "queue.retry",
@@ -529,6 +531,8 @@ impl Config {
             min_data_rate: l.min_data_rate,
             errors: l.errors,
             shutdown_timeout: l.shutdown_timeout.0,
+            message_buffer: usize::try_from(l.message_buffer.0).unwrap_or(usize::MAX),
+            inflight_data: l.inflight_data.0,
             bare_line_endings: match l.bare_line_endings {
                 units::BareLineEndings::Reject => crate::smtp::data::BareLineEndings::Reject,
                 units::BareLineEndings::Normalize => crate::smtp::data::BareLineEndings::Normalize,

@@ -76,6 +76,8 @@ pub struct Limits {
     /// How long a stopping gateway waits for sessions in DATA.
     pub shutdown_timeout: Span,
     pub bare_line_endings: BareLineEndings,
+    pub message_buffer: Size,
+    pub inflight_data: Size,
 }
 
 impl Default for Limits {
@@ -92,6 +94,8 @@ impl Default for Limits {
             errors: d.errors,
             shutdown_timeout: Span(d.shutdown_timeout),
             bare_line_endings: BareLineEndings::Reject,
+            message_buffer: Size(d.message_buffer as u64),
+            inflight_data: Size(d.inflight_data),
         }
     }
 }

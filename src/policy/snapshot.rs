@@ -28,6 +28,13 @@ pub struct Limits {
     /// How long a stopping gateway lets sessions finish their messages.
     pub shutdown_timeout: Duration,
     pub bare_line_endings: BareLineEndings,
+    /// Octets of one message's data a session holds in memory; beyond
+    /// them the data streams to the spool's staging area as it arrives.
+    pub message_buffer: usize,
+    /// Octets of message data held in memory by all sessions and spool
+    /// writer queues together; past it, MAIL and DATA get `452 4.3.1`
+    /// and sessions in DATA stream every chunk to storage.
+    pub inflight_data: u64,
 }
 
 impl Default for Limits {
@@ -50,6 +57,8 @@ impl Default for Limits {
             errors: 20,
             shutdown_timeout: Duration::from_secs(30),
             bare_line_endings: BareLineEndings::Reject,
+            message_buffer: 256 * 1024,
+            inflight_data: 256 * 1024 * 1024,
         }
     }
 }

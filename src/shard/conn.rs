@@ -19,6 +19,7 @@ use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, ClientVerify, Peer, Session, StoreFailure};
+use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
 
 /// Octets read from a socket per `read` call.
@@ -66,6 +67,10 @@ pub struct Conn {
     /// The client address this connection counts against
     /// `limits.connections_per_ip` (none yet while a PROXY header is due).
     pub counted_ip: Option<IpAddr>,
+    /// Where this connection streams large message data, and the current
+    /// message's staging file.
+    spill_area: Option<Arc<SpillArea>>,
+    spill: Option<Spill>,
 }
 
 /// Over a connection limit: say which and hang up.
@@ -95,12 +100,13 @@ impl Conn {
         await_name: bool,
         expect_proxy: bool,
         counted_ip: Option<IpAddr>,
+        spill_area: Option<Arc<SpillArea>>,
         now: Instant,
     ) -> io::Result<Conn> {
         // Replies are small and each one is awaited: don't let Nagle hold them.
         socket.set_nodelay(true)?;
         registry.register(&mut socket, token, Interest::READABLE)?;
-        let session = Session::new(
+        let mut session = Session::new(
             snapshot.clone(),
             Peer {
                 ip: peer.ip(),
@@ -108,6 +114,9 @@ impl Conn {
                 name: None,
             },
         );
+        if let Some(area) = &spill_area {
+            session = session.with_budget(area.budget.clone());
+        }
         let mut conn = Conn {
             socket,
             slot,
@@ -127,6 +136,8 @@ impl Conn {
             interest: Interest::READABLE,
             timer_armed: None,
             counted_ip,
+            spill_area,
+            spill: None,
         };
         // RFC 5321 §4.3.1: the client speaks after our banner. Anything
         // already waiting was sent before it; the session refuses it.
@@ -374,6 +385,11 @@ impl Conn {
         loop {
             let fed = self.session.feed(&self.rbuf, now);
             self.rbuf.drain(..fed.consumed);
+            // A message refused at its end (too big, bad line endings) or
+            // a session gone: its staged data goes too.
+            if self.spill.is_some() && !self.session.in_data() {
+                self.spill = None;
+            }
             for line in self.session.take_rejections() {
                 if line.starts_with("PROXY header") {
                     tracing::warn!(target: "receive", "{line}: refused");
@@ -389,13 +405,34 @@ impl Conn {
             }
             match fed.action {
                 None => break,
+                Some(Action::Spill(chunk)) => {
+                    // Data past limits.message_buffer: to the staging
+                    // file (page cache; synced by the spool writer).
+                    if let Some(area) = &self.spill_area {
+                        self.spill
+                            .get_or_insert_with(|| area.create())
+                            .append(&chunk);
+                    }
+                    continue;
+                }
                 Some(Action::Store(message)) => {
+                    let spill = self.spill.take();
+                    if let Some(e) = spill.as_ref().and_then(|s| s.failure()) {
+                        tracing::error!(
+                            target: "receive",
+                            "NOQUEUE: cannot stage message data from [{}]:{}: {e}",
+                            self.peer.ip(), self.peer.port()
+                        );
+                        self.session.stored(Err(StoreFailure::of(e)), now);
+                        continue;
+                    }
                     let job = Job {
                         shard,
                         slot: self.slot,
                         serial: self.serial,
                         message,
                         hostname: self.snapshot.hostname.clone(),
+                        spill,
                     };
                     if writers.send(job).is_err() {
                         // The writers are gone: the gateway is stopping.

@@ -200,6 +200,9 @@ pub struct Shared {
     pub deliveries: [[AtomicU64; 4]; 4],
     /// Open inbound connections, in total and per client address.
     pub admission: limits::Admission,
+    /// Where sessions stream large message data (the gateway sets it; a
+    /// sink without it keeps messages in memory).
+    pub spill: std::sync::OnceLock<Arc<crate::spool::SpillArea>>,
 }
 
 impl Shared {
@@ -215,6 +218,7 @@ impl Shared {
             queue_oldest_arrival: AtomicU64::new(0),
             deliveries: Default::default(),
             admission: limits::Admission::default(),
+            spill: std::sync::OnceLock::new(),
         })
     }
 }
@@ -582,6 +586,7 @@ impl Shard {
                 lookup.is_some() || expect_proxy,
                 expect_proxy,
                 counted_ip,
+                self.shared.spill.get().cloned(),
                 now,
             );
             if let (Some(resolver), Ok(_), false) = (lookup, &accepted, expect_proxy) {

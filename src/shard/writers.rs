@@ -20,7 +20,7 @@ use mio::Waker;
 
 use super::Completion;
 use crate::smtp::server::{Message, StoreFailure};
-use crate::spool::{Incoming, Store, Work};
+use crate::spool::{Incoming, Spill, Store, Work};
 
 /// How long delivery-state changes wait for a batch of messages to ride
 /// on before they are synced by themselves.
@@ -37,6 +37,8 @@ pub struct Job {
     pub serial: u64,
     pub message: Box<Message>,
     pub hostname: String,
+    /// The message's data before `message.data`, streamed to staging.
+    pub spill: Option<Spill>,
 }
 
 /// Where a shard's completions go.
@@ -100,6 +102,10 @@ impl Writers {
     }
 }
 
+/// Messages to store: data, Received host name, staged data, whom to
+/// tell.
+type Batch = Vec<(Box<Message>, String, Option<Spill>, To)>;
+
 /// Whom a stored message is reported to.
 enum To {
     Shard {
@@ -128,11 +134,11 @@ impl Writer<'_> {
             let wait = flush_at.map_or(Duration::from_secs(1), |t| {
                 t.saturating_duration_since(Instant::now())
             });
-            let mut batch: Vec<(Box<Message>, String, To)> = Vec::new();
+            let mut batch: Batch = Vec::new();
             let mut jobs_closed = false;
             crossbeam_channel::select! {
                 recv(jobs) -> j => match j {
-                    Ok(j) => batch.push((j.message, j.hostname, To::Shard { shard: j.shard, slot: j.slot, serial: j.serial })),
+                    Ok(j) => batch.push(Self::job(j)),
                     Err(_) => jobs_closed = true,
                 },
                 recv(work_rx) -> w => match w {
@@ -144,15 +150,7 @@ impl Writer<'_> {
             // Everything that waited meanwhile joins this batch.
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
-                    Ok(j) => batch.push((
-                        j.message,
-                        j.hostname,
-                        To::Shard {
-                            shard: j.shard,
-                            slot: j.slot,
-                            serial: j.serial,
-                        },
-                    )),
+                    Ok(j) => batch.push(Self::job(j)),
                     Err(crossbeam_channel::TryRecvError::Empty) => break,
                     Err(crossbeam_channel::TryRecvError::Disconnected) => {
                         jobs_closed = true;
@@ -200,7 +198,20 @@ impl Writer<'_> {
         }
     }
 
-    fn take(&mut self, w: Work, batch: &mut Vec<(Box<Message>, String, To)>) {
+    fn job(j: Job) -> (Box<Message>, String, Option<Spill>, To) {
+        (
+            j.message,
+            j.hostname,
+            j.spill,
+            To::Shard {
+                shard: j.shard,
+                slot: j.slot,
+                serial: j.serial,
+            },
+        )
+    }
+
+    fn take(&mut self, w: Work, batch: &mut Batch) {
         match w {
             Work::Change(id, change) => self.store.change(&id, change),
             Work::Say(lines) => {
@@ -213,7 +224,7 @@ impl Writer<'_> {
                 message,
                 hostname,
                 reply,
-            } => batch.push((message, hostname, To::Direct(reply))),
+            } => batch.push((message, hostname, None, To::Direct(reply))),
         }
     }
 
@@ -230,14 +241,20 @@ impl Writer<'_> {
         }
     }
 
-    fn store_batch(&mut self, batch: Vec<(Box<Message>, String, To)>) {
-        let incoming: Vec<Incoming<'_>> = batch
-            .iter()
-            .map(|(message, hostname, _)| Incoming { message, hostname })
+    fn store_batch(&mut self, batch: Batch) {
+        let mut batch = batch;
+        let mut incoming: Vec<Incoming<'_>> = batch
+            .iter_mut()
+            .map(|(message, hostname, spill, _)| Incoming {
+                message,
+                hostname,
+                spill: spill.take(),
+            })
             .collect();
-        let results = self.store.store(&incoming);
+        let results = self.store.store(&mut incoming);
+        drop(incoming);
         self.speak();
-        for ((message, _, to), result) in batch.iter().zip(results) {
+        for ((message, _, _, to), result) in batch.iter().zip(results) {
             let env = &message.envelope;
             let result = match result {
                 Ok(stored) => {

@@ -204,6 +204,15 @@ pub mod canned {
             "Insufficient system storage, message not accepted",
         )
     }
+    /// RFC 5321 §4.2.2 452 at MAIL or DATA: the memory for messages in
+    /// flight is exhausted (RFC 3463 4.3.1).
+    pub fn busy() -> Reply {
+        Reply::new(
+            452,
+            "4.3.1",
+            "Insufficient system resources, try again later",
+        )
+    }
     pub fn storage_failed() -> Reply {
         Reply::new(
             451,

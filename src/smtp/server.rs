@@ -90,6 +90,25 @@ pub struct Message {
     pub data: Vec<u8>,
 }
 
+/// Message data held in memory by every session of the gateway, against
+/// `limits.inflight_data` (shared by all shards).
+#[derive(Debug, Default)]
+pub struct DataBudget {
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl DataBudget {
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn take(&self, n: u64) {
+        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn give(&self, n: u64) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Work the connection glue must do before feeding more input.
 #[derive(Debug)]
 pub enum Action {
@@ -99,8 +118,14 @@ pub enum Action {
     /// and must not be acted on), run the handshake, then call
     /// [`Session::tls_established`].
     StartTls,
-    /// Store the message durably, then call [`Session::stored`].
+    /// Store the message durably, then call [`Session::stored`]. Its data
+    /// is what followed the last [`Action::Spill`], if any.
     Store(Box<Message>),
+    /// Message data past `limits.message_buffer` (or while the in-flight
+    /// budget is exhausted): append it to this message's staging file, then
+    /// feed on. Only sessions given a budget ([`Session::with_budget`])
+    /// spill.
+    Spill(Vec<u8>),
     /// Write the pending output, then close the connection.
     Close,
 }
@@ -158,6 +183,9 @@ pub struct Session {
     out: Vec<u8>,
     data: Vec<u8>,
     stats: SessionStats,
+    /// The in-flight data budget, and how much of it this session holds.
+    budget: Option<Arc<DataBudget>>,
+    held: u64,
 }
 
 /// Counts for the disconnect log line (Postfix style: `ehlo=1 mail=1 …`).
@@ -235,6 +263,12 @@ impl DataClock {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
 impl Session {
     pub fn new(snapshot: Arc<Snapshot>, peer: Peer) -> Self {
         let starttls_offered = snapshot.tls.is_some();
@@ -255,10 +289,62 @@ impl Session {
             data_clock: None,
             out: Vec::with_capacity(256),
             data: Vec::new(),
+            budget: None,
+            held: 0,
             stats: SessionStats::default(),
         };
         session.choose_profile();
         session
+    }
+
+    /// Accounts this session's message data against `budget`, refuses MAIL
+    /// and DATA while it is exhausted, and streams data past
+    /// `limits.message_buffer` out with [`Action::Spill`].
+    pub fn with_budget(mut self, budget: Arc<DataBudget>) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Whether the in-flight data budget is used up.
+    fn budget_exhausted(&self) -> bool {
+        self.budget
+            .as_ref()
+            .is_some_and(|b| b.used() >= self.snapshot.limits.inflight_data)
+    }
+
+    /// Holds exactly the data in memory against the budget.
+    fn account_data(&mut self) {
+        if let Some(b) = &self.budget {
+            let now_held = self.data.len() as u64;
+            if now_held > self.held {
+                b.take(now_held - self.held);
+            } else {
+                b.give(self.held - now_held);
+            }
+            self.held = now_held;
+        }
+    }
+
+    /// Data past `limits.message_buffer`, or any while the budget is used
+    /// up, leaves memory for the staging file.
+    fn should_spill(&self) -> bool {
+        self.budget.is_some()
+            && !self.data.is_empty()
+            && (self.data.len() >= self.snapshot.limits.message_buffer || self.budget_exhausted())
+    }
+
+    /// Gives back what this session holds of the budget.
+    fn release(&mut self) {
+        if let Some(b) = &self.budget {
+            b.give(self.held);
+        }
+        self.held = 0;
+    }
+
+    /// Whether the session is reading message data (a staging file the
+    /// glue keeps for it belongs to this message).
+    pub fn in_data(&self) -> bool {
+        matches!(self.phase, Phase::Data(_) | Phase::AwaitStore)
     }
 
     /// The connection came through a trusted proxy: the client is `peer`.
@@ -460,16 +546,26 @@ impl Session {
                         Some(clock) => clock.arrived(rest.len(), now, limits),
                         None => now + limits.data_timeout,
                     });
-                    match reader.feed(rest, &mut self.data) {
-                        DataProgress::NeedMore => Step::consumed(rest.len()),
-                        DataProgress::End { consumed } => {
-                            let outcome = reader.outcome();
+                    let ended = match reader.feed(rest, &mut self.data) {
+                        DataProgress::NeedMore => None,
+                        DataProgress::End { consumed } => Some((consumed, reader.outcome())),
+                    };
+                    self.account_data();
+                    match ended {
+                        Some((consumed, outcome)) => Step {
+                            consumed,
+                            action: self.end_of_data(outcome),
+                            sync_check: false,
+                        },
+                        None if self.should_spill() => {
+                            self.release();
                             Step {
-                                consumed,
-                                action: self.end_of_data(outcome),
+                                consumed: rest.len(),
+                                action: Some(Action::Spill(std::mem::take(&mut self.data))),
                                 sync_check: false,
                             }
                         }
+                        None => Step::consumed(rest.len()),
                     }
                 }
                 Phase::Command => self.command_line(rest, now),
@@ -611,6 +707,9 @@ impl Session {
         if self.transaction.is_some() {
             return self.error(canned::bad_sequence("Nested MAIL command"));
         }
+        if self.budget_exhausted() {
+            return self.error(canned::busy());
+        }
         // RFC 1870 §6.2: a declared size over the limit is refused at MAIL.
         if params
             .size
@@ -712,6 +811,7 @@ impl Session {
         match &self.transaction {
             None => self.error(canned::bad_sequence("Need MAIL command")),
             Some(tx) if tx.recipients.is_empty() => self.error(canned::no_valid_recipients()),
+            Some(_) if self.budget_exhausted() => self.error(canned::busy()),
             Some(_) => {
                 let limits = &self.snapshot.limits;
                 self.data.clear();
@@ -734,6 +834,7 @@ impl Session {
         let tx = self.transaction.take();
         let data = std::mem::take(&mut self.data);
         if let Err(e) = outcome {
+            self.release();
             let reply = match e {
                 DataError::TooBig => canned::message_too_big(),
                 DataError::BareLineEnding => canned::bare_line_ending(),
@@ -765,6 +866,7 @@ impl Session {
             return;
         }
         self.phase = Phase::Command;
+        self.release();
         self.deadline = Some(now + self.snapshot.limits.command_timeout);
         match result {
             Ok(id) => {

@@ -56,6 +56,8 @@ struct Harness {
     pending: Vec<u8>,
     out: Vec<u8>,
     stored: Vec<Message>,
+    /// Data spilled for the message being read (the glue's staging file).
+    spilled: Vec<u8>,
     closed: bool,
     /// STARTTLS was accepted during this turn: the rest of what the client
     /// sent in the turn went out before it saw our 220 and is discarded.
@@ -78,6 +80,7 @@ impl Harness {
             pending: Vec::new(),
             out: Vec::new(),
             stored: Vec::new(),
+            spilled: Vec::new(),
             closed: false,
             tls_started_in_turn: false,
             now,
@@ -102,7 +105,12 @@ impl Harness {
             self.pending.drain(..fed.consumed);
             match fed.action {
                 None => return,
-                Some(Action::Store(msg)) => {
+                Some(Action::Spill(chunk)) => self.spilled.extend_from_slice(&chunk),
+                Some(Action::Store(mut msg)) => {
+                    // The whole message: what was spilled, then the rest.
+                    let mut all = std::mem::take(&mut self.spilled);
+                    all.extend_from_slice(&msg.data);
+                    msg.data = all;
                     self.stored.push(*msg);
                     self.session.stored(Ok("QID1"), self.now);
                 }
@@ -696,4 +704,88 @@ mod split_property {
             prop_assert_eq!(split.2, whole.2);
         }
     }
+}
+
+/// Past `limits.message_buffer` the session hands its data out as it comes
+/// (`Action::Spill`), holding at most about that much, accounted in the
+/// shared budget; the message reassembles exactly, at every split; once
+/// stored the budget is back to zero. While the budget is used up, MAIL
+/// and DATA get 452 4.3.1 and the session goes on.
+#[test]
+fn data_past_the_buffer_spills_and_the_budget_bounds_memory() {
+    let snap = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.message_buffer = 64;
+        s.limits.inflight_data = 1000;
+        Arc::new(s)
+    };
+    let body: Vec<u8> = (0..40)
+        .flat_map(|i| format!("line {i:02} of the message, some text\r\n").into_bytes())
+        .collect();
+    for split in [1usize, 7, 64, 10_000] {
+        let budget = Arc::new(DataBudget::default());
+        let mut h = Harness::new(snap.clone());
+        h.session =
+            Session::new(snap.clone(), h.session.peer().clone()).with_budget(budget.clone());
+        h.session.greet(h.now);
+        h.take_output();
+        h.read(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n");
+        assert!(h
+            .take_output()
+            .ends_with("354 End data with <CR><LF>.<CR><LF>\r\n"));
+        let mut most = 0;
+        for chunk in body.chunks(split) {
+            h.read(chunk);
+            most = most.max(budget.used());
+        }
+        assert!(
+            most < 64 + split as u64,
+            "held {most} octets at split {split}"
+        );
+        h.read(b".\r\n");
+        assert!(h.take_output().starts_with("250 2.0.0 Ok: queued as QID1"));
+        assert_eq!(h.stored[0].data, body, "split {split}");
+        assert_eq!(budget.used(), 0, "all given back once stored");
+    }
+
+    // Another session's message, waiting for the spool, holds the budget.
+    let budget = Arc::new(DataBudget::default());
+    let small = {
+        let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
+        s.limits.inflight_data = 10;
+        Arc::new(s)
+    };
+    let now = Instant::now();
+    let mut holder = Session::new(
+        small.clone(),
+        Harness::new(small.clone()).session.peer().clone(),
+    )
+    .with_budget(budget.clone());
+    holder.greet(now);
+    let mut input: &[u8] = b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@example.com>\r\nDATA\r\n";
+    while !input.is_empty() {
+        let fed = holder.feed(input, now);
+        input = &input[fed.consumed..];
+    }
+    let fed = holder.feed(b"0123456789\r\n.\r\n", now);
+    assert!(matches!(fed.action, Some(Action::Store(_))));
+    assert_eq!(budget.used(), 12);
+    let mut other = Harness::new(small.clone());
+    other.session = Session::new(small, other.session.peer().clone()).with_budget(budget.clone());
+    other.session.greet(other.now);
+    other.take_output();
+    other.read(b"EHLO c\r\n");
+    other.take_output();
+    other.read(b"MAIL FROM:<a@b.test>\r\n");
+    assert_eq!(
+        other.take_output(),
+        "452 4.3.1 Insufficient system resources, try again later\r\n"
+    );
+    other.read(b"NOOP\r\n");
+    assert_eq!(other.take_output(), "250 2.0.0 Ok\r\n");
+    // Stored: the budget is free again.
+    holder.stored(Ok("Q"), now);
+    assert_eq!(budget.used(), 0);
+    other.read(b"MAIL FROM:<a@b.test>\r\n");
+    assert!(other.take_output().starts_with("250"));
 }

@@ -303,7 +303,9 @@ impl<S: Storage> Journal<S> {
             } => {
                 let (external, size) = match body {
                     Body::Inline(d) => (None, d.len() as u64),
-                    Body::External { name, len, .. } => (Some(name), len),
+                    Body::External {
+                        name, len, prefix, ..
+                    } => (Some(name), prefix.len() as u64 + len),
                 };
                 self.index.insert(
                     id.to_string(),
@@ -500,16 +502,52 @@ impl<S: Storage> Journal<S> {
         let mut external = None;
         if prefix.len() + data.len() > self.options.large_message {
             let name = id.to_string();
-            self.storage.write_large(&name, &[prefix, data])?;
+            self.storage.write_large(&name, &[data])?;
             self.large_written = true;
-            let mut crc = crc32c::crc32c(prefix);
-            crc = crc32c::crc32c_append(crc, data);
-            external = Some((name, crc));
+            external = Some((name, data.len() as u64, crc32c::crc32c(data)));
         }
+        self.stage_message(id, meta, rcpts, hold, prefix, data, external, size)
+    }
+
+    /// Stages a message whose data a session streamed to `path` (the
+    /// spool's staging area, same filesystem, synced): the file is moved
+    /// into `large/`, its name made durable with the batch.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_adopted(
+        &mut self,
+        id: &str,
+        meta: &Meta,
+        recipients: &[String],
+        prefix: &[u8],
+        path: &std::path::Path,
+        len: u64,
+        crc: u32,
+    ) -> io::Result<()> {
+        let rcpts: Vec<RcptState> = recipients.iter().map(|r| RcptState::fresh(r)).collect();
+        self.storage.adopt_large(id, path)?;
+        self.large_written = true;
+        let size = prefix.len() as u64 + len;
+        let external = Some((id.to_string(), len, crc));
+        self.stage_message(id, meta, rcpts, false, prefix, b"", external, size)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stage_message(
+        &mut self,
+        id: &str,
+        meta: &Meta,
+        rcpts: Vec<RcptState>,
+        hold: bool,
+        prefix: &[u8],
+        data: &[u8],
+        external: Option<(String, u64, u32)>,
+        size: u64,
+    ) -> io::Result<()> {
         let body = match &external {
-            Some((name, crc)) => Body::External {
+            Some((name, len, crc)) => Body::External {
+                prefix,
                 name: name.clone(),
-                len: size,
+                len: *len,
                 crc: *crc,
             },
             None => Body::Inline(data),
@@ -520,7 +558,7 @@ impl<S: Storage> Journal<S> {
         let location = match staged {
             Ok(l) => l,
             Err(e) => {
-                if let Some((name, _)) = &external {
+                if let Some((name, _, _)) = &external {
                     let _ = self.storage.remove_large(name);
                 }
                 return Err(e);
@@ -533,7 +571,7 @@ impl<S: Storage> Journal<S> {
                 meta: meta.clone(),
                 hold,
                 rcpts,
-                external: external.map(|(n, _)| n),
+                external: external.map(|(n, _, _)| n),
                 size,
             },
             moved_from: None,
@@ -829,7 +867,12 @@ pub fn body_of<S: Storage>(
             ..
         } if found == id => match body {
             Body::Inline(d) => Ok(d.to_vec()),
-            Body::External { name, len, crc } => {
+            Body::External {
+                prefix,
+                name,
+                len,
+                crc,
+            } => {
                 let data = storage.read_large(&name)?;
                 if data.len() as u64 != len || crc32c::crc32c(&data) != crc {
                     return Err(io::Error::new(
@@ -837,7 +880,10 @@ pub fn body_of<S: Storage>(
                         format!("{id}: large message file {name} is damaged"),
                     ));
                 }
-                Ok(data)
+                let mut all = Vec::with_capacity(prefix.len() + data.len());
+                all.extend_from_slice(prefix);
+                all.extend_from_slice(&data);
+                Ok(all)
             }
         },
         _ => Err(io::Error::new(

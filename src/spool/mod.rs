@@ -17,8 +17,10 @@ pub mod storage;
 
 use std::io;
 use std::net::IpAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU16, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::smtp::server::{Envelope, Message};
@@ -32,6 +34,8 @@ use storage::Disk;
 pub struct Incoming<'a> {
     pub message: &'a Message,
     pub hostname: &'a str,
+    /// The data before `message.data`, when it was streamed to staging.
+    pub spill: Option<Spill>,
 }
 
 /// A stored message: its queue id, and what delivery needs to know of it
@@ -61,7 +65,7 @@ pub struct Entry {
 pub trait Store: Send {
     /// Stores a batch: one result per message, in order; an `Ok` is
     /// durable when this returns.
-    fn store(&mut self, batch: &[Incoming<'_>]) -> Vec<io::Result<Stored>>;
+    fn store(&mut self, batch: &mut [Incoming<'_>]) -> Vec<io::Result<Stored>>;
 
     /// Records a delivery-state change (written and synced with the next
     /// batch, or by [`Store::flush`]).
@@ -241,21 +245,41 @@ impl JournalStore {
 }
 
 impl Store for JournalStore {
-    fn store(&mut self, batch: &[Incoming<'_>]) -> Vec<io::Result<Stored>> {
+    fn store(&mut self, batch: &mut [Incoming<'_>]) -> Vec<io::Result<Stored>> {
         let arrived = SystemTime::now();
         let mut results: Vec<io::Result<Stored>> = Vec::with_capacity(batch.len());
-        for item in batch {
+        for item in batch.iter_mut() {
             let env = &item.message.envelope;
             let id = self.next_id(arrived);
             let header = crate::smtp::received::header(env, item.hostname, &id, arrived);
             let meta = meta_of(env, arrived);
-            let staged = self.journal.add_message(
-                &id,
-                &meta,
-                &env.recipients,
-                header.as_bytes(),
-                &item.message.data,
-            );
+            let mut size = (header.len() + item.message.data.len()) as u64;
+            let staged = match item.spill.as_mut() {
+                // Streamed: the staging file becomes the message's own file.
+                Some(spill) => spill
+                    .finish(&item.message.data)
+                    .and_then(|(path, len, crc)| {
+                        size = header.len() as u64 + len;
+                        self.journal.add_adopted(
+                            &id,
+                            &meta,
+                            &env.recipients,
+                            header.as_bytes(),
+                            &path,
+                            len,
+                            crc,
+                        )?;
+                        spill.adopted = true;
+                        Ok(())
+                    }),
+                None => self.journal.add_message(
+                    &id,
+                    &meta,
+                    &env.recipients,
+                    header.as_bytes(),
+                    &item.message.data,
+                ),
+            };
             results.push(staged.map(|()| Stored {
                 id: id.clone(),
                 entry: Some(Entry {
@@ -264,7 +288,7 @@ impl Store for JournalStore {
                     meta,
                     hold: false,
                     rcpts: env.recipients.iter().map(|r| RcptState::fresh(r)).collect(),
-                    size: (header.len() + item.message.data.len()) as u64,
+                    size,
                 }),
             }));
         }
@@ -510,6 +534,118 @@ pub fn export_command(root: &Path, id: &str) -> std::process::ExitCode {
         Err(e) => {
             eprintln!("{}: {e}", root.display());
             std::process::ExitCode::from(1)
+        }
+    }
+}
+
+/// Where sessions stream message data past `limits.message_buffer` while
+/// it arrives (`<spool_dir>/staging/`, emptied at every start: nothing in
+/// it was ever acknowledged), and the in-flight budget they account
+/// against.
+pub struct SpillArea {
+    pub dir: PathBuf,
+    pub budget: Arc<crate::smtp::server::DataBudget>,
+    counter: std::sync::atomic::AtomicU64,
+}
+
+impl SpillArea {
+    /// Creates (or empties) `root/staging`.
+    pub fn open(root: &Path) -> io::Result<SpillArea> {
+        let dir = root.join("staging");
+        match std::fs::read_dir(&dir) {
+            Ok(entries) => {
+                for e in entries.flatten() {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => std::fs::create_dir_all(&dir)?,
+            Err(e) => return Err(e),
+        }
+        Ok(SpillArea {
+            dir,
+            budget: Arc::default(),
+            counter: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// A new staging file for one message's data.
+    pub fn create(&self) -> Spill {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.dir.join(format!("{}-{n}", std::process::id()));
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path);
+        let (file, failed) = match file {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
+        };
+        Spill {
+            path,
+            file,
+            len: 0,
+            crc: 0,
+            failed,
+            adopted: false,
+        }
+    }
+}
+
+/// One message's data past its in-memory part, in the order it arrived.
+/// Removed when dropped unless a journal adopted it.
+pub struct Spill {
+    path: PathBuf,
+    file: Option<std::fs::File>,
+    len: u64,
+    crc: u32,
+    /// The first write error: the message is refused at its end.
+    failed: Option<io::Error>,
+    adopted: bool,
+}
+
+impl Spill {
+    /// Appends data (a write error is kept for the end of the message).
+    pub fn append(&mut self, data: &[u8]) {
+        use std::io::Write as _;
+        if self.failed.is_some() {
+            return;
+        }
+        if let Some(f) = &mut self.file {
+            match f.write_all(data) {
+                Ok(()) => {
+                    self.len += data.len() as u64;
+                    self.crc = crc32c::crc32c_append(self.crc, data);
+                }
+                Err(e) => self.failed = Some(e),
+            }
+        }
+    }
+
+    pub fn failure(&self) -> Option<&io::Error> {
+        self.failed.as_ref()
+    }
+
+    /// Appends the last part, syncs, and hands the file to the caller
+    /// (its path, length and CRC-32C); it is no longer removed on drop.
+    fn finish(&mut self, tail: &[u8]) -> io::Result<(PathBuf, u64, u32)> {
+        self.append(tail);
+        if let Some(e) = &self.failed {
+            return Err(same_error(e));
+        }
+        let f = self
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("staging file not open"))?;
+        f.sync_all()?;
+        Ok((self.path.clone(), self.len, self.crc))
+    }
+}
+
+impl Drop for Spill {
+    fn drop(&mut self) {
+        if !self.adopted {
+            let _ = std::fs::remove_file(&self.path);
         }
     }
 }

@@ -64,9 +64,15 @@ pub struct Meta {
 pub enum Body<'a> {
     /// In the record itself.
     Inline(&'a [u8]),
-    /// In a file of its own under the journal's `large/` directory,
-    /// `len` octets with CRC-32C `crc`.
-    External { name: String, len: u64, crc: u32 },
+    /// `prefix` (sealgate's Received header) here, the data in a file of
+    /// its own under the journal's `large/` directory, `len` octets with
+    /// CRC-32C `crc`.
+    External {
+        prefix: &'a [u8],
+        name: String,
+        len: u64,
+        crc: u32,
+    },
 }
 
 /// A decoded record.
@@ -220,8 +226,14 @@ pub fn message(
                 p.extend_from_slice(prefix);
                 p.extend_from_slice(data);
             }
-            Body::External { name, len, crc } => {
+            Body::External {
+                prefix,
+                name,
+                len,
+                crc,
+            } => {
                 p.push(1);
+                put_bytes(p, prefix);
                 put_bytes(p, name.as_bytes());
                 put_u64(p, *len);
                 put_u32(p, *crc);
@@ -361,6 +373,7 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
             let body = match c.u8()? {
                 0 => Body::Inline(c.bytes()?),
                 1 => Body::External {
+                    prefix: c.bytes()?,
                     name: c.string()?,
                     len: c.u64()?,
                     crc: c.u32()?,

@@ -28,6 +28,8 @@ pub trait Storage: Send {
     /// by [`Storage::sync_large_dir`]).
     fn write_large(&mut self, name: &str, parts: &[&[u8]]) -> io::Result<()>;
     fn sync_large_dir(&mut self) -> io::Result<()>;
+    /// Moves a synced file (same filesystem) in as large file `name`.
+    fn adopt_large(&mut self, name: &str, from: &Path) -> io::Result<()>;
     fn read_large(&mut self, name: &str) -> io::Result<Vec<u8>>;
     fn remove_large(&mut self, name: &str) -> io::Result<()>;
     /// Every large file's name.
@@ -215,6 +217,10 @@ impl Storage for Disk {
 
     fn sync_large_dir(&mut self) -> io::Result<()> {
         File::open(&self.large)?.sync_all()
+    }
+
+    fn adopt_large(&mut self, name: &str, from: &Path) -> io::Result<()> {
+        fs::rename(from, self.large.join(name))
     }
 
     fn read_large(&mut self, name: &str) -> io::Result<Vec<u8>> {
@@ -411,6 +417,13 @@ impl Storage for Sim {
     }
 
     fn sync_large_dir(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn adopt_large(&mut self, name: &str, from: &Path) -> io::Result<()> {
+        let data = fs::read(from)?;
+        fs::remove_file(from)?;
+        self.lock().large.insert(name.to_string(), data);
         Ok(())
     }
 
