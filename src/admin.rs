@@ -153,7 +153,7 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
     let _ = writeln!(
         o,
         "sealgate_queue_messages {}",
-        shared.queue_messages.load(Ordering::Relaxed)
+        shared.delivery.queue_messages.load(Ordering::Relaxed)
     );
     metric(
         &mut o,
@@ -161,7 +161,7 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
         "gauge",
         "Age of the oldest queued message.",
     );
-    let oldest = shared.queue_oldest_arrival.load(Ordering::Relaxed);
+    let oldest = shared.delivery.queue_oldest_arrival.load(Ordering::Relaxed);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -192,7 +192,7 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
             let _ = writeln!(
                 o,
                 "sealgate_deliveries_total{{outcome=\"{outcome}\",tls=\"{tls}\"}} {}",
-                shared.deliveries[i][j].load(Ordering::Relaxed)
+                shared.delivery.deliveries[i][j].load(Ordering::Relaxed)
             );
         }
     }

@@ -512,7 +512,11 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let scheduler = crate::delivery::Scheduler::new(
         delivery_rx,
         delivery_tx.clone(),
-        shared.clone(),
+        {
+            let shared = shared.clone();
+            Box::new(move || shared.snapshot.load_full())
+        },
+        shared.delivery.clone(),
         shards.doors(),
         resolver,
         crate::delivery::SpoolAccess { reader, work },

@@ -41,7 +41,12 @@ fn tool(dir: &std::path::Path, args: &[&str]) -> (bool, String, Vec<u8>) {
 
 #[test]
 fn verify_and_export_a_journal_and_find_damage() {
-    let gw = Gateway::start("spool-tools", 1, "");
+    // One writer: both messages in one journal, one after the other.
+    let dir = common::temp_dir("spool-tools");
+    let port = common::free_port();
+    let config = common::config(port, 1, "").replace("[limits]", "spool_writers = 1\n\n[limits]");
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(dir, port);
     let first = send(&gw, "first");
     let second = send(&gw, "second");
     let spooled = gw.spooled();

@@ -1,8 +1,9 @@
 //! Outbound delivery (OUT-1, OUT-4): the scheduler.
 //!
-//! One thread owns the queue: every message in the spool, with the state of
-//! each recipient (recorded in the message's journal, so a restart resumes
-//! where delivery stood). When recipients fall due it groups them by
+//! The queue itself is sans-IO ([`queue::Queue`]): events in, effects out.
+//! One thread, the [`Scheduler`], owns it and performs its effects: every
+//! message in the spool, with the state of each recipient (recorded in the
+//! message's journal, so a restart resumes where delivery stood). When recipients fall due it groups them by
 //! destination, resolves the route (MX or fixed host) through the resolver
 //! thread, and hands one job per destination — several messages on one
 //! connection — to a shard, which runs the SMTP client on its event loop.
@@ -11,19 +12,20 @@
 //! `lifetime`, and bounces permanent failures (RFC 3464) to the sender.
 
 pub mod dsn;
+pub mod queue;
 
-use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::dns::{LookupError, Resolver};
-use crate::policy::route::Via;
 use crate::policy::{ClientRules, Snapshot};
-use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode, Verdict};
-use crate::spool::{self, Change, Entry, RcptState, RcptStatus, Work};
+use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode};
+use crate::spool::{self, Change, Entry, Work};
+use queue::{Effect, Queue};
 
 /// Work and news for the scheduler.
 pub enum Event {
@@ -111,12 +113,6 @@ pub struct AttemptResult {
     pub tls_level: usize,
 }
 
-/// Outcome indexes of `Shared::deliveries`.
-const SENT: usize = 0;
-const DEFERRED: usize = 1;
-const BOUNCED: usize = 2;
-const EXPIRED: usize = 3;
-
 /// Where the scheduler hands jobs: one per shard.
 pub type ShardDoor = Box<dyn Fn(Job) + Send>;
 
@@ -129,60 +125,6 @@ pub struct Settings {
     /// Messages per connection.
     pub messages_per_connection: usize,
     pub timeouts: Timeouts,
-}
-
-struct Message {
-    journal: usize,
-    from: String,
-    arrived: u64,
-    size: u64,
-    body_8bit: bool,
-    hold: bool,
-    rcpts: Vec<RcptState>,
-    /// Attempts running for this message, and which recipients they carry:
-    /// a recipient is never in two attempts at once.
-    in_flight: usize,
-    busy: Vec<bool>,
-}
-
-/// Due work for one destination: the route, the name to resolve, and
-/// (queue id, recipient indexes) per message.
-type Group = (
-    crate::policy::route::Route,
-    String,
-    Vec<(String, Vec<usize>)>,
-);
-
-struct Attempt {
-    /// (queue id, recipient indexes) per message in the job.
-    parts: Vec<(String, Vec<usize>)>,
-    key: String,
-    port: u16,
-    profile: Option<usize>,
-    snapshot: Arc<Snapshot>,
-}
-
-pub struct Scheduler {
-    rx: Receiver<Event>,
-    tx: Sender<Event>,
-    shared: Arc<crate::shard::Shared>,
-    shards: Vec<ShardDoor>,
-    next_shard: usize,
-    resolver: Option<Resolver>,
-    spool: SpoolAccess,
-    settings: Settings,
-    messages: HashMap<String, Message>,
-    due: BinaryHeap<std::cmp::Reverse<(u64, String)>>,
-    attempts: HashMap<u64, Attempt>,
-    next_attempt: u64,
-    in_flight_per_key: HashMap<String, usize>,
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// What delivery does with the spool: read messages, record their
@@ -248,60 +190,100 @@ impl SpoolAccess {
     }
 }
 
+/// What the metrics endpoint reads of delivery.
+#[derive(Debug, Default)]
+pub struct Gauges {
+    pub queue_messages: AtomicU64,
+    /// Unix seconds of the oldest queued message's arrival (0: none).
+    pub queue_oldest_arrival: AtomicU64,
+    /// Per-recipient outcomes (sent, deferred, bounced, expired) by the
+    /// TLS of the attempt (verified, trusted, untrusted, none).
+    pub deliveries: [[AtomicU64; 4]; 4],
+}
+
+/// The current configuration snapshot (swapped on reload).
+pub type SnapshotSource = Box<dyn Fn() -> Arc<Snapshot> + Send>;
+
+/// The thread around the [`Queue`]: feeds it events with the time and
+/// performs what it asks.
+pub struct Scheduler {
+    rx: Receiver<Event>,
+    tx: Sender<Event>,
+    snapshot: SnapshotSource,
+    gauges: Arc<Gauges>,
+    shards: Vec<ShardDoor>,
+    next_shard: usize,
+    resolver: Option<Resolver>,
+    spool: SpoolAccess,
+    timeouts: Timeouts,
+    queue: Queue,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
 impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rx: Receiver<Event>,
         tx: Sender<Event>,
-        shared: Arc<crate::shard::Shared>,
+        snapshot: SnapshotSource,
+        gauges: Arc<Gauges>,
         shards: Vec<ShardDoor>,
         resolver: Option<Resolver>,
         spool: SpoolAccess,
         settings: Settings,
         recovered: Vec<Entry>,
     ) -> Scheduler {
+        let timeouts = settings.timeouts;
         let mut s = Scheduler {
             rx,
             tx,
-            shared,
+            snapshot,
+            gauges,
             shards,
             next_shard: 0,
             resolver,
             spool,
-            settings,
-            messages: HashMap::new(),
-            due: BinaryHeap::new(),
-            attempts: HashMap::new(),
-            next_attempt: 0,
-            in_flight_per_key: HashMap::new(),
+            timeouts,
+            queue: Queue::new(settings),
         };
         for e in recovered {
-            s.load(e);
+            s.queue.queued(e);
         }
+        s.perform();
         s
     }
 
     /// Publishes the queue gauges for the metrics endpoint.
     fn publish(&self) {
-        use std::sync::atomic::Ordering;
-        self.shared
+        self.gauges
             .queue_messages
-            .store(self.messages.len() as u64, Ordering::Relaxed);
-        let oldest = self.messages.values().map(|m| m.arrived).min().unwrap_or(0);
-        self.shared
+            .store(self.queue.len() as u64, Ordering::Relaxed);
+        self.gauges
             .queue_oldest_arrival
-            .store(oldest, Ordering::Relaxed);
+            .store(self.queue.oldest_arrival().unwrap_or(0), Ordering::Relaxed);
     }
 
     /// Runs until every sender of events is gone.
     pub fn run(mut self) {
+        let mut published = std::time::Instant::now() - Duration::from_secs(2);
         loop {
-            self.run_due();
-            self.publish();
+            let snapshot = (self.snapshot)();
+            self.queue.run_due(now_secs(), &snapshot);
+            self.perform();
+            if published.elapsed() >= Duration::from_millis(200) {
+                self.publish();
+                published = std::time::Instant::now();
+            }
             let wait = self
-                .due
-                .peek()
-                .map(|std::cmp::Reverse((t, _))| Duration::from_secs(t.saturating_sub(now_secs())))
+                .queue
+                .next_due()
+                .map(|t| Duration::from_secs(t.saturating_sub(now_secs())))
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
             match self.rx.recv_timeout(wait) {
@@ -310,227 +292,76 @@ impl Scheduler {
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
             }
+            self.perform();
         }
     }
 
     fn handle(&mut self, ev: Event) {
+        let now = now_secs();
         match ev {
-            Event::Queued(entry) => self.load(entry),
-            Event::Resolved { attempt, targets } => self.resolved(attempt, targets),
-            Event::Finished(result) => self.finished(result),
+            Event::Queued(entry) => self.queue.queued(entry),
+            Event::Resolved { attempt, targets } => self.queue.resolved(attempt, targets, now),
+            Event::Finished(result) => self.queue.finished(result, now),
             Event::Stop => {}
             Event::Admin(cmd, reply) => {
-                let answer = self.admin(cmd);
+                let answer = self.admin(cmd, now);
+                self.perform();
                 let _ = reply.send(answer);
             }
-            Event::Flush => {
-                let now = now_secs();
-                for m in self.messages.values_mut() {
-                    for r in &mut m.rcpts {
-                        if r.status == RcptStatus::Pending {
-                            r.next_due = now;
-                        }
-                    }
-                }
-                let ids: Vec<String> = self.messages.keys().cloned().collect();
-                for id in ids {
-                    self.due.push(std::cmp::Reverse((now, id)));
-                }
-            }
+            Event::Flush => self.queue.flush(now),
         }
     }
 
-    fn load(&mut self, e: Entry) {
-        let id = e.id;
-        let due = e
-            .rcpts
-            .iter()
-            .filter(|r| r.status == RcptStatus::Pending)
-            .map(|r| r.next_due)
-            .min();
-        let count = e.rcpts.len();
-        self.messages.insert(
-            id.clone(),
-            Message {
-                journal: e.journal,
-                from: e.meta.from,
-                arrived: e.meta.arrived,
-                size: e.size,
-                body_8bit: e.meta.body_8bit,
-                hold: e.hold,
-                rcpts: e.rcpts,
-                in_flight: 0,
-                busy: vec![false; count],
-            },
-        );
-        match due {
-            Some(t) => self.due.push(std::cmp::Reverse((t, id))),
-            None => self.finish_message(&id, Vec::new()),
-        }
-    }
-
-    /// Groups every due recipient by destination and starts attempts.
-    fn run_due(&mut self) {
-        let now = now_secs();
-        let snapshot = self.shared.snapshot.load_full();
-        // destination key → (route, parts)
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        while let Some(std::cmp::Reverse((t, _))) = self.due.peek() {
-            if *t > now {
-                break;
-            }
-            let Some(std::cmp::Reverse((_, id))) = self.due.pop() else {
-                break;
-            };
-            let Some(m) = self.messages.get(&id) else {
-                continue;
-            };
-            if m.hold {
-                continue;
-            }
-            let mut by_key: HashMap<String, (crate::policy::route::Route, String, Vec<usize>)> =
-                HashMap::new();
-            for (i, r) in m.rcpts.iter().enumerate() {
-                if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
-                    continue;
-                }
-                let domain = r
-                    .rcpt
-                    .rsplit_once('@')
-                    .map(|(_, d)| d)
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
-                let route = snapshot.routes.for_domain(&domain);
-                let (key, name) = match &route.via {
-                    Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
-                    Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
-                };
-                by_key
-                    .entry(key)
-                    .or_insert_with(|| (route, name, Vec::new()))
-                    .2
-                    .push(i);
-            }
-            for (key, (route, name, idxs)) in by_key {
-                let g = groups
-                    .entry(key)
-                    .or_insert_with(|| (route, name, Vec::new()));
-                g.2.push((id.clone(), idxs));
-            }
-        }
-        for (key, (route, name, parts)) in groups {
-            for chunk in parts.chunks(self.settings.messages_per_connection.max(1)) {
-                let busy = self.in_flight_per_key.get(&key).copied().unwrap_or(0);
-                if busy >= self.settings.per_destination {
-                    // Per-destination limit: try these again shortly.
-                    for (id, _) in chunk {
-                        self.due.push(std::cmp::Reverse((now + 1, id.clone())));
-                    }
-                    continue;
-                }
-                self.start_attempt(&key, &route, &name, chunk.to_vec(), snapshot.clone());
-            }
-        }
-    }
-
-    fn start_attempt(
-        &mut self,
-        key: &str,
-        route: &crate::policy::route::Route,
-        name: &str,
-        parts: Vec<(String, Vec<usize>)>,
-        snapshot: Arc<Snapshot>,
-    ) {
-        self.next_attempt += 1;
-        let attempt = self.next_attempt;
-        for (id, idxs) in &parts {
-            if let Some(m) = self.messages.get_mut(id) {
-                m.in_flight += 1;
-                for i in idxs {
-                    m.busy[*i] = true;
-                }
-            }
-        }
-        *self.in_flight_per_key.entry(key.to_string()).or_default() += 1;
-        let (port, host_literal) = match &route.via {
-            Via::Mx => (route.port, None),
-            Via::Host { host, port } => (*port, Some(host.clone())),
-        };
-        self.attempts.insert(
-            attempt,
-            Attempt {
-                parts,
-                key: key.to_string(),
-                port,
-                profile: route.profile,
-                snapshot,
-            },
-        );
-        // An address literal needs no lookup (RFC 5321 §4.1.3).
-        if let Some(ip) = host_literal
-            .as_deref()
-            .and_then(|h| {
-                h.strip_prefix('[')?
-                    .strip_suffix(']')
-                    .map(|s| s.trim_start_matches("IPv6:").to_string())
-            })
-            .and_then(|s| s.parse::<IpAddr>().ok())
-        {
-            self.resolved(attempt, Ok(vec![(host_literal.unwrap_or_default(), ip)]));
-            return;
-        }
-        let Some(resolver) = &self.resolver else {
-            self.resolved(attempt, Err(LookupError::Temporary("no resolver".into())));
-            return;
-        };
-        let tx = self.tx.clone();
-        let mx = matches!(route.via, Via::Mx);
-        resolver.targets(name, mx, move |targets| {
-            let _ = tx.send(Event::Resolved { attempt, targets });
-        });
-    }
-
-    fn resolved(&mut self, attempt: u64, targets: Result<Vec<(String, IpAddr)>, LookupError>) {
-        let Some(a) = self.attempts.get(&attempt) else {
-            return;
-        };
-        let targets = match targets {
-            Ok(t) => t,
-            Err(e) => {
-                let outcome = match &e {
-                    // RFC 7505 §4.2: 556 5.1.10 for a null MX.
-                    LookupError::NullMx => Outcome {
-                        verdict: Verdict::Permanent,
-                        status: "5.1.10".into(),
-                        detail: "the recipient domain accepts no mail (null MX, RFC 7505)".into(),
-                    },
-                    LookupError::NotFound(why) => Outcome {
-                        verdict: Verdict::Permanent,
-                        status: "5.1.2".into(),
-                        detail: format!("host or domain name not found: {why}"),
-                    },
-                    LookupError::Temporary(why) => Outcome {
-                        verdict: Verdict::Temporary,
-                        status: "4.4.3".into(),
-                        detail: format!("DNS lookup failed: {why}"),
-                    },
-                };
-                let outcomes = a
-                    .parts
-                    .iter()
-                    .map(|(_, idxs)| vec![outcome.clone(); idxs.len()])
-                    .collect();
-                self.finished(AttemptResult {
-                    attempt,
-                    outcomes,
-                    relay: None,
-                    tls_level: 3,
-                });
+    /// Does what the queue asked, until it asks nothing more.
+    fn perform(&mut self) {
+        loop {
+            let effects = self.queue.take_effects();
+            if effects.is_empty() {
                 return;
             }
-        };
-        let snapshot = a.snapshot.clone();
-        let rules = a
+            for effect in effects {
+                self.effect(effect);
+            }
+        }
+    }
+
+    fn effect(&mut self, effect: Effect) {
+        match effect {
+            Effect::Resolve { attempt, name, mx } => match &self.resolver {
+                Some(resolver) => {
+                    let tx = self.tx.clone();
+                    resolver.targets(&name, mx, move |targets| {
+                        let _ = tx.send(Event::Resolved { attempt, targets });
+                    });
+                }
+                None => self.queue.resolved(
+                    attempt,
+                    Err(LookupError::Temporary("no resolver".into())),
+                    now_secs(),
+                ),
+            },
+            Effect::Dispatch(d) => self.dispatch(d),
+            Effect::Record {
+                journal,
+                id,
+                change,
+            } => self.spool.record(journal, &id, change),
+            Effect::Say { journal, lines } => self.spool.say(journal, lines),
+            Effect::Bounce(b) => {
+                let result = self.bounce(&b);
+                self.queue.bounced(&b.id, result);
+            }
+            Effect::Count { outcome, tls } => {
+                self.gauges.deliveries[outcome as usize][tls.min(3)]
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Reads the messages and hands the attempt to a shard.
+    fn dispatch(&mut self, d: queue::Dispatch) {
+        let snapshot = d.snapshot;
+        let rules: Option<ClientRules> = d
             .profile
             .and_then(|i| snapshot.profiles.list.get(i))
             .map(|p| p.client.clone());
@@ -539,102 +370,55 @@ impl Scheduler {
         } else {
             TlsMode::Opportunistic
         };
-        let mut messages = Vec::new();
-        let mut ids = Vec::new();
-        let mut unreadable = Vec::new();
-        for (id, idxs) in &a.parts {
-            let Some(m) = self.messages.get(id) else {
-                continue;
-            };
-            let data = match self.spool.reader.read(m.journal, id) {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::error!(target: "send", "{id}: cannot read queued message: {e}");
-                    unreadable.push(id.clone());
-                    continue;
+        let mut messages = Vec::with_capacity(d.messages.len());
+        let mut ids = Vec::with_capacity(d.messages.len());
+        for m in d.messages {
+            match self.spool.reader.read(m.journal, &m.id) {
+                Ok(data) => {
+                    messages.push(Outgoing {
+                        from: m.from,
+                        recipients: m.recipients,
+                        data: Arc::from(data),
+                        body_8bit: m.body_8bit,
+                    });
+                    ids.push(m.id);
                 }
-            };
-            messages.push(Outgoing {
-                from: m.from.clone(),
-                recipients: idxs.iter().map(|i| m.rcpts[*i].rcpt.clone()).collect(),
-                data: Arc::from(data),
-                body_8bit: m.body_8bit,
-            });
-            ids.push(id.clone());
-        }
-        if !unreadable.is_empty() {
-            // Deferred, not sent empty: the attempt goes on without them.
-            let mut failed = Vec::new();
-            if let Some(a) = self.attempts.get_mut(&attempt) {
-                a.parts.retain(|(id, idxs)| {
-                    let bad = unreadable.contains(id);
-                    if bad {
-                        failed.push((id.clone(), idxs.clone()));
-                    }
-                    !bad
-                });
+                Err(e) => {
+                    tracing::error!(target: "send", "{}: cannot read queued message: {e}", m.id);
+                    // Deferred, never sent empty: the attempt goes on
+                    // without it.
+                    self.queue.unreadable(d.attempt, &m.id, now_secs());
+                }
             }
-            self.next_attempt += 1;
-            let side = self.next_attempt;
-            let key = self
-                .attempts
-                .get(&attempt)
-                .map(|a| a.key.clone())
-                .unwrap_or_default();
-            *self.in_flight_per_key.entry(key.clone()).or_default() += 1;
-            let outcome = Outcome {
-                verdict: Verdict::Temporary,
-                status: "4.3.0".into(),
-                detail: "the queued message could not be read from the spool".into(),
-            };
-            let outcomes = failed
-                .iter()
-                .map(|(_, i)| vec![outcome.clone(); i.len()])
-                .collect();
-            self.attempts.insert(
-                side,
-                Attempt {
-                    parts: failed,
-                    key,
-                    port: 0,
-                    profile: None,
-                    snapshot: snapshot.clone(),
-                },
-            );
-            self.finished(AttemptResult {
-                attempt: side,
-                outcomes,
-                relay: None,
-                tls_level: 3,
-            });
-            if messages.is_empty() {
-                self.finished(AttemptResult {
-                    attempt,
+        }
+        if messages.is_empty() {
+            self.queue.finished(
+                AttemptResult {
+                    attempt: d.attempt,
                     outcomes: Vec::new(),
                     relay: None,
                     tls_level: 3,
-                });
-                return;
-            }
-        }
-        let Some(a) = self.attempts.get(&attempt) else {
+                },
+                now_secs(),
+            );
             return;
-        };
+        }
         let job = Job {
-            attempt,
-            targets: targets
+            attempt: d.attempt,
+            targets: d
+                .targets
                 .into_iter()
                 .map(|(host, ip)| Target {
                     host,
-                    addr: SocketAddr::new(ip, a.port),
+                    addr: SocketAddr::new(ip, d.port),
                 })
                 .collect(),
             tls,
-            config: snapshot.outbound.config(a.profile),
+            config: snapshot.outbound.config(d.profile),
             rules,
             roots: snapshot.outbound.roots.clone(),
             helo: snapshot.hostname.clone(),
-            timeouts: self.settings.timeouts,
+            timeouts: self.timeouts,
             messages,
             ids,
             reply: self.tx.clone(),
@@ -644,120 +428,19 @@ impl Scheduler {
         door(job);
     }
 
-    fn finished(&mut self, result: AttemptResult) {
-        let Some(a) = self.attempts.remove(&result.attempt) else {
-            return;
-        };
-        if let Some(n) = self.in_flight_per_key.get_mut(&a.key) {
-            *n = n.saturating_sub(1);
-        }
-        let now = now_secs();
-        let relay = result.relay.as_deref().unwrap_or("none");
-        let tls = result.tls_level.min(3);
-        for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
-            let Some(m) = self.messages.get_mut(id) else {
-                continue;
-            };
-            m.in_flight = m.in_flight.saturating_sub(1);
-            for i in idxs {
-                m.busy[*i] = false;
-            }
-            let delay = now.saturating_sub(m.arrived);
-            let mut lines = Vec::with_capacity(idxs.len());
-            for (i, o) in idxs.iter().zip(outcomes) {
-                let r = &mut m.rcpts[*i];
-                r.attempts += 1;
-                r.last = format!("dsn={} {}", o.status, o.detail);
-                let status = match o.verdict {
-                    Verdict::Delivered => {
-                        r.status = RcptStatus::Delivered;
-                        self.shared.deliveries[SENT][tls]
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        "sent"
-                    }
-                    Verdict::Permanent => {
-                        r.status = RcptStatus::Failed;
-                        self.shared.deliveries[BOUNCED][tls]
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        "bounced"
-                    }
-                    Verdict::Temporary => {
-                        let expired = Duration::from_secs(now.saturating_sub(m.arrived))
-                            >= self.settings.lifetime;
-                        if expired {
-                            r.status = RcptStatus::Failed;
-                            r.last = format!(
-                                "dsn=4.4.7 delivery time expired; last error: {}",
-                                o.detail
-                            );
-                            self.shared.deliveries[EXPIRED][tls]
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            "expired"
-                        } else {
-                            let step = (r.attempts as usize)
-                                .saturating_sub(1)
-                                .min(self.settings.retry.len().saturating_sub(1));
-                            let wait = self
-                                .settings
-                                .retry
-                                .get(step)
-                                .copied()
-                                .unwrap_or(Duration::from_secs(300));
-                            r.next_due = now + wait.as_secs().max(1);
-                            self.shared.deliveries[DEFERRED][tls]
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            "deferred"
-                        }
-                    }
-                };
-                lines.push(format!(
-                    "{id}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
-                    r.rcpt,
-                    o.status,
-                    crate::smtp::received::sanitize_line(&o.detail)
-                ));
-                let change = Change::Recipient {
-                    index: *i as u32,
-                    state: r.clone(),
-                };
-                self.spool.record(m.journal, id, change);
-            }
-            // The outcome is recorded in the journal (synced with the next
-            // batch: a crash before may deliver a recipient again, never
-            // lose one); a message with every recipient final is done once
-            // its bounce is queued.
-            let next = m
-                .rcpts
-                .iter()
-                .filter(|r| r.status == RcptStatus::Pending)
-                .map(|r| r.next_due)
-                .min();
-            match next {
-                Some(t) => {
-                    self.spool.say(m.journal, lines);
-                    self.due.push(std::cmp::Reverse((t, id.clone())));
-                }
-                None => {
-                    let id = id.clone();
-                    self.finish_message(&id, lines);
-                }
-            }
-        }
-    }
-
-    fn admin(&mut self, cmd: Admin) -> Result<String, String> {
+    /// `sealgate queue …`: list and show are formatted here from the
+    /// queue's views; the rest are the queue's.
+    fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, String> {
         use std::fmt::Write as _;
         match cmd {
             Admin::List { json } => {
-                let mut ids: Vec<&String> = self.messages.keys().collect();
-                ids.sort();
+                let views = self.queue.views();
                 if json {
-                    let list: Vec<serde_json::Value> = ids
+                    let list: Vec<serde_json::Value> = views
                         .iter()
-                        .map(|id| {
-                            let m = &self.messages[*id];
+                        .map(|m| {
                             serde_json::json!({
-                                "id": id,
+                                "id": m.id,
                                 "arrived": m.arrived,
                                 "size": m.size,
                                 "from": m.from,
@@ -775,11 +458,11 @@ impl Scheduler {
                     return serde_json::to_string_pretty(&list).map_err(|e| e.to_string());
                 }
                 let mut out = String::new();
-                for id in ids {
-                    let m = &self.messages[id];
+                for m in &views {
                     let _ = writeln!(
                         out,
-                        "{id}{} {} {} <{}>",
+                        "{}{} {} {} <{}>",
+                        m.id,
                         if m.hold { "!" } else { "" },
                         m.size,
                         crate::smtp::received::rfc5322_date(
@@ -787,7 +470,7 @@ impl Scheduler {
                         ),
                         m.from
                     );
-                    for r in &m.rcpts {
+                    for r in m.rcpts {
                         let _ = writeln!(
                             out,
                             "    {} {:?} attempts={} {}",
@@ -795,122 +478,57 @@ impl Scheduler {
                         );
                     }
                 }
-                let _ = writeln!(out, "-- {} message(s) in queue", self.messages.len());
+                let _ = writeln!(out, "-- {} message(s) in queue", views.len());
                 Ok(out)
             }
             Admin::Show(id) => {
-                let m = self
-                    .messages
-                    .get(&id)
-                    .ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                let (journal, mut out) = {
+                    let m = self
+                        .queue
+                        .view(&id)
+                        .ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                    let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
+                    for r in m.rcpts {
+                        let _ = writeln!(out, "rcpt <{}>", r.rcpt);
+                    }
+                    let _ = writeln!(
+                        out,
+                        "body {}\nsize {}\nhold {}\n",
+                        if m.body_8bit { "8BITMIME" } else { "7BIT" },
+                        m.size,
+                        u8::from(m.hold)
+                    );
+                    (m.journal, out)
+                };
                 let data = self
                     .spool
                     .reader
-                    .read(m.journal, &id)
+                    .read(journal, &id)
                     .map_err(|e| e.to_string())?;
                 let text = String::from_utf8_lossy(&data);
-                let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
-                for r in &m.rcpts {
-                    let _ = writeln!(out, "rcpt <{}>", r.rcpt);
-                }
-                let _ = writeln!(
-                    out,
-                    "body {}\nsize {}\nhold {}\n",
-                    if m.body_8bit { "8BITMIME" } else { "7BIT" },
-                    m.size,
-                    u8::from(m.hold)
-                );
                 out.push_str(text.split("\r\n\r\n").next().unwrap_or(""));
                 out.push_str("\n\n");
-                for r in &m.rcpts {
-                    let _ = writeln!(
-                        out,
-                        "{} {:?} attempts={} next_due={} {}",
-                        r.rcpt, r.status, r.attempts, r.next_due, r.last
-                    );
+                if let Some(m) = self.queue.view(&id) {
+                    for r in m.rcpts {
+                        let _ = writeln!(
+                            out,
+                            "{} {:?} attempts={} next_due={} {}",
+                            r.rcpt, r.status, r.attempts, r.next_due, r.last
+                        );
+                    }
                 }
                 Ok(out)
             }
-            Admin::Flush => {
-                self.handle(Event::Flush);
-                Ok(format!(
-                    "{} message(s) scheduled for delivery now",
-                    self.messages.len()
-                ))
-            }
-            Admin::Delete(id) => {
-                let m = self
-                    .messages
-                    .get(&id)
-                    .ok_or_else(|| format!("{id}: no such message in the queue"))?;
-                if m.in_flight > 0 {
-                    return Err(format!("{id}: a delivery attempt is running; try again"));
-                }
-                self.spool.record(m.journal, &id, Change::Done);
-                self.messages.remove(&id);
-                tracing::info!(target: "send", "{id}: removed by the administrator");
-                Ok(format!("{id}: deleted"))
-            }
-            Admin::Hold(id) | Admin::Release(id) if !self.messages.contains_key(&id) => {
-                Err(format!("{id}: no such message in the queue"))
-            }
-            Admin::Hold(id) => {
-                let m = self.messages.get_mut(&id).ok_or("gone")?;
-                m.hold = true;
-                self.spool.record(m.journal, &id, Change::Hold);
-                tracing::info!(target: "send", "{id}: placed on hold");
-                Ok(format!("{id}: on hold"))
-            }
-            Admin::Release(id) => {
-                let m = self.messages.get_mut(&id).ok_or("gone")?;
-                m.hold = false;
-                let now = now_secs();
-                for r in &mut m.rcpts {
-                    if r.status == RcptStatus::Pending {
-                        r.next_due = now;
-                    }
-                }
-                self.spool.record(m.journal, &id, Change::Release);
-                self.due.push(std::cmp::Reverse((now, id.clone())));
-                tracing::info!(target: "send", "{id}: released from hold");
-                Ok(format!("{id}: released"))
-            }
+            other => self.queue.admin(&other, now),
         }
     }
 
-    /// Every recipient is final: bounce the failed ones, then the message
-    /// is done.
-    fn finish_message(&mut self, id: &str, lines: Vec<String>) {
-        let Some(m) = self.messages.remove(id) else {
-            return;
-        };
-        let failed: Vec<&RcptState> = m
-            .rcpts
-            .iter()
-            .filter(|r| r.status == RcptStatus::Failed)
-            .collect();
-        if !failed.is_empty() {
-            if m.from.is_empty() {
-                // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
-                tracing::info!(target: "send", "{id}: undeliverable message with null sender: no notification");
-            } else if let Err(e) = self.bounce(id, &m, &failed) {
-                tracing::error!(target: "send", "{id}: cannot queue the delivery status notification: {e}; message kept");
-                self.spool.say(m.journal, lines);
-                // Kept (its recipients' states are recorded): the bounce
-                // is tried again at the next start.
-                return;
-            }
-        }
-        self.spool.record(m.journal, id, Change::Done);
-        let mut lines = lines;
-        lines.push(format!("{id}: removed"));
-        self.spool.say(m.journal, lines);
-    }
-
-    fn bounce(&mut self, id: &str, m: &Message, failed: &[&RcptState]) -> Result<(), String> {
-        let original = self.spool.reader.read(m.journal, id).unwrap_or_default();
-        let hostname = self.shared.snapshot.load().hostname.clone();
-        let parts: Vec<(String, String)> = failed
+    /// Builds the non-delivery notification (RFC 3464) and queues it.
+    fn bounce(&mut self, b: &queue::Bounce) -> Result<String, String> {
+        let original = self.spool.reader.read(b.journal, &b.id).unwrap_or_default();
+        let hostname = (self.snapshot)().hostname.clone();
+        let parts: Vec<(String, String)> = b
+            .failed
             .iter()
             .map(|r| {
                 let rest = r.last.strip_prefix("dsn=").unwrap_or(&r.last);
@@ -918,7 +536,8 @@ impl Scheduler {
                 (status.to_string(), detail.to_string())
             })
             .collect();
-        let list: Vec<dsn::Failed<'_>> = failed
+        let list: Vec<dsn::Failed<'_>> = b
+            .failed
             .iter()
             .zip(&parts)
             .map(|(r, (status, detail))| dsn::Failed {
@@ -928,19 +547,18 @@ impl Scheduler {
                 remote: None,
             })
             .collect();
-        let now = SystemTime::now();
         let body = dsn::build(
             &hostname,
-            id,
-            &m.from,
-            UNIX_EPOCH + Duration::from_secs(m.arrived),
+            &b.id,
+            &b.from,
+            UNIX_EPOCH + Duration::from_secs(b.arrived),
             &list,
             &original,
-            now,
+            SystemTime::now(),
         );
         let envelope = crate::smtp::server::Envelope {
             from: String::new(),
-            recipients: vec![m.from.clone()],
+            recipients: vec![b.from.clone()],
             helo: hostname.clone(),
             esmtp: true,
             body_8bit: false,
@@ -955,8 +573,6 @@ impl Scheduler {
             envelope,
             data: body,
         };
-        let dsn_id = self.spool.store(message, &hostname)?;
-        tracing::info!(target: "send", "{id}: sender non-delivery notification: {dsn_id}");
-        Ok(())
+        self.spool.store(message, &hostname)
     }
 }

@@ -193,11 +193,7 @@ pub struct Shared {
     /// Unix seconds of the last successful reload (0: none).
     pub last_reload: AtomicU64,
     /// Written by the delivery scheduler.
-    pub queue_messages: AtomicU64,
-    pub queue_oldest_arrival: AtomicU64,
-    /// Per-recipient delivery outcomes (sent, deferred, bounced, expired)
-    /// by the TLS of the attempt (verified, trusted, untrusted, none).
-    pub deliveries: [[AtomicU64; 4]; 4],
+    pub delivery: Arc<crate::delivery::Gauges>,
     /// Open inbound connections, in total and per client address.
     pub admission: limits::Admission,
     /// Where sessions stream large message data (the gateway sets it; a
@@ -214,9 +210,7 @@ impl Shared {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_reload: AtomicU64::new(0),
-            queue_messages: AtomicU64::new(0),
-            queue_oldest_arrival: AtomicU64::new(0),
-            deliveries: Default::default(),
+            delivery: Arc::default(),
             admission: limits::Admission::default(),
             spill: std::sync::OnceLock::new(),
         })

@@ -1,0 +1,1132 @@
+//! The delivery queue, sans-IO (as `smtp/` is): it takes events with the
+//! current time (a message queued, a route resolved, an attempt finished,
+//! a bounce stored, an administrator's command) and yields [`Effect`]s
+//! (resolve, dispatch to a shard, record a state change, say a log line,
+//! build a bounce, count). It never touches a socket, a disk or a clock;
+//! the scheduler thread around it ([`super::Scheduler`]) performs the
+//! effects. The tests below drive it through retries, expiry, limits,
+//! hold and bounces in microseconds.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Admin, AttemptResult, Settings};
+use crate::dns::LookupError;
+use crate::policy::route::{Route, Via};
+use crate::policy::Snapshot;
+use crate::smtp::client::{Outcome, Verdict};
+use crate::spool::{Change, Entry, RcptState, RcptStatus};
+
+/// What the queue asks its driver to do, in order.
+pub enum Effect {
+    /// Look up the hosts for `name` (its MX hosts when `mx`), then call
+    /// [`Queue::resolved`].
+    Resolve {
+        attempt: u64,
+        name: String,
+        mx: bool,
+    },
+    /// Run the attempt on a shard.
+    Dispatch(Dispatch),
+    /// Record a state change in the message's journal.
+    Record {
+        journal: usize,
+        id: String,
+        change: Change,
+    },
+    /// Log lines (`send`), once the records before them are durable.
+    Say { journal: usize, lines: Vec<String> },
+    /// Build a delivery status notification to the sender and queue it,
+    /// then call [`Queue::bounced`].
+    Bounce(Bounce),
+    /// A recipient's outcome, by the TLS of its attempt, for the metrics.
+    Count { outcome: Counted, tls: usize },
+}
+
+/// Delivery outcomes as counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    Sent = 0,
+    Deferred = 1,
+    Bounced = 2,
+    Expired = 3,
+}
+
+/// One attempt: connect to the targets in order, deliver the messages on
+/// one connection.
+pub struct Dispatch {
+    pub attempt: u64,
+    pub targets: Vec<(String, IpAddr)>,
+    pub port: u16,
+    /// The outbound profile of the route, in `snapshot`.
+    pub profile: Option<usize>,
+    pub snapshot: Arc<Snapshot>,
+    pub messages: Vec<Planned>,
+}
+
+/// A message in an attempt, with the recipients it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Planned {
+    pub id: String,
+    pub journal: usize,
+    pub from: String,
+    pub recipients: Vec<String>,
+    pub body_8bit: bool,
+}
+
+/// A non-delivery notification to build.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bounce {
+    pub id: String,
+    pub journal: usize,
+    pub from: String,
+    pub arrived: u64,
+    /// The failed recipients, with their last reply (`dsn=… detail`).
+    pub failed: Vec<RcptState>,
+}
+
+struct Message {
+    journal: usize,
+    from: String,
+    arrived: u64,
+    size: u64,
+    body_8bit: bool,
+    hold: bool,
+    rcpts: Vec<RcptState>,
+    /// Recipients in an attempt now: never in two at once.
+    busy: Vec<bool>,
+    in_flight: usize,
+    /// Its bounce is being built: the message is done once it is queued.
+    bouncing: bool,
+}
+
+struct Attempt {
+    /// (queue id, recipient indexes) per message.
+    parts: Vec<(String, Vec<usize>)>,
+    key: String,
+    port: u16,
+    profile: Option<usize>,
+    snapshot: Arc<Snapshot>,
+}
+
+/// The queue: every message not yet done, with each recipient's state.
+pub struct Queue {
+    settings: Settings,
+    messages: HashMap<String, Message>,
+    due: BinaryHeap<Reverse<(u64, String)>>,
+    attempts: HashMap<u64, Attempt>,
+    next_attempt: u64,
+    in_flight_per_key: HashMap<String, usize>,
+    effects: Vec<Effect>,
+}
+
+/// A view of one queued message (for `sealgate queue`).
+pub struct View<'a> {
+    pub id: &'a str,
+    pub journal: usize,
+    pub from: &'a str,
+    pub arrived: u64,
+    pub size: u64,
+    pub body_8bit: bool,
+    pub hold: bool,
+    pub rcpts: &'a [RcptState],
+}
+
+impl Queue {
+    pub fn new(settings: Settings) -> Queue {
+        Queue {
+            settings,
+            messages: HashMap::new(),
+            due: BinaryHeap::new(),
+            attempts: HashMap::new(),
+            next_attempt: 0,
+            in_flight_per_key: HashMap::new(),
+            effects: Vec::new(),
+        }
+    }
+
+    /// What the driver must do now, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+
+    /// Arrival of the oldest message (Unix seconds).
+    pub fn oldest_arrival(&self) -> Option<u64> {
+        self.messages.values().map(|m| m.arrived).min()
+    }
+
+    /// When the next recipient falls due.
+    pub fn next_due(&self) -> Option<u64> {
+        self.due.peek().map(|Reverse((t, _))| *t)
+    }
+
+    pub fn view(&self, id: &str) -> Option<View<'_>> {
+        self.messages.get_key_value(id).map(|(id, m)| View {
+            id,
+            journal: m.journal,
+            from: &m.from,
+            arrived: m.arrived,
+            size: m.size,
+            body_8bit: m.body_8bit,
+            hold: m.hold,
+            rcpts: &m.rcpts,
+        })
+    }
+
+    /// Every queued message, by id.
+    pub fn views(&self) -> Vec<View<'_>> {
+        let mut ids: Vec<&String> = self.messages.keys().collect();
+        ids.sort();
+        ids.into_iter().filter_map(|id| self.view(id)).collect()
+    }
+
+    /// A message is durable in the spool: deliver it.
+    pub fn queued(&mut self, e: Entry) {
+        let id = e.id;
+        let due = e
+            .rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Pending)
+            .map(|r| r.next_due)
+            .min();
+        let count = e.rcpts.len();
+        self.messages.insert(
+            id.clone(),
+            Message {
+                journal: e.journal,
+                from: e.meta.from,
+                arrived: e.meta.arrived,
+                size: e.size,
+                body_8bit: e.meta.body_8bit,
+                hold: e.hold,
+                rcpts: e.rcpts,
+                busy: vec![false; count],
+                in_flight: 0,
+                bouncing: false,
+            },
+        );
+        match due {
+            Some(t) => self.due.push(Reverse((t, id))),
+            None => self.finish_message(&id, Vec::new()),
+        }
+    }
+
+    /// Groups every due recipient by destination and starts attempts:
+    /// at most `messages_per_connection` messages each, at most
+    /// `per_destination` attempts in flight per destination.
+    pub fn run_due(&mut self, now: u64, snapshot: &Arc<Snapshot>) {
+        // destination key → (route, name to resolve, parts)
+        type Group = (Route, String, Vec<(String, Vec<usize>)>);
+        let mut groups: Vec<(String, Group)> = Vec::new();
+        while let Some(Reverse((t, _))) = self.due.peek() {
+            if *t > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.due.pop() else {
+                break;
+            };
+            let Some(m) = self.messages.get(&id) else {
+                continue;
+            };
+            if m.hold || m.bouncing {
+                continue;
+            }
+            let mut by_key: Vec<(String, Route, String, Vec<usize>)> = Vec::new();
+            for (i, r) in m.rcpts.iter().enumerate() {
+                if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
+                    continue;
+                }
+                let domain = r
+                    .rcpt
+                    .rsplit_once('@')
+                    .map(|(_, d)| d)
+                    .unwrap_or("")
+                    .to_ascii_lowercase();
+                let route = snapshot.routes.for_domain(&domain);
+                let (key, name) = match &route.via {
+                    Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
+                    Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
+                };
+                match by_key.iter_mut().find(|(k, ..)| *k == key) {
+                    Some(entry) => entry.3.push(i),
+                    None => by_key.push((key, route, name, vec![i])),
+                }
+            }
+            for (key, route, name, idxs) in by_key {
+                match groups.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, g)) => g.2.push((id.clone(), idxs)),
+                    None => groups.push((key, (route, name, vec![(id.clone(), idxs)]))),
+                }
+            }
+        }
+        for (key, (route, name, parts)) in groups {
+            for chunk in parts.chunks(self.settings.messages_per_connection.max(1)) {
+                let busy = self.in_flight_per_key.get(&key).copied().unwrap_or(0);
+                if busy >= self.settings.per_destination {
+                    // destination_concurrency: try these again shortly.
+                    for (id, _) in chunk {
+                        self.due.push(Reverse((now + 1, id.clone())));
+                    }
+                    continue;
+                }
+                self.start_attempt(&key, &route, &name, chunk.to_vec(), snapshot.clone(), now);
+            }
+        }
+    }
+
+    fn start_attempt(
+        &mut self,
+        key: &str,
+        route: &Route,
+        name: &str,
+        parts: Vec<(String, Vec<usize>)>,
+        snapshot: Arc<Snapshot>,
+        now: u64,
+    ) {
+        self.next_attempt += 1;
+        let attempt = self.next_attempt;
+        for (id, idxs) in &parts {
+            if let Some(m) = self.messages.get_mut(id) {
+                m.in_flight += 1;
+                for i in idxs {
+                    m.busy[*i] = true;
+                }
+            }
+        }
+        *self.in_flight_per_key.entry(key.to_string()).or_default() += 1;
+        let (port, host_literal) = match &route.via {
+            Via::Mx => (route.port, None),
+            Via::Host { host, port } => (*port, Some(host.clone())),
+        };
+        self.attempts.insert(
+            attempt,
+            Attempt {
+                parts,
+                key: key.to_string(),
+                port,
+                profile: route.profile,
+                snapshot,
+            },
+        );
+        // An address literal needs no lookup (RFC 5321 §4.1.3).
+        if let Some(ip) = host_literal
+            .as_deref()
+            .and_then(|h| {
+                h.strip_prefix('[')?
+                    .strip_suffix(']')
+                    .map(|s| s.trim_start_matches("IPv6:").to_string())
+            })
+            .and_then(|s| s.parse::<IpAddr>().ok())
+        {
+            self.resolved(
+                attempt,
+                Ok(vec![(host_literal.unwrap_or_default(), ip)]),
+                now,
+            );
+            return;
+        }
+        self.effects.push(Effect::Resolve {
+            attempt,
+            name: name.to_string(),
+            mx: matches!(route.via, Via::Mx),
+        });
+    }
+
+    /// The resolver answered for an attempt.
+    pub fn resolved(
+        &mut self,
+        attempt: u64,
+        targets: Result<Vec<(String, IpAddr)>, LookupError>,
+        now: u64,
+    ) {
+        let Some(a) = self.attempts.get(&attempt) else {
+            return;
+        };
+        let targets = match targets {
+            Ok(t) => t,
+            Err(e) => {
+                let outcome = match &e {
+                    // RFC 7505 §4.2: 556 5.1.10 for a null MX.
+                    LookupError::NullMx => Outcome {
+                        verdict: Verdict::Permanent,
+                        status: "5.1.10".into(),
+                        detail: "the recipient domain accepts no mail (null MX, RFC 7505)".into(),
+                    },
+                    LookupError::NotFound(why) => Outcome {
+                        verdict: Verdict::Permanent,
+                        status: "5.1.2".into(),
+                        detail: format!("host or domain name not found: {why}"),
+                    },
+                    LookupError::Temporary(why) => Outcome {
+                        verdict: Verdict::Temporary,
+                        status: "4.4.3".into(),
+                        detail: format!("DNS lookup failed: {why}"),
+                    },
+                };
+                let outcomes = a
+                    .parts
+                    .iter()
+                    .map(|(_, idxs)| vec![outcome.clone(); idxs.len()])
+                    .collect();
+                self.finished(
+                    AttemptResult {
+                        attempt,
+                        outcomes,
+                        relay: None,
+                        tls_level: 3,
+                    },
+                    now,
+                );
+                return;
+            }
+        };
+        let messages = a
+            .parts
+            .iter()
+            .filter_map(|(id, idxs)| {
+                let m = self.messages.get(id)?;
+                Some(Planned {
+                    id: id.clone(),
+                    journal: m.journal,
+                    from: m.from.clone(),
+                    recipients: idxs.iter().map(|i| m.rcpts[*i].rcpt.clone()).collect(),
+                    body_8bit: m.body_8bit,
+                })
+            })
+            .collect();
+        self.effects.push(Effect::Dispatch(Dispatch {
+            attempt,
+            targets,
+            port: a.port,
+            profile: a.profile,
+            snapshot: a.snapshot.clone(),
+            messages,
+        }));
+    }
+
+    /// The driver could not read a message of a dispatched attempt: it
+    /// leaves the attempt (which goes on without it) and is deferred.
+    pub fn unreadable(&mut self, attempt: u64, id: &str, now: u64) {
+        let Some(a) = self.attempts.get_mut(&attempt) else {
+            return;
+        };
+        let Some(pos) = a.parts.iter().position(|(i, _)| i == id) else {
+            return;
+        };
+        let (id, idxs) = a.parts.remove(pos);
+        let outcome = Outcome {
+            verdict: Verdict::Temporary,
+            status: "4.3.0".into(),
+            detail: "the queued message could not be read from the spool".into(),
+        };
+        let outcomes = vec![outcome; idxs.len()];
+        self.settle(&id, &idxs, &outcomes, "none", 3, now);
+    }
+
+    /// A shard finished an attempt (or it ended before connecting).
+    pub fn finished(&mut self, result: AttemptResult, now: u64) {
+        let Some(a) = self.attempts.remove(&result.attempt) else {
+            return;
+        };
+        if let Some(n) = self.in_flight_per_key.get_mut(&a.key) {
+            *n = n.saturating_sub(1);
+        }
+        let relay = result.relay.as_deref().unwrap_or("none");
+        let tls = result.tls_level.min(3);
+        for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
+            self.settle(id, idxs, outcomes, relay, tls, now);
+        }
+    }
+
+    /// Records the outcomes of one message's recipients in one attempt.
+    fn settle(
+        &mut self,
+        id: &str,
+        idxs: &[usize],
+        outcomes: &[Outcome],
+        relay: &str,
+        tls: usize,
+        now: u64,
+    ) {
+        let Some(m) = self.messages.get_mut(id) else {
+            return;
+        };
+        m.in_flight = m.in_flight.saturating_sub(1);
+        for i in idxs {
+            m.busy[*i] = false;
+        }
+        let delay = now.saturating_sub(m.arrived);
+        let mut lines = Vec::with_capacity(idxs.len());
+        for (i, o) in idxs.iter().zip(outcomes) {
+            let r = &mut m.rcpts[*i];
+            r.attempts += 1;
+            r.last = format!("dsn={} {}", o.status, o.detail);
+            let (status, counted) = match o.verdict {
+                Verdict::Delivered => {
+                    r.status = RcptStatus::Delivered;
+                    ("sent", Counted::Sent)
+                }
+                Verdict::Permanent => {
+                    r.status = RcptStatus::Failed;
+                    ("bounced", Counted::Bounced)
+                }
+                Verdict::Temporary => {
+                    let expired = Duration::from_secs(now.saturating_sub(m.arrived))
+                        >= self.settings.lifetime;
+                    if expired {
+                        // RFC 5321 §4.5.4.1: give up after the lifetime.
+                        r.status = RcptStatus::Failed;
+                        r.last =
+                            format!("dsn=4.4.7 delivery time expired; last error: {}", o.detail);
+                        ("expired", Counted::Expired)
+                    } else {
+                        let step = (r.attempts as usize)
+                            .saturating_sub(1)
+                            .min(self.settings.retry.len().saturating_sub(1));
+                        let wait = self
+                            .settings
+                            .retry
+                            .get(step)
+                            .copied()
+                            .unwrap_or(Duration::from_secs(300));
+                        r.next_due = now + wait.as_secs().max(1);
+                        ("deferred", Counted::Deferred)
+                    }
+                }
+            };
+            self.effects.push(Effect::Count {
+                outcome: counted,
+                tls,
+            });
+            lines.push(format!(
+                "{id}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
+                r.rcpt,
+                o.status,
+                crate::smtp::received::sanitize_line(&o.detail)
+            ));
+            self.effects.push(Effect::Record {
+                journal: m.journal,
+                id: id.to_string(),
+                change: Change::Recipient {
+                    index: *i as u32,
+                    state: r.clone(),
+                },
+            });
+        }
+        let next = m
+            .rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Pending)
+            .map(|r| r.next_due)
+            .min();
+        match next {
+            Some(t) => {
+                self.effects.push(Effect::Say {
+                    journal: m.journal,
+                    lines,
+                });
+                self.due.push(Reverse((t, id.to_string())));
+            }
+            None => self.finish_message(id, lines),
+        }
+    }
+
+    /// Every recipient is final: a bounce for the failed ones (never for a
+    /// bounce), then the message is done.
+    fn finish_message(&mut self, id: &str, mut lines: Vec<String>) {
+        let Some(m) = self.messages.get_mut(id) else {
+            return;
+        };
+        if m.in_flight > 0 {
+            return;
+        }
+        let failed: Vec<RcptState> = m
+            .rcpts
+            .iter()
+            .filter(|r| r.status == RcptStatus::Failed)
+            .cloned()
+            .collect();
+        if !failed.is_empty() {
+            if m.from.is_empty() {
+                // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
+                lines.push(format!(
+                    "{id}: undeliverable message with null sender: no notification"
+                ));
+            } else {
+                m.bouncing = true;
+                self.effects.push(Effect::Say {
+                    journal: m.journal,
+                    lines,
+                });
+                self.effects.push(Effect::Bounce(Bounce {
+                    id: id.to_string(),
+                    journal: m.journal,
+                    from: m.from.clone(),
+                    arrived: m.arrived,
+                    failed,
+                }));
+                return;
+            }
+        }
+        self.done(id, lines);
+    }
+
+    fn done(&mut self, id: &str, mut lines: Vec<String>) {
+        let Some(m) = self.messages.remove(id) else {
+            return;
+        };
+        lines.push(format!("{id}: removed"));
+        self.effects.push(Effect::Record {
+            journal: m.journal,
+            id: id.to_string(),
+            change: Change::Done,
+        });
+        self.effects.push(Effect::Say {
+            journal: m.journal,
+            lines,
+        });
+    }
+
+    /// The bounce of `id` was queued (its queue id) or could not be.
+    pub fn bounced(&mut self, id: &str, result: Result<String, String>) {
+        let Some(m) = self.messages.get(id) else {
+            return;
+        };
+        let journal = m.journal;
+        match result {
+            Ok(dsn) => {
+                let line = format!("{id}: sender non-delivery notification: {dsn}");
+                self.done(id, vec![line]);
+            }
+            Err(e) => {
+                // Kept in the journal (its recipients' states recorded):
+                // the bounce is tried again at the next start.
+                self.messages.remove(id);
+                self.effects.push(Effect::Say {
+                    journal,
+                    lines: vec![format!(
+                        "{id}: cannot queue the delivery status notification: {e}; message kept"
+                    )],
+                });
+            }
+        }
+    }
+
+    /// `sealgate queue flush`: every pending recipient due now.
+    pub fn flush(&mut self, now: u64) {
+        for m in self.messages.values_mut() {
+            for r in &mut m.rcpts {
+                if r.status == RcptStatus::Pending {
+                    r.next_due = now;
+                }
+            }
+        }
+        let ids: Vec<String> = self.messages.keys().cloned().collect();
+        for id in ids {
+            self.due.push(Reverse((now, id)));
+        }
+    }
+
+    /// `sealgate queue delete|hold|release|flush` (list and show are
+    /// views, formatted by the driver).
+    pub fn admin(&mut self, cmd: &Admin, now: u64) -> Result<String, String> {
+        let missing = |id: &str| format!("{id}: no such message in the queue");
+        match cmd {
+            Admin::List { .. } | Admin::Show(_) => Err("a view, not a command".into()),
+            Admin::Flush => {
+                self.flush(now);
+                Ok(format!(
+                    "{} message(s) scheduled for delivery now",
+                    self.messages.len()
+                ))
+            }
+            Admin::Delete(id) => {
+                let m = self.messages.get(id).ok_or_else(|| missing(id))?;
+                if m.in_flight > 0 || m.bouncing {
+                    return Err(format!("{id}: a delivery attempt is running; try again"));
+                }
+                let journal = m.journal;
+                self.messages.remove(id);
+                self.effects.push(Effect::Record {
+                    journal,
+                    id: id.clone(),
+                    change: Change::Done,
+                });
+                self.effects.push(Effect::Say {
+                    journal,
+                    lines: vec![format!("{id}: removed by the administrator")],
+                });
+                Ok(format!("{id}: deleted"))
+            }
+            Admin::Hold(id) => {
+                let m = self.messages.get_mut(id).ok_or_else(|| missing(id))?;
+                m.hold = true;
+                let journal = m.journal;
+                self.effects.push(Effect::Record {
+                    journal,
+                    id: id.clone(),
+                    change: Change::Hold,
+                });
+                self.effects.push(Effect::Say {
+                    journal,
+                    lines: vec![format!("{id}: placed on hold")],
+                });
+                Ok(format!("{id}: on hold"))
+            }
+            Admin::Release(id) => {
+                let m = self.messages.get_mut(id).ok_or_else(|| missing(id))?;
+                m.hold = false;
+                for r in &mut m.rcpts {
+                    if r.status == RcptStatus::Pending {
+                        r.next_due = now;
+                    }
+                }
+                let journal = m.journal;
+                self.effects.push(Effect::Record {
+                    journal,
+                    id: id.clone(),
+                    change: Change::Release,
+                });
+                self.effects.push(Effect::Say {
+                    journal,
+                    lines: vec![format!("{id}: released from hold")],
+                });
+                self.due.push(Reverse((now, id.clone())));
+                Ok(format!("{id}: released"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::smtp::client::Timeouts;
+    use crate::spool::record::Meta;
+
+    fn settings() -> Settings {
+        Settings {
+            retry: vec![
+                Duration::from_secs(60),
+                Duration::from_secs(300),
+                Duration::from_secs(900),
+            ],
+            lifetime: Duration::from_secs(3600),
+            per_destination: 10,
+            messages_per_connection: 10,
+            timeouts: Timeouts {
+                greeting: Duration::from_secs(1),
+                command: Duration::from_secs(1),
+                data_start: Duration::from_secs(1),
+                data_block: Duration::from_secs(1),
+                data_end: Duration::from_secs(1),
+            },
+        }
+    }
+
+    fn entry(id: &str, from: &str, rcpts: &[&str]) -> Entry {
+        Entry {
+            id: id.into(),
+            journal: 0,
+            meta: Meta {
+                arrived: 1000,
+                from: from.into(),
+                client: "127.0.0.1".parse().unwrap(),
+                client_port: 1,
+                helo: "c".into(),
+                tls: None,
+                body_8bit: false,
+            },
+            hold: false,
+            rcpts: rcpts.iter().map(|r| RcptState::fresh(r)).collect(),
+            size: 10,
+        }
+    }
+
+    fn snap() -> Arc<Snapshot> {
+        Arc::new(Snapshot::for_tests("mx.test", &["example.com"]))
+    }
+
+    fn outcome(verdict: Verdict, status: &str) -> Outcome {
+        Outcome {
+            verdict,
+            status: status.into(),
+            detail: format!("{status} said the server"),
+        }
+    }
+
+    /// Runs what is due at `now`; answers every lookup; returns the
+    /// attempts dispatched (attempt, ids, recipients per message).
+    fn dispatch_due(q: &mut Queue, now: u64) -> Vec<(u64, Vec<String>, Vec<Vec<String>>)> {
+        q.run_due(now, &snap());
+        let mut out = Vec::new();
+        loop {
+            let effects = q.take_effects();
+            if effects.is_empty() {
+                return out;
+            }
+            for e in effects {
+                match e {
+                    Effect::Resolve { attempt, .. } => q.resolved(
+                        attempt,
+                        Ok(vec![(
+                            "mx.example.com".into(),
+                            "192.0.2.1".parse().unwrap(),
+                        )]),
+                        now,
+                    ),
+                    Effect::Dispatch(d) => out.push((
+                        d.attempt,
+                        d.messages.iter().map(|m| m.id.clone()).collect(),
+                        d.messages.iter().map(|m| m.recipients.clone()).collect(),
+                    )),
+                    Effect::Record { .. }
+                    | Effect::Say { .. }
+                    | Effect::Bounce(_)
+                    | Effect::Count { .. } => {}
+                }
+            }
+        }
+    }
+
+    fn finish(q: &mut Queue, attempt: u64, outcomes: Vec<Vec<Outcome>>, now: u64) -> Vec<Effect> {
+        q.finished(
+            AttemptResult {
+                attempt,
+                outcomes,
+                relay: Some("mx.example.com[192.0.2.1]:25".into()),
+                tls_level: 0,
+            },
+            now,
+        );
+        q.take_effects()
+    }
+
+    fn states(effects: &[Effect]) -> Vec<(u32, RcptStatus, u64, String)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record {
+                    change: Change::Recipient { index, state },
+                    ..
+                } => Some((*index, state.status, state.next_due, state.last.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn said(effects: &[Effect]) -> String {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Say { lines, .. } => Some(lines.join("\n")),
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    fn done(effects: &[Effect]) -> bool {
+        effects.iter().any(|e| {
+            matches!(
+                e,
+                Effect::Record {
+                    change: Change::Done,
+                    ..
+                }
+            )
+        })
+    }
+
+    #[test]
+    fn temporary_failures_follow_the_retry_schedule_then_deliver() {
+        let mut q = Queue::new(settings());
+        q.queued(entry("M", "s@client.test", &["u@example.com"]));
+        let mut now = 1000;
+        // Attempt 1 at once, then after 60, 300, 900, 900 s (the last step
+        // repeats).
+        for wait in [60, 300, 900, 900] {
+            let d = dispatch_due(&mut q, now);
+            assert_eq!(d.len(), 1, "at {now}");
+            let e = finish(
+                &mut q,
+                d[0].0,
+                vec![vec![outcome(Verdict::Temporary, "4.3.0")]],
+                now,
+            );
+            assert_eq!(states(&e)[0].2, now + wait);
+            assert!(said(&e).contains("status=deferred"), "{}", said(&e));
+            assert!(
+                dispatch_due(&mut q, now + wait - 1).is_empty(),
+                "not before it is due"
+            );
+            now += wait;
+        }
+        let d = dispatch_due(&mut q, now);
+        let e = finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Delivered, "2.0.0")]],
+            now,
+        );
+        assert_eq!(states(&e)[0].1, RcptStatus::Delivered);
+        assert!(done(&e) && said(&e).contains("M: removed"));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn past_the_lifetime_a_temporary_failure_expires_with_4_4_7_and_bounces() {
+        let mut q = Queue::new(settings());
+        q.queued(entry(
+            "M",
+            "s@client.test",
+            &["u@example.com", "v@example.com"],
+        ));
+        let d = dispatch_due(&mut q, 1000);
+        // v delivered; u still failing an hour after arrival.
+        let e = finish(
+            &mut q,
+            d[0].0,
+            vec![vec![
+                outcome(Verdict::Temporary, "4.4.1"),
+                outcome(Verdict::Delivered, "2.0.0"),
+            ]],
+            1000 + 3600,
+        );
+        let st = states(&e);
+        assert_eq!(st[0].1, RcptStatus::Failed);
+        assert!(
+            st[0].3.starts_with("dsn=4.4.7 delivery time expired"),
+            "{}",
+            st[0].3
+        );
+        let bounce = e
+            .iter()
+            .find_map(|e| match e {
+                Effect::Bounce(b) => Some(b.clone()),
+                _ => None,
+            })
+            .expect("a bounce");
+        assert_eq!(bounce.from, "s@client.test");
+        assert_eq!(bounce.failed.len(), 1);
+        assert_eq!(bounce.failed[0].rcpt, "u@example.com");
+        assert!(!done(&e), "done only once the bounce is queued");
+        assert!(e.iter().any(|e| matches!(
+            e,
+            Effect::Count {
+                outcome: Counted::Expired,
+                ..
+            }
+        )));
+        q.bounced("M", Ok("DSN1".into()));
+        let e = q.take_effects();
+        assert!(done(&e));
+        assert!(said(&e).contains("M: sender non-delivery notification: DSN1"));
+    }
+
+    #[test]
+    fn a_permanent_failure_of_a_bounce_makes_no_bounce() {
+        let mut q = Queue::new(settings());
+        q.queued(entry("B", "", &["gone@example.com"]));
+        let d = dispatch_due(&mut q, 1000);
+        let e = finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Permanent, "5.1.1")]],
+            1001,
+        );
+        assert!(!e.iter().any(|e| matches!(e, Effect::Bounce(_))));
+        assert!(done(&e));
+        assert!(said(&e).contains("undeliverable message with null sender: no notification"));
+    }
+
+    #[test]
+    fn a_bounce_that_cannot_be_queued_keeps_the_message() {
+        let mut q = Queue::new(settings());
+        q.queued(entry("M", "s@client.test", &["gone@example.com"]));
+        let d = dispatch_due(&mut q, 1000);
+        finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Permanent, "5.1.1")]],
+            1001,
+        );
+        q.bounced("M", Err("disk full".into()));
+        let e = q.take_effects();
+        assert!(!done(&e), "kept in the journal");
+        assert!(said(&e).contains("message kept"));
+    }
+
+    #[test]
+    fn destination_concurrency_and_messages_per_connection_are_kept() {
+        let mut s = settings();
+        s.per_destination = 2;
+        s.messages_per_connection = 2;
+        let mut q = Queue::new(s);
+        for n in 0..7 {
+            q.queued(entry(&format!("M{n}"), "s@c.test", &["u@example.com"]));
+        }
+        // Two attempts of two messages; the other three wait.
+        let d = dispatch_due(&mut q, 1000);
+        assert_eq!(d.iter().map(|a| a.1.len()).collect::<Vec<_>>(), vec![2, 2]);
+        assert!(
+            dispatch_due(&mut q, 1001).is_empty(),
+            "two in flight already"
+        );
+        finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Delivered, "2.0.0")]; 2],
+            1001,
+        );
+        // (Waiting ones are looked at again a second later.)
+        let next = dispatch_due(&mut q, 1002);
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].1.len(), 2);
+        // Another destination is not held up by these.
+        q.queued(entry("OTHER", "s@c.test", &["u@elsewhere.test"]));
+        let other = dispatch_due(&mut q, 1002);
+        assert_eq!(other.len(), 1);
+        assert_eq!(other[0].1, vec!["OTHER"]);
+    }
+
+    #[test]
+    fn recipients_of_one_message_split_by_destination() {
+        let mut q = Queue::new(settings());
+        q.queued(entry(
+            "M",
+            "s@c.test",
+            &["a@one.test", "b@two.test", "c@one.test"],
+        ));
+        let mut d = dispatch_due(&mut q, 1000);
+        d.sort_by(|a, b| a.2.cmp(&b.2));
+        assert_eq!(
+            d.iter().map(|a| a.2[0].clone()).collect::<Vec<_>>(),
+            vec![
+                vec!["a@one.test".to_string(), "c@one.test".to_string()],
+                vec!["b@two.test".to_string()]
+            ]
+        );
+    }
+
+    #[test]
+    fn hold_stops_delivery_release_resumes_it_and_delete_waits_for_attempts() {
+        let mut q = Queue::new(settings());
+        q.queued(entry("M", "s@c.test", &["u@example.com"]));
+        assert_eq!(
+            q.admin(&Admin::Hold("M".into()), 1000).unwrap(),
+            "M: on hold"
+        );
+        let e = q.take_effects();
+        assert!(e.iter().any(|e| matches!(
+            e,
+            Effect::Record {
+                change: Change::Hold,
+                ..
+            }
+        )));
+        assert!(dispatch_due(&mut q, 1000).is_empty(), "held");
+        assert!(q.view("M").unwrap().hold);
+        q.admin(&Admin::Release("M".into()), 2000).unwrap();
+        let e = q.take_effects();
+        assert!(e.iter().any(|e| matches!(
+            e,
+            Effect::Record {
+                change: Change::Release,
+                ..
+            }
+        )));
+        let d = dispatch_due(&mut q, 2000);
+        assert_eq!(d.len(), 1);
+        let busy = q.admin(&Admin::Delete("M".into()), 2000).unwrap_err();
+        assert!(busy.contains("attempt is running"), "{busy}");
+        finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Temporary, "4.0.0")]],
+            2001,
+        );
+        assert_eq!(
+            q.admin(&Admin::Delete("M".into()), 2001).unwrap(),
+            "M: deleted"
+        );
+        assert!(done(&q.take_effects()));
+        assert!(q
+            .admin(&Admin::Hold("M".into()), 2001)
+            .unwrap_err()
+            .contains("no such message"));
+    }
+
+    #[test]
+    fn lookups_fail_as_the_rfcs_say() {
+        for (error, status, verdict) in [
+            (LookupError::NullMx, "5.1.10", RcptStatus::Failed),
+            (
+                LookupError::NotFound("NXDOMAIN".into()),
+                "5.1.2",
+                RcptStatus::Failed,
+            ),
+            (
+                LookupError::Temporary("SERVFAIL".into()),
+                "4.4.3",
+                RcptStatus::Pending,
+            ),
+        ] {
+            let mut q = Queue::new(settings());
+            q.queued(entry("M", "s@c.test", &["u@example.com"]));
+            q.run_due(1000, &snap());
+            let attempt = q
+                .take_effects()
+                .iter()
+                .find_map(|e| match e {
+                    Effect::Resolve {
+                        attempt,
+                        mx: true,
+                        name,
+                    } if name == "example.com" => Some(*attempt),
+                    _ => None,
+                })
+                .expect("an MX lookup");
+            q.resolved(attempt, Err(error), 1000);
+            let st = states(&q.take_effects());
+            assert_eq!(st[0].1, verdict, "{status}");
+            assert!(
+                st[0].3.starts_with(&format!("dsn={status} ")),
+                "{}",
+                st[0].3
+            );
+        }
+    }
+
+    #[test]
+    fn a_message_that_cannot_be_read_is_deferred_not_sent_empty() {
+        let mut q = Queue::new(settings());
+        q.queued(entry("A", "s@c.test", &["u@example.com"]));
+        q.queued(entry("B", "s@c.test", &["u@example.com"]));
+        let d = dispatch_due(&mut q, 1000);
+        q.unreadable(d[0].0, "A", 1000);
+        let st = states(&q.take_effects());
+        assert_eq!(st[0].1, RcptStatus::Pending);
+        assert!(st[0].3.contains("could not be read"));
+        // The attempt goes on with B only.
+        let e = finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Delivered, "2.0.0")]],
+            1001,
+        );
+        assert!(said(&e).contains("B: removed"));
+        assert!(q.view("A").is_some() && q.view("B").is_none());
+    }
+}
