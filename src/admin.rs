@@ -144,6 +144,38 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
             ("connections_per_ip", |s| &s.refused_per_ip_limit),
         ],
     );
+    if let Some(st) = shared.spool.get() {
+        for (name, help, c) in [
+            (
+                "sealgate_spool_messages_stored_total",
+                "Messages made durable in the journals.",
+                &st.stored,
+            ),
+            (
+                "sealgate_spool_writes_total",
+                "Vectored writes of record batches into journal segments.",
+                &st.writes,
+            ),
+            (
+                "sealgate_spool_syncs_total",
+                "fdatasync calls on journal segments (group commit: one per batch).",
+                &st.syncs,
+            ),
+            (
+                "sealgate_spool_copied_forward_total",
+                "Long-lived messages copied forward to free a segment.",
+                &st.copied,
+            ),
+            (
+                "sealgate_spool_segments_freed_total",
+                "Journal segments freed for reuse.",
+                &st.freed,
+            ),
+        ] {
+            metric(&mut o, name, "counter", help);
+            let _ = writeln!(o, "{name} {}", c.load(Ordering::Relaxed));
+        }
+    }
     metric(
         &mut o,
         "sealgate_queue_messages",

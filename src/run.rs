@@ -400,10 +400,12 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let spool_root = cfg.spool_dir();
     std::fs::create_dir_all(&spool_root)
         .map_err(|e| format!("cannot create spool {}: {e}", spool_root.display()))?;
+    let spool_stats = Arc::new(spool::Stats::default());
     let mut opened = spool::open(
         &spool_root,
         cfg.file.server.spool_writers,
         cfg.journal_options(),
+        &spool_stats,
     )
     .map_err(|e| format!("spool recovery failed: {e}"))?;
     for (n, r) in opened.recovered.iter().enumerate() {
@@ -459,6 +461,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
     let shared = Shared::new(snapshot, count);
+    let _ = shared.spool.set(spool_stats);
     let area = spool::SpillArea::open(&spool_root)
         .map_err(|e| format!("cannot open {}/staging: {e}", spool_root.display()))?;
     let _ = shared.spill.set(Arc::new(area));

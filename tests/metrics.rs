@@ -112,6 +112,15 @@ fn metrics_agree_with_the_clients() {
         20,
         "{body}"
     );
+    // The journals made the same 20 durable, in at most as many syncs
+    // (group commit; this test's clients send one at a time).
+    assert_eq!(
+        value(&body, "sealgate_spool_messages_stored_total"),
+        20,
+        "{body}"
+    );
+    let syncs = value(&body, "sealgate_spool_syncs_total");
+    assert!((1..=20 + 8).contains(&syncs), "{syncs} syncs: {body}");
     assert_eq!(
         value(&body, "sealgate_connections_accepted_total{"),
         24,

@@ -271,15 +271,11 @@ impl Scheduler {
 
     /// Runs until every sender of events is gone.
     pub fn run(mut self) {
-        let mut published = std::time::Instant::now() - Duration::from_secs(2);
         loop {
             let snapshot = (self.snapshot)();
             self.queue.run_due(now_secs(), &snapshot);
             self.perform();
-            if published.elapsed() >= Duration::from_millis(200) {
-                self.publish();
-                published = std::time::Instant::now();
-            }
+            self.publish();
             let wait = self
                 .queue
                 .next_due()

@@ -194,6 +194,8 @@ pub struct Shared {
     pub last_reload: AtomicU64,
     /// Written by the delivery scheduler.
     pub delivery: Arc<crate::delivery::Gauges>,
+    /// Written by the spool's journals.
+    pub spool: std::sync::OnceLock<Arc<crate::spool::Stats>>,
     /// Open inbound connections, in total and per client address.
     pub admission: limits::Admission,
     /// Where sessions stream large message data (the gateway sets it; a
@@ -211,6 +213,7 @@ impl Shared {
             reloads_failed: AtomicU64::new(0),
             last_reload: AtomicU64::new(0),
             delivery: Arc::default(),
+            spool: std::sync::OnceLock::new(),
             admission: limits::Admission::default(),
             spill: std::sync::OnceLock::new(),
         })

@@ -44,6 +44,25 @@ impl Default for Options {
     }
 }
 
+/// What the journals did, for the metrics endpoint (shared by all).
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Messages made durable.
+    pub stored: std::sync::atomic::AtomicU64,
+    /// Batches written (one vectored write each, two across segments).
+    pub writes: std::sync::atomic::AtomicU64,
+    /// `fdatasync` calls on segments (headers of new segments included).
+    pub syncs: std::sync::atomic::AtomicU64,
+    /// Long-lived messages copied forward.
+    pub copied: std::sync::atomic::AtomicU64,
+    /// Segments freed for reuse.
+    pub freed: std::sync::atomic::AtomicU64,
+}
+
+fn count(c: &std::sync::atomic::AtomicU64, n: u64) {
+    c.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// Where a message record lies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Location {
@@ -138,6 +157,7 @@ pub struct Journal<S: Storage> {
     /// Changes that could not be staged (a failed rotation): staged again
     /// at the next commit.
     retry: Vec<(String, Change)>,
+    stats: Arc<Stats>,
     /// Start on a fresh segment before writing (after a torn end or a
     /// failed sync: never write over bytes whose fate is unknown).
     rotate_first: bool,
@@ -186,6 +206,7 @@ impl<S: Storage> Journal<S> {
             large_written: false,
             remove_after_sync: Vec::new(),
             retry: Vec::new(),
+            stats: Arc::default(),
             rotate_first: false,
         };
         let last = found.len().saturating_sub(1);
@@ -342,6 +363,11 @@ impl<S: Storage> Journal<S> {
         }
     }
 
+    /// Counts into `stats` from now on.
+    pub fn set_stats(&mut self, stats: Arc<Stats>) {
+        self.stats = stats;
+    }
+
     pub fn locations(&self) -> Locations {
         self.locations.clone()
     }
@@ -417,6 +443,7 @@ impl<S: Storage> Journal<S> {
         }
         self.storage
             .write_at(slot, self.pos, &[&self.batch, &END_MARKER])?;
+        count(&self.stats.writes, 1);
         self.pos += self.batch.len() as u64;
         self.batch.clear();
         if !self.dirty.contains(&slot) {
@@ -443,6 +470,7 @@ impl<S: Storage> Journal<S> {
             .storage
             .write_at(slot, 0, &[&header, &END_MARKER])
             .and_then(|()| self.storage.sync(slot));
+        count(&self.stats.syncs, 1);
         if let Err(e) = written {
             self.free.push(slot);
             return Err(e);
@@ -725,6 +753,8 @@ impl<S: Storage> Journal<S> {
             }
             drop(locs);
             let moved = staged.iter().filter(|s| s.moved_from.is_some()).count();
+            count(&self.stats.copied, moved as u64);
+            count(&self.stats.stored, (staged.len() - moved) as u64);
             if moved > 0 {
                 tracing::info!(
                     "spool: {moved} long-lived message(s) copied forward, freeing their segment"
@@ -760,6 +790,7 @@ impl<S: Storage> Journal<S> {
             self.storage.sync_large_dir()?;
         }
         for slot in std::mem::take(&mut self.dirty) {
+            count(&self.stats.syncs, 1);
             if let Err(e) = self.storage.sync(slot) {
                 self.dirty.push(slot);
                 return Err(e);
@@ -810,6 +841,7 @@ impl<S: Storage> Journal<S> {
             self.order.pop_front();
             self.segments.remove(&tail);
             self.free.push(tail);
+            count(&self.stats.freed, 1);
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::smtp::server::{Envelope, Message};
-pub use journal::{Change, Options};
+pub use journal::{Change, Options, Stats};
 use journal::{Journal, Locations, Recovered};
 use record::Meta;
 use storage::Disk;
@@ -327,7 +327,12 @@ pub struct Opened {
 }
 
 /// Opens (creating) the journals under `root` and recovers each.
-pub fn open(root: &Path, writers: usize, options: Options) -> io::Result<Opened> {
+pub fn open(
+    root: &Path,
+    writers: usize,
+    options: Options,
+    stats: &Arc<Stats>,
+) -> io::Result<Opened> {
     let mut count = writers.max(1);
     while journal_dir(root, count).exists() {
         count += 1;
@@ -339,6 +344,7 @@ pub fn open(root: &Path, writers: usize, options: Options) -> io::Result<Opened>
         let (mut journal, report) = Journal::open(disk, options)?;
         let mut report = report;
         report.orphans_removed = journal.remove_orphans()?;
+        journal.set_stats(stats.clone());
         stores.push(JournalStore {
             number: n,
             journal,
