@@ -483,7 +483,13 @@ fn apply(conn: &mut Conn, steps: Vec<Step>, stats: &mut Stats, opts: &Options) -
                     return Some(Fate::Failed("tls".into(), "no TLS configuration".into()));
                 };
                 match ClientConnection::new(config.clone(), name.clone()) {
-                    Ok(c) => conn.tls = Some(c),
+                    Ok(mut c) => {
+                        // The whole message is handed over at once (the
+                        // default 64 KiB limit cut larger ones short);
+                        // flush sends it as the socket takes it.
+                        c.set_buffer_limit(None);
+                        conn.tls = Some(c)
+                    }
                     Err(e) => return Some(Fate::Failed("tls".into(), e.to_string())),
                 }
                 if conn.starttls_at.is_none() {

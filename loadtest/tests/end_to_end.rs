@@ -109,6 +109,44 @@ fn every_mode_runs_clean_against_the_sink() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Messages larger than rustls's default 64 KiB send buffer go whole over
+/// TLS (they used to be cut short there, and the session hung in DATA).
+#[test]
+fn large_messages_go_whole_over_tls() {
+    let dir = temp_dir("large");
+    let (sink, addr) = start_sink(&dir);
+    let tls = tlsconf::client_config(&tlsconf::TlsOptions {
+        verify: false,
+        ca: None,
+        resumption: false,
+        client_cert: None,
+    })
+    .unwrap();
+    let mut p = (*params(Mode::Message)).clone();
+    p.data = Params::message(300_000);
+    p.messages_per_conn = 1;
+    let opts = Options {
+        target: addr,
+        params: Arc::new(p),
+        concurrency: 2,
+        until: Until::Sessions(4),
+        rate: None,
+        tls: Some((tls, ServerName::try_from("localhost").unwrap())),
+        session_timeout: Duration::from_secs(10),
+        progress: false,
+        accepted_log: None,
+    };
+    let (stats, _) = engine::run(&opts, &AtomicBool::new(false), &mut |_| {}).unwrap();
+    let report = stats.report(Duration::from_secs(1), None);
+    assert_eq!(report.errors.len(), 0, "{report}");
+    assert_eq!(report.messages, 4, "{report}");
+    assert_eq!(sink.stop(), 4);
+    for m in read_dump(&dir.join("dump")).unwrap() {
+        assert!(m.len() > 300_000, "{} octets", m.len());
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn binary_reports_json_and_open_loop_rate() {
     let dir = temp_dir("bin");
