@@ -7,7 +7,7 @@
 # slows the server, so its rate is not comparable) and one under
 # `perf record` (the top of the profile, user vs kernel).
 #
-#   loadtest/spool-report.sh [--runs 3] [--duration 10s] [--concurrency 16] [--size 2048]
+#   loadtest/spool-report.sh [--runs 3] [--duration 10s] [--concurrency 16] [--size 2048] [--writers 2] [--log info|warn (receive log level)]
 #
 # Everything started here is stopped on exit.
 set -euo pipefail
@@ -16,13 +16,17 @@ runs=3
 duration=10s
 concurrency=16
 size=2048
+writers=2
+log=info
 while [ $# -gt 0 ]; do
   case "$1" in
+    --log) log=$2; shift 2 ;;
+    --writers) writers=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
     --size) size=$2; shift 2 ;;
-    *) echo "usage: $0 [--runs N] [--duration 10s] [--concurrency 16] [--size 2048]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--runs N] [--duration 10s] [--concurrency 16] [--size 2048] [--writers 2] [--log info]" >&2; exit 2 ;;
   esac
 done
 
@@ -51,7 +55,9 @@ start_gateway() {
   rm -rf "$work/sg"
   mkdir -p "$work/sg"
   gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" \
-    | sed "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$admin_port\"/" > "$work/sg/sealgate.toml"
+    | sed -e "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$admin_port\"/" \
+          -e "s/^shards = \(.*\)/shards = \1\nspool_writers = $writers/" > "$work/sg/sealgate.toml"
+  printf '[log]\nreceive = "%s"\n' "$log" >> "$work/sg/sealgate.toml"
   "$@" "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
   sg_pid=$!
   pids+=($sg_pid)

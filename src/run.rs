@@ -522,7 +522,11 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         shared.delivery.clone(),
         shards.doors(),
         resolver,
-        crate::delivery::SpoolAccess { reader, work },
+        crate::delivery::SpoolAccess {
+            reader,
+            work,
+            pending: Vec::new(),
+        },
         settings,
         recovered,
     );

@@ -29,8 +29,8 @@ use queue::{Effect, Queue};
 
 /// Work and news for the scheduler.
 pub enum Event {
-    /// A message was stored: deliver it.
-    Queued(Entry),
+    /// Messages were stored (a writer's batch): deliver them.
+    Queued(Vec<Entry>),
     /// The resolver answered for an attempt.
     Resolved {
         attempt: u64,
@@ -133,35 +133,52 @@ pub struct SpoolAccess {
     pub reader: spool::Reader,
     /// Per journal, its writer's channel.
     pub work: Vec<Sender<Work>>,
+    /// Per journal, what this turn has for its writer.
+    pub pending: Vec<Vec<Work>>,
 }
 
 impl SpoolAccess {
-    fn record(&self, journal: usize, id: &str, change: Change) {
-        if let Some(tx) = self.work.get(journal) {
-            if tx.send(Work::Change(id.to_string(), change)).is_err() {
-                tracing::error!(target: "send", "{id}: the spool writer is gone: state change not recorded");
-            }
-        }
+    /// Queues a state change for the journal's writer (sent with the
+    /// others of this turn by [`SpoolAccess::send`]).
+    fn record(&mut self, journal: usize, id: &str, change: Change) {
+        self.queue_work(journal, Work::Change(id.to_string(), change));
     }
 
     /// Logs `lines` once the changes recorded before are written.
-    fn say(&self, journal: usize, lines: Vec<String>) {
-        if lines.is_empty() {
-            return;
+    fn say(&mut self, journal: usize, lines: Vec<String>) {
+        if !lines.is_empty() {
+            self.queue_work(journal, Work::Say(lines));
         }
-        match self.work.get(journal) {
-            Some(tx) => {
-                if let Err(e) = tx.send(Work::Say(lines)) {
-                    if let Work::Say(lines) = e.into_inner() {
-                        for line in lines {
-                            tracing::info!(target: "send", "{line}");
+    }
+
+    fn queue_work(&mut self, journal: usize, work: Work) {
+        if self.pending.len() < self.work.len() {
+            self.pending.resize_with(self.work.len(), Vec::new);
+        }
+        match self.pending.get_mut(journal) {
+            Some(p) => p.push(work),
+            None => tracing::error!(target: "send", "no spool writer for journal {journal}"),
+        }
+    }
+
+    /// Hands each writer what this turn queued for it, in one message (one
+    /// wake-up of the writer, not one per change).
+    fn send(&mut self) {
+        for (journal, items) in self.pending.iter_mut().enumerate() {
+            if items.is_empty() {
+                continue;
+            }
+            let batch = Work::Batch(std::mem::take(items));
+            if let Some(Err(e)) = self.work.get(journal).map(|tx| tx.send(batch)) {
+                tracing::error!(target: "send", "the spool writer of journal {journal} is gone: state changes not recorded");
+                if let Work::Batch(items) = e.into_inner() {
+                    for item in items {
+                        if let Work::Say(lines) = item {
+                            for line in lines {
+                                tracing::info!(target: "send", "{line}");
+                            }
                         }
                     }
-                }
-            }
-            None => {
-                for line in lines {
-                    tracing::info!(target: "send", "{line}");
                 }
             }
         }
@@ -170,10 +187,12 @@ impl SpoolAccess {
     /// Stores a message delivery made (a bounce) and waits until it is
     /// durable.
     fn store(
-        &self,
+        &mut self,
         message: crate::smtp::server::Message,
         hostname: &str,
     ) -> Result<String, String> {
+        // What this turn recorded goes first.
+        self.send();
         let (reply, answer) = crossbeam_channel::bounded(1);
         let tx = self.work.first().ok_or("no spool writer")?;
         tx.send(Work::Store {
@@ -295,7 +314,11 @@ impl Scheduler {
     fn handle(&mut self, ev: Event) {
         let now = now_secs();
         match ev {
-            Event::Queued(entry) => self.queue.queued(entry),
+            Event::Queued(entries) => {
+                for entry in entries {
+                    self.queue.queued(entry);
+                }
+            }
             Event::Resolved { attempt, targets } => self.queue.resolved(attempt, targets, now),
             Event::Finished(result) => self.queue.finished(result, now),
             Event::Stop => {}
@@ -313,6 +336,7 @@ impl Scheduler {
         loop {
             let effects = self.queue.take_effects();
             if effects.is_empty() {
+                self.spool.send();
                 return;
             }
             for effect in effects {

@@ -214,6 +214,11 @@ impl Writer<'_> {
     fn take(&mut self, w: Work, batch: &mut Batch) {
         match w {
             Work::Change(id, change) => self.store.change(&id, change),
+            Work::Batch(items) => {
+                for w in items {
+                    self.take(w, batch);
+                }
+            }
             Work::Say(lines) => {
                 self.say.extend(lines);
                 if !self.store.pending() {
@@ -254,6 +259,8 @@ impl Writer<'_> {
         let results = self.store.store(&mut incoming);
         drop(incoming);
         self.speak();
+        let mut queued = Vec::new();
+        let mut woken = Vec::new();
         for ((message, _, _, to), result) in batch.iter().zip(results) {
             let env = &message.envelope;
             let result = match result {
@@ -263,9 +270,9 @@ impl Writer<'_> {
                         "{}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
                         stored.id, env.peer.ip, env.peer.port, env.from, message.data.len(), env.recipients.len()
                     );
-                    // Hand the message to delivery once it is durable.
-                    if let (Some(tx), Some(entry)) = (self.stored, stored.entry) {
-                        let _ = tx.send(crate::delivery::Event::Queued(entry));
+                    // Delivery hears of the batch once it is durable.
+                    if let Some(entry) = stored.entry {
+                        queued.push(entry);
                     }
                     Ok(stored.id)
                 }
@@ -287,22 +294,28 @@ impl Writer<'_> {
                     let Some(reply) = self.replies.get(*shard) else {
                         continue;
                     };
-                    if reply
-                        .done
-                        .send(Completion::Stored {
-                            slot: *slot,
-                            serial: *serial,
-                            result,
-                        })
-                        .is_ok()
-                    {
-                        let _ = reply.waker.wake();
+                    let sent = reply.done.send(Completion::Stored {
+                        slot: *slot,
+                        serial: *serial,
+                        result,
+                    });
+                    if sent.is_ok() && !woken.contains(shard) {
+                        woken.push(*shard);
                     }
                 }
                 To::Direct(tx) => {
                     let _ = tx.send(result);
                 }
             }
+        }
+        // One wake-up per shard for the whole batch.
+        for shard in woken {
+            if let Some(reply) = self.replies.get(shard) {
+                let _ = reply.waker.wake();
+            }
+        }
+        if let (Some(tx), false) = (self.stored, queued.is_empty()) {
+            let _ = tx.send(crate::delivery::Event::Queued(queued));
         }
     }
 }

@@ -451,6 +451,8 @@ pub enum Work {
     /// it is durable in the journal, so a crash after a `status=sent` line
     /// never delivers that recipient again.
     Say(Vec<String>),
+    /// Several of these, in order (one wake-up of the writer).
+    Batch(Vec<Work>),
     Store {
         message: Box<Message>,
         hostname: String,
