@@ -298,3 +298,43 @@ fn quoted_local_parts_keep_their_state_across_a_restart() {
         assert_eq!(n, 1, "{rcpt}: {got:?}");
     }
 }
+
+/// An upgrade: a spool left by the file-per-message format (a message and
+/// its `.state`, one recipient already delivered) is imported at start and
+/// delivered — to the pending recipient only.
+#[test]
+fn an_old_format_spool_is_imported_and_delivered() {
+    let dir = common::temp_dir("dlv-upgrade");
+    let r = receiver(&dir, &[]);
+    let gwdir = common::temp_dir("dlv-upgrade-gw");
+    let port = common::free_port();
+    let config =
+        common::config(port, 1, "").replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port));
+    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let queue = gwdir.join("spool/shard-0/queue");
+    std::fs::create_dir_all(&queue).unwrap();
+    let body = "Subject: from the old spool\r\n\r\nbody\r\n";
+    std::fs::write(
+        queue.join("661467A9D485A010001.msg"),
+        format!(
+            "SEALGATE-SPOOL 1\nid 661467A9D485A010001\narrived 1795805192\nfrom <a@b.test>\n\
+             rcpt <done@example.com>\nrcpt <todo@example.com>\nclient 127.0.0.1 60844\n\
+             helo client.example\nbody 7BIT\nsize {}\n\n{body}",
+            body.len()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        queue.join("661467A9D485A010001.state"),
+        "hold 0\nrcpt done@example.com delivered 1 0 dsn=2.0.0 250 ok\nrcpt todo@example.com pending 1 0 dsn=4.0.0 451 later\n",
+    )
+    .unwrap();
+    let gw = Gateway::start_in(gwdir.clone(), port);
+    gw.wait_for_log("imported 1 message(s)", Duration::from_secs(10));
+    gw.wait_for_log("661467A9D485A010001: removed", Duration::from_secs(30));
+    let got = r.messages();
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("<todo@example.com>") && !got[0].contains("<done@example.com>"));
+    assert!(got[0].contains("Subject: from the old spool"));
+    assert!(!queue.exists());
+}
