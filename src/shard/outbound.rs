@@ -21,6 +21,8 @@ pub struct OutConn {
     target: usize,
     tls_mode: TlsMode,
     socket: Option<TcpStream>,
+    /// What the socket is registered for (re-registered only on change).
+    interest: Interest,
     connected: bool,
     tls: Option<ClientConnection>,
     handshaking: bool,
@@ -48,6 +50,7 @@ impl OutConn {
             target: 0,
             tls_mode,
             socket: None,
+            interest: Interest::READABLE | Interest::WRITABLE,
             connected: false,
             tls: None,
             handshaking: false,
@@ -109,6 +112,7 @@ impl OutConn {
                     {
                         let _ = s.set_nodelay(true);
                         self.socket = Some(s);
+                        self.interest = Interest::READABLE | Interest::WRITABLE;
                         self.connected = false;
                         return;
                     }
@@ -334,8 +338,12 @@ impl OutConn {
         } else {
             Interest::READABLE
         };
-        if let Some(s) = self.socket.as_mut() {
-            let _ = registry.reregister(s, self.token, interest);
+        if interest != self.interest {
+            if let Some(s) = self.socket.as_mut() {
+                if registry.reregister(s, self.token, interest).is_ok() {
+                    self.interest = interest;
+                }
+            }
         }
     }
 
