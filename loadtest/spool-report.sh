@@ -7,7 +7,7 @@
 # slows the server, so its rate is not comparable) and one under
 # `perf record` (the top of the profile, user vs kernel).
 #
-#   loadtest/spool-report.sh [--runs 3] [--duration 10s] [--concurrency 16] [--size 2048] [--writers 2] [--log info|warn (receive log level)]
+#   loadtest/spool-report.sh [--runs 3] [--duration 10s] [--concurrency 16] [--size 2048] [--writers 2] [--log info|warn (receive log level)] [--destination-concurrency 20]
 #
 # Everything started here is stopped on exit.
 set -euo pipefail
@@ -18,8 +18,10 @@ concurrency=16
 size=2048
 writers=2
 log=info
+dconc=20
 while [ $# -gt 0 ]; do
   case "$1" in
+    --destination-concurrency) dconc=$2; shift 2 ;;
     --log) log=$2; shift 2 ;;
     --writers) writers=$2; shift 2 ;;
     --runs) runs=$2; shift 2 ;;
@@ -57,7 +59,7 @@ start_gateway() {
   gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" \
     | sed -e "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$admin_port\"/" \
           -e "s/^shards = \(.*\)/shards = \1\nspool_writers = $writers/" > "$work/sg/sealgate.toml"
-  printf '[log]\nreceive = "%s"\n' "$log" >> "$work/sg/sealgate.toml"
+  printf '[log]\nreceive = "%s"\n[queue]\ndestination_concurrency = %s\n' "$log" "$dconc" >> "$work/sg/sealgate.toml"
   "$@" "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
   sg_pid=$!
   pids+=($sg_pid)
