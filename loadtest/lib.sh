@@ -42,3 +42,19 @@ wait_ready() {
   cat "$1" >&2
   return 1
 }
+
+# with_admin PORT: a filter that puts a gateway configuration's metrics
+# endpoint on 127.0.0.1:PORT (gateway_config ... | with_admin PORT).
+with_admin() {
+  sed "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$1\"/"
+}
+
+# metric ADMIN_PORT NAME: the sum of NAME's samples (all label sets) on the
+# gateway's /metrics.
+metric() {
+  python3 - "$1" "$2" <<'PY'
+import sys, urllib.request
+body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
+print(int(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{"))))
+PY
+}

@@ -49,19 +49,12 @@ smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
 pids+=($!)
 mkdir -p "$work/sg"
 gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" \
-  | sed "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$admin_port\"/" > "$work/sg/sealgate.toml"
+  | with_admin "$admin_port" > "$work/sg/sealgate.toml"
 "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
 sg_pid=$!
 pids+=($sg_pid)
 wait_ready "$work/sg/sealgate.log"
 
-metric() {
-  python3 - "$admin_port" "$1" <<'PY'
-import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-print(int(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{"))))
-PY
-}
 
 # Capacity: closed loop, 5 s.
 cap=$("$load" --target "127.0.0.1:$sg_port" --mode message --duration 5s --concurrency 16 \
@@ -80,8 +73,8 @@ sample() {
   fds=$(ls "/proc/$sg_pid/fd" | wc -l)
   disk=$(du -sk "$work/sg/spool" | cut -f1)
   segs=$(ls "$work"/sg/spool/journal-*/ | grep -c '^segment-' || true)
-  queue=$(metric sealgate_queue_messages)
-  stored=$(metric sealgate_spool_messages_stored_total)
+  queue=$(metric "$admin_port" sealgate_queue_messages)
+  stored=$(metric "$admin_port" sealgate_spool_messages_stored_total)
   echo "| $1 | $rss | $fds | $disk | $segs | $queue | $stored |"
 }
 echo "| minute | RSS KiB | open files | spool KiB | segment files | queued | stored so far |"

@@ -57,8 +57,8 @@ start_gateway() {
   rm -rf "$work/sg"
   mkdir -p "$work/sg"
   gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" \
-    | sed -e "s/^listen = \"127.0.0.1:0\"/listen = \"127.0.0.1:$admin_port\"/" \
-          -e "s/^shards = \(.*\)/shards = \1\nspool_writers = $writers/" > "$work/sg/sealgate.toml"
+    | with_admin "$admin_port" \
+    | sed "s/^shards = \(.*\)/shards = \1\nspool_writers = $writers/" > "$work/sg/sealgate.toml"
   printf '[log]\nreceive = "%s"\n[queue]\ndestination_concurrency = %s\n' "$log" "$dconc" >> "$work/sg/sealgate.toml"
   "$@" "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
   sg_pid=$!
@@ -66,13 +66,6 @@ start_gateway() {
   wait_ready "$work/sg/sealgate.log"
 }
 
-metric() {
-  python3 - "$admin_port" "$1" <<'PY'
-import sys, urllib.request
-body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read().decode()
-print(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{")))
-PY
-}
 
 stop_gateway() {
   kill -TERM "$sg_pid"; wait "$sg_pid" 2>/dev/null || true
@@ -82,10 +75,10 @@ echo "| run | messages/s | server CPU µs/message (user + system) | fdatasync/me
 echo "|---|---:|---:|---:|---:|---:|"
 for run in $(seq "$runs"); do
   start_gateway
-  s0=$(metric sealgate_spool_syncs_total); w0=$(metric sealgate_spool_writes_total); m0=$(metric sealgate_spool_messages_stored_total)
+  s0=$(metric "$admin_port" sealgate_spool_syncs_total); w0=$(metric "$admin_port" sealgate_spool_writes_total); m0=$(metric "$admin_port" sealgate_spool_messages_stored_total)
   out=$("$load" --target "127.0.0.1:$sg_port" --mode message --duration "$duration" \
         --concurrency "$concurrency" --size "$size" --server-pid "$sg_pid" --json)
-  s1=$(metric sealgate_spool_syncs_total); w1=$(metric sealgate_spool_writes_total); m1=$(metric sealgate_spool_messages_stored_total)
+  s1=$(metric "$admin_port" sealgate_spool_syncs_total); w1=$(metric "$admin_port" sealgate_spool_writes_total); m1=$(metric "$admin_port" sealgate_spool_messages_stored_total)
   python3 - "$run" "$out" "$s0" "$s1" "$w0" "$w1" "$m0" "$m1" <<'PY'
 import json, sys
 run, out = sys.argv[1], json.loads(sys.argv[2])
@@ -104,10 +97,10 @@ start_gateway
 strace -c -f -o "$work/strace.txt" -p "$sg_pid" 2>/dev/null &
 st=$!
 sleep 0.5
-m0=$(metric sealgate_spool_messages_stored_total)
+m0=$(metric "$admin_port" sealgate_spool_messages_stored_total)
 "$load" --target "127.0.0.1:$sg_port" --mode message --duration "$duration" \
   --concurrency "$concurrency" --size "$size" --json >/dev/null
-m1=$(metric sealgate_spool_messages_stored_total)
+m1=$(metric "$admin_port" sealgate_spool_messages_stored_total)
 kill -INT "$st"; wait "$st" 2>/dev/null || true
 python3 - "$work/strace.txt" "$m0" "$m1" <<'PY'
 import sys
