@@ -73,7 +73,8 @@ enum Command {
     },
     /// Queue administration on the running gateway.
     Queue {
-        #[arg(short = 'c', long = "config")]
+        /// Before or after the queue command (`queue list -c FILE`).
+        #[arg(short = 'c', long = "config", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: QueueCommand,

@@ -64,6 +64,18 @@ fn queue_commands_on_a_running_gateway() {
         .unwrap()
         .contains("connection failed"));
 
+    // `-c` after the queue command works too.
+    let (status, out, err) = common::run_tool(
+        Command::new(common::BIN)
+            .args(["queue", "list", "-c"])
+            .arg(&cfg),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(
+        status.success() && out.contains(&first),
+        "queue list -c FILE: {out}{err}"
+    );
     let (ok, out) = queue(&cfg, &["show", &first]);
     assert!(
         ok && out.contains("rcpt <first@example.com>") && out.contains("attempts=1"),
