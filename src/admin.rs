@@ -217,14 +217,12 @@ pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
         .iter()
         .enumerate()
     {
-        for (j, tls) in ["verified", "trusted", "untrusted", "none"]
-            .iter()
-            .enumerate()
-        {
+        for tls in crate::delivery::TlsLevel::ALL {
             let _ = writeln!(
                 o,
-                "sealgate_deliveries_total{{outcome=\"{outcome}\",tls=\"{tls}\"}} {}",
-                shared.delivery.deliveries[i][j].load(Ordering::Relaxed)
+                "sealgate_deliveries_total{{outcome=\"{outcome}\",tls=\"{}\"}} {}",
+                tls.label(),
+                shared.delivery.deliveries[i][tls.index()].load(Ordering::Relaxed)
             );
         }
     }

@@ -46,6 +46,10 @@ fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
 }
 
 fn gateway(dir: &Path, ca: &Ca, pf_port: u16) -> Gateway {
+    gateway_with_admin(dir, ca, pf_port, 0)
+}
+
+fn gateway_with_admin(dir: &Path, ca: &Ca, pf_port: u16, admin: u16) -> Gateway {
     let port = common::free_port();
     // OUT-5: the certificate sealgate presents to servers that ask.
     let (client_crt, client_key) = ca.leaf(&dir.join("pki"), "gateway-client", &["mx.test"]);
@@ -97,6 +101,10 @@ via = "[127.0.0.1]:{pf_port}"
         )
         + "\n[queue]\nretry = [\"1h\"]\n"
         + &routes;
+    let config = config.replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir.to_path_buf(), port)
 }
@@ -239,4 +247,100 @@ fn swaks_to_sealgate_to_postfix_by_mx_with_mandatory_verified_tls() {
     // Both hops recorded TLS: swaks → sealgate, sealgate → Postfix.
     assert!(m.contains("by mx.test (sealgate) with ESMTPS"), "{m}");
     assert!(m.contains("by postfix.test (Postfix) with ESMTPS"), "{m}");
+}
+
+/// `sealgate_deliveries_total{tls=…}` says how each delivery to a real
+/// receiver was protected: `verified` (the CA's chain and the name the
+/// profile wants), `trusted` (the CA's chain, opportunistic, the host is
+/// an address the certificate does not name), `untrusted` (a gateway that
+/// does not know the CA), `none` (Postfix without STARTTLS).
+#[test]
+fn delivery_metrics_label_each_tls_level() {
+    let dir = common::temp_dir("pf-recv-levels");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let s = sink(&dir);
+    let pf = postfix(&dir, &ca, &s, true);
+    let admin = common::free_port();
+    let gw = gateway_with_admin(&dir, &ca, pf.port, admin);
+    send(&gw, "user@mand.test");
+    send(&gw, "user@opp.test");
+    gw.wait_for_count("status=sent", 2, Duration::from_secs(60));
+    let body = common::scrape(admin);
+    let sent = |tls: &str| {
+        common::value(
+            &body,
+            &format!("sealgate_deliveries_total{{outcome=\"sent\",tls=\"{tls}\"}}"),
+        )
+    };
+    assert_eq!(
+        (
+            sent("verified"),
+            sent("trusted"),
+            sent("untrusted"),
+            sent("none")
+        ),
+        (1, 1, 0, 0),
+        "{body}"
+    );
+
+    // A gateway that knows no CA: the same Postfix is untrusted.
+    let dir2 = common::temp_dir("pf-recv-levels-gw2");
+    let port2 = common::free_port();
+    let admin2 = common::free_port();
+    let config = common::config(port2, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"opp.test\"]",
+        )
+        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", pf.port))
+        .replace(
+            "generate_self_signed = true\n",
+            "generate_self_signed = true\nsystem_roots = false\n",
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin2}\""),
+        );
+    std::fs::write(dir2.join("sealgate.toml"), config).unwrap();
+    let gw2 = Gateway::start_in(dir2, port2);
+    send(&gw2, "other@opp.test");
+    let line = gw2.wait_for_line("to=<other@opp.test>", Duration::from_secs(60));
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(
+        gw2.log().contains("Untrusted TLS connection established"),
+        "{}",
+        gw2.log()
+    );
+    let body = common::scrape(admin2);
+    assert_eq!(
+        common::value(
+            &body,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"untrusted\"}"
+        ),
+        1,
+        "{body}"
+    );
+    drop(gw2);
+
+    // Postfix without STARTTLS: in the clear.
+    drop(gw);
+    drop(pf);
+    let dir3 = common::temp_dir("pf-recv-levels-clear");
+    // (The first gateway's directory, with the CA, went with it.)
+    let ca = Ca::new(&dir3.join("pki"), "ca");
+    let pf = postfix(&dir3, &ca, &s, false);
+    let admin3 = common::free_port();
+    let gw = gateway_with_admin(&dir3, &ca, pf.port, admin3);
+    send(&gw, "user@opp.test");
+    let line = gw.wait_for_line("to=<user@opp.test>", Duration::from_secs(60));
+    assert!(line.contains("status=sent"), "{line}");
+    let body = common::scrape(admin3);
+    assert_eq!(
+        common::value(
+            &body,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"none\"}"
+        ),
+        1,
+        "{body}"
+    );
 }

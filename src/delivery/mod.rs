@@ -108,9 +108,61 @@ pub struct AttemptResult {
     pub outcomes: Vec<Vec<Outcome>>,
     /// `host[ip]:port` of the server that answered last, if any.
     pub relay: Option<String>,
-    /// The TLS of that connection: 0 verified, 1 trusted, 2 untrusted,
-    /// 3 none (for the metrics).
-    pub tls_level: usize,
+    /// The TLS of that connection (for the metrics).
+    pub tls_level: TlsLevel,
+}
+
+/// How an attempt's connection was protected, as the metrics label it
+/// (`sealgate_deliveries_total{tls=…}`; Postfix's words for the first
+/// three).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// TLS; the certificate chains to a trusted root and names the host.
+    Verified,
+    /// TLS; a trusted chain, but not the host's name.
+    Trusted,
+    /// TLS without a trusted chain.
+    Untrusted,
+    /// No TLS.
+    None,
+}
+
+impl TlsLevel {
+    pub const ALL: [TlsLevel; 4] = [
+        TlsLevel::Verified,
+        TlsLevel::Trusted,
+        TlsLevel::Untrusted,
+        TlsLevel::None,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsLevel::Verified => "verified",
+            TlsLevel::Trusted => "trusted",
+            TlsLevel::Untrusted => "untrusted",
+            TlsLevel::None => "none",
+        }
+    }
+
+    /// Its index in [`Gauges::deliveries`].
+    pub fn index(self) -> usize {
+        match self {
+            TlsLevel::Verified => 0,
+            TlsLevel::Trusted => 1,
+            TlsLevel::Untrusted => 2,
+            TlsLevel::None => 3,
+        }
+    }
+}
+
+impl From<crate::tls::outbound::Trust> for TlsLevel {
+    fn from(t: crate::tls::outbound::Trust) -> TlsLevel {
+        match t {
+            crate::tls::outbound::Trust::Verified => TlsLevel::Verified,
+            crate::tls::outbound::Trust::Trusted => TlsLevel::Trusted,
+            crate::tls::outbound::Trust::Untrusted => TlsLevel::Untrusted,
+        }
+    }
 }
 
 /// Where the scheduler hands jobs: one per shard.
@@ -372,7 +424,7 @@ impl Scheduler {
                 self.queue.bounced(&b.id, result);
             }
             Effect::Count { outcome, tls } => {
-                self.gauges.deliveries[outcome as usize][tls.min(3)]
+                self.gauges.deliveries[outcome as usize][tls.index()]
                     .fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -417,7 +469,7 @@ impl Scheduler {
                     attempt: d.attempt,
                     outcomes: Vec::new(),
                     relay: None,
-                    tls_level: 3,
+                    tls_level: TlsLevel::None,
                 },
                 now_secs(),
             );

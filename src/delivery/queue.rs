@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Admin, AttemptResult, Settings};
+use super::{Admin, AttemptResult, Settings, TlsLevel};
 use crate::dns::LookupError;
 use crate::policy::route::{Route, Via};
 use crate::policy::Snapshot;
@@ -43,7 +43,7 @@ pub enum Effect {
     /// then call [`Queue::bounced`].
     Bounce(Bounce),
     /// A recipient's outcome, by the TLS of its attempt, for the metrics.
-    Count { outcome: Counted, tls: usize },
+    Count { outcome: Counted, tls: TlsLevel },
 }
 
 /// Delivery outcomes as counted.
@@ -384,7 +384,7 @@ impl Queue {
                         attempt,
                         outcomes,
                         relay: None,
-                        tls_level: 3,
+                        tls_level: TlsLevel::None,
                     },
                     now,
                 );
@@ -431,7 +431,7 @@ impl Queue {
             detail: "the queued message could not be read from the spool".into(),
         };
         let outcomes = vec![outcome; idxs.len()];
-        self.settle(&id, &idxs, &outcomes, "none", 3, now);
+        self.settle(&id, &idxs, &outcomes, "none", TlsLevel::None, now);
     }
 
     /// A shard finished an attempt (or it ended before connecting).
@@ -443,7 +443,7 @@ impl Queue {
             *n = n.saturating_sub(1);
         }
         let relay = result.relay.as_deref().unwrap_or("none");
-        let tls = result.tls_level.min(3);
+        let tls = result.tls_level;
         for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
             self.settle(id, idxs, outcomes, relay, tls, now);
         }
@@ -456,7 +456,7 @@ impl Queue {
         idxs: &[usize],
         outcomes: &[Outcome],
         relay: &str,
-        tls: usize,
+        tls: TlsLevel,
         now: u64,
     ) {
         let Some(m) = self.messages.get_mut(id) else {
@@ -806,7 +806,7 @@ mod tests {
                 attempt,
                 outcomes,
                 relay: Some("mx.example.com[192.0.2.1]:25".into()),
-                tls_level: 0,
+                tls_level: TlsLevel::Verified,
             },
             now,
         );

@@ -15,10 +15,11 @@ use rustls::ServerConnection;
 use super::limits::{Admission, Refusal};
 use super::writers::Job;
 use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
+use crate::policy::Refusal as PolicyRefusal;
 use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
-use crate::smtp::server::{Action, ClientVerify, Peer, Session, StoreFailure};
+use crate::smtp::server::{Action, ClientVerify, Peer, Rejection, Session, StoreFailure};
 use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
 
@@ -390,15 +391,26 @@ impl Conn {
             if self.spill.is_some() && !self.session.in_data() {
                 self.spill = None;
             }
-            for line in self.session.take_rejections() {
-                if line.starts_with("PROXY header") {
-                    tracing::warn!(target: "receive", "{line}: refused");
-                    continue;
-                }
-                let counter = if line.contains(": 530 5.7.0 ") {
-                    &stats.mandatory_tls_refusals
-                } else {
-                    &stats.rejects
+            for rejection in self.session.take_rejections() {
+                let (counter, line) = match rejection {
+                    Rejection::UntrustedProxy { line } => {
+                        tracing::warn!(target: "receive", "{line}: refused");
+                        continue;
+                    }
+                    Rejection::Policy {
+                        refusal: PolicyRefusal::TlsRequired,
+                        line,
+                    } => (&stats.mandatory_tls_refusals, line),
+                    Rejection::Policy {
+                        refusal:
+                            PolicyRefusal::RelayDenied
+                            | PolicyRefusal::CipherTooWeak { .. }
+                            | PolicyRefusal::ClientCertMissing
+                            | PolicyRefusal::ClientCertNotVerified(_)
+                            | PolicyRefusal::ClientCertName(_)
+                            | PolicyRefusal::ClientCertPin,
+                        line,
+                    } => (&stats.rejects, line),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(target: "receive", "NOQUEUE: reject: {line}");

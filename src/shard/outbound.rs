@@ -32,7 +32,7 @@ pub struct OutConn {
     results: Vec<Option<Vec<Outcome>>>,
     relay: Option<String>,
     /// Of the last connection, for the metrics (see `AttemptResult`).
-    tls_level: usize,
+    tls_level: crate::delivery::TlsLevel,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     finished: bool,
@@ -58,7 +58,7 @@ impl OutConn {
             in_session: (0..n).collect(),
             results: vec![None; n],
             relay: None,
-            tls_level: 3,
+            tls_level: crate::delivery::TlsLevel::None,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             finished: false,
@@ -183,7 +183,7 @@ impl OutConn {
                             .map_err(|e| Failure::Tls(e.to_string()))?;
                         if let Err(e) = tls.process_new_packets() {
                             let _ = tls.write_tls(sock);
-                            return Err(Failure::Tls(format!("handshake failed: {e}")));
+                            return Err(Failure::Handshake(e.to_string()));
                         }
                         let mut plain = [0u8; 8192];
                         loop {
@@ -233,6 +233,7 @@ impl OutConn {
             );
         }
         verdict.map_err(Failure::Tls)?;
+        self.tls_level = trust.into();
         self.session.tls_established(now);
         Ok(())
     }
@@ -376,17 +377,18 @@ impl OutConn {
             let _ = registry.deregister(&mut s);
         }
         self.tls = None;
-        self.tls_level = 3;
+        self.tls_level = crate::delivery::TlsLevel::None;
         self.handshaking = false;
         self.rbuf.clear();
         self.wbuf.clear();
-        let retry_clear = matches!(&f, Failure::Tls(why) if why.starts_with("handshake failed"))
-            && self.tls_mode == TlsMode::Opportunistic;
+        let retry_clear =
+            matches!(&f, Failure::Handshake(_)) && self.tls_mode == TlsMode::Opportunistic;
         let next_host = match &f {
             Failure::Connection(_)
             | Failure::Greeting(_)
             | Failure::Hello(_)
             | Failure::Timeout(_)
+            | Failure::Handshake(_)
             | Failure::Tls(_) => true,
             Failure::TlsNotOffered
             | Failure::StartTlsRefused(_)

@@ -97,7 +97,12 @@ pub enum Failure {
     TlsNotOffered,
     /// The server refused STARTTLS (with TLS mandatory).
     StartTlsRefused(Parsed),
-    /// The handshake failed, or the peer did not meet the TLS policy.
+    /// The TLS handshake itself failed (rustls's error): with opportunistic
+    /// TLS the same host is tried again in the clear.
+    Handshake(String),
+    /// TLS was set up but the connection failed inside it, or the server
+    /// did not meet the route's TLS policy (certificate, name, pin): never
+    /// retried in the clear.
     Tls(String),
     /// The server broke the protocol (bytes after 220 to STARTTLS, a
     /// malformed reply, a reply when none was due).
@@ -663,6 +668,7 @@ pub fn classify(f: &Failure) -> Outcome {
                 r.one_line()
             ),
         ),
+        Failure::Handshake(why) => temp("4.7.5", format!("TLS failed: handshake failed: {why}")),
         Failure::Tls(why) => temp("4.7.5", format!("TLS failed: {why}")),
         Failure::Protocol(why) => temp("4.5.0", format!("protocol error: {why}")),
         Failure::Timeout(stage) => temp("4.4.2", format!("timeout {stage}")),

@@ -90,6 +90,16 @@ pub struct Message {
     pub data: Vec<u8>,
 }
 
+/// A refusal the session made, for the glue to count and log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rejection {
+    /// MAIL or RCPT refused by policy: why, and the Postfix-style line
+    /// (`RCPT from …: 554 …; from=<…> to=<…> proto=ESMTP helo=<…>`).
+    Policy { refusal: Refusal, line: String },
+    /// A PROXY header from an address not in `server.proxy_protocol_from`.
+    UntrustedProxy { line: String },
+}
+
 /// Message data held in memory by every session of the gateway, against
 /// `limits.inflight_data` (shared by all shards).
 #[derive(Debug, Default)]
@@ -175,7 +185,7 @@ pub struct Session {
     /// The gateway is stopping: close after the message in progress.
     draining: bool,
     /// Refused MAIL/RCPT commands, for the `NOQUEUE: reject:` log lines.
-    rejections: Vec<String>,
+    rejections: Vec<Rejection>,
     errors: usize,
     deadline: Option<Instant>,
     /// The DATA phase under way: when it began and how much came.
@@ -422,13 +432,19 @@ impl Session {
         }
     }
 
-    /// Refusals since the last call, Postfix-style (`RCPT from …: 554 …;
-    /// from=<…> to=<…> proto=ESMTP helo=<…>`), for the glue to log.
-    pub fn take_rejections(&mut self) -> Vec<String> {
+    /// Refusals since the last call, for the glue to count and log.
+    pub fn take_rejections(&mut self) -> Vec<Rejection> {
         std::mem::take(&mut self.rejections)
     }
 
-    fn note_rejection(&mut self, verb: &str, reply: &Reply, from: &str, to: Option<&str>) {
+    fn note_rejection(
+        &mut self,
+        verb: &str,
+        refusal: Refusal,
+        reply: &Reply,
+        from: &str,
+        to: Option<&str>,
+    ) {
         let helo = self.helo.as_ref().map(|(h, _)| h.as_str()).unwrap_or("");
         let proto = match &self.helo {
             Some((_, true)) => "ESMTP",
@@ -443,7 +459,10 @@ impl Session {
             line.push_str(&format!(" to=<{to}>"));
         }
         line.push_str(&format!(" proto={proto} helo=<{helo}>"));
-        self.rejections.push(super::received::sanitize_line(&line));
+        self.rejections.push(Rejection::Policy {
+            refusal,
+            line: super::received::sanitize_line(&line),
+        });
     }
 
     pub fn is_closed(&self) -> bool {
@@ -618,10 +637,12 @@ impl Session {
                 // OPS-8: a PROXY header from an address that may not send
                 // one (it was not read as such): refuse and hang up.
                 if line.starts_with(b"PROXY ") && self.helo.is_none() {
-                    self.rejections.push(format!(
-                        "PROXY header from [{}]:{}, which is not in server.proxy_protocol_from",
-                        self.peer.ip, self.peer.port
-                    ));
+                    self.rejections.push(Rejection::UntrustedProxy {
+                        line: format!(
+                            "PROXY header from [{}]:{}, which is not in server.proxy_protocol_from",
+                            self.peer.ip, self.peer.port
+                        ),
+                    });
                     Reply::new(554, "5.7.0", "PROXY header not accepted from this address")
                         .write_to(&mut self.out);
                     return Step {
@@ -730,12 +751,12 @@ impl Session {
             if let Err(refusal) =
                 policy::check_mail(&profile.server, tls, self.peer.name.as_deref())
             {
-                let reply = refusal_reply(refusal);
+                let reply = refusal_reply(refusal.clone());
                 let from_text = match &from {
                     ReversePath::Null => String::new(),
                     ReversePath::Mailbox(m) => m.to_string(),
                 };
-                self.note_rejection("MAIL", &reply, &from_text, None);
+                self.note_rejection("MAIL", refusal, &reply, &from_text, None);
                 return self.error(reply);
             }
         }
@@ -782,13 +803,13 @@ impl Session {
                 self.reply(canned::recipient_ok())
             }
             Err(refusal) => {
-                let reply = refusal_reply(refusal);
+                let reply = refusal_reply(refusal.clone());
                 let from = self
                     .transaction
                     .as_ref()
                     .map(|t| t.from.clone())
                     .unwrap_or_default();
-                self.note_rejection("RCPT", &reply, &from, Some(&to.to_string()));
+                self.note_rejection("RCPT", refusal, &reply, &from, Some(&to.to_string()));
                 self.error(reply)
             }
         }
