@@ -1,13 +1,19 @@
-//! `sealgate explain` (OPS-6): what the gateway would do with a given
-//! client, using the same selection and checks as the sessions.
+//! `sealgate explain`: what the gateway would do with a given client. The
+//! profile choice is the policy's own selection; the replies to MAIL and
+//! RCPT come from a real `smtp::server::Session` driven in memory, once in
+//! the clear and once as if over TLS, so they are the gateway's replies by
+//! construction (address syntax included).
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::config::Config;
 use crate::policy::matcher::{Client, MatchedBy};
-use crate::policy::{self, Profiles, Refusal, ServerRules};
+use crate::policy::{Profiles, ServerRules, Snapshot};
+use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
 
 /// The question.
 pub struct Question<'a> {
@@ -58,8 +64,133 @@ fn choice(profiles: &Profiles, idx: usize, by: MatchedBy) -> ProfileChoice {
     }
 }
 
+/// What a session answered to MAIL FROM and to each RCPT TO (`None`:
+/// not asked, MAIL was refused).
+struct Conversation {
+    mail: String,
+    rcpts: Option<Vec<String>>,
+}
+
+/// The first reply line in `out`, without its line ending.
+fn first_reply(out: &[u8]) -> String {
+    String::from_utf8_lossy(out)
+        .lines()
+        .next()
+        .unwrap_or("")
+        .trim_end()
+        .to_string()
+}
+
+/// TLS 1.3 with a 256-bit cipher and, when given, a client certificate.
+fn tls_facts(client_cert: Option<crate::policy::ClientCert>) -> TlsFacts {
+    TlsFacts {
+        version: "TLSv1.3",
+        cipher: "TLS13_AES_256_GCM_SHA384".into(),
+        bits: 256,
+        verify: if client_cert.is_some() {
+            ClientVerify::Ok
+        } else {
+            ClientVerify::No
+        },
+        client_cert,
+    }
+}
+
+/// A client certificate that meets `rules`: verified, naming what they
+/// want named, with the first pinned fingerprint.
+fn fitting_certificate(
+    rules: &ServerRules,
+    client_name: Option<&str>,
+) -> crate::policy::ClientCert {
+    let name = match rules.client_cert_name.as_deref() {
+        Some("") | None => client_name.unwrap_or("client.invalid").to_ascii_lowercase(),
+        Some(n) => n.to_ascii_lowercase(),
+    };
+    let pin = rules.client_cert_sha256.first().copied().unwrap_or([0; 32]);
+    crate::policy::ClientCert {
+        verified: Ok(()),
+        dns_names: vec![name],
+        common_name: None,
+        subject: "CN=explain".into(),
+        cert_sha256: pin,
+        spki_sha256: pin,
+    }
+}
+
+/// Drives a gateway session through EHLO, MAIL and the RCPTs, in the
+/// clear (`tls` none) or as after the handshake `tls` describes.
+fn converse(snapshot: &Arc<Snapshot>, q: &Question<'_>, tls: Option<TlsFacts>) -> Conversation {
+    let now = Instant::now();
+    let mut session = Session::new(
+        snapshot.clone(),
+        Peer {
+            ip: q.client_ip,
+            port: 0,
+            name: None,
+        },
+    );
+    session.client_identified(q.client_name.map(str::to_string));
+    session.greet(now);
+    let mut out = Vec::new();
+    session.drain_output_into(&mut out);
+    if let Some(facts) = tls {
+        session.tls_established(facts, now);
+    }
+    let mut say = |session: &mut Session, line: &str| -> String {
+        let input = format!("{line}\r\n");
+        let mut fed = 0;
+        while fed < input.len() {
+            let step = session.feed(&input.as_bytes()[fed..], now);
+            fed += step.consumed;
+            match step.action {
+                None if step.consumed == 0 => break,
+                None | Some(Action::Spill(_) | Action::StartTls | Action::Store(_)) => {}
+                Some(Action::Close) => break,
+            }
+        }
+        out.clear();
+        session.drain_output_into(&mut out);
+        first_reply(&out)
+    };
+    say(
+        &mut session,
+        &format!("EHLO {}", q.helo.unwrap_or("explain.invalid")),
+    );
+    let mail = say(
+        &mut session,
+        &format!("MAIL FROM:<{}>", q.from.unwrap_or("")),
+    );
+    if !mail.starts_with('2') {
+        return Conversation { mail, rcpts: None };
+    }
+    let rcpts = q
+        .rcpts
+        .iter()
+        .map(|r| say(&mut session, &format!("RCPT TO:<{r}>")))
+        .collect();
+    Conversation {
+        mail,
+        rcpts: Some(rcpts),
+    }
+}
+
 pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
     let (profiles, _) = crate::config::compile_profiles(&cfg.file);
+    // The gateway's snapshot, less what needs files (certificates): the
+    // session is driven in memory.
+    let snapshot = Arc::new(Snapshot {
+        hostname: cfg.hostname(),
+        accept_domains: cfg.accept_domains(),
+        limits: cfg.limits(),
+        tls: None,
+        relay_everyone: false,
+        profiles: profiles.clone(),
+        tls_ask_cert: None,
+        client_verifier: None,
+        routes: Default::default(),
+        outbound: crate::tls::outbound::Outbound::opportunistic(),
+        proxy_from: Default::default(),
+    });
     let accept = cfg.accept_domains();
     let sender_domain = q.from.and_then(|f| f.rsplit_once('@').map(|(_, d)| d));
     let connect_client = Client {
@@ -84,20 +215,40 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         .get(at_mail.as_ref())
         .map(|p| p.server.clone())
         .unwrap_or_default();
-    let strongest = policy::TlsState {
-        bits: 256,
-        client_cert: None,
+    let clear = converse(&snapshot, q, None);
+    let over_tls = converse(&snapshot, q, Some(tls_facts(None)));
+    let verdict = |reply: &str| {
+        if reply.starts_with('2') {
+            "accepted".to_string()
+        } else {
+            reply.to_string()
+        }
     };
-    let mail_in_clear = verdict(policy::check_mail(&rules, None, q.client_name));
-    let mail_over_tls = if rules.needs_tls()
+    let mail_in_clear = verdict(&clear.mail);
+    let needs_cert = rules.needs_tls()
         && (rules.require_verified_client_cert
             || rules.client_cert_name.is_some()
-            || !rules.client_cert_sha256.is_empty())
-    {
-        "accepted with a client certificate that meets the requirements above; refused (554 5.7.1) otherwise".to_string()
-    } else {
-        verdict(policy::check_mail(&rules, Some(strongest), q.client_name))
+            || !rules.client_cert_sha256.is_empty());
+    let with_cert = needs_cert.then(|| {
+        converse(
+            &snapshot,
+            q,
+            Some(tls_facts(Some(fitting_certificate(&rules, q.client_name)))),
+        )
+    });
+    let mail_over_tls = match &with_cert {
+        Some(w) if !over_tls.mail.starts_with('2') && w.mail.starts_with('2') => format!(
+            "accepted with a client certificate that meets the requirements above; without one: {}",
+            over_tls.mail
+        ),
+        _ => verdict(&over_tls.mail),
     };
+    // Recipients as the session judged them once MAIL was accepted (with
+    // what the profile asks for first: it may refuse MAIL otherwise).
+    let rcpt_replies = with_cert
+        .and_then(|w| w.rcpts)
+        .or(over_tls.rcpts)
+        .or(clear.rcpts);
     let winner = at_mail.as_ref().map(|c| c.index);
     Explanation {
         client_ip: q.client_ip.to_string(),
@@ -123,14 +274,19 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         recipients: q
             .rcpts
             .iter()
-            .map(|r| {
+            .enumerate()
+            .map(|(i, r)| {
                 let domain = r.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                let v = match policy::check_recipient(&accept, relay_allowed, domain) {
-                    Ok(()) if accept.contains(domain) || domain.is_empty() => {
-                        "accepted: a local domain (accept_domains)".into()
+                let v = match rcpt_replies.as_ref().and_then(|v| v.get(i)) {
+                    Some(reply) if reply.starts_with('2') => {
+                        if accept.contains(domain) || domain.is_empty() {
+                            "accepted: a local domain (accept_domains)".into()
+                        } else {
+                            "accepted: relayed (the client's profile has relay = true)".into()
+                        }
                     }
-                    Ok(()) => "accepted: relayed (the client's profile has relay = true)".into(),
-                    Err(r) => verdict(Err(r)),
+                    Some(reply) => reply.clone(),
+                    None => format!("not reached: MAIL FROM is refused ({})", clear.mail),
                 };
                 (r.clone(), v)
             })
@@ -164,13 +320,6 @@ fn requirements(r: &ServerRules) -> Vec<String> {
         ));
     }
     v
-}
-
-fn verdict(r: Result<(), Refusal>) -> String {
-    match r {
-        Ok(()) => "accepted".into(),
-        Err(refusal) => crate::smtp::server::refusal_reply(refusal).to_string(),
-    }
 }
 
 impl std::fmt::Display for Explanation {

@@ -110,3 +110,80 @@ fn prefix_relays_and_sender_domain_applies_at_mail() {
     assert_eq!(e["at_connect"]["matched_by"]["kind"], "host");
     assert_eq!(e["name_needed"], false);
 }
+
+/// `explain` runs the gateway's own session, so its verdicts are the
+/// gateway's replies: a table of good and bad senders and recipients,
+/// each asked of `explain` and of a running gateway with the same file.
+#[test]
+fn explain_answers_what_the_gateway_answers() {
+    let gw = common::Gateway::start("explain-vs-gateway", 1, "");
+    let cfg = gw.dir.join("sealgate.toml");
+    let senders = [
+        "a@b.test",
+        "not an address",
+        "",
+        "a@b@c.test",
+        "\"q x\"@b.test",
+    ];
+    let rcpts = [
+        "u@example.com",
+        "x@other.example",
+        "x",
+        "U@EXAMPLE.COM",
+        "u@other.example.",
+        "postmaster",
+    ];
+    for from in senders {
+        let mut args = vec![
+            "explain".to_string(),
+            "-c".into(),
+            cfg.display().to_string(),
+            "--client-ip".into(),
+            "127.0.0.1".into(),
+            "--from".into(),
+            from.to_string(),
+            "--json".into(),
+        ];
+        for r in rcpts {
+            args.push("--rcpt".into());
+            args.push(r.to_string());
+        }
+        let (status, out, err) = common::run_tool(
+            std::process::Command::new(common::BIN).args(&args),
+            None,
+            Duration::from_secs(20),
+        );
+        assert!(status.success(), "{err}");
+        let e: serde_json::Value = serde_json::from_str(&out).unwrap();
+
+        let mut c = common::connect(gw.addr);
+        assert!(c.reply().starts_with("220"));
+        c.cmd("EHLO client.test");
+        let mail = c.cmd(&format!("MAIL FROM:<{from}>"));
+        let mail = mail.trim_end();
+        let said = e["mail_in_clear"].as_str().unwrap();
+        if mail.starts_with('2') {
+            assert_eq!(said, "accepted", "MAIL FROM:<{from}>: gateway {mail}");
+        } else {
+            assert_eq!(said, mail, "MAIL FROM:<{from}>");
+        }
+        for (i, r) in rcpts.iter().enumerate() {
+            let said = e["recipients"][i][1].as_str().unwrap();
+            if !mail.starts_with('2') {
+                assert!(said.starts_with("not reached"), "{from} / {r}: {said}");
+                continue;
+            }
+            let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+            let reply = reply.trim_end();
+            if reply.starts_with('2') {
+                assert!(
+                    said.starts_with("accepted"),
+                    "RCPT TO:<{r}>: gateway {reply}, explain {said}"
+                );
+            } else {
+                assert_eq!(said, reply, "RCPT TO:<{r}> from <{from}>");
+            }
+        }
+        c.cmd("QUIT");
+    }
+}
