@@ -1,4 +1,4 @@
-//! The `sealgate` command line (product.md §4).
+//! The `sealgate` command line (docs/operations.md; `sealgate --help`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! `sealgate cert inspect`: what a certificate chain says, and what is
-//! wrong with it (seed §9: the things an operator checks with openssl).
+//! wrong with it (what an operator would otherwise check with openssl;
+//! docs/tls-guide.md).
 
 use serde::Serialize;
 use x509_parser::prelude::*;

@@ -1,7 +1,7 @@
-//! Certificate tooling (CERT-3): everything the seed does with openssl —
-//! a private key and CSR (seed §5), a signed certificate and CA import
-//! (§6–7), PFX to PEM (§10.4), a test CA and signing (§11) — with safe
-//! defaults, and `inspect` for troubleshooting (§9).
+//! Certificate tooling (CERT-3, docs/requirements.md): a private key and
+//! CSR, a test CA and signing, PFX to PEM — what operators otherwise do
+//! with openssl recipes (docs/tls-guide.md walks through each) — with safe
+//! defaults, and `inspect` for troubleshooting.
 
 use std::fs;
 use std::io::Write as _;
@@ -52,7 +52,7 @@ pub fn generate_key(kind: &str, allow_weak: bool) -> Result<KeyPair, String> {
         "rsa-3072" => rsa(rcgen::RsaKeySize::_3072),
         "rsa-4096" => rsa(rcgen::RsaKeySize::_4096),
         "rsa-1024" | "rsa-512" if !allow_weak => Err(format!(
-            "{kind} is weak: 1024-bit RSA (the seed's example) has been breakable for years; use rsa-2048 or ecdsa-p256 \
+            "{kind} is weak: 1024-bit RSA (still in old openssl recipes) has been breakable for years; use rsa-2048 or ecdsa-p256 \
              (or --allow-weak to insist)"
         )),
         "rsa-1024" | "rsa-512" => Err(format!("{kind}: the crypto library (aws-lc) does not generate RSA keys under 2048 bits")),

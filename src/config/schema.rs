@@ -1,4 +1,4 @@
-//! The configuration file's schema (product.md §3), as plain serde
+//! The configuration file's schema (docs/configuration.md), as plain serde
 //! structs: no logic here. Every section and field is optional and has the
 //! default documented in docs/configuration.md; unknown keys are errors.
 //! Fields that later checks refer back to are `Spanned`, so those errors

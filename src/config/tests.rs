@@ -15,8 +15,8 @@ fn embedded_default_is_valid() {
 }
 
 #[test]
-fn product_spec_example_is_valid() {
-    // The schema example of product.md §3, verbatim apart from the paths.
+fn a_complete_example_is_valid() {
+    // A complete file using every section, as an operator would write one.
     let text = r#"
 [server]
 hostname = "mx.example.com"

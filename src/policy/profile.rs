@@ -1,5 +1,6 @@
-//! Compiled connection profiles (seed §8) and the inbound checks made at
-//! MAIL FROM (IN-4). Pure functions: the session asks, these answer.
+//! Compiled connection profiles (docs/policy.md) and the inbound checks
+//! made at MAIL FROM (IN-4, docs/requirements.md). Pure functions: the
+//! session asks, these answer.
 
 use super::matcher::{Client, MatchedBy, ProfileIndex};
 use super::Refusal;

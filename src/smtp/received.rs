@@ -1,6 +1,6 @@
 //! The trace header prepended to every accepted message (RFC 5321 §4.4,
-//! `with` keywords from RFC 3848, TLS details in the format the seed's
-//! gateway users already read: `(version=… cipher=… bits=… verify=…)`).
+//! `with` keywords from RFC 3848, TLS details in the format gateway
+//! operators already read: `(version=… cipher=… bits=… verify=…)`).
 
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};

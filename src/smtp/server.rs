@@ -32,7 +32,7 @@ pub struct Peer {
 }
 
 /// Client certificate verification result, as shown in the Received header
-/// (seed §4: `verify=OK|FAIL|NO`).
+/// (`verify=OK|FAIL|NO`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientVerify {
     /// A client certificate was presented and verified.
