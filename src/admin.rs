@@ -1,49 +1,104 @@
 //! The admin endpoint (OPS-4): Prometheus text exposition at
-//! `http://[admin.listen]/metrics`. Counters live per shard (each written by
-//! its shard alone, on its own cache line) and are summed here, at scrape
-//! time: nothing on the connection path touches a shared counter.
+//! `http://[admin.listen]/metrics`, served by hyper on a small tokio
+//! runtime of its own: connections are served concurrently, a request's
+//! headers must arrive within 5 seconds and fit 16 KiB, and a connection
+//! lives at most 30 seconds, so a slow or stuck client never delays a
+//! scrape. Counters live per shard (each written by its shard alone, on its
+//! own cache line) and are summed here, at scrape time: nothing on the
+//! connection path touches a shared counter.
 
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::shard::Shared;
 
-/// Starts the endpoint on its own thread (one request at a time: a
-/// scraper, not a web server).
+/// How long a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// The longest a connection is kept, whatever it does.
+const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
+/// Request headers larger than this are refused (hyper's smallest buffer
+/// is 8 KiB).
+const MAX_HEADERS: usize = 16 * 1024;
+
+/// The answer to one request: `GET /metrics` (any query) gets the
+/// exposition text, anything else a 404.
+fn answer(
+    method: &hyper::Method,
+    path: &str,
+    shared: &Shared,
+    certificates: &[PathBuf],
+) -> (hyper::StatusCode, String) {
+    if (method == hyper::Method::GET || method == hyper::Method::HEAD) && path == "/metrics" {
+        (hyper::StatusCode::OK, render(shared, certificates))
+    } else {
+        (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_string())
+    }
+}
+
+/// Starts the endpoint on its own thread.
 pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> Result<(), String> {
-    let listener = TcpListener::bind(listen).map_err(|e| format!("admin.listen {listen}: {e}"))?;
+    let listener =
+        std::net::TcpListener::bind(listen).map_err(|e| format!("admin.listen {listen}: {e}"))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("admin.listen {listen}: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the admin runtime: {e}"))?;
+    let certificates = Arc::new(certificates);
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-                let mut reader = BufReader::new(&stream);
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    continue;
-                }
-                // Skip the headers.
-                let mut line = String::new();
-                while reader.read_line(&mut line).map(|n| n > 2).unwrap_or(false) {
-                    line.clear();
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("");
-                let (status, body) = if request.starts_with("GET ") && (path == "/metrics" || path.starts_with("/metrics?")) {
-                    ("200 OK", render(&shared, &certificates))
-                } else {
-                    ("404 Not Found", "try /metrics\n".to_string())
+            runtime.block_on(async move {
+                let listener = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::error!("admin endpoint: {e}");
+                        return;
+                    }
                 };
-                let mut w = &stream;
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-            }
+                loop {
+                    let stream = match listener.accept().await {
+                        Ok((stream, _)) => stream,
+                        Err(e) => {
+                            tracing::warn!("admin endpoint: accept failed: {e}");
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            continue;
+                        }
+                    };
+                    let (shared, certificates) = (shared.clone(), certificates.clone());
+                    tokio::spawn(async move {
+                        let service = hyper::service::service_fn(
+                            move |req: hyper::Request<hyper::body::Incoming>| {
+                                let (status, body) =
+                                    answer(req.method(), req.uri().path(), &shared, &certificates);
+                                let response = hyper::Response::builder()
+                                    .status(status)
+                                    .header(
+                                        hyper::header::CONTENT_TYPE,
+                                        "text/plain; version=0.0.4; charset=utf-8",
+                                    )
+                                    .body(http_body_util::Full::new(hyper::body::Bytes::from(
+                                        body,
+                                    )));
+                                async move { response }
+                            },
+                        );
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .timer(hyper_util::rt::TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .max_buf_size(MAX_HEADERS)
+                            .keep_alive(false)
+                            .title_case_headers(true)
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                        let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+                    });
+                }
+            })
         })
         .map_err(|e| format!("cannot start the admin thread: {e}"))?;
     Ok(())

@@ -264,3 +264,65 @@ fn metrics_agree_with_the_load_generator() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The endpoint serves connections concurrently with limits: a client
+/// that drips its request one octet a second does not delay a scrape, and
+/// is cut once its headers are overdue (5 s); other paths get a 404.
+#[test]
+fn a_slow_client_does_not_delay_a_scrape() {
+    use std::io::Write;
+    let dir = common::temp_dir("metrics-slow");
+    let port = common::free_port();
+    let admin = common::free_port();
+    let config = common::config(port, 1, "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let _gw = Gateway::start_in(dir, port);
+
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    slow.write_all(b"G").unwrap();
+    let started = std::time::Instant::now();
+    let dripper = std::thread::spawn(move || {
+        // One octet a second (the client's pattern, not synchronisation)
+        // until the server hangs up or 15 s have passed.
+        for b in b"ET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: yes\r\n".iter() {
+            std::thread::sleep(Duration::from_secs(1));
+            if slow.write_all(&[*b]).is_err() {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(15) {
+                break;
+            }
+        }
+        let mut rest = Vec::new();
+        let _ = slow.set_read_timeout(Some(Duration::from_secs(15)));
+        let _ = slow.read_to_end(&mut rest);
+        started.elapsed()
+    });
+    // Meanwhile, three scrapes, each at once.
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let body = scrape(admin);
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "a scrape took {:?} beside a slow client",
+            t.elapsed()
+        );
+        promtool(&body);
+    }
+    let cut_after = dripper.join().unwrap();
+    assert!(
+        cut_after < Duration::from_secs(10),
+        "the slow client was kept for {cut_after:?}"
+    );
+
+    // Another path: 404.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", admin)).unwrap();
+    s.write_all(b"GET /other HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 404"), "{text}");
+}
