@@ -175,7 +175,7 @@ fn converse(snapshot: &Arc<Snapshot>, q: &Question<'_>, tls: Option<TlsFacts>) -
 }
 
 pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
-    let (profiles, _) = crate::config::compile_profiles(&cfg.file);
+    let profiles = &cfg.profiles;
     // The gateway's snapshot, less what needs files (certificates): the
     // session is driven in memory.
     let snapshot = Arc::new(Snapshot {
@@ -256,18 +256,18 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         name_needed: q.client_name.is_none() && profiles.index.needs_names(),
         at_connect: at_connect
             .as_ref()
-            .map(|c| choice(&profiles, c.index, c.matched_by.clone())),
+            .map(|c| choice(profiles, c.index, c.matched_by.clone())),
         lost: candidates
             .into_iter()
             .filter(|(i, _)| Some(*i) != winner)
-            .map(|(i, by)| choice(&profiles, i, by))
+            .map(|(i, by)| choice(profiles, i, by))
             .collect(),
         starttls_advertised: !cfg.file.tls.certificates.is_empty(),
         asks_for_client_certificate: profiles.ask_for_certificate(at_connect.as_ref()),
         relay_allowed,
         at_mail: at_mail
             .as_ref()
-            .map(|c| choice(&profiles, c.index, c.matched_by.clone())),
+            .map(|c| choice(profiles, c.index, c.matched_by.clone())),
         requirements: requirements(&rules),
         mail_in_clear,
         mail_over_tls,

@@ -293,7 +293,7 @@ fn main() -> ExitCode {
             };
             // Host-name profiles need the client's name: ask DNS as the
             // gateway would, unless the name was given.
-            let (compiled, _) = sealgate::config::compile_profiles(&cfg.file);
+            let compiled = &cfg.profiles;
             let looked_up = match (&client_name, compiled.index.needs_names()) {
                 (None, true) => sealgate::run::start_resolver(&cfg)
                     .ok()

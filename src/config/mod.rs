@@ -69,6 +69,10 @@ pub struct Config {
     /// Relative paths in the file are resolved against this directory: the
     /// config file's own, or the current directory for the embedded file.
     pub base_dir: PathBuf,
+    /// The profiles and routes, compiled once while the file was checked
+    /// (building a snapshot only loads files).
+    pub profiles: Profiles,
+    pub routes: crate::policy::route::Routes,
 }
 
 /// Reads the file at `path`, or the embedded default when `None`.
@@ -124,15 +128,15 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, Conf
             }
         }
     };
-    if let Some(file) = &file {
-        validate(file, text, &mut errors);
-    }
+    let compiled = file.as_ref().map(|file| validate(file, text, &mut errors));
     errors.sort_by_key(|e| e.line.unwrap_or(0));
-    match file {
-        Some(file) if errors.is_empty() => Ok(Config {
+    match (file, compiled) {
+        (Some(file), Some((profiles, routes))) if errors.is_empty() => Ok(Config {
             file,
             origin: origin.to_string(),
             base_dir,
+            profiles,
+            routes,
         }),
         _ => Err(ConfigErrors {
             origin: origin.to_string(),
@@ -212,8 +216,13 @@ fn dotted(path: &[String]) -> String {
     s
 }
 
-/// Cross-field and value checks that serde cannot express.
-fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
+/// Cross-field and value checks that serde cannot express; compiles the
+/// profiles and routes on the way (their errors are among the rest).
+fn validate(
+    file: &schema::File,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Profiles, crate::policy::route::Routes) {
     let mut err = |span: Range<usize>, key: String, message: String| {
         errors.push(ConfigError {
             line: (span != (0..0)).then(|| line_of(text, span.start)),
@@ -366,7 +375,8 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
             }
         }
     }
-    for (span, key, message) in compile_profiles(file).1 {
+    let (profiles, profile_errors) = compile_profiles(file);
+    for (span, key, message) in profile_errors {
         err(span, key, message);
     }
     let mut domains: Vec<String> = Vec::new();
@@ -418,6 +428,24 @@ fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) {
             );
         }
     }
+    // The routes (a `via` that does not parse was reported above).
+    let mut routes = crate::policy::route::Routes::default();
+    for r in &file.route {
+        let r = r.get_ref();
+        let Ok(via) = parse_via(r.via.get_ref()) else {
+            continue;
+        };
+        routes.add(crate::policy::route::Route {
+            domain: r.domain.get_ref().clone(),
+            via,
+            port: r.port,
+            profile: r
+                .profile
+                .as_ref()
+                .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
+        });
+    }
+    (profiles, routes)
 }
 
 pub use crate::policy::route::Via;
@@ -608,12 +636,7 @@ impl Config {
                 rustls::RootCertStore::empty()
             }
         };
-        let (profiles, profile_errors) = compile_profiles(&self.file);
-        problems.extend(
-            profile_errors
-                .into_iter()
-                .map(|(_, key, msg)| format!("{key}: {msg}")),
-        );
+        let profiles = self.profiles.clone();
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -682,22 +705,7 @@ impl Config {
                 return Err(problems);
             }
         };
-        let mut routes = crate::policy::route::Routes::default();
-        for r in &self.file.route {
-            let r = r.get_ref();
-            let Ok(via) = parse_via(r.via.get_ref()) else {
-                continue;
-            };
-            routes.add(crate::policy::route::Route {
-                domain: r.domain.get_ref().clone(),
-                via,
-                port: r.port,
-                profile: r
-                    .profile
-                    .as_ref()
-                    .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
-            });
-        }
+        let routes = self.routes.clone();
         let client_verifier = crate::tls::client_verifier(roots);
         let (mut tls, mut tls_ask_cert) = (None, None);
         if let Some(path) = certs.first().map(|c| c.1.clone()) {
@@ -734,7 +742,7 @@ impl Config {
 
 /// Compiles `[[profile]]` into matchers, rules and the index. Problems come
 /// back with the span of the value at fault.
-pub fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String, String)>) {
+fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String, String)>) {
     use crate::policy::matcher::{HostMatcher, SenderMatcher};
     let mut errors = Vec::new();
     let mut out = Profiles::default();
