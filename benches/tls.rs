@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
-use sealgate::policy::Snapshot;
 use sealgate::smtp::server::{Action, Peer, Session};
+use sealgate::snapshot::Snapshot;
 
 struct Pair {
     server: Arc<ServerConfig>,

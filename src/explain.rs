@@ -12,8 +12,9 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::policy::matcher::{Client, MatchedBy};
-use crate::policy::{Profiles, ServerRules, Snapshot};
+use crate::policy::{Profiles, ServerRules};
 use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
+use crate::snapshot::Snapshot;
 
 /// The question.
 pub struct Question<'a> {

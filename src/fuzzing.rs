@@ -143,8 +143,8 @@ pub mod server_session {
     use std::sync::{Arc, OnceLock};
     use std::time::{Duration, Instant};
 
-    use crate::policy::Snapshot;
     use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
+    use crate::snapshot::Snapshot;
     use arbitrary::Arbitrary;
 
     #[derive(Debug, Arbitrary)]

@@ -21,11 +21,13 @@ pub mod dns;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod model;
 pub mod policy;
 pub mod probe;
 pub mod proxy;
 pub mod run;
 pub mod shard;
 pub mod smtp;
+pub mod snapshot;
 pub mod spool;
 pub mod tls;

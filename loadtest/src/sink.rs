@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sealgate::policy::{AcceptDomains, Limits, Snapshot};
+use sealgate::policy::{AcceptDomains, Limits};
 use sealgate::shard::{Shards, Shared};
+use sealgate::snapshot::Snapshot;
 use sealgate::spool::{Incoming, Store, Stored};
 
 /// Counts messages; writes them to `dump` when set (not fsynced).

@@ -1,5 +1,5 @@
 //! The configuration file: parse, collect every error with its line and
-//! key, then compile into a [`Snapshot`](crate::policy::Snapshot).
+//! key, then compile into a [`Snapshot`](crate::snapshot::Snapshot).
 //!
 //! Errors are collected, never returned one at a time (OPS-1): syntax
 //! errors come from the recovering TOML parser; type errors from serde are
@@ -20,8 +20,9 @@ use toml::de::{DeTable, DeValue};
 
 use std::sync::Arc;
 
-use crate::policy::{AcceptDomains, ClientRules, Limits, Profile, Profiles, ServerRules, Snapshot};
+use crate::policy::{AcceptDomains, ClientRules, Limits, Profile, Profiles, ServerRules};
 use crate::smtp::command::{valid_address_literal, valid_domain};
+use crate::snapshot::Snapshot;
 
 /// The embedded default configuration (`config/sealgate.toml`).
 pub const DEFAULT_CONFIG: &str = include_str!("../../config/sealgate.toml");

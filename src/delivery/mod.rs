@@ -22,8 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 
 use crate::dns::{LookupError, Resolver};
-use crate::policy::{ClientRules, Snapshot};
+use crate::policy::ClientRules;
 use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode};
+use crate::snapshot::Snapshot;
 use crate::spool::{self, Change, Entry, Work};
 use queue::{Effect, Queue};
 

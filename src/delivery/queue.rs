@@ -16,8 +16,8 @@ use std::time::Duration;
 use super::{Admin, AttemptResult, Settings, TlsLevel};
 use crate::dns::LookupError;
 use crate::policy::route::{Route, Via};
-use crate::policy::Snapshot;
 use crate::smtp::client::{Outcome, Verdict};
+use crate::snapshot::Snapshot;
 use crate::spool::{Change, Entry, RcptState, RcptStatus};
 
 /// What the queue asks its driver to do, in order.

@@ -85,7 +85,7 @@ impl std::str::FromStr for HostMatcher {
             ));
         }
         if let Some(suffix) = s.strip_prefix("*.") {
-            if crate::smtp::command::valid_domain(suffix) {
+            if crate::model::valid_domain(suffix) {
                 return Ok(HostMatcher::Wildcard(crate::policy::normalize_domain(
                     suffix,
                 )));
@@ -95,7 +95,7 @@ impl std::str::FromStr for HostMatcher {
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(HostMatcher::Ip(canonical(ip)));
         }
-        if crate::smtp::command::valid_domain(s) && s.contains(|c: char| c.is_ascii_alphabetic()) {
+        if crate::model::valid_domain(s) && s.contains(|c: char| c.is_ascii_alphabetic()) {
             return Ok(HostMatcher::Name(crate::policy::normalize_domain(s)));
         }
         Err(format!(
@@ -112,7 +112,7 @@ impl std::str::FromStr for SenderMatcher {
             Some(d) => (true, d),
             None => (false, s),
         };
-        if !crate::smtp::command::valid_domain(domain) {
+        if !crate::model::valid_domain(domain) {
             return Err(format!(
                 "{s:?}: not a domain (or .domain for its subdomains)"
             ));

@@ -2,13 +2,13 @@
 //! check functions that return a permit or a [`Refusal`]. Nothing here does
 //! I/O; the protocol code asks, the policy answers.
 
+mod limits;
 pub mod matcher;
 pub mod profile;
 pub mod route;
-mod snapshot;
 
+pub use limits::Limits;
 pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, ServerRules, TlsState};
-pub use snapshot::{Limits, Snapshot};
 
 /// Why a recipient, a sender or a session is refused. The SMTP layer maps
 /// each variant to exactly one reply.

@@ -4,20 +4,7 @@
 
 use super::matcher::{Client, MatchedBy, ProfileIndex};
 use super::Refusal;
-
-/// What sealgate learned of the client's certificate, after the handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCert {
-    /// Whether the chain verifies against the CA store, and why not.
-    pub verified: Result<(), String>,
-    /// Subject alternative names of type dNSName, lower-cased.
-    pub dns_names: Vec<String>,
-    pub common_name: Option<String>,
-    /// The subject, for logs.
-    pub subject: String,
-    pub cert_sha256: [u8; 32],
-    pub spki_sha256: [u8; 32],
-}
+pub use crate::model::{name_matches, ClientCert};
 
 /// `[profile.server]`: what sealgate demands of clients it receives from.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -201,27 +188,6 @@ pub fn certificate_matches(cert: &ClientCert, want: &str) -> bool {
     } else {
         names.any(|n| name_matches(&want, n))
     }
-}
-
-/// `presented` may be a certificate wildcard (`*.example.com`: one label,
-/// RFC 6125 §6.4.3); `want` may be a configured wildcard (any name below).
-pub fn name_matches(want: &str, presented: &str) -> bool {
-    let presented = presented.strip_suffix('.').unwrap_or(presented);
-    if want == presented {
-        return true;
-    }
-    if let Some(suffix) = want.strip_prefix("*.") {
-        let below = presented
-            .strip_suffix(suffix)
-            .is_some_and(|head| head.ends_with('.') && head.len() > 1);
-        return below || presented == want;
-    }
-    if let Some(suffix) = presented.strip_prefix("*.") {
-        return want
-            .split_once('.')
-            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix);
-    }
-    false
 }
 
 #[cfg(test)]

@@ -16,10 +16,10 @@ use super::limits::{Admission, Refusal};
 use super::writers::Job;
 use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
 use crate::policy::Refusal as PolicyRefusal;
-use crate::policy::Snapshot;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, ClientVerify, Peer, Rejection, Session, StoreFailure};
+use crate::snapshot::Snapshot;
 use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
 

@@ -26,7 +26,7 @@ use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::policy::Snapshot;
+use crate::snapshot::Snapshot;
 use conn::{Conn, Outcome};
 use crossbeam_channel::{Receiver, Sender};
 use timers::Timers;

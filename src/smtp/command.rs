@@ -346,22 +346,7 @@ fn is_atext(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
 }
 
-/// RFC 5321 §4.1.2 Domain: dot-separated labels of letters, digits and
-/// hyphens, at most 255 octets. A trailing dot is tolerated.
-pub fn valid_domain(domain: &str) -> bool {
-    let d = domain.strip_suffix('.').unwrap_or(domain);
-    !d.is_empty()
-        && d.len() <= 255
-        && d.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
+pub use crate::model::valid_domain;
 
 /// RFC 5321 §4.1.3 address literals: `[192.0.2.1]`, `[IPv6:2001:db8::1]`.
 pub fn valid_address_literal(lit: &str) -> bool {

@@ -11,13 +11,7 @@
 //! with [`BareLineEndings::Normalize`] they are rewritten to CRLF instead.
 //! Either way they never start a line that could end the data.
 
-/// What to do with a CR or LF that is not part of a CRLF pair.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum BareLineEndings {
-    #[default]
-    Reject,
-    Normalize,
-}
+pub use crate::model::BareLineEndings;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {

@@ -11,75 +11,17 @@
 //! once it has fed all the input it has, which batches the replies of a
 //! pipelined group into one write.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
+pub use crate::model::{ClientVerify, Envelope, Peer, TlsFacts};
 use crate::policy::matcher::Client;
 use crate::policy::profile::Chosen;
-use crate::policy::{self, Limits, Refusal, Snapshot, TlsState};
-
-/// Facts about the client connection, known at accept.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub ip: IpAddr,
-    pub port: u16,
-    /// Forward-confirmed reverse DNS name, when looked up.
-    pub name: Option<String>,
-}
-
-/// Client certificate verification result, as shown in the Received header
-/// (`verify=OK|FAIL|NO`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientVerify {
-    /// A client certificate was presented and verified.
-    Ok,
-    /// A certificate was presented but did not verify.
-    Fail,
-    /// No certificate was requested or presented.
-    No,
-}
-
-impl ClientVerify {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ClientVerify::Ok => "OK",
-            ClientVerify::Fail => "FAIL",
-            ClientVerify::No => "NO",
-        }
-    }
-}
-
-/// What the TLS layer negotiated; filled in by the connection glue.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsFacts {
-    /// `TLSv1.2` or `TLSv1.3`.
-    pub version: &'static str,
-    /// The IANA-style suite name rustls reports, e.g. `TLS13_AES_256_GCM_SHA384`.
-    pub cipher: String,
-    /// Symmetric key bits of the suite.
-    pub bits: u16,
-    pub verify: ClientVerify,
-    /// The client's certificate, when it presented one.
-    pub client_cert: Option<crate::policy::ClientCert>,
-}
-
-/// The envelope of one accepted message (RFC 5321 §2.3.1).
-#[derive(Debug, Clone)]
-pub struct Envelope {
-    /// Reverse-path without brackets; empty for the null sender `<>`.
-    pub from: String,
-    pub recipients: Vec<String>,
-    pub helo: String,
-    /// The client said EHLO (ESMTP) rather than HELO.
-    pub esmtp: bool,
-    pub body_8bit: bool,
-    pub peer: Peer,
-    pub tls: Option<TlsFacts>,
-}
+use crate::policy::{self, Limits, Refusal, TlsState};
+use crate::snapshot::Snapshot;
 
 /// A complete message for the spool: envelope and data (CRLF line endings,
 /// dot-unstuffed, without the Received header, which the glue prepends

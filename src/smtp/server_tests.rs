@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::policy::Snapshot;
+use crate::snapshot::Snapshot;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Kind {

@@ -57,8 +57,8 @@ macro_rules! provider_signature_checks {
 
 pub mod outbound;
 
-use crate::policy::ClientCert;
-use crate::smtp::server::{ClientVerify, TlsFacts};
+use crate::model::ClientCert;
+use crate::model::{ClientVerify, TlsFacts};
 
 /// A certificate problem, phrased for the operator: which file, what is
 /// wrong with it.

@@ -181,11 +181,9 @@ pub fn check_server(
         Some(list) if !list.is_empty() => list.to_vec(),
         _ => vec![host.clone()],
     };
-    let name_ok = wanted.iter().any(|w| {
-        names
-            .iter()
-            .any(|n| crate::policy::profile::name_matches(w, n))
-    });
+    let name_ok = wanted
+        .iter()
+        .any(|w| names.iter().any(|n| crate::model::name_matches(w, n)));
     let trust = match (&chain_ok, name_ok) {
         (Ok(()), true) => Trust::Verified,
         (Ok(()), false) => Trust::Trusted,

@@ -1,0 +1,128 @@
+//! The nouns every part of sealgate shares, and the syntax rules that
+//! define them: the client and its connection, the TLS it negotiated and
+//! its certificate, the envelope of a message, domain names, certificate
+//! name matching, and what to do with bare line endings. This module
+//! depends on nothing else in the crate, so that the data can flow
+//! accept → session → TLS → policy → spool → delivery → outbound without
+//! any of them importing another's internals.
+
+use std::net::IpAddr;
+
+/// Facts about the client connection, known at accept.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    pub ip: IpAddr,
+    pub port: u16,
+    /// Forward-confirmed reverse DNS name, when looked up.
+    pub name: Option<String>,
+}
+
+/// Client certificate verification result, as shown in the Received header
+/// (`verify=OK|FAIL|NO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientVerify {
+    /// A client certificate was presented and verified.
+    Ok,
+    /// A certificate was presented but did not verify.
+    Fail,
+    /// No certificate was requested or presented.
+    No,
+}
+
+impl ClientVerify {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ClientVerify::Ok => "OK",
+            ClientVerify::Fail => "FAIL",
+            ClientVerify::No => "NO",
+        }
+    }
+}
+
+/// What the TLS layer negotiated; filled in by the connection glue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFacts {
+    /// `TLSv1.2` or `TLSv1.3`.
+    pub version: &'static str,
+    /// The IANA-style suite name rustls reports, e.g. `TLS13_AES_256_GCM_SHA384`.
+    pub cipher: String,
+    /// Symmetric key bits of the suite.
+    pub bits: u16,
+    pub verify: ClientVerify,
+    /// The client's certificate, when it presented one.
+    pub client_cert: Option<ClientCert>,
+}
+
+/// The envelope of one accepted message (RFC 5321 §2.3.1).
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// Reverse-path without brackets; empty for the null sender `<>`.
+    pub from: String,
+    pub recipients: Vec<String>,
+    pub helo: String,
+    /// The client said EHLO (ESMTP) rather than HELO.
+    pub esmtp: bool,
+    pub body_8bit: bool,
+    pub peer: Peer,
+    pub tls: Option<TlsFacts>,
+}
+
+/// What sealgate learned of the client's certificate, after the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCert {
+    /// Whether the chain verifies against the CA store, and why not.
+    pub verified: Result<(), String>,
+    /// Subject alternative names of type dNSName, lower-cased.
+    pub dns_names: Vec<String>,
+    pub common_name: Option<String>,
+    /// The subject, for logs.
+    pub subject: String,
+    pub cert_sha256: [u8; 32],
+    pub spki_sha256: [u8; 32],
+}
+
+/// RFC 5321 §4.1.2 Domain: dot-separated labels of letters, digits and
+/// hyphens, at most 255 octets. A trailing dot is tolerated.
+pub fn valid_domain(domain: &str) -> bool {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    !d.is_empty()
+        && d.len() <= 255
+        && d.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// `presented` may be a certificate wildcard (`*.example.com`: one label,
+/// RFC 6125 §6.4.3); `want` may be a configured wildcard (any name below).
+pub fn name_matches(want: &str, presented: &str) -> bool {
+    let presented = presented.strip_suffix('.').unwrap_or(presented);
+    if want == presented {
+        return true;
+    }
+    if let Some(suffix) = want.strip_prefix("*.") {
+        let below = presented
+            .strip_suffix(suffix)
+            .is_some_and(|head| head.ends_with('.') && head.len() > 1);
+        return below || presented == want;
+    }
+    if let Some(suffix) = presented.strip_prefix("*.") {
+        return want
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix);
+    }
+    false
+}
+
+/// What to do with a CR or LF that is not part of a CRLF pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BareLineEndings {
+    #[default]
+    Reject,
+    Normalize,
+}

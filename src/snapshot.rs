@@ -1,0 +1,66 @@
+//! The immutable snapshot of everything a connection needs to know about
+//! the configuration: policy (domains, limits, profiles, routes) and the
+//! TLS configurations built from it. Built by `config`, swapped whole on
+//! reload; a connection keeps the `Arc<Snapshot>` it was accepted under.
+
+use std::sync::Arc;
+
+use crate::policy::{AcceptDomains, Limits};
+
+pub struct Snapshot {
+    /// Banner and Received host name.
+    pub hostname: String,
+    pub accept_domains: AcceptDomains,
+    pub limits: Limits,
+    /// The STARTTLS server configuration; `None` when no certificate is
+    /// configured (STARTTLS is then not advertised).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Every client may relay to any domain. For the load generator's sink
+    /// only; a configuration file cannot set it.
+    pub relay_everyone: bool,
+    /// Connection profiles and their index.
+    pub profiles: crate::policy::Profiles,
+    /// The STARTTLS configuration that also asks the client for a
+    /// certificate (without requiring one); used for clients whose profile
+    /// wants one.
+    pub tls_ask_cert: Option<Arc<rustls::ServerConfig>>,
+    /// Verifies client certificate chains after the handshake.
+    pub client_verifier: Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>,
+    /// Where mail for each domain goes.
+    pub routes: crate::policy::route::Routes,
+    /// Outbound TLS configurations and the CA store.
+    pub outbound: crate::tls::outbound::Outbound,
+    /// Balancers allowed to send a PROXY header (addresses and prefixes).
+    pub proxy_from: crate::policy::matcher::ProfileIndex,
+}
+
+impl Snapshot {
+    /// A snapshot for tests and tools: the given host name and domains,
+    /// default limits, no TLS.
+    pub fn for_tests(hostname: &str, accept_domains: &[&str]) -> Self {
+        Snapshot {
+            hostname: hostname.to_string(),
+            accept_domains: AcceptDomains::new(accept_domains),
+            limits: Limits::default(),
+            tls: None,
+            relay_everyone: false,
+            profiles: crate::policy::Profiles::default(),
+            tls_ask_cert: None,
+            client_verifier: None,
+            routes: Default::default(),
+            outbound: crate::tls::outbound::Outbound::opportunistic(),
+            proxy_from: Default::default(),
+        }
+    }
+
+    /// OPS-8: whether connections from `ip` start with a PROXY header.
+    pub fn proxy_trusted(&self, ip: std::net::IpAddr) -> bool {
+        self.proxy_from
+            .select(&crate::policy::matcher::Client {
+                ip,
+                name: None,
+                sender_domain: None,
+            })
+            .is_some()
+    }
+}
