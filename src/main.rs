@@ -325,11 +325,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// What a command line tool reports before exiting 1.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error(transparent)]
+    Cert(#[from] sealgate::cert::CertError),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> CliError {
+        CliError::Other(s)
+    }
+}
+
 fn read_text(p: &std::path::Path) -> Result<String, String> {
     std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
 }
 
-fn cert(command: CertCommand) -> Result<(), String> {
+fn cert(command: CertCommand) -> Result<(), CliError> {
     use sealgate::cert;
     match command {
         CertCommand::Key {
@@ -417,18 +432,20 @@ fn cert(command: CertCommand) -> Result<(), String> {
                         print_inspect(&c, json);
                         Ok(())
                     }
-                    None => Err(format!(
+                    None => Err(CliError::Other(format!(
                         "{target}: no certificate (STARTTLS {})",
                         if report.starttls_offered {
                             "failed"
                         } else {
                             "not offered"
                         }
-                    )),
+                    ))),
                 };
             };
             if chain.is_empty() {
-                return Err(format!("{target}: no CERTIFICATE block found"));
+                return Err(CliError::Other(format!(
+                    "{target}: no CERTIFICATE block found"
+                )));
             }
             let spki = match key {
                 Some(k) => Some(rcgen::PublicKeyData::subject_public_key_info(

@@ -22,8 +22,63 @@ pub const KEY_TYPES: &[&str] = &[
     "rsa-4096",
 ];
 
+/// What can go wrong with key material; the wording is what the
+/// commands print.
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("{}: cannot {action}: {source}", path.display())]
+    File {
+        path: std::path::PathBuf,
+        action: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: not a usable PEM private key: {reason}", path.display())]
+    BadKey {
+        path: std::path::PathBuf,
+        reason: String,
+    },
+    #[error(
+        "{0} is weak: 1024-bit RSA (still in old openssl recipes) has been breakable for years; use rsa-2048 or ecdsa-p256 \
+         (or --allow-weak to insist)"
+    )]
+    Weak(String),
+    #[error("{0}: the crypto library (aws-lc) does not generate RSA keys under 2048 bits")]
+    Unsupported(String),
+    #[error("unknown key type {0:?}; one of {list}", list = KEY_TYPES.join(", "))]
+    UnknownKeyType(String),
+    #[error("not a valid CSR: {0}")]
+    BadCsr(String),
+    #[error("not a usable CA certificate: {0}")]
+    BadCa(String),
+    #[error("wrong password (the file's integrity check failed)")]
+    WrongPassword,
+    #[error("not a PKCS#12 file this tool can read: {0}")]
+    BadPkcs12(String),
+    #[error("the PKCS#12 file holds no private key with a certificate")]
+    Pkcs12NoKey,
+    #[error("the PKCS#12 file holds a key but no certificate")]
+    Pkcs12NoCertificate,
+    /// From the certificate library.
+    #[error("{0}")]
+    Rcgen(#[from] rcgen::Error),
+    #[error("{0}")]
+    Inspect(String),
+}
+
+fn file_error<'a>(
+    path: &'a Path,
+    action: &'static str,
+) -> impl FnOnce(std::io::Error) -> CertError + 'a {
+    move |source| CertError::File {
+        path: path.to_path_buf(),
+        action,
+        source,
+    }
+}
+
 /// Writes a file readable by its owner only (keys).
-pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = fs::OpenOptions::new()
         .write(true)
@@ -31,40 +86,36 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|e| format!("{}: cannot create: {e}", path.display()))?;
-    f.write_all(bytes)
-        .map_err(|e| format!("{}: cannot write: {e}", path.display()))
+        .map_err(file_error(path, "create"))?;
+    f.write_all(bytes).map_err(file_error(path, "write"))
 }
 
-fn write_public(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    fs::write(path, bytes).map_err(|e| format!("{}: cannot write: {e}", path.display()))
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
+    fs::write(path, bytes).map_err(file_error(path, "write"))
 }
 
 /// `cert key`: a new private key (PKCS#8 PEM, mode 0600).
-pub fn generate_key(kind: &str, allow_weak: bool) -> Result<KeyPair, String> {
-    let rsa =
-        |size| KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size).map_err(|e| e.to_string());
+pub fn generate_key(kind: &str, allow_weak: bool) -> Result<KeyPair, CertError> {
+    let rsa = |size| Ok(KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, size)?);
     match kind {
-        "ecdsa-p256" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| e.to_string()),
-        "ecdsa-p384" => KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).map_err(|e| e.to_string()),
-        "ed25519" => KeyPair::generate_for(&rcgen::PKCS_ED25519).map_err(|e| e.to_string()),
+        "ecdsa-p256" => Ok(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?),
+        "ecdsa-p384" => Ok(KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384)?),
+        "ed25519" => Ok(KeyPair::generate_for(&rcgen::PKCS_ED25519)?),
         "rsa-2048" => rsa(rcgen::RsaKeySize::_2048),
         "rsa-3072" => rsa(rcgen::RsaKeySize::_3072),
         "rsa-4096" => rsa(rcgen::RsaKeySize::_4096),
-        "rsa-1024" | "rsa-512" if !allow_weak => Err(format!(
-            "{kind} is weak: 1024-bit RSA (still in old openssl recipes) has been breakable for years; use rsa-2048 or ecdsa-p256 \
-             (or --allow-weak to insist)"
-        )),
-        "rsa-1024" | "rsa-512" => Err(format!("{kind}: the crypto library (aws-lc) does not generate RSA keys under 2048 bits")),
-        other => Err(format!("unknown key type {other:?}; one of {}", KEY_TYPES.join(", "))),
+        "rsa-1024" | "rsa-512" if !allow_weak => Err(CertError::Weak(kind.to_string())),
+        "rsa-1024" | "rsa-512" => Err(CertError::Unsupported(kind.to_string())),
+        other => Err(CertError::UnknownKeyType(other.to_string())),
     }
 }
 
-pub fn load_key(path: &Path) -> Result<KeyPair, String> {
-    let pem =
-        fs::read_to_string(path).map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
-    KeyPair::from_pem(&pem)
-        .map_err(|e| format!("{}: not a usable PEM private key: {e}", path.display()))
+pub fn load_key(path: &Path) -> Result<KeyPair, CertError> {
+    let pem = fs::read_to_string(path).map_err(file_error(path, "read"))?;
+    KeyPair::from_pem(&pem).map_err(|e| CertError::BadKey {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Names for a subject.
@@ -76,14 +127,14 @@ pub struct Subject<'a> {
     pub country: Option<&'a str>,
 }
 
-fn params(s: &Subject<'_>) -> Result<CertificateParams, String> {
+fn params(s: &Subject<'_>) -> Result<CertificateParams, CertError> {
     let mut sans: Vec<String> = s.sans.to_vec();
     if sans.is_empty() {
         // Clients match names against SANs only (RFC 6125): the CN alone
         // is not enough, so it becomes the SAN.
         sans.push(s.cn.to_string());
     }
-    let mut p = CertificateParams::new(sans).map_err(|e| e.to_string())?;
+    let mut p = CertificateParams::new(sans)?;
     let mut dn = DistinguishedName::new();
     if let Some(c) = s.country {
         dn.push(DnType::CountryName, c);
@@ -100,7 +151,7 @@ fn params(s: &Subject<'_>) -> Result<CertificateParams, String> {
 }
 
 /// `cert csr`: a PKCS#10 request with SANs. Returns the PEM and warnings.
-pub fn csr(key: &KeyPair, s: &Subject<'_>) -> Result<(String, Vec<String>), String> {
+pub fn csr(key: &KeyPair, s: &Subject<'_>) -> Result<(String, Vec<String>), CertError> {
     let mut warnings = Vec::new();
     if !s.sans.is_empty() && !s.sans.iter().any(|n| n.eq_ignore_ascii_case(s.cn)) {
         warnings.push(format!(
@@ -108,10 +159,8 @@ pub fn csr(key: &KeyPair, s: &Subject<'_>) -> Result<(String, Vec<String>), Stri
             s.cn
         ));
     }
-    let req = params(s)?
-        .serialize_request(key)
-        .map_err(|e| e.to_string())?;
-    Ok((req.pem().map_err(|e| e.to_string())?, warnings))
+    let req = params(s)?.serialize_request(key)?;
+    Ok((req.pem()?, warnings))
 }
 
 fn validity(p: &mut CertificateParams, days: u32) {
@@ -121,7 +170,7 @@ fn validity(p: &mut CertificateParams, days: u32) {
 }
 
 /// `cert ca`: a test CA, marked as such in its subject.
-pub fn test_ca(cn: &str, days: u32, key: &KeyPair) -> Result<String, String> {
+pub fn test_ca(cn: &str, days: u32, key: &KeyPair) -> Result<String, CertError> {
     let name = if cn.to_ascii_lowercase().contains("test ca") {
         cn.to_string()
     } else {
@@ -142,7 +191,7 @@ pub fn test_ca(cn: &str, days: u32, key: &KeyPair) -> Result<String, String> {
         KeyUsagePurpose::DigitalSignature,
     ];
     validity(&mut p, days);
-    Ok(p.self_signed(key).map_err(|e| e.to_string())?.pem())
+    Ok(p.self_signed(key)?.pem())
 }
 
 /// `cert sign`: a leaf for the CSR, with serverAuth and clientAuth, the
@@ -152,9 +201,9 @@ pub fn sign(
     ca_cert_pem: &str,
     ca_key: &KeyPair,
     days: u32,
-) -> Result<String, String> {
+) -> Result<String, CertError> {
     let mut csr = CertificateSigningRequestParams::from_pem(csr_pem)
-        .map_err(|e| format!("not a valid CSR: {e}"))?;
+        .map_err(|e| CertError::BadCsr(e.to_string()))?;
     csr.params.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
         ExtendedKeyUsagePurpose::ClientAuth,
@@ -166,12 +215,12 @@ pub fn sign(
     csr.params.use_authority_key_identifier_extension = true;
     validity(&mut csr.params, days);
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key)
-        .map_err(|e| format!("not a usable CA certificate: {e}"))?;
-    Ok(csr.signed_by(&issuer).map_err(|e| e.to_string())?.pem())
+        .map_err(|e| CertError::BadCa(e.to_string()))?;
+    Ok(csr.signed_by(&issuer)?.pem())
 }
 
 /// `cert pkcs12`: PFX → (certificate chain PEM, private key PEM).
-pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), String> {
+pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), CertError> {
     let ks = p12_keystore::KeyStore::from_pkcs12(
         pfx,
         password,
@@ -180,14 +229,12 @@ pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), Strin
     .map_err(|e| {
         let text = e.to_string();
         if text.to_ascii_lowercase().contains("mac") {
-            "wrong password (the file's integrity check failed)".to_string()
+            CertError::WrongPassword
         } else {
-            format!("not a PKCS#12 file this tool can read: {text}")
+            CertError::BadPkcs12(text)
         }
     })?;
-    let (_, chain) = ks
-        .private_key_chain()
-        .ok_or("the PKCS#12 file holds no private key with a certificate")?;
+    let (_, chain) = ks.private_key_chain().ok_or(CertError::Pkcs12NoKey)?;
     let mut certs = String::new();
     for c in chain.certs() {
         certs.push_str(&pem::encode(&pem::Pem::new(
@@ -196,7 +243,7 @@ pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), Strin
         )));
     }
     if certs.is_empty() {
-        return Err("the PKCS#12 file holds a key but no certificate".into());
+        return Err(CertError::Pkcs12NoCertificate);
     }
     let key = pem::encode(&pem::Pem::new("PRIVATE KEY", chain.key().as_der().to_vec()));
     Ok((certs, key))
@@ -205,7 +252,7 @@ pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), Strin
 pub mod inspect;
 
 /// Writes key material: keys 0600, certificates 0644.
-pub fn save(path: &Path, pem_text: &str, private: bool) -> Result<(), String> {
+pub fn save(path: &Path, pem_text: &str, private: bool) -> Result<(), CertError> {
     if private {
         write_private(path, pem_text.as_bytes())
     } else {

@@ -61,6 +61,8 @@ impl std::fmt::Display for ConfigErrors {
     }
 }
 
+impl std::error::Error for ConfigErrors {}
+
 /// A parsed, validated configuration and where it came from.
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -74,6 +74,8 @@ impl std::fmt::Display for TlsError {
     }
 }
 
+impl std::error::Error for TlsError {}
+
 fn tls_error(path: &Path, problem: impl Into<String>) -> TlsError {
     TlsError {
         path: path.to_path_buf(),
