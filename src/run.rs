@@ -169,10 +169,10 @@ fn start_control(
                             .send(crate::delivery::Event::Admin(cmd, tx))
                             .is_err()
                         {
-                            Err("delivery is not running".to_string())
+                            Err(crate::delivery::AdminError::NotRunning)
                         } else {
                             rx.recv_timeout(std::time::Duration::from_secs(30))
-                                .unwrap_or_else(|_| Err("no answer from delivery".into()))
+                                .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
                         }
                     }
                     Err(e) => Err(e),

@@ -44,7 +44,7 @@ pub enum Event {
     /// The gateway is stopping.
     Stop,
     /// A queue administration command (OPS-5) and where to answer.
-    Admin(Admin, Sender<Result<String, String>>),
+    Admin(Admin, Sender<Result<String, AdminError>>),
 }
 
 /// `sealgate queue …` commands.
@@ -58,23 +58,47 @@ pub enum Admin {
     Release(String),
 }
 
+/// Why a `sealgate queue` command failed; the wording is what the command
+/// prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}: no such message in the queue")]
+    NoSuchMessage(String),
+    #[error("{0}: a delivery attempt is running; try again")]
+    Busy(String),
+    #[error("{0} needs a queue id")]
+    NeedsId(String),
+    #[error("unknown queue command {0:?}: list [--json] | show ID | flush | delete ID | hold ID | release ID")]
+    Unknown(String),
+    #[error("{id}: cannot read it from the spool: {why}")]
+    Unreadable { id: String, why: String },
+    #[error("delivery is not running")]
+    NotRunning,
+    #[error("no answer from delivery")]
+    NoAnswer,
+    #[error("cannot format the list: {0}")]
+    Format(String),
+}
+
 impl std::str::FromStr for Admin {
-    type Err = String;
-    fn from_str(line: &str) -> Result<Admin, String> {
+    type Err = AdminError;
+    fn from_str(line: &str) -> Result<Admin, AdminError> {
         let words: Vec<&str> = line.split_whitespace().collect();
         let id = |w: &[&str]| {
             w.get(1)
                 .map(|s| s.to_string())
-                .ok_or_else(|| format!("{} needs a queue id", w[0]))
+                .ok_or_else(|| AdminError::NeedsId(w[0].to_string()))
         };
         match words.first().copied() {
-            Some("list") => Ok(Admin::List { json: words.get(1) == Some(&"--json") }),
+            Some("list") => Ok(Admin::List {
+                json: words.get(1) == Some(&"--json"),
+            }),
             Some("show") => Ok(Admin::Show(id(&words)?)),
             Some("flush") => Ok(Admin::Flush),
             Some("delete") => Ok(Admin::Delete(id(&words)?)),
             Some("hold") => Ok(Admin::Hold(id(&words)?)),
             Some("release") => Ok(Admin::Release(id(&words)?)),
-            _ => Err(format!("unknown queue command {line:?}: list [--json] | show ID | flush | delete ID | hold ID | release ID")),
+            _ => Err(AdminError::Unknown(line.to_string())),
         }
     }
 }
@@ -503,7 +527,7 @@ impl Scheduler {
 
     /// `sealgate queue …`: list and show are formatted here from the
     /// queue's views; the rest are the queue's.
-    fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, String> {
+    fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, AdminError> {
         use std::fmt::Write as _;
         match cmd {
             Admin::List { json } => {
@@ -528,7 +552,8 @@ impl Scheduler {
                             })
                         })
                         .collect();
-                    return serde_json::to_string_pretty(&list).map_err(|e| e.to_string());
+                    return serde_json::to_string_pretty(&list)
+                        .map_err(|e| AdminError::Format(e.to_string()));
                 }
                 let mut out = String::new();
                 for m in &views {
@@ -559,7 +584,7 @@ impl Scheduler {
                     let m = self
                         .queue
                         .view(&id)
-                        .ok_or_else(|| format!("{id}: no such message in the queue"))?;
+                        .ok_or_else(|| AdminError::NoSuchMessage(id.clone()))?;
                     let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
                     for r in m.rcpts {
                         let _ = writeln!(out, "rcpt <{}>", r.rcpt);
@@ -573,11 +598,14 @@ impl Scheduler {
                     );
                     (m.journal, out)
                 };
-                let data = self
-                    .spool
-                    .reader
-                    .read(journal, &id)
-                    .map_err(|e| e.to_string())?;
+                let data =
+                    self.spool
+                        .reader
+                        .read(journal, &id)
+                        .map_err(|e| AdminError::Unreadable {
+                            id: id.clone(),
+                            why: e.to_string(),
+                        })?;
                 let text = String::from_utf8_lossy(&data);
                 out.push_str(text.split("\r\n\r\n").next().unwrap_or(""));
                 out.push_str("\n\n");

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Admin, AttemptResult, Settings, TlsLevel};
+use super::{Admin, AdminError, AttemptResult, Settings, TlsLevel};
 use crate::dns::LookupError;
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
@@ -640,10 +640,11 @@ impl Queue {
 
     /// `sealgate queue delete|hold|release|flush` (list and show are
     /// views, formatted by the driver).
-    pub fn admin(&mut self, cmd: &Admin, now: u64) -> Result<String, String> {
-        let missing = |id: &str| format!("{id}: no such message in the queue");
+    pub fn admin(&mut self, cmd: &Admin, now: u64) -> Result<String, AdminError> {
+        let missing = |id: &str| AdminError::NoSuchMessage(id.to_string());
         match cmd {
-            Admin::List { .. } | Admin::Show(_) => Err("a view, not a command".into()),
+            // Views: the driver formats them from [`Queue::views`].
+            Admin::List { .. } | Admin::Show(_) => Ok(String::new()),
             Admin::Flush => {
                 self.flush(now);
                 Ok(format!(
@@ -654,7 +655,7 @@ impl Queue {
             Admin::Delete(id) => {
                 let m = self.messages.get(id).ok_or_else(|| missing(id))?;
                 if m.in_flight > 0 || m.bouncing {
-                    return Err(format!("{id}: a delivery attempt is running; try again"));
+                    return Err(AdminError::Busy(id.clone()));
                 }
                 let journal = m.journal;
                 self.messages.remove(id);
@@ -1050,7 +1051,11 @@ mod tests {
         let d = dispatch_due(&mut q, 2000);
         assert_eq!(d.len(), 1);
         let busy = q.admin(&Admin::Delete("M".into()), 2000).unwrap_err();
-        assert!(busy.contains("attempt is running"), "{busy}");
+        assert_eq!(busy, AdminError::Busy("M".into()));
+        assert_eq!(
+            busy.to_string(),
+            "M: a delivery attempt is running; try again"
+        );
         finish(
             &mut q,
             d[0].0,
@@ -1062,10 +1067,10 @@ mod tests {
             "M: deleted"
         );
         assert!(done(&q.take_effects()));
-        assert!(q
-            .admin(&Admin::Hold("M".into()), 2001)
-            .unwrap_err()
-            .contains("no such message"));
+        assert_eq!(
+            q.admin(&Admin::Hold("M".into()), 2001).unwrap_err(),
+            AdminError::NoSuchMessage("M".into())
+        );
     }
 
     #[test]
