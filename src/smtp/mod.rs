@@ -8,3 +8,6 @@ pub mod received;
 pub mod reply;
 pub mod reply_parse;
 pub mod server;
+
+#[cfg(test)]
+mod pair_tests;
