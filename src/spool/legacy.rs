@@ -11,23 +11,48 @@ use super::{RcptState, RcptStatus, Spooled};
 
 const MAGIC: &str = "SEALGATE-SPOOL 1";
 
+/// Why an old spool file is not a message (it is quarantined).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("cannot read: {0}")]
+    Read(String),
+    #[error("no end of header")]
+    NoEndOfHeader,
+    #[error("header is not UTF-8")]
+    NotUtf8,
+    #[error("not a sealgate spool file (bad magic)")]
+    BadMagic,
+    #[error("bad {0}")]
+    BadField(&'static str),
+    #[error("bad body type {0:?}")]
+    BadBodyType(String),
+    #[error("unknown header field {0:?}")]
+    UnknownField(String),
+    #[error("missing {0}")]
+    Missing(&'static str),
+    #[error("truncated or padded: size {size}, found {found} octets")]
+    WrongSize { size: usize, found: usize },
+    #[error("no recipients")]
+    NoRecipients,
+}
+
 /// Reads and checks one spool file. Any deviation from the format, and a
 /// size that does not match, is an error: such a file is not a message.
-pub fn read(path: &Path) -> Result<Spooled, String> {
-    let bytes = fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+pub fn read(path: &Path) -> Result<Spooled, FormatError> {
+    let bytes = fs::read(path).map_err(|e| FormatError::Read(e.to_string()))?;
     parse(&bytes)
 }
 
-pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
+pub fn parse(bytes: &[u8]) -> Result<Spooled, FormatError> {
     let split = bytes
         .windows(2)
         .position(|w| w == b"\n\n")
-        .ok_or("no end of header")?;
-    let header = std::str::from_utf8(&bytes[..split]).map_err(|_| "header is not UTF-8")?;
+        .ok_or(FormatError::NoEndOfHeader)?;
+    let header = std::str::from_utf8(&bytes[..split]).map_err(|_| FormatError::NotUtf8)?;
     let message = &bytes[split + 2..];
     let mut lines = header.lines();
     if lines.next() != Some(MAGIC) {
-        return Err("not a sealgate spool file (bad magic)".into());
+        return Err(FormatError::BadMagic);
     }
     let (mut id, mut arrived, mut from, mut client, mut helo, mut size) =
         (None, None, None, None, None, None);
@@ -45,8 +70,8 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
         match key {
             "id" => id = Some(value.to_string()),
             "arrived" => arrived = value.parse().ok(),
-            "from" => from = Some(bracketed().ok_or("bad from")?),
-            "rcpt" => recipients.push(bracketed().ok_or("bad rcpt")?),
+            "from" => from = Some(bracketed().ok_or(FormatError::BadField("from"))?),
+            "rcpt" => recipients.push(bracketed().ok_or(FormatError::BadField("rcpt"))?),
             "client" => client = value.split(' ').next().and_then(|ip| ip.parse().ok()),
             "helo" => helo = Some(value.to_string()),
             "tls" => tls = Some(value.to_string()),
@@ -54,30 +79,30 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, String> {
                 body_8bit = match value {
                     "8BITMIME" => true,
                     "7BIT" => false,
-                    other => return Err(format!("bad body type {other:?}")),
+                    other => return Err(FormatError::BadBodyType(other.to_string())),
                 }
             }
             "size" => size = value.parse::<usize>().ok(),
-            other => return Err(format!("unknown header field {other:?}")),
+            other => return Err(FormatError::UnknownField(other.to_string())),
         }
     }
-    let size = size.ok_or("missing size")?;
+    let size = size.ok_or(FormatError::Missing("size"))?;
     if size != message.len() {
-        return Err(format!(
-            "truncated or padded: size {size}, found {} octets",
-            message.len()
-        ));
+        return Err(FormatError::WrongSize {
+            size,
+            found: message.len(),
+        });
     }
     if recipients.is_empty() {
-        return Err("no recipients".into());
+        return Err(FormatError::NoRecipients);
     }
     Ok(Spooled {
-        id: id.ok_or("missing id")?,
-        arrived: arrived.ok_or("missing arrival time")?,
-        from: from.ok_or("missing from")?,
+        id: id.ok_or(FormatError::Missing("id"))?,
+        arrived: arrived.ok_or(FormatError::Missing("arrival time"))?,
+        from: from.ok_or(FormatError::Missing("from"))?,
         recipients,
-        client: client.ok_or("missing client")?,
-        helo: helo.ok_or("missing helo")?,
+        client: client.ok_or(FormatError::Missing("client"))?,
+        helo: helo.ok_or(FormatError::Missing("helo"))?,
         tls,
         body_8bit,
         message: message.to_vec(),
@@ -174,7 +199,7 @@ pub struct Recovery {
     pub removed_partial: Vec<PathBuf>,
     /// Files in `queue/` that failed to parse, moved to `quarantine/`,
     /// with the reason.
-    pub quarantined: Vec<(PathBuf, String)>,
+    pub quarantined: Vec<(PathBuf, FormatError)>,
 }
 
 /// Scans every shard directory under `root` (whatever the shard count
