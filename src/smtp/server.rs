@@ -98,7 +98,7 @@ enum Phase {
     /// Skipping the rest of a command line that was too long.
     DiscardLine,
     /// Reading message data.
-    Data(Box<DataReader>),
+    Data(Box<DataState>),
     /// STARTTLS accepted; waiting for the handshake.
     AwaitTls,
     /// A complete message is being stored.
@@ -111,6 +111,16 @@ struct Transaction {
     from: String,
     params: MailParams,
     recipients: Vec<String>,
+}
+
+/// Reading a message: the transaction it belongs to, the reader, its
+/// deadlines' clock and the data so far (since the last spill).
+#[derive(Debug)]
+struct DataState {
+    transaction: Transaction,
+    reader: DataReader,
+    clock: DataClock,
+    data: Vec<u8>,
 }
 
 pub struct Session {
@@ -130,10 +140,7 @@ pub struct Session {
     rejections: Vec<Rejection>,
     errors: usize,
     deadline: Option<Instant>,
-    /// The DATA phase under way: when it began and how much came.
-    data_clock: Option<DataClock>,
     out: Vec<u8>,
-    data: Vec<u8>,
     stats: SessionStats,
     /// The in-flight data budget, and how much of it this session holds.
     budget: Option<Arc<DataBudget>>,
@@ -196,6 +203,7 @@ impl StoreFailure {
 /// Octets beyond `message_size` earn no more time: such a message is
 /// refused anyway, so a client streaming without end is cut too, at the
 /// latest `data_timeout + message_size / min_data_rate` after the 354.
+#[derive(Debug)]
 struct DataClock {
     since: Instant,
     received: u64,
@@ -238,9 +246,7 @@ impl Session {
             rejections: Vec::new(),
             errors: 0,
             deadline: None,
-            data_clock: None,
             out: Vec::with_capacity(256),
-            data: Vec::new(),
             budget: None,
             held: 0,
             stats: SessionStats::default(),
@@ -264,10 +270,10 @@ impl Session {
             .is_some_and(|b| b.used() >= self.snapshot.limits.inflight_data)
     }
 
-    /// Holds exactly the data in memory against the budget.
-    fn account_data(&mut self) {
+    /// Holds exactly the `in_memory` octets of data against the budget.
+    fn account_data(&mut self, in_memory: usize) {
         if let Some(b) = &self.budget {
-            let now_held = self.data.len() as u64;
+            let now_held = in_memory as u64;
             if now_held > self.held {
                 b.take(now_held - self.held);
             } else {
@@ -279,10 +285,10 @@ impl Session {
 
     /// Data past `limits.message_buffer`, or any while the budget is used
     /// up, leaves memory for the staging file.
-    fn should_spill(&self) -> bool {
+    fn should_spill(&self, in_memory: usize) -> bool {
         self.budget.is_some()
-            && !self.data.is_empty()
-            && (self.data.len() >= self.snapshot.limits.message_buffer || self.budget_exhausted())
+            && in_memory > 0
+            && (in_memory >= self.snapshot.limits.message_buffer || self.budget_exhausted())
     }
 
     /// Gives back what this session holds of the budget.
@@ -501,32 +507,38 @@ impl Session {
                     }
                     None => Step::consumed(rest.len()),
                 },
-                Phase::Data(reader) => {
-                    let limits = &self.snapshot.limits;
-                    self.deadline = Some(match &mut self.data_clock {
-                        Some(clock) => clock.arrived(rest.len(), now, limits),
-                        None => now + limits.data_timeout,
-                    });
-                    let ended = match reader.feed(rest, &mut self.data) {
+                Phase::Data(st) => {
+                    self.deadline = Some(st.clock.arrived(rest.len(), now, &self.snapshot.limits));
+                    let ended = match st.reader.feed(rest, &mut st.data) {
                         DataProgress::NeedMore => None,
-                        DataProgress::End { consumed } => Some((consumed, reader.outcome())),
+                        DataProgress::End { consumed } => Some((consumed, st.reader.outcome())),
                     };
-                    self.account_data();
-                    match ended {
-                        Some((consumed, outcome)) => Step {
+                    let spill = ended.is_none().then(|| std::mem::take(&mut st.data));
+                    let in_memory = spill.as_ref().map_or(0, Vec::len);
+                    match (ended, spill) {
+                        (Some((consumed, outcome)), _) => Step {
                             consumed,
                             action: self.end_of_data(outcome),
                             sync_check: false,
                         },
-                        None if self.should_spill() => {
-                            self.release();
-                            Step {
-                                consumed: rest.len(),
-                                action: Some(Action::Spill(std::mem::take(&mut self.data))),
-                                sync_check: false,
+                        (None, Some(data)) => {
+                            self.account_data(in_memory);
+                            if self.should_spill(in_memory) {
+                                self.release();
+                                Step {
+                                    consumed: rest.len(),
+                                    action: Some(Action::Spill(data)),
+                                    sync_check: false,
+                                }
+                            } else {
+                                // Not spilled: back where it was.
+                                if let Phase::Data(st) = &mut self.phase {
+                                    st.data = data;
+                                }
+                                Step::consumed(rest.len())
                             }
                         }
-                        None => Step::consumed(rest.len()),
+                        (None, None) => Step::consumed(rest.len()),
                     }
                 }
                 Phase::Command => self.command_line(rest, now),
@@ -545,7 +557,6 @@ impl Session {
             // RFC 2920 §3.1: DATA ends a pipelined group; a client that sent
             // more before our 354 did not wait for it.
             if matches!(self.phase, Phase::Data(_)) && step.sync_check && pos < input.len() {
-                self.data.clear();
                 canned::sync_error().write_to(&mut self.out);
                 return Fed {
                     consumed: input.len(),
@@ -771,31 +782,55 @@ impl Session {
     }
 
     fn data_command(&mut self, now: Instant) -> Option<Action> {
-        match &self.transaction {
+        match self.transaction.take() {
             None => self.error(canned::bad_sequence("Need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => self.error(canned::no_valid_recipients()),
-            Some(_) if self.budget_exhausted() => self.error(canned::busy()),
-            Some(_) => {
+            Some(tx) if tx.recipients.is_empty() => {
+                self.transaction = Some(tx);
+                self.error(canned::no_valid_recipients())
+            }
+            Some(tx) if self.budget_exhausted() => {
+                self.transaction = Some(tx);
+                self.error(canned::busy())
+            }
+            Some(transaction) => {
                 let limits = &self.snapshot.limits;
-                self.data.clear();
-                self.data_clock = Some(DataClock {
-                    since: now,
-                    received: 0,
-                });
-                self.phase = Phase::Data(Box::new(DataReader::new(
-                    limits.text_line,
-                    limits.message_size,
-                    limits.bare_line_endings,
-                )));
+                self.phase = Phase::Data(Box::new(DataState {
+                    transaction,
+                    reader: DataReader::new(
+                        limits.text_line,
+                        limits.message_size,
+                        limits.bare_line_endings,
+                    ),
+                    clock: DataClock {
+                        since: now,
+                        received: 0,
+                    },
+                    data: Vec::new(),
+                }));
                 self.reply(canned::start_data())
             }
         }
     }
 
     fn end_of_data(&mut self, outcome: Result<(), DataError>) -> Option<Action> {
-        self.phase = Phase::Command;
-        let tx = self.transaction.take();
-        let data = std::mem::take(&mut self.data);
+        // Called from the DATA phase only: the message's state leaves it.
+        let state = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(state) => state,
+            other @ (Phase::Greeting
+            | Phase::Command
+            | Phase::DiscardLine
+            | Phase::AwaitTls
+            | Phase::AwaitStore
+            | Phase::Closed) => {
+                self.phase = other;
+                return None;
+            }
+        };
+        let DataState {
+            transaction: tx,
+            data,
+            ..
+        } = *state;
         if let Err(e) = outcome {
             self.release();
             let reply = match e {
@@ -805,7 +840,8 @@ impl Session {
             };
             return self.error(reply);
         }
-        let tx = tx?;
+        // Held against the budget until the spool has it.
+        self.account_data(data.len());
         let (helo, esmtp) = self.helo.clone().unwrap_or_default();
         self.phase = Phase::AwaitStore;
         self.deadline = None;
