@@ -88,8 +88,10 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
         || old.shards != new.shards
         || old.spool_dir != new.spool_dir
         || old.spool_writers != new.spool_writers
+        || old.spool_segment_size.0 != new.spool_segment_size.0
+        || old.spool_large_message.0 != new.spool_large_message.0
     {
-        tracing::warn!("reload: server.listen, shards, spool_dir and spool_writers take effect only at restart");
+        tracing::warn!("reload: server.listen, shards, spool_dir, spool_writers, spool_segment_size and spool_large_message take effect only at restart");
     }
     let profiles = snapshot.profiles.list.len();
     shared.snapshot.store(Arc::new(snapshot));
