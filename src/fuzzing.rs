@@ -306,8 +306,9 @@ pub mod server_session {
                             s.stored(result, now);
                         }
                         Some(Action::StartTls) => {
-                            // RFC 3207: what was pipelined behind STARTTLS is gone.
-                            pending.clear();
+                            // RFC 3207: the session consumed what was
+                            // pipelined behind STARTTLS.
+                            assert!(pending.is_empty());
                             s.tls_established(
                                 TlsFacts {
                                     version: "TLSv1.3",

@@ -455,9 +455,9 @@ impl Conn {
                     break;
                 }
                 Some(Action::StartTls) => {
-                    // RFC 3207 §4.2 / CVE-2011-0411: whatever followed
-                    // STARTTLS in the clear is dropped, never answered.
-                    self.rbuf.clear();
+                    // RFC 3207 §4.2: the session consumed (dropped) whatever
+                    // followed STARTTLS in the clear.
+                    debug_assert!(self.rbuf.is_empty());
                     self.session.drain_output_into(&mut self.wbuf);
                     // IN-4: ask for a client certificate only when the
                     // client's profile (or a sender-domain profile that may

@@ -124,7 +124,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                 match fed.action {
                     None => break,
                     Some(Action::StartTls) => {
-                        srv_pending.clear();
+                        assert!(srv_pending.is_empty(), "the session consumed the rest");
                         srv.drain_output_into(&mut s2c);
                         srv.tls_established(
                             TlsFacts {

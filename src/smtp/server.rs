@@ -64,11 +64,11 @@ impl DataBudget {
 /// Work the connection glue must do before feeding more input.
 #[derive(Debug)]
 pub enum Action {
-    /// Write the pending output (ending in `220 Ready to start TLS`),
-    /// discard all input read so far and not consumed (RFC 3207 §4.2 —
+    /// Write the pending output (ending in `220 Ready to start TLS`), run
+    /// the handshake, then call [`Session::tls_established`]. The session
+    /// has consumed (discarded) all the input it was given: RFC 3207 §4.2 —
     /// whatever the client pipelined behind STARTTLS was sent in the clear
-    /// and must not be acted on), run the handshake, then call
-    /// [`Session::tls_established`].
+    /// and must not be acted on.
     StartTls,
     /// Store the message durably, then call [`Session::stored`]. Its data
     /// is what followed the last [`Action::Spill`], if any.
@@ -549,8 +549,14 @@ impl Session {
             }
             pos += step.consumed;
             if let Some(action) = step.action {
+                // RFC 3207 §4.2 / CVE-2011-0411: what followed STARTTLS in
+                // this input came in the clear: consumed, never acted on.
+                let consumed = match action {
+                    Action::StartTls => input.len(),
+                    Action::Store(_) | Action::Spill(_) | Action::Close => pos,
+                };
                 return Fed {
-                    consumed: pos,
+                    consumed,
                     action: Some(action),
                 };
             }

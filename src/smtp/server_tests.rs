@@ -115,8 +115,10 @@ impl Harness {
                     self.session.stored(Ok("QID1"), self.now);
                 }
                 Some(Action::StartTls) => {
-                    // RFC 3207 §4.2: input pipelined behind STARTTLS is discarded.
-                    self.pending.clear();
+                    // RFC 3207 §4.2: the session itself consumed (dropped)
+                    // what was pipelined behind STARTTLS; later reads of
+                    // this turn went out before the client saw our 220.
+                    assert!(self.pending.is_empty(), "the session must consume it");
                     self.tls_started_in_turn = true;
                     self.session.tls_established(
                         TlsFacts {
