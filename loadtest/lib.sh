@@ -58,3 +58,27 @@ body = urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout
 print(int(sum(float(l.split()[-1]) for l in body.splitlines() if l.startswith(sys.argv[2] + " ") or l.startswith(sys.argv[2] + "{"))))
 PY
 }
+
+# relay_bench NAME: the set-up of a relay benchmark (soak.sh,
+# spool-report.sh): the release binaries ($gw, $load), a work directory
+# ($work) removed on exit with every process in $pids, free ports
+# ($sink_port, $sg_port, $admin_port) and Postfix's smtp-sink on $sink_port.
+# Call it from the script's top level (it sets the EXIT trap).
+relay_bench() {
+  command -v smtp-sink >/dev/null || { echo "smtp-sink (Debian package postfix) is needed" >&2; exit 1; }
+  cargo build --release --workspace -q
+  gw=$root/target/release/sealgate
+  load=$root/target/release/sealgate-load
+  work=$(mktemp -d "/tmp/sealgate-$1.XXXXXX")
+  pids=()
+  trap relay_bench_cleanup EXIT
+  sink_port=$(free_port); sg_port=$(free_port); admin_port=$(free_port)
+  smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+  pids+=($!)
+}
+
+relay_bench_cleanup() {
+  set +e
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
+  rm -rf "$work"
+}

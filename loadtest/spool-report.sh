@@ -35,23 +35,7 @@ done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 . "$root/loadtest/lib.sh"
-command -v smtp-sink >/dev/null || { echo "smtp-sink (Debian package postfix) is needed" >&2; exit 1; }
-cargo build --release --workspace -q
-gw=$root/target/release/sealgate
-load=$root/target/release/sealgate-load
-
-work=$(mktemp -d /tmp/sealgate-spool.XXXXXX)
-pids=()
-cleanup() {
-  set +e
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-sink_port=$(free_port); sg_port=$(free_port); admin_port=$(free_port)
-smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
-pids+=($!)
+relay_bench spool
 
 start_gateway() {
   rm -rf "$work/sg"
