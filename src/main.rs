@@ -221,11 +221,13 @@ fn main() -> ExitCode {
                 .map_err(|e| e.to_string())
                 .and_then(|cfg| {
                     let (host, addr) = if mx {
-                        sealgate::probe::mx_target(&cfg, &target)?
+                        sealgate::probe::mx_target(&cfg, &target)
                     } else {
-                        sealgate::probe::target(&target)?
-                    };
+                        sealgate::probe::target(&target)
+                    }
+                    .map_err(|e| e.to_string())?;
                     sealgate::probe::probe(&cfg, &host, addr, profile.as_deref())
+                        .map_err(|e| e.to_string())
                 });
             match result {
                 Ok(report) => {
@@ -330,6 +332,8 @@ fn main() -> ExitCode {
 enum CliError {
     #[error(transparent)]
     Cert(#[from] sealgate::cert::CertError),
+    #[error(transparent)]
+    Probe(#[from] sealgate::probe::ProbeError),
     #[error("{0}")]
     Other(String),
 }

@@ -32,16 +32,49 @@ pub struct ProbeReport {
     pub reason: String,
 }
 
-fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, String> {
+/// Why a probe could not be made (as opposed to what it found, which is
+/// the report); the wording is what `sealgate probe` prints.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The configuration's outbound side (CA files, client certificate).
+    #[error("{0}")]
+    Config(String),
+    #[error("no profile named {0:?}")]
+    NoProfile(String),
+    #[error("connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("connection closed")]
+    Closed,
+    #[error("{0}")]
+    Reply(String),
+    #[error("bad host name {host}: {reason}")]
+    BadName { host: String, reason: String },
+    #[error("{0}")]
+    Tls(#[from] rustls::Error),
+    /// A target that is not `HOST[:PORT]`, `[IP]:PORT` or `DOMAIN[:PORT]`,
+    /// or that does not resolve.
+    #[error("{0}")]
+    Target(String),
+}
+
+fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, ProbeError> {
     let mut buf = Vec::new();
     loop {
         let mut line = Vec::new();
-        let n = r.read_until(b'\n', &mut line).map_err(|e| e.to_string())?;
+        let n = r.read_until(b'\n', &mut line)?;
         if n == 0 {
-            return Err("connection closed".into());
+            return Err(ProbeError::Closed);
         }
         buf.extend_from_slice(&line);
-        if let Some((reply, _)) = reply_parse::parse(&buf).map_err(|e| format!("{e:?}"))? {
+        if let Some((reply, _)) =
+            reply_parse::parse(&buf).map_err(|e| ProbeError::Reply(format!("{e:?}")))?
+        {
             return Ok(reply);
         }
     }
@@ -53,29 +86,30 @@ pub fn probe(
     host: &str,
     addr: SocketAddr,
     profile: Option<&str>,
-) -> Result<ProbeReport, String> {
-    let (roots, profiles, outbound) = cfg.outbound().map_err(|p| p.join("; "))?;
+) -> Result<ProbeReport, ProbeError> {
+    let (roots, profiles, outbound) = cfg
+        .outbound()
+        .map_err(|p| ProbeError::Config(p.join("; ")))?;
     let profile_idx = match profile {
         Some(name) => Some(
             profiles
                 .list
                 .iter()
                 .position(|p| p.name == name)
-                .ok_or_else(|| format!("no profile named {name:?}"))?,
+                .ok_or_else(|| ProbeError::NoProfile(name.to_string()))?,
         ),
         None => None,
     };
     let rules = profile_idx.map(|i| profiles.list[i].client.clone());
     let mandatory = rules.as_ref().is_some_and(|r| r.mandatory_tls);
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .map_err(|e| format!("connect to {addr}: {e}"))?;
-    tcp.set_read_timeout(Some(Duration::from_secs(30)))
-        .map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(tcp.try_clone().map_err(|e| e.to_string())?);
+        .map_err(|source| ProbeError::Connect { addr, source })?;
+    tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(tcp.try_clone()?);
     let mut writer = tcp;
     let banner = read_reply(&mut reader)?;
     let helo = cfg.hostname();
-    writeln!(writer, "EHLO {helo}\r").map_err(|e| e.to_string())?;
+    writeln!(writer, "EHLO {helo}\r")?;
     let ehlo = read_reply(&mut reader)?;
     let starttls_offered = ehlo
         .lines
@@ -106,7 +140,7 @@ pub fn probe(
         };
         return Ok(report);
     }
-    writeln!(writer, "STARTTLS\r").map_err(|e| e.to_string())?;
+    writeln!(writer, "STARTTLS\r")?;
     let go = read_reply(&mut reader)?;
     if go.code != 220 {
         report.would_deliver = !mandatory;
@@ -118,9 +152,11 @@ pub fn probe(
             .trim_end_matches(']')
             .to_string(),
     )
-    .map_err(|e| format!("bad host name {host}: {e}"))?;
-    let conn = rustls::ClientConnection::new(outbound.config(profile_idx), name)
-        .map_err(|e| e.to_string())?;
+    .map_err(|e| ProbeError::BadName {
+        host: host.to_string(),
+        reason: e.to_string(),
+    })?;
+    let conn = rustls::ClientConnection::new(outbound.config(profile_idx), name)?;
     let mut tls = rustls::StreamOwned::new(conn, writer);
     // Drive the handshake with an EHLO, as delivery does.
     let handshake = tls
@@ -171,11 +207,12 @@ pub fn probe(
 }
 
 /// `HOST[:PORT]` or `[IP]:PORT` to (host name, address); port 25 by default.
-pub fn target(spec: &str) -> Result<(String, SocketAddr), String> {
+pub fn target(spec: &str) -> Result<(String, SocketAddr), ProbeError> {
+    let bad = ProbeError::Target;
     let (host, port) = if let Some(rest) = spec.strip_prefix('[') {
         let (h, p) = rest
             .split_once(']')
-            .ok_or_else(|| format!("{spec}: unbalanced ["))?;
+            .ok_or_else(|| bad(format!("{spec}: unbalanced [")))?;
         (h.to_string(), p.strip_prefix(':').map(str::to_string))
     } else {
         match spec.rsplit_once(':') {
@@ -184,40 +221,44 @@ pub fn target(spec: &str) -> Result<(String, SocketAddr), String> {
         }
     };
     let port: u16 = port
-        .map(|p| p.parse().map_err(|_| format!("{spec}: bad port")))
+        .map(|p| p.parse().map_err(|_| bad(format!("{spec}: bad port"))))
         .transpose()?
         .unwrap_or(25);
     let addr = (host.as_str(), port)
         .to_socket_addrs()
-        .map_err(|e| format!("{host}: {e}"))?
+        .map_err(|e| bad(format!("{host}: {e}")))?
         .next()
-        .ok_or_else(|| format!("{host}: no address"))?;
+        .ok_or_else(|| bad(format!("{host}: no address")))?;
     Ok((host, addr))
 }
 
 /// `DOMAIN[:PORT]` with `--mx`: the first MX host of the domain (by
 /// preference, as delivery would try it), through the configured resolver.
-pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), String> {
+pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), ProbeError> {
+    let bad = ProbeError::Target;
     let (domain, port) = match spec.rsplit_once(':') {
         Some((d, p)) => (
             d,
-            p.parse::<u16>().map_err(|_| format!("{spec}: bad port"))?,
+            p.parse::<u16>()
+                .map_err(|_| bad(format!("{spec}: bad port")))?,
         ),
         None => (spec, 25),
     };
-    let resolver = crate::run::start_resolver(cfg)?.ok_or("no resolver")?;
+    let resolver = crate::run::start_resolver(cfg)
+        .map_err(bad)?
+        .ok_or_else(|| bad("no resolver".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     resolver.targets(domain, true, move |t| {
         let _ = tx.send(t);
     });
     let targets = rx
         .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| format!("{domain}: no answer from DNS"))?
-        .map_err(|e| format!("{domain}: {e:?}"))?;
+        .map_err(|_| bad(format!("{domain}: no answer from DNS")))?
+        .map_err(|e| bad(format!("{domain}: {e:?}")))?;
     let (host, ip) = targets
         .into_iter()
         .next()
-        .ok_or_else(|| format!("{domain}: no MX host"))?;
+        .ok_or_else(|| bad(format!("{domain}: no MX host")))?;
     Ok((host, SocketAddr::new(ip, port)))
 }
 
