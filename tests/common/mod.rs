@@ -88,15 +88,43 @@ pub fn free_port() -> u16 {
     }
 }
 
-/// A fresh private directory. Tests in one binary run in parallel and may
-/// ask for the same name, so each call gets its own number as well as the
+/// Every directory `temp_dir` made in this test process.
+static TEMP_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Runs when the test binary exits (passed or failed): removes every
+/// directory `temp_dir` made, whoever still holds it. Set
+/// `SEALGATE_KEEP_TEST_DIRS=1` to keep them for a post-mortem.
+extern "C" fn remove_temp_dirs() {
+    if std::env::var_os("SEALGATE_KEEP_TEST_DIRS").is_some() {
+        return;
+    }
+    let dirs = TEMP_DIRS.lock().map(|d| d.clone()).unwrap_or_default();
+    for d in dirs {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A fresh private directory, removed when the test process exits (see
+/// `remove_temp_dirs`). Tests in one binary run in parallel and may ask
+/// for the same name, so each call gets its own number as well as the
 /// process id: no test can remove another's files.
 pub fn temp_dir(name: &str) -> PathBuf {
     static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
+    AT_EXIT.call_once(|| {
+        // SAFETY: registers a plain function that only touches the file
+        // system and a static; libc runs it once, at exit.
+        unsafe {
+            libc::atexit(remove_temp_dirs);
+        }
+    });
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = std::env::temp_dir().join(format!("sealgate-it-{name}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
+    if let Ok(mut dirs) = TEMP_DIRS.lock() {
+        dirs.push(dir.clone());
+    }
     dir
 }
 

@@ -1,6 +1,8 @@
 //! A private Postfix instance for tests: its own configuration and queue
 //! directories under the test's directory, listening on a loopback port,
-//! stopped on drop. Needs root and the Debian postfix package (tests/run.sh
+//! stopped on drop — by `postfix stop`, and by signalling its master
+//! process if that did not end it (the test's directory, with the
+//! configuration `postfix stop` needs, may already be gone). Needs root and the Debian postfix package (tests/run.sh
 //! installs it).
 
 use std::path::{Path, PathBuf};
@@ -11,6 +13,8 @@ pub struct Postfix {
     pub config_dir: PathBuf,
     pub port: u16,
     pub log: PathBuf,
+    /// The master daemon's pid (from the queue's pid file).
+    master: Option<i32>,
 }
 
 /// The services a relaying Postfix needs, none chrooted.
@@ -90,10 +94,11 @@ impl Postfix {
             "postfix did not start; see {}",
             log.display()
         );
-        let pf = Postfix {
+        let mut pf = Postfix {
             config_dir,
             port,
             log,
+            master: None,
         };
         // Ready when smtpd answers.
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
@@ -111,6 +116,14 @@ impl Postfix {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        pf.master = std::fs::read_to_string(queue.join("pid/master.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok());
+        assert!(
+            pf.master.is_some(),
+            "no master.pid under {}",
+            queue.display()
+        );
         pf
     }
 
@@ -119,12 +132,47 @@ impl Postfix {
     }
 }
 
+fn alive(pid: i32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Waits (bounded) for `pid` to be gone.
+fn gone_within(pid: i32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while alive(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
+}
+
 impl Drop for Postfix {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
+        let stopped = Command::new("postfix")
             .arg("-c")
             .arg(&self.config_dir)
             .arg("stop")
-            .status();
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        let Some(pid) = self.master else {
+            return;
+        };
+        // SIGTERM makes the master stop its children and exit (what
+        // `postfix stop` does, when it still finds its configuration).
+        if !stopped || !gone_within(pid, Duration::from_secs(5)) {
+            // SAFETY: kill(2) on the master pid this instance wrote.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+            if !gone_within(pid, Duration::from_secs(5)) {
+                // SAFETY: as above.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
     }
 }
