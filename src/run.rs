@@ -524,11 +524,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         shared.delivery.clone(),
         shards.doors(),
         resolver,
-        crate::delivery::SpoolAccess {
-            reader,
-            work,
-            pending: Vec::new(),
-        },
+        crate::delivery::SpoolAccess::new(reader, work),
         settings,
         recovered,
     );

@@ -207,14 +207,23 @@ pub struct Settings {
 /// What delivery does with the spool: read messages, record their
 /// state in their journal (through its writer), store bounces.
 pub struct SpoolAccess {
-    pub reader: spool::Reader,
+    reader: spool::Reader,
     /// Per journal, its writer's channel.
-    pub work: Vec<Sender<Work>>,
+    work: Vec<Sender<Work>>,
     /// Per journal, what this turn has for its writer.
-    pub pending: Vec<Vec<Work>>,
+    pending: Vec<Vec<Work>>,
 }
 
 impl SpoolAccess {
+    /// `work[n]` is journal `n`'s writer.
+    pub fn new(reader: spool::Reader, work: Vec<Sender<Work>>) -> SpoolAccess {
+        SpoolAccess {
+            reader,
+            pending: work.iter().map(|_| Vec::new()).collect(),
+            work,
+        }
+    }
+
     /// Queues a state change for the journal's writer (sent with the
     /// others of this turn by [`SpoolAccess::send`]).
     fn record(&mut self, journal: usize, id: &str, change: Change) {
@@ -229,9 +238,6 @@ impl SpoolAccess {
     }
 
     fn queue_work(&mut self, journal: usize, work: Work) {
-        if self.pending.len() < self.work.len() {
-            self.pending.resize_with(self.work.len(), Vec::new);
-        }
         match self.pending.get_mut(journal) {
             Some(p) => p.push(work),
             None => tracing::error!(target: "send", "no spool writer for journal {journal}"),

@@ -120,6 +120,9 @@ pub struct Queue {
     attempts: HashMap<u64, Attempt>,
     next_attempt: u64,
     in_flight_per_key: HashMap<String, usize>,
+    /// How many queued messages arrived at each second (the oldest for
+    /// the metrics, without a scan of the queue).
+    arrivals: std::collections::BTreeMap<u64, usize>,
     effects: Vec<Effect>,
 }
 
@@ -144,6 +147,7 @@ impl Queue {
             attempts: HashMap::new(),
             next_attempt: 0,
             in_flight_per_key: HashMap::new(),
+            arrivals: std::collections::BTreeMap::new(),
             effects: Vec::new(),
         }
     }
@@ -163,7 +167,20 @@ impl Queue {
 
     /// Arrival of the oldest message (Unix seconds).
     pub fn oldest_arrival(&self) -> Option<u64> {
-        self.messages.values().map(|m| m.arrived).min()
+        self.arrivals.keys().next().copied()
+    }
+
+    /// Takes a message out of the queue.
+    fn forget(&mut self, id: &str) -> Option<Message> {
+        let m = self.messages.remove(id)?;
+        if let std::collections::btree_map::Entry::Occupied(mut e) = self.arrivals.entry(m.arrived)
+        {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+        Some(m)
     }
 
     /// When the next recipient falls due.
@@ -201,6 +218,9 @@ impl Queue {
             .map(|r| r.next_due)
             .min();
         let count = e.rcpts.len();
+        // (An id queued again replaces its entry.)
+        self.forget(&id);
+        *self.arrivals.entry(e.meta.arrived).or_default() += 1;
         self.messages.insert(
             id.clone(),
             Message {
@@ -583,7 +603,7 @@ impl Queue {
     }
 
     fn done(&mut self, id: &str, mut lines: Vec<String>) {
-        let Some(m) = self.messages.remove(id) else {
+        let Some(m) = self.forget(id) else {
             return;
         };
         lines.push(format!("{id}: removed"));
@@ -612,7 +632,7 @@ impl Queue {
             Err(e) => {
                 // Kept in the journal (its recipients' states recorded):
                 // the bounce is tried again at the next start.
-                self.messages.remove(id);
+                self.forget(id);
                 self.effects.push(Effect::Say {
                     journal,
                     lines: vec![format!(
@@ -658,7 +678,7 @@ impl Queue {
                     return Err(AdminError::Busy(id.clone()));
                 }
                 let journal = m.journal;
-                self.messages.remove(id);
+                self.forget(id);
                 self.effects.push(Effect::Record {
                     journal,
                     id: id.clone(),
@@ -934,6 +954,23 @@ mod tests {
         let e = q.take_effects();
         assert!(done(&e));
         assert!(said(&e).contains("M: sender non-delivery notification: DSN1"));
+    }
+
+    #[test]
+    fn the_oldest_arrival_follows_the_queue() {
+        let mut q = Queue::new(settings());
+        let mut old = entry("OLD", "s@c.test", &["u@example.com"]);
+        old.meta.arrived = 900;
+        q.queued(entry("NEW", "s@c.test", &["u@example.com"]));
+        q.queued(old);
+        assert_eq!(q.oldest_arrival(), Some(900));
+        assert_eq!(
+            q.admin(&Admin::Delete("OLD".into()), 1000).unwrap(),
+            "OLD: deleted"
+        );
+        assert_eq!(q.oldest_arrival(), Some(1000));
+        q.admin(&Admin::Delete("NEW".into()), 1000).unwrap();
+        assert_eq!(q.oldest_arrival(), None);
     }
 
     #[test]
