@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::config::Config;
 use crate::policy::matcher::{Client, MatchedBy};
 use crate::policy::{Profiles, ServerRules};
-use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
+use crate::smtp::server::{Action, Peer, Session, TlsFacts};
 use crate::snapshot::Snapshot;
 
 /// The question.
@@ -80,21 +80,6 @@ fn first_reply(out: &[u8]) -> String {
         .unwrap_or("")
         .trim_end()
         .to_string()
-}
-
-/// TLS 1.3 with a 256-bit cipher and, when given, a client certificate.
-fn tls_facts(client_cert: Option<crate::policy::ClientCert>) -> TlsFacts {
-    TlsFacts {
-        version: "TLSv1.3",
-        cipher: "TLS13_AES_256_GCM_SHA384".into(),
-        bits: 256,
-        verify: if client_cert.is_some() {
-            ClientVerify::Ok
-        } else {
-            ClientVerify::No
-        },
-        client_cert,
-    }
 }
 
 /// A client certificate that meets `rules`: verified, naming what they
@@ -217,7 +202,7 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         .map(|p| p.server.clone())
         .unwrap_or_default();
     let clear = converse(&snapshot, q, None);
-    let over_tls = converse(&snapshot, q, Some(tls_facts(None)));
+    let over_tls = converse(&snapshot, q, Some(TlsFacts::assumed(None)));
     let verdict = |reply: &str| {
         if reply.starts_with('2') {
             "accepted".to_string()
@@ -234,7 +219,10 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         converse(
             &snapshot,
             q,
-            Some(tls_facts(Some(fitting_certificate(&rules, q.client_name)))),
+            Some(TlsFacts::assumed(Some(fitting_certificate(
+                &rules,
+                q.client_name,
+            )))),
         )
     });
     let mail_over_tls = match &with_cert {

@@ -53,6 +53,25 @@ pub struct TlsFacts {
     pub client_cert: Option<ClientCert>,
 }
 
+impl TlsFacts {
+    /// TLS 1.3 with a 256-bit cipher, as a session is told of it without a
+    /// real handshake (`sealgate explain`, in-memory tests): verified when
+    /// a client certificate is given.
+    pub fn assumed(client_cert: Option<ClientCert>) -> TlsFacts {
+        TlsFacts {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            bits: 256,
+            verify: if client_cert.is_some() {
+                ClientVerify::Ok
+            } else {
+                ClientVerify::No
+            },
+            client_cert,
+        }
+    }
+}
+
 /// The envelope of one accepted message (RFC 5321 §2.3.1).
 #[derive(Debug, Clone)]
 pub struct Envelope {

@@ -17,14 +17,22 @@ fn receiver(dir: &Path, flags: &[&str]) -> Receiver {
     common::receiver::start("127.0.0.1", &dir.join("received"), flags)
 }
 
-/// A gateway that routes everything to the receiver and retries after 1 s.
-fn gateway(name: &str, r: &Receiver) -> Gateway {
+/// A gateway directory and port whose configuration routes everything to
+/// the receiver and retries after `retry` (start it with
+/// `Gateway::start_in`, and again after a kill).
+fn routed(name: &str, r: &Receiver, retry: &str) -> (std::path::PathBuf, u16) {
     let dir = common::temp_dir(name);
     let port = common::free_port();
     let config = common::config(port, 1, "")
         .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
-        + "\n[queue]\nretry = [\"1s\"]\nlifetime = \"1h\"\n";
+        + &format!("\n[queue]\nretry = [\"{retry}\"]\nlifetime = \"1h\"\n");
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    (dir, port)
+}
+
+/// A gateway that routes everything to the receiver and retries after 1 s.
+fn gateway(name: &str, r: &Receiver) -> Gateway {
+    let (dir, port) = routed(name, r, "1s");
     Gateway::start_in(dir, port)
 }
 
@@ -124,12 +132,7 @@ fn forged_reply_after_starttls_aborts_the_attempt() {
 fn restart_mid_queue_delivers_the_rest_and_repeats_nothing() {
     let dir = common::temp_dir("dlv-restart");
     let r = receiver(&dir, &["--temp-once-prefix", "later"]);
-    let gwdir = common::temp_dir("dlv-restart-gw");
-    let port = common::free_port();
-    let config = common::config(port, 1, "")
-        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
-        + "\n[queue]\nretry = [\"2s\"]\nlifetime = \"1h\"\n";
-    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let (gwdir, port) = routed("dlv-restart-gw", &r, "2s");
     let gw = Gateway::start_in(gwdir.clone(), port);
     send(
         &gw,
@@ -243,12 +246,7 @@ fn body_8bitmime_is_declared_again_on_the_way_out() {
 fn quoted_local_parts_keep_their_state_across_a_restart() {
     let dir = common::temp_dir("dlv-quoted");
     let r = receiver(&dir, &["--temp-once-prefix", "\"x"]);
-    let gwdir = common::temp_dir("dlv-quoted-gw");
-    let port = common::free_port();
-    let config = common::config(port, 1, "")
-        .replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port))
-        + "\n[queue]\nretry = [\"2s\"]\nlifetime = \"1h\"\n";
-    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let (gwdir, port) = routed("dlv-quoted-gw", &r, "2s");
     let gw = Gateway::start_in(gwdir.clone(), port);
     let rcpts = [
         "\"a b\"@example.com",
@@ -306,11 +304,7 @@ fn quoted_local_parts_keep_their_state_across_a_restart() {
 fn an_old_format_spool_is_imported_and_delivered() {
     let dir = common::temp_dir("dlv-upgrade");
     let r = receiver(&dir, &[]);
-    let gwdir = common::temp_dir("dlv-upgrade-gw");
-    let port = common::free_port();
-    let config =
-        common::config(port, 1, "").replace("[127.0.0.1]:1", &format!("[127.0.0.1]:{}", r.port));
-    std::fs::write(gwdir.join("sealgate.toml"), config).unwrap();
+    let (gwdir, port) = routed("dlv-upgrade-gw", &r, "1s");
     let queue = gwdir.join("spool/shard-0/queue");
     std::fs::create_dir_all(&queue).unwrap();
     let body = "Subject: from the old spool\r\n\r\nbody\r\n";

@@ -55,17 +55,22 @@ fn params(mode: Mode) -> Arc<Params> {
     })
 }
 
-#[test]
-fn every_mode_runs_clean_against_the_sink() {
-    let dir = temp_dir("modes");
-    let (sink, addr) = start_sink(&dir);
-    let tls = tlsconf::client_config(&tlsconf::TlsOptions {
+/// TLS for the sink's self-signed certificate.
+fn unverified_tls() -> Arc<rustls::ClientConfig> {
+    tlsconf::client_config(&tlsconf::TlsOptions {
         verify: false,
         ca: None,
         resumption: false,
         client_cert: None,
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn every_mode_runs_clean_against_the_sink() {
+    let dir = temp_dir("modes");
+    let (sink, addr) = start_sink(&dir);
+    let tls = unverified_tls();
     let mut expected_messages = 0;
     for mode in [Mode::Connect, Mode::Starttls, Mode::Message, Mode::Plain] {
         let opts = Options {
@@ -115,13 +120,7 @@ fn every_mode_runs_clean_against_the_sink() {
 fn large_messages_go_whole_over_tls() {
     let dir = temp_dir("large");
     let (sink, addr) = start_sink(&dir);
-    let tls = tlsconf::client_config(&tlsconf::TlsOptions {
-        verify: false,
-        ca: None,
-        resumption: false,
-        client_cert: None,
-    })
-    .unwrap();
+    let tls = unverified_tls();
     let mut p = (*params(Mode::Message)).clone();
     p.data = Params::message(300_000);
     p.messages_per_conn = 1;

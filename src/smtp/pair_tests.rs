@@ -13,7 +13,7 @@ use proptest::prelude::*;
 
 use super::client::{self, Outgoing, TlsMode, Verdict};
 use super::server::{self, Action};
-use crate::model::{ClientVerify, Peer, TlsFacts};
+use crate::model::{Peer, TlsFacts};
 use crate::snapshot::Snapshot;
 
 fn server_snapshot() -> Arc<Snapshot> {
@@ -126,16 +126,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                     Some(Action::StartTls) => {
                         assert!(srv_pending.is_empty(), "the session consumed the rest");
                         srv.drain_output_into(&mut s2c);
-                        srv.tls_established(
-                            TlsFacts {
-                                version: "TLSv1.3",
-                                cipher: "TLS13_AES_128_GCM_SHA256".into(),
-                                bits: 128,
-                                verify: ClientVerify::No,
-                                client_cert: None,
-                            },
-                            now,
-                        );
+                        srv.tls_established(TlsFacts::assumed(None), now);
                     }
                     Some(Action::Store(m)) => {
                         ran.stored.push(*m);

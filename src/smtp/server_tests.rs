@@ -120,16 +120,8 @@ impl Harness {
                     // this turn went out before the client saw our 220.
                     assert!(self.pending.is_empty(), "the session must consume it");
                     self.tls_started_in_turn = true;
-                    self.session.tls_established(
-                        TlsFacts {
-                            version: "TLSv1.3",
-                            cipher: "TLS13_AES_256_GCM_SHA384".into(),
-                            bits: 256,
-                            verify: ClientVerify::No,
-                            client_cert: None,
-                        },
-                        self.now,
-                    );
+                    self.session
+                        .tls_established(TlsFacts::assumed(None), self.now);
                     return;
                 }
                 Some(Action::Close) => {
