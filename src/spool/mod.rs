@@ -366,7 +366,11 @@ impl Reader {
     pub fn new(root: &Path, stores: &[JournalStore]) -> io::Result<Reader> {
         let mut journals = Vec::with_capacity(stores.len());
         for s in stores {
-            journals.push((Disk::open(&journal_dir(root, s.number))?, s.locations()));
+            // Opened (and synced) by `open` already.
+            journals.push((
+                Disk::open_existing(&journal_dir(root, s.number))?,
+                s.locations(),
+            ));
         }
         Ok(Reader { journals })
     }
