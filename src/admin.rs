@@ -4,16 +4,25 @@
 //! headers must arrive within 5 seconds and fit 16 KiB, and a connection
 //! lives at most 30 seconds, so a slow or stuck client never delays a
 //! scrape. Counters live per shard (each written by its shard alone, on its
-//! own cache line) and are summed here, at scrape time: nothing on the
+//! own cache line) and are read here, at scrape time, by a
+//! `prometheus-client` collector that encodes them: nothing on the
 //! connection path touches a shared counter.
 
-use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::shard::Shared;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::delivery::queue::Counted;
+use crate::delivery::TlsLevel;
+use crate::shard::{HandshakeFailure, ShardStats, Shared};
 
 /// How long a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,14 +34,9 @@ const MAX_HEADERS: usize = 16 * 1024;
 
 /// The answer to one request: `GET /metrics` (any query) gets the
 /// exposition text, anything else a 404.
-fn answer(
-    method: &hyper::Method,
-    path: &str,
-    shared: &Shared,
-    certificates: &[PathBuf],
-) -> (hyper::StatusCode, String) {
+fn answer(method: &hyper::Method, path: &str, registry: &Registry) -> (hyper::StatusCode, String) {
     if (method == hyper::Method::GET || method == hyper::Method::HEAD) && path == "/metrics" {
-        (hyper::StatusCode::OK, render(shared, certificates))
+        (hyper::StatusCode::OK, render(registry))
     } else {
         (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_string())
     }
@@ -49,7 +53,7 @@ pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> R
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the admin runtime: {e}"))?;
-    let certificates = Arc::new(certificates);
+    let registry = Arc::new(registry(shared, certificates));
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
@@ -70,17 +74,17 @@ pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> R
                             continue;
                         }
                     };
-                    let (shared, certificates) = (shared.clone(), certificates.clone());
+                    let registry = registry.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
                                 let (status, body) =
-                                    answer(req.method(), req.uri().path(), &shared, &certificates);
+                                    answer(req.method(), req.uri().path(), &registry);
                                 let response = hyper::Response::builder()
                                     .status(status)
                                     .header(
                                         hyper::header::CONTENT_TYPE,
-                                        "text/plain; version=0.0.4; charset=utf-8",
+                                        prometheus_text::CONTENT_TYPE,
                                     )
                                     .body(http_body_util::Full::new(hyper::body::Bytes::from(
                                         body,
@@ -104,237 +108,315 @@ pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> R
     Ok(())
 }
 
-fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}");
-    let _ = writeln!(out, "# TYPE {name} {kind}");
+/// The gateway's metrics as a prometheus-client [`Collector`]: every
+/// family is read from the shards' and the scheduler's atomics at scrape
+/// time and encoded by the library (names, escaping, HELP/TYPE lines).
+struct Metrics {
+    shared: Arc<Shared>,
+    certificates: Arc<Vec<PathBuf>>,
 }
 
-/// The exposition text.
-pub fn render(shared: &Shared, certificates: &[PathBuf]) -> String {
-    let mut o = String::with_capacity(4096);
-    let per_shard = |o: &mut String,
-                     name: &str,
-                     kind: &str,
-                     help: &str,
-                     get: &dyn Fn(&crate::shard::ShardStats) -> u64| {
-        metric(o, name, kind, help);
-        for (i, s) in shared.stats.iter().enumerate() {
-            let _ = writeln!(o, "{name}{{shard=\"{i}\"}} {}", get(s));
-        }
-    };
-    per_shard(
-        &mut o,
-        "sealgate_connections_accepted_total",
-        "counter",
-        "Inbound connections accepted.",
-        &|s| s.accepted.load(Ordering::Relaxed),
-    );
-    per_shard(
-        &mut o,
-        "sealgate_connections_active",
-        "gauge",
-        "Inbound connections open now.",
-        &|s| s.active.load(Ordering::Relaxed),
-    );
-    per_shard(
-        &mut o,
-        "sealgate_messages_accepted_total",
-        "counter",
-        "Messages answered 250 after DATA.",
-        &|s| s.messages.load(Ordering::Relaxed),
-    );
-    metric(
-        &mut o,
-        "sealgate_starttls_total",
-        "counter",
-        "Inbound STARTTLS handshakes by result.",
-    );
-    for (i, s) in shared.stats.iter().enumerate() {
-        let _ = writeln!(
-            o,
-            "sealgate_starttls_total{{shard=\"{i}\",result=\"ok\"}} {}",
-            s.starttls_ok.load(Ordering::Relaxed)
-        );
-        for (why, n) in crate::shard::HandshakeFailure::ALL
-            .iter()
-            .zip(&s.starttls_failed)
-        {
-            let _ = writeln!(
-                o,
-                "sealgate_starttls_total{{shard=\"{i}\",result=\"failed\",reason=\"{}\"}} {}",
-                why.label(),
-                n.load(Ordering::Relaxed)
-            );
-        }
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("shards", &self.shared.stats.len())
+            .field("certificates", &self.certificates)
+            .finish()
     }
-    // A per-shard counter split by one more label.
-    type Get = fn(&crate::shard::ShardStats) -> &std::sync::atomic::AtomicU64;
-    let per_shard_by =
-        |o: &mut String, name: &str, help: &str, label: &str, series: &[(&str, Get)]| {
-            metric(o, name, "counter", help);
-            for (i, s) in shared.stats.iter().enumerate() {
-                for (value, get) in series {
-                    let n = get(s).load(Ordering::Relaxed);
-                    let _ = writeln!(o, "{name}{{shard=\"{i}\",{label}=\"{value}\"}} {n}");
+}
+
+/// A label set as prometheus-client encodes it.
+type Labels = Vec<(&'static str, String)>;
+
+/// One metric family of constant counters or gauges.
+enum Family {
+    Counter(Vec<(Labels, u64)>),
+    Gauge(Vec<(Labels, i64)>),
+}
+
+impl Family {
+    fn encode(
+        self,
+        encoder: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+    ) -> Result<(), std::fmt::Error> {
+        match self {
+            Family::Counter(series) => {
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                for (labels, value) in series {
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
                 }
             }
-        };
-    per_shard_by(
-        &mut o,
-        "sealgate_refused_total",
-        "Refused MAIL and RCPT commands by reason.",
-        "reason",
-        &[
-            ("mandatory_tls", |s| &s.mandatory_tls_refusals),
-            ("policy", |s| &s.rejects),
-        ],
-    );
-    per_shard_by(
-        &mut o,
-        "sealgate_connections_refused_total",
-        "Inbound connections answered 421 at a connection limit, by limit.",
-        "limit",
-        &[
-            ("connections", |s| &s.refused_total_limit),
-            ("connections_per_ip", |s| &s.refused_per_ip_limit),
-        ],
-    );
-    if let Some(st) = shared.spool.get() {
-        for (name, help, c) in [
-            (
-                "sealgate_spool_messages_stored_total",
-                "Messages made durable in the journals.",
-                &st.stored,
-            ),
-            (
-                "sealgate_spool_writes_total",
-                "Vectored writes of record batches into journal segments.",
-                &st.writes,
-            ),
-            (
-                "sealgate_spool_syncs_total",
-                "fdatasync calls on journal segments (group commit: one per batch).",
-                &st.syncs,
-            ),
-            (
-                "sealgate_spool_copied_forward_total",
-                "Long-lived messages copied forward to free a segment.",
-                &st.copied,
-            ),
-            (
-                "sealgate_spool_segments_freed_total",
-                "Journal segments freed for reuse.",
-                &st.freed,
-            ),
-        ] {
-            metric(&mut o, name, "counter", help);
-            let _ = writeln!(o, "{name} {}", c.load(Ordering::Relaxed));
+            Family::Gauge(series) => {
+                let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+                for (labels, value) in series {
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
+        Ok(())
     }
-    metric(
-        &mut o,
-        "sealgate_queue_messages",
-        "gauge",
-        "Messages in the queue.",
-    );
-    let _ = writeln!(
-        o,
-        "sealgate_queue_messages {}",
-        shared.delivery.queue_messages.load(Ordering::Relaxed)
-    );
-    metric(
-        &mut o,
-        "sealgate_queue_oldest_age_seconds",
-        "gauge",
-        "Age of the oldest queued message.",
-    );
-    let oldest = shared.delivery.queue_oldest_arrival.load(Ordering::Relaxed);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let _ = writeln!(
-        o,
-        "sealgate_queue_oldest_age_seconds {}",
-        if oldest == 0 {
+}
+
+fn load(n: &AtomicU64) -> u64 {
+    n.load(Ordering::Relaxed)
+}
+
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Metrics {
+    /// A family with one series per shard and label set: `shard="N"`
+    /// first, then the labels `series` gives.
+    fn per_shard(&self, series: &dyn Fn(&ShardStats) -> Vec<(Labels, u64)>) -> Vec<(Labels, u64)> {
+        let mut out = Vec::new();
+        for (i, s) in self.shared.stats.iter().enumerate() {
+            for (mut labels, value) in series(s) {
+                labels.insert(0, ("shard", i.to_string()));
+                out.push((labels, value));
+            }
+        }
+        out
+    }
+
+    /// Every family, in exposition order. The counters are named without
+    /// their `_total`, which the encoder adds.
+    fn families(&self) -> Vec<(&'static str, &'static str, Family)> {
+        let shared = &self.shared;
+        let mut f = vec![
+            (
+                "sealgate_connections_accepted",
+                "Inbound connections accepted.",
+                Family::Counter(self.per_shard(&|s| vec![(vec![], load(&s.accepted))])),
+            ),
+            (
+                "sealgate_connections_active",
+                "Inbound connections open now.",
+                Family::Gauge(
+                    self.per_shard(&|s| vec![(vec![], load(&s.active))])
+                        .into_iter()
+                        .map(|(l, v)| (l, gauge(v)))
+                        .collect(),
+                ),
+            ),
+            (
+                "sealgate_messages_accepted",
+                "Messages answered 250 after DATA.",
+                Family::Counter(self.per_shard(&|s| vec![(vec![], load(&s.messages))])),
+            ),
+            (
+                "sealgate_starttls",
+                "Inbound STARTTLS handshakes by result.",
+                Family::Counter(self.per_shard(&|s| {
+                    let mut series = vec![(vec![("result", "ok".into())], load(&s.starttls_ok))];
+                    for (why, n) in HandshakeFailure::ALL.iter().zip(&s.starttls_failed) {
+                        series.push((
+                            vec![("result", "failed".into()), ("reason", why.label().into())],
+                            load(n),
+                        ));
+                    }
+                    series
+                })),
+            ),
+            (
+                "sealgate_refused",
+                "Refused MAIL and RCPT commands by reason.",
+                Family::Counter(self.per_shard(&|s| {
+                    vec![
+                        (
+                            vec![("reason", "mandatory_tls".into())],
+                            load(&s.mandatory_tls_refusals),
+                        ),
+                        (vec![("reason", "policy".into())], load(&s.rejects)),
+                    ]
+                })),
+            ),
+            (
+                "sealgate_connections_refused",
+                "Inbound connections answered 421 at a connection limit, by limit.",
+                Family::Counter(self.per_shard(&|s| {
+                    vec![
+                        (
+                            vec![("limit", "connections".into())],
+                            load(&s.refused_total_limit),
+                        ),
+                        (
+                            vec![("limit", "connections_per_ip".into())],
+                            load(&s.refused_per_ip_limit),
+                        ),
+                    ]
+                })),
+            ),
+        ];
+        if let Some(st) = shared.spool.get() {
+            for (name, help, c) in [
+                (
+                    "sealgate_spool_messages_stored",
+                    "Messages made durable in the journals.",
+                    &st.stored,
+                ),
+                (
+                    "sealgate_spool_writes",
+                    "Vectored writes of record batches into journal segments.",
+                    &st.writes,
+                ),
+                (
+                    "sealgate_spool_syncs",
+                    "fdatasync calls on journal segments (group commit: one per batch).",
+                    &st.syncs,
+                ),
+                (
+                    "sealgate_spool_copied_forward",
+                    "Long-lived messages copied forward to free a segment.",
+                    &st.copied,
+                ),
+                (
+                    "sealgate_spool_segments_freed",
+                    "Journal segments freed for reuse.",
+                    &st.freed,
+                ),
+            ] {
+                f.push((name, help, Family::Counter(vec![(vec![], load(c))])));
+            }
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let oldest = load(&shared.delivery.queue_oldest_arrival);
+        let age = if oldest == 0 {
             0
         } else {
             now.saturating_sub(oldest)
+        };
+        let mut deliveries = Vec::new();
+        for outcome in Counted::ALL {
+            for tls in TlsLevel::ALL {
+                deliveries.push((
+                    vec![
+                        ("outcome", outcome.label().into()),
+                        ("tls", tls.label().into()),
+                    ],
+                    load(&shared.delivery.deliveries[outcome as usize][tls.index()]),
+                ));
+            }
         }
-    );
-    metric(
-        &mut o,
-        "sealgate_deliveries_total",
-        "counter",
-        "Delivery outcomes per recipient, by the TLS of the attempt.",
-    );
-    for (i, outcome) in ["sent", "deferred", "bounced", "expired"]
-        .iter()
-        .enumerate()
-    {
-        for tls in crate::delivery::TlsLevel::ALL {
-            let _ = writeln!(
-                o,
-                "sealgate_deliveries_total{{outcome=\"{outcome}\",tls=\"{}\"}} {}",
-                tls.label(),
-                shared.delivery.deliveries[i][tls.index()].load(Ordering::Relaxed)
-            );
+        let mut expiry = Vec::new();
+        let mut remaining = Vec::new();
+        for (path, _, _, not_after) in crate::tls::days_left(&self.certificates) {
+            let file = vec![("file", path.display().to_string())];
+            remaining.push((file.clone(), not_after - gauge(now)));
+            expiry.push((file, not_after));
         }
+        f.extend([
+            (
+                "sealgate_queue_messages",
+                "Messages in the queue.",
+                Family::Gauge(vec![(vec![], gauge(load(&shared.delivery.queue_messages)))]),
+            ),
+            (
+                "sealgate_queue_oldest_age_seconds",
+                "Age of the oldest queued message.",
+                Family::Gauge(vec![(vec![], gauge(age))]),
+            ),
+            (
+                "sealgate_deliveries",
+                "Delivery outcomes per recipient, by the TLS of the attempt.",
+                Family::Counter(deliveries),
+            ),
+            (
+                "sealgate_reloads",
+                "Configuration reloads by result.",
+                Family::Counter(vec![
+                    (vec![("result", "ok".into())], load(&shared.reloads_ok)),
+                    (vec![("result", "failed".into())], load(&shared.reloads_failed)),
+                ]),
+            ),
+            (
+                "sealgate_last_reload_timestamp_seconds",
+                "Unix time of the last successful reload (0: none).",
+                Family::Gauge(vec![(vec![], gauge(load(&shared.last_reload)))]),
+            ),
+            (
+                "sealgate_certificate_expiry_timestamp_seconds",
+                "When each configured certificate expires (Unix time); subtract time() for the time left.",
+                Family::Gauge(expiry),
+            ),
+            (
+                "sealgate_certificate_expiry_remaining_seconds",
+                "Time left until each configured certificate expires.",
+                Family::Gauge(remaining),
+            ),
+        ]);
+        f
     }
-    metric(
-        &mut o,
-        "sealgate_reloads_total",
-        "counter",
-        "Configuration reloads by result.",
-    );
-    let _ = writeln!(
-        o,
-        "sealgate_reloads_total{{result=\"ok\"}} {}",
-        shared.reloads_ok.load(Ordering::Relaxed)
-    );
-    let _ = writeln!(
-        o,
-        "sealgate_reloads_total{{result=\"failed\"}} {}",
-        shared.reloads_failed.load(Ordering::Relaxed)
-    );
-    metric(
-        &mut o,
-        "sealgate_last_reload_timestamp_seconds",
-        "gauge",
-        "Unix time of the last successful reload (0: none).",
-    );
-    let _ = writeln!(
-        o,
-        "sealgate_last_reload_timestamp_seconds {}",
-        shared.last_reload.load(Ordering::Relaxed)
-    );
-    metric(
-        &mut o,
-        "sealgate_certificate_expiry_timestamp_seconds",
-        "gauge",
-        "When each configured certificate expires (Unix time); subtract time() for the time left.",
-    );
-    metric(
-        &mut o,
-        "sealgate_certificate_expiry_remaining_seconds",
-        "gauge",
-        "Time left until each configured certificate expires.",
-    );
-    for (path, _, _, not_after) in crate::tls::days_left(certificates) {
-        let file = path
-            .display()
-            .to_string()
-            .replace('\\', "\\\\")
-            .replace('"', "\\\"");
-        let _ = writeln!(
-            o,
-            "sealgate_certificate_expiry_timestamp_seconds{{file=\"{file}\"}} {not_after}"
-        );
-        let _ = writeln!(
-            o,
-            "sealgate_certificate_expiry_remaining_seconds{{file=\"{file}\"}} {}",
-            not_after - now as i64
-        );
+}
+
+impl Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, family) in self.families() {
+            family.encode(&mut encoder, name, help)?;
+        }
+        Ok(())
     }
-    o
+}
+
+/// The exposition text (Prometheus text format 0.0.4).
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::with_capacity(8192);
+    if let Err(e) = prometheus_text::encode(&mut out, registry) {
+        tracing::warn!("admin endpoint: cannot encode the metrics: {e}");
+    }
+    out
+}
+
+/// The registry the endpoint encodes: one collector over the gateway's
+/// counters.
+pub fn registry(shared: Arc<Shared>, certificates: Vec<PathBuf>) -> Registry {
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Metrics {
+        shared,
+        certificates: Arc::new(certificates),
+    }));
+    registry
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The exposition reads the live counters at each scrape, under the
+    /// names and labels the operators' dashboards use.
+    #[test]
+    fn families_read_the_counters_at_scrape_time() {
+        let shared = Shared::new(crate::snapshot::Snapshot::for_tests("h", &["a"]), 2);
+        let registry = registry(shared.clone(), vec![]);
+        let before = render(&registry);
+        assert!(before.contains("sealgate_messages_accepted_total{shard=\"1\"} 0\n"));
+        assert!(
+            !before.contains("sealgate_spool_"),
+            "no journal, no spool family"
+        );
+        shared.stats[1].messages.fetch_add(3, Ordering::Relaxed);
+        shared.stats[0].starttls_failed[1].fetch_add(2, Ordering::Relaxed);
+        shared.delivery.deliveries[Counted::Bounced as usize][TlsLevel::Trusted.index()]
+            .fetch_add(1, Ordering::Relaxed);
+        shared.spool.set(Arc::default()).ok();
+        let after = render(&registry);
+        for line in [
+            "# TYPE sealgate_messages_accepted_total counter\n",
+            "sealgate_messages_accepted_total{shard=\"1\"} 3\n",
+            "sealgate_starttls_total{shard=\"0\",result=\"failed\",reason=\"incompatible\"} 2\n",
+            "sealgate_deliveries_total{outcome=\"bounced\",tls=\"trusted\"} 1\n",
+            "# TYPE sealgate_connections_active gauge\n",
+            "sealgate_spool_syncs_total 0\n",
+            "sealgate_queue_oldest_age_seconds 0\n",
+        ] {
+            assert!(after.contains(line), "{line:?} missing from\n{after}");
+        }
+        assert!(!after.contains("# EOF"), "Prometheus text, not OpenMetrics");
+    }
 }

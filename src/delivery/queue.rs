@@ -55,6 +55,26 @@ pub enum Counted {
     Expired = 3,
 }
 
+impl Counted {
+    /// In the order of [`super::Gauges::deliveries`].
+    pub const ALL: [Counted; 4] = [
+        Counted::Sent,
+        Counted::Deferred,
+        Counted::Bounced,
+        Counted::Expired,
+    ];
+
+    /// The `outcome` label of `sealgate_deliveries_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Counted::Sent => "sent",
+            Counted::Deferred => "deferred",
+            Counted::Bounced => "bounced",
+            Counted::Expired => "expired",
+        }
+    }
+}
+
 /// One attempt: connect to the targets in order, deliver the messages on
 /// one connection.
 pub struct Dispatch {
