@@ -42,17 +42,37 @@ fn answer(method: &hyper::Method, path: &str, registry: &Registry) -> (hyper::St
     }
 }
 
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("admin.listen {listen}: {source}")]
+    Listen {
+        listen: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the admin runtime: {0}")]
+    Runtime(#[source] std::io::Error),
+    #[error("cannot start the admin thread: {0}")]
+    Thread(#[source] std::io::Error),
+}
+
 /// Starts the endpoint on its own thread.
-pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> Result<(), String> {
-    let listener =
-        std::net::TcpListener::bind(listen).map_err(|e| format!("admin.listen {listen}: {e}"))?;
-    listener
-        .set_nonblocking(true)
-        .map_err(|e| format!("admin.listen {listen}: {e}"))?;
+pub fn start(
+    listen: &str,
+    shared: Arc<Shared>,
+    certificates: Vec<PathBuf>,
+) -> Result<(), StartError> {
+    let bound = |source| StartError::Listen {
+        listen: listen.to_string(),
+        source,
+    };
+    let listener = std::net::TcpListener::bind(listen).map_err(bound)?;
+    listener.set_nonblocking(true).map_err(bound)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("cannot start the admin runtime: {e}"))?;
+        .map_err(StartError::Runtime)?;
     let registry = Arc::new(registry(shared, certificates));
     std::thread::Builder::new()
         .name("admin".into())
@@ -104,7 +124,7 @@ pub fn start(listen: &str, shared: Arc<Shared>, certificates: Vec<PathBuf>) -> R
                 }
             })
         })
-        .map_err(|e| format!("cannot start the admin thread: {e}"))?;
+        .map_err(StartError::Thread)?;
     Ok(())
 }
 

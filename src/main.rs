@@ -334,18 +334,40 @@ enum CliError {
     Cert(#[from] sealgate::cert::CertError),
     #[error(transparent)]
     Probe(#[from] sealgate::probe::ProbeError),
-    #[error("{0}")]
-    Other(String),
+    #[error(transparent)]
+    Config(#[from] sealgate::config::ConfigErrors),
+    /// A file named on the command line that cannot be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A certificate tool's error about one input file.
+    #[error("{}: {source}", path.display())]
+    Input {
+        path: std::path::PathBuf,
+        #[source]
+        source: sealgate::cert::CertError,
+    },
+    /// `cert inspect FILE`: PEM that does not parse.
+    #[error("{target}: {reason}")]
+    Pem { target: String, reason: String },
+    #[error("{0}: no CERTIFICATE block found")]
+    NoCertificateBlock(String),
+    /// `cert inspect HOST`: the server showed no certificate.
+    #[error("{target}: no certificate (STARTTLS {})", if *.starttls_offered { "failed" } else { "not offered" })]
+    NoServerCertificate {
+        target: String,
+        starttls_offered: bool,
+    },
 }
 
-impl From<String> for CliError {
-    fn from(s: String) -> CliError {
-        CliError::Other(s)
-    }
-}
-
-fn read_text(p: &std::path::Path) -> Result<String, String> {
-    std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
+fn read_text(p: &std::path::Path) -> Result<String, CliError> {
+    std::fs::read_to_string(p).map_err(|source| CliError::Read {
+        path: p.to_path_buf(),
+        source,
+    })
 }
 
 fn cert(command: CertCommand) -> Result<(), CliError> {
@@ -420,15 +442,16 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
             let path = std::path::Path::new(&target);
             let chain: Vec<Vec<u8>> = if path.exists() {
                 use rustls::pki_types::pem::PemObject;
+                let pem = |e: rustls::pki_types::pem::Error| CliError::Pem {
+                    target: target.clone(),
+                    reason: format!("{e:?}"),
+                };
                 rustls::pki_types::CertificateDer::pem_file_iter(path)
-                    .map_err(|e| format!("{target}: {e:?}"))?
-                    .map(|c| {
-                        c.map(|c| c.to_vec())
-                            .map_err(|e| format!("{target}: {e:?}"))
-                    })
+                    .map_err(pem)?
+                    .map(|c| c.map(|c| c.to_vec()).map_err(pem))
                     .collect::<Result<_, _>>()?
             } else {
-                let cfg = sealgate::config::load(None).map_err(|e| e.to_string())?;
+                let cfg = sealgate::config::load(None)?;
                 let (host, addr) = sealgate::probe::target(&target)?;
                 let report = sealgate::probe::probe(&cfg, &host, addr, None)?;
                 return match report.chain {
@@ -436,20 +459,14 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
                         print_inspect(&c, json);
                         Ok(())
                     }
-                    None => Err(CliError::Other(format!(
-                        "{target}: no certificate (STARTTLS {})",
-                        if report.starttls_offered {
-                            "failed"
-                        } else {
-                            "not offered"
-                        }
-                    ))),
+                    None => Err(CliError::NoServerCertificate {
+                        target,
+                        starttls_offered: report.starttls_offered,
+                    }),
                 };
             };
             if chain.is_empty() {
-                return Err(CliError::Other(format!(
-                    "{target}: no CERTIFICATE block found"
-                )));
+                return Err(CliError::NoCertificateBlock(target));
             }
             let spki = match key {
                 Some(k) => Some(rcgen::PublicKeyData::subject_public_key_info(
@@ -466,13 +483,19 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
             out_cert,
             out_key,
         } => {
-            let pfx = std::fs::read(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let pfx = std::fs::read(&input).map_err(|source| CliError::Read {
+                path: input.clone(),
+                source,
+            })?;
             let password = match password_file {
                 Some(p) => read_text(&p)?.trim_end_matches(['\r', '\n']).to_string(),
                 None => String::new(),
             };
-            let (certs, key) = cert::from_pkcs12(&pfx, &password)
-                .map_err(|e| format!("{}: {e}", input.display()))?;
+            let (certs, key) =
+                cert::from_pkcs12(&pfx, &password).map_err(|source| CliError::Input {
+                    path: input.clone(),
+                    source,
+                })?;
             cert::save(&out_key, &key, true)?;
             cert::save(&out_cert, &certs, false)?;
             println!(

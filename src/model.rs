@@ -40,7 +40,7 @@ impl ClientVerify {
 }
 
 /// What the TLS layer negotiated; filled in by the connection glue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TlsFacts {
     /// `TLSv1.2` or `TLSv1.3`.
     pub version: &'static str,
@@ -86,11 +86,21 @@ pub struct Envelope {
     pub tls: Option<TlsFacts>,
 }
 
+/// Why a client's certificate chain is not verified.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unverified {
+    #[error("no CA store configured (tls.ca_files, tls.system_roots)")]
+    NoCaStore,
+    /// The chain does not verify against the CA store (rustls's reason).
+    #[error("{0}")]
+    Rejected(rustls::Error),
+}
+
 /// What sealgate learned of the client's certificate, after the handshake.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientCert {
     /// Whether the chain verifies against the CA store, and why not.
-    pub verified: Result<(), String>,
+    pub verified: Result<(), Unverified>,
     /// Subject alternative names of type dNSName, lower-cased.
     pub dns_names: Vec<String>,
     pub common_name: Option<String>,

@@ -61,6 +61,8 @@ pub enum ProbeError {
     /// or that does not resolve.
     #[error("{0}")]
     Target(String),
+    #[error(transparent)]
+    Resolver(#[from] crate::run::StartError),
 }
 
 fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, ProbeError> {
@@ -244,9 +246,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), Probe
         ),
         None => (spec, 25),
     };
-    let resolver = crate::run::start_resolver(cfg)
-        .map_err(bad)?
-        .ok_or_else(|| bad("no resolver".into()))?;
+    let resolver = crate::run::start_resolver(cfg)?.ok_or_else(|| bad("no resolver".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
     resolver.targets(domain, true, move |t| {
         let _ = tx.send(t);

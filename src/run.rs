@@ -139,6 +139,32 @@ pub fn sd_notify(state: &str) {
     }
 }
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Certificates or keys that cannot be loaded or generated.
+    #[error("{}", .0.join("; "))]
+    Tls(Vec<String>),
+    /// An operating-system call failed: what sealgate was doing, and why.
+    #[error("{doing}: {source}")]
+    Io {
+        doing: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener that cannot be opened (the error names the address).
+    #[error("{0}")]
+    Listen(#[source] std::io::Error),
+    #[error(transparent)]
+    Admin(#[from] crate::admin::StartError),
+}
+
+/// What to wrap an I/O error in: `doing` says what failed.
+fn failed(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError {
+    let doing = doing.into();
+    move |source| StartError::Io { doing, source }
+}
+
 /// The control socket in the spool directory (OPS-5): one command line
 /// per connection, answered and closed. Root-only by directory mode.
 pub const CONTROL_SOCKET: &str = "sealgate.ctl";
@@ -146,11 +172,11 @@ pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 fn start_control(
     path: &Path,
     delivery: crossbeam_channel::Sender<crate::delivery::Event>,
-) -> Result<(), String> {
+) -> Result<(), StartError> {
     use std::io::{BufRead, BufReader, Write};
     let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path)
-        .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        .map_err(failed(format!("cannot create {}", path.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
@@ -186,7 +212,7 @@ fn start_control(
                 };
             }
         })
-        .map_err(|e| format!("cannot start the control thread: {e}"))?;
+        .map_err(failed("cannot start the control thread"))?;
     Ok(())
 }
 
@@ -236,7 +262,7 @@ pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
 }
 
 /// The resolver thread, with `[dns] servers` (or /etc/resolv.conf).
-pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, String> {
+pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, StartError> {
     let servers: Vec<_> = cfg
         .file
         .dns
@@ -246,7 +272,7 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Stri
         .collect();
     crate::dns::Resolver::start(&servers, std::time::Duration::from_secs(5))
         .map(Some)
-        .map_err(|e| format!("cannot start the resolver: {e}"))
+        .map_err(failed("cannot start the resolver"))
 }
 
 /// `sealgate reload`: signals the running gateway (its pid file is in the
@@ -386,22 +412,24 @@ pub fn run(path: Option<&Path>) -> ExitCode {
     }
 }
 
-fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
+fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     match cfg.ensure_certificates() {
         Ok(Some(path)) => tracing::info!(
             "generated a self-signed ECDSA P-256 certificate: {}",
             path.display()
         ),
         Ok(None) => {}
-        Err(problems) => return Err(problems.join("; ")),
+        Err(problems) => return Err(StartError::Tls(problems)),
     }
-    let snapshot = cfg.snapshot().map_err(|p| p.join("; "))?;
+    let snapshot = cfg.snapshot().map_err(StartError::Tls)?;
     if snapshot.tls.is_none() {
         tracing::warn!("no certificate configured: STARTTLS will not be offered");
     }
     let spool_root = cfg.spool_dir();
-    std::fs::create_dir_all(&spool_root)
-        .map_err(|e| format!("cannot create spool {}: {e}", spool_root.display()))?;
+    std::fs::create_dir_all(&spool_root).map_err(failed(format!(
+        "cannot create spool {}",
+        spool_root.display()
+    )))?;
     let spool_stats = Arc::new(spool::Stats::default());
     let mut opened = spool::open(
         &spool_root,
@@ -409,7 +437,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         cfg.journal_options(),
         &spool_stats,
     )
-    .map_err(|e| format!("spool recovery failed: {e}"))?;
+    .map_err(failed("spool recovery failed"))?;
     for (n, r) in opened.recovered.iter().enumerate() {
         if let Some((slot, offset, why)) = r.cut {
             tracing::warn!(
@@ -425,7 +453,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     // A spool written by the file-per-message format: imported once.
     let legacy = opened.stores[0]
         .import_legacy(&spool_root)
-        .map_err(|e| format!("cannot import the old spool format: {e}"))?;
+        .map_err(failed("cannot import the old spool format"))?;
     for (path, why) in &legacy.quarantined {
         tracing::warn!("spool: quarantined {}: {why}", path.display());
     }
@@ -449,7 +477,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     );
     let pid_file = spool_root.join("sealgate.pid");
     std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("cannot write {}: {e}", pid_file.display()))?;
+        .map_err(failed(format!("cannot write {}", pid_file.display())))?;
 
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
@@ -464,13 +492,17 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     }
     let shared = Shared::new(snapshot, count);
     let _ = shared.spool.set(spool_stats);
-    let area = spool::SpillArea::open(&spool_root)
-        .map_err(|e| format!("cannot open {}/staging: {e}", spool_root.display()))?;
+    let area = spool::SpillArea::open(&spool_root).map_err(failed(format!(
+        "cannot open {}/staging",
+        spool_root.display()
+    )))?;
     let _ = shared.spill.set(Arc::new(area));
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])
-        .map_err(|e| format!("cannot install signal handlers: {e}"))?;
-    let reader = spool::Reader::new(&spool_root, &opened.stores)
-        .map_err(|e| format!("cannot open spool {}: {e}", spool_root.display()))?;
+        .map_err(failed("cannot install signal handlers"))?;
+    let reader = spool::Reader::new(&spool_root, &opened.stores).map_err(failed(format!(
+        "cannot open spool {}",
+        spool_root.display()
+    )))?;
     let mut work = Vec::with_capacity(opened.stores.len());
     let mut stores: Vec<crate::shard::writers::WriterStore> =
         Vec::with_capacity(opened.stores.len());
@@ -498,7 +530,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
         Some(delivery_tx.clone()),
         shared.clone(),
     )
-    .map_err(|e| e.to_string())?;
+    .map_err(StartError::Listen)?;
     let q = &cfg.file.queue;
     let settings = crate::delivery::Settings {
         retry: q.retry.iter().map(|s| s.0).collect(),
@@ -531,7 +563,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), String> {
     let delivery = std::thread::Builder::new()
         .name("delivery".into())
         .spawn(move || scheduler.run())
-        .map_err(|e| format!("cannot start delivery: {e}"))?;
+        .map_err(failed("cannot start delivery"))?;
     // CERT-3: a warning at start and every day for certificates that
     // expire within 30 days.
     let files = cfg.certificate_files();

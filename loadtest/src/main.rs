@@ -137,7 +137,9 @@ fn main() -> ExitCode {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    s.parse::<sealgate::config::units::Span>().map(|s| s.0)
+    s.parse::<sealgate::config::units::Span>()
+        .map(|s| s.0)
+        .map_err(|e| e.to_string())
 }
 
 fn sink(a: SinkArgs) -> Result<ExitCode, String> {

@@ -2,6 +2,7 @@
 //! wrong with it (what an operator would otherwise check with openssl;
 //! docs/tls-guide.md).
 
+use super::CertError;
 use serde::Serialize;
 use x509_parser::prelude::*;
 
@@ -56,12 +57,14 @@ fn key_of(cert: &X509Certificate<'_>) -> (String, usize) {
 
 /// Inspects DER certificates (leaf first); `key_spki` is the public key of
 /// a private key to compare with the leaf.
-pub fn inspect(chain: &[Vec<u8>], key_spki: Option<&[u8]>) -> Result<Report, String> {
+pub fn inspect(chain: &[Vec<u8>], key_spki: Option<&[u8]>) -> Result<Report, CertError> {
     let mut certs = Vec::new();
     let mut parsed = Vec::new();
     for (i, der) in chain.iter().enumerate() {
-        let (_, c) = X509Certificate::from_der(der)
-            .map_err(|e| format!("certificate {}: not valid X.509: {e}", i + 1))?;
+        let (_, c) = X509Certificate::from_der(der).map_err(|e| CertError::NotX509 {
+            index: i + 1,
+            reason: e.to_string(),
+        })?;
         parsed.push(c);
     }
     let now = ASN1Time::now();

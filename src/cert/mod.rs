@@ -62,8 +62,10 @@ pub enum CertError {
     /// From the certificate library.
     #[error("{0}")]
     Rcgen(#[from] rcgen::Error),
-    #[error("{0}")]
-    Inspect(String),
+    /// `cert inspect`: a certificate of the chain (counted from 1, the
+    /// leaf first) that does not parse.
+    #[error("certificate {index}: not valid X.509: {reason}")]
+    NotX509 { index: usize, reason: String },
 }
 
 fn file_error<'a>(

@@ -383,6 +383,8 @@ fn validate(
         err(span, key, message);
     }
     let mut domains: Vec<String> = Vec::new();
+    // Each route's `via`, parsed once (None: reported above).
+    let mut vias: Vec<Option<Via>> = Vec::with_capacity(file.route.len());
     for (i, table) in file.route.iter().enumerate() {
         let r = table.get_ref();
         let d = r.domain.get_ref();
@@ -408,8 +410,12 @@ fn validate(
             );
         }
         domains.push(norm);
-        if let Err(m) = parse_via(r.via.get_ref()) {
-            err(r.via.span(), format!("route[{i}].via"), m);
+        match parse_via(r.via.get_ref()) {
+            Ok(via) => vias.push(Some(via)),
+            Err(m) => {
+                err(r.via.span(), format!("route[{i}].via"), m.to_string());
+                vias.push(None);
+            }
         }
         if let Some(p) = &r.profile {
             if !names.contains(&p.get_ref().as_str()) {
@@ -433,9 +439,9 @@ fn validate(
     }
     // The routes (a `via` that does not parse was reported above).
     let mut routes = crate::policy::route::Routes::default();
-    for r in &file.route {
+    for (r, via) in file.route.iter().zip(vias) {
         let r = r.get_ref();
-        let Ok(via) = parse_via(r.via.get_ref()) else {
+        let Some(via) = via else {
             continue;
         };
         routes.add(crate::policy::route::Route {
@@ -453,13 +459,18 @@ fn validate(
 
 pub use crate::policy::route::Via;
 
+/// A route's `via` that does not parse (as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not \"mx\", \"host:port\" or \"[IP]:port\"")]
+pub struct BadVia(pub String);
+
 /// `"mx"`, `"host"`, `"host:port"`, `"[IP]"` or `"[IP]:port"` (port 25 by
 /// default, RFC 5321 §4.5.4 brackets: an address, no MX lookup).
-pub fn parse_via(via: &str) -> Result<Via, String> {
+pub fn parse_via(via: &str) -> Result<Via, BadVia> {
     if via.eq_ignore_ascii_case("mx") {
         return Ok(Via::Mx);
     }
-    let bad = || format!("{via:?} is not \"mx\", \"host:port\" or \"[IP]:port\"");
+    let bad = || BadVia(via.to_string());
     let (host, port) = if via.starts_with('[') {
         let close = via.find(']').ok_or_else(bad)?;
         let (lit, rest) = via.split_at(close + 1);
@@ -829,7 +840,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                         ));
                     }
                 }
-                Err(e) => errors.push((h.span(), format!("profile[{i}].hosts"), e)),
+                Err(e) => errors.push((h.span(), format!("profile[{i}].hosts"), e.to_string())),
             }
         }
         for d in &p.sender_domains {
@@ -846,7 +857,11 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                         ));
                     }
                 }
-                Err(e) => errors.push((d.span(), format!("profile[{i}].sender_domains"), e)),
+                Err(e) => errors.push((
+                    d.span(),
+                    format!("profile[{i}].sender_domains"),
+                    e.to_string(),
+                )),
             }
         }
         if !p.sender_domains.is_empty() && out.list[i].server.wants_client_cert() {

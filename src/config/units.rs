@@ -15,15 +15,18 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
 
+/// A size that does not parse (the text as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid size {0:?}: use a number of octets or a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. \"25MB\"")]
+pub struct BadSize(pub String);
+
 impl std::str::FromStr for Size {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadSize;
+    fn from_str(s: &str) -> Result<Self, BadSize> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = (&s[..split], s[split..].trim());
-        let bad = || {
-            format!("invalid size {s:?}: use a number of octets or a number with B, KB, MB, GB, KiB, MiB or GiB, e.g. \"25MB\"")
-        };
+        let bad = || BadSize(s.to_string());
         let n: u64 = num.parse().map_err(|_| bad())?;
         let mult: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
@@ -68,14 +71,18 @@ impl<'de> Deserialize<'de> for Size {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Span(pub Duration);
 
+/// A duration that does not parse (the text as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid duration {0:?}: use a number with ms, s, m, h or d, e.g. \"5m\"")]
+pub struct BadSpan(pub String);
+
 impl std::str::FromStr for Span {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = BadSpan;
+    fn from_str(s: &str) -> Result<Self, BadSpan> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = (&s[..split], s[split..].trim());
-        let bad =
-            || format!("invalid duration {s:?}: use a number with ms, s, m, h or d, e.g. \"5m\"");
+        let bad = || BadSpan(s.to_string());
         let n: u64 = num.parse().map_err(|_| bad())?;
         let d = match unit {
             "ms" => Duration::from_millis(n),

@@ -45,9 +45,29 @@ pub enum SenderMatcher {
     Below(String),
 }
 
+/// An entry of `hosts` or `sender_domains` that is not a matcher (the
+/// entry as written, and what is wrong with it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MatcherError {
+    #[error("{0:?}: not an address/length (CIDR)")]
+    Cidr(String),
+    #[error("{entry:?}: prefix length must be 0..={max}")]
+    PrefixLength { entry: String, max: u8 },
+    #[error("{0:?}: a `*` prefix is written like 192.0.2.* or 10.*")]
+    StarPrefix(String),
+    #[error("{0:?}: not a valid wildcard host name")]
+    Wildcard(String),
+    #[error(
+        "{0:?}: not an IP address, prefix (192.0.2.*), CIDR (192.0.2.0/24), host name or *.domain"
+    )]
+    Host(String),
+    #[error("{0:?}: not a domain (or .domain for its subdomains)")]
+    SenderDomain(String),
+}
+
 impl std::str::FromStr for HostMatcher {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = MatcherError;
+    fn from_str(s: &str) -> Result<Self, MatcherError> {
         let s = s.trim();
         if s == "*" {
             return Ok(HostMatcher::Any);
@@ -55,13 +75,14 @@ impl std::str::FromStr for HostMatcher {
         if let Some((addr, len)) = s.split_once('/') {
             let addr: IpAddr = addr
                 .parse()
-                .map_err(|_| format!("{s:?}: not an address/length (CIDR)"))?;
+                .map_err(|_| MatcherError::Cidr(s.to_string()))?;
             let max = if addr.is_ipv4() { 32 } else { 128 };
-            let len: u8 = len
-                .parse()
-                .ok()
-                .filter(|l| *l <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?;
+            let len: u8 = len.parse().ok().filter(|l| *l <= max).ok_or_else(|| {
+                MatcherError::PrefixLength {
+                    entry: s.to_string(),
+                    max,
+                }
+            })?;
             return Ok(HostMatcher::Net {
                 addr: mask(addr, len),
                 len,
@@ -80,9 +101,7 @@ impl std::str::FromStr for HostMatcher {
                     len: 8 * octets.len() as u8,
                 });
             }
-            return Err(format!(
-                "{s:?}: a `*` prefix is written like 192.0.2.* or 10.*"
-            ));
+            return Err(MatcherError::StarPrefix(s.to_string()));
         }
         if let Some(suffix) = s.strip_prefix("*.") {
             if crate::model::valid_domain(suffix) {
@@ -90,7 +109,7 @@ impl std::str::FromStr for HostMatcher {
                     suffix,
                 )));
             }
-            return Err(format!("{s:?}: not a valid wildcard host name"));
+            return Err(MatcherError::Wildcard(s.to_string()));
         }
         if let Ok(ip) = s.parse::<IpAddr>() {
             return Ok(HostMatcher::Ip(canonical(ip)));
@@ -98,24 +117,20 @@ impl std::str::FromStr for HostMatcher {
         if crate::model::valid_domain(s) && s.contains(|c: char| c.is_ascii_alphabetic()) {
             return Ok(HostMatcher::Name(crate::policy::normalize_domain(s)));
         }
-        Err(format!(
-            "{s:?}: not an IP address, prefix (192.0.2.*), CIDR (192.0.2.0/24), host name or *.domain"
-        ))
+        Err(MatcherError::Host(s.to_string()))
     }
 }
 
 impl std::str::FromStr for SenderMatcher {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = MatcherError;
+    fn from_str(s: &str) -> Result<Self, MatcherError> {
         let s = s.trim();
         let (below, domain) = match s.strip_prefix('.') {
             Some(d) => (true, d),
             None => (false, s),
         };
         if !crate::model::valid_domain(domain) {
-            return Err(format!(
-                "{s:?}: not a domain (or .domain for its subdomains)"
-            ));
+            return Err(MatcherError::SenderDomain(s.to_string()));
         }
         let d = crate::policy::normalize_domain(domain);
         Ok(if below {

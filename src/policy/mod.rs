@@ -12,7 +12,7 @@ pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, Server
 
 /// Why a recipient, a sender or a session is refused. The SMTP layer maps
 /// each variant to exactly one reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Refusal {
     /// The recipient domain is not ours and the client may not relay.
     RelayDenied,
@@ -23,7 +23,7 @@ pub enum Refusal {
     /// The profile requires a client certificate and none was presented.
     ClientCertMissing,
     /// The certificate does not chain to the CA store (the reason).
-    ClientCertNotVerified(String),
+    ClientCertNotVerified(crate::model::Unverified),
     /// The certificate does not carry the required name.
     ClientCertName(String),
     /// The certificate matches none of the pinned fingerprints.

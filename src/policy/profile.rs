@@ -194,12 +194,18 @@ pub fn certificate_matches(cert: &ClientCert, want: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn unknown_issuer() -> crate::model::Unverified {
+        crate::model::Unverified::Rejected(rustls::Error::InvalidCertificate(
+            rustls::CertificateError::UnknownIssuer,
+        ))
+    }
+
     fn cert(names: &[&str], cn: Option<&str>, verified: bool) -> ClientCert {
         ClientCert {
             verified: if verified {
                 Ok(())
             } else {
-                Err("unknown issuer".into())
+                Err(unknown_issuer())
             },
             dns_names: names.iter().map(|s| s.to_string()).collect(),
             common_name: cn.map(str::to_string),
@@ -298,7 +304,7 @@ mod tests {
         let bad = cert(&["a.example"], None, false);
         assert_eq!(
             check_mail(&verified, tls(256, Some(&bad)), None),
-            Err(Refusal::ClientCertNotVerified("unknown issuer".into()))
+            Err(Refusal::ClientCertNotVerified(unknown_issuer()))
         );
         let good = cert(&["mail.b.example"], None, true);
         assert_eq!(check_mail(&verified, tls(256, Some(&good)), None), Ok(()));

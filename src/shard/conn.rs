@@ -355,7 +355,7 @@ impl Conn {
                     .client_cert
                     .as_ref()
                     .and_then(|c| c.verified.as_ref().err())
-                    .map(|e| received::sanitize(e));
+                    .map(|e| received::sanitize(&e.to_string()));
                 tracing::info!(
                     target: "receive",
                     "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){}{}",

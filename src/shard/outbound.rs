@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 use crate::delivery::{AttemptResult, Event, Job};
-use crate::smtp::client::{self, Action, Failure, Outcome, TlsMode};
+use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 
 pub struct OutConn {
     job: Job,
@@ -180,10 +180,10 @@ impl OutConn {
                     let mut records = &chunk[..n];
                     while !records.is_empty() {
                         tls.read_tls(&mut records)
-                            .map_err(|e| Failure::Tls(e.to_string()))?;
+                            .map_err(|e| Failure::Tls(TlsFailure::Records(e.to_string())))?;
                         if let Err(e) = tls.process_new_packets() {
                             let _ = tls.write_tls(sock);
-                            return Err(Failure::Handshake(e.to_string()));
+                            return Err(Failure::Handshake(e));
                         }
                         let mut plain = [0u8; 8192];
                         loop {
@@ -191,7 +191,9 @@ impl OutConn {
                                 Ok(0) => break,
                                 Ok(k) => self.rbuf.extend_from_slice(&plain[..k]),
                                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                                Err(e) => return Err(Failure::Tls(e.to_string())),
+                                Err(e) => {
+                                    return Err(Failure::Tls(TlsFailure::Records(e.to_string())))
+                                }
                             }
                         }
                     }
@@ -232,7 +234,7 @@ impl OutConn {
                 n.bits
             );
         }
-        verdict.map_err(Failure::Tls)?;
+        verdict.map_err(|refusal| Failure::Tls(refusal.into()))?;
         self.tls_level = trust.into();
         self.session.tls_established(now);
         Ok(())
@@ -257,9 +259,14 @@ impl OutConn {
                             .trim_end_matches(']')
                             .to_string(),
                     )
-                    .map_err(|e| Failure::Tls(format!("bad server name {host}: {e}")))?;
+                    .map_err(|e| {
+                        Failure::Tls(TlsFailure::ServerName {
+                            host: host.clone(),
+                            error: e.to_string(),
+                        })
+                    })?;
                     let conn = ClientConnection::new(self.job.config.clone(), name)
-                        .map_err(|e| Failure::Tls(e.to_string()))?;
+                        .map_err(|e| Failure::Tls(TlsFailure::Setup(e)))?;
                     self.tls = Some(conn);
                     self.handshaking = true;
                     break;

@@ -86,8 +86,26 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// A failure of TLS other than the handshake itself: never retried in the
+/// clear.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum TlsFailure {
+    /// The route's rules refuse the server's certificate.
+    #[error(transparent)]
+    Certificate(#[from] crate::tls::outbound::Refusal),
+    /// The host cannot be named in a TLS ClientHello.
+    #[error("bad server name {host}: {error}")]
+    ServerName { host: String, error: String },
+    /// rustls would not start a connection.
+    #[error("{0}")]
+    Setup(rustls::Error),
+    /// Reading TLS records or the plaintext inside them failed.
+    #[error("{0}")]
+    Records(String),
+}
+
 /// Why a session ended before every message was done.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Failure {
     /// The server's greeting was not 220.
     Greeting(Parsed),
@@ -99,11 +117,11 @@ pub enum Failure {
     StartTlsRefused(Parsed),
     /// The TLS handshake itself failed (rustls's error): with opportunistic
     /// TLS the same host is tried again in the clear.
-    Handshake(String),
+    Handshake(rustls::Error),
     /// TLS was set up but the connection failed inside it, or the server
     /// did not meet the route's TLS policy (certificate, name, pin): never
     /// retried in the clear.
-    Tls(String),
+    Tls(TlsFailure),
     /// The server broke the protocol (bytes after 220 to STARTTLS, a
     /// malformed reply, a reply when none was due).
     Protocol(String),
@@ -116,7 +134,7 @@ pub enum Failure {
 }
 
 /// What the glue must do.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq)]
 pub enum Action {
     /// Write the pending output (STARTTLS was answered 220), then run the
     /// handshake and call [`Session::tls_established`] (or

@@ -33,7 +33,7 @@ pub struct Message {
 }
 
 /// A refusal the session made, for the glue to count and log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Rejection {
     /// MAIL or RCPT refused by policy: why, and the Postfix-style line
     /// (`RCPT from …: 554 …; from=<…> to=<…> proto=ESMTP helo=<…>`).

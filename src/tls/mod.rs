@@ -57,7 +57,7 @@ macro_rules! provider_signature_checks {
 
 pub mod outbound;
 
-use crate::model::ClientCert;
+use crate::model::{ClientCert, Unverified};
 use crate::model::{ClientVerify, TlsFacts};
 
 /// A certificate problem, phrased for the operator: which file, what is
@@ -419,11 +419,11 @@ pub fn inspect_client_chain(
 ) -> Option<ClientCert> {
     let leaf = chain.first()?;
     let verified = match verifier {
-        None => Err("no CA store configured (tls.ca_files, tls.system_roots)".to_string()),
+        None => Err(Unverified::NoCaStore),
         Some(v) => v
             .verify_client_cert(leaf, &chain[1..], UnixTime::now())
             .map(|_| ())
-            .map_err(|e| e.to_string()),
+            .map_err(Unverified::Rejected),
     };
     let (dns_names, common_name, subject, spki) = match x509_parser::parse_x509_certificate(leaf) {
         Ok((_, c)) => {

@@ -149,16 +149,34 @@ impl Trust {
     }
 }
 
+/// Why a route's rules refuse the server's certificate.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    #[error("no server certificate")]
+    NoCertificate,
+    /// `verify = true` and the chain does not verify (rustls's reason).
+    #[error("server certificate not trusted: {0}")]
+    NotTrusted(rustls::Error),
+    /// Neither `match_names` (or the host) is among the certificate's names.
+    #[error("server certificate names {names:?} do not match {}", wanted.join(" or "))]
+    Names {
+        names: Vec<String>,
+        wanted: Vec<String>,
+    },
+    #[error("server certificate matches no pinned fingerprint")]
+    Pin,
+}
+
 /// Judges the server certificate of a finished handshake: the trust level
-/// for the log, and whether the route's rules accept it (`Err(reason)`).
+/// for the log, and whether the route's rules accept it.
 pub fn check_server(
     conn: &ClientConnection,
     host: &str,
     rules: Option<&ClientRules>,
     roots: &RootCertStore,
-) -> (Trust, Result<(), String>) {
+) -> (Trust, Result<(), Refusal>) {
     let Some(chain) = conn.peer_certificates().filter(|c| !c.is_empty()) else {
-        return (Trust::Untrusted, Err("no server certificate".into()));
+        return (Trust::Untrusted, Err(Refusal::NoCertificate));
     };
     let leaf = &chain[0];
     let chain_ok = match rustls::server::ParsedCertificate::try_from(leaf) {
@@ -168,9 +186,8 @@ pub fn check_server(
             &chain[1..],
             UnixTime::now(),
             provider().signature_verification_algorithms.all,
-        )
-        .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
+        ),
+        Err(e) => Err(e),
     };
     let names = certificate_names(leaf);
     let host = host
@@ -193,26 +210,14 @@ pub fn check_server(
         return (trust, Ok(()));
     };
     if rules.verify {
-        if let Err(why) = &chain_ok {
-            return (trust, Err(format!("server certificate not trusted: {why}")));
+        if let Err(why) = chain_ok {
+            return (trust, Err(Refusal::NotTrusted(why)));
         }
         if !name_ok {
-            return (
-                trust,
-                Err(format!(
-                    "server certificate names {names:?} do not match {}",
-                    wanted.join(" or ")
-                )),
-            );
+            return (trust, Err(Refusal::Names { names, wanted }));
         }
     } else if !rules.match_names.is_empty() && !name_ok {
-        return (
-            trust,
-            Err(format!(
-                "server certificate names {names:?} do not match {}",
-                wanted.join(" or ")
-            )),
-        );
+        return (trust, Err(Refusal::Names { names, wanted }));
     }
     if !rules.pin_sha256.is_empty() {
         let spki = x509_parser::parse_x509_certificate(leaf)
@@ -220,10 +225,7 @@ pub fn check_server(
             .unwrap_or([0; 32]);
         let cert = sha256(leaf);
         if !rules.pin_sha256.iter().any(|p| *p == cert || *p == spki) {
-            return (
-                trust,
-                Err("server certificate matches no pinned fingerprint".into()),
-            );
+            return (trust, Err(Refusal::Pin));
         }
     }
     (trust, Ok(()))
