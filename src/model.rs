@@ -72,6 +72,19 @@ impl TlsFacts {
     }
 }
 
+/// The `client=` of the log lines: `[ip]:port`, or `local` for a message
+/// the gateway made itself.
+pub struct ClientText<'a>(pub Option<&'a Peer>);
+
+impl std::fmt::Display for ClientText<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "[{}]:{}", p.ip, p.port),
+            None => f.write_str("local"),
+        }
+    }
+}
+
 /// The envelope of one accepted message (RFC 5321 §2.3.1).
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -82,7 +95,9 @@ pub struct Envelope {
     /// The client said EHLO (ESMTP) rather than HELO.
     pub esmtp: bool,
     pub body_8bit: bool,
-    pub peer: Peer,
+    /// The SMTP client; `None` for a message the gateway made itself (a
+    /// delivery status notification).
+    pub peer: Option<Peer>,
     pub tls: Option<TlsFacts>,
 }
 

@@ -93,6 +93,10 @@ fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
         .find(|m| m.contains("X-Env-From: <>"))
         .expect("a DSN with the null sender");
     assert!(dsn.contains("X-Env-To: <sender@client.test>"));
+    // Made here: stamped without a client, as Postfix stamps its bounces,
+    // and logged as local.
+    assert!(dsn.contains("Received: by "), "{dsn}");
+    assert!(gw.log().contains(": client=local, from=<>"));
     assert!(dsn.contains("report-type=delivery-status"));
     assert!(dsn.contains("Final-Recipient: rfc822; bad@example.com"));
     assert!(dsn.contains("Status: 5.1.1"));

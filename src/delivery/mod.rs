@@ -273,23 +273,35 @@ impl SpoolAccess {
         &mut self,
         message: crate::smtp::server::Message,
         hostname: &str,
-    ) -> Result<String, String> {
+    ) -> Result<String, BounceError> {
         // What this turn recorded goes first.
         self.send();
         let (reply, answer) = crossbeam_channel::bounded(1);
-        let tx = self.work.first().ok_or("no spool writer")?;
+        let tx = self.work.first().ok_or(BounceError::NoWriter)?;
         tx.send(Work::Store {
             message: Box::new(message),
             hostname: hostname.to_string(),
             reply,
         })
-        .map_err(|_| "the spool writer is gone".to_string())?;
+        .map_err(|_| BounceError::WriterGone)?;
         match answer.recv() {
             Ok(Ok(id)) => Ok(id),
-            Ok(Err(f)) => Err(format!("cannot store: {f:?}")),
-            Err(_) => Err("the spool writer is gone".into()),
+            Ok(Err(f)) => Err(BounceError::Store(f)),
+            Err(_) => Err(BounceError::WriterGone),
         }
     }
+}
+
+/// Why a delivery status notification could not be queued (the message
+/// is kept and the bounce tried again at the next start).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BounceError {
+    #[error("no spool writer")]
+    NoWriter,
+    #[error("the spool writer is gone")]
+    WriterGone,
+    #[error("cannot store: {0:?}")]
+    Store(crate::smtp::server::StoreFailure),
 }
 
 /// What the metrics endpoint reads of delivery.
@@ -631,7 +643,7 @@ impl Scheduler {
     }
 
     /// Builds the non-delivery notification (RFC 3464) and queues it.
-    fn bounce(&mut self, b: &queue::Bounce) -> Result<String, String> {
+    fn bounce(&mut self, b: &queue::Bounce) -> Result<String, BounceError> {
         let original = self.spool.reader.read(b.journal, &b.id).unwrap_or_default();
         let hostname = (self.snapshot)().hostname.clone();
         let parts: Vec<(String, String)> = b
@@ -669,11 +681,8 @@ impl Scheduler {
             helo: hostname.clone(),
             esmtp: true,
             body_8bit: false,
-            peer: crate::smtp::server::Peer {
-                ip: IpAddr::from([127, 0, 0, 1]),
-                port: 0,
-                name: Some(hostname.clone()),
-            },
+            // Made here: no client.
+            peer: None,
             tls: None,
         };
         let message = crate::smtp::server::Message {

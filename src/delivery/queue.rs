@@ -639,7 +639,7 @@ impl Queue {
     }
 
     /// The bounce of `id` was queued (its queue id) or could not be.
-    pub fn bounced(&mut self, id: &str, result: Result<String, String>) {
+    pub fn bounced(&mut self, id: &str, result: Result<String, super::BounceError>) {
         let Some(m) = self.messages.get(id) else {
             return;
         };
@@ -783,7 +783,7 @@ mod tests {
             meta: Meta {
                 arrived: 1000,
                 from: from.into(),
-                client: "127.0.0.1".parse().unwrap(),
+                client: Some("127.0.0.1".parse().unwrap()),
                 client_port: 1,
                 helo: "c".into(),
                 tls: None,
@@ -1020,7 +1020,12 @@ mod tests {
             vec![vec![outcome(Verdict::Permanent, "5.1.1")]],
             1001,
         );
-        q.bounced("M", Err("disk full".into()));
+        q.bounced(
+            "M",
+            Err(crate::delivery::BounceError::Store(
+                crate::smtp::server::StoreFailure::Full,
+            )),
+        );
         let e = q.take_effects();
         assert!(!done(&e), "kept in the journal");
         assert!(said(&e).contains("message kept"));

@@ -19,6 +19,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
 use super::Completion;
+use crate::model::ClientText;
 use crate::smtp::server::{Message, StoreFailure};
 use crate::spool::{Incoming, Spill, Store, Work};
 
@@ -267,8 +268,8 @@ impl Writer<'_> {
                 Ok(stored) => {
                     tracing::info!(
                         target: "receive",
-                        "{}: client=[{}]:{}, from=<{}>, size={}, nrcpt={} (queue active)",
-                        stored.id, env.peer.ip, env.peer.port, env.from, message.data.len(), env.recipients.len()
+                        "{}: client={}, from=<{}>, size={}, nrcpt={} (queue active)",
+                        stored.id, ClientText(env.peer.as_ref()), env.from, message.data.len(), env.recipients.len()
                     );
                     // Delivery hears of the batch once it is durable.
                     if let Some(entry) = stored.entry {
@@ -279,8 +280,8 @@ impl Writer<'_> {
                 Err(e) => {
                     tracing::error!(
                         target: "receive",
-                        "NOQUEUE: cannot store message from [{}]:{}: {e}",
-                        env.peer.ip, env.peer.port
+                        "NOQUEUE: cannot store message from {}: {e}",
+                        ClientText(env.peer.as_ref())
                     );
                     Err(StoreFailure::of(&e))
                 }

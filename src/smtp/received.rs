@@ -17,19 +17,31 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
         (false, false) => "SMTP",
     };
     let mut h = String::with_capacity(256);
-    let helo = sanitize(&env.helo);
-    let rdns = env
-        .peer
-        .name
-        .as_deref()
-        .map(sanitize)
-        .unwrap_or_else(|| "unknown".into());
-    let _ = write!(
-        h,
-        "Received: from {helo} ({rdns} [{ip}])\r\n\tby {by} (sealgate) with {protocol} id {queue_id}",
-        ip = env.peer.ip,
-        by = sanitize(by_host)
-    );
+    match &env.peer {
+        Some(peer) => {
+            let helo = sanitize(&env.helo);
+            let rdns = peer
+                .name
+                .as_deref()
+                .map(sanitize)
+                .unwrap_or_else(|| "unknown".into());
+            let _ = write!(
+                h,
+                "Received: from {helo} ({rdns} [{ip}])\r\n\tby {by} (sealgate) with {protocol} id {queue_id}",
+                ip = peer.ip,
+                by = sanitize(by_host)
+            );
+        }
+        // Made here (a DSN): no client, no protocol, as Postfix stamps
+        // its own bounces.
+        None => {
+            let _ = write!(
+                h,
+                "Received: by {by} (sealgate) id {queue_id}",
+                by = sanitize(by_host)
+            );
+        }
+    }
     if let Some(tls) = &env.tls {
         let _ = write!(
             h,
@@ -133,11 +145,11 @@ mod tests {
             helo: "evil\x1b[31m(x)".into(),
             esmtp: true,
             body_8bit: false,
-            peer: Peer {
+            peer: Some(Peer {
                 ip: "192.0.2.7".parse().unwrap(),
                 port: 1234,
                 name: None,
-            },
+            }),
             tls: Some(TlsFacts {
                 version: "TLSv1.3",
                 cipher: "TLS13_AES_256_GCM_SHA384".into(),

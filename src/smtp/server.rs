@@ -858,7 +858,7 @@ impl Session {
                 helo,
                 esmtp,
                 body_8bit: tx.params.body_8bit,
-                peer: self.peer.clone(),
+                peer: Some(self.peer.clone()),
                 tls: self.tls.clone(),
             },
             data,

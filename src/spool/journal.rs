@@ -949,7 +949,7 @@ mod tests {
         Meta {
             arrived: 1_795_000_000 + n,
             from: format!("s{n}@b.test"),
-            client: "127.0.0.1".parse().unwrap(),
+            client: Some("127.0.0.1".parse().unwrap()),
             client_port: 1000,
             helo: "c.test".into(),
             tls: None,

@@ -101,7 +101,7 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, FormatError> {
         arrived: arrived.ok_or(FormatError::Missing("arrival time"))?,
         from: from.ok_or(FormatError::Missing("from"))?,
         recipients,
-        client: client.ok_or(FormatError::Missing("client"))?,
+        client: Some(client.ok_or(FormatError::Missing("client"))?),
         helo: helo.ok_or(FormatError::Missing("helo"))?,
         tls,
         body_8bit,

@@ -109,7 +109,8 @@ pub struct Spooled {
     pub arrived: u64,
     pub from: String,
     pub recipients: Vec<String>,
-    pub client: IpAddr,
+    /// `None` for a message the gateway made itself.
+    pub client: Option<IpAddr>,
     pub helo: String,
     /// `version cipher bits verify`, when the message came over TLS.
     pub tls: Option<String>,
@@ -132,8 +133,8 @@ pub fn meta_of(env: &Envelope, arrived: SystemTime) -> Meta {
             .map(|d| d.as_secs())
             .unwrap_or(0),
         from: env.from.clone(),
-        client: env.peer.ip,
-        client_port: env.peer.port,
+        client: env.peer.as_ref().map(|p| p.ip),
+        client_port: env.peer.as_ref().map_or(0, |p| p.port),
         helo: env.helo.clone(),
         tls: env.tls.as_ref().map(|t| {
             format!(

@@ -51,7 +51,10 @@ pub struct Meta {
     pub arrived: u64,
     /// Reverse-path without brackets; empty for `<>`.
     pub from: String,
-    pub client: IpAddr,
+    /// The SMTP client; `None` (written empty) for a message the gateway
+    /// made itself.
+    pub client: Option<IpAddr>,
+    /// 0 with no client.
     pub client_port: u16,
     pub helo: String,
     /// `version cipher bits verify`, for a message that came over TLS.
@@ -202,7 +205,13 @@ pub fn message(
         p.push(1); // payload version
         put_u64(p, meta.arrived);
         put_bytes(p, meta.from.as_bytes());
-        put_bytes(p, meta.client.to_string().as_bytes());
+        put_bytes(
+            p,
+            meta.client
+                .map(|c| c.to_string())
+                .unwrap_or_default()
+                .as_bytes(),
+        );
         p.extend_from_slice(&meta.client_port.to_le_bytes());
         put_bytes(p, meta.helo.as_bytes());
         match &meta.tls {
@@ -358,7 +367,10 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
             }
             let arrived = c.u64()?;
             let from = c.string()?;
-            let client = c.string()?.parse().ok()?;
+            let client = match c.string()? {
+                text if text.is_empty() => None,
+                text => Some(text.parse().ok()?),
+            };
             let client_port = c.u16()?;
             let helo = c.string()?;
             let tls = if c.bool()? { Some(c.string()?) } else { None };
@@ -418,7 +430,7 @@ mod tests {
         Meta {
             arrived: 1_795_805_192,
             from: "a@b.test".into(),
-            client: "127.0.0.1".parse().unwrap(),
+            client: Some("127.0.0.1".parse().unwrap()),
             client_port: 4000,
             helo: "client.test".into(),
             tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256 128 NO".into()),
