@@ -565,7 +565,7 @@ impl Scheduler {
                                     "status": format!("{:?}", r.status).to_lowercase(),
                                     "attempts": r.attempts,
                                     "next_due": r.next_due,
-                                    "last": r.last,
+                                    "last": crate::spool::last_text(&r.last),
                                 })).collect::<Vec<_>>(),
                             })
                         })
@@ -590,7 +590,10 @@ impl Scheduler {
                         let _ = writeln!(
                             out,
                             "    {} {:?} attempts={} {}",
-                            r.rcpt, r.status, r.attempts, r.last
+                            r.rcpt,
+                            r.status,
+                            r.attempts,
+                            crate::spool::last_text(&r.last)
                         );
                     }
                 }
@@ -632,7 +635,11 @@ impl Scheduler {
                         let _ = writeln!(
                             out,
                             "{} {:?} attempts={} next_due={} {}",
-                            r.rcpt, r.status, r.attempts, r.next_due, r.last
+                            r.rcpt,
+                            r.status,
+                            r.attempts,
+                            r.next_due,
+                            crate::spool::last_text(&r.last)
                         );
                     }
                 }
@@ -646,24 +653,23 @@ impl Scheduler {
     fn bounce(&mut self, b: &queue::Bounce) -> Result<String, BounceError> {
         let original = self.spool.reader.read(b.journal, &b.id).unwrap_or_default();
         let hostname = (self.snapshot)().hostname.clone();
-        let parts: Vec<(String, String)> = b
-            .failed
-            .iter()
-            .map(|r| {
-                let rest = r.last.strip_prefix("dsn=").unwrap_or(&r.last);
-                let (status, detail) = rest.split_once(' ').unwrap_or((rest, ""));
-                (status.to_string(), detail.to_string())
-            })
-            .collect();
+        // A failed recipient was tried at least once; one that was not
+        // says so rather than inventing a status.
+        let untried = crate::spool::LastReply {
+            status: "5.0.0".into(),
+            detail: "no attempt recorded".into(),
+        };
         let list: Vec<dsn::Failed<'_>> = b
             .failed
             .iter()
-            .zip(&parts)
-            .map(|(r, (status, detail))| dsn::Failed {
-                rcpt: &r.rcpt,
-                status,
-                diagnostic: detail,
-                remote: None,
+            .map(|r| {
+                let last = r.last.as_ref().unwrap_or(&untried);
+                dsn::Failed {
+                    rcpt: &r.rcpt,
+                    status: &last.status,
+                    diagnostic: &last.detail,
+                    remote: None,
+                }
             })
             .collect();
         let body = dsn::build(

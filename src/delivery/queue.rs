@@ -18,7 +18,7 @@ use crate::dns::LookupError;
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
 use crate::snapshot::Snapshot;
-use crate::spool::{Change, Entry, RcptState, RcptStatus};
+use crate::spool::{Change, Entry, LastReply, RcptState, RcptStatus};
 
 /// What the queue asks its driver to do, in order.
 pub enum Effect {
@@ -511,7 +511,10 @@ impl Queue {
         for (i, o) in idxs.iter().zip(outcomes) {
             let r = &mut m.rcpts[*i];
             r.attempts += 1;
-            r.last = format!("dsn={} {}", o.status, o.detail);
+            r.last = Some(LastReply {
+                status: o.status.clone(),
+                detail: o.detail.clone(),
+            });
             let (status, counted) = match o.verdict {
                 Verdict::Delivered => {
                     r.status = RcptStatus::Delivered;
@@ -527,8 +530,10 @@ impl Queue {
                     if expired {
                         // RFC 5321 §4.5.4.1: give up after the lifetime.
                         r.status = RcptStatus::Failed;
-                        r.last =
-                            format!("dsn=4.4.7 delivery time expired; last error: {}", o.detail);
+                        r.last = Some(LastReply {
+                            status: "4.4.7".into(),
+                            detail: format!("delivery time expired; last error: {}", o.detail),
+                        });
                         ("expired", Counted::Expired)
                     } else {
                         let step = (r.attempts as usize)
@@ -861,7 +866,12 @@ mod tests {
                 Effect::Record {
                     change: Change::Recipient { index, state },
                     ..
-                } => Some((*index, state.status, state.next_due, state.last.clone())),
+                } => Some((
+                    *index,
+                    state.status,
+                    state.next_due,
+                    crate::spool::last_text(&state.last),
+                )),
                 _ => None,
             })
             .collect()

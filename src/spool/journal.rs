@@ -934,7 +934,7 @@ impl RcptState {
             status: RcptStatus::Pending,
             attempts: 0,
             next_due: 0,
-            last: String::new(),
+            last: None,
         }
     }
 }
@@ -987,11 +987,11 @@ mod tests {
         let mut delivered = RcptState::fresh("");
         delivered.status = RcptStatus::Delivered;
         delivered.attempts = 1;
-        delivered.last = "dsn=2.0.0 250 ok".into();
+        delivered.last = crate::spool::LastReply::from_text("dsn=2.0.0 250 ok");
         let mut deferred = RcptState::fresh("");
         deferred.attempts = 1;
         deferred.next_due = 1_795_000_600;
-        deferred.last = "dsn=4.3.0 451 later".into();
+        deferred.last = crate::spool::LastReply::from_text("dsn=4.3.0 451 later");
         j.add_change(
             "M1",
             Change::Recipient {

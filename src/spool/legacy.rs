@@ -134,7 +134,7 @@ impl DeliveryState {
                     status: RcptStatus::Pending,
                     attempts: 0,
                     next_due: 0,
-                    last: String::new(),
+                    last: None,
                 })
                 .collect(),
         }
@@ -169,7 +169,7 @@ impl DeliveryState {
                         status,
                         attempts: attempts.parse().unwrap_or(0),
                         next_due: due.parse().unwrap_or(0),
-                        last: f.next().unwrap_or("").to_string(),
+                        last: super::LastReply::from_text(f.next().unwrap_or("")),
                     });
                 }
                 _ => {}

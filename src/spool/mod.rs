@@ -90,8 +90,44 @@ pub struct RcptState {
     pub attempts: u32,
     /// Unix seconds of the next attempt.
     pub next_due: u64,
-    /// The last reply or reason (`dsn=… detail`).
-    pub last: String,
+    /// The last attempt's outcome (`None` before the first).
+    pub last: Option<LastReply>,
+}
+
+/// A recipient's last outcome: its RFC 3463 status and the server's reply
+/// or our reason. Written in the journal as one text, `dsn=STATUS DETAIL`
+/// (docs/spool.md), read back once by the record decoder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LastReply {
+    pub status: String,
+    pub detail: String,
+}
+
+impl LastReply {
+    /// The journal's text back into its parts; `None` for the empty text
+    /// of a recipient never tried.
+    pub fn from_text(text: &str) -> Option<LastReply> {
+        if text.is_empty() {
+            return None;
+        }
+        let rest = text.strip_prefix("dsn=").unwrap_or(text);
+        let (status, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        Some(LastReply {
+            status: status.to_string(),
+            detail: detail.to_string(),
+        })
+    }
+}
+
+impl std::fmt::Display for LastReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "dsn={} {}", self.status, self.detail)
+    }
+}
+
+/// The journal's text of a recipient's last outcome (empty: never tried).
+pub fn last_text(last: &Option<LastReply>) -> String {
+    last.as_ref().map(|l| l.to_string()).unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

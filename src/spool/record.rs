@@ -184,7 +184,7 @@ fn put_state(out: &mut Vec<u8>, s: &RcptState) {
     });
     put_u32(out, s.attempts);
     put_u64(out, s.next_due);
-    put_bytes(out, s.last.as_bytes());
+    put_bytes(out, super::last_text(&s.last).as_bytes());
 }
 
 /// A MESSAGE record (each part of the message record is an argument:
@@ -349,7 +349,7 @@ impl<'a> Cursor<'a> {
             status,
             attempts: self.u32()?,
             next_due: self.u64()?,
-            last: self.string()?,
+            last: super::LastReply::from_text(&self.string()?),
         })
     }
 }
@@ -444,7 +444,7 @@ mod tests {
             status: RcptStatus::Pending,
             attempts: 0,
             next_due: 0,
-            last: String::new(),
+            last: None,
         }
     }
 
@@ -469,7 +469,7 @@ mod tests {
         );
         let mut delivered = rcpts[1].clone();
         delivered.status = RcptStatus::Delivered;
-        delivered.last = "dsn=2.0.0 250 ok\r\nrcpt evil".into();
+        delivered.last = super::super::LastReply::from_text("dsn=2.0.0 250 ok\r\nrcpt evil");
         recipient(&mut out, 7, "ID1", 1, &delivered);
         mark(&mut out, 7, "ID1", Kind::Done);
         out.extend_from_slice(&END_MARKER);
