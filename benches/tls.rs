@@ -17,6 +17,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use rustls::pki_types::{PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use sealgate::smtp::server::{Action, Peer, Session};
+use sealgate::smtp::Endpoint;
 use sealgate::snapshot::Snapshot;
 
 struct Pair {
@@ -118,7 +119,7 @@ fn handshakes(c: &mut Criterion) {
 /// glue does; returns the action, if any.
 fn feed(session: &mut Session, input: &[u8], out: &mut Vec<u8>) -> Option<Action> {
     let fed = session.feed(input, Instant::now());
-    session.drain_output_into(out);
+    session.poll_output(out);
     fed.action
 }
 
@@ -132,7 +133,7 @@ fn starttls_session_server_time(p: &Pair, snapshot: &Arc<Snapshot>) -> Duration 
     let t = Instant::now();
     let mut session = Session::new(snapshot.clone(), peer);
     session.greet(Instant::now());
-    session.drain_output_into(&mut out);
+    session.poll_output(&mut out);
     feed(&mut session, b"EHLO client.example\r\n", &mut out);
     let action = feed(&mut session, b"STARTTLS\r\n", &mut out);
     assert!(matches!(action, Some(Action::StartTls)));

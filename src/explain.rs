@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::policy::matcher::{Client, MatchedBy};
 use crate::policy::{Profiles, ServerRules};
 use crate::smtp::server::{Action, Peer, Session, TlsFacts};
+use crate::smtp::Endpoint;
 use crate::snapshot::Snapshot;
 
 /// The question.
@@ -118,7 +119,7 @@ fn converse(snapshot: &Arc<Snapshot>, q: &Question<'_>, tls: Option<TlsFacts>) -
     session.client_identified(q.client_name.map(str::to_string));
     session.greet(now);
     let mut out = Vec::new();
-    session.drain_output_into(&mut out);
+    session.poll_output(&mut out);
     if let Some(facts) = tls {
         session.tls_established(facts, now);
     }
@@ -135,7 +136,7 @@ fn converse(snapshot: &Arc<Snapshot>, q: &Question<'_>, tls: Option<TlsFacts>) -
             }
         }
         out.clear();
-        session.drain_output_into(&mut out);
+        session.poll_output(&mut out);
         first_reply(&out)
     };
     say(

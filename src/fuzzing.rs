@@ -144,6 +144,7 @@ pub mod server_session {
     use std::time::{Duration, Instant};
 
     use crate::smtp::server::{Action, ClientVerify, Peer, Session, TlsFacts};
+    use crate::smtp::Endpoint;
     use crate::snapshot::Snapshot;
     use arbitrary::Arbitrary;
 
@@ -275,7 +276,11 @@ pub mod server_session {
                     None
                 }
                 Op::Timeout => {
-                    let _ = s.timeout();
+                    // The timer fires at the deadline, whatever the clock
+                    // of the operations says.
+                    if let Some(due) = s.poll_timeout() {
+                        let _ = s.handle_timeout(due.max(now));
+                    }
                     None
                 }
                 Op::Drain => {
@@ -325,17 +330,17 @@ pub mod server_session {
                     }
                 }
             }
-            s.drain_output_into(&mut out);
+            s.poll_output(&mut out);
             replies += check_replies(&out);
             out.clear();
             // A passed deadline is what the shard's timer acts on: the
             // session must then close, saying 421 (or nothing mid-TLS).
             // (A deadline may well lie in the past: partial input does not
             // move it, or the slow-drip client could live for ever.)
-            if s.deadline().is_some_and(|d| d <= now) {
-                assert!(matches!(s.timeout(), Action::Close));
-                assert!(s.is_closed() && s.deadline().is_none());
-                s.drain_output_into(&mut out);
+            if let Some(action) = s.handle_timeout(now) {
+                assert!(matches!(action, Action::Close));
+                assert!(s.is_closed() && s.poll_timeout().is_none());
+                s.poll_output(&mut out);
                 replies += check_replies(&out);
                 let text = String::from_utf8_lossy(&out);
                 assert!(
@@ -360,6 +365,7 @@ pub mod client_session {
     use std::time::{Duration, Instant};
 
     use crate::smtp::client::{Action, Config, Failure, Outgoing, Session, Timeouts, TlsMode};
+    use crate::smtp::Endpoint;
     use arbitrary::Arbitrary;
 
     #[derive(Debug, Arbitrary)]
@@ -460,7 +466,10 @@ pub mod client_session {
                     None
                 }
                 Op::Timeout => {
-                    closed = matches!(s.timeout(), Action::Close(_));
+                    closed = s
+                        .poll_timeout()
+                        .and_then(|due| s.handle_timeout(due.max(now)))
+                        .is_some_and(|a| matches!(a, Action::Close(_)));
                     None
                 }
                 Op::Fail => {
@@ -472,13 +481,13 @@ pub mod client_session {
             if let Some(bytes) = read {
                 pending.extend_from_slice(bytes);
                 loop {
-                    let (n, action) = s.feed(&pending, now);
-                    assert!(n <= pending.len());
-                    pending.drain(..n);
-                    match action {
+                    let fed = s.feed(&pending, now);
+                    assert!(fed.consumed <= pending.len());
+                    pending.drain(..fed.consumed);
+                    while s.poll_event().is_some() {}
+                    match fed.action {
                         None => break,
                         Some(Action::StartTls) => s.tls_established(now),
-                        Some(Action::MessageDone { .. }) => {}
                         Some(Action::Close(_)) => {
                             closed = true;
                             break;
@@ -486,7 +495,7 @@ pub mod client_session {
                     }
                 }
             }
-            s.drain_output_into(&mut out);
+            s.poll_output(&mut out);
         }
         // Whatever was sent is command lines or dot-stuffed text: CRLF-ended.
         assert!(out.is_empty() || out.ends_with(b"\r\n"));

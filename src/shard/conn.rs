@@ -19,6 +19,7 @@ use crate::policy::Refusal as PolicyRefusal;
 use crate::smtp::received;
 use crate::smtp::reply::canned;
 use crate::smtp::server::{Action, ClientVerify, Peer, Rejection, Session, StoreFailure};
+use crate::smtp::Endpoint;
 use crate::snapshot::Snapshot;
 use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
@@ -391,7 +392,7 @@ impl Conn {
             if self.spill.is_some() && !self.session.in_data() {
                 self.spill = None;
             }
-            for rejection in self.session.take_rejections() {
+            while let Some(rejection) = self.session.poll_event() {
                 let (counter, line) = match rejection {
                     Rejection::UntrustedProxy { line } => {
                         tracing::warn!(target: "receive", "{line}: refused");
@@ -458,7 +459,7 @@ impl Conn {
                     // RFC 3207 §4.2: the session consumed (dropped) whatever
                     // followed STARTTLS in the clear.
                     debug_assert!(self.rbuf.is_empty());
-                    self.session.drain_output_into(&mut self.wbuf);
+                    self.session.poll_output(&mut self.wbuf);
                     // IN-4: ask for a client certificate only when the
                     // client's profile (or a sender-domain profile that may
                     // still apply) wants one.
@@ -509,7 +510,7 @@ impl Conn {
             // Mid-handshake the session has nothing to say; anything it
             // produced (a timeout) cannot be said in the clear.
             Some(_) => self.session.clear_output(),
-            None => self.session.drain_output_into(&mut self.wbuf),
+            None => self.session.poll_output(&mut self.wbuf),
         }
     }
 
@@ -567,7 +568,7 @@ impl Conn {
             self.interest = want;
         }
         Outcome::Open {
-            deadline: self.session.deadline(),
+            deadline: self.session.poll_timeout(),
         }
     }
 
@@ -578,11 +579,11 @@ impl Conn {
         registry: &Registry,
         stats: &ShardStats,
     ) -> Outcome {
-        match self.session.deadline() {
+        match self.session.poll_timeout() {
             Some(d) if d <= now => {
                 self.handshake_failed(HandshakeFailure::Timeout, stats);
                 tracing::info!(target: "receive", "timeout after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
-                self.session.timeout();
+                let _ = self.session.handle_timeout(now);
                 self.closing = true;
                 self.collect_output();
                 if self.flush().is_err() {

@@ -14,6 +14,7 @@ use rustls::ClientConnection;
 
 use crate::delivery::{AttemptResult, Event, Job};
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
+use crate::smtp::Endpoint;
 
 pub struct OutConn {
     job: Job,
@@ -72,7 +73,7 @@ impl OutConn {
     }
 
     pub fn deadline(&self) -> Option<Instant> {
-        self.session.deadline()
+        self.session.poll_timeout()
     }
 
     /// The host name (or `[address]`) of the target being tried.
@@ -240,48 +241,51 @@ impl OutConn {
         Ok(())
     }
 
+    /// Feeds what was read to the session: it reads every reply it can
+    /// and stops early only for an action.
     fn feed(&mut self, now: Instant) -> Result<(), Failure> {
-        loop {
-            let (n, action) = self.session.feed(&self.rbuf, now);
-            self.rbuf.drain(..n);
-            match action {
-                None => break,
-                Some(Action::MessageDone { index, outcomes }) => {
+        let fed = self.session.feed(&self.rbuf, now);
+        self.rbuf.drain(..fed.consumed);
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                client::Event::MessageDone { index, outcomes } => {
                     if let Some(&j) = self.in_session.get(index) {
                         self.results[j] = Some(outcomes);
                     }
                 }
-                Some(Action::StartTls) => {
-                    self.collect();
-                    let host = self.target_host();
-                    let name = ServerName::try_from(
-                        host.trim_start_matches('[')
-                            .trim_end_matches(']')
-                            .to_string(),
-                    )
-                    .map_err(|e| {
-                        Failure::Tls(TlsFailure::ServerName {
-                            host: host.clone(),
-                            error: e.to_string(),
-                        })
-                    })?;
-                    let conn = ClientConnection::new(self.job.config.clone(), name)
-                        .map_err(|e| Failure::Tls(TlsFailure::Setup(e)))?;
-                    self.tls = Some(conn);
-                    self.handshaking = true;
-                    break;
-                }
-                Some(Action::Close(None)) => {
-                    self.collect();
-                    self.flush_best_effort();
-                    self.end(None);
-                    return Ok(());
-                }
-                Some(Action::Close(Some(f))) => {
-                    self.collect();
-                    self.flush_best_effort();
-                    return Err(f);
-                }
+            }
+        }
+        match fed.action {
+            None => {}
+            Some(Action::StartTls) => {
+                self.collect();
+                let host = self.target_host();
+                let name = ServerName::try_from(
+                    host.trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .to_string(),
+                )
+                .map_err(|e| {
+                    Failure::Tls(TlsFailure::ServerName {
+                        host: host.clone(),
+                        error: e.to_string(),
+                    })
+                })?;
+                let conn = ClientConnection::new(self.job.config.clone(), name)
+                    .map_err(|e| Failure::Tls(TlsFailure::Setup(e)))?;
+                self.tls = Some(conn);
+                self.handshaking = true;
+            }
+            Some(Action::Close(None)) => {
+                self.collect();
+                self.flush_best_effort();
+                self.end(None);
+                return Ok(());
+            }
+            Some(Action::Close(Some(f))) => {
+                self.collect();
+                self.flush_best_effort();
+                return Err(f);
             }
         }
         self.collect();
@@ -291,7 +295,7 @@ impl OutConn {
     /// Session output to the socket (through TLS once it is up).
     fn collect(&mut self) {
         let mut out = Vec::new();
-        self.session.drain_output_into(&mut out);
+        self.session.poll_output(&mut out);
         if out.is_empty() {
             return;
         }
@@ -357,10 +361,7 @@ impl OutConn {
 
     /// The deadline passed.
     pub fn timeout(&mut self, registry: &Registry, now: Instant) {
-        if self.session.deadline().is_some_and(|d| d <= now) {
-            let Action::Close(Some(f)) = self.session.timeout() else {
-                return;
-            };
+        if let Some(Action::Close(Some(f))) = self.session.handle_timeout(now) {
             self.host_failed(f, registry, now);
         }
     }

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reply_parse::{self, Parsed};
+use super::Endpoint;
 
 /// One message to deliver on this connection.
 #[derive(Debug, Clone)]
@@ -140,15 +141,23 @@ pub enum Action {
     /// handshake and call [`Session::tls_established`] (or
     /// [`Session::fail`] if it fails).
     StartTls,
+    /// Write the pending output and close. Messages not reported done get
+    /// the failure's outcome from [`Session::remaining`].
+    Close(Option<Failure>),
+}
+
+/// What happened, for the glue to record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
     /// A message is finished: one outcome per recipient, in order.
     MessageDone {
         index: usize,
         outcomes: Vec<Outcome>,
     },
-    /// Write the pending output and close. Messages not reported done get
-    /// the failure's outcome from [`Session::remaining`].
-    Close(Option<Failure>),
 }
+
+/// The result of one [`Endpoint::feed`] call.
+pub type Fed = super::Fed<Action>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Expect {
@@ -188,8 +197,7 @@ pub struct Session {
     tls_active: bool,
     esmtp: bool,
     out: Vec<u8>,
-    /// Actions decided without a reply (a message too big to send).
-    pending: VecDeque<Action>,
+    events: VecDeque<Event>,
     deadline: Option<Instant>,
     done: bool,
 }
@@ -209,18 +217,10 @@ impl Session {
             tls_active: false,
             esmtp: true,
             out: Vec::new(),
-            pending: VecDeque::new(),
+            events: VecDeque::new(),
             deadline,
             done: false,
         }
-    }
-
-    pub fn drain_output_into(&mut self, into: &mut Vec<u8>) {
-        into.append(&mut self.out);
-    }
-
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
     }
 
     pub fn tls_active(&self) -> bool {
@@ -261,7 +261,7 @@ impl Session {
     }
 
     /// The deadline passed.
-    pub fn timeout(&mut self) -> Action {
+    fn expire(&mut self) -> Action {
         let stage = match self.expect.front() {
             Some(Expect::Greeting) => "waiting for the greeting",
             Some(Expect::Data) => "waiting for the reply to DATA",
@@ -273,12 +273,10 @@ impl Session {
     }
 
     /// Feeds the server's bytes.
-    pub fn feed(&mut self, input: &[u8], now: Instant) -> (usize, Option<Action>) {
+    fn process(&mut self, input: &[u8], now: Instant) -> Fed {
+        let fed = |consumed, action| Fed { consumed, action };
         let mut pos = 0;
         while !self.done {
-            if let Some(action) = self.pending.pop_front() {
-                return (pos, Some(action));
-            }
             let reply = match reply_parse::parse(&input[pos..]) {
                 Ok(Some((r, used))) => {
                     pos += used;
@@ -286,14 +284,14 @@ impl Session {
                 }
                 Ok(None) => break,
                 Err(e) => {
-                    return (
+                    return fed(
                         input.len(),
                         Some(self.fail(Failure::Protocol(format!("malformed reply: {e:?}")))),
                     )
                 }
             };
             let Some(expect) = self.expect.pop_front() else {
-                return (
+                return fed(
                     input.len(),
                     Some(self.fail(Failure::Protocol(format!(
                         "unexpected reply {}",
@@ -306,17 +304,17 @@ impl Session {
                     // RFC 3207 §4.2 / CVE-2011-0411, client side: bytes
                     // after the 220 were sent in the clear before TLS and
                     // must never be read as replies.
-                    return (
+                    return fed(
                         input.len(),
                         Some(self.fail(Failure::Protocol(
                             "server sent data after 220 to STARTTLS".into(),
                         ))),
                     );
                 }
-                return (pos, Some(action));
+                return fed(pos, Some(action));
             }
         }
-        (pos, None)
+        fed(pos, None)
     }
 
     fn send(&mut self, cmd: &str) {
@@ -413,13 +411,20 @@ impl Session {
                         self.expect.push_back(Expect::Dot);
                         None
                     }
-                    (_, true) => self.finish_message(Some(outcome_of(&r)), now),
-                    (_, false) => self.finish_message(None, now),
+                    (_, true) => {
+                        self.finish_message(Some(outcome_of(&r)), now);
+                        None
+                    }
+                    (_, false) => {
+                        self.finish_message(None, now);
+                        None
+                    }
                 }
             }
             Expect::Dot => {
                 let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
-                self.finish_message(any.then(|| outcome_of(&r)), now)
+                self.finish_message(any.then(|| outcome_of(&r)), now);
+                None
             }
             Expect::Rset => self.start_message(now),
             Expect::Quit => {
@@ -471,7 +476,7 @@ impl Session {
                 Some(limit) => {
                     let o = classify(&Failure::TooBig { size, limit });
                     let outcomes = vec![o; msg.recipients.len()];
-                    self.pending.push_back(Action::MessageDone {
+                    self.events.push_back(Event::MessageDone {
                         index: self.current,
                         outcomes,
                     });
@@ -524,7 +529,7 @@ impl Session {
             };
             if skip {
                 self.queued.clear();
-                let _ = self.finish_message(None, now);
+                self.finish_message(None, now);
                 return;
             }
             self.out.extend_from_slice(&bytes);
@@ -541,7 +546,7 @@ impl Session {
 
     /// Ends the current message: `final_reply` is the outcome for the
     /// recipients the server accepted (None when it accepted none).
-    fn finish_message(&mut self, final_reply: Option<Outcome>, now: Instant) -> Option<Action> {
+    fn finish_message(&mut self, final_reply: Option<Outcome>, now: Instant) {
         let msg = &self.messages[self.current];
         let outcomes: Vec<Outcome> = (0..msg.recipients.len())
             .map(|i| {
@@ -569,7 +574,8 @@ impl Session {
         } else {
             let _ = self.start_message(now);
         }
-        Some(Action::MessageDone { index, outcomes })
+        self.events
+            .push_back(Event::MessageDone { index, outcomes });
     }
 
     fn quit_with(&mut self, failure: Failure) -> Option<Action> {
@@ -653,6 +659,34 @@ pub fn outcome_of(r: &Parsed) -> Outcome {
         verdict,
         status,
         detail: r.one_line(),
+    }
+}
+
+impl Endpoint for Session {
+    type Action = Action;
+    type Event = Event;
+
+    fn feed(&mut self, input: &[u8], now: Instant) -> Fed {
+        self.process(input, now)
+    }
+
+    fn poll_output(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.out);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Option<Action> {
+        match self.deadline {
+            Some(due) if due <= now => Some(self.expire()),
+            _ => None,
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
     }
 }
 

@@ -2,6 +2,7 @@
 //! and split at every octet; the client's output must be the same.
 
 use super::*;
+use crate::smtp::Endpoint;
 
 fn msg(from: &str, rcpts: &[&str], data: &[u8]) -> Outgoing {
     Outgoing {
@@ -30,7 +31,13 @@ struct Step {
 fn describe(a: &Action) -> String {
     match a {
         Action::StartTls => "StartTls".into(),
-        Action::MessageDone { index, outcomes } => format!(
+        Action::Close(f) => format!("Close({f:?})"),
+    }
+}
+
+fn describe_event(e: &Event) -> String {
+    match e {
+        Event::MessageDone { index, outcomes } => format!(
             "Done#{index}[{}]",
             outcomes
                 .iter()
@@ -38,7 +45,6 @@ fn describe(a: &Action) -> String {
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        Action::Close(f) => format!("Close({f:?})"),
     }
 }
 
@@ -80,19 +86,22 @@ fn run_cut(
             pending.extend_from_slice(&turn[from..cut]);
             from = cut;
             loop {
-                let (n, action) = s.feed(&pending, now);
-                pending.drain(..n);
-                let Some(a) = action else { break };
+                let fed = s.feed(&pending, now);
+                pending.drain(..fed.consumed);
+                // Events happened before the action that stopped the feed.
+                while let Some(e) = s.poll_event() {
+                    actions.push(describe_event(&e));
+                }
+                let Some(a) = fed.action else { break };
                 actions.push(describe(&a));
                 match a {
                     Action::StartTls => s.tls_established(now),
                     Action::Close(_) => break,
-                    Action::MessageDone { .. } => {}
                 }
             }
         }
         let mut out = Vec::new();
-        s.drain_output_into(&mut out);
+        s.poll_output(&mut out);
         steps.push(Step {
             sent: String::from_utf8_lossy(&out).into_owned(),
             actions,
@@ -274,6 +283,41 @@ fn state_event_helo_fallback_without_pipelining() {
     );
 }
 
+/// Without PIPELINING a refused MAIL, or no accepted recipient, ends the
+/// message without DATA; its outcome is still reported (it once was lost,
+/// and the message then took the session's failure instead).
+#[test]
+fn state_event_without_pipelining_a_message_refused_early_is_reported() {
+    let ehlo_plain: &[u8] = b"250-old.test\r\n250 SIZE 1000\r\n";
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![
+            msg("a@gw.test", &["x@r.test"], b"one\r\n"),
+            msg("b@gw.test", &["y@r.test", "z@r.test"], b"two\r\n"),
+        ],
+        &[
+            b"220 old.test ESMTP\r\n",
+            ehlo_plain,
+            b"550 5.7.1 sender refused\r\n",
+            b"250 2.0.0 reset\r\n",
+            b"250 ok\r\n",
+            b"550 5.1.1 no such user\r\n",
+            b"450 4.2.1 try later\r\n",
+            b"221 bye\r\n",
+        ],
+    );
+    assert_eq!(steps[2].actions, vec!["Done#0[Permanent 5.7.1]"]);
+    assert_eq!(steps[2].sent, "RSET\r\n");
+    assert_eq!(steps[4].sent, "RCPT TO:<y@r.test>\r\n");
+    assert_eq!(
+        steps[6].actions,
+        vec!["Done#1[Permanent 5.1.1, Temporary 4.2.1]"],
+        "no recipient accepted: no DATA, the refusals reported"
+    );
+    assert_eq!(steps[6].sent, "QUIT\r\n");
+    assert_eq!(steps[7].actions, vec!["Close(None)"]);
+}
+
 #[test]
 fn state_event_too_big_for_server_size_is_not_sent() {
     let big = vec![b'x'; 2000];
@@ -305,7 +349,7 @@ fn state_event_greeting_refused_and_remaining_outcomes() {
         vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
         now,
     );
-    let (_, action) = s.feed(b"554 5.3.2 go away\r\n", now);
+    let action = s.feed(b"554 5.3.2 go away\r\n", now).action;
     let Some(Action::Close(Some(f))) = action else {
         panic!("{action:?}")
     };
@@ -313,7 +357,7 @@ fn state_event_greeting_refused_and_remaining_outcomes() {
     assert_eq!(rem.len(), 1);
     assert_eq!(rem[0].1[0].verdict, Verdict::Temporary);
     let mut out = Vec::new();
-    s.drain_output_into(&mut out);
+    s.poll_output(&mut out);
     assert_eq!(out, b"QUIT\r\n");
 }
 

@@ -13,6 +13,7 @@ use proptest::prelude::*;
 
 use super::client::{self, Outgoing, TlsMode, Verdict};
 use super::server::{self, Action};
+use super::Endpoint;
 use crate::model::{Peer, TlsFacts};
 use crate::snapshot::Snapshot;
 
@@ -82,8 +83,8 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
     let (mut srv_pending, mut cli_pending) = (Vec::<u8>::new(), Vec::<u8>::new());
     let mut closed = false;
     for _ in 0..100_000 {
-        srv.drain_output_into(&mut s2c);
-        cli.drain_output_into(&mut c2s);
+        srv.poll_output(&mut s2c);
+        cli.poll_output(&mut c2s);
         if closed || (s2c.is_empty() && c2s.is_empty() && srv.is_closed()) {
             break;
         }
@@ -92,9 +93,13 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
             let n = down.take(s2c.len());
             cli_pending.extend(s2c.drain(..n));
             loop {
-                let (used, action) = cli.feed(&cli_pending, now);
-                cli_pending.drain(..used);
-                match action {
+                let fed = cli.feed(&cli_pending, now);
+                cli_pending.drain(..fed.consumed);
+                while let Some(client::Event::MessageDone { index, outcomes }) = cli.poll_event() {
+                    ran.outcomes
+                        .push((index, outcomes.iter().map(|o| o.verdict).collect()));
+                }
+                match fed.action {
                     None => break,
                     Some(client::Action::StartTls) => {
                         // RFC 3207: nothing read past the 220 counts.
@@ -103,9 +108,6 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                         cli.tls_established(now);
                         ran.tls = true;
                     }
-                    Some(client::Action::MessageDone { index, outcomes }) => ran
-                        .outcomes
-                        .push((index, outcomes.iter().map(|o| o.verdict).collect())),
                     Some(client::Action::Close(_)) => {
                         closed = true;
                         break;
@@ -113,7 +115,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                 }
             }
         }
-        cli.drain_output_into(&mut c2s);
+        cli.poll_output(&mut c2s);
         // Client → server, one read.
         if !c2s.is_empty() {
             let n = up.take(c2s.len());
@@ -125,7 +127,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                     None => break,
                     Some(Action::StartTls) => {
                         assert!(srv_pending.is_empty(), "the session consumed the rest");
-                        srv.drain_output_into(&mut s2c);
+                        srv.poll_output(&mut s2c);
                         srv.tls_established(TlsFacts::assumed(None), now);
                     }
                     Some(Action::Store(m)) => {
@@ -134,7 +136,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                     }
                     Some(Action::Spill(_)) => unreachable!("no budget, no spill"),
                     Some(Action::Close) => {
-                        srv.drain_output_into(&mut s2c);
+                        srv.poll_output(&mut s2c);
                         break;
                     }
                 }

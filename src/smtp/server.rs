@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
+use super::Endpoint;
 pub use crate::model::{ClientVerify, Envelope, Peer, TlsFacts};
 use crate::policy::matcher::Client;
 use crate::policy::profile::Chosen;
@@ -82,12 +83,8 @@ pub enum Action {
     Close,
 }
 
-/// The result of one [`Session::feed`] call.
-#[derive(Debug)]
-pub struct Fed {
-    pub consumed: usize,
-    pub action: Option<Action>,
-}
+/// The result of one [`Endpoint::feed`] call.
+pub type Fed = super::Fed<Action>;
 
 #[derive(Debug)]
 enum Phase {
@@ -137,7 +134,7 @@ pub struct Session {
     /// The gateway is stopping: close after the message in progress.
     draining: bool,
     /// Refused MAIL/RCPT commands, for the `NOQUEUE: reject:` log lines.
-    rejections: Vec<Rejection>,
+    rejections: std::collections::VecDeque<Rejection>,
     errors: usize,
     deadline: Option<Instant>,
     out: Vec<u8>,
@@ -243,7 +240,7 @@ impl Session {
             relay_allowed: false,
             at_connect: None,
             draining: false,
-            rejections: Vec::new(),
+            rejections: std::collections::VecDeque::new(),
             errors: 0,
             deadline: None,
             out: Vec::with_capacity(256),
@@ -380,11 +377,6 @@ impl Session {
         }
     }
 
-    /// Refusals since the last call, for the glue to count and log.
-    pub fn take_rejections(&mut self) -> Vec<Rejection> {
-        std::mem::take(&mut self.rejections)
-    }
-
     fn note_rejection(
         &mut self,
         verb: &str,
@@ -407,7 +399,7 @@ impl Session {
             line.push_str(&format!(" to=<{to}>"));
         }
         line.push_str(&format!(" proto={proto} helo=<{helo}>"));
-        self.rejections.push(Rejection::Policy {
+        self.rejections.push_back(Rejection::Policy {
             refusal,
             line: super::received::sanitize_line(&line),
         });
@@ -415,17 +407,6 @@ impl Session {
 
     pub fn is_closed(&self) -> bool {
         matches!(self.phase, Phase::Closed)
-    }
-
-    /// When the session times out if nothing arrives; `None` while it waits
-    /// on the glue (storage) or is closed.
-    pub fn deadline(&self) -> Option<Instant> {
-        self.deadline
-    }
-
-    /// Moves the pending output to `into`.
-    pub fn drain_output_into(&mut self, into: &mut Vec<u8>) {
-        into.append(&mut self.out);
     }
 
     /// The replies produced so far, unsent; call `clear_output` once they
@@ -443,7 +424,7 @@ impl Session {
     }
 
     /// The deadline passed without input (RFC 5321 §4.5.3.2).
-    pub fn timeout(&mut self) -> Action {
+    fn expire(&mut self) -> Action {
         match self.phase {
             // Mid-handshake there is no channel to say anything on.
             Phase::AwaitTls | Phase::Closed => {}
@@ -479,7 +460,7 @@ impl Session {
 
     /// Feeds plaintext input. Returns how much was consumed and, when the
     /// glue has to act, the action; the glue then acts and feeds the rest.
-    pub fn feed(&mut self, input: &[u8], now: Instant) -> Fed {
+    fn process(&mut self, input: &[u8], now: Instant) -> Fed {
         let mut pos = 0;
         while pos < input.len() {
             let rest = &input[pos..];
@@ -596,7 +577,7 @@ impl Session {
                 // OPS-8: a PROXY header from an address that may not send
                 // one (it was not read as such): refuse and hang up.
                 if line.starts_with(b"PROXY ") && self.helo.is_none() {
-                    self.rejections.push(Rejection::UntrustedProxy {
+                    self.rejections.push_back(Rejection::UntrustedProxy {
                         line: format!(
                             "PROXY header from [{}]:{}, which is not in server.proxy_protocol_from",
                             self.peer.ip, self.peer.port
@@ -925,6 +906,35 @@ impl Session {
             return Some(self.close());
         }
         None
+    }
+}
+
+impl Endpoint for Session {
+    type Action = Action;
+    /// A refused command, for the glue to count and log.
+    type Event = Rejection;
+
+    fn feed(&mut self, input: &[u8], now: Instant) -> Fed {
+        self.process(input, now)
+    }
+
+    fn poll_output(&mut self, into: &mut Vec<u8>) {
+        into.append(&mut self.out);
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Option<Action> {
+        match self.deadline {
+            Some(due) if due <= now => Some(self.expire()),
+            _ => None,
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Rejection> {
+        self.rejections.pop_front()
     }
 }
 

@@ -90,7 +90,7 @@ impl Harness {
     }
 
     fn take_output(&mut self) -> String {
-        self.session.drain_output_into(&mut self.out);
+        self.session.poll_output(&mut self.out);
         String::from_utf8(std::mem::take(&mut self.out)).unwrap()
     }
 
@@ -224,7 +224,7 @@ fn state_event_banner_names_host() {
     );
     let mut out = Vec::new();
     s.greet(Instant::now());
-    s.drain_output_into(&mut out);
+    s.poll_output(&mut out);
     assert_eq!(out, b"220 mx.test ESMTP sealgate\r\n");
 }
 
@@ -468,7 +468,7 @@ fn state_event_input_before_banner_is_refused() {
     let fed = s.feed(b"EHLO early.test\r\n", Instant::now());
     assert!(matches!(fed.action, Some(Action::Close)));
     let mut out = Vec::new();
-    s.drain_output_into(&mut out);
+    s.poll_output(&mut out);
     assert_eq!(
         out,
         b"554 5.5.0 Protocol error: input before the greeting banner\r\n"
@@ -506,8 +506,15 @@ fn state_event_idle_client_times_out_with_421() {
     let mut h = Harness::new(snap);
     h.read(b"EHLO c.test\r\n");
     h.take_output();
-    assert_eq!(h.session.deadline(), Some(h.now + Duration::from_secs(30)));
-    assert!(matches!(h.session.timeout(), Action::Close));
+    let due = h.now + Duration::from_secs(30);
+    assert_eq!(h.session.poll_timeout(), Some(due));
+    assert!(
+        h.session
+            .handle_timeout(due - Duration::from_millis(1))
+            .is_none(),
+        "not before the deadline"
+    );
+    assert!(matches!(h.session.handle_timeout(due), Some(Action::Close)));
     assert_eq!(
         h.take_output(),
         "421 4.4.2 Timeout exceeded, closing connection\r\n"
@@ -549,7 +556,10 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
     // A fast client: 1000 octets at once earn 10 s beyond data_timeout,
     // but silence is still bounded by data_timeout.
     h.read(&[b'x'; 1000]);
-    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(10)));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(10))
+    );
     // One octet a second: the silence bound moves on, the rate bound
     // barely does: the session is cut 20.19 s after the 354 (10 s of
     // grace plus 10.19 s earned by 1019 octets at 100/s).
@@ -557,7 +567,7 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
         h.now = start + Duration::from_secs(second);
         h.read(b"y");
     }
-    let deadline = h.session.deadline().unwrap();
+    let deadline = h.session.poll_timeout().unwrap();
     assert!(
         deadline < h.now + Duration::from_secs(10),
         "rate bound applies"
@@ -580,7 +590,10 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
         h.now = start + Duration::from_secs(second);
         h.read(&[b'z'; 5000]);
     }
-    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(20)));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(20))
+    );
     // With the floor off, only silence counts.
     let snap = {
         let mut s = Snapshot::for_tests("mx.test", &["example.com"]);
@@ -593,7 +606,10 @@ fn slow_drip_data_is_cut_once_below_min_data_rate() {
     let start = h.now;
     h.now = start + Duration::from_secs(30);
     h.read(b"y");
-    assert_eq!(h.session.deadline(), Some(start + Duration::from_secs(40)));
+    assert_eq!(
+        h.session.poll_timeout(),
+        Some(start + Duration::from_secs(40))
+    );
 }
 
 /// Property (issue 7): whatever a client sends, and however the network
