@@ -1,0 +1,164 @@
+//! The crate's top-level modules import each other without cycles, and
+//! `model` (the shared nouns) imports nothing of the crate
+//! (docs/architecture.md, "The import graph").
+//!
+//! A module's imports are the `crate::NAME` paths in its files, test code
+//! (`*tests.rs`, a trailing `#[cfg(test)] mod tests`) and comments left
+//! out. `cargo test --test import_graph -- --nocapture` prints the graph.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).expect("read src") {
+        let path = entry.expect("dir entry").path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// Every top-level module and the files that make it.
+fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
+    let mut mods = BTreeMap::new();
+    for entry in std::fs::read_dir(src).expect("read src") {
+        let path = entry.expect("dir entry").path();
+        let name = path
+            .file_stem()
+            .and_then(|n| n.to_str())
+            .expect("a file name")
+            .to_string();
+        if path.is_dir() {
+            let mut files = Vec::new();
+            rust_files(&path, &mut files);
+            mods.insert(name, files);
+        } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
+            mods.insert(name, vec![path]);
+        }
+    }
+    mods
+}
+
+/// The `crate::NAME` references of one file's non-test code.
+fn references(text: &str) -> BTreeSet<String> {
+    let code = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut found = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let name: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            // `$crate::` in a macro, or a word ending in "crate", is not a path.
+            let before = rest[..i].chars().last();
+            if !name.is_empty()
+                && !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '$' || c == '_')
+            {
+                found.insert(name);
+            }
+            rest = after;
+        }
+    }
+    found
+}
+
+fn graph() -> BTreeMap<String, BTreeSet<String>> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    let mut edges = BTreeMap::new();
+    for (name, files) in &mods {
+        let mut to = BTreeSet::new();
+        for file in files {
+            if file.to_string_lossy().ends_with("tests.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(file).expect("read a source file");
+            to.extend(
+                references(&text)
+                    .into_iter()
+                    .filter(|m| m != name && mods.contains_key(m)),
+            );
+        }
+        edges.insert(name.clone(), to);
+    }
+    edges
+}
+
+/// A cycle through `from`, if any (depth-first search).
+fn cycle(edges: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        at: &str,
+        edges: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(i) = path.iter().position(|p| p == at) {
+            let mut c = path[i..].to_vec();
+            c.push(at.to_string());
+            return Some(c);
+        }
+        if done.contains(at) {
+            return None;
+        }
+        path.push(at.to_string());
+        for next in edges.get(at).into_iter().flatten() {
+            if let Some(c) = visit(next, edges, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(at.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    for start in edges.keys() {
+        if let Some(c) = visit(start, edges, &mut Vec::new(), &mut done) {
+            return Some(c);
+        }
+    }
+    None
+}
+
+#[test]
+fn top_level_modules_import_each_other_without_cycles() {
+    let edges = graph();
+    for (module, to) in &edges {
+        println!(
+            "{module} -> {}",
+            to.iter().cloned().collect::<Vec<_>>().join(" ")
+        );
+    }
+    assert!(edges.len() > 10, "the modules were found: {edges:?}");
+    assert!(edges["shard"].contains("smtp"), "references are read");
+    assert_eq!(cycle(&edges), None, "an import cycle");
+    assert!(
+        edges["model"].is_empty(),
+        "model imports {:?}",
+        edges["model"]
+    );
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    edges.insert("a".into(), ["b".to_string()].into());
+    edges.insert("b".into(), ["c".to_string()].into());
+    edges.insert("c".into(), ["a".to_string()].into());
+    assert_eq!(
+        cycle(&edges),
+        Some(vec!["a".into(), "b".into(), "c".into(), "a".into()])
+    );
+    edges.insert("c".into(), BTreeSet::new());
+    assert_eq!(cycle(&edges), None);
+}
