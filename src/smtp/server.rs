@@ -10,19 +10,35 @@
 //! to pipelined commands in order); the glue writes whatever has accumulated
 //! once it has fed all the input it has, which batches the replies of a
 //! pipelined group into one write.
+//!
+//! Here: the session, its phases and the reading of input; `commands` what
+//! each command does; `replies` the table from a refusal to its reply;
+//! `budget` the in-flight data budget and the DATA deadlines; `stats` the
+//! counts of the disconnect line.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::command::{self, Command, CommandError, Line, MailParams, ReversePath};
+use super::command::{self, Command, Line, MailParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
 use super::Endpoint;
 pub use crate::model::{ClientVerify, Envelope, Peer, TlsFacts};
 use crate::policy::matcher::Client;
 use crate::policy::profile::Chosen;
-use crate::policy::{self, Limits, Refusal, TlsState};
+use crate::policy::{self, Refusal, TlsState};
 use crate::snapshot::Snapshot;
+
+mod budget;
+mod commands;
+mod replies;
+mod stats;
+
+pub use budget::DataBudget;
+use budget::DataClock;
+use replies::command_error_reply;
+pub use replies::refusal_reply;
+pub use stats::SessionStats;
 
 /// A complete message for the spool: envelope and data (CRLF line endings,
 /// dot-unstuffed, without the Received header, which the glue prepends
@@ -41,25 +57,6 @@ pub enum Rejection {
     Policy { refusal: Refusal, line: String },
     /// A PROXY header from an address not in `server.proxy_protocol_from`.
     UntrustedProxy { line: String },
-}
-
-/// Message data held in memory by every session of the gateway, against
-/// `limits.inflight_data` (shared by all shards).
-#[derive(Debug, Default)]
-pub struct DataBudget {
-    used: std::sync::atomic::AtomicU64,
-}
-
-impl DataBudget {
-    pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn take(&self, n: u64) {
-        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    fn give(&self, n: u64) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-    }
 }
 
 /// Work the connection glue must do before feeding more input.
@@ -144,36 +141,6 @@ pub struct Session {
     held: u64,
 }
 
-/// Counts for the disconnect log line (Postfix style: `ehlo=1 mail=1 …`).
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SessionStats {
-    pub commands: u32,
-    pub messages: u32,
-    pub errors: u32,
-    /// Per verb, in Postfix's order: ehlo, helo, starttls, mail, rcpt,
-    /// data, rset, noop, quit, other.
-    pub verbs: [u32; 10],
-}
-
-const VERB_NAMES: [&str; 10] = [
-    "ehlo", "helo", "starttls", "mail", "rcpt", "data", "rset", "noop", "quit", "unknown",
-];
-
-impl SessionStats {
-    /// Postfix's disconnect summary: `ehlo=1 starttls=1 mail=1 rcpt=1
-    /// data=1 quit=1 commands=6`.
-    pub fn summary(&self) -> String {
-        let mut out = String::new();
-        for (name, n) in VERB_NAMES.iter().zip(self.verbs) {
-            if n > 0 {
-                out.push_str(&format!("{name}={n} "));
-            }
-        }
-        out.push_str(&format!("commands={}", self.commands));
-        out
-    }
-}
-
 /// Why a message could not be stored; the client hears which (RFC 3463).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreFailure {
@@ -189,34 +156,6 @@ impl StoreFailure {
             Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => StoreFailure::Full,
             _ => StoreFailure::Other,
         }
-    }
-}
-
-/// Deadlines in DATA. RFC 5321 §4.5.3.2.5 bounds the silence between
-/// data blocks (`data_timeout`); that alone lets a client that sends one
-/// octet a minute hold a session for ever. So, as Postfix's
-/// `smtpd_min_data_rate`, once `data_timeout` has passed since the 354 the
-/// client must also have averaged `min_data_rate` octets per second.
-/// Octets beyond `message_size` earn no more time: such a message is
-/// refused anyway, so a client streaming without end is cut too, at the
-/// latest `data_timeout + message_size / min_data_rate` after the 354.
-#[derive(Debug)]
-struct DataClock {
-    since: Instant,
-    received: u64,
-}
-
-impl DataClock {
-    /// Counts `n` octets arrived at `now`; returns the new deadline.
-    fn arrived(&mut self, n: usize, now: Instant, limits: &Limits) -> Instant {
-        self.received += n as u64;
-        let idle = now + limits.data_timeout;
-        if limits.min_data_rate == 0 {
-            return idle;
-        }
-        let counted = self.received.min(limits.message_size as u64);
-        let earned = Duration::from_secs_f64(counted as f64 / limits.min_data_rate as f64);
-        idle.min(self.since + limits.data_timeout + earned)
     }
 }
 
@@ -258,42 +197,6 @@ impl Session {
     pub fn with_budget(mut self, budget: Arc<DataBudget>) -> Self {
         self.budget = Some(budget);
         self
-    }
-
-    /// Whether the in-flight data budget is used up.
-    fn budget_exhausted(&self) -> bool {
-        self.budget
-            .as_ref()
-            .is_some_and(|b| b.used() >= self.snapshot.limits.inflight_data)
-    }
-
-    /// Holds exactly the `in_memory` octets of data against the budget.
-    fn account_data(&mut self, in_memory: usize) {
-        if let Some(b) = &self.budget {
-            let now_held = in_memory as u64;
-            if now_held > self.held {
-                b.take(now_held - self.held);
-            } else {
-                b.give(self.held - now_held);
-            }
-            self.held = now_held;
-        }
-    }
-
-    /// Data past `limits.message_buffer`, or any while the budget is used
-    /// up, leaves memory for the staging file.
-    fn should_spill(&self, in_memory: usize) -> bool {
-        self.budget.is_some()
-            && in_memory > 0
-            && (in_memory >= self.snapshot.limits.message_buffer || self.budget_exhausted())
-    }
-
-    /// Gives back what this session holds of the budget.
-    fn release(&mut self) {
-        if let Some(b) = &self.budget {
-            b.give(self.held);
-        }
-        self.held = 0;
     }
 
     /// Whether the session is reading message data (a staging file the
@@ -603,310 +506,6 @@ impl Session {
             }
         }
     }
-
-    fn command(&mut self, cmd: Command<'_>, now: Instant) -> Option<Action> {
-        let verb = match &cmd {
-            Command::Ehlo(_) => 0,
-            Command::Helo(_) => 1,
-            Command::StartTls => 2,
-            Command::Mail { .. } => 3,
-            Command::Rcpt { .. } => 4,
-            Command::Data => 5,
-            Command::Rset => 6,
-            Command::Noop => 7,
-            Command::Quit => 8,
-            Command::Vrfy | Command::Help | Command::NotImplemented(_) => 9,
-        };
-        self.stats.verbs[verb] += 1;
-        match cmd {
-            Command::Ehlo(name) => self.hello(name, true),
-            Command::Helo(name) => self.hello(name, false),
-            Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to } => self.rcpt(to),
-            Command::Data => self.data_command(now),
-            Command::Rset => {
-                self.transaction = None;
-                self.reply(canned::ok())
-            }
-            Command::Noop => self.reply(canned::ok()),
-            Command::Vrfy => self.reply(canned::vrfy()),
-            Command::Help => self.reply(canned::help()),
-            Command::Quit => {
-                canned::bye().write_to(&mut self.out);
-                Some(self.close())
-            }
-            Command::StartTls => self.starttls(),
-            Command::NotImplemented(_) => self.error(canned::not_implemented()),
-        }
-    }
-
-    fn hello(&mut self, name: &str, esmtp: bool) -> Option<Action> {
-        // RFC 5321 §4.1.4: EHLO/HELO resets like RSET.
-        self.transaction = None;
-        self.helo = Some((name.to_string(), esmtp));
-        let host = &self.snapshot.hostname;
-        if !esmtp {
-            return self.reply(Reply::new(250, "", host.clone()));
-        }
-        let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
-            host.clone().into(),
-            "PIPELINING".into(),
-            format!("SIZE {}", self.snapshot.limits.message_size).into(),
-            "8BITMIME".into(),
-            "ENHANCEDSTATUSCODES".into(),
-        ];
-        if self.starttls_offered && self.tls.is_none() {
-            lines.push("STARTTLS".into());
-        }
-        self.reply(Reply::multi(250, lines))
-    }
-
-    fn mail(&mut self, from: ReversePath<'_>, params: MailParams) -> Option<Action> {
-        if self.helo.is_none() {
-            return self.error(canned::bad_sequence("Send EHLO or HELO first"));
-        }
-        if self.transaction.is_some() {
-            return self.error(canned::bad_sequence("Nested MAIL command"));
-        }
-        if self.budget_exhausted() {
-            return self.error(canned::busy());
-        }
-        // RFC 1870 §6.2: a declared size over the limit is refused at MAIL.
-        if params
-            .size
-            .is_some_and(|s| s > self.snapshot.limits.message_size as u64)
-        {
-            return self.error(canned::message_too_big());
-        }
-        let sender_domain = match &from {
-            ReversePath::Null => None,
-            ReversePath::Mailbox(m) => Some(m.domain),
-        };
-        let chosen = self.profile_for_sender(sender_domain);
-        if let Some(profile) = self.snapshot.profiles.get(chosen.as_ref()) {
-            let tls = self.tls.as_ref().map(|t| TlsState {
-                bits: t.bits,
-                client_cert: t.client_cert.as_ref(),
-            });
-            if let Err(refusal) =
-                policy::check_mail(&profile.server, tls, self.peer.name.as_deref())
-            {
-                let reply = refusal_reply(refusal.clone());
-                let from_text = match &from {
-                    ReversePath::Null => String::new(),
-                    ReversePath::Mailbox(m) => m.to_string(),
-                };
-                self.note_rejection("MAIL", refusal, &reply, &from_text, None);
-                return self.error(reply);
-            }
-        }
-        let from = match from {
-            ReversePath::Null => String::new(),
-            ReversePath::Mailbox(m) => m.to_string(),
-        };
-        self.transaction = Some(Transaction {
-            from,
-            params,
-            recipients: Vec::new(),
-        });
-        self.reply(canned::sender_ok())
-    }
-
-    fn rcpt(&mut self, to: command::Mailbox<'_>) -> Option<Action> {
-        let limit = self.snapshot.limits.recipients;
-        let Some(tx) = &self.transaction else {
-            return self.error(canned::bad_sequence("Need MAIL before RCPT"));
-        };
-        // RFC 5321 §4.5.3.1.8: refuse the excess with 452 and keep the
-        // recipients already accepted.
-        if tx.recipients.len() >= limit {
-            return self.error(canned::too_many_recipients());
-        }
-        match policy::check_recipient(&self.snapshot.accept_domains, self.relay_allowed, to.domain)
-        {
-            Ok(()) => {
-                // RFC 5321 §4.5.1: `<postmaster>` is ours; it is delivered
-                // as postmaster of our first domain (or our host name).
-                let rcpt = if to.is_postmaster() {
-                    let domain = self
-                        .snapshot
-                        .accept_domains
-                        .first()
-                        .unwrap_or(&self.snapshot.hostname);
-                    format!("{}@{domain}", to.local)
-                } else {
-                    to.to_string()
-                };
-                if let Some(tx) = &mut self.transaction {
-                    tx.recipients.push(rcpt);
-                }
-                self.reply(canned::recipient_ok())
-            }
-            Err(refusal) => {
-                let reply = refusal_reply(refusal.clone());
-                let from = self
-                    .transaction
-                    .as_ref()
-                    .map(|t| t.from.clone())
-                    .unwrap_or_default();
-                self.note_rejection("RCPT", refusal, &reply, &from, Some(&to.to_string()));
-                self.error(reply)
-            }
-        }
-    }
-
-    /// The profile for this MAIL FROM: the one chosen by address or name
-    /// at connect, else by sender domain, else the `*` default.
-    fn profile_for_sender(&self, sender_domain: Option<&str>) -> Option<Chosen> {
-        match &self.at_connect {
-            Some(c) if c.matched_by.by_client() => Some(c.clone()),
-            _ => self.snapshot.profiles.select(&Client {
-                ip: self.peer.ip,
-                name: self.peer.name.as_deref(),
-                sender_domain,
-            }),
-        }
-    }
-
-    fn data_command(&mut self, now: Instant) -> Option<Action> {
-        match self.transaction.take() {
-            None => self.error(canned::bad_sequence("Need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => {
-                self.transaction = Some(tx);
-                self.error(canned::no_valid_recipients())
-            }
-            Some(tx) if self.budget_exhausted() => {
-                self.transaction = Some(tx);
-                self.error(canned::busy())
-            }
-            Some(transaction) => {
-                let limits = &self.snapshot.limits;
-                self.phase = Phase::Data(Box::new(DataState {
-                    transaction,
-                    reader: DataReader::new(
-                        limits.text_line,
-                        limits.message_size,
-                        limits.bare_line_endings,
-                    ),
-                    clock: DataClock {
-                        since: now,
-                        received: 0,
-                    },
-                    data: Vec::new(),
-                }));
-                self.reply(canned::start_data())
-            }
-        }
-    }
-
-    fn end_of_data(&mut self, outcome: Result<(), DataError>) -> Option<Action> {
-        // Called from the DATA phase only: the message's state leaves it.
-        let state = match std::mem::replace(&mut self.phase, Phase::Command) {
-            Phase::Data(state) => state,
-            other @ (Phase::Greeting
-            | Phase::Command
-            | Phase::DiscardLine
-            | Phase::AwaitTls
-            | Phase::AwaitStore
-            | Phase::Closed) => {
-                self.phase = other;
-                return None;
-            }
-        };
-        let DataState {
-            transaction: tx,
-            data,
-            ..
-        } = *state;
-        if let Err(e) = outcome {
-            self.release();
-            let reply = match e {
-                DataError::TooBig => canned::message_too_big(),
-                DataError::BareLineEnding => canned::bare_line_ending(),
-                DataError::LineTooLong => canned::text_line_too_long(),
-            };
-            return self.error(reply);
-        }
-        // Held against the budget until the spool has it.
-        self.account_data(data.len());
-        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
-        self.phase = Phase::AwaitStore;
-        self.deadline = None;
-        Some(Action::Store(Box::new(Message {
-            envelope: Envelope {
-                from: tx.from,
-                recipients: tx.recipients,
-                helo,
-                esmtp,
-                body_8bit: tx.params.body_8bit,
-                peer: Some(self.peer.clone()),
-                tls: self.tls.clone(),
-            },
-            data,
-        })))
-    }
-
-    /// The glue stored the message (`Ok(queue id)`) or could not.
-    pub fn stored(&mut self, result: Result<&str, StoreFailure>, now: Instant) {
-        if !matches!(self.phase, Phase::AwaitStore) {
-            return;
-        }
-        self.phase = Phase::Command;
-        self.release();
-        self.deadline = Some(now + self.snapshot.limits.command_timeout);
-        match result {
-            Ok(id) => {
-                self.stats.messages += 1;
-                Reply::new(250, "2.0.0", format!("Ok: queued as {id}")).write_to(&mut self.out);
-            }
-            Err(StoreFailure::Full) => canned::storage_full().write_to(&mut self.out),
-            Err(StoreFailure::Other) => canned::storage_failed().write_to(&mut self.out),
-        }
-        if self.draining {
-            let _ = self.shutdown();
-        }
-    }
-
-    fn starttls(&mut self) -> Option<Action> {
-        if self.tls.is_some() {
-            return self.error(canned::tls_already_active());
-        }
-        if !self.starttls_offered {
-            return self.error(canned::tls_not_available());
-        }
-        canned::ready_for_tls().write_to(&mut self.out);
-        self.phase = Phase::AwaitTls;
-        Some(Action::StartTls)
-    }
-
-    /// The handshake completed. RFC 3207 §4.2: the server discards all
-    /// knowledge obtained from the client before TLS; the client must send
-    /// EHLO again.
-    pub fn tls_established(&mut self, facts: TlsFacts, now: Instant) {
-        self.tls = Some(facts);
-        self.helo = None;
-        self.transaction = None;
-        self.phase = Phase::Command;
-        self.deadline = Some(now + self.snapshot.limits.command_timeout);
-    }
-
-    fn reply(&mut self, reply: Reply) -> Option<Action> {
-        reply.write_to(&mut self.out);
-        None
-    }
-
-    /// A 4xx/5xx reply to a command; too many of them end the session, as
-    /// Postfix's hard error limit does.
-    fn error(&mut self, reply: Reply) -> Option<Action> {
-        reply.write_to(&mut self.out);
-        self.errors += 1;
-        self.stats.errors += 1;
-        if self.errors >= self.snapshot.limits.errors {
-            canned::too_many_errors().write_to(&mut self.out);
-            return Some(self.close());
-        }
-        None
-    }
 }
 
 impl Endpoint for Session {
@@ -952,47 +551,6 @@ impl Step {
             action: None,
             sync_check: false,
         }
-    }
-}
-
-fn command_error_reply(e: CommandError) -> Reply {
-    match e {
-        CommandError::Unrecognized => canned::unknown_command(),
-        CommandError::Syntax(text) => Reply::new(501, "5.5.4", text),
-        CommandError::BadSender => Reply::new(501, "5.1.7", "Bad sender address syntax"),
-        CommandError::BadRecipient => Reply::new(501, "5.1.3", "Bad recipient address syntax"),
-        CommandError::UnsupportedParameter => Reply::new(555, "5.5.4", "Unsupported parameter"),
-        CommandError::NonAscii => Reply::new(500, "5.5.2", "Invalid characters in command"),
-    }
-}
-
-pub fn refusal_reply(r: Refusal) -> Reply {
-    match r {
-        Refusal::RelayDenied => canned::relay_denied(),
-        Refusal::TlsRequired => canned::must_starttls(),
-        Refusal::CipherTooWeak { bits, min } => Reply::new(
-            554,
-            "5.7.0",
-            format!("Cipher strength {bits} bits is below the {min} bits required by policy"),
-        ),
-        Refusal::ClientCertMissing => {
-            Reply::new(554, "5.7.1", "Client certificate required by policy")
-        }
-        Refusal::ClientCertNotVerified(why) => Reply::new(
-            554,
-            "5.7.1",
-            format!("Client certificate not trusted: {why}"),
-        ),
-        Refusal::ClientCertName(want) => Reply::new(
-            554,
-            "5.7.1",
-            format!("Client certificate does not match {want}"),
-        ),
-        Refusal::ClientCertPin => Reply::new(
-            554,
-            "5.7.1",
-            "Client certificate does not match a pinned fingerprint",
-        ),
     }
 }
 

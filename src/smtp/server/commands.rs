@@ -1,0 +1,313 @@
+//! The commands of a session: what HELO/EHLO, MAIL, RCPT, DATA and the
+//! end of data, STARTTLS, RSET, NOOP and QUIT do to its state and what
+//! they answer (RFC 5321 §4.1, RFC 3207, RFC 2920, RFC 1870, RFC 6152).
+
+use std::time::Instant;
+
+use super::*;
+
+impl Session {
+    pub(super) fn command(&mut self, cmd: Command<'_>, now: Instant) -> Option<Action> {
+        let verb = match &cmd {
+            Command::Ehlo(_) => 0,
+            Command::Helo(_) => 1,
+            Command::StartTls => 2,
+            Command::Mail { .. } => 3,
+            Command::Rcpt { .. } => 4,
+            Command::Data => 5,
+            Command::Rset => 6,
+            Command::Noop => 7,
+            Command::Quit => 8,
+            Command::Vrfy | Command::Help | Command::NotImplemented(_) => 9,
+        };
+        self.stats.verbs[verb] += 1;
+        match cmd {
+            Command::Ehlo(name) => self.hello(name, true),
+            Command::Helo(name) => self.hello(name, false),
+            Command::Mail { from, params } => self.mail(from, params),
+            Command::Rcpt { to } => self.rcpt(to),
+            Command::Data => self.data_command(now),
+            Command::Rset => {
+                self.transaction = None;
+                self.reply(canned::ok())
+            }
+            Command::Noop => self.reply(canned::ok()),
+            Command::Vrfy => self.reply(canned::vrfy()),
+            Command::Help => self.reply(canned::help()),
+            Command::Quit => {
+                canned::bye().write_to(&mut self.out);
+                Some(self.close())
+            }
+            Command::StartTls => self.starttls(),
+            Command::NotImplemented(_) => self.error(canned::not_implemented()),
+        }
+    }
+
+    pub(super) fn hello(&mut self, name: &str, esmtp: bool) -> Option<Action> {
+        // RFC 5321 §4.1.4: EHLO/HELO resets like RSET.
+        self.transaction = None;
+        self.helo = Some((name.to_string(), esmtp));
+        let host = &self.snapshot.hostname;
+        if !esmtp {
+            return self.reply(Reply::new(250, "", host.clone()));
+        }
+        let mut lines: Vec<std::borrow::Cow<'static, str>> = vec![
+            host.clone().into(),
+            "PIPELINING".into(),
+            format!("SIZE {}", self.snapshot.limits.message_size).into(),
+            "8BITMIME".into(),
+            "ENHANCEDSTATUSCODES".into(),
+        ];
+        if self.starttls_offered && self.tls.is_none() {
+            lines.push("STARTTLS".into());
+        }
+        self.reply(Reply::multi(250, lines))
+    }
+
+    pub(super) fn mail(&mut self, from: ReversePath<'_>, params: MailParams) -> Option<Action> {
+        if self.helo.is_none() {
+            return self.error(canned::bad_sequence("Send EHLO or HELO first"));
+        }
+        if self.transaction.is_some() {
+            return self.error(canned::bad_sequence("Nested MAIL command"));
+        }
+        if self.budget_exhausted() {
+            return self.error(canned::busy());
+        }
+        // RFC 1870 §6.2: a declared size over the limit is refused at MAIL.
+        if params
+            .size
+            .is_some_and(|s| s > self.snapshot.limits.message_size as u64)
+        {
+            return self.error(canned::message_too_big());
+        }
+        let sender_domain = match &from {
+            ReversePath::Null => None,
+            ReversePath::Mailbox(m) => Some(m.domain),
+        };
+        let chosen = self.profile_for_sender(sender_domain);
+        if let Some(profile) = self.snapshot.profiles.get(chosen.as_ref()) {
+            let tls = self.tls.as_ref().map(|t| TlsState {
+                bits: t.bits,
+                client_cert: t.client_cert.as_ref(),
+            });
+            if let Err(refusal) =
+                policy::check_mail(&profile.server, tls, self.peer.name.as_deref())
+            {
+                let reply = refusal_reply(refusal.clone());
+                let from_text = match &from {
+                    ReversePath::Null => String::new(),
+                    ReversePath::Mailbox(m) => m.to_string(),
+                };
+                self.note_rejection("MAIL", refusal, &reply, &from_text, None);
+                return self.error(reply);
+            }
+        }
+        let from = match from {
+            ReversePath::Null => String::new(),
+            ReversePath::Mailbox(m) => m.to_string(),
+        };
+        self.transaction = Some(Transaction {
+            from,
+            params,
+            recipients: Vec::new(),
+        });
+        self.reply(canned::sender_ok())
+    }
+
+    pub(super) fn rcpt(&mut self, to: command::Mailbox<'_>) -> Option<Action> {
+        let limit = self.snapshot.limits.recipients;
+        let Some(tx) = &self.transaction else {
+            return self.error(canned::bad_sequence("Need MAIL before RCPT"));
+        };
+        // RFC 5321 §4.5.3.1.8: refuse the excess with 452 and keep the
+        // recipients already accepted.
+        if tx.recipients.len() >= limit {
+            return self.error(canned::too_many_recipients());
+        }
+        match policy::check_recipient(&self.snapshot.accept_domains, self.relay_allowed, to.domain)
+        {
+            Ok(()) => {
+                // RFC 5321 §4.5.1: `<postmaster>` is ours; it is delivered
+                // as postmaster of our first domain (or our host name).
+                let rcpt = if to.is_postmaster() {
+                    let domain = self
+                        .snapshot
+                        .accept_domains
+                        .first()
+                        .unwrap_or(&self.snapshot.hostname);
+                    format!("{}@{domain}", to.local)
+                } else {
+                    to.to_string()
+                };
+                if let Some(tx) = &mut self.transaction {
+                    tx.recipients.push(rcpt);
+                }
+                self.reply(canned::recipient_ok())
+            }
+            Err(refusal) => {
+                let reply = refusal_reply(refusal.clone());
+                let from = self
+                    .transaction
+                    .as_ref()
+                    .map(|t| t.from.clone())
+                    .unwrap_or_default();
+                self.note_rejection("RCPT", refusal, &reply, &from, Some(&to.to_string()));
+                self.error(reply)
+            }
+        }
+    }
+
+    /// The profile for this MAIL FROM: the one chosen by address or name
+    /// at connect, else by sender domain, else the `*` default.
+    pub(super) fn profile_for_sender(&self, sender_domain: Option<&str>) -> Option<Chosen> {
+        match &self.at_connect {
+            Some(c) if c.matched_by.by_client() => Some(c.clone()),
+            _ => self.snapshot.profiles.select(&Client {
+                ip: self.peer.ip,
+                name: self.peer.name.as_deref(),
+                sender_domain,
+            }),
+        }
+    }
+
+    pub(super) fn data_command(&mut self, now: Instant) -> Option<Action> {
+        match self.transaction.take() {
+            None => self.error(canned::bad_sequence("Need MAIL command")),
+            Some(tx) if tx.recipients.is_empty() => {
+                self.transaction = Some(tx);
+                self.error(canned::no_valid_recipients())
+            }
+            Some(tx) if self.budget_exhausted() => {
+                self.transaction = Some(tx);
+                self.error(canned::busy())
+            }
+            Some(transaction) => {
+                let limits = &self.snapshot.limits;
+                self.phase = Phase::Data(Box::new(DataState {
+                    transaction,
+                    reader: DataReader::new(
+                        limits.text_line,
+                        limits.message_size,
+                        limits.bare_line_endings,
+                    ),
+                    clock: DataClock {
+                        since: now,
+                        received: 0,
+                    },
+                    data: Vec::new(),
+                }));
+                self.reply(canned::start_data())
+            }
+        }
+    }
+
+    pub(super) fn end_of_data(&mut self, outcome: Result<(), DataError>) -> Option<Action> {
+        // Called from the DATA phase only: the message's state leaves it.
+        let state = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(state) => state,
+            other @ (Phase::Greeting
+            | Phase::Command
+            | Phase::DiscardLine
+            | Phase::AwaitTls
+            | Phase::AwaitStore
+            | Phase::Closed) => {
+                self.phase = other;
+                return None;
+            }
+        };
+        let DataState {
+            transaction: tx,
+            data,
+            ..
+        } = *state;
+        if let Err(e) = outcome {
+            self.release();
+            let reply = match e {
+                DataError::TooBig => canned::message_too_big(),
+                DataError::BareLineEnding => canned::bare_line_ending(),
+                DataError::LineTooLong => canned::text_line_too_long(),
+            };
+            return self.error(reply);
+        }
+        // Held against the budget until the spool has it.
+        self.account_data(data.len());
+        let (helo, esmtp) = self.helo.clone().unwrap_or_default();
+        self.phase = Phase::AwaitStore;
+        self.deadline = None;
+        Some(Action::Store(Box::new(Message {
+            envelope: Envelope {
+                from: tx.from,
+                recipients: tx.recipients,
+                helo,
+                esmtp,
+                body_8bit: tx.params.body_8bit,
+                peer: Some(self.peer.clone()),
+                tls: self.tls.clone(),
+            },
+            data,
+        })))
+    }
+
+    /// The glue stored the message (`Ok(queue id)`) or could not.
+    pub fn stored(&mut self, result: Result<&str, StoreFailure>, now: Instant) {
+        if !matches!(self.phase, Phase::AwaitStore) {
+            return;
+        }
+        self.phase = Phase::Command;
+        self.release();
+        self.deadline = Some(now + self.snapshot.limits.command_timeout);
+        match result {
+            Ok(id) => {
+                self.stats.messages += 1;
+                Reply::new(250, "2.0.0", format!("Ok: queued as {id}")).write_to(&mut self.out);
+            }
+            Err(StoreFailure::Full) => canned::storage_full().write_to(&mut self.out),
+            Err(StoreFailure::Other) => canned::storage_failed().write_to(&mut self.out),
+        }
+        if self.draining {
+            let _ = self.shutdown();
+        }
+    }
+
+    pub(super) fn starttls(&mut self) -> Option<Action> {
+        if self.tls.is_some() {
+            return self.error(canned::tls_already_active());
+        }
+        if !self.starttls_offered {
+            return self.error(canned::tls_not_available());
+        }
+        canned::ready_for_tls().write_to(&mut self.out);
+        self.phase = Phase::AwaitTls;
+        Some(Action::StartTls)
+    }
+
+    /// The handshake completed. RFC 3207 §4.2: the server discards all
+    /// knowledge obtained from the client before TLS; the client must send
+    /// EHLO again.
+    pub fn tls_established(&mut self, facts: TlsFacts, now: Instant) {
+        self.tls = Some(facts);
+        self.helo = None;
+        self.transaction = None;
+        self.phase = Phase::Command;
+        self.deadline = Some(now + self.snapshot.limits.command_timeout);
+    }
+
+    pub(super) fn reply(&mut self, reply: Reply) -> Option<Action> {
+        reply.write_to(&mut self.out);
+        None
+    }
+
+    /// A 4xx/5xx reply to a command; too many of them end the session, as
+    /// Postfix's hard error limit does.
+    pub(super) fn error(&mut self, reply: Reply) -> Option<Action> {
+        reply.write_to(&mut self.out);
+        self.errors += 1;
+        self.stats.errors += 1;
+        if self.errors >= self.snapshot.limits.errors {
+            canned::too_many_errors().write_to(&mut self.out);
+            return Some(self.close());
+        }
+        None
+    }
+}
