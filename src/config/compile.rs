@@ -1,0 +1,426 @@
+//! The one pass over a parsed file that checks what serde cannot (cross-
+//! field rules, matchers, routes, fingerprints) and compiles the typed
+//! values on the way: every error with its line and key, the profiles and
+//! routes ready for the snapshot. Nothing here reads a file.
+
+use std::net::SocketAddr;
+use std::ops::Range;
+
+use super::{line_of, schema, units, ConfigError, Via};
+use crate::policy::{ClientRules, Profile, Profiles, ServerRules};
+use crate::smtp::command::{valid_address_literal, valid_domain};
+
+/// Cross-field and value checks that serde cannot express; compiles the
+/// profiles and routes on the way (their errors are among the rest).
+pub(super) fn validate(
+    file: &schema::File,
+    text: &str,
+    errors: &mut Vec<ConfigError>,
+) -> (Profiles, crate::policy::route::Routes) {
+    let mut err = |span: Range<usize>, key: String, message: String| {
+        errors.push(ConfigError {
+            line: (span != (0..0)).then(|| line_of(text, span.start)),
+            key,
+            message,
+        })
+    };
+    let s = &file.server;
+    if !s.hostname.get_ref().is_empty() && !valid_domain(s.hostname.get_ref()) {
+        err(
+            s.hostname.span(),
+            "server.hostname".into(),
+            format!("{:?} is not a valid host name", s.hostname.get_ref()),
+        );
+    }
+    if s.listen.is_empty() {
+        err(
+            0..0,
+            "server.listen".into(),
+            "at least one listen address is required".into(),
+        );
+    }
+    for l in &s.listen {
+        if l.get_ref().parse::<SocketAddr>().is_err() {
+            err(
+                l.span(),
+                "server.listen".into(),
+                format!(
+                    "{:?} is not an address:port (e.g. \"0.0.0.0:25\", \"[::]:25\")",
+                    l.get_ref()
+                ),
+            );
+        }
+    }
+    for (i, entry) in s.proxy_protocol_from.iter().enumerate() {
+        use crate::policy::matcher::HostMatcher;
+        match entry.parse::<HostMatcher>() {
+            Ok(HostMatcher::Ip(_) | HostMatcher::Net { .. }) => {}
+            _ => err(
+                0..0,
+                format!("server.proxy_protocol_from[{i}]"),
+                format!("{entry:?} is not an address, 192.0.2.* prefix or CIDR"),
+            ),
+        }
+    }
+    for d in &s.accept_domains {
+        if !valid_domain(d.get_ref()) {
+            err(
+                d.span(),
+                "server.accept_domains".into(),
+                format!("{:?} is not a valid domain", d.get_ref()),
+            );
+        }
+    }
+    let l = &file.limits;
+    for (key, zero) in [
+        ("limits.message_size", l.message_size.0 == 0),
+        ("limits.recipients", l.recipients == 0),
+        ("limits.connections", l.connections == 0),
+        ("limits.connections_per_ip", l.connections_per_ip == 0),
+        ("limits.command_timeout", l.command_timeout.0.is_zero()),
+        ("limits.data_timeout", l.data_timeout.0.is_zero()),
+        ("limits.errors", l.errors == 0),
+        ("limits.message_buffer", l.message_buffer.0 == 0),
+        ("limits.inflight_data", l.inflight_data.0 == 0),
+        ("server.spool_writers", file.server.spool_writers == 0),
+        (
+            "queue.retry",
+            file.queue.retry.is_empty() || file.queue.retry.iter().any(|r| r.0.is_zero()),
+        ),
+        ("queue.lifetime", file.queue.lifetime.0.is_zero()),
+        (
+            "queue.command_timeout",
+            file.queue.command_timeout.0.is_zero(),
+        ),
+        ("queue.data_timeout", file.queue.data_timeout.0.is_zero()),
+        (
+            "queue.destination_concurrency",
+            file.queue.destination_concurrency == 0,
+        ),
+        (
+            "queue.messages_per_connection",
+            file.queue.messages_per_connection == 0,
+        ),
+    ] {
+        if zero {
+            err(0..0, key.into(), "must be greater than zero".into());
+        }
+    }
+    // A message record of up to spool_large_message octets, with its
+    // envelope, must fit a segment.
+    let (seg, large) = (s.spool_segment_size.0, s.spool_large_message.0);
+    if seg < 16 * 1024 {
+        err(
+            0..0,
+            "server.spool_segment_size".into(),
+            "must be at least 16KB".into(),
+        );
+    } else if large.saturating_mul(2) > seg {
+        err(
+            0..0,
+            "server.spool_large_message".into(),
+            format!("must be at most half of server.spool_segment_size ({seg} octets)"),
+        );
+    }
+    if file.tls.generate_self_signed && file.tls.certificates.is_empty() {
+        err(
+            0..0,
+            "tls.generate_self_signed".into(),
+            "needs a tls.certificates entry to write the certificate to".into(),
+        );
+    }
+    let mut names: Vec<&str> = Vec::new();
+    for (i, table) in file.profile.iter().enumerate() {
+        let p = table.get_ref();
+        let name = p.name.get_ref().as_str();
+        if name.is_empty() {
+            err(
+                table.span(),
+                format!("profile[{i}].name"),
+                "a profile needs a name".into(),
+            );
+        } else if names.contains(&name) {
+            err(
+                p.name.span(),
+                format!("profile[{i}].name"),
+                format!("duplicate profile name {name:?}"),
+            );
+        }
+        names.push(name);
+        if let Some(bits) = &p.server.min_cipher_bits {
+            if !(40..=256).contains(bits.get_ref()) {
+                err(
+                    bits.span(),
+                    format!("profile[{i}].server.min_cipher_bits"),
+                    "must be between 40 and 256".into(),
+                );
+            }
+        }
+        for pin in &p.client.pin_sha256 {
+            if parse_fingerprint(pin.get_ref()).is_none() {
+                err(
+                    pin.span(),
+                    format!("profile[{i}].client.pin_sha256"),
+                    format!(
+                        "{:?} is not a SHA-256 fingerprint (64 hex digits)",
+                        pin.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    let (profiles, profile_errors) = compile_profiles(file);
+    for (span, key, message) in profile_errors {
+        err(span, key, message);
+    }
+    let mut domains: Vec<String> = Vec::new();
+    // Each route's `via`, parsed once (None: reported above).
+    let mut vias: Vec<Option<Via>> = Vec::with_capacity(file.route.len());
+    for (i, table) in file.route.iter().enumerate() {
+        let r = table.get_ref();
+        let d = r.domain.get_ref();
+        if d.is_empty() {
+            err(
+                table.span(),
+                format!("route[{i}].domain"),
+                "a route needs a domain (or \"*\")".into(),
+            );
+        } else if d != "*" && !valid_domain(d) {
+            err(
+                r.domain.span(),
+                format!("route[{i}].domain"),
+                format!("{d:?} is not a domain or \"*\""),
+            );
+        }
+        let norm = crate::policy::normalize_domain(d);
+        if domains.contains(&norm) {
+            err(
+                r.domain.span(),
+                format!("route[{i}].domain"),
+                format!("a route for {d:?} is already defined"),
+            );
+        }
+        domains.push(norm);
+        match parse_via(r.via.get_ref()) {
+            Ok(via) => vias.push(Some(via)),
+            Err(m) => {
+                err(r.via.span(), format!("route[{i}].via"), m.to_string());
+                vias.push(None);
+            }
+        }
+        if let Some(p) = &r.profile {
+            if !names.contains(&p.get_ref().as_str()) {
+                err(
+                    p.span(),
+                    format!("route[{i}].profile"),
+                    format!("no profile named {:?}", p.get_ref()),
+                );
+            }
+        }
+    }
+    for srv in &file.dns.servers {
+        let v = srv.get_ref();
+        if v.parse::<SocketAddr>().is_err() && v.parse::<std::net::IpAddr>().is_err() {
+            err(
+                srv.span(),
+                "dns.servers".into(),
+                format!("{v:?} is not an IP address or address:port"),
+            );
+        }
+    }
+    // The routes (a `via` that does not parse was reported above).
+    let mut routes = crate::policy::route::Routes::default();
+    for (r, via) in file.route.iter().zip(vias) {
+        let r = r.get_ref();
+        let Some(via) = via else {
+            continue;
+        };
+        routes.add(crate::policy::route::Route {
+            domain: r.domain.get_ref().clone(),
+            via,
+            port: r.port,
+            profile: r
+                .profile
+                .as_ref()
+                .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
+        });
+    }
+    (profiles, routes)
+}
+
+/// A route's `via` that does not parse (as written).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not \"mx\", \"host:port\" or \"[IP]:port\"")]
+pub struct BadVia(pub String);
+
+/// `"mx"`, `"host"`, `"host:port"`, `"[IP]"` or `"[IP]:port"` (port 25 by
+/// default, RFC 5321 §4.5.4 brackets: an address, no MX lookup).
+pub fn parse_via(via: &str) -> Result<Via, BadVia> {
+    if via.eq_ignore_ascii_case("mx") {
+        return Ok(Via::Mx);
+    }
+    let bad = || BadVia(via.to_string());
+    let (host, port) = if via.starts_with('[') {
+        let close = via.find(']').ok_or_else(bad)?;
+        let (lit, rest) = via.split_at(close + 1);
+        (lit, rest.strip_prefix(':'))
+    } else {
+        match via.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (via, None),
+        }
+    };
+    let port = match port {
+        Some(p) => p.parse::<u16>().ok().filter(|p| *p != 0).ok_or_else(bad)?,
+        None => 25,
+    };
+    let ok = if host.starts_with('[') {
+        valid_address_literal(host)
+    } else {
+        valid_domain(host)
+    };
+    if !ok {
+        return Err(bad());
+    }
+    Ok(Via::Host {
+        host: host.to_string(),
+        port,
+    })
+}
+
+fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String, String)>) {
+    use crate::policy::matcher::{HostMatcher, SenderMatcher};
+    let mut errors = Vec::new();
+    let mut out = Profiles::default();
+    for (i, table) in file.profile.iter().enumerate() {
+        let p = table.get_ref();
+        let srv = &p.server;
+        let mut pins = Vec::new();
+        for pin in &srv.client_cert_sha256 {
+            match parse_fingerprint(pin.get_ref()) {
+                Some(fp) => pins.push(fp),
+                None => errors.push((
+                    pin.span(),
+                    format!("profile[{i}].server.client_cert_sha256"),
+                    format!(
+                        "{:?} is not a SHA-256 fingerprint (64 hex digits)",
+                        pin.get_ref()
+                    ),
+                )),
+            }
+        }
+        out.list.push(Profile {
+            name: p.name.get_ref().clone(),
+            notes: p.notes.clone(),
+            relay: p.relay,
+            server: ServerRules {
+                mandatory_tls: srv.mandatory_tls,
+                min_cipher_bits: srv.min_cipher_bits.as_ref().map(|b| *b.get_ref()),
+                request_client_cert: srv.request_client_cert,
+                require_verified_client_cert: srv.require_verified_client_cert,
+                client_cert_name: srv.client_cert_name.clone(),
+                client_cert_sha256: pins,
+            },
+            client: ClientRules {
+                mandatory_tls: p.client.mandatory_tls,
+                min_version: match (p.client.version, file.tls.default_version) {
+                    (units::TlsVersion::V1_3, _)
+                    | (units::TlsVersion::System, units::TlsVersion::V1_3) => 13,
+                    (units::TlsVersion::V1_2, _)
+                    | (
+                        units::TlsVersion::System,
+                        units::TlsVersion::V1_2 | units::TlsVersion::System,
+                    ) => 12,
+                },
+                high_ciphers_only: p.client.cipher_grade == units::CipherGrade::High,
+                verify: p.client.verify,
+                match_names: p
+                    .client
+                    .match_names
+                    .iter()
+                    .map(|n| n.to_ascii_lowercase())
+                    .collect(),
+                pin_sha256: p
+                    .client
+                    .pin_sha256
+                    .iter()
+                    .filter_map(|pin| parse_fingerprint(pin.get_ref()))
+                    .collect(),
+                client_certificate: p.client.client_certificate,
+            },
+        });
+        let mut by_client = false;
+        for h in &p.hosts {
+            match h.get_ref().parse::<HostMatcher>() {
+                Ok(m) => {
+                    by_client |= m != HostMatcher::Any;
+                    if p.relay && m == HostMatcher::Any {
+                        errors.push((
+                            h.span(),
+                            format!("profile[{i}].hosts"),
+                            "relay = true with hosts = [\"*\"] would make an open relay".into(),
+                        ));
+                    }
+                    if let Err(other) = out.index.add_host(i, &m) {
+                        errors.push((
+                            h.span(),
+                            format!("profile[{i}].hosts"),
+                            format!(
+                                "{m} is already matched by profile {:?}",
+                                file.profile[other].get_ref().name.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => errors.push((h.span(), format!("profile[{i}].hosts"), e.to_string())),
+            }
+        }
+        for d in &p.sender_domains {
+            match d.get_ref().parse::<SenderMatcher>() {
+                Ok(m) => {
+                    if let Err(other) = out.index.add_sender(i, &m) {
+                        errors.push((
+                            d.span(),
+                            format!("profile[{i}].sender_domains"),
+                            format!(
+                                "{m} is already matched by profile {:?}",
+                                file.profile[other].get_ref().name.get_ref()
+                            ),
+                        ));
+                    }
+                }
+                Err(e) => errors.push((
+                    d.span(),
+                    format!("profile[{i}].sender_domains"),
+                    e.to_string(),
+                )),
+            }
+        }
+        if !p.sender_domains.is_empty() && out.list[i].server.wants_client_cert() {
+            out.sender_profile_wants_cert = true;
+        }
+        if p.relay && !by_client {
+            errors.push((
+                table.span(),
+                format!("profile[{i}].relay"),
+                "relay = true needs hosts (addresses or names): relaying is never granted by sender domain"
+                    .into(),
+            ));
+        }
+    }
+    (out, errors)
+}
+
+/// 64 hex digits, colons allowed (as openssl prints them).
+fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let text = std::str::from_utf8(pair).ok()?;
+        out[i] = u8::from_str_radix(text, 16).ok()?;
+    }
+    Some(out)
+}
