@@ -11,8 +11,13 @@
 mod conn;
 mod limits;
 mod outbound;
+mod slab;
+mod stats;
 mod timers;
 pub mod writers;
+
+use slab::Slab;
+pub use stats::{HandshakeFailure, ShardStats};
 
 use std::io;
 use std::net::SocketAddr;
@@ -92,96 +97,6 @@ const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
 /// Outbound connections use tokens from here up.
 const FIRST_OUTBOUND: usize = 1 << 30;
-
-/// Counters one shard writes and anyone may read. Each shard has its own
-/// cache line, so counting costs no cross-core traffic.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-pub struct ShardStats {
-    pub accepted: AtomicU64,
-    pub active: AtomicU64,
-    pub messages: AtomicU64,
-    pub starttls_ok: AtomicU64,
-    /// Failed handshakes, indexed by [`HandshakeFailure`].
-    pub starttls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
-    /// MAIL refused because the profile demands TLS.
-    pub mandatory_tls_refusals: AtomicU64,
-    /// Other refused MAIL/RCPT (relay denied, certificate checks …).
-    pub rejects: AtomicU64,
-    /// Connections refused with 421 at `limits.connections`.
-    pub refused_total_limit: AtomicU64,
-    /// Connections refused with 421 at `limits.connections_per_ip`.
-    pub refused_per_ip_limit: AtomicU64,
-}
-
-/// Why an inbound STARTTLS handshake failed: the `reason` label of
-/// `sealgate_starttls_total{result="failed"}`. A small fixed set, so the
-/// metric's cardinality stays bounded whatever clients do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HandshakeFailure {
-    /// Not TLS, or TLS out of order (a plaintext client, a scanner).
-    Protocol,
-    /// Nothing in common: versions, suites, groups, signature schemes.
-    Incompatible,
-    /// The client's certificate could not be used.
-    Certificate,
-    /// The client sent a fatal alert (often: it does not trust ours).
-    Alert,
-    /// A record failed to decrypt.
-    Decrypt,
-    /// The client closed or reset the connection mid-handshake.
-    Connection,
-    /// `command_timeout` passed mid-handshake.
-    Timeout,
-    Other,
-}
-
-impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 8] = [
-        HandshakeFailure::Protocol,
-        HandshakeFailure::Incompatible,
-        HandshakeFailure::Certificate,
-        HandshakeFailure::Alert,
-        HandshakeFailure::Decrypt,
-        HandshakeFailure::Connection,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Other,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::Protocol => "protocol",
-            HandshakeFailure::Incompatible => "incompatible",
-            HandshakeFailure::Certificate => "certificate",
-            HandshakeFailure::Alert => "alert_received",
-            HandshakeFailure::Decrypt => "decrypt",
-            HandshakeFailure::Connection => "connection",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Other => "other",
-        }
-    }
-
-    /// The reason for an error from the TLS layer: rustls's own, or the
-    /// socket's.
-    pub fn of(e: &io::Error) -> HandshakeFailure {
-        let Some(tls) = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) else {
-            return HandshakeFailure::Connection;
-        };
-        match tls {
-            rustls::Error::InappropriateMessage { .. }
-            | rustls::Error::InappropriateHandshakeMessage { .. }
-            | rustls::Error::InvalidMessage(_)
-            | rustls::Error::PeerMisbehaved(_) => HandshakeFailure::Protocol,
-            rustls::Error::PeerIncompatible(_) => HandshakeFailure::Incompatible,
-            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-                HandshakeFailure::Certificate
-            }
-            rustls::Error::AlertReceived(_) => HandshakeFailure::Alert,
-            rustls::Error::DecryptError => HandshakeFailure::Decrypt,
-            _ => HandshakeFailure::Other,
-        }
-    }
-}
 
 /// State shared by all shards and the control thread.
 pub struct Shared {
@@ -710,10 +625,7 @@ impl Shard {
                 let _ = registry.deregister(&mut l);
             }
         }
-        let busy: Vec<usize> = (0..self.conns.slots.len())
-            .filter(|i| self.conns.get_mut(*i).is_some())
-            .collect();
-        for idx in busy {
+        for idx in self.conns.occupied() {
             if let Some(conn) = self.conns.get_mut(idx) {
                 let outcome = conn.drain(self.poll.registry());
                 self.after(idx, outcome);
@@ -730,89 +642,5 @@ impl Shard {
         }
         let stats = &self.shared.stats[self.id];
         stats.active.store(0, Ordering::Relaxed);
-    }
-}
-
-/// A minimal slab: connection slots reused through a free list, so a
-/// token is a plain index.
-#[derive(Default)]
-struct Slab {
-    slots: Vec<Option<Conn>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl Slab {
-    fn len(&self) -> usize {
-        self.len
-    }
-
-    fn vacant(&self) -> usize {
-        self.free.last().copied().unwrap_or(self.slots.len())
-    }
-
-    fn insert(&mut self, idx: usize, conn: Conn) {
-        if self.free.last() == Some(&idx) {
-            self.free.pop();
-        } else {
-            debug_assert_eq!(idx, self.slots.len());
-            self.slots.push(None);
-        }
-        self.slots[idx] = Some(conn);
-        self.len += 1;
-    }
-
-    fn get_mut(&mut self, idx: usize) -> Option<&mut Conn> {
-        self.slots.get_mut(idx).and_then(Option::as_mut)
-    }
-
-    fn remove(&mut self, idx: usize) -> Option<Conn> {
-        let c = self.slots.get_mut(idx)?.take()?;
-        self.free.push(idx);
-        self.len -= 1;
-        Some(c)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Conn> + '_ {
-        self.free.clear();
-        self.len = 0;
-        self.slots.drain(..).flatten()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::HandshakeFailure;
-    use std::io;
-
-    #[test]
-    fn handshake_failures_map_to_a_fixed_set_of_reasons() {
-        let tls = |e: rustls::Error| HandshakeFailure::of(&io::Error::other(e));
-        assert_eq!(
-            tls(rustls::Error::InvalidMessage(
-                rustls::InvalidMessage::InvalidContentType
-            )),
-            HandshakeFailure::Protocol
-        );
-        assert_eq!(
-            tls(rustls::Error::PeerIncompatible(
-                rustls::PeerIncompatible::NoCipherSuitesInCommon
-            )),
-            HandshakeFailure::Incompatible
-        );
-        assert_eq!(
-            tls(rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadCertificate
-            )),
-            HandshakeFailure::Alert
-        );
-        assert_eq!(tls(rustls::Error::DecryptError), HandshakeFailure::Decrypt);
-        assert_eq!(
-            HandshakeFailure::of(&io::Error::from(io::ErrorKind::ConnectionReset)),
-            HandshakeFailure::Connection
-        );
-        let labels: std::collections::HashSet<&str> =
-            HandshakeFailure::ALL.iter().map(|h| h.label()).collect();
-        assert_eq!(labels.len(), HandshakeFailure::ALL.len());
     }
 }

@@ -1,0 +1,170 @@
+//! `sealgate queue …` as the scheduler sees it: the commands, their
+//! errors, and the list and show views formatted from the queue's.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::Scheduler;
+
+/// `sealgate queue …` commands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Admin {
+    List { json: bool },
+    Show(String),
+    Flush,
+    Delete(String),
+    Hold(String),
+    Release(String),
+}
+
+/// Why a `sealgate queue` command failed; the wording is what the command
+/// prints.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}: no such message in the queue")]
+    NoSuchMessage(String),
+    #[error("{0}: a delivery attempt is running; try again")]
+    Busy(String),
+    #[error("{0} needs a queue id")]
+    NeedsId(String),
+    #[error("unknown queue command {0:?}: list [--json] | show ID | flush | delete ID | hold ID | release ID")]
+    Unknown(String),
+    #[error("{id}: cannot read it from the spool: {why}")]
+    Unreadable { id: String, why: String },
+    #[error("delivery is not running")]
+    NotRunning,
+    #[error("no answer from delivery")]
+    NoAnswer,
+    #[error("cannot format the list: {0}")]
+    Format(String),
+}
+
+impl std::str::FromStr for Admin {
+    type Err = AdminError;
+    fn from_str(line: &str) -> Result<Admin, AdminError> {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let id = |w: &[&str]| {
+            w.get(1)
+                .map(|s| s.to_string())
+                .ok_or_else(|| AdminError::NeedsId(w[0].to_string()))
+        };
+        match words.first().copied() {
+            Some("list") => Ok(Admin::List {
+                json: words.get(1) == Some(&"--json"),
+            }),
+            Some("show") => Ok(Admin::Show(id(&words)?)),
+            Some("flush") => Ok(Admin::Flush),
+            Some("delete") => Ok(Admin::Delete(id(&words)?)),
+            Some("hold") => Ok(Admin::Hold(id(&words)?)),
+            Some("release") => Ok(Admin::Release(id(&words)?)),
+            _ => Err(AdminError::Unknown(line.to_string())),
+        }
+    }
+}
+
+impl Scheduler {
+    /// `sealgate queue …`: list and show are formatted here from the
+    /// queue's views; the rest are the queue's.
+    pub(super) fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, AdminError> {
+        use std::fmt::Write as _;
+        match cmd {
+            Admin::List { json } => {
+                let views = self.queue.views();
+                if json {
+                    let list: Vec<serde_json::Value> = views
+                        .iter()
+                        .map(|m| {
+                            serde_json::json!({
+                                "id": m.id,
+                                "arrived": m.arrived,
+                                "size": m.size,
+                                "from": m.from,
+                                "hold": m.hold,
+                                "recipients": m.rcpts.iter().map(|r| serde_json::json!({
+                                    "rcpt": r.rcpt,
+                                    "status": format!("{:?}", r.status).to_lowercase(),
+                                    "attempts": r.attempts,
+                                    "next_due": r.next_due,
+                                    "last": crate::spool::last_text(&r.last),
+                                })).collect::<Vec<_>>(),
+                            })
+                        })
+                        .collect();
+                    return serde_json::to_string_pretty(&list)
+                        .map_err(|e| AdminError::Format(e.to_string()));
+                }
+                let mut out = String::new();
+                for m in &views {
+                    let _ = writeln!(
+                        out,
+                        "{}{} {} {} <{}>",
+                        m.id,
+                        if m.hold { "!" } else { "" },
+                        m.size,
+                        crate::smtp::received::rfc5322_date(
+                            UNIX_EPOCH + Duration::from_secs(m.arrived)
+                        ),
+                        m.from
+                    );
+                    for r in m.rcpts {
+                        let _ = writeln!(
+                            out,
+                            "    {} {:?} attempts={} {}",
+                            r.rcpt,
+                            r.status,
+                            r.attempts,
+                            crate::spool::last_text(&r.last)
+                        );
+                    }
+                }
+                let _ = writeln!(out, "-- {} message(s) in queue", views.len());
+                Ok(out)
+            }
+            Admin::Show(id) => {
+                let (journal, mut out) = {
+                    let m = self
+                        .queue
+                        .view(&id)
+                        .ok_or_else(|| AdminError::NoSuchMessage(id.clone()))?;
+                    let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
+                    for r in m.rcpts {
+                        let _ = writeln!(out, "rcpt <{}>", r.rcpt);
+                    }
+                    let _ = writeln!(
+                        out,
+                        "body {}\nsize {}\nhold {}\n",
+                        if m.body_8bit { "8BITMIME" } else { "7BIT" },
+                        m.size,
+                        u8::from(m.hold)
+                    );
+                    (m.journal, out)
+                };
+                let data =
+                    self.spool
+                        .reader
+                        .read(journal, &id)
+                        .map_err(|e| AdminError::Unreadable {
+                            id: id.clone(),
+                            why: e.to_string(),
+                        })?;
+                let text = String::from_utf8_lossy(&data);
+                out.push_str(text.split("\r\n\r\n").next().unwrap_or(""));
+                out.push_str("\n\n");
+                if let Some(m) = self.queue.view(&id) {
+                    for r in m.rcpts {
+                        let _ = writeln!(
+                            out,
+                            "{} {:?} attempts={} next_due={} {}",
+                            r.rcpt,
+                            r.status,
+                            r.attempts,
+                            r.next_due,
+                            crate::spool::last_text(&r.last)
+                        );
+                    }
+                }
+                Ok(out)
+            }
+            other => self.queue.admin(&other, now),
+        }
+    }
+}
