@@ -260,18 +260,6 @@ impl Session {
         Action::Close(Some(failure))
     }
 
-    /// The deadline passed.
-    fn expire(&mut self) -> Action {
-        let stage = match self.expect.front() {
-            Some(Expect::Greeting) => "waiting for the greeting",
-            Some(Expect::Data) => "waiting for the reply to DATA",
-            Some(Expect::Dot) => "waiting for the reply to the end of data",
-            Some(_) => "waiting for a reply",
-            None => "sending",
-        };
-        self.fail(Failure::Timeout(stage))
-    }
-
     /// Feeds the server's bytes.
     fn process(&mut self, input: &[u8], now: Instant) -> Fed {
         let fed = |consumed, action| Fed { consumed, action };
@@ -678,11 +666,16 @@ impl Endpoint for Session {
         self.deadline
     }
 
-    fn handle_timeout(&mut self, now: Instant) -> Option<Action> {
-        match self.deadline {
-            Some(due) if due <= now => Some(self.expire()),
-            _ => None,
-        }
+    /// The deadline passed.
+    fn expire(&mut self) -> Action {
+        let stage = match self.expect.front() {
+            Some(Expect::Greeting) => "waiting for the greeting",
+            Some(Expect::Data) => "waiting for the reply to DATA",
+            Some(Expect::Dot) => "waiting for the reply to the end of data",
+            Some(_) => "waiting for a reply",
+            None => "sending",
+        };
+        self.fail(Failure::Timeout(stage))
     }
 
     fn poll_event(&mut self) -> Option<Event> {

@@ -42,9 +42,17 @@ pub trait Endpoint {
     /// When [`Endpoint::handle_timeout`] is due; `None` while the session
     /// waits on the glue or is closed.
     fn poll_timeout(&self) -> Option<Instant>;
+    /// The deadline has passed: the session ends (RFC 5321 §4.5.3.2) with
+    /// the returned action. Glue calls [`Endpoint::handle_timeout`].
+    fn expire(&mut self) -> Self::Action;
     /// The time is `now`: a deadline that has passed ends the session
-    /// (RFC 5321 §4.5.3.2) with the returned action; before it, nothing.
-    fn handle_timeout(&mut self, now: Instant) -> Option<Self::Action>;
+    /// with the returned action; before it, nothing.
+    fn handle_timeout(&mut self, now: Instant) -> Option<Self::Action> {
+        match self.poll_timeout() {
+            Some(due) if due <= now => Some(self.expire()),
+            _ => None,
+        }
+    }
     /// The next thing that happened, oldest first.
     fn poll_event(&mut self) -> Option<Self::Event>;
 }

@@ -326,16 +326,6 @@ impl Session {
         !self.out.is_empty()
     }
 
-    /// The deadline passed without input (RFC 5321 §4.5.3.2).
-    fn expire(&mut self) -> Action {
-        match self.phase {
-            // Mid-handshake there is no channel to say anything on.
-            Phase::AwaitTls | Phase::Closed => {}
-            _ => canned::timeout().write_to(&mut self.out),
-        }
-        self.close()
-    }
-
     /// The gateway is stopping (OPS-7). A session between commands is told
     /// so now (`421 4.3.2`) and closed; one that is sending or storing a
     /// message finishes it, gets its reply, and is closed after it.
@@ -525,11 +515,14 @@ impl Endpoint for Session {
         self.deadline
     }
 
-    fn handle_timeout(&mut self, now: Instant) -> Option<Action> {
-        match self.deadline {
-            Some(due) if due <= now => Some(self.expire()),
-            _ => None,
+    /// The deadline passed without input (RFC 5321 §4.5.3.2).
+    fn expire(&mut self) -> Action {
+        match self.phase {
+            // Mid-handshake there is no channel to say anything on.
+            Phase::AwaitTls | Phase::Closed => {}
+            _ => canned::timeout().write_to(&mut self.out),
         }
+        self.close()
     }
 
     fn poll_event(&mut self) -> Option<Rejection> {
