@@ -37,8 +37,8 @@ pub struct ProbeReport {
 #[derive(Debug, thiserror::Error)]
 pub enum ProbeError {
     /// The configuration's outbound side (CA files, client certificate).
-    #[error("{0}")]
-    Config(String),
+    #[error(transparent)]
+    Config(#[from] crate::config::LoadErrors),
     #[error("no profile named {0:?}")]
     NoProfile(String),
     #[error("connect to {addr}: {source}")]
@@ -89,9 +89,7 @@ pub fn probe(
     addr: SocketAddr,
     profile: Option<&str>,
 ) -> Result<ProbeReport, ProbeError> {
-    let (roots, profiles, outbound) = cfg
-        .outbound()
-        .map_err(|p| ProbeError::Config(p.join("; ")))?;
+    let (roots, profiles, outbound) = cfg.outbound()?;
     let profile_idx = match profile {
         Some(name) => Some(
             profiles

@@ -35,6 +35,7 @@ pub fn check(path: Option<&Path>) -> ExitCode {
             cfg.origin
         );
     } else if let Err(problems) = cfg.snapshot() {
+        let problems = problems.0;
         for p in &problems {
             eprintln!("{}: {p}", cfg.origin);
         }
@@ -71,6 +72,7 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
     let snapshot = match cfg.snapshot() {
         Ok(s) => s,
         Err(problems) => {
+            let problems = problems.0;
             for p in &problems {
                 tracing::error!("reload: {}: {p}", cfg.origin);
             }
@@ -143,8 +145,8 @@ pub fn sd_notify(state: &str) {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Certificates or keys that cannot be loaded or generated.
-    #[error("{}", .0.join("; "))]
-    Tls(Vec<String>),
+    #[error(transparent)]
+    Tls(#[from] config::LoadErrors),
     /// An operating-system call failed: what sealgate was doing, and why.
     #[error("{doing}: {source}")]
     Io {

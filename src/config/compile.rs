@@ -7,16 +7,23 @@ use std::net::SocketAddr;
 use std::ops::Range;
 
 use super::{line_of, schema, units, ConfigError, Via};
+use crate::policy::matcher::{HostMatcher, ProfileIndex};
 use crate::policy::{ClientRules, Profile, Profiles, ServerRules};
 use crate::smtp::command::{valid_address_literal, valid_domain};
 
+/// What the checking pass yields besides the errors: the typed values a
+/// snapshot is built from.
+pub(super) struct Compiled {
+    pub profiles: Profiles,
+    pub routes: crate::policy::route::Routes,
+    /// `server.proxy_protocol_from` as an index.
+    pub proxy_from: ProfileIndex,
+}
+
 /// Cross-field and value checks that serde cannot express; compiles the
-/// profiles and routes on the way (their errors are among the rest).
-pub(super) fn validate(
-    file: &schema::File,
-    text: &str,
-    errors: &mut Vec<ConfigError>,
-) -> (Profiles, crate::policy::route::Routes) {
+/// profiles, routes and PROXY senders on the way (their errors are among
+/// the rest).
+pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigError>) -> Compiled {
     let mut err = |span: Range<usize>, key: String, message: String| {
         errors.push(ConfigError {
             line: (span != (0..0)).then(|| line_of(text, span.start)),
@@ -51,10 +58,12 @@ pub(super) fn validate(
             );
         }
     }
+    let mut proxy_from = ProfileIndex::default();
     for (i, entry) in s.proxy_protocol_from.iter().enumerate() {
-        use crate::policy::matcher::HostMatcher;
         match entry.parse::<HostMatcher>() {
-            Ok(HostMatcher::Ip(_) | HostMatcher::Net { .. }) => {}
+            Ok(m @ (HostMatcher::Ip(_) | HostMatcher::Net { .. })) => {
+                let _ = proxy_from.add_host(0, &m);
+            }
             _ => err(
                 0..0,
                 format!("server.proxy_protocol_from[{i}]"),
@@ -173,6 +182,18 @@ pub(super) fn validate(
     for (span, key, message) in profile_errors {
         err(span, key, message);
     }
+    // OUT-5: presenting a client certificate needs one to present.
+    if file.tls.client_certificate.is_none() {
+        for (i, table) in file.profile.iter().enumerate() {
+            if table.get_ref().client.client_certificate {
+                err(
+                    table.span(),
+                    format!("profile[{i}].client.client_certificate"),
+                    "client_certificate = true needs [tls.client_certificate]".into(),
+                );
+            }
+        }
+    }
     let mut domains: Vec<String> = Vec::new();
     // Each route's `via`, parsed once (None: reported above).
     let mut vias: Vec<Option<Via>> = Vec::with_capacity(file.route.len());
@@ -245,7 +266,11 @@ pub(super) fn validate(
                 .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
         });
     }
-    (profiles, routes)
+    Compiled {
+        profiles,
+        routes,
+        proxy_from,
+    }
 }
 
 /// A route's `via` that does not parse (as written).
@@ -288,8 +313,10 @@ pub fn parse_via(via: &str) -> Result<Via, BadVia> {
     })
 }
 
+/// Compiles `[[profile]]` into matchers, rules and the index. Problems come
+/// back with the span of the value at fault.
 fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String, String)>) {
-    use crate::policy::matcher::{HostMatcher, SenderMatcher};
+    use crate::policy::matcher::SenderMatcher;
     let mut errors = Vec::new();
     let mut out = Profiles::default();
     for (i, table) in file.profile.iter().enumerate() {

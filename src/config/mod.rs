@@ -84,7 +84,15 @@ pub struct Config {
     /// (building a snapshot only loads files).
     pub profiles: Profiles,
     pub routes: crate::policy::route::Routes,
+    /// `server.proxy_protocol_from`, compiled.
+    pub proxy_from: crate::policy::matcher::ProfileIndex,
 }
+
+/// Files the configuration names that cannot be loaded or made
+/// (certificates, keys, CA stores): every one of them.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct LoadErrors(pub Vec<crate::tls::TlsError>);
 
 /// Reads the file at `path`, or the embedded default when `None`.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
@@ -142,12 +150,13 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, Conf
     let compiled = file.as_ref().map(|file| validate(file, text, &mut errors));
     errors.sort_by_key(|e| e.line.unwrap_or(0));
     match (file, compiled) {
-        (Some(file), Some((profiles, routes))) if errors.is_empty() => Ok(Config {
+        (Some(file), Some(compiled)) if errors.is_empty() => Ok(Config {
             file,
             origin: origin.to_string(),
             base_dir,
-            profiles,
-            routes,
+            profiles: compiled.profiles,
+            routes: compiled.routes,
+            proxy_from: compiled.proxy_from,
         }),
         _ => Err(ConfigErrors {
             origin: origin.to_string(),
@@ -315,7 +324,7 @@ impl Config {
 
     /// Generates the self-signed certificate if the file asks for it and
     /// its files are absent. Returns the path written, if any.
-    pub fn ensure_certificates(&self) -> Result<Option<PathBuf>, Vec<String>> {
+    pub fn ensure_certificates(&self) -> Result<Option<PathBuf>, LoadErrors> {
         if !self.file.tls.generate_self_signed {
             return Ok(None);
         }
@@ -329,21 +338,8 @@ impl Config {
         match crate::tls::ensure_self_signed(&cert, &key, &self.hostname()) {
             Ok(true) => Ok(Some(cert)),
             Ok(false) => Ok(None),
-            Err(e) => Err(vec![e.to_string()]),
+            Err(e) => Err(LoadErrors(vec![e])),
         }
-    }
-
-    /// Loads certificates and builds the snapshot. Every certificate
-    /// problem is reported.
-    /// `server.proxy_protocol_from` as an index (validated by `check`).
-    pub fn proxy_from(&self) -> crate::policy::matcher::ProfileIndex {
-        let mut ix = crate::policy::matcher::ProfileIndex::default();
-        for entry in &self.file.server.proxy_protocol_from {
-            if let Ok(m) = entry.parse::<crate::policy::matcher::HostMatcher>() {
-                let _ = ix.add_host(0, &m);
-            }
-        }
-        ix
     }
 
     /// Every certificate file the configuration names (server and client).
@@ -367,7 +363,7 @@ impl Config {
             Profiles,
             crate::tls::outbound::Outbound,
         ),
-        Vec<String>,
+        LoadErrors,
     > {
         let mut problems = Vec::new();
         let tls_cfg = &self.file.tls;
@@ -376,13 +372,13 @@ impl Config {
         let roots = match crate::tls::ca_store(tls_cfg.system_roots, &ca_files) {
             Ok(r) => r,
             Err(errs) => {
-                problems.extend(errs.iter().map(|e| e.to_string()));
+                problems.extend(errs);
                 rustls::RootCertStore::empty()
             }
         };
         let profiles = self.profiles.clone();
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(LoadErrors(problems));
         }
         // OUT-5: the client certificate for partners that ask for one.
         let client_cert = match &tls_cfg.client_certificate {
@@ -392,39 +388,33 @@ impl Config {
                     .and_then(|ck| crate::tls::certified_key(ck, &cert))
                 {
                     Ok(ck) => Some(ck),
-                    Err(e) => return Err(vec![e.to_string()]),
+                    Err(e) => return Err(LoadErrors(vec![e])),
                 }
             }
             None => None,
         };
-        if client_cert.is_none() {
-            for p in profiles.list.iter().filter(|p| p.client.client_certificate) {
-                problems.push(format!(
-                    "profile {:?}: client.client_certificate = true needs tls.client_certificate",
-                    p.name
-                ));
-            }
-        }
         let mut per_profile = Vec::new();
         for p in &profiles.list {
             match crate::tls::outbound::client_config(Some(&p.client), client_cert.clone()) {
                 Ok(c) => per_profile.push(c),
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => problems.push(e),
             }
         }
         if !problems.is_empty() {
-            return Err(problems);
+            return Err(LoadErrors(problems));
         }
         let outbound = crate::tls::outbound::Outbound {
             per_profile,
             default: crate::tls::outbound::client_config(None, None)
-                .map_err(|e| vec![e.to_string()])?,
+                .map_err(|e| LoadErrors(vec![e]))?,
             roots: Arc::new(roots.clone()),
         };
         Ok((roots, profiles, outbound))
     }
 
-    pub fn snapshot(&self) -> Result<Snapshot, Vec<String>> {
+    /// Loads certificates and builds the snapshot. Every certificate
+    /// problem is reported.
+    pub fn snapshot(&self) -> Result<Snapshot, LoadErrors> {
         let mut problems = Vec::new();
         let tls_cfg = &self.file.tls;
         // CERT-2: every certificate, chosen by SNI; the first is the default.
@@ -438,15 +428,15 @@ impl Config {
                 .and_then(|ck| crate::tls::certified_key(ck, &cert))
             {
                 Ok(ck) => certs.push((ck, cert)),
-                Err(e) => problems.push(e.to_string()),
+                Err(e) => problems.push(e),
             }
         }
         let (roots, profiles, outbound) = match self.outbound() {
             Ok(parts) if problems.is_empty() => parts,
-            Ok(_) => return Err(problems),
+            Ok(_) => return Err(LoadErrors(problems)),
             Err(more) => {
-                problems.extend(more);
-                return Err(problems);
+                problems.extend(more.0);
+                return Err(LoadErrors(problems));
             }
         };
         let routes = self.routes.clone();
@@ -465,7 +455,7 @@ impl Config {
                     tls = Some(plain);
                     tls_ask_cert = Some(asking);
                 }
-                Err(e) => return Err(vec![e.to_string()]),
+                Err(e) => return Err(LoadErrors(vec![e])),
             }
         }
         Ok(Snapshot {
@@ -479,13 +469,11 @@ impl Config {
             client_verifier,
             routes,
             outbound,
-            proxy_from: self.proxy_from(),
+            proxy_from: self.proxy_from.clone(),
         })
     }
 }
 
-/// Compiles `[[profile]]` into matchers, rules and the index. Problems come
-/// back with the span of the value at fault.
 /// The system host name (gethostname(2)), or `localhost`.
 pub fn system_hostname() -> String {
     let mut buf = [0u8; 256];

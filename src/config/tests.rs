@@ -164,6 +164,44 @@ via = "host:99999"
     );
 }
 
+/// A profile that presents a client certificate with none configured is a
+/// configuration error with its line and key (`check` says so; it used to
+/// surface only when the snapshot was built, without either), and the
+/// PROXY senders are compiled once with the rest.
+#[test]
+fn client_certificate_without_one_configured_is_an_error_with_a_line() {
+    let text = r#"[server]
+proxy_protocol_from = ["10.0.0.0/8", "192.0.2.7"]
+
+[[profile]]
+name = "p"
+hosts = ["192.0.2.1"]
+
+[profile.client]
+client_certificate = true
+"#;
+    let errs = errors_of(text);
+    let lines: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        lines,
+        vec![(Some(4), "profile[0].client.client_certificate")],
+        "{errs:#?}"
+    );
+    let fixed = text.replace("client_certificate = true", "client_certificate = false");
+    let cfg = parse(&fixed, "t.toml", PathBuf::from(".")).unwrap();
+    for (ip, trusted) in [
+        ("10.1.2.3", true),
+        ("192.0.2.7", true),
+        ("192.0.2.8", false),
+    ] {
+        let snapshot = Snapshot {
+            proxy_from: cfg.proxy_from.clone(),
+            ..Snapshot::for_tests("h", &[])
+        };
+        assert_eq!(snapshot.proxy_trusted(ip.parse().unwrap()), trusted, "{ip}");
+    }
+}
+
 #[test]
 fn syntax_error_has_line() {
     let errs = errors_of("[server]\nlisten = [\"a\"\nshards = 1\n");
