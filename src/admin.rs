@@ -21,7 +21,8 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::delivery::queue::Counted;
-use crate::delivery::TlsLevel;
+use crate::delivery::{TlsLevel, WouldRefuse};
+use crate::dns::DaneResult;
 use crate::shard::{HandshakeFailure, ShardStats, Shared};
 
 /// How long a client has to send its request headers.
@@ -324,6 +325,23 @@ impl Metrics {
                 ));
             }
         }
+        let would_refuse = WouldRefuse::ALL
+            .iter()
+            .map(|w| {
+                let (source, reason) = w.labels();
+                (
+                    vec![("source", source.into()), ("reason", reason.into())],
+                    load(&shared.delivery.would_refuse[w.index()]),
+                )
+            })
+            .collect();
+        let dane_lookups = shared.dane.get().map(|d| {
+            DaneResult::ALL
+                .iter()
+                .zip(&d.results)
+                .map(|(r, n)| (vec![("result", r.label().into())], load(n)))
+                .collect()
+        });
         let mut expiry = Vec::new();
         let mut remaining = Vec::new();
         for (path, _, _, not_after) in crate::tls::days_left(&self.certificates) {
@@ -346,6 +364,11 @@ impl Metrics {
                 "sealgate_deliveries",
                 "Delivery outcomes per recipient, by the TLS of the attempt.",
                 Family::Counter(deliveries),
+            ),
+            (
+                "sealgate_policy_would_refuse",
+                "Deliveries a report-only rule would have refused, by rule and reason.",
+                Family::Counter(would_refuse),
             ),
             (
                 "sealgate_reloads",
@@ -371,6 +394,13 @@ impl Metrics {
                 Family::Gauge(remaining),
             ),
         ]);
+        if let Some(series) = dane_lookups {
+            f.push((
+                "sealgate_dane_lookups",
+                "DANE lookups per MX host, by result (RFC 7672).",
+                Family::Counter(series),
+            ));
+        }
         f
     }
 }

@@ -26,17 +26,95 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, Protocol};
 use hickory_resolver::TokioResolver;
 
+use crate::model::{Dane, DaneFailure, Tlsa};
+
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
-type TargetsReply = Box<dyn FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send>;
+type TargetsReply = Box<dyn FnOnce(Result<Vec<Found>, LookupError>) + Send>;
 
 enum Request {
     ClientName(IpAddr, Reply),
-    /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host.
+    /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host; with
+    /// `dane`, each host's TLSA records for that port too.
     Targets {
         name: String,
         mx: bool,
+        dane: Option<u16>,
         reply: TargetsReply,
     },
+}
+
+/// `[dns] dnssec`: how the gateway knows whether an answer is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Dnssec {
+    /// No DNSSEC: DANE cannot apply.
+    #[default]
+    Off,
+    /// Trust the AD bit of the configured resolver, which must validate
+    /// (Postfix's model; a resolver on loopback, so the bit cannot be
+    /// forged on the way).
+    TrustAd,
+}
+
+/// One delivery target: a host, one of its addresses, and what DANE says
+/// about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub host: String,
+    pub ip: IpAddr,
+    pub dane: Dane,
+}
+
+/// What the DANE lookups found, for `sealgate_dane_lookups_total`.
+#[derive(Debug, Default)]
+pub struct DaneStats {
+    /// Indexed by [`DaneResult`].
+    pub results: [std::sync::atomic::AtomicU64; DaneResult::ALL.len()],
+}
+
+/// The outcome of one host's DANE lookups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DaneResult {
+    /// Secure TLSA records, some usable.
+    Ok,
+    /// Secure TLSA records, none usable.
+    Unusable,
+    /// Not signed (or no TLSA): DANE does not apply.
+    Insecure,
+    /// SERVFAIL from the validating resolver: bogus, or unreachable.
+    Bogus,
+    /// No answer (timeout).
+    Tempfail,
+}
+
+impl DaneResult {
+    pub const ALL: [DaneResult; 5] = [
+        DaneResult::Ok,
+        DaneResult::Unusable,
+        DaneResult::Insecure,
+        DaneResult::Bogus,
+        DaneResult::Tempfail,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DaneResult::Ok => "ok",
+            DaneResult::Unusable => "unusable",
+            DaneResult::Insecure => "insecure",
+            DaneResult::Bogus => "bogus",
+            DaneResult::Tempfail => "tempfail",
+        }
+    }
+
+    fn of(dane: &Dane) -> DaneResult {
+        match dane {
+            Dane::None => DaneResult::Insecure,
+            Dane::Usable(_) => DaneResult::Ok,
+            Dane::Unusable => DaneResult::Unusable,
+            Dane::Failed(DaneFailure::ServFail { .. }) => DaneResult::Bogus,
+            Dane::Failed(DaneFailure::Unanswered { .. }) => DaneResult::Tempfail,
+        }
+    }
 }
 
 /// Why no address could be found for a destination.
@@ -54,6 +132,8 @@ pub enum LookupError {
 #[derive(Clone)]
 pub struct Resolver {
     tx: tokio::sync::mpsc::UnboundedSender<Request>,
+    /// Counts of the DANE lookups, for the metrics endpoint.
+    pub dane_stats: Arc<DaneStats>,
 }
 
 /// Parses `[dns] servers` entries: `IP` (port 53) or `IP:port`.
@@ -66,7 +146,11 @@ pub fn parse_server(s: &str) -> Option<SocketAddr> {
 impl Resolver {
     /// Starts the resolver thread: the given servers, or /etc/resolv.conf
     /// when there are none.
-    pub fn start(servers: &[SocketAddr], timeout: Duration) -> io::Result<Resolver> {
+    pub fn start(
+        servers: &[SocketAddr],
+        timeout: Duration,
+        dnssec: Dnssec,
+    ) -> io::Result<Resolver> {
         let (config, opts) = settings(servers, timeout)?;
         let pool = NameServerPool::from_config(
             config.name_servers().to_vec().into(),
@@ -78,6 +162,8 @@ impl Resolver {
                 .with_options(opts)
                 .build();
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
+        let dane_stats = Arc::new(DaneStats::default());
+        let stats = dane_stats.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .enable_io()
@@ -88,21 +174,44 @@ impl Resolver {
                 let (resolver, pool) = (Arc::new(resolver), Arc::new(pool));
                 runtime.block_on(async move {
                     while let Some(req) = rx.recv().await {
-                        let (resolver, pool) = (resolver.clone(), pool.clone());
+                        let (resolver, pool, stats) =
+                            (resolver.clone(), pool.clone(), stats.clone());
                         tokio::spawn(async move {
                             match req {
                                 Request::ClientName(ip, reply) => {
                                     reply(confirmed_name(&resolver, &pool, ip).await)
                                 }
-                                Request::Targets { name, mx, reply } => {
-                                    reply(targets(&resolver, &name, mx).await)
-                                }
+                                Request::Targets {
+                                    name,
+                                    mx,
+                                    dane,
+                                    reply,
+                                } => reply(match (dane, dnssec) {
+                                    (Some(port), Dnssec::TrustAd) => {
+                                        let found = dane_targets(&pool, &name, mx, port).await;
+                                        if let Ok(found) = &found {
+                                            count_dane(&stats, found);
+                                        }
+                                        found
+                                    }
+                                    (Some(_), Dnssec::Off) | (None, _) => {
+                                        targets(&resolver, &name, mx).await.map(|t| {
+                                            t.into_iter()
+                                                .map(|(host, ip)| Found {
+                                                    host,
+                                                    ip,
+                                                    dane: Dane::None,
+                                                })
+                                                .collect()
+                                        })
+                                    }
+                                }),
                             }
                         });
                     }
                 });
             })?;
-        Ok(Resolver { tx })
+        Ok(Resolver { tx, dane_stats })
     }
 
     /// Looks up the client's forward-confirmed name and calls `reply` with
@@ -119,15 +228,21 @@ impl Resolver {
     /// Delivery targets, in the order to try them: with `mx`, the MX hosts
     /// of `name` by preference (equal preferences shuffled, RFC 5321 §5.1),
     /// or `name` itself when it has no MX; without, `name`'s addresses.
+    ///
+    /// With `dane` (the port delivery will use) and DNSSEC on, the lookups
+    /// carry their DNSSEC status and each secure host's TLSA records are
+    /// looked up too (RFC 7672 §2.2).
     pub fn targets(
         &self,
         name: &str,
         mx: bool,
-        reply: impl FnOnce(Result<Vec<(String, IpAddr)>, LookupError>) + Send + 'static,
+        dane: Option<u16>,
+        reply: impl FnOnce(Result<Vec<Found>, LookupError>) + Send + 'static,
     ) {
         let req = Request::Targets {
             name: name.to_string(),
             mx,
+            dane,
             reply: Box::new(reply),
         };
         if let Err(e) = self.tx.send(req) {
@@ -295,4 +410,246 @@ async fn confirmed_name(
         tracing::debug!(target: "receive", "reverse name {text} of {ip} does not resolve back to it");
     }
     None
+}
+
+fn count_dane(stats: &DaneStats, found: &[Found]) {
+    let mut seen: Vec<&str> = Vec::new();
+    for f in found {
+        if !seen.contains(&f.host.as_str()) {
+            seen.push(&f.host);
+            let i = DaneResult::ALL
+                .iter()
+                .position(|r| *r == DaneResult::of(&f.dane))
+                .unwrap_or(0);
+            stats.results[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+/// An answer from the validating resolver: its records and whether it set
+/// the AD bit (RFC 4035 §3.2.3; RFC 6840 §5.8).
+struct Signed {
+    records: Vec<hickory_resolver::proto::rr::Record>,
+    secure: bool,
+}
+
+/// How a DNSSEC-aware query can end.
+enum Unsigned {
+    /// NXDOMAIN or no records of the type (the denial's own status is not
+    /// needed: no records means no DANE and no addresses).
+    Empty,
+    Failed(DaneFailure),
+}
+
+/// One query with the DO bit to the configured (validating) resolver.
+async fn signed_query(
+    pool: &NameServerPool<TokioConnectionProvider>,
+    name: &str,
+    rtype: RecordType,
+) -> Result<Signed, Unsigned> {
+    use hickory_resolver::proto::op::ResponseCode;
+    use hickory_resolver::proto::ProtoErrorKind;
+    let fqdn = format!("{}.", name.trim_end_matches('.'));
+    let qname = Name::from_ascii(&fqdn).map_err(|e| {
+        Unsigned::Failed(DaneFailure::Unanswered {
+            name: fqdn.clone(),
+            reason: e.to_string(),
+        })
+    })?;
+    let mut options = DnsRequestOptions::default();
+    options.recursion_desired = true;
+    options.use_edns = true;
+    options.edns_set_dnssec_ok = true;
+    let mut responses = pool.lookup(Query::query(qname, rtype), options);
+    match responses.next().await {
+        Some(Ok(response)) => Ok(Signed {
+            secure: response.header().authentic_data(),
+            records: response.answers().to_vec(),
+        }),
+        Some(Err(e)) => match e.kind() {
+            ProtoErrorKind::NoRecordsFound {
+                response_code: ResponseCode::NXDomain | ResponseCode::NoError,
+                ..
+            } => Err(Unsigned::Empty),
+            ProtoErrorKind::NoRecordsFound {
+                response_code: ResponseCode::ServFail,
+                ..
+            } => Err(Unsigned::Failed(DaneFailure::ServFail { name: fqdn })),
+            _ => Err(Unsigned::Failed(DaneFailure::Unanswered {
+                name: fqdn,
+                reason: e.to_string(),
+            })),
+        },
+        None => Err(Unsigned::Failed(DaneFailure::Unanswered {
+            name: fqdn,
+            reason: "no answer".into(),
+        })),
+    }
+}
+
+/// A host's addresses with their DNSSEC status and the name its CNAME
+/// chain ends at (RFC 7672 §2.2.2).
+async fn signed_addresses(
+    pool: &NameServerPool<TokioConnectionProvider>,
+    host: &str,
+) -> Result<(Vec<IpAddr>, bool, String), LookupError> {
+    let mut ips = Vec::new();
+    let mut secure = true;
+    let mut canonical = host.to_string();
+    let mut any = false;
+    for rtype in [RecordType::A, RecordType::AAAA] {
+        match signed_query(pool, host, rtype).await {
+            Ok(answer) => {
+                any = true;
+                secure &= answer.secure;
+                for r in &answer.records {
+                    match r.data() {
+                        RData::A(a) => ips.push(IpAddr::V4(a.0)),
+                        RData::AAAA(a) => ips.push(IpAddr::V6(a.0)),
+                        RData::CNAME(target) => {
+                            canonical = target.0.to_string().trim_end_matches('.').to_string();
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Err(Unsigned::Empty) => {}
+            Err(Unsigned::Failed(f)) => return Err(LookupError::Temporary(f.to_string())),
+        }
+    }
+    if !any || ips.is_empty() {
+        return Err(LookupError::NotFound(format!("{host}: no address")));
+    }
+    Ok((ips, secure, canonical.to_ascii_lowercase()))
+}
+
+/// The TLSA records at `_PORT._tcp.NAME` (RFC 6698 §3, RFC 7672 §2.2.3).
+async fn tlsa(
+    pool: &NameServerPool<TokioConnectionProvider>,
+    name: &str,
+    port: u16,
+) -> Result<Option<Vec<Tlsa>>, DaneFailure> {
+    let base = format!("_{port}._tcp.{}", name.trim_end_matches('.'));
+    match signed_query(pool, &base, RecordType::TLSA).await {
+        // An unsigned TLSA RRset is no DANE (RFC 7672 §2.2).
+        Ok(answer) if !answer.secure => Ok(None),
+        Ok(answer) => {
+            let records: Vec<Tlsa> = answer
+                .records
+                .iter()
+                .filter_map(|r| match r.data() {
+                    RData::TLSA(t) => Some(Tlsa {
+                        usage: u8::from(t.cert_usage()),
+                        selector: u8::from(t.selector()),
+                        matching: u8::from(t.matching()),
+                        data: t.cert_data().to_vec(),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            Ok((!records.is_empty()).then_some(records))
+        }
+        Err(Unsigned::Empty) => Ok(None),
+        Err(Unsigned::Failed(f)) => Err(f),
+    }
+}
+
+/// What DANE says of one host whose address records are `secure` (RFC
+/// 7672 §2.2): TLSA at the CNAME-expanded name first, then at the name
+/// itself.
+async fn host_dane(
+    pool: &NameServerPool<TokioConnectionProvider>,
+    host: &str,
+    canonical: &str,
+    secure: bool,
+    port: u16,
+) -> Dane {
+    if !secure {
+        return Dane::None;
+    }
+    let mut names = vec![canonical.to_string()];
+    if canonical != host {
+        names.push(host.to_string());
+    }
+    for name in names {
+        match tlsa(pool, &name, port).await {
+            Ok(Some(records)) => {
+                let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
+                return if usable.is_empty() {
+                    Dane::Unusable
+                } else {
+                    Dane::Usable(usable)
+                };
+            }
+            Ok(None) => {}
+            Err(f) => return Dane::Failed(f),
+        }
+    }
+    Dane::None
+}
+
+/// [`targets`] with DNSSEC status and TLSA records (RFC 7672 §2.2): DANE
+/// applies to an MX host only when the MX RRset and the host's addresses
+/// are secure.
+async fn dane_targets(
+    pool: &NameServerPool<TokioConnectionProvider>,
+    name: &str,
+    mx: bool,
+    port: u16,
+) -> Result<Vec<Found>, LookupError> {
+    let (hosts, mx_secure): (Vec<String>, bool) = if !mx {
+        (vec![name.to_string()], true)
+    } else {
+        match signed_query(pool, name, RecordType::MX).await {
+            Ok(answer) => {
+                let mut records: Vec<(u16, u64, String)> = answer
+                    .records
+                    .iter()
+                    .filter_map(|r| match r.data() {
+                        RData::MX(mx) => {
+                            let host = mx
+                                .exchange()
+                                .to_string()
+                                .trim_end_matches('.')
+                                .to_ascii_lowercase();
+                            Some((mx.preference(), shuffle_key(&host), host))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                // RFC 7505 §3: a single MX of "." takes no mail.
+                if records.len() == 1 && records[0].2.is_empty() {
+                    return Err(LookupError::NullMx);
+                }
+                records.retain(|(_, _, h)| !h.is_empty());
+                records.sort();
+                (records.into_iter().map(|r| r.2).collect(), answer.secure)
+            }
+            // RFC 5321 §5.1: no MX: the domain itself (its own status
+            // decides, RFC 7672 §2.2.1).
+            Err(Unsigned::Empty) => (vec![name.to_string()], true),
+            Err(Unsigned::Failed(f)) => return Err(LookupError::Temporary(f.to_string())),
+        }
+    };
+    let mut out = Vec::new();
+    let mut last_error = None;
+    for host in hosts {
+        match signed_addresses(pool, &host).await {
+            Ok((ips, secure, canonical)) => {
+                let dane = host_dane(pool, &host, &canonical, mx_secure && secure, port).await;
+                out.extend(ips.into_iter().map(|ip| Found {
+                    host: host.clone(),
+                    ip,
+                    dane: dane.clone(),
+                }));
+            }
+            Err(e) => last_error = Some(e),
+        }
+    }
+    if out.is_empty() {
+        return Err(last_error.unwrap_or_else(|| {
+            LookupError::NotFound(format!("{name}: no MX host has an address"))
+        }));
+    }
+    Ok(out)
 }

@@ -170,3 +170,52 @@ pub enum BareLineEndings {
     Reject,
     Normalize,
 }
+
+/// One TLSA record (RFC 6698 §2.1): certificate usage, selector, matching
+/// type and the association data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tlsa {
+    pub usage: u8,
+    pub selector: u8,
+    pub matching: u8,
+    pub data: Vec<u8>,
+}
+
+impl Tlsa {
+    /// RFC 7672 §3.1: only DANE-TA(2) and DANE-EE(3) are used for SMTP;
+    /// selectors Cert(0) and SPKI(1); matching Full(0), SHA2-256(1) and
+    /// SHA2-512(2). Anything else is "unusable".
+    pub fn usable(&self) -> bool {
+        matches!(self.usage, 2 | 3) && self.selector <= 1 && self.matching <= 2
+    }
+}
+
+/// What the recipient's DNS says about authenticating one MX host
+/// (RFC 7672 §2.2), from DNSSEC-validated lookups.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dane {
+    /// DANE does not apply: DNSSEC is off, the MX or address records are
+    /// insecure (unsigned), or a secure lookup found no TLSA records.
+    None,
+    /// A secure TLSA RRset with usable records: TLS is required and the
+    /// certificate must match one of them.
+    Usable(Vec<Tlsa>),
+    /// A secure TLSA RRset without one usable record: TLS is required, the
+    /// certificate is not checked (RFC 7672 §2.2).
+    Unusable,
+    /// The lookup failed (SERVFAIL, timeout) or the answer was bogus: no
+    /// connection, the message waits (RFC 7672 §2.2: never in the clear).
+    Failed(DaneFailure),
+}
+
+/// Why a DANE lookup gave no answer to act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DaneFailure {
+    /// The validating resolver answered SERVFAIL: bogus signatures, or a
+    /// server it could not reach.
+    #[error("DNSSEC lookup of {name} failed (SERVFAIL or bogus)")]
+    ServFail { name: String },
+    /// No answer at all.
+    #[error("DNSSEC lookup of {name} failed: {reason}")]
+    Unanswered { name: String, reason: String },
+}

@@ -246,18 +246,18 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), Probe
     };
     let resolver = crate::run::start_resolver(cfg)?.ok_or_else(|| bad("no resolver".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
-    resolver.targets(domain, true, move |t| {
+    resolver.targets(domain, true, None, move |t| {
         let _ = tx.send(t);
     });
     let targets = rx
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| bad(format!("{domain}: no answer from DNS")))?
         .map_err(|e| bad(format!("{domain}: {e:?}")))?;
-    let (host, ip) = targets
+    let found = targets
         .into_iter()
         .next()
         .ok_or_else(|| bad(format!("{domain}: no MX host")))?;
-    Ok((host, SocketAddr::new(ip, port)))
+    Ok((found.host, SocketAddr::new(found.ip, port)))
 }
 
 impl std::fmt::Display for ProbeReport {

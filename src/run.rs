@@ -272,7 +272,14 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Star
         .iter()
         .filter_map(|s| crate::dns::parse_server(s.get_ref()))
         .collect();
-    crate::dns::Resolver::start(&servers, std::time::Duration::from_secs(5))
+    let dnssec = cfg.file.dns.dnssec;
+    if dnssec == crate::dns::Dnssec::TrustAd && !servers.iter().all(|s| s.ip().is_loopback()) {
+        // The AD bit is only as good as the path it came over.
+        tracing::warn!(
+            "[dns] dnssec = \"trust-ad\" trusts the resolver's AD bit: use a validating resolver on loopback"
+        );
+    }
+    crate::dns::Resolver::start(&servers, std::time::Duration::from_secs(5), dnssec)
         .map(Some)
         .map_err(failed("cannot start the resolver"))
 }
@@ -524,6 +531,9 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         }
         Err(e) => return Err(e),
     };
+    if let Some(r) = &resolver {
+        let _ = shared.dane.set(r.dane_stats.clone());
+    }
     let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
     let shards = Shards::start(
         &listen,

@@ -32,6 +32,8 @@ pub struct Snapshot {
     pub outbound: crate::tls::outbound::Outbound,
     /// Balancers allowed to send a PROXY header (addresses and prefixes).
     pub proxy_from: crate::policy::matcher::ProfileIndex,
+    /// DANE for routes without a profile of their own (`[outbound] dane`).
+    pub dane: crate::policy::Enforcement,
 }
 
 impl Snapshot {
@@ -50,6 +52,7 @@ impl Snapshot {
             routes: Default::default(),
             outbound: crate::tls::outbound::Outbound::opportunistic(),
             proxy_from: Default::default(),
+            dane: crate::policy::Enforcement::Off,
         }
     }
 

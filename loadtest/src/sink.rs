@@ -94,6 +94,7 @@ impl Sink {
             routes: Default::default(),
             outbound: sealgate::tls::outbound::Outbound::opportunistic(),
             proxy_from: Default::default(),
+            dane: sealgate::policy::Enforcement::Off,
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

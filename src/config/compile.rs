@@ -239,6 +239,16 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             }
         }
     }
+    // DANE needs DNSSEC status (RFC 7672 §2.1).
+    if let (crate::dns::Dnssec::Off, Some(dane)) = (file.dns.dnssec, &file.outbound.dane) {
+        if *dane.get_ref() != crate::policy::Enforcement::Off {
+            err(
+                dane.span(),
+                "outbound.dane".into(),
+                "DANE needs [dns] dnssec = \"trust-ad\" (a validating resolver)".into(),
+            );
+        }
+    }
     for srv in &file.dns.servers {
         let v = srv.get_ref();
         if v.parse::<SocketAddr>().is_err() && v.parse::<std::net::IpAddr>().is_err() {

@@ -412,6 +412,17 @@ impl Config {
         Ok((roots, profiles, outbound))
     }
 
+    /// `[outbound] dane` in force: off without DNSSEC, `enforce` unless
+    /// set.
+    pub fn dane(&self) -> crate::policy::Enforcement {
+        use crate::policy::Enforcement;
+        match (self.file.dns.dnssec, &self.file.outbound.dane) {
+            (crate::dns::Dnssec::Off, _) => Enforcement::Off,
+            (_, Some(d)) => *d.get_ref(),
+            (_, None) => Enforcement::Enforce,
+        }
+    }
+
     /// Loads certificates and builds the snapshot. Every certificate
     /// problem is reported.
     pub fn snapshot(&self) -> Result<Snapshot, LoadErrors> {
@@ -470,6 +481,7 @@ impl Config {
             routes,
             outbound,
             proxy_from: self.proxy_from.clone(),
+            dane: self.dane(),
         })
     }
 }

@@ -21,6 +21,7 @@ pub struct File {
     pub profile: Vec<Spanned<Profile>>,
     pub route: Vec<Spanned<Route>>,
     pub dns: Dns,
+    pub outbound: Outbound,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -259,4 +260,14 @@ fn default_port() -> u16 {
 #[serde(deny_unknown_fields, default)]
 pub struct Dns {
     pub servers: Vec<Spanned<String>>,
+    /// How DNSSEC status is known (DANE needs it).
+    pub dnssec: crate::dns::Dnssec,
+}
+
+/// `[outbound]`: rules from the recipients' own DNS.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Outbound {
+    /// DANE (RFC 7672); unset: `enforce` when `[dns] dnssec` is on.
+    pub dane: Option<Spanned<crate::policy::Enforcement>>,
 }

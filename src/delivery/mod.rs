@@ -17,7 +17,7 @@ pub mod queue;
 
 pub use admin::{Admin, AdminError};
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -38,7 +38,7 @@ pub enum Event {
     /// The resolver answered for an attempt.
     Resolved {
         attempt: u64,
-        targets: Result<Vec<(String, IpAddr)>, LookupError>,
+        targets: Result<Vec<crate::dns::Found>, LookupError>,
     },
     /// A shard finished an attempt.
     Finished(AttemptResult),
@@ -55,6 +55,8 @@ pub enum Event {
 pub struct Target {
     pub host: String,
     pub addr: SocketAddr,
+    /// What the recipient's DNS says of authenticating this host.
+    pub dane: crate::model::Dane,
 }
 
 /// A delivery attempt for a shard: connect to the targets in order and
@@ -72,6 +74,8 @@ pub struct Job {
     /// Queue ids, for log lines.
     pub ids: Vec<String>,
     pub reply: Sender<Event>,
+    /// How DANE is applied to the targets' records.
+    pub dane: crate::policy::Enforcement,
 }
 
 /// What an attempt achieved: per message, per recipient.
@@ -82,6 +86,45 @@ pub struct AttemptResult {
     pub relay: Option<String>,
     /// The TLS of that connection (for the metrics).
     pub tls_level: TlsLevel,
+    /// Checks that failed in report-only mode (delivered anyway).
+    pub would_refuse: Vec<WouldRefuse>,
+}
+
+/// A check that would have refused a delivery had it been enforced:
+/// `sealgate_policy_would_refuse_total{source, reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WouldRefuse {
+    /// The host's DANE lookup failed (bogus, SERVFAIL): no connection.
+    DaneLookup,
+    /// DANE requires TLS; the host did not do it.
+    DaneNoTls,
+    /// The certificate matches none of the host's TLSA records.
+    DaneCertificate,
+}
+
+impl WouldRefuse {
+    pub const ALL: [WouldRefuse; 3] = [
+        WouldRefuse::DaneLookup,
+        WouldRefuse::DaneNoTls,
+        WouldRefuse::DaneCertificate,
+    ];
+
+    /// `(source, reason)` labels.
+    pub fn labels(self) -> (&'static str, &'static str) {
+        match self {
+            WouldRefuse::DaneLookup => ("dane", "lookup_failed"),
+            WouldRefuse::DaneNoTls => ("dane", "no_tls"),
+            WouldRefuse::DaneCertificate => ("dane", "certificate"),
+        }
+    }
+
+    pub fn index(self) -> usize {
+        match self {
+            WouldRefuse::DaneLookup => 0,
+            WouldRefuse::DaneNoTls => 1,
+            WouldRefuse::DaneCertificate => 2,
+        }
+    }
 }
 
 /// How an attempt's connection was protected, as the metrics label it
@@ -89,6 +132,9 @@ pub struct AttemptResult {
 /// three).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TlsLevel {
+    /// TLS; the certificate matches the host's DNSSEC-signed TLSA records
+    /// (RFC 7672).
+    Dane,
     /// TLS; the certificate chains to a trusted root and names the host.
     Verified,
     /// TLS; a trusted chain, but not the host's name.
@@ -100,7 +146,8 @@ pub enum TlsLevel {
 }
 
 impl TlsLevel {
-    pub const ALL: [TlsLevel; 4] = [
+    pub const ALL: [TlsLevel; 5] = [
+        TlsLevel::Dane,
         TlsLevel::Verified,
         TlsLevel::Trusted,
         TlsLevel::Untrusted,
@@ -109,6 +156,7 @@ impl TlsLevel {
 
     pub fn label(self) -> &'static str {
         match self {
+            TlsLevel::Dane => "dane",
             TlsLevel::Verified => "verified",
             TlsLevel::Trusted => "trusted",
             TlsLevel::Untrusted => "untrusted",
@@ -119,10 +167,11 @@ impl TlsLevel {
     /// Its index in [`Gauges::deliveries`].
     pub fn index(self) -> usize {
         match self {
-            TlsLevel::Verified => 0,
-            TlsLevel::Trusted => 1,
-            TlsLevel::Untrusted => 2,
-            TlsLevel::None => 3,
+            TlsLevel::Dane => 0,
+            TlsLevel::Verified => 1,
+            TlsLevel::Trusted => 2,
+            TlsLevel::Untrusted => 3,
+            TlsLevel::None => 4,
         }
     }
 }
@@ -259,7 +308,9 @@ pub struct Gauges {
     pub queue_oldest_arrival: AtomicU64,
     /// Per-recipient outcomes (sent, deferred, bounced, expired) by the
     /// TLS of the attempt (verified, trusted, untrusted, none).
-    pub deliveries: [[AtomicU64; 4]; 4],
+    pub deliveries: [[AtomicU64; TlsLevel::ALL.len()]; 4],
+    /// Checks that failed in report-only mode, by [`WouldRefuse::index`].
+    pub would_refuse: [AtomicU64; WouldRefuse::ALL.len()],
 }
 
 /// The current configuration snapshot (swapped on reload).
@@ -362,7 +413,12 @@ impl Scheduler {
                 }
             }
             Event::Resolved { attempt, targets } => self.queue.resolved(attempt, targets, now),
-            Event::Finished(result) => self.queue.finished(result, now),
+            Event::Finished(result) => {
+                for w in &result.would_refuse {
+                    self.gauges.would_refuse[w.index()].fetch_add(1, Ordering::Relaxed);
+                }
+                self.queue.finished(result, now)
+            }
             Event::Stop => {}
             Event::Admin(cmd, reply) => {
                 let answer = self.admin(cmd, now);
@@ -389,10 +445,15 @@ impl Scheduler {
 
     fn effect(&mut self, effect: Effect) {
         match effect {
-            Effect::Resolve { attempt, name, mx } => match &self.resolver {
+            Effect::Resolve {
+                attempt,
+                name,
+                mx,
+                dane,
+            } => match &self.resolver {
                 Some(resolver) => {
                     let tx = self.tx.clone();
-                    resolver.targets(&name, mx, move |targets| {
+                    resolver.targets(&name, mx, dane, move |targets| {
                         let _ = tx.send(Event::Resolved { attempt, targets });
                     });
                 }
@@ -460,6 +521,7 @@ impl Scheduler {
                     outcomes: Vec::new(),
                     relay: None,
                     tls_level: TlsLevel::None,
+                    would_refuse: Vec::new(),
                 },
                 now_secs(),
             );
@@ -470,9 +532,10 @@ impl Scheduler {
             targets: d
                 .targets
                 .into_iter()
-                .map(|(host, ip)| Target {
-                    host,
-                    addr: SocketAddr::new(ip, d.port),
+                .map(|f| Target {
+                    host: f.host,
+                    addr: SocketAddr::new(f.ip, d.port),
+                    dane: f.dane,
                 })
                 .collect(),
             tls,
@@ -484,6 +547,7 @@ impl Scheduler {
             messages,
             ids,
             reply: self.tx.clone(),
+            dane: snapshot.dane,
         };
         let door = &self.shards[self.next_shard % self.shards.len().max(1)];
         self.next_shard += 1;

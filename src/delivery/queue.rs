@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Admin, AdminError, AttemptResult, Settings, TlsLevel};
-use crate::dns::LookupError;
+use crate::dns::{Found, LookupError};
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
 use crate::snapshot::Snapshot;
@@ -28,6 +28,9 @@ pub enum Effect {
         attempt: u64,
         name: String,
         mx: bool,
+        /// Look up DANE (TLSA at this port) too: DANE is on and the route
+        /// has no profile of its own.
+        dane: Option<u16>,
     },
     /// Run the attempt on a shard.
     Dispatch(Dispatch),
@@ -79,7 +82,7 @@ impl Counted {
 /// one connection.
 pub struct Dispatch {
     pub attempt: u64,
-    pub targets: Vec<(String, IpAddr)>,
+    pub targets: Vec<Found>,
     pub port: u16,
     /// The outbound profile of the route, in `snapshot`.
     pub profile: Option<usize>,
@@ -371,25 +374,29 @@ impl Queue {
         {
             self.resolved(
                 attempt,
-                Ok(vec![(host_literal.unwrap_or_default(), ip)]),
+                Ok(vec![Found {
+                    host: host_literal.unwrap_or_default(),
+                    ip,
+                    dane: crate::model::Dane::None,
+                }]),
                 now,
             );
             return;
         }
+        // An explicit route profile wins over the recipient's DNS.
+        let dane = (route.profile.is_none()
+            && self.attempts[&attempt].snapshot.dane != crate::policy::Enforcement::Off)
+            .then_some(port);
         self.effects.push(Effect::Resolve {
             attempt,
             name: name.to_string(),
             mx: matches!(route.via, Via::Mx),
+            dane,
         });
     }
 
     /// The resolver answered for an attempt.
-    pub fn resolved(
-        &mut self,
-        attempt: u64,
-        targets: Result<Vec<(String, IpAddr)>, LookupError>,
-        now: u64,
-    ) {
+    pub fn resolved(&mut self, attempt: u64, targets: Result<Vec<Found>, LookupError>, now: u64) {
         let Some(a) = self.attempts.get(&attempt) else {
             return;
         };
@@ -425,6 +432,7 @@ impl Queue {
                         outcomes,
                         relay: None,
                         tls_level: TlsLevel::None,
+                        would_refuse: Vec::new(),
                     },
                     now,
                 );

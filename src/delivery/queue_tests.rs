@@ -69,10 +69,11 @@ fn dispatch_due(q: &mut Queue, now: u64) -> Vec<(u64, Vec<String>, Vec<Vec<Strin
             match e {
                 Effect::Resolve { attempt, .. } => q.resolved(
                     attempt,
-                    Ok(vec![(
-                        "mx.example.com".into(),
-                        "192.0.2.1".parse().unwrap(),
-                    )]),
+                    Ok(vec![crate::dns::Found {
+                        host: "mx.example.com".into(),
+                        ip: "192.0.2.1".parse().unwrap(),
+                        dane: crate::model::Dane::None,
+                    }]),
                     now,
                 ),
                 Effect::Dispatch(d) => out.push((
@@ -96,6 +97,7 @@ fn finish(q: &mut Queue, attempt: u64, outcomes: Vec<Vec<Outcome>>, now: u64) ->
             outcomes,
             relay: Some("mx.example.com[192.0.2.1]:25".into()),
             tls_level: TlsLevel::Verified,
+            would_refuse: Vec::new(),
         },
         now,
     );
@@ -414,6 +416,7 @@ fn lookups_fail_as_the_rfcs_say() {
                     attempt,
                     mx: true,
                     name,
+                    dane: None,
                 } if name == "example.com" => Some(*attempt),
                 _ => None,
             })

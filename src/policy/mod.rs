@@ -7,6 +7,19 @@ pub mod matcher;
 pub mod profile;
 pub mod route;
 
+/// How a rule from the recipient's DNS (DANE) is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Enforcement {
+    /// Not looked up.
+    Off,
+    /// Looked up and checked; a failure is logged as `would refuse: …`
+    /// and counted, and the message goes as if the rule were off.
+    Report,
+    /// Looked up, checked and obeyed.
+    Enforce,
+}
+
 pub use limits::Limits;
 pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, ServerRules, TlsState};
 

@@ -111,6 +111,8 @@ pub struct Shared {
     pub delivery: Arc<crate::delivery::Gauges>,
     /// Written by the spool's journals.
     pub spool: std::sync::OnceLock<Arc<crate::spool::Stats>>,
+    /// Written by the resolver's DANE lookups.
+    pub dane: std::sync::OnceLock<Arc<crate::dns::DaneStats>>,
     /// Open inbound connections, in total and per client address.
     pub admission: limits::Admission,
     /// Where sessions stream large message data (the gateway sets it; a
@@ -129,6 +131,7 @@ impl Shared {
             last_reload: AtomicU64::new(0),
             delivery: Arc::default(),
             spool: std::sync::OnceLock::new(),
+            dane: std::sync::OnceLock::new(),
             admission: limits::Admission::default(),
             spill: std::sync::OnceLock::new(),
         })

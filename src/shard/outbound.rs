@@ -12,7 +12,9 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
-use crate::delivery::{AttemptResult, Event, Job};
+use crate::delivery::{AttemptResult, Event, Job, WouldRefuse};
+use crate::model::Dane;
+use crate::policy::Enforcement;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
 
@@ -37,6 +39,11 @@ pub struct OutConn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     finished: bool,
+    /// Why the last targets were passed over without a connection (a
+    /// failed DANE lookup), for the outcome when no host is left.
+    passed_over: Option<Failure>,
+    /// Report-only checks that failed.
+    would_refuse: Vec<WouldRefuse>,
 }
 
 impl OutConn {
@@ -63,9 +70,26 @@ impl OutConn {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             finished: false,
+            passed_over: None,
+            would_refuse: Vec::new(),
         };
-        c.connect(registry);
+        c.connect(registry, now);
         c
+    }
+
+    /// What DANE asks of the current target (RFC 7672 §2.2), when it
+    /// applies.
+    fn dane(&self) -> &Dane {
+        self.job
+            .targets
+            .get(self.target)
+            .map_or(&Dane::None, |t| &t.dane)
+    }
+
+    /// A report-only check failed: say so, count it, go on.
+    fn would_refuse(&mut self, what: WouldRefuse, why: &str) {
+        tracing::warn!(target: "send", "delivery via {}: would refuse: {why}", self.target_name());
+        self.would_refuse.push(what);
     }
 
     pub fn is_finished(&self) -> bool {
@@ -102,9 +126,43 @@ impl OutConn {
         }
     }
 
-    /// Connects to the current target, skipping targets that fail at once.
-    fn connect(&mut self, registry: &Registry) {
+    /// Connects to the current target, skipping targets that fail at once
+    /// or that DANE rules out. A target whose TLSA records are secure gets
+    /// mandatory TLS (RFC 7672 §2.2).
+    fn connect(&mut self, registry: &Registry, now: Instant) {
         while let Some(t) = self.job.targets.get(self.target) {
+            let enforce = self.job.dane == Enforcement::Enforce;
+            match (&t.dane, enforce) {
+                (Dane::Failed(f), true) => {
+                    // RFC 7672 §2.2: never in the clear, never unchecked.
+                    let f = f.clone();
+                    tracing::info!(target: "send", "delivery via {} passed over: {f}", self.target_name());
+                    self.passed_over = Some(Failure::Dane(f));
+                    self.target += 1;
+                    continue;
+                }
+                (Dane::Failed(f), false) => {
+                    let why = format!("DANE: {f}");
+                    self.would_refuse(WouldRefuse::DaneLookup, &why);
+                }
+                (Dane::Usable(_) | Dane::Unusable, true) if self.tls_mode != TlsMode::Mandatory => {
+                    self.tls_mode = TlsMode::Mandatory;
+                    let messages: Vec<client::Outgoing> = self
+                        .in_session
+                        .iter()
+                        .map(|j| self.job.messages[*j].clone())
+                        .collect();
+                    self.session = client::Session::new(
+                        session_config(&self.job, self.tls_mode),
+                        messages,
+                        now,
+                    );
+                }
+                (Dane::Usable(_) | Dane::Unusable | Dane::None, _) => {}
+            }
+            let Some(t) = self.job.targets.get(self.target) else {
+                break;
+            };
             match TcpStream::connect(t.addr) {
                 Ok(mut s) => {
                     if registry
@@ -124,7 +182,11 @@ impl OutConn {
             }
             self.target += 1;
         }
-        self.end(Some(Failure::Connection("no host could be reached".into())));
+        let failure = self
+            .passed_over
+            .take()
+            .unwrap_or_else(|| Failure::Connection("no host could be reached".into()));
+        self.end(Some(failure));
     }
 
     /// Readiness on the socket.
@@ -223,11 +285,24 @@ impl OutConn {
             self.job.rules.as_ref(),
             &self.job.roots,
         );
+        // RFC 7672 §3: with usable TLSA records they alone decide.
+        let dane = match self.dane() {
+            Dane::Usable(records) => Some(crate::tls::dane::check(
+                tls.peer_certificates().unwrap_or_default(),
+                &host,
+                records,
+            )),
+            Dane::None | Dane::Unusable | Dane::Failed(_) => None,
+        };
+        let word = match &dane {
+            Some(Ok(crate::tls::dane::DaneMatch::EndEntity)) => "DANE-verified (DANE-EE)",
+            Some(Ok(crate::tls::dane::DaneMatch::TrustAnchor)) => "DANE-verified (DANE-TA)",
+            Some(Err(_)) | None => trust.as_str(),
+        };
         if let Some(n) = crate::tls::negotiated(tls) {
             tracing::info!(
                 target: "send",
-                "{} TLS connection established to {}: {} with cipher {} ({}/{} bits)",
-                trust.as_str(),
+                "{word} TLS connection established to {}: {} with cipher {} ({}/{} bits)",
                 self.target_name(),
                 n.version,
                 n.cipher,
@@ -237,6 +312,16 @@ impl OutConn {
         }
         verdict.map_err(|refusal| Failure::Tls(refusal.into()))?;
         self.tls_level = trust.into();
+        match dane {
+            Some(Ok(_)) => self.tls_level = crate::delivery::TlsLevel::Dane,
+            Some(Err(refusal)) if self.job.dane == Enforcement::Enforce => {
+                return Err(Failure::Tls(refusal.into()))
+            }
+            Some(Err(refusal)) => {
+                self.would_refuse(WouldRefuse::DaneCertificate, &format!("DANE: {refusal}"))
+            }
+            None => {}
+        }
         self.session.tls_established(now);
         Ok(())
     }
@@ -397,7 +482,8 @@ impl OutConn {
             | Failure::Hello(_)
             | Failure::Timeout(_)
             | Failure::Handshake(_)
-            | Failure::Tls(_) => true,
+            | Failure::Tls(_)
+            | Failure::Dane(_) => true,
             Failure::TlsNotOffered
             | Failure::StartTlsRefused(_)
             | Failure::Protocol(_)
@@ -429,7 +515,7 @@ impl OutConn {
         self.in_session = remaining;
         self.session =
             client::Session::new(session_config(&self.job, self.tls_mode), messages, now);
-        self.connect(registry);
+        self.connect(registry, now);
         self.step(registry, now);
     }
 
@@ -439,6 +525,18 @@ impl OutConn {
             return;
         }
         self.finished = true;
+        // Report-only: a session in the clear where DANE asks for TLS.
+        let required = matches!(self.dane(), Dane::Usable(_) | Dane::Unusable);
+        if required
+            && self.job.dane == Enforcement::Report
+            && self.relay.is_some()
+            && self.tls_level == crate::delivery::TlsLevel::None
+        {
+            self.would_refuse(
+                WouldRefuse::DaneNoTls,
+                "DANE requires TLS; the session was in the clear",
+            );
+        }
         let fallback = failure.as_ref().map(client::classify).unwrap_or_else(|| {
             client::classify(&Failure::Connection(
                 "session ended before this message".into(),
@@ -458,6 +556,7 @@ impl OutConn {
             attempt: self.job.attempt,
             outcomes,
             relay: self.relay.clone(),
+            would_refuse: std::mem::take(&mut self.would_refuse),
             tls_level: self.tls_level,
         }));
     }

@@ -97,6 +97,9 @@ pub enum TlsFailure {
     /// The host cannot be named in a TLS ClientHello.
     #[error("bad server name {host}: {error}")]
     ServerName { host: String, error: String },
+    /// The certificate matches none of the host's DANE TLSA records.
+    #[error("DANE: {0}")]
+    Dane(#[from] crate::tls::dane::DaneRefusal),
     /// rustls would not start a connection.
     #[error("{0}")]
     Setup(rustls::Error),
@@ -132,6 +135,8 @@ pub enum Failure {
     Connection(String),
     /// The message is bigger than the server's SIZE.
     TooBig { size: usize, limit: u64 },
+    /// The host's DANE lookup failed: it is not tried (RFC 7672 §2.2).
+    Dane(crate::model::DaneFailure),
 }
 
 /// What the glue must do.
@@ -718,6 +723,8 @@ pub fn classify(f: &Failure) -> Outcome {
         Failure::Protocol(why) => temp("4.5.0", format!("protocol error: {why}")),
         Failure::Timeout(stage) => temp("4.4.2", format!("timeout {stage}")),
         Failure::Connection(why) => temp("4.4.1", format!("connection failed: {why}")),
+        // RFC 7672 §2.2: a bogus or failed TLSA lookup defers.
+        Failure::Dane(why) => temp("4.7.5", format!("DANE: {why}")),
         Failure::TooBig { size, limit } => Outcome {
             verdict: Verdict::Permanent,
             status: "5.3.4".into(),

@@ -55,6 +55,7 @@ macro_rules! provider_signature_checks {
     };
 }
 
+pub mod dane;
 pub mod outbound;
 
 use crate::model::{ClientCert, Unverified};
