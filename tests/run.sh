@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
-# promtool from prometheus, HAProxy) from Debian when they are
-# missing, then runs every test in the workspace.
+# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils) from
+# Debian when they are missing, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +18,11 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v strace >/dev/null 2>&1 || need+=(strace)
 command -v sslscan >/dev/null 2>&1 || need+=(sslscan)
+# DANE: a DNSSEC-signed zone (ldns-keygen, ldns-signzone, drill), served by
+# nsd and validated by unbound.
+command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
+command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
+command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"

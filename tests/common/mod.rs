@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod dnssec;
 pub mod pki;
 pub mod postfix;
 pub mod receiver;

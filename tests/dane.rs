@@ -1,0 +1,278 @@
+//! DANE (RFC 7672) against a DNSSEC-signed zone: nsd serves `test.` and
+//! its children, unbound validates with `test.`'s key as the trust anchor
+//! (`[dns] dnssec = "trust-ad"`), and a private Postfix is every MX host,
+//! with a certificate from a test CA that names them all.
+//!
+//! - TLSA 3 1 1 of Postfix's key → delivered, logged DANE-verified, counted
+//!   `tls="dane"`;
+//! - TLSA 2 0 1 of the test CA (Postfix sends it in its chain) → delivered;
+//! - a wrong digest → deferred 4.7.5, never delivered;
+//! - a TLSA record changed after signing (bogus: unbound answers SERVFAIL)
+//!   → deferred 4.7.5 without a connection;
+//! - an unsigned zone with the same wrong TLSA → DANE does not apply,
+//!   delivered with opportunistic TLS;
+//! - `[outbound] dane = "report"`: the wrong digest and the bogus zone are
+//!   delivered, logged `would refuse` and counted.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::dnssec::{self, Zone};
+use common::pki::Ca;
+use common::postfix::Postfix;
+use common::Gateway;
+
+const DOMAINS: [&str; 6] = [
+    "dane.test",
+    "ta.test",
+    "wrong.test",
+    "bogus.test",
+    "plain.test",
+    "report.test",
+];
+
+fn gateway(dir: &Path, ca: &Ca, resolver: u16, pf_port: u16, dane: &str) -> Gateway {
+    let port = common::free_port();
+    let admin = common::free_port();
+    let accept = DOMAINS
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = common::config(port, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            &format!("accept_domains = [{accept}]"),
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"mx\"\nport = {pf_port}"),
+        )
+        .replace(
+            "generate_self_signed = true\n",
+            &format!(
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
+                ca.cert_path.display()
+            ),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+        )
+        + &format!(
+            "\n[queue]\nretry = [\"1h\"]\n\n[dns]\nservers = [\"127.0.0.1:{resolver}\"]\ndnssec = \"trust-ad\"\n\n[outbound]\ndane = \"{dane}\"\n"
+        );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    Gateway::start_in(dir.to_path_buf(), port)
+}
+
+fn send(gw: &Gateway, rcpt: &str) {
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n."))
+        .starts_with("250"));
+    c.cmd("QUIT");
+}
+
+fn admin_port(gw: &Gateway) -> u16 {
+    let text = std::fs::read_to_string(gw.dir.join("sealgate.toml")).unwrap();
+    let at = text.find("listen = \"127.0.0.1:").unwrap() + "listen = \"127.0.0.1:".len();
+    text[at..].split('"').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn dane_decides_outbound_tls_from_signed_tlsa_records() {
+    let dir = common::temp_dir("dane");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let names: Vec<String> = DOMAINS.iter().map(|d| format!("mx.{d}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (leaf, key) = ca.leaf(&dir.join("pki"), "postfix", &names);
+    // DANE-TA needs the anchor in the chain the server sends.
+    let chain = dir.join("pki/postfix-chain.pem");
+    std::fs::write(
+        &chain,
+        std::fs::read_to_string(&leaf).unwrap() + &std::fs::read_to_string(&ca.cert_path).unwrap(),
+    )
+    .unwrap();
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = Postfix::start(
+        &dir,
+        &format!(
+            "relay_domains = {}\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n\
+             smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
+            DOMAINS.join(" "),
+            sink.port,
+            key.display(),
+            chain.display()
+        ),
+    );
+    let spki = dnssec::spki_sha256(&leaf);
+    let ca_digest = dnssec::cert_sha256(&ca.cert_path);
+    let wrong = "00".repeat(32);
+    let p = pf.port;
+    let dane_records = format!("@ MX 10 mx\nmx A 127.0.0.1\n_{p}._tcp.mx TLSA 3 1 1 {spki}\n");
+    let ta_records = format!("@ MX 10 mx\nmx A 127.0.0.1\n_{p}._tcp.mx TLSA 2 0 1 {ca_digest}\n");
+    let wrong_records = format!("@ MX 10 mx\nmx A 127.0.0.1\n_{p}._tcp.mx TLSA 3 1 1 {wrong}\n");
+    let bogus_records = format!("@ MX 10 mx\nmx A 127.0.0.1\n_{p}._tcp.mx TLSA 3 1 1 {spki}\n");
+    let zones = [
+        Zone {
+            name: "dane.test",
+            records: &dane_records,
+            signed: true,
+            tamper: None,
+        },
+        Zone {
+            name: "ta.test",
+            records: &ta_records,
+            signed: true,
+            tamper: None,
+        },
+        Zone {
+            name: "wrong.test",
+            records: &wrong_records,
+            signed: true,
+            tamper: None,
+        },
+        Zone {
+            name: "bogus.test",
+            records: &bogus_records,
+            signed: true,
+            // The right digest, changed after signing: signatures fail.
+            tamper: Some((&spki, &wrong)),
+        },
+        Zone {
+            name: "plain.test",
+            records: &wrong_records,
+            signed: false,
+            tamper: None,
+        },
+        Zone {
+            name: "report.test",
+            records: &wrong_records,
+            signed: true,
+            tamper: None,
+        },
+    ];
+    let dns = dnssec::start(&dir, &zones);
+
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let gw = gateway(&gw_dir, &ca, dns.resolver, pf.port, "enforce");
+    for d in [
+        "dane.test",
+        "ta.test",
+        "wrong.test",
+        "bogus.test",
+        "plain.test",
+    ] {
+        send(&gw, &format!("user@{d}"));
+    }
+    let line = |rcpt: &str| gw.wait_for_line(&format!("to=<{rcpt}>"), Duration::from_secs(60));
+    let log = || gw.log();
+
+    let ok = line("user@dane.test");
+    assert!(ok.contains("status=sent"), "{ok}\n{}", log());
+    assert!(
+        log().contains(&format!(
+            "DANE-verified (DANE-EE) TLS connection established to mx.dane.test[127.0.0.1]:{p}"
+        )),
+        "{}",
+        log()
+    );
+    let ta = line("user@ta.test");
+    assert!(ta.contains("status=sent"), "{ta}\n{}", log());
+    assert!(log().contains("DANE-verified (DANE-TA) TLS connection established to mx.ta.test"));
+
+    let wrong_line = line("user@wrong.test");
+    assert!(
+        wrong_line.contains("status=deferred")
+            && wrong_line.contains("dsn=4.7.5")
+            && wrong_line.contains("matches no TLSA record"),
+        "{wrong_line}"
+    );
+    let bogus = line("user@bogus.test");
+    assert!(
+        bogus.contains("status=deferred")
+            && bogus.contains("dsn=4.7.5")
+            && bogus.contains("SERVFAIL"),
+        "{bogus}"
+    );
+    assert!(
+        !log().contains("established to mx.bogus.test"),
+        "no connection to a host whose TLSA lookup failed"
+    );
+    let plain = line("user@plain.test");
+    assert!(plain.contains("status=sent"), "{plain}\n{}", log());
+    assert!(log().contains("TLS connection established to mx.plain.test"));
+
+    let metrics = common::scrape(admin_port(&gw));
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"dane\"}"
+        ),
+        2,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::value(&metrics, "sealgate_dane_lookups_total{result=\"ok\"}"),
+        3,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::value(&metrics, "sealgate_dane_lookups_total{result=\"bogus\"}"),
+        1
+    );
+    assert_eq!(
+        common::value(&metrics, "sealgate_dane_lookups_total{result=\"insecure\"}"),
+        1
+    );
+    drop(gw);
+
+    // Report-only: every check runs, nothing is refused.
+    let report_dir = dir.join("gw-report");
+    std::fs::create_dir_all(&report_dir).unwrap();
+    let gw = gateway(&report_dir, &ca, dns.resolver, pf.port, "report");
+    send(&gw, "user@report.test");
+    send(&gw, "user@bogus.test");
+    let report = gw.wait_for_line("to=<user@report.test>", Duration::from_secs(60));
+    assert!(report.contains("status=sent"), "{report}\n{}", gw.log());
+    let bogus = gw.wait_for_line("to=<user@bogus.test>", Duration::from_secs(60));
+    assert!(bogus.contains("status=sent"), "{bogus}\n{}", gw.log());
+    let log = gw.log();
+    assert!(
+        log.contains("delivery via mx.report.test[127.0.0.1]")
+            && log.contains("would refuse: DANE: the server certificate matches no TLSA record"),
+        "{log}"
+    );
+    assert!(
+        log.contains("would refuse: DANE: DNSSEC lookup of _"),
+        "{log}"
+    );
+    let metrics = common::scrape(admin_port(&gw));
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_policy_would_refuse_total{source=\"dane\",reason=\"certificate\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_policy_would_refuse_total{source=\"dane\",reason=\"lookup_failed\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    // Postfix relayed everything delivered to the final hop.
+    sink.wait_for_messages(5, Duration::from_secs(60), || pf.log());
+}
