@@ -54,6 +54,17 @@ pub enum Dnssec {
     /// (Postfix's model; a resolver on loopback, so the bit cannot be
     /// forged on the way).
     TrustAd,
+    /// Validate here (hickory's DNSSEC), from the DNSKEY records of
+    /// `[dns] trust_anchor` (the root's when unset).
+    Validate,
+}
+
+/// Where the DNSSEC status of an answer comes from.
+enum Validator {
+    /// The configured resolver's AD bit.
+    TrustAd(Arc<NameServerPool<TokioConnectionProvider>>),
+    /// A validating resolver of our own.
+    InProcess(Arc<TokioResolver>),
 }
 
 /// One delivery target: a host, one of its addresses, and what DANE says
@@ -150,8 +161,33 @@ impl Resolver {
         servers: &[SocketAddr],
         timeout: Duration,
         dnssec: Dnssec,
+        trust_anchor: Option<&std::path::Path>,
     ) -> io::Result<Resolver> {
         let (config, opts) = settings(servers, timeout)?;
+        let validating = match dnssec {
+            Dnssec::Validate => {
+                let anchors = match trust_anchor {
+                    Some(path) => {
+                        hickory_proto::dnssec::TrustAnchors::from_file(path).map_err(|e| {
+                            io::Error::other(format!("[dns] trust_anchor {}: {e}", path.display()))
+                        })?
+                    }
+                    None => hickory_proto::dnssec::TrustAnchors::default(),
+                };
+                let mut opts = opts.clone();
+                opts.validate = true;
+                Some(Arc::new(
+                    TokioResolver::builder_with_config(
+                        config.clone(),
+                        TokioConnectionProvider::default(),
+                    )
+                    .with_options(opts)
+                    .with_trust_anchor(Arc::new(anchors))
+                    .build(),
+                ))
+            }
+            Dnssec::Off | Dnssec::TrustAd => None,
+        };
         let pool = NameServerPool::from_config(
             config.name_servers().to_vec().into(),
             opts.clone(),
@@ -172,10 +208,16 @@ impl Resolver {
             .name("resolver".into())
             .spawn(move || {
                 let (resolver, pool) = (Arc::new(resolver), Arc::new(pool));
+                let validator = match validating {
+                    Some(v) => Validator::InProcess(v),
+                    None => Validator::TrustAd(pool.clone()),
+                };
+                let validator = Arc::new(validator);
                 runtime.block_on(async move {
                     while let Some(req) = rx.recv().await {
                         let (resolver, pool, stats) =
                             (resolver.clone(), pool.clone(), stats.clone());
+                        let validator = validator.clone();
                         tokio::spawn(async move {
                             match req {
                                 Request::ClientName(ip, reply) => {
@@ -187,8 +229,8 @@ impl Resolver {
                                     dane,
                                     reply,
                                 } => reply(match (dane, dnssec) {
-                                    (Some(port), Dnssec::TrustAd) => {
-                                        let found = dane_targets(&pool, &name, mx, port).await;
+                                    (Some(port), Dnssec::TrustAd | Dnssec::Validate) => {
+                                        let found = dane_targets(&validator, &name, mx, port).await;
                                         if let Ok(found) = &found {
                                             count_dane(&stats, found);
                                         }
@@ -441,12 +483,10 @@ enum Unsigned {
     Failed(DaneFailure),
 }
 
-/// One query with the DO bit to the configured (validating) resolver.
-async fn signed_query(
-    pool: &NameServerPool<TokioConnectionProvider>,
-    name: &str,
-    rtype: RecordType,
-) -> Result<Signed, Unsigned> {
+/// One query whose answer carries its DNSSEC status: with the DO bit to
+/// the configured (validating) resolver, reading its AD bit; or through
+/// our own validating resolver, reading each record's proof.
+async fn signed_query(v: &Validator, name: &str, rtype: RecordType) -> Result<Signed, Unsigned> {
     use hickory_resolver::proto::op::ResponseCode;
     use hickory_resolver::proto::ProtoErrorKind;
     let fqdn = format!("{}.", name.trim_end_matches('.'));
@@ -456,6 +496,30 @@ async fn signed_query(
             reason: e.to_string(),
         })
     })?;
+    let pool = match v {
+        Validator::TrustAd(pool) => pool,
+        Validator::InProcess(resolver) => {
+            use hickory_proto::dnssec::Proof;
+            return match resolver.lookup(qname, rtype).await {
+                Ok(lookup) => {
+                    let records = lookup.records().to_vec();
+                    if records.iter().any(|r| r.proof() == Proof::Bogus) {
+                        return Err(Unsigned::Failed(DaneFailure::ServFail { name: fqdn }));
+                    }
+                    Ok(Signed {
+                        secure: !records.is_empty()
+                            && records.iter().all(|r| r.proof() == Proof::Secure),
+                        records,
+                    })
+                }
+                Err(e) if e.is_no_records_found() || e.is_nx_domain() => Err(Unsigned::Empty),
+                Err(e) => Err(Unsigned::Failed(DaneFailure::Unanswered {
+                    name: fqdn,
+                    reason: e.to_string(),
+                })),
+            };
+        }
+    };
     let mut options = DnsRequestOptions::default();
     options.recursion_desired = true;
     options.use_edns = true;
@@ -490,7 +554,7 @@ async fn signed_query(
 /// A host's addresses with their DNSSEC status and the name its CNAME
 /// chain ends at (RFC 7672 §2.2.2).
 async fn signed_addresses(
-    pool: &NameServerPool<TokioConnectionProvider>,
+    pool: &Validator,
     host: &str,
 ) -> Result<(Vec<IpAddr>, bool, String), LookupError> {
     let mut ips = Vec::new();
@@ -524,11 +588,7 @@ async fn signed_addresses(
 }
 
 /// The TLSA records at `_PORT._tcp.NAME` (RFC 6698 §3, RFC 7672 §2.2.3).
-async fn tlsa(
-    pool: &NameServerPool<TokioConnectionProvider>,
-    name: &str,
-    port: u16,
-) -> Result<Option<Vec<Tlsa>>, DaneFailure> {
+async fn tlsa(pool: &Validator, name: &str, port: u16) -> Result<Option<Vec<Tlsa>>, DaneFailure> {
     let base = format!("_{port}._tcp.{}", name.trim_end_matches('.'));
     match signed_query(pool, &base, RecordType::TLSA).await {
         // An unsigned TLSA RRset is no DANE (RFC 7672 §2.2).
@@ -557,13 +617,7 @@ async fn tlsa(
 /// What DANE says of one host whose address records are `secure` (RFC
 /// 7672 §2.2): TLSA at the CNAME-expanded name first, then at the name
 /// itself.
-async fn host_dane(
-    pool: &NameServerPool<TokioConnectionProvider>,
-    host: &str,
-    canonical: &str,
-    secure: bool,
-    port: u16,
-) -> Dane {
+async fn host_dane(pool: &Validator, host: &str, canonical: &str, secure: bool, port: u16) -> Dane {
     if !secure {
         return Dane::None;
     }
@@ -592,7 +646,7 @@ async fn host_dane(
 /// applies to an MX host only when the MX RRset and the host's addresses
 /// are secure.
 async fn dane_targets(
-    pool: &NameServerPool<TokioConnectionProvider>,
+    pool: &Validator,
     name: &str,
     mx: bool,
     port: u16,

@@ -279,9 +279,15 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Star
             "[dns] dnssec = \"trust-ad\" trusts the resolver's AD bit: use a validating resolver on loopback"
         );
     }
-    crate::dns::Resolver::start(&servers, std::time::Duration::from_secs(5), dnssec)
-        .map(Some)
-        .map_err(failed("cannot start the resolver"))
+    let anchor = cfg.file.dns.trust_anchor.as_deref().map(|f| cfg.resolve(f));
+    crate::dns::Resolver::start(
+        &servers,
+        std::time::Duration::from_secs(5),
+        dnssec,
+        anchor.as_deref(),
+    )
+    .map(Some)
+    .map_err(failed("cannot start the resolver"))
 }
 
 /// `sealgate reload`: signals the running gateway (its pid file is in the

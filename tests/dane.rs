@@ -12,7 +12,9 @@
 //! - an unsigned zone with the same wrong TLSA → DANE does not apply,
 //!   delivered with opportunistic TLS;
 //! - `[outbound] dane = "report"`: the wrong digest and the bogus zone are
-//!   delivered, logged `would refuse` and counted.
+//!   delivered, logged `would refuse` and counted;
+//! - `[dns] dnssec = "validate"` (hickory validating from `test.`'s keys,
+//!   asking nsd directly): the same verdicts.
 
 mod common;
 
@@ -33,7 +35,9 @@ const DOMAINS: [&str; 6] = [
     "report.test",
 ];
 
-fn gateway(dir: &Path, ca: &Ca, resolver: u16, pf_port: u16, dane: &str) -> Gateway {
+/// A gateway delivering every domain by MX to Postfix's port; `dns` is
+/// its `[dns]` table's body.
+fn gateway(dir: &Path, ca: &Ca, dns: &str, pf_port: u16, dane: &str) -> Gateway {
     let port = common::free_port();
     let admin = common::free_port();
     let accept = DOMAINS
@@ -62,7 +66,7 @@ fn gateway(dir: &Path, ca: &Ca, resolver: u16, pf_port: u16, dane: &str) -> Gate
             &format!("listen = \"127.0.0.1:{admin}\""),
         )
         + &format!(
-            "\n[queue]\nretry = [\"1h\"]\n\n[dns]\nservers = [\"127.0.0.1:{resolver}\"]\ndnssec = \"trust-ad\"\n\n[outbound]\ndane = \"{dane}\"\n"
+            "\n[queue]\nretry = [\"1h\"]\n\n[dns]\n{dns}\n\n[outbound]\ndane = \"{dane}\"\n"
         );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir.to_path_buf(), port)
@@ -164,7 +168,11 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
 
     let gw_dir = dir.join("gw");
     std::fs::create_dir_all(&gw_dir).unwrap();
-    let gw = gateway(&gw_dir, &ca, dns.resolver, pf.port, "enforce");
+    let trust_ad = format!(
+        "servers = [\"127.0.0.1:{}\"]\ndnssec = \"trust-ad\"",
+        dns.resolver
+    );
+    let gw = gateway(&gw_dir, &ca, &trust_ad, pf.port, "enforce");
     for d in [
         "dane.test",
         "ta.test",
@@ -239,7 +247,7 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
     // Report-only: every check runs, nothing is refused.
     let report_dir = dir.join("gw-report");
     std::fs::create_dir_all(&report_dir).unwrap();
-    let gw = gateway(&report_dir, &ca, dns.resolver, pf.port, "report");
+    let gw = gateway(&report_dir, &ca, &trust_ad, pf.port, "report");
     send(&gw, "user@report.test");
     send(&gw, "user@bogus.test");
     let report = gw.wait_for_line("to=<user@report.test>", Duration::from_secs(60));
@@ -273,6 +281,41 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
         1,
         "{metrics}"
     );
+    drop(gw);
+
+    // In-process validation, asking the authoritative server directly,
+    // from the DNSKEY records of test.: the same verdicts.
+    let validate_dir = dir.join("gw-validate");
+    std::fs::create_dir_all(&validate_dir).unwrap();
+    let validate = format!(
+        "servers = [\"127.0.0.1:{}\"]\ndnssec = \"validate\"\ntrust_anchor = \"{}\"",
+        dns.authoritative,
+        dns.anchor.display()
+    );
+    let gw = gateway(&validate_dir, &ca, &validate, pf.port, "enforce");
+    for d in ["dane.test", "wrong.test", "bogus.test", "plain.test"] {
+        send(&gw, &format!("user@{d}"));
+    }
+    let line = |rcpt: &str| gw.wait_for_line(&format!("to=<{rcpt}>"), Duration::from_secs(60));
+    let ok = line("user@dane.test");
+    assert!(ok.contains("status=sent"), "{ok}\n{}", gw.log());
+    assert!(gw
+        .log()
+        .contains("DANE-verified (DANE-EE) TLS connection established to mx.dane.test"));
+    let wrong_line = line("user@wrong.test");
+    assert!(
+        wrong_line.contains("status=deferred") && wrong_line.contains("matches no TLSA record"),
+        "{wrong_line}"
+    );
+    let bogus = line("user@bogus.test");
+    assert!(
+        bogus.contains("status=deferred") && bogus.contains("dsn=4.7.5"),
+        "{bogus}\n{}",
+        gw.log()
+    );
+    let plain = line("user@plain.test");
+    assert!(plain.contains("status=sent"), "{plain}\n{}", gw.log());
+
     // Postfix relayed everything delivered to the final hop.
-    sink.wait_for_messages(5, Duration::from_secs(60), || pf.log());
+    sink.wait_for_messages(7, Duration::from_secs(60), || pf.log());
 }

@@ -245,9 +245,16 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             err(
                 dane.span(),
                 "outbound.dane".into(),
-                "DANE needs [dns] dnssec = \"trust-ad\" (a validating resolver)".into(),
+                "DANE needs [dns] dnssec = \"trust-ad\" or \"validate\"".into(),
             );
         }
+    }
+    if file.dns.trust_anchor.is_some() && file.dns.dnssec != crate::dns::Dnssec::Validate {
+        err(
+            0..0,
+            "dns.trust_anchor".into(),
+            "a trust anchor is used only with dnssec = \"validate\"".into(),
+        );
     }
     for srv in &file.dns.servers {
         let v = srv.get_ref();

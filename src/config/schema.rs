@@ -262,6 +262,9 @@ pub struct Dns {
     pub servers: Vec<Spanned<String>>,
     /// How DNSSEC status is known (DANE needs it).
     pub dnssec: crate::dns::Dnssec,
+    /// DNSKEY records to validate from (`dnssec = "validate"`); unset:
+    /// the root's.
+    pub trust_anchor: Option<String>,
 }
 
 /// `[outbound]`: rules from the recipients' own DNS.

@@ -202,6 +202,28 @@ client_certificate = true
     }
 }
 
+/// DANE without DNSSEC, or a trust anchor nothing reads, is an error; DANE
+/// is enforced by default once DNSSEC is on.
+#[test]
+fn dane_needs_dnssec_and_defaults_to_enforce_with_it() {
+    let errs = errors_of("[dns]\ntrust_anchor = \"keys\"\n\n[outbound]\ndane = \"report\"\n");
+    let keys: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        vec![(None, "dns.trust_anchor"), (Some(5), "outbound.dane")],
+        "{errs:#?}"
+    );
+    let on = parse(
+        "[dns]\ndnssec = \"trust-ad\"\n",
+        "t.toml",
+        PathBuf::from("."),
+    )
+    .unwrap();
+    assert_eq!(on.dane(), crate::policy::Enforcement::Enforce);
+    let off = parse("", "t.toml", PathBuf::from(".")).unwrap();
+    assert_eq!(off.dane(), crate::policy::Enforcement::Off);
+}
+
 #[test]
 fn syntax_error_has_line() {
     let errs = errors_of("[server]\nlisten = [\"a\"\nshards = 1\n");

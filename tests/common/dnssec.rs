@@ -59,13 +59,14 @@ fn run(dir: &Path, program: &str, args: &[&str]) -> String {
 }
 
 /// Makes a KSK and a ZSK for `zone` in `dir` and signs `file` with them;
-/// returns the KSK's base name (its `.key` and `.ds` files are beside it).
-fn sign(dir: &Path, zone: &str, file: &str) -> String {
+/// returns their base names, KSK first (the `.key` files, and the KSK's
+/// `.ds`, are beside them).
+fn sign(dir: &Path, zone: &str, file: &str) -> (String, String) {
     let fqdn = format!("{zone}.");
     let ksk = run(dir, "ldns-keygen", &["-a", "ECDSAP256SHA256", "-k", &fqdn]);
     let zsk = run(dir, "ldns-keygen", &["-a", "ECDSAP256SHA256", &fqdn]);
     run(dir, "ldns-signzone", &["-o", &fqdn, file, &zsk, &ksk]);
-    ksk
+    (ksk, zsk)
 }
 
 /// Waits until `server` answers a query for `name` (drill, bounded).
@@ -106,7 +107,7 @@ pub fn start(dir: &Path, children: &[Zone<'_>]) -> DnsBed {
         let label = z.name.strip_suffix(".test").expect("a child of test.");
         parent.push_str(&format!("{label} 300 IN NS ns.test.\n"));
         if z.signed {
-            let ksk = sign(&dir, z.name, &file);
+            let (ksk, _) = sign(&dir, z.name, &file);
             // The DS goes in the parent, as a registrar would put it.
             let ds = std::fs::read_to_string(dir.join(format!("{ksk}.ds"))).unwrap();
             parent.push_str(&ds);
@@ -122,10 +123,17 @@ pub fn start(dir: &Path, children: &[Zone<'_>]) -> DnsBed {
         }
     }
     std::fs::write(dir.join("test.zone"), parent).unwrap();
-    let ksk = sign(&dir, "test", "test.zone");
+    let (ksk, zsk) = sign(&dir, "test", "test.zone");
     zones.push(("test".into(), "test.zone.signed".into()));
+    // The whole DNSKEY set of test.: hickory trusts an RRset only when
+    // every key in it is an anchor (or has a DS above, and test. has no
+    // parent here).
     let anchor = dir.join("test.anchor");
-    std::fs::copy(dir.join(format!("{ksk}.key")), &anchor).unwrap();
+    let keys = [ksk, zsk]
+        .iter()
+        .map(|k| std::fs::read_to_string(dir.join(format!("{k}.key"))).unwrap())
+        .collect::<String>();
+    std::fs::write(&anchor, keys).unwrap();
 
     let authoritative = super::free_port();
     let mut conf = format!(
