@@ -394,6 +394,16 @@ impl Metrics {
                 Family::Gauge(remaining),
             ),
         ]);
+        if let Some(sts) = shared.sts.get() {
+            f.push((
+                "sealgate_mta_sts_fetches",
+                "MTA-STS policy fetches, by result (RFC 8461).",
+                Family::Counter(vec![
+                    (vec![("result", "ok".into())], load(&sts.stats.fetched)),
+                    (vec![("result", "failed".into())], load(&sts.stats.failed)),
+                ]),
+            ));
+        }
         if let Some(series) = dane_lookups {
             f.push((
                 "sealgate_dane_lookups",

@@ -26,7 +26,10 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, Protocol};
 use hickory_resolver::TokioResolver;
 
-use crate::model::{Dane, DaneFailure, Tlsa};
+use crate::model::{Dane, DaneFailure, Sts, Tlsa};
+
+pub mod mta_sts;
+pub use mta_sts::StsCache;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
 type TargetsReply = Box<dyn FnOnce(Result<Vec<Found>, LookupError>) + Send>;
@@ -39,6 +42,7 @@ enum Request {
         name: String,
         mx: bool,
         dane: Option<u16>,
+        sts: Option<StsLookup>,
         reply: TargetsReply,
     },
 }
@@ -67,13 +71,64 @@ enum Validator {
     InProcess(Arc<TokioResolver>),
 }
 
-/// One delivery target: a host, one of its addresses, and what DANE says
-/// about it.
+/// One delivery target: a host, one of its addresses, and what DANE and
+/// MTA-STS say about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Found {
     pub host: String,
     pub ip: IpAddr,
     pub dane: Dane,
+    pub sts: Sts,
+}
+
+/// Look up the recipient domain's MTA-STS policy too.
+#[derive(Clone)]
+pub struct StsLookup {
+    /// To verify the policy host's certificate.
+    pub roots: Arc<rustls::RootCertStore>,
+    /// `report`: an enforced policy is only reported.
+    pub enforcement: crate::policy::Enforcement,
+}
+
+/// MTA-STS on the targets (RFC 8461 §4, §5): hosts DANE decides for are
+/// left to it; in enforce mode the hosts outside the patterns go, and
+/// none left is a failure.
+fn apply_sts(
+    domain: &str,
+    policy: Option<&crate::sts::Policy>,
+    enforcement: crate::policy::Enforcement,
+    found: Vec<Found>,
+) -> Result<Vec<Found>, LookupError> {
+    use crate::policy::Enforcement;
+    use crate::sts::Mode;
+    let Some(policy) = policy else {
+        return Ok(found);
+    };
+    let enforce = policy.mode == Mode::Enforce && enforcement == Enforcement::Enforce;
+    let mut out = Vec::with_capacity(found.len());
+    for mut f in found {
+        if matches!(f.dane, Dane::Usable(_) | Dane::Unusable) {
+            out.push(f);
+            continue;
+        }
+        let mx_ok = crate::sts::mx_matches(&policy.mx, &f.host);
+        f.sts = match (policy.mode, enforce, mx_ok) {
+            (Mode::None, _, _) => Sts::None,
+            (Mode::Enforce, true, true) => Sts::Enforce,
+            (Mode::Enforce, true, false) => {
+                tracing::info!(target: "send", "MTA-STS: {} is not among the MX patterns of {domain}: not used", f.host);
+                continue;
+            }
+            (Mode::Enforce | Mode::Testing, _, mx_ok) => Sts::Testing { mx_ok },
+        };
+        out.push(f);
+    }
+    if out.is_empty() {
+        return Err(LookupError::Policy(format!(
+            "no MX host of {domain} matches its MTA-STS policy"
+        )));
+    }
+    Ok(out)
 }
 
 /// What the DANE lookups found, for `sealgate_dane_lookups_total`.
@@ -137,6 +192,9 @@ pub enum LookupError {
     NotFound(String),
     /// The lookup failed (timeout, SERVFAIL): try again later.
     Temporary(String),
+    /// The recipient's policy rules out every host (MTA-STS in enforce
+    /// mode, no MX host matching): try again later (4.7.5).
+    Policy(String),
 }
 
 /// A handle to the resolver thread. Dropping every handle stops it.
@@ -145,6 +203,8 @@ pub struct Resolver {
     tx: tokio::sync::mpsc::UnboundedSender<Request>,
     /// Counts of the DANE lookups, for the metrics endpoint.
     pub dane_stats: Arc<DaneStats>,
+    /// The MTA-STS policies known, and the fetch counts.
+    pub sts: Arc<StsCache>,
 }
 
 /// Parses `[dns] servers` entries: `IP` (port 53) or `IP:port`.
@@ -162,6 +222,7 @@ impl Resolver {
         timeout: Duration,
         dnssec: Dnssec,
         trust_anchor: Option<&std::path::Path>,
+        sts_cache: Option<std::path::PathBuf>,
     ) -> io::Result<Resolver> {
         let (config, opts) = settings(servers, timeout)?;
         let validating = match dnssec {
@@ -200,6 +261,8 @@ impl Resolver {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Request>();
         let dane_stats = Arc::new(DaneStats::default());
         let stats = dane_stats.clone();
+        let sts_cache_handle = Arc::new(StsCache::open(sts_cache));
+        let sts_cache_all = sts_cache_handle.clone();
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .enable_io()
@@ -218,6 +281,7 @@ impl Resolver {
                         let (resolver, pool, stats) =
                             (resolver.clone(), pool.clone(), stats.clone());
                         let validator = validator.clone();
+                        let sts_cache = sts_cache_all.clone();
                         tokio::spawn(async move {
                             match req {
                                 Request::ClientName(ip, reply) => {
@@ -227,33 +291,63 @@ impl Resolver {
                                     name,
                                     mx,
                                     dane,
+                                    sts,
                                     reply,
-                                } => reply(match (dane, dnssec) {
-                                    (Some(port), Dnssec::TrustAd | Dnssec::Validate) => {
-                                        let found = dane_targets(&validator, &name, mx, port).await;
-                                        if let Ok(found) = &found {
-                                            count_dane(&stats, found);
+                                } => {
+                                    let found = match (dane, dnssec) {
+                                        (Some(port), Dnssec::TrustAd | Dnssec::Validate) => {
+                                            let found =
+                                                dane_targets(&validator, &name, mx, port).await;
+                                            if let Ok(found) = &found {
+                                                count_dane(&stats, found);
+                                            }
+                                            found
                                         }
-                                        found
-                                    }
-                                    (Some(_), Dnssec::Off) | (None, _) => {
-                                        targets(&resolver, &name, mx).await.map(|t| {
-                                            t.into_iter()
-                                                .map(|(host, ip)| Found {
-                                                    host,
-                                                    ip,
-                                                    dane: Dane::None,
-                                                })
-                                                .collect()
-                                        })
-                                    }
-                                }),
+                                        (Some(_), Dnssec::Off) | (None, _) => {
+                                            targets(&resolver, &name, mx).await.map(|t| {
+                                                t.into_iter()
+                                                    .map(|(host, ip)| Found {
+                                                        host,
+                                                        ip,
+                                                        dane: Dane::None,
+                                                        sts: Sts::None,
+                                                    })
+                                                    .collect()
+                                            })
+                                        }
+                                    };
+                                    // MTA-STS is about MX delivery to the
+                                    // recipient domain (RFC 8461 §4).
+                                    let found = match (found, sts, mx) {
+                                        (Ok(found), Some(lookup), true) => {
+                                            let policy = mta_sts::policy(
+                                                &resolver,
+                                                &sts_cache,
+                                                &name,
+                                                lookup.roots,
+                                            )
+                                            .await;
+                                            apply_sts(
+                                                &name,
+                                                policy.as_ref(),
+                                                lookup.enforcement,
+                                                found,
+                                            )
+                                        }
+                                        (found, _, _) => found,
+                                    };
+                                    reply(found)
+                                }
                             }
                         });
                     }
                 });
             })?;
-        Ok(Resolver { tx, dane_stats })
+        Ok(Resolver {
+            tx,
+            dane_stats,
+            sts: sts_cache_handle,
+        })
     }
 
     /// Looks up the client's forward-confirmed name and calls `reply` with
@@ -279,12 +373,14 @@ impl Resolver {
         name: &str,
         mx: bool,
         dane: Option<u16>,
+        sts: Option<StsLookup>,
         reply: impl FnOnce(Result<Vec<Found>, LookupError>) + Send + 'static,
     ) {
         let req = Request::Targets {
             name: name.to_string(),
             mx,
             dane,
+            sts,
             reply: Box::new(reply),
         };
         if let Err(e) = self.tx.send(req) {
@@ -695,6 +791,7 @@ async fn dane_targets(
                     host: host.clone(),
                     ip,
                     dane: dane.clone(),
+                    sts: Sts::None,
                 }));
             }
             Err(e) => last_error = Some(e),

@@ -178,6 +178,7 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
         outbound: crate::tls::outbound::Outbound::opportunistic(),
         proxy_from: Default::default(),
         dane: crate::policy::Enforcement::Off,
+        mta_sts: crate::policy::Enforcement::Off,
     });
     let accept = cfg.accept_domains();
     let sender_domain = q.from.and_then(|f| f.rsplit_once('@').map(|(_, d)| d));

@@ -30,4 +30,5 @@ pub mod shard;
 pub mod smtp;
 pub mod snapshot;
 pub mod spool;
+pub mod sts;
 pub mod tls;

@@ -219,3 +219,18 @@ pub enum DaneFailure {
     #[error("DNSSEC lookup of {name} failed: {reason}")]
     Unanswered { name: String, reason: String },
 }
+
+/// What the recipient domain's MTA-STS policy (RFC 8461) says of one MX
+/// host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sts {
+    /// No policy applies (none published, `mode: none`, or DANE decides
+    /// for this host, RFC 8461 §2).
+    None,
+    /// `mode: enforce`: TLS with a certificate that chains to a trusted
+    /// root and names the host; the host matched the policy's patterns.
+    Enforce,
+    /// `mode: testing` (or enforcement in report-only mode): checked and
+    /// reported only. `mx_ok`: the host matched the patterns.
+    Testing { mx_ok: bool },
+}

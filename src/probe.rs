@@ -246,7 +246,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), Probe
     };
     let resolver = crate::run::start_resolver(cfg)?.ok_or_else(|| bad("no resolver".into()))?;
     let (tx, rx) = std::sync::mpsc::channel();
-    resolver.targets(domain, true, None, move |t| {
+    resolver.targets(domain, true, None, None, move |t| {
         let _ = tx.send(t);
     });
     let targets = rx

@@ -285,6 +285,7 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Star
         std::time::Duration::from_secs(5),
         dnssec,
         anchor.as_deref(),
+        Some(crate::dns::mta_sts::cache_file(&cfg.spool_dir())),
     )
     .map(Some)
     .map_err(failed("cannot start the resolver"))
@@ -539,6 +540,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     };
     if let Some(r) = &resolver {
         let _ = shared.dane.set(r.dane_stats.clone());
+        let _ = shared.sts.set(r.sts.clone());
     }
     let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
     let shards = Shards::start(

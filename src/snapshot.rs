@@ -34,6 +34,8 @@ pub struct Snapshot {
     pub proxy_from: crate::policy::matcher::ProfileIndex,
     /// DANE for routes without a profile of their own (`[outbound] dane`).
     pub dane: crate::policy::Enforcement,
+    /// MTA-STS likewise (`[outbound] mta_sts`).
+    pub mta_sts: crate::policy::Enforcement,
 }
 
 impl Snapshot {
@@ -53,6 +55,7 @@ impl Snapshot {
             outbound: crate::tls::outbound::Outbound::opportunistic(),
             proxy_from: Default::default(),
             dane: crate::policy::Enforcement::Off,
+            mta_sts: crate::policy::Enforcement::Off,
         }
     }
 

@@ -95,6 +95,7 @@ impl Sink {
             outbound: sealgate::tls::outbound::Outbound::opportunistic(),
             proxy_from: Default::default(),
             dane: sealgate::policy::Enforcement::Off,
+            mta_sts: sealgate::policy::Enforcement::Off,
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

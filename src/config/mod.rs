@@ -482,6 +482,11 @@ impl Config {
             outbound,
             proxy_from: self.proxy_from.clone(),
             dane: self.dane(),
+            mta_sts: self
+                .file
+                .outbound
+                .mta_sts
+                .unwrap_or(crate::policy::Enforcement::Enforce),
         })
     }
 }

@@ -273,4 +273,6 @@ pub struct Dns {
 pub struct Outbound {
     /// DANE (RFC 7672); unset: `enforce` when `[dns] dnssec` is on.
     pub dane: Option<Spanned<crate::policy::Enforcement>>,
+    /// MTA-STS (RFC 8461); unset: `enforce`.
+    pub mta_sts: Option<crate::policy::Enforcement>,
 }

@@ -57,6 +57,8 @@ pub struct Target {
     pub addr: SocketAddr,
     /// What the recipient's DNS says of authenticating this host.
     pub dane: crate::model::Dane,
+    /// What the recipient domain's MTA-STS policy says of it.
+    pub sts: crate::model::Sts,
 }
 
 /// A delivery attempt for a shard: connect to the targets in order and
@@ -100,13 +102,22 @@ pub enum WouldRefuse {
     DaneNoTls,
     /// The certificate matches none of the host's TLSA records.
     DaneCertificate,
+    /// An MX host outside the MTA-STS policy's patterns was used.
+    StsMx,
+    /// The certificate does not verify or name the MX host.
+    StsCertificate,
+    /// An MTA-STS policy applies; the session was in the clear.
+    StsNoTls,
 }
 
 impl WouldRefuse {
-    pub const ALL: [WouldRefuse; 3] = [
+    pub const ALL: [WouldRefuse; 6] = [
         WouldRefuse::DaneLookup,
         WouldRefuse::DaneNoTls,
         WouldRefuse::DaneCertificate,
+        WouldRefuse::StsMx,
+        WouldRefuse::StsCertificate,
+        WouldRefuse::StsNoTls,
     ];
 
     /// `(source, reason)` labels.
@@ -115,6 +126,9 @@ impl WouldRefuse {
             WouldRefuse::DaneLookup => ("dane", "lookup_failed"),
             WouldRefuse::DaneNoTls => ("dane", "no_tls"),
             WouldRefuse::DaneCertificate => ("dane", "certificate"),
+            WouldRefuse::StsMx => ("mta-sts", "mx"),
+            WouldRefuse::StsCertificate => ("mta-sts", "certificate"),
+            WouldRefuse::StsNoTls => ("mta-sts", "no_tls"),
         }
     }
 
@@ -123,6 +137,9 @@ impl WouldRefuse {
             WouldRefuse::DaneLookup => 0,
             WouldRefuse::DaneNoTls => 1,
             WouldRefuse::DaneCertificate => 2,
+            WouldRefuse::StsMx => 3,
+            WouldRefuse::StsCertificate => 4,
+            WouldRefuse::StsNoTls => 5,
         }
     }
 }
@@ -135,6 +152,9 @@ pub enum TlsLevel {
     /// TLS; the certificate matches the host's DNSSEC-signed TLSA records
     /// (RFC 7672).
     Dane,
+    /// TLS under an enforced MTA-STS policy (RFC 8461): a certificate
+    /// that chains to a trusted root and names the MX host.
+    MtaSts,
     /// TLS; the certificate chains to a trusted root and names the host.
     Verified,
     /// TLS; a trusted chain, but not the host's name.
@@ -146,8 +166,9 @@ pub enum TlsLevel {
 }
 
 impl TlsLevel {
-    pub const ALL: [TlsLevel; 5] = [
+    pub const ALL: [TlsLevel; 6] = [
         TlsLevel::Dane,
+        TlsLevel::MtaSts,
         TlsLevel::Verified,
         TlsLevel::Trusted,
         TlsLevel::Untrusted,
@@ -157,6 +178,7 @@ impl TlsLevel {
     pub fn label(self) -> &'static str {
         match self {
             TlsLevel::Dane => "dane",
+            TlsLevel::MtaSts => "mta-sts",
             TlsLevel::Verified => "verified",
             TlsLevel::Trusted => "trusted",
             TlsLevel::Untrusted => "untrusted",
@@ -168,10 +190,11 @@ impl TlsLevel {
     pub fn index(self) -> usize {
         match self {
             TlsLevel::Dane => 0,
-            TlsLevel::Verified => 1,
-            TlsLevel::Trusted => 2,
-            TlsLevel::Untrusted => 3,
-            TlsLevel::None => 4,
+            TlsLevel::MtaSts => 1,
+            TlsLevel::Verified => 2,
+            TlsLevel::Trusted => 3,
+            TlsLevel::Untrusted => 4,
+            TlsLevel::None => 5,
         }
     }
 }
@@ -450,10 +473,15 @@ impl Scheduler {
                 name,
                 mx,
                 dane,
+                sts,
             } => match &self.resolver {
                 Some(resolver) => {
                     let tx = self.tx.clone();
-                    resolver.targets(&name, mx, dane, move |targets| {
+                    let sts = sts.map(|enforcement| crate::dns::StsLookup {
+                        roots: (self.snapshot)().outbound.roots.clone(),
+                        enforcement,
+                    });
+                    resolver.targets(&name, mx, dane, sts, move |targets| {
                         let _ = tx.send(Event::Resolved { attempt, targets });
                     });
                 }
@@ -536,6 +564,7 @@ impl Scheduler {
                     host: f.host,
                     addr: SocketAddr::new(f.ip, d.port),
                     dane: f.dane,
+                    sts: f.sts,
                 })
                 .collect(),
             tls,

@@ -31,6 +31,8 @@ pub enum Effect {
         /// Look up DANE (TLSA at this port) too: DANE is on and the route
         /// has no profile of its own.
         dane: Option<u16>,
+        /// Look up MTA-STS too, applied this way (likewise).
+        sts: Option<crate::policy::Enforcement>,
     },
     /// Run the attempt on a shard.
     Dispatch(Dispatch),
@@ -378,20 +380,24 @@ impl Queue {
                     host: host_literal.unwrap_or_default(),
                     ip,
                     dane: crate::model::Dane::None,
+                    sts: crate::model::Sts::None,
                 }]),
                 now,
             );
             return;
         }
         // An explicit route profile wins over the recipient's DNS.
-        let dane = (route.profile.is_none()
-            && self.attempts[&attempt].snapshot.dane != crate::policy::Enforcement::Off)
-            .then_some(port);
+        let snapshot = &self.attempts[&attempt].snapshot;
+        let own = route.profile.is_none();
+        let dane = (own && snapshot.dane != crate::policy::Enforcement::Off).then_some(port);
+        let sts = (own && snapshot.mta_sts != crate::policy::Enforcement::Off)
+            .then_some(snapshot.mta_sts);
         self.effects.push(Effect::Resolve {
             attempt,
             name: name.to_string(),
             mx: matches!(route.via, Via::Mx),
             dane,
+            sts,
         });
     }
 
@@ -419,6 +425,11 @@ impl Queue {
                         verdict: Verdict::Temporary,
                         status: "4.4.3".into(),
                         detail: format!("DNS lookup failed: {why}"),
+                    },
+                    LookupError::Policy(why) => Outcome {
+                        verdict: Verdict::Temporary,
+                        status: "4.7.5".into(),
+                        detail: why.clone(),
                     },
                 };
                 let outcomes = a

@@ -73,6 +73,7 @@ fn dispatch_due(q: &mut Queue, now: u64) -> Vec<(u64, Vec<String>, Vec<Vec<Strin
                         host: "mx.example.com".into(),
                         ip: "192.0.2.1".parse().unwrap(),
                         dane: crate::model::Dane::None,
+                        sts: crate::model::Sts::None,
                     }]),
                     now,
                 ),
@@ -417,6 +418,7 @@ fn lookups_fail_as_the_rfcs_say() {
                     mx: true,
                     name,
                     dane: None,
+                    sts: None,
                 } if name == "example.com" => Some(*attempt),
                 _ => None,
             })

@@ -113,6 +113,8 @@ pub struct Shared {
     pub spool: std::sync::OnceLock<Arc<crate::spool::Stats>>,
     /// Written by the resolver's DANE lookups.
     pub dane: std::sync::OnceLock<Arc<crate::dns::DaneStats>>,
+    /// The resolver's MTA-STS cache and fetch counts.
+    pub sts: std::sync::OnceLock<Arc<crate::dns::StsCache>>,
     /// Open inbound connections, in total and per client address.
     pub admission: limits::Admission,
     /// Where sessions stream large message data (the gateway sets it; a
@@ -132,6 +134,7 @@ impl Shared {
             delivery: Arc::default(),
             spool: std::sync::OnceLock::new(),
             dane: std::sync::OnceLock::new(),
+            sts: std::sync::OnceLock::new(),
             admission: limits::Admission::default(),
             spill: std::sync::OnceLock::new(),
         })

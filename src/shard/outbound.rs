@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 use crate::delivery::{AttemptResult, Event, Job, WouldRefuse};
-use crate::model::Dane;
+use crate::model::{Dane, Sts};
 use crate::policy::Enforcement;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
@@ -86,6 +86,14 @@ impl OutConn {
             .map_or(&Dane::None, |t| &t.dane)
     }
 
+    /// What the recipient's MTA-STS policy asks of the current target.
+    fn sts(&self) -> Sts {
+        self.job
+            .targets
+            .get(self.target)
+            .map_or(Sts::None, |t| t.sts)
+    }
+
     /// A report-only check failed: say so, count it, go on.
     fn would_refuse(&mut self, what: WouldRefuse, why: &str) {
         tracing::warn!(target: "send", "delivery via {}: would refuse: {why}", self.target_name());
@@ -127,8 +135,9 @@ impl OutConn {
     }
 
     /// Connects to the current target, skipping targets that fail at once
-    /// or that DANE rules out. A target whose TLSA records are secure gets
-    /// mandatory TLS (RFC 7672 §2.2).
+    /// or that DANE rules out. A target whose TLSA records are secure
+    /// (RFC 7672 §2.2), or under an enforced MTA-STS policy (RFC 8461 §5),
+    /// gets mandatory TLS.
     fn connect(&mut self, registry: &Registry, now: Instant) {
         while let Some(t) = self.job.targets.get(self.target) {
             let enforce = self.job.dane == Enforcement::Enforce;
@@ -145,7 +154,19 @@ impl OutConn {
                     let why = format!("DANE: {f}");
                     self.would_refuse(WouldRefuse::DaneLookup, &why);
                 }
-                (Dane::Usable(_) | Dane::Unusable, true) if self.tls_mode != TlsMode::Mandatory => {
+                (Dane::None | Dane::Usable(_) | Dane::Unusable, _) => {}
+            }
+            if let Sts::Testing { mx_ok: false } = self.sts() {
+                self.would_refuse(
+                    WouldRefuse::StsMx,
+                    "MTA-STS: the host is not among the policy's MX patterns",
+                );
+            }
+            let t = &self.job.targets[self.target];
+            let needs_tls = (enforce && matches!(t.dane, Dane::Usable(_) | Dane::Unusable))
+                || t.sts == Sts::Enforce;
+            match needs_tls {
+                true if self.tls_mode != TlsMode::Mandatory => {
                     self.tls_mode = TlsMode::Mandatory;
                     let messages: Vec<client::Outgoing> = self
                         .in_session
@@ -158,7 +179,7 @@ impl OutConn {
                         now,
                     );
                 }
-                (Dane::Usable(_) | Dane::Unusable | Dane::None, _) => {}
+                true | false => {}
             }
             let Some(t) = self.job.targets.get(self.target) else {
                 break;
@@ -312,6 +333,25 @@ impl OutConn {
         }
         verdict.map_err(|refusal| Failure::Tls(refusal.into()))?;
         self.tls_level = trust.into();
+        // RFC 8461 §4.2: a valid certificate naming the MX host.
+        let verified = trust == crate::tls::outbound::Trust::Verified;
+        match (self.sts(), verified) {
+            (Sts::Enforce, true) => self.tls_level = crate::delivery::TlsLevel::MtaSts,
+            (Sts::Enforce, false) => {
+                return Err(Failure::Tls(TlsFailure::Sts {
+                    host,
+                    trust: trust.as_str(),
+                }))
+            }
+            (Sts::Testing { .. }, false) => self.would_refuse(
+                WouldRefuse::StsCertificate,
+                &format!(
+                    "MTA-STS: the certificate is {}; the policy needs a valid one naming the host",
+                    trust.as_str()
+                ),
+            ),
+            (Sts::Testing { .. } | Sts::None, _) => {}
+        }
         match dane {
             Some(Ok(_)) => self.tls_level = crate::delivery::TlsLevel::Dane,
             Some(Err(refusal)) if self.job.dane == Enforcement::Enforce => {

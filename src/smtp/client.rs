@@ -100,6 +100,10 @@ pub enum TlsFailure {
     /// The certificate matches none of the host's DANE TLSA records.
     #[error("DANE: {0}")]
     Dane(#[from] crate::tls::dane::DaneRefusal),
+    /// An enforced MTA-STS policy needs a certificate that chains to a
+    /// trusted root and names the MX host (RFC 8461 §4.2).
+    #[error("MTA-STS: the certificate of {host} is {trust}; the policy needs a valid one naming the host")]
+    Sts { host: String, trust: &'static str },
     /// rustls would not start a connection.
     #[error("{0}")]
     Setup(rustls::Error),

@@ -1,0 +1,318 @@
+//! MTA-STS on the resolver thread (RFC 8461 §3): the `_mta-sts` TXT
+//! lookup, the HTTPS fetch of the policy file, and the cache, persisted
+//! in the spool directory so a restart keeps it. The rules are `sts`'s.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_resolver::TokioResolver;
+use http_body_util::BodyExt;
+
+use crate::sts::{self, Cache, Cached, Next, Policy, PolicyError, MAX_POLICY_SIZE, NEGATIVE_TTL};
+
+/// How long a policy fetch may take, whole (RFC 8461 §3.3: a minute at
+/// most is suggested).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a policy file could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    #[error("{host}: no address")]
+    NoAddress { host: String },
+    #[error("{host}: {reason}")]
+    Connect { host: String, reason: String },
+    #[error("{host}: TLS: {reason}")]
+    Tls { host: String, reason: String },
+    #[error("{host}: HTTP status {status} (redirects are not followed)")]
+    Status { host: String, status: u16 },
+    #[error("{host}: content type {0:?} is not text/plain", .content_type)]
+    ContentType { host: String, content_type: String },
+    #[error("{host}: the policy is larger than 64 KiB")]
+    TooLarge { host: String },
+    #[error("{host}: {reason}")]
+    Http { host: String, reason: String },
+    #[error("{host}: no answer within {secs} s", secs = FETCH_TIMEOUT.as_secs())]
+    Timeout { host: String },
+    #[error("{host}: {0}", .error)]
+    Policy { host: String, error: PolicyError },
+}
+
+/// What the MTA-STS lookups found, for `sealgate_mta_sts_fetches_total`.
+#[derive(Debug, Default)]
+pub struct StsStats {
+    /// Policies fetched and parsed.
+    pub fetched: std::sync::atomic::AtomicU64,
+    /// Fetches that failed (a cached policy may have stood in).
+    pub failed: std::sync::atomic::AtomicU64,
+}
+
+/// The cache with the file it is kept in.
+pub struct StsCache {
+    cache: Mutex<Cache>,
+    file: Option<PathBuf>,
+    pub stats: StsStats,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl StsCache {
+    /// Loads the cache kept in `file` (none yet, or unreadable: empty).
+    pub fn open(file: Option<PathBuf>) -> StsCache {
+        let cache = file
+            .as_deref()
+            .and_then(|f| std::fs::read(f).ok())
+            .and_then(|b| match serde_json::from_slice::<Cache>(&b) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("MTA-STS cache unreadable, starting empty: {e}");
+                    None
+                }
+            })
+            .unwrap_or_default();
+        StsCache {
+            cache: Mutex::new(cache),
+            file,
+            stats: StsStats::default(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Cache> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the cache (a temporary file renamed over the old one).
+    fn save(&self) {
+        let Some(file) = &self.file else { return };
+        let text = match serde_json::to_vec_pretty(&*self.lock()) {
+            Ok(t) => t,
+            Err(e) => return tracing::warn!("MTA-STS cache not saved: {e}"),
+        };
+        let tmp = file.with_extension("tmp");
+        if let Err(e) = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, file)) {
+            tracing::warn!("MTA-STS cache not saved to {}: {e}", file.display());
+        }
+    }
+
+    pub fn snapshot(&self) -> Cache {
+        self.lock().clone()
+    }
+
+    pub fn forget(&self, domain: &str) -> bool {
+        let gone = {
+            let mut c = self.lock();
+            c.absent.remove(domain);
+            c.policies.remove(domain).is_some()
+        };
+        self.save();
+        gone
+    }
+}
+
+/// The `_mta-sts.DOMAIN` TXT record's id: `None` when there is none.
+async fn txt_id(resolver: &TokioResolver, domain: &str) -> Option<Result<String, PolicyError>> {
+    let name = format!("_mta-sts.{}.", domain.trim_end_matches('.'));
+    match resolver.txt_lookup(name).await {
+        Ok(txt) => {
+            let texts: Vec<String> = txt
+                .iter()
+                .map(|t| {
+                    t.txt_data()
+                        .iter()
+                        .map(|part| String::from_utf8_lossy(part).into_owned())
+                        .collect::<String>()
+                })
+                .collect();
+            Some(sts::record_id(&texts))
+        }
+        Err(_) => None,
+    }
+}
+
+/// GET `https://mta-sts.DOMAIN/.well-known/mta-sts.txt` (RFC 8461 §3.3):
+/// the certificate verified for that name against `roots`, no redirects,
+/// `text/plain`, at most 64 KiB.
+pub async fn fetch(
+    resolver: &TokioResolver,
+    domain: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Policy, FetchError> {
+    let host = format!("mta-sts.{}", domain.trim_end_matches('.'));
+    match tokio::time::timeout(FETCH_TIMEOUT, fetch_inner(resolver, &host, roots)).await {
+        Ok(r) => r,
+        Err(_) => Err(FetchError::Timeout { host }),
+    }
+}
+
+async fn fetch_inner(
+    resolver: &TokioResolver,
+    host: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Policy, FetchError> {
+    let e = |reason: String| FetchError::Connect {
+        host: host.to_string(),
+        reason,
+    };
+    let ips: Vec<IpAddr> = resolver
+        .lookup_ip(format!("{host}."))
+        .await
+        .map(|l| l.iter().collect())
+        .map_err(|_| FetchError::NoAddress {
+            host: host.to_string(),
+        })?;
+    let ip = ips.first().copied().ok_or_else(|| FetchError::NoAddress {
+        host: host.to_string(),
+    })?;
+    let tcp = tokio::net::TcpStream::connect((ip, 443))
+        .await
+        .map_err(|err| e(err.to_string()))?;
+    let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|err| e(err.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|err| e(err.to_string()))?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|err| FetchError::Tls {
+            host: host.to_string(),
+            reason: err.to_string(),
+        })?;
+    let http = |reason: String| FetchError::Http {
+        host: host.to_string(),
+        reason,
+    };
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|err| http(err.to_string()))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    let request = hyper::Request::get("/.well-known/mta-sts.txt")
+        .header(hyper::header::HOST, host)
+        .header(hyper::header::USER_AGENT, "sealgate")
+        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .map_err(|err| http(err.to_string()))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|err| http(err.to_string()))?;
+    if response.status() != hyper::StatusCode::OK {
+        return Err(FetchError::Status {
+            host: host.to_string(),
+            status: response.status().as_u16(),
+        });
+    }
+    let content_type = response
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    if !content_type
+        .split(';')
+        .next()
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("text/plain"))
+    {
+        return Err(FetchError::ContentType {
+            host: host.to_string(),
+            content_type,
+        });
+    }
+    let body = http_body_util::Limited::new(response.into_body(), MAX_POLICY_SIZE)
+        .collect()
+        .await
+        .map_err(|_| FetchError::TooLarge {
+            host: host.to_string(),
+        })?
+        .to_bytes();
+    sts::parse(&String::from_utf8_lossy(&body)).map_err(|error| FetchError::Policy {
+        host: host.to_string(),
+        error,
+    })
+}
+
+/// The policy that applies to `domain` now: the cached one, or one fetched
+/// because the TXT id is new; a failed fetch keeps an unexpired cached
+/// policy (RFC 8461 §5.1).
+pub async fn policy(
+    resolver: &TokioResolver,
+    cache: &StsCache,
+    domain: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Option<Policy> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let now = now();
+    if cache
+        .lock()
+        .absent
+        .get(&domain)
+        .is_some_and(|until| *until > now)
+    {
+        return None;
+    }
+    let txt = txt_id(resolver, &domain).await;
+    let next = cache.lock().next(&domain, txt.clone(), now);
+    match next {
+        Next::Use(c) => Some(c.policy),
+        Next::Nothing => {
+            if txt.is_none() {
+                cache.lock().absent.insert(domain, now + NEGATIVE_TTL);
+            }
+            None
+        }
+        Next::Fetch { id, fallback } => match fetch(resolver, &domain, roots).await {
+            Ok(policy) => {
+                tracing::info!(
+                    target: "send",
+                    "MTA-STS policy of {domain} (id {id}): mode {:?}, max_age {}, mx {:?}",
+                    policy.mode, policy.max_age, policy.mx
+                );
+                cache
+                    .stats
+                    .fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                cache.lock().store(
+                    &domain,
+                    Cached {
+                        id,
+                        policy: policy.clone(),
+                        fetched: now,
+                    },
+                );
+                cache.save();
+                Some(policy)
+            }
+            Err(e) => {
+                cache
+                    .stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                match fallback {
+                    Some(c) => {
+                        tracing::warn!(target: "send", "MTA-STS policy of {domain}: fetch failed ({e}); the cached policy stays in force");
+                        Some(c.policy)
+                    }
+                    None => {
+                        tracing::warn!(target: "send", "MTA-STS policy of {domain}: fetch failed ({e}); none applies");
+                        None
+                    }
+                }
+            }
+        },
+    }
+}
+
+/// The cache file in the spool directory.
+pub fn cache_file(spool: &Path) -> PathBuf {
+    spool.join("mta-sts.json")
+}
