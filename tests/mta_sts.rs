@@ -1,0 +1,244 @@
+//! MTA-STS (RFC 8461) against a policy server over HTTPS on loopback
+//! (tests/peers/policy_server.py, 127.0.0.3:443 with a certificate from a
+//! test CA), dnsmasq for the `_mta-sts` TXT records, MX hosts and the policy
+//! host, and a private Postfix as every MX host:
+//!
+//! - enforce, MX matching, certificate naming it → delivered, counted
+//!   `tls="mta-sts"`;
+//! - enforce, MX outside the patterns → not used: deferred 4.7.5;
+//! - enforce, certificate not naming the MX host → deferred 4.7.5;
+//! - testing, the same certificate → delivered, logged `would refuse`;
+//! - the policy server down and the TXT id changed, after a restart: the
+//!   cached policy (kept in the spool directory) stays in force.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::pki::Ca;
+use common::postfix::Postfix;
+use common::Gateway;
+
+const DOMAINS: [&str; 4] = ["sts.test", "outside.test", "badcert.test", "testing.test"];
+
+struct PolicyServer(Child);
+
+impl Drop for PolicyServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn policy_server(dir: &Path, ca: &Ca) -> PolicyServer {
+    let names: Vec<String> = DOMAINS.iter().map(|d| format!("mta-sts.{d}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let (crt, key) = ca.leaf(&dir.join("pki"), "policy", &names);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/policy_server.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg("127.0.0.3")
+        .arg(&crt)
+        .arg(&key)
+        .arg(dir.join("policies"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the policy server did not start");
+    PolicyServer(child)
+}
+
+fn dns(ids: &[(&str, &str)]) -> common::dnsmasq::Dnsmasq {
+    let mut records = Vec::new();
+    for d in DOMAINS {
+        records.push(format!("--mx-host={d},mx.{d},10"));
+        records.push(format!("--host-record=mx.{d},127.0.0.1"));
+        records.push(format!("--host-record=mta-sts.{d},127.0.0.3"));
+    }
+    for (d, id) in ids {
+        records.push(format!("--txt-record=_mta-sts.{d},v=STSv1; id={id};"));
+    }
+    let records: Vec<&str> = records.iter().map(String::as_str).collect();
+    common::dnsmasq::start(&records)
+}
+
+fn gateway(dir: &Path, (port, admin): (u16, u16), ca: &Ca, dns_port: u16, pf_port: u16) -> Gateway {
+    let accept = DOMAINS
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = common::config(port, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            &format!("accept_domains = [{accept}]"),
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"mx\"\nport = {pf_port}"),
+        )
+        .replace(
+            "generate_self_signed = true\n",
+            &format!(
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
+                ca.cert_path.display()
+            ),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+        )
+        + &format!("\n[queue]\nretry = [\"1h\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n");
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    Gateway::start_in(dir.to_path_buf(), port)
+}
+
+fn send(gw: &Gateway, rcpt: &str) {
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n."))
+        .starts_with("250"));
+    c.cmd("QUIT");
+}
+
+#[test]
+fn mta_sts_policies_decide_outbound_tls() {
+    let dir = common::temp_dir("mta-sts");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    // Postfix's certificate names every MX host but mx.badcert.test and
+    // mx.testing.test.
+    let (leaf, key) = ca.leaf(
+        &dir.join("pki"),
+        "postfix",
+        &["mx.sts.test", "mx.outside.test"],
+    );
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = Postfix::start(
+        &dir,
+        &format!(
+            "relay_domains = {}\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n\
+             smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
+            DOMAINS.join(" "),
+            sink.port,
+            key.display(),
+            leaf.display()
+        ),
+    );
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    let policy = |domain: &str, mode: &str, mx: &str| {
+        std::fs::write(
+            policies.join(format!("mta-sts.{domain}.txt")),
+            format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n"),
+        )
+        .unwrap();
+    };
+    policy("sts.test", "enforce", "mx.sts.test");
+    policy("outside.test", "enforce", "mx.elsewhere.test");
+    policy("badcert.test", "enforce", "*.badcert.test");
+    policy("testing.test", "testing", "mx.testing.test");
+    let server = policy_server(&dir, &ca);
+    let ids = DOMAINS.map(|d| (d, "1"));
+    let dns1 = dns(&ids);
+
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let ports = (common::free_port(), common::free_port());
+    let gw = gateway(&gw_dir, ports, &ca, dns1.port, pf.port);
+    for d in DOMAINS {
+        send(&gw, &format!("user@{d}"));
+    }
+    let line = |gw: &Gateway, rcpt: &str| {
+        gw.wait_for_line(&format!("to=<{rcpt}>"), Duration::from_secs(60))
+    };
+    let ok = line(&gw, "user@sts.test");
+    assert!(ok.contains("status=sent"), "{ok}\n{}", gw.log());
+    assert!(gw
+        .log()
+        .contains("MTA-STS policy of sts.test (id 1): mode Enforce"));
+    let outside = line(&gw, "user@outside.test");
+    assert!(
+        outside.contains("status=deferred")
+            && outside.contains("dsn=4.7.5")
+            && outside.contains("no MX host of outside.test matches its MTA-STS policy"),
+        "{outside}"
+    );
+    let badcert = line(&gw, "user@badcert.test");
+    assert!(
+        badcert.contains("status=deferred")
+            && badcert.contains("dsn=4.7.5")
+            && badcert.contains("MTA-STS: the certificate of mx.badcert.test is Trusted"),
+        "{badcert}"
+    );
+    let testing = line(&gw, "user@testing.test");
+    assert!(testing.contains("status=sent"), "{testing}\n{}", gw.log());
+    assert!(
+        gw.log()
+            .contains("would refuse: MTA-STS: the certificate is Trusted"),
+        "{}",
+        gw.log()
+    );
+    let metrics = common::scrape(ports.1);
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"mta-sts\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::value(&metrics, "sealgate_mta_sts_fetches_total{result=\"ok\"}"),
+        4
+    );
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_policy_would_refuse_total{source=\"mta-sts\",reason=\"certificate\"}"
+        ),
+        1
+    );
+    let cache = std::fs::read_to_string(gw_dir.join("spool/mta-sts.json")).unwrap();
+    assert!(cache.contains("\"sts.test\""), "{cache}");
+    // Killed, not stopped: the cache was written when it changed.
+    let gw_dir = gw.kill();
+
+    // The policy server goes, the TXT id changes, the gateway restarts:
+    // the cached policy stays in force (RFC 8461 §5.1).
+    drop(server);
+    drop(dns1);
+    let dns2 = dns(&[("sts.test", "2")]);
+    let gw = gateway(&gw_dir, ports, &ca, dns2.port, pf.port);
+    send(&gw, "again@sts.test");
+    let again = line(&gw, "again@sts.test");
+    assert!(again.contains("status=sent"), "{again}\n{}", gw.log());
+    let log = gw.log();
+    assert!(
+        log.contains("MTA-STS policy of sts.test: fetch failed")
+            && log.contains("the cached policy stays in force"),
+        "{log}"
+    );
+    let metrics = common::scrape(ports.1);
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"mta-sts\"}"
+        ),
+        1,
+        "{metrics}"
+    );
+    sink.wait_for_messages(3, Duration::from_secs(60), || pf.log());
+}
