@@ -276,7 +276,16 @@ impl Resolver {
                     None => Validator::TrustAd(pool.clone()),
                 };
                 let validator = Arc::new(validator);
+                let refresher = (resolver.clone(), sts_cache_all.clone());
                 runtime.block_on(async move {
+                    tokio::spawn(async move {
+                        let (resolver, cache) = refresher;
+                        let mut every = tokio::time::interval(mta_sts::REFRESH_EVERY);
+                        loop {
+                            every.tick().await;
+                            mta_sts::refresh_due(&resolver, &cache).await;
+                        }
+                    });
                     while let Some(req) = rx.recv().await {
                         let (resolver, pool, stats) =
                             (resolver.clone(), pool.clone(), stats.clone());

@@ -53,6 +53,8 @@ pub struct StsCache {
     cache: Mutex<Cache>,
     file: Option<PathBuf>,
     pub stats: StsStats,
+    /// The CA store of the last lookup, for background refreshes.
+    roots: Mutex<Option<Arc<rustls::RootCertStore>>>,
 }
 
 fn now() -> u64 {
@@ -80,6 +82,7 @@ impl StsCache {
             cache: Mutex::new(cache),
             file,
             stats: StsStats::default(),
+            roots: Mutex::new(None),
         }
     }
 
@@ -252,6 +255,7 @@ pub async fn policy(
 ) -> Option<Policy> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
     let now = now();
+    *cache.roots.lock().unwrap_or_else(|p| p.into_inner()) = Some(roots.clone());
     if cache
         .lock()
         .absent
@@ -309,6 +313,64 @@ pub async fn policy(
                 }
             }
         },
+    }
+}
+
+/// How often the cache is looked over for policies about to expire.
+pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
+/// A policy expiring within this is fetched again in the background.
+const REFRESH_WITHIN: u64 = 86_400;
+
+/// Fetches again, in the background, every cached policy that expires
+/// within a day (RFC 8461 §10.2: refresh before expiry, so a policy never
+/// lapses between deliveries); a failure keeps the cached one.
+pub async fn refresh_due(resolver: &TokioResolver, cache: &StsCache) {
+    let now = now();
+    let roots = cache
+        .roots
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let (due, expired) = {
+        let mut c = cache.lock();
+        let expired = c.expire(now);
+        (c.due_for_refresh(now, REFRESH_WITHIN), expired)
+    };
+    if expired {
+        cache.save();
+    }
+    let Some(roots) = roots else { return };
+    for domain in due {
+        let id = match txt_id(resolver, &domain).await {
+            Some(Ok(id)) => id,
+            // No record (now): the cached policy runs out by itself.
+            Some(Err(_)) | None => continue,
+        };
+        match fetch(resolver, &domain, roots.clone()).await {
+            Ok(policy) => {
+                tracing::info!(target: "send", "MTA-STS policy of {domain} refreshed (id {id})");
+                cache
+                    .stats
+                    .fetched
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                cache.lock().store(
+                    &domain,
+                    Cached {
+                        id,
+                        policy,
+                        fetched: now,
+                    },
+                );
+                cache.save();
+            }
+            Err(e) => {
+                cache
+                    .stats
+                    .failed
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(target: "send", "MTA-STS policy of {domain}: refresh failed ({e}); the cached policy stays in force");
+            }
+        }
     }
 }
 
