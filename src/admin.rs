@@ -325,7 +325,7 @@ impl Metrics {
                 ));
             }
         }
-        let would_refuse = WouldRefuse::ALL
+        let mut would_refuse: Vec<(Labels, u64)> = WouldRefuse::ALL
             .iter()
             .map(|w| {
                 let (source, reason) = w.labels();
@@ -335,6 +335,17 @@ impl Metrics {
                 )
             })
             .collect();
+        // Report-only inbound profiles, summed over the shards.
+        for (i, reason) in crate::policy::Refusal::LABELS.iter().enumerate() {
+            let n = shared.stats.iter().map(|s| load(&s.would_refuse[i])).sum();
+            would_refuse.push((
+                vec![
+                    ("source", "profile.server".into()),
+                    ("reason", (*reason).into()),
+                ],
+                n,
+            ));
+        }
         let dane_lookups = shared.dane.get().map(|d| {
             DaneResult::ALL
                 .iter()

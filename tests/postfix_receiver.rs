@@ -39,7 +39,7 @@ fn postfix(dir: &Path, ca: &Ca, sink: &Sink, tls: bool) -> Postfix {
     Postfix::start(
         dir,
         &format!(
-            "relay_domains = mand.test wrongname.test opp.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n{tls_conf}",
+            "relay_domains = mand.test wrongname.test opp.test reportonly.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n{tls_conf}",
             sink.port
         ),
     )
@@ -70,6 +70,19 @@ mandatory_tls = true
 verify = true
 match_names = ["not-the-server.test"]
 
+[[profile]]
+name = "wrong-name-report-only"
+[profile.client]
+mandatory_tls = true
+verify = true
+match_names = ["not-the-server.test"]
+report_only = true
+
+[[route]]
+domain = "reportonly.test"
+via = "[127.0.0.1]:{pf_port}"
+profile = "wrong-name-report-only"
+
 [[route]]
 domain = "mand.test"
 via = "[127.0.0.1]:{pf_port}"
@@ -88,7 +101,7 @@ via = "[127.0.0.1]:{pf_port}"
     let config = common::config(port, 1, "")
         .replace(
             "accept_domains = [\"example.com\"]",
-            "accept_domains = [\"mand.test\", \"wrongname.test\", \"opp.test\"]",
+            "accept_domains = [\"mand.test\", \"wrongname.test\", \"opp.test\", \"reportonly.test\"]",
         )
         .replace(
             "generate_self_signed = true\n",
@@ -150,6 +163,19 @@ fn mandatory_verified_route_to_postfix() {
     send(&gw, "user@opp.test");
     let line = gw.wait_for_line("to=<user@opp.test>", Duration::from_secs(60));
     assert!(line.contains("status=sent"), "{line}");
+
+    // The same rules, report-only: delivered, and what would have been
+    // refused is said.
+    send(&gw, "user@reportonly.test");
+    let line = gw.wait_for_line("to=<user@reportonly.test>", Duration::from_secs(60));
+    assert!(line.contains("status=sent"), "{line}");
+    assert!(
+        gw.log()
+            .contains("would refuse: profile (report-only): server certificate names")
+            && gw.log().contains("do not match not-the-server.test"),
+        "{}",
+        gw.log()
+    );
 
     // Postfix relayed both delivered messages on: our Received header and
     // Postfix's are both there.

@@ -364,6 +364,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                 require_verified_client_cert: srv.require_verified_client_cert,
                 client_cert_name: srv.client_cert_name.clone(),
                 client_cert_sha256: pins,
+                report_only: srv.report_only,
             },
             client: ClientRules {
                 mandatory_tls: p.client.mandatory_tls,
@@ -390,6 +391,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                     .iter()
                     .filter_map(|pin| parse_fingerprint(pin.get_ref()))
                     .collect(),
+                report_only: p.client.report_only,
                 client_certificate: p.client.client_certificate,
             },
         });

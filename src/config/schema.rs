@@ -215,6 +215,8 @@ pub struct ProfileServer {
     /// Absent = no name check; "" = the client's verified host name.
     pub client_cert_name: Option<String>,
     pub client_cert_sha256: Vec<Spanned<String>>,
+    /// Check and report, refuse nothing.
+    pub report_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -227,6 +229,8 @@ pub struct ProfileClient {
     pub match_names: Vec<String>,
     pub pin_sha256: Vec<Spanned<String>>,
     pub client_certificate: bool,
+    /// Check and report, refuse nothing.
+    pub report_only: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

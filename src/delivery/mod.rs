@@ -108,16 +108,22 @@ pub enum WouldRefuse {
     StsCertificate,
     /// An MTA-STS policy applies; the session was in the clear.
     StsNoTls,
+    /// The route profile's certificate rules (verify, names, pins).
+    ProfileCertificate,
+    /// The route profile's `mandatory_tls`; the session was in the clear.
+    ProfileNoTls,
 }
 
 impl WouldRefuse {
-    pub const ALL: [WouldRefuse; 6] = [
+    pub const ALL: [WouldRefuse; 8] = [
         WouldRefuse::DaneLookup,
         WouldRefuse::DaneNoTls,
         WouldRefuse::DaneCertificate,
         WouldRefuse::StsMx,
         WouldRefuse::StsCertificate,
         WouldRefuse::StsNoTls,
+        WouldRefuse::ProfileCertificate,
+        WouldRefuse::ProfileNoTls,
     ];
 
     /// `(source, reason)` labels.
@@ -129,6 +135,8 @@ impl WouldRefuse {
             WouldRefuse::StsMx => ("mta-sts", "mx"),
             WouldRefuse::StsCertificate => ("mta-sts", "certificate"),
             WouldRefuse::StsNoTls => ("mta-sts", "no_tls"),
+            WouldRefuse::ProfileCertificate => ("profile.client", "certificate"),
+            WouldRefuse::ProfileNoTls => ("profile.client", "no_tls"),
         }
     }
 
@@ -140,6 +148,8 @@ impl WouldRefuse {
             WouldRefuse::StsMx => 3,
             WouldRefuse::StsCertificate => 4,
             WouldRefuse::StsNoTls => 5,
+            WouldRefuse::ProfileCertificate => 6,
+            WouldRefuse::ProfileNoTls => 7,
         }
     }
 }
@@ -516,7 +526,11 @@ impl Scheduler {
             .profile
             .and_then(|i| snapshot.profiles.list.get(i))
             .map(|p| p.client.clone());
-        let tls = if rules.as_ref().is_some_and(|r| r.mandatory_tls) {
+        // A report-only profile never makes TLS mandatory: it reports.
+        let tls = if rules
+            .as_ref()
+            .is_some_and(|r| r.mandatory_tls && !r.report_only)
+        {
             TlsMode::Mandatory
         } else {
             TlsMode::Opportunistic

@@ -43,6 +43,39 @@ pub enum Refusal {
     ClientCertPin,
 }
 
+impl Refusal {
+    /// The `reason` label of `sealgate_policy_would_refuse_total`.
+    pub fn label(&self) -> &'static str {
+        Refusal::LABELS[self.index()]
+    }
+
+    /// Every variant, in the order of the would-refuse counters.
+    pub const KINDS: usize = 7;
+
+    pub fn index(&self) -> usize {
+        match self {
+            Refusal::RelayDenied => 0,
+            Refusal::TlsRequired => 1,
+            Refusal::CipherTooWeak { .. } => 2,
+            Refusal::ClientCertMissing => 3,
+            Refusal::ClientCertNotVerified(_) => 4,
+            Refusal::ClientCertName(_) => 5,
+            Refusal::ClientCertPin => 6,
+        }
+    }
+
+    /// The labels by [`Refusal::index`].
+    pub const LABELS: [&'static str; Refusal::KINDS] = [
+        "relay_denied",
+        "tls_required",
+        "cipher",
+        "client_cert_missing",
+        "client_cert_unverified",
+        "client_cert_name",
+        "client_cert_pin",
+    ];
+}
+
 /// The recipient-side facts of the inbound policy, compiled once per
 /// snapshot: domains lower-cased and without a trailing dot.
 #[derive(Debug, Clone, Default)]

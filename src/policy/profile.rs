@@ -16,6 +16,9 @@ pub struct ServerRules {
     /// `None`: no name check; `Some("")`: the client's verified host name.
     pub client_cert_name: Option<String>,
     pub client_cert_sha256: Vec<[u8; 32]>,
+    /// Every check runs; a failure is logged `would refuse: …` and
+    /// counted, and the command is accepted.
+    pub report_only: bool,
 }
 
 impl ServerRules {
@@ -53,6 +56,9 @@ pub struct ClientRules {
     pub match_names: Vec<String>,
     pub pin_sha256: Vec<[u8; 32]>,
     pub client_certificate: bool,
+    /// Every check runs; a failure is logged `would refuse: …` and
+    /// counted, and the message goes as if the rules were off.
+    pub report_only: bool,
 }
 
 /// One compiled `[[profile]]`.

@@ -398,6 +398,11 @@ impl Conn {
                         tracing::warn!(target: "receive", "{line}: refused");
                         continue;
                     }
+                    Rejection::WouldRefuse { refusal, line } => {
+                        stats.would_refuse[refusal.index()].fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(target: "receive", "would refuse (report-only profile): {line}");
+                        continue;
+                    }
                     Rejection::Policy {
                         refusal: PolicyRefusal::TlsRequired,
                         line,

@@ -331,7 +331,15 @@ impl OutConn {
                 n.bits
             );
         }
-        verdict.map_err(|refusal| Failure::Tls(refusal.into()))?;
+        let report_only = self.job.rules.as_ref().is_some_and(|r| r.report_only);
+        match verdict {
+            Ok(()) => {}
+            Err(refusal) if report_only => self.would_refuse(
+                WouldRefuse::ProfileCertificate,
+                &format!("profile (report-only): {refusal}"),
+            ),
+            Err(refusal) => return Err(Failure::Tls(refusal.into())),
+        }
         self.tls_level = trust.into();
         // RFC 8461 §4.2: a valid certificate naming the MX host.
         let verified = trust == crate::tls::outbound::Trust::Verified;

@@ -23,6 +23,9 @@ pub struct ShardStats {
     pub refused_total_limit: AtomicU64,
     /// Connections refused with 421 at `limits.connections_per_ip`.
     pub refused_per_ip_limit: AtomicU64,
+    /// What report-only profiles would have refused, by
+    /// [`crate::policy::Refusal::index`].
+    pub would_refuse: [AtomicU64; crate::policy::Refusal::KINDS],
 }
 
 /// Why an inbound STARTTLS handshake failed: the `reason` label of

@@ -57,6 +57,8 @@ pub enum Rejection {
     Policy { refusal: Refusal, line: String },
     /// A PROXY header from an address not in `server.proxy_protocol_from`.
     UntrustedProxy { line: String },
+    /// What a report-only profile would have refused (and accepted).
+    WouldRefuse { refusal: Refusal, line: String },
 }
 
 /// Work the connection glue must do before feeding more input.
@@ -288,6 +290,21 @@ impl Session {
         from: &str,
         to: Option<&str>,
     ) {
+        let line = self.rejection_line(verb, reply, from, to);
+        self.rejections
+            .push_back(Rejection::Policy { refusal, line });
+    }
+
+    /// A refusal a report-only profile does not make: the line says
+    /// what the reply would have been.
+    fn note_would_refuse(&mut self, verb: &str, refusal: Refusal, reply: &Reply, from: &str) {
+        let line = self.rejection_line(verb, reply, from, None);
+        self.rejections
+            .push_back(Rejection::WouldRefuse { refusal, line });
+    }
+
+    /// Postfix's `NOQUEUE: reject:` wording (without the prefix).
+    fn rejection_line(&self, verb: &str, reply: &Reply, from: &str, to: Option<&str>) -> String {
         let helo = self.helo.as_ref().map(|(h, _)| h.as_str()).unwrap_or("");
         let proto = match &self.helo {
             Some((_, true)) => "ESMTP",
@@ -302,10 +319,7 @@ impl Session {
             line.push_str(&format!(" to=<{to}>"));
         }
         line.push_str(&format!(" proto={proto} helo=<{helo}>"));
-        self.rejections.push_back(Rejection::Policy {
-            refusal,
-            line: super::received::sanitize_line(&line),
-        });
+        super::received::sanitize_line(&line)
     }
 
     pub fn is_closed(&self) -> bool {

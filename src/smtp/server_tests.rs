@@ -799,3 +799,43 @@ fn data_past_the_buffer_spills_and_the_budget_bounds_memory() {
     other.read(b"MAIL FROM:<a@b.test>\r\n");
     assert!(other.take_output().starts_with("250"));
 }
+
+/// A report-only profile runs its checks and refuses nothing: MAIL in the
+/// clear under `mandatory_tls` is accepted, and the session reports what it
+/// would have answered; the same profile without `report_only` refuses.
+#[test]
+fn state_event_report_only_profile_accepts_and_reports() {
+    let snapshot = |report_only: bool| {
+        let text = format!(
+            "[server]\naccept_domains = [\"example.com\"]\n\n[[profile]]\nname = \"p\"\nhosts = [\"*\"]\n\n[profile.server]\nmandatory_tls = true\nreport_only = {report_only}\n"
+        );
+        let cfg = crate::config::parse(&text, "t.toml", std::path::PathBuf::from(".")).unwrap();
+        Arc::new(cfg.snapshot().unwrap())
+    };
+    let mut h = Harness::new(snapshot(true));
+    h.read(b"EHLO c.test\r\n");
+    h.take_output();
+    h.read(b"MAIL FROM:<a@c.test>\r\n");
+    assert_eq!(h.take_output(), "250 2.1.0 Sender ok\r\n");
+    match h.session.poll_event() {
+        Some(Rejection::WouldRefuse {
+            refusal: Refusal::TlsRequired,
+            line,
+        }) => assert!(line.contains("530 5.7.0"), "{line}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(h.session.poll_event(), None);
+
+    let mut h = Harness::new(snapshot(false));
+    h.read(b"EHLO c.test\r\n");
+    h.take_output();
+    h.read(b"MAIL FROM:<a@c.test>\r\n");
+    assert!(h.take_output().starts_with("530 5.7.0"));
+    assert!(matches!(
+        h.session.poll_event(),
+        Some(Rejection::Policy {
+            refusal: Refusal::TlsRequired,
+            ..
+        })
+    ));
+}

@@ -99,8 +99,12 @@ impl Session {
                     ReversePath::Null => String::new(),
                     ReversePath::Mailbox(m) => m.to_string(),
                 };
-                self.note_rejection("MAIL", refusal, &reply, &from_text, None);
-                return self.error(reply);
+                if profile.server.report_only {
+                    self.note_would_refuse("MAIL", refusal, &reply, &from_text);
+                } else {
+                    self.note_rejection("MAIL", refusal, &reply, &from_text, None);
+                    return self.error(reply);
+                }
             }
         }
         let from = match from {
