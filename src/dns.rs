@@ -36,6 +36,14 @@ type TargetsReply = Box<dyn FnOnce(Result<Vec<Found>, LookupError>) + Send>;
 
 enum Request {
     ClientName(IpAddr, Reply),
+    /// `sealgate policy`: what DANE and MTA-STS say of a domain, as text.
+    Policy {
+        domain: String,
+        action: PolicyQuery,
+        dane: Option<u16>,
+        sts: Option<StsLookup>,
+        reply: Box<dyn FnOnce(String) + Send>,
+    },
     /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host; with
     /// `dane`, each host's TLSA records for that port too.
     Targets {
@@ -79,6 +87,14 @@ pub struct Found {
     pub ip: IpAddr,
     pub dane: Dane,
     pub sts: Sts,
+}
+
+/// What `sealgate policy` asks of the resolver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyQuery {
+    Show,
+    Refresh,
+    Forget,
 }
 
 /// Look up the recipient domain's MTA-STS policy too.
@@ -296,6 +312,22 @@ impl Resolver {
                                 Request::ClientName(ip, reply) => {
                                     reply(confirmed_name(&resolver, &pool, ip).await)
                                 }
+                                Request::Policy {
+                                    domain,
+                                    action,
+                                    dane,
+                                    sts,
+                                    reply,
+                                } => {
+                                    let dane = dane.filter(|_| dnssec != Dnssec::Off);
+                                    reply(
+                                        policy_report(
+                                            &resolver, &validator, &sts_cache, &domain, action,
+                                            dane, sts,
+                                        )
+                                        .await,
+                                    )
+                                }
                                 Request::Targets {
                                     name,
                                     mx,
@@ -395,6 +427,30 @@ impl Resolver {
         if let Err(e) = self.tx.send(req) {
             if let Request::Targets { reply, .. } = e.0 {
                 reply(Err(LookupError::Temporary("resolver stopped".into())));
+            }
+        }
+    }
+
+    /// `sealgate policy`: what DANE and MTA-STS say of `domain` (the
+    /// MTA-STS cache refreshed or forgotten first, as asked), as text.
+    pub fn policy(
+        &self,
+        domain: &str,
+        action: PolicyQuery,
+        dane: Option<u16>,
+        sts: Option<StsLookup>,
+        reply: impl FnOnce(String) + Send + 'static,
+    ) {
+        let req = Request::Policy {
+            domain: domain.to_string(),
+            action,
+            dane,
+            sts,
+            reply: Box::new(reply),
+        };
+        if let Err(e) = self.tx.send(req) {
+            if let Request::Policy { reply, .. } = e.0 {
+                reply("the resolver is not running".into());
             }
         }
     }
@@ -812,4 +868,115 @@ async fn dane_targets(
         }));
     }
     Ok(out)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The text of `sealgate policy show|refresh|forget`.
+async fn policy_report(
+    resolver: &TokioResolver,
+    validator: &Validator,
+    cache: &StsCache,
+    domain: &str,
+    action: PolicyQuery,
+    dane: Option<u16>,
+    sts: Option<StsLookup>,
+) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    match action {
+        PolicyQuery::Forget => {
+            return if cache.forget(domain) {
+                format!("{domain}: cached MTA-STS policy forgotten\n")
+            } else {
+                format!("{domain}: no MTA-STS policy was cached\n")
+            };
+        }
+        PolicyQuery::Refresh => {
+            cache.forget(domain);
+            if let Some(lookup) = &sts {
+                let _ = mta_sts::policy(resolver, cache, domain, lookup.roots.clone()).await;
+            }
+        }
+        PolicyQuery::Show => {}
+    }
+    match dane {
+        None => out.push_str(
+            "DANE: not consulted ([outbound] dane off, [dns] dnssec off, or a route profile)\n",
+        ),
+        Some(port) => match dane_targets(validator, domain, true, port).await {
+            Err(e) => {
+                let _ = writeln!(out, "DANE: lookup failed: {e:?}");
+            }
+            Ok(found) => {
+                let mut seen: Vec<String> = Vec::new();
+                for f in found {
+                    if seen.contains(&f.host) {
+                        continue;
+                    }
+                    seen.push(f.host.clone());
+                    let what = match &f.dane {
+                        Dane::None => "not DANE (unsigned zone, or no TLSA records)".to_string(),
+                        Dane::Unusable => {
+                            "TLSA records, none usable: TLS required, not authenticated".to_string()
+                        }
+                        Dane::Failed(e) => {
+                            format!("lookup failed: {e}: deferred, never in the clear")
+                        }
+                        Dane::Usable(records) => {
+                            let list: Vec<String> = records
+                                .iter()
+                                .map(|r| {
+                                    format!(
+                                        "{} {} {} {}",
+                                        r.usage,
+                                        r.selector,
+                                        r.matching,
+                                        hex(&r.data)
+                                    )
+                                })
+                                .collect();
+                            format!("DNSSEC-signed TLSA at port {port}: {}", list.join(", "))
+                        }
+                    };
+                    let _ = writeln!(out, "DANE: {}: {what}", f.host);
+                }
+            }
+        },
+    }
+    match sts {
+        None => {
+            out.push_str("MTA-STS: not consulted ([outbound] mta_sts off, or a route profile)\n")
+        }
+        Some(_) => {
+            let now = now_secs();
+            match cache.snapshot().policies.get(domain) {
+                Some(c) => {
+                    let _ = writeln!(
+                        out,
+                        "MTA-STS: policy id {} fetched {} s ago, expires in {} s: mode {:?}, mx {:?}, max_age {}",
+                        c.id,
+                        now.saturating_sub(c.fetched),
+                        c.expires().saturating_sub(now),
+                        c.policy.mode,
+                        c.policy.mx,
+                        c.policy.max_age
+                    );
+                }
+                None => {
+                    out.push_str("MTA-STS: no policy cached (none published, or not needed yet)\n")
+                }
+            }
+        }
+    }
+    out
 }

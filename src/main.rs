@@ -79,6 +79,14 @@ enum Command {
         #[command(subcommand)]
         command: QueueCommand,
     },
+    /// Outbound policy of a recipient domain on the running gateway: the
+    /// route's profile, DANE records and MTA-STS policy.
+    Policy {
+        #[arg(short = 'c', long = "config", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// The spool on disk, offline (the gateway may be running or not).
     Spool {
         #[arg(short = 'c', long = "config", global = true)]
@@ -91,6 +99,17 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// What applies and why: profile, DANE records and their DNSSEC
+    /// status, the MTA-STS policy and its age.
+    Show { domain: String },
+    /// Fetch the domain's MTA-STS policy again now, then show.
+    Refresh { domain: String },
+    /// Drop the domain's cached MTA-STS policy.
+    Forget { domain: String },
 }
 
 #[derive(Subcommand)]
@@ -264,6 +283,14 @@ fn main() -> ExitCode {
                 SpoolCommand::Verify => sealgate::spool::verify_command(&root),
                 SpoolCommand::Export { id } => sealgate::spool::export_command(&root, &id),
             }
+        }
+        Command::Policy { config, command } => {
+            let line = match command {
+                PolicyCommand::Show { domain } => format!("policy show {domain}"),
+                PolicyCommand::Refresh { domain } => format!("policy refresh {domain}"),
+                PolicyCommand::Forget { domain } => format!("policy forget {domain}"),
+            };
+            sealgate::run::queue_command(config.as_deref(), &line)
         }
         Command::Queue { config, command } => {
             let line = match command {

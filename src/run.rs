@@ -201,7 +201,7 @@ fn start_control(
                         {
                             Err(crate::delivery::AdminError::NotRunning)
                         } else {
-                            rx.recv_timeout(std::time::Duration::from_secs(30))
+                            rx.recv_timeout(std::time::Duration::from_secs(60))
                                 .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
                         }
                     }

@@ -22,6 +22,19 @@ use common::pki::Ca;
 use common::postfix::Postfix;
 use common::Gateway;
 
+/// `sealgate policy ACTION DOMAIN` against the running gateway in `dir`.
+fn policy_cmd(dir: &Path, action: &str, domain: &str) -> String {
+    let (status, out, err) = common::run_tool(
+        Command::new(common::BIN)
+            .args(["policy", action, domain, "-c"])
+            .arg(dir.join("sealgate.toml")),
+        None,
+        Duration::from_secs(60),
+    );
+    assert!(status.success(), "{out}{err}");
+    out
+}
+
 const DOMAINS: [&str; 4] = ["sts.test", "outside.test", "badcert.test", "testing.test"];
 
 struct PolicyServer(Child);
@@ -213,6 +226,25 @@ fn mta_sts_policies_decide_outbound_tls() {
     );
     let cache = std::fs::read_to_string(gw_dir.join("spool/mta-sts.json")).unwrap();
     assert!(cache.contains("\"sts.test\""), "{cache}");
+    // What applies and why, from the running gateway.
+    let shown = policy_cmd(&gw_dir, "show", "sts.test");
+    assert!(
+        shown.contains("sts.test: route via MX; no profile of its own")
+            && shown.contains("MTA-STS: policy id 1 fetched")
+            && shown.contains("mode Enforce, mx [\"mx.sts.test\"], max_age 86400")
+            && shown.contains("DANE: not consulted"),
+        "{shown}"
+    );
+    let forgot = policy_cmd(&gw_dir, "forget", "testing.test");
+    assert!(
+        forgot.contains("testing.test: cached MTA-STS policy forgotten"),
+        "{forgot}"
+    );
+    let refreshed = policy_cmd(&gw_dir, "refresh", "testing.test");
+    assert!(
+        refreshed.contains("MTA-STS: policy id 1 fetched 0 s ago"),
+        "{refreshed}"
+    );
     // Killed, not stopped: the cache was written when it changed.
     let gw_dir = gw.kill();
 

@@ -8,12 +8,27 @@ use super::Scheduler;
 /// `sealgate queue …` commands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admin {
-    List { json: bool },
+    List {
+        json: bool,
+    },
     Show(String),
     Flush,
     Delete(String),
     Hold(String),
     Release(String),
+    /// `sealgate policy show|refresh|forget DOMAIN`.
+    Policy(PolicyAction, String),
+}
+
+/// What `sealgate policy` does with a domain's outbound policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyAction {
+    /// What applies and why: the route's profile, DANE, MTA-STS.
+    Show,
+    /// Fetch the MTA-STS policy again now, then show.
+    Refresh,
+    /// Drop the cached MTA-STS policy.
+    Forget,
 }
 
 /// Why a `sealgate queue` command failed; the wording is what the command
@@ -56,12 +71,79 @@ impl std::str::FromStr for Admin {
             Some("delete") => Ok(Admin::Delete(id(&words)?)),
             Some("hold") => Ok(Admin::Hold(id(&words)?)),
             Some("release") => Ok(Admin::Release(id(&words)?)),
+            Some("policy") => {
+                let action = match words.get(1).copied() {
+                    Some("show") => PolicyAction::Show,
+                    Some("refresh") => PolicyAction::Refresh,
+                    Some("forget") => PolicyAction::Forget,
+                    _ => return Err(AdminError::Unknown(line.to_string())),
+                };
+                let domain = words
+                    .get(2)
+                    .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                    .ok_or_else(|| AdminError::NeedsId(format!("policy {}", words[1])))?;
+                Ok(Admin::Policy(action, domain))
+            }
             _ => Err(AdminError::Unknown(line.to_string())),
         }
     }
 }
 
 impl Scheduler {
+    /// `sealgate policy …`: the route decides first; what DANE and
+    /// MTA-STS say comes from the resolver thread, which answers.
+    pub(super) fn policy(
+        &mut self,
+        action: PolicyAction,
+        domain: &str,
+        reply: crossbeam_channel::Sender<Result<String, AdminError>>,
+    ) {
+        use crate::policy::route::Via;
+        use crate::policy::Enforcement;
+        let snapshot = (self.snapshot)();
+        let route = snapshot.routes.for_domain(domain);
+        let profile = route
+            .profile
+            .and_then(|i| snapshot.profiles.list.get(i))
+            .map(|p| p.name.clone());
+        let via = match &route.via {
+            Via::Mx => "MX".to_string(),
+            Via::Host { host, port } => format!("{host}:{port}"),
+        };
+        let mut head = format!("{domain}: route via {via}");
+        match &profile {
+            Some(name) => head.push_str(&format!(
+                "; profile {name:?} decides TLS (DANE and MTA-STS are not consulted)\n"
+            )),
+            None => head.push_str("; no profile of its own\n"),
+        }
+        let own = profile.is_none();
+        let mx = matches!(route.via, Via::Mx);
+        let dane = (own && snapshot.dane != Enforcement::Off).then_some(route.port);
+        let sts =
+            (own && mx && snapshot.mta_sts != Enforcement::Off).then(|| crate::dns::StsLookup {
+                roots: snapshot.outbound.roots.clone(),
+                enforcement: snapshot.mta_sts,
+            });
+        head.push_str(&format!(
+            "modes: [outbound] dane = {:?}, mta_sts = {:?}\n",
+            snapshot.dane, snapshot.mta_sts
+        ));
+        let query = match action {
+            PolicyAction::Show => crate::dns::PolicyQuery::Show,
+            PolicyAction::Refresh => crate::dns::PolicyQuery::Refresh,
+            PolicyAction::Forget => crate::dns::PolicyQuery::Forget,
+        };
+        match &self.resolver {
+            Some(resolver) => resolver.policy(domain, query, dane, sts, move |text| {
+                let _ = reply.send(Ok(head + &text));
+            }),
+            None => {
+                let _ = reply.send(Ok(head + "no resolver running\n"));
+            }
+        }
+    }
+
     /// `sealgate queue …`: list and show are formatted here from the
     /// queue's views; the rest are the queue's.
     pub(super) fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, AdminError> {

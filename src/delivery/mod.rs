@@ -15,7 +15,7 @@ mod admin;
 pub mod dsn;
 pub mod queue;
 
-pub use admin::{Admin, AdminError};
+pub use admin::{Admin, AdminError, PolicyAction};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -453,6 +453,9 @@ impl Scheduler {
                 self.queue.finished(result, now)
             }
             Event::Stop => {}
+            Event::Admin(admin::Admin::Policy(action, domain), reply) => {
+                self.policy(action, &domain, reply)
+            }
             Event::Admin(cmd, reply) => {
                 let answer = self.admin(cmd, now);
                 self.perform();

@@ -708,7 +708,7 @@ impl Queue {
         let missing = |id: &str| AdminError::NoSuchMessage(id.to_string());
         match cmd {
             // Views: the driver formats them from [`Queue::views`].
-            Admin::List { .. } | Admin::Show(_) => Ok(String::new()),
+            Admin::List { .. } | Admin::Show(_) | Admin::Policy(..) => Ok(String::new()),
             Admin::Flush => {
                 self.flush(now);
                 Ok(format!(
