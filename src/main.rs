@@ -239,13 +239,13 @@ fn main() -> ExitCode {
             let result = sealgate::config::load(config.as_deref())
                 .map_err(|e| e.to_string())
                 .and_then(|cfg| {
-                    let (host, addr) = if mx {
+                    let (host, addr, published) = if mx {
                         sealgate::probe::mx_target(&cfg, &target)
                     } else {
-                        sealgate::probe::target(&target)
+                        sealgate::probe::target(&target).map(|(h, a)| (h, a, Default::default()))
                     }
                     .map_err(|e| e.to_string())?;
-                    sealgate::probe::probe(&cfg, &host, addr, profile.as_deref())
+                    sealgate::probe::probe(&cfg, &host, addr, profile.as_deref(), &published)
                         .map_err(|e| e.to_string())
                 });
             match result {
@@ -480,7 +480,7 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
             } else {
                 let cfg = sealgate::config::load(None)?;
                 let (host, addr) = sealgate::probe::target(&target)?;
-                let report = sealgate::probe::probe(&cfg, &host, addr, None)?;
+                let report = sealgate::probe::probe(&cfg, &host, addr, None, &Default::default())?;
                 return match report.chain {
                     Some(c) => {
                         print_inspect(&c, json);

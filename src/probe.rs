@@ -30,6 +30,17 @@ pub struct ProbeReport {
     /// Whether the profile (or opportunistic delivery) would deliver here.
     pub would_deliver: bool,
     pub reason: String,
+    /// What DANE says of this host (with `--mx` and DNSSEC on).
+    pub dane: Option<String>,
+    /// What the domain's MTA-STS policy says of it (with `--mx`).
+    pub mta_sts: Option<String>,
+}
+
+/// What the recipient's DNS said of the host probed (`--mx`).
+#[derive(Debug, Clone, Default)]
+pub struct Published {
+    pub dane: Option<crate::model::Dane>,
+    pub sts: Option<crate::model::Sts>,
 }
 
 /// Why a probe could not be made (as opposed to what it found, which is
@@ -88,6 +99,7 @@ pub fn probe(
     host: &str,
     addr: SocketAddr,
     profile: Option<&str>,
+    published: &Published,
 ) -> Result<ProbeReport, ProbeError> {
     let (roots, profiles, outbound) = cfg.outbound()?;
     let profile_idx = match profile {
@@ -129,7 +141,33 @@ pub fn probe(
         profile: profile.map(str::to_string),
         would_deliver: true,
         reason: String::new(),
+        dane: None,
+        mta_sts: None,
     };
+    // What delivery would decide before any TLS: a failed DANE lookup or
+    // TLS required by DANE or MTA-STS.
+    report.dane = published.dane.as_ref().map(|d| match d {
+        crate::model::Dane::None => "not DANE (unsigned zone, or no TLSA records)".to_string(),
+        crate::model::Dane::Unusable => {
+            "TLSA records, none usable: TLS required, not authenticated".to_string()
+        }
+        crate::model::Dane::Failed(e) => format!("lookup failed: {e}: delivery would defer"),
+        crate::model::Dane::Usable(r) => format!("{} usable TLSA record(s): TLS required", r.len()),
+    });
+    report.mta_sts = published.sts.map(|s| match s {
+        crate::model::Sts::None => "no policy applies".to_string(),
+        crate::model::Sts::Enforce => {
+            "enforce: TLS with a valid certificate naming the host required".to_string()
+        }
+        crate::model::Sts::Testing { mx_ok } => format!(
+            "testing: reported only{}",
+            if mx_ok {
+                ""
+            } else {
+                " (the host is outside the policy's MX patterns)"
+            }
+        ),
+    });
     if !starttls_offered {
         let _ = writeln!(writer, "QUIT\r");
         report.would_deliver = !mandatory;
@@ -189,6 +227,34 @@ pub fn probe(
     let (trust, verdict) =
         crate::tls::outbound::check_server(conn, host, rules.as_ref(), &Arc::new(roots));
     report.trust = Some(trust.as_str().to_string());
+    if let Some(crate::model::Dane::Usable(records)) = &published.dane {
+        report.dane = Some(
+            match crate::tls::dane::check(
+                conn.peer_certificates().unwrap_or_default(),
+                host,
+                records,
+            ) {
+                Ok(m) => format!("certificate matches the TLSA records ({m:?})"),
+                Err(e) => format!("would refuse: {e}"),
+            },
+        );
+    }
+    if let Some(crate::model::Sts::Enforce | crate::model::Sts::Testing { .. }) = published.sts {
+        let ok = trust == crate::tls::outbound::Trust::Verified;
+        let mode = if published.sts == Some(crate::model::Sts::Enforce) {
+            "enforce"
+        } else {
+            "testing"
+        };
+        report.mta_sts = Some(if ok {
+            format!("{mode}: the certificate is valid and names the host")
+        } else {
+            format!(
+                "{mode}: would refuse: the certificate is {}",
+                trust.as_str()
+            )
+        });
+    }
     match verdict {
         Ok(()) => {
             report.would_deliver = true;
@@ -234,7 +300,7 @@ pub fn target(spec: &str) -> Result<(String, SocketAddr), ProbeError> {
 
 /// `DOMAIN[:PORT]` with `--mx`: the first MX host of the domain (by
 /// preference, as delivery would try it), through the configured resolver.
-pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), ProbeError> {
+pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Published), ProbeError> {
     let bad = ProbeError::Target;
     let (domain, port) = match spec.rsplit_once(':') {
         Some((d, p)) => (
@@ -245,8 +311,23 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), Probe
         None => (spec, 25),
     };
     let resolver = crate::run::start_resolver(cfg)?.ok_or_else(|| bad("no resolver".into()))?;
+    // As delivery would look them up (no route profile considered: the
+    // probe judges by the profile it is given).
+    let dane = (cfg.dane() != crate::policy::Enforcement::Off).then_some(port);
+    let mta_sts = cfg
+        .file
+        .outbound
+        .mta_sts
+        .unwrap_or(crate::policy::Enforcement::Enforce);
+    let sts = match mta_sts {
+        crate::policy::Enforcement::Off => None,
+        enforcement => Some(crate::dns::StsLookup {
+            roots: std::sync::Arc::new(cfg.outbound()?.0),
+            enforcement,
+        }),
+    };
     let (tx, rx) = std::sync::mpsc::channel();
-    resolver.targets(domain, true, None, None, move |t| {
+    resolver.targets(domain, true, dane, sts.clone(), move |t| {
         let _ = tx.send(t);
     });
     let targets = rx
@@ -257,7 +338,11 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr), Probe
         .into_iter()
         .next()
         .ok_or_else(|| bad(format!("{domain}: no MX host")))?;
-    Ok((found.host, SocketAddr::new(found.ip, port)))
+    let published = Published {
+        dane: dane.map(|_| found.dane.clone()),
+        sts: sts.map(|_| found.sts),
+    };
+    Ok((found.host, SocketAddr::new(found.ip, port), published))
 }
 
 impl std::fmt::Display for ProbeReport {
@@ -281,6 +366,12 @@ impl std::fmt::Display for ProbeReport {
         }
         if let Some(chain) = &self.chain {
             write!(f, "{chain}")?;
+        }
+        if let Some(d) = &self.dane {
+            writeln!(f, "DANE:      {d}")?;
+        }
+        if let Some(s) = &self.mta_sts {
+            writeln!(f, "MTA-STS:   {s}")?;
         }
         writeln!(
             f,

@@ -235,6 +235,25 @@ fn mta_sts_policies_decide_outbound_tls() {
             && shown.contains("DANE: not consulted"),
         "{shown}"
     );
+    for (domain, expect) in [
+        (
+            "sts.test",
+            "MTA-STS:   enforce: the certificate is valid and names the host",
+        ),
+        (
+            "testing.test",
+            "MTA-STS:   testing: would refuse: the certificate is Trusted",
+        ),
+    ] {
+        let (_, probed, err) = common::run_tool(
+            Command::new(common::BIN)
+                .args(["probe", "--mx", &format!("{domain}:{}", pf.port), "-c"])
+                .arg(gw_dir.join("sealgate.toml")),
+            None,
+            Duration::from_secs(60),
+        );
+        assert!(probed.contains(expect), "{domain}: {probed}{err}");
+    }
     let forgot = policy_cmd(&gw_dir, "forget", "testing.test");
     assert!(
         forgot.contains("testing.test: cached MTA-STS policy forgotten"),
