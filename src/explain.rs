@@ -56,6 +56,9 @@ pub struct Explanation {
     pub mail_in_clear: String,
     pub mail_over_tls: String,
     pub recipients: Vec<(String, String)>,
+    /// Per recipient, what decides the TLS of its delivery: the route's
+    /// profile, or the recipient's DNS (DANE, MTA-STS) as configured.
+    pub delivery: Vec<(String, String)>,
 }
 
 fn choice(profiles: &Profiles, idx: usize, by: MatchedBy) -> ProfileChoice {
@@ -283,7 +286,49 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
                 (r.clone(), v)
             })
             .collect(),
+        delivery: q
+            .rcpts
+            .iter()
+            .map(|r| {
+                let domain = r.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                (r.clone(), delivery_sources(cfg, domain))
+            })
+            .collect(),
     }
+}
+
+/// Which sources decide the TLS of mail for `domain`, in the order
+/// delivery consults them (docs/delivery.md): the route's profile alone
+/// when it has one; otherwise DANE, then MTA-STS, then opportunistic TLS.
+/// Their live verdicts need DNS: `sealgate policy show DOMAIN`.
+fn delivery_sources(cfg: &Config, domain: &str) -> String {
+    use crate::policy::route::Via;
+    use crate::policy::Enforcement;
+    let route = cfg.routes.for_domain(domain);
+    let via = match &route.via {
+        Via::Mx => "MX".to_string(),
+        Via::Host { host, port } => format!("{host}:{port}"),
+    };
+    if let Some(p) = route.profile.and_then(|i| cfg.profiles.list.get(i)) {
+        return format!(
+            "via {via}; profile {:?} decides TLS (DANE and MTA-STS are not consulted)",
+            p.name
+        );
+    }
+    let mode = |e: Enforcement| match e {
+        Enforcement::Off => "off",
+        Enforcement::Report => "report-only",
+        Enforcement::Enforce => "enforced",
+    };
+    let mta_sts = cfg.file.outbound.mta_sts.unwrap_or(Enforcement::Enforce);
+    let mut sources = vec![format!("DANE {}", mode(cfg.dane()))];
+    if matches!(route.via, Via::Mx) {
+        sources.push(format!("MTA-STS {}", mode(mta_sts)));
+    }
+    format!(
+        "via {via}; no profile: {}, then opportunistic TLS (`sealgate policy show {domain}` for the live verdicts)",
+        sources.join(", then ")
+    )
 }
 
 fn requirements(r: &ServerRules) -> Vec<String> {
@@ -377,6 +422,9 @@ impl std::fmt::Display for Explanation {
         writeln!(f, "MAIL FROM over TLS: {}", self.mail_over_tls)?;
         for (r, v) in &self.recipients {
             writeln!(f, "RCPT TO:<{r}>: {v}")?;
+        }
+        for (r, v) in &self.delivery {
+            writeln!(f, "delivery to <{r}>: {v}")?;
         }
         Ok(())
     }

@@ -27,6 +27,17 @@ relay = true
 [[profile]]
 name = "everyone"
 hosts = ["*"]
+[[route]]
+domain = "partner-b.example"
+via = "mx"
+profile = "partner-b"
+[[route]]
+domain = "*"
+via = "mx"
+[dns]
+dnssec = "trust-ad"
+[outbound]
+mta_sts = "report"
 "#;
 
 fn explain(args: &[&str]) -> serde_json::Value {
@@ -109,6 +120,31 @@ fn prefix_relays_and_sender_domain_applies_at_mail() {
     ]);
     assert_eq!(e["at_connect"]["matched_by"]["kind"], "host");
     assert_eq!(e["name_needed"], false);
+}
+
+/// For each recipient, which sources decide the TLS of its delivery, in
+/// delivery's order: a route profile alone, else DANE then MTA-STS.
+#[test]
+fn delivery_sources_per_recipient() {
+    let e = explain(&[
+        "--client-ip",
+        "192.0.2.77",
+        "--rcpt",
+        "x@partner-b.example",
+        "--rcpt",
+        "y@other.example",
+    ]);
+    assert_eq!(
+        e["delivery"][0][1],
+        "via MX; profile \"partner-b\" decides TLS (DANE and MTA-STS are not consulted)"
+    );
+    let other = e["delivery"][1][1].as_str().unwrap();
+    assert!(
+        other.starts_with(
+            "via MX; no profile: DANE enforced, then MTA-STS report-only, then opportunistic TLS"
+        ),
+        "{other}"
+    );
 }
 
 /// `explain` runs the gateway's own session, so its verdicts are the
