@@ -39,50 +39,19 @@ const DOMAINS: [&str; 6] = [
 /// its `[dns]` table's body.
 fn gateway(dir: &Path, ca: &Ca, dns: &str, pf_port: u16, dane: &str) -> Gateway {
     let port = common::free_port();
-    let admin = common::free_port();
-    let accept = DOMAINS
-        .iter()
-        .map(|d| format!("\"{d}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = common::config(port, 1, "")
-        .replace(
-            "accept_domains = [\"example.com\"]",
-            &format!("accept_domains = [{accept}]"),
-        )
-        .replace(
-            "via = \"[127.0.0.1]:1\"",
-            &format!("via = \"mx\"\nport = {pf_port}"),
-        )
-        .replace(
-            "generate_self_signed = true\n",
-            &format!(
-                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
-                ca.cert_path.display()
-            ),
-        )
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{admin}\""),
-        )
-        + &format!(
-            "\n[queue]\nretry = [\"1h\"]\n\n[dns]\n{dns}\n\n[outbound]\ndane = \"{dane}\"\n"
-        );
+    let config = common::mx_relay_config(
+        (port, common::free_port()),
+        &DOMAINS,
+        &ca.cert_path,
+        pf_port,
+        &format!("\n[dns]\n{dns}\n\n[outbound]\ndane = \"{dane}\"\n"),
+    );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir.to_path_buf(), port)
 }
 
 fn send(gw: &Gateway, rcpt: &str) {
-    let mut c = common::connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO client.test");
-    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
-    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
-    assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c
-        .cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n."))
-        .starts_with("250"));
-    c.cmd("QUIT");
+    common::send_mail(gw, "sender@client.test", &[rcpt], &format!("to {rcpt}"));
 }
 
 fn admin_port(gw: &Gateway) -> u16 {
@@ -106,17 +75,7 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
     )
     .unwrap();
     let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
-    let pf = Postfix::start(
-        &dir,
-        &format!(
-            "relay_domains = {}\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n\
-             smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
-            DOMAINS.join(" "),
-            sink.port,
-            key.display(),
-            chain.display()
-        ),
-    );
+    let pf = Postfix::tls_relay(&dir, &DOMAINS, sink.port, &key, &chain);
     let spki = dnssec::spki_sha256(&leaf);
     let ca_digest = dnssec::cert_sha256(&ca.cert_path);
     let wrong = "00".repeat(32);

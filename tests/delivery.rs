@@ -37,18 +37,7 @@ fn gateway(name: &str, r: &Receiver) -> Gateway {
 }
 
 fn send(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) {
-    let mut c = common::connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO client.test");
-    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
-    for r in rcpts {
-        assert!(c.cmd(&format!("RCPT TO:<{r}>")).starts_with("250"));
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c
-        .cmd(&format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n."))
-        .starts_with("250"));
-    c.cmd("QUIT");
+    common::send_mail(gw, from, rcpts, subject);
 }
 
 #[test]

@@ -83,48 +83,20 @@ fn dns(ids: &[(&str, &str)]) -> common::dnsmasq::Dnsmasq {
     common::dnsmasq::start(&records)
 }
 
-fn gateway(dir: &Path, (port, admin): (u16, u16), ca: &Ca, dns_port: u16, pf_port: u16) -> Gateway {
-    let accept = DOMAINS
-        .iter()
-        .map(|d| format!("\"{d}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let config = common::config(port, 1, "")
-        .replace(
-            "accept_domains = [\"example.com\"]",
-            &format!("accept_domains = [{accept}]"),
-        )
-        .replace(
-            "via = \"[127.0.0.1]:1\"",
-            &format!("via = \"mx\"\nport = {pf_port}"),
-        )
-        .replace(
-            "generate_self_signed = true\n",
-            &format!(
-                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
-                ca.cert_path.display()
-            ),
-        )
-        .replace(
-            "listen = \"127.0.0.1:0\"",
-            &format!("listen = \"127.0.0.1:{admin}\""),
-        )
-        + &format!("\n[queue]\nretry = [\"1h\"]\n\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n");
+fn gateway(dir: &Path, ports: (u16, u16), ca: &Ca, dns_port: u16, pf_port: u16) -> Gateway {
+    let config = common::mx_relay_config(
+        ports,
+        &DOMAINS,
+        &ca.cert_path,
+        pf_port,
+        &format!("\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"),
+    );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
-    Gateway::start_in(dir.to_path_buf(), port)
+    Gateway::start_in(dir.to_path_buf(), ports.0)
 }
 
 fn send(gw: &Gateway, rcpt: &str) {
-    let mut c = common::connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO client.test");
-    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
-    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
-    assert!(c.cmd("DATA").starts_with("354"));
-    assert!(c
-        .cmd(&format!("Subject: to {rcpt}\r\n\r\nhello\r\n."))
-        .starts_with("250"));
-    c.cmd("QUIT");
+    common::send_mail(gw, "sender@client.test", &[rcpt], &format!("to {rcpt}"));
 }
 
 #[test]
@@ -139,17 +111,7 @@ fn mta_sts_policies_decide_outbound_tls() {
         &["mx.sts.test", "mx.outside.test"],
     );
     let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
-    let pf = Postfix::start(
-        &dir,
-        &format!(
-            "relay_domains = {}\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n\
-             smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
-            DOMAINS.join(" "),
-            sink.port,
-            key.display(),
-            leaf.display()
-        ),
-    );
+    let pf = Postfix::tls_relay(&dir, &DOMAINS, sink.port, &key, &leaf);
     let policies = dir.join("policies");
     std::fs::create_dir_all(&policies).unwrap();
     let policy = |domain: &str, mode: &str, mx: &str| {

@@ -103,6 +103,22 @@ impl StsCache {
         }
     }
 
+    /// A policy was fetched: counted, cached, saved.
+    fn fetched(&self, domain: &str, id: String, policy: Policy, now: u64) {
+        self.stats
+            .fetched
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.lock().store(
+            domain,
+            Cached {
+                id,
+                policy,
+                fetched: now,
+            },
+        );
+        self.save();
+    }
+
     pub fn snapshot(&self) -> Cache {
         self.lock().clone()
     }
@@ -281,19 +297,7 @@ pub async fn policy(
                     "MTA-STS policy of {domain} (id {id}): mode {:?}, max_age {}, mx {:?}",
                     policy.mode, policy.max_age, policy.mx
                 );
-                cache
-                    .stats
-                    .fetched
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                cache.lock().store(
-                    &domain,
-                    Cached {
-                        id,
-                        policy: policy.clone(),
-                        fetched: now,
-                    },
-                );
-                cache.save();
+                cache.fetched(&domain, id, policy.clone(), now);
                 Some(policy)
             }
             Err(e) => {
@@ -349,19 +353,7 @@ pub async fn refresh_due(resolver: &TokioResolver, cache: &StsCache) {
         match fetch(resolver, &domain, roots.clone()).await {
             Ok(policy) => {
                 tracing::info!(target: "send", "MTA-STS policy of {domain} refreshed (id {id})");
-                cache
-                    .stats
-                    .fetched
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                cache.lock().store(
-                    &domain,
-                    Cached {
-                        id,
-                        policy,
-                        fetched: now,
-                    },
-                );
-                cache.save();
+                cache.fetched(&domain, id, policy, now);
             }
             Err(e) => {
                 cache

@@ -513,6 +513,62 @@ fn complete_reply(buf: &[u8]) -> Option<usize> {
     None
 }
 
+/// A gateway that accepts mail for `domains` and delivers all of it by
+/// MX to port `mx_port`, trusting only the CA `ca_cert`, its metrics on
+/// `admin`, retrying after an hour; `tail` is appended (more tables).
+pub fn mx_relay_config(
+    (port, admin): (u16, u16),
+    domains: &[&str],
+    ca_cert: &Path,
+    mx_port: u16,
+    tail: &str,
+) -> String {
+    let accept = domains
+        .iter()
+        .map(|d| format!("\"{d}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    config(port, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            &format!("accept_domains = [{accept}]"),
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"mx\"\nport = {mx_port}"),
+        )
+        .replace(
+            "generate_self_signed = true\n",
+            &format!(
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
+                ca_cert.display()
+            ),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+        )
+        + "\n[queue]\nretry = [\"1h\"]\n"
+        + tail
+}
+
+/// Sends one message through the gateway (EHLO, MAIL, each RCPT, DATA,
+/// QUIT), asserting every step is accepted. The body is `body of SUBJECT`.
+pub fn send_mail(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) {
+    let mut c = connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    for r in rcpts {
+        assert!(c.cmd(&format!("RCPT TO:<{r}>")).starts_with("250"));
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    assert!(c
+        .cmd(&format!("Subject: {subject}\r\n\r\nbody of {subject}\r\n."))
+        .starts_with("250"));
+    c.cmd("QUIT");
+}
+
 pub fn connect(addr: SocketAddr) -> Client<TcpStream> {
     let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();

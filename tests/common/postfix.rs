@@ -42,6 +42,28 @@ postlog   unix-dgram n - n - 1 postlogd
 ";
 
 impl Postfix {
+    /// Postfix as the MX host of every domain in `domains`: STARTTLS with
+    /// `key` and `chain` (leaf first), relaying what it accepts to the
+    /// final hop on `relay_port`.
+    pub fn tls_relay(
+        dir: &Path,
+        domains: &[&str],
+        relay_port: u16,
+        key: &Path,
+        chain: &Path,
+    ) -> Postfix {
+        Postfix::start(
+            dir,
+            &format!(
+                "relay_domains = {}\nrelayhost = [127.0.0.1]:{relay_port}\nsmtp_tls_security_level = none\n\
+                 smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n",
+                domains.join(" "),
+                key.display(),
+                chain.display()
+            ),
+        )
+    }
+
     /// Starts Postfix in `dir` with `extra` appended to main.cf.
     pub fn start(dir: &Path, extra: &str) -> Postfix {
         let config_dir = dir.join("pf");
