@@ -123,7 +123,7 @@ fn apply_sts(
     let enforce = policy.mode == Mode::Enforce && enforcement == Enforcement::Enforce;
     let mut out = Vec::with_capacity(found.len());
     for mut f in found {
-        if matches!(f.dane, Dane::Usable(_) | Dane::Unusable) {
+        if matches!(f.dane, Dane::Usable { .. } | Dane::Unusable) {
             out.push(f);
             continue;
         }
@@ -191,7 +191,7 @@ impl DaneResult {
     fn of(dane: &Dane) -> DaneResult {
         match dane {
             Dane::None => DaneResult::Insecure,
-            Dane::Usable(_) => DaneResult::Ok,
+            Dane::Usable { .. } => DaneResult::Ok,
             Dane::Unusable => DaneResult::Unusable,
             Dane::Failed(DaneFailure::ServFail { .. }) => DaneResult::Bogus,
             Dane::Failed(DaneFailure::Unanswered { .. }) => DaneResult::Tempfail,
@@ -239,6 +239,7 @@ impl Resolver {
         dnssec: Dnssec,
         trust_anchor: Option<&std::path::Path>,
         sts_cache: Option<std::path::PathBuf>,
+        sts_refresh: Duration,
     ) -> io::Result<Resolver> {
         let (config, opts) = settings(servers, timeout)?;
         let validating = match dnssec {
@@ -296,7 +297,7 @@ impl Resolver {
                 runtime.block_on(async move {
                     tokio::spawn(async move {
                         let (resolver, cache) = refresher;
-                        let mut every = tokio::time::interval(mta_sts::REFRESH_EVERY);
+                        let mut every = tokio::time::interval(sts_refresh);
                         loop {
                             every.tick().await;
                             mta_sts::refresh_due(&resolver, &cache).await;
@@ -786,14 +787,24 @@ async fn host_dane(pool: &Validator, host: &str, canonical: &str, secure: bool, 
     if canonical != host {
         names.push(host.to_string());
     }
-    for name in names {
-        match tlsa(pool, &name, port).await {
+    for name in &names {
+        match tlsa(pool, name, port).await {
             Ok(Some(records)) => {
                 let usable: Vec<Tlsa> = records.into_iter().filter(Tlsa::usable).collect();
+                // Found at the expanded name: it and the MX host name are
+                // reference identifiers; at the MX host name: that alone.
+                let names = if *name == canonical {
+                    names.clone()
+                } else {
+                    vec![host.to_string()]
+                };
                 return if usable.is_empty() {
                     Dane::Unusable
                 } else {
-                    Dane::Usable(usable)
+                    Dane::Usable {
+                        records: usable,
+                        names,
+                    }
                 };
             }
             Ok(None) => {}
@@ -932,7 +943,7 @@ async fn policy_report(
                         Dane::Failed(e) => {
                             format!("lookup failed: {e}: deferred, never in the clear")
                         }
-                        Dane::Usable(records) => {
+                        Dane::Usable { records, .. } => {
                             let list: Vec<String> = records
                                 .iter()
                                 .map(|r| {

@@ -198,8 +198,13 @@ pub enum Dane {
     /// insecure (unsigned), or a secure lookup found no TLSA records.
     None,
     /// A secure TLSA RRset with usable records: TLS is required and the
-    /// certificate must match one of them.
-    Usable(Vec<Tlsa>),
+    /// certificate must match one of them. `names`: the reference
+    /// identifiers a DANE-TA certificate must carry (RFC 7672 §3.2.2: the
+    /// TLSA base domain, and the MX host name when that was a CNAME).
+    Usable {
+        records: Vec<Tlsa>,
+        names: Vec<String>,
+    },
     /// A secure TLSA RRset without one usable record: TLS is required, the
     /// certificate is not checked (RFC 7672 §2.2).
     Unusable,

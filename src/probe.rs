@@ -152,7 +152,9 @@ pub fn probe(
             "TLSA records, none usable: TLS required, not authenticated".to_string()
         }
         crate::model::Dane::Failed(e) => format!("lookup failed: {e}: delivery would defer"),
-        crate::model::Dane::Usable(r) => format!("{} usable TLSA record(s): TLS required", r.len()),
+        crate::model::Dane::Usable { records, .. } => {
+            format!("{} usable TLSA record(s): TLS required", records.len())
+        }
     });
     report.mta_sts = published.sts.map(|s| match s {
         crate::model::Sts::None => "no policy applies".to_string(),
@@ -227,11 +229,11 @@ pub fn probe(
     let (trust, verdict) =
         crate::tls::outbound::check_server(conn, host, rules.as_ref(), &Arc::new(roots));
     report.trust = Some(trust.as_str().to_string());
-    if let Some(crate::model::Dane::Usable(records)) = &published.dane {
+    if let Some(crate::model::Dane::Usable { records, names }) = &published.dane {
         report.dane = Some(
             match crate::tls::dane::check(
                 conn.peer_certificates().unwrap_or_default(),
-                host,
+                names,
                 records,
             ) {
                 Ok(m) => format!("certificate matches the TLSA records ({m:?})"),

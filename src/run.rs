@@ -286,6 +286,10 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Star
         dnssec,
         anchor.as_deref(),
         Some(crate::dns::mta_sts::cache_file(&cfg.spool_dir())),
+        cfg.file
+            .outbound
+            .mta_sts_refresh
+            .map_or(crate::dns::mta_sts::REFRESH_EVERY, |s| s.0),
     )
     .map(Some)
     .map_err(failed("cannot start the resolver"))

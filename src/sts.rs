@@ -208,12 +208,16 @@ impl Cache {
         before != self.policies.len() + self.absent.len()
     }
 
-    /// Domains whose policy expires within `within` seconds: refreshed in
-    /// the background (RFC 8461 §5.1: before it expires).
-    pub fn due_for_refresh(&self, now: u64, within: u64) -> Vec<String> {
+    /// Domains whose policy should be fetched again in the background
+    /// (RFC 8461 §5.1: before it expires): past half its `max_age`, or
+    /// within a day of expiry.
+    pub fn due_for_refresh(&self, now: u64) -> Vec<String> {
         self.policies
             .iter()
-            .filter(|(_, c)| c.expires() <= now.saturating_add(within))
+            .filter(|(_, c)| {
+                let within = (c.policy.max_age / 2).min(86_400);
+                c.expires() <= now.saturating_add(within)
+            })
             .map(|(d, _)| d.clone())
             .collect()
     }
@@ -323,7 +327,11 @@ mod tests {
                 fallback: Some(cached.clone())
             }
         );
-        assert_eq!(cache.due_for_refresh(1050, 60), vec!["d".to_string()]);
+        assert!(
+            cache.due_for_refresh(1049).is_empty(),
+            "not before half its max_age"
+        );
+        assert_eq!(cache.due_for_refresh(1050), vec!["d".to_string()]);
         assert_eq!(
             cache.next("d", Some(Ok("1".into())), 1100),
             Next::Fetch {

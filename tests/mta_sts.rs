@@ -8,6 +8,7 @@
 //! - enforce, MX outside the patterns → not used: deferred 4.7.5;
 //! - enforce, certificate not naming the MX host → deferred 4.7.5;
 //! - testing, the same certificate → delivered, logged `would refuse`;
+//! - a policy past half its max_age is fetched again in the background;
 //! - the policy server down and the TXT id changed, after a restart: the
 //!   cached policy (kept in the spool directory) stays in force.
 
@@ -35,7 +36,13 @@ fn policy_cmd(dir: &Path, action: &str, domain: &str) -> String {
     out
 }
 
-const DOMAINS: [&str; 4] = ["sts.test", "outside.test", "badcert.test", "testing.test"];
+const DOMAINS: [&str; 5] = [
+    "sts.test",
+    "outside.test",
+    "badcert.test",
+    "testing.test",
+    "short.test",
+];
 
 struct PolicyServer(Child);
 
@@ -89,7 +96,9 @@ fn gateway(dir: &Path, ports: (u16, u16), ca: &Ca, dns_port: u16, pf_port: u16) 
         &DOMAINS,
         &ca.cert_path,
         pf_port,
-        &format!("\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n"),
+        &format!(
+            "\n[dns]\nservers = [\"127.0.0.1:{dns_port}\"]\n\n[outbound]\nmta_sts_refresh = \"1s\"\n"
+        ),
     );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir.to_path_buf(), ports.0)
@@ -125,6 +134,12 @@ fn mta_sts_policies_decide_outbound_tls() {
     policy("outside.test", "enforce", "mx.elsewhere.test");
     policy("badcert.test", "enforce", "*.badcert.test");
     policy("testing.test", "testing", "mx.testing.test");
+    // A policy past half its max_age at once: refreshed in the background.
+    std::fs::write(
+        policies.join("mta-sts.short.test.txt"),
+        "version: STSv1\nmode: none\nmax_age: 2\n",
+    )
+    .unwrap();
     let server = policy_server(&dir, &ca);
     let ids = DOMAINS.map(|d| (d, "1"));
     let dns1 = dns(&ids);
@@ -136,6 +151,11 @@ fn mta_sts_policies_decide_outbound_tls() {
     for d in DOMAINS {
         send(&gw, &format!("user@{d}"));
     }
+    // Fetched on use, then again by the background refresh.
+    gw.wait_for_log(
+        "MTA-STS policy of short.test refreshed (id 1)",
+        Duration::from_secs(30),
+    );
     let line = |gw: &Gateway, rcpt: &str| {
         gw.wait_for_line(&format!("to=<{rcpt}>"), Duration::from_secs(60))
     };
@@ -175,10 +195,9 @@ fn mta_sts_policies_decide_outbound_tls() {
         1,
         "{metrics}"
     );
-    assert_eq!(
-        common::value(&metrics, "sealgate_mta_sts_fetches_total{result=\"ok\"}"),
-        4
-    );
+    // Five on use, then the background refreshes of short.test.
+    let fetched = common::value(&metrics, "sealgate_mta_sts_fetches_total{result=\"ok\"}");
+    assert!(fetched >= 6, "{metrics}");
     assert_eq!(
         common::value(
             &metrics,

@@ -249,6 +249,13 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             );
         }
     }
+    if file.outbound.mta_sts_refresh.is_some_and(|s| s.0.is_zero()) {
+        err(
+            0..0,
+            "outbound.mta_sts_refresh".into(),
+            "must be at least 1s".into(),
+        );
+    }
     if file.dns.trust_anchor.is_some() && file.dns.dnssec != crate::dns::Dnssec::Validate {
         err(
             0..0,

@@ -279,4 +279,7 @@ pub struct Outbound {
     pub dane: Option<Spanned<crate::policy::Enforcement>>,
     /// MTA-STS (RFC 8461); unset: `enforce`.
     pub mta_sts: Option<crate::policy::Enforcement>,
+    /// How often cached MTA-STS policies are looked over for refresh;
+    /// unset: an hour.
+    pub mta_sts_refresh: Option<Span>,
 }

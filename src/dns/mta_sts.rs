@@ -320,14 +320,14 @@ pub async fn policy(
     }
 }
 
-/// How often the cache is looked over for policies about to expire.
+/// How often the cache is looked over for policies about to expire, unless
+/// `[outbound] mta_sts_refresh` says otherwise.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
-/// A policy expiring within this is fetched again in the background.
-const REFRESH_WITHIN: u64 = 86_400;
 
-/// Fetches again, in the background, every cached policy that expires
-/// within a day (RFC 8461 §10.2: refresh before expiry, so a policy never
-/// lapses between deliveries); a failure keeps the cached one.
+/// Fetches again, in the background, every cached policy past half its
+/// `max_age` (at most a day before it expires; RFC 8461 §10.2: refresh
+/// before expiry, so a policy never lapses between deliveries); a failure
+/// keeps the cached one.
 pub async fn refresh_due(resolver: &TokioResolver, cache: &StsCache) {
     let now = now();
     let roots = cache
@@ -338,7 +338,7 @@ pub async fn refresh_due(resolver: &TokioResolver, cache: &StsCache) {
     let (due, expired) = {
         let mut c = cache.lock();
         let expired = c.expire(now);
-        (c.due_for_refresh(now, REFRESH_WITHIN), expired)
+        (c.due_for_refresh(now), expired)
     };
     if expired {
         cache.save();

@@ -154,7 +154,7 @@ impl OutConn {
                     let why = format!("DANE: {f}");
                     self.would_refuse(WouldRefuse::DaneLookup, &why);
                 }
-                (Dane::None | Dane::Usable(_) | Dane::Unusable, _) => {}
+                (Dane::None | Dane::Usable { .. } | Dane::Unusable, _) => {}
             }
             if let Sts::Testing { mx_ok: false } = self.sts() {
                 self.would_refuse(
@@ -163,7 +163,7 @@ impl OutConn {
                 );
             }
             let t = &self.job.targets[self.target];
-            let needs_tls = (enforce && matches!(t.dane, Dane::Usable(_) | Dane::Unusable))
+            let needs_tls = (enforce && matches!(t.dane, Dane::Usable { .. } | Dane::Unusable))
                 || t.sts == Sts::Enforce;
             match needs_tls {
                 true if self.tls_mode != TlsMode::Mandatory => {
@@ -308,9 +308,9 @@ impl OutConn {
         );
         // RFC 7672 §3: with usable TLSA records they alone decide.
         let dane = match self.dane() {
-            Dane::Usable(records) => Some(crate::tls::dane::check(
+            Dane::Usable { records, names } => Some(crate::tls::dane::check(
                 tls.peer_certificates().unwrap_or_default(),
-                &host,
+                names,
                 records,
             )),
             Dane::None | Dane::Unusable | Dane::Failed(_) => None,
@@ -574,7 +574,7 @@ impl OutConn {
         }
         self.finished = true;
         // Report-only: a session in the clear where DANE asks for TLS.
-        let required = matches!(self.dane(), Dane::Usable(_) | Dane::Unusable);
+        let required = matches!(self.dane(), Dane::Usable { .. } | Dane::Unusable);
         if required
             && self.job.dane == Enforcement::Report
             && self.relay.is_some()

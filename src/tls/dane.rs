@@ -25,9 +25,13 @@ pub enum DaneRefusal {
     /// DANE-TA matched, but the chain does not verify up to it.
     #[error("the chain does not verify from the DANE-TA trust anchor: {0}")]
     TrustAnchorChain(rustls::Error),
-    /// DANE-TA matched and verified, but the leaf does not name the host.
-    #[error("server certificate names {names:?} do not match {host}")]
-    Names { names: Vec<String>, host: String },
+    /// DANE-TA matched and verified, but the leaf carries none of the
+    /// reference identifiers.
+    #[error("server certificate names {names:?} do not match {}", wanted.join(" or "))]
+    Names {
+        names: Vec<String>,
+        wanted: Vec<String>,
+    },
 }
 
 /// Which record authenticated the server.
@@ -67,11 +71,12 @@ fn matches(der: &[u8], r: &Tlsa) -> bool {
     associated(der, r.selector, r.matching).is_some_and(|d| d == r.data)
 }
 
-/// Judges the presented `chain` (leaf first) for `host` against `records`
-/// (the usable ones). Any record that matches suffices.
+/// Judges the presented `chain` (leaf first) against `records` (the usable
+/// ones); a DANE-TA certificate must carry one of `wanted`, the reference
+/// identifiers (RFC 7672 §3.2.2). Any record that matches suffices.
 pub fn check(
     chain: &[CertificateDer<'_>],
-    host: &str,
+    wanted: &[String],
     records: &[Tlsa],
 ) -> Result<DaneMatch, DaneRefusal> {
     let Some(leaf) = chain.first() else {
@@ -110,12 +115,18 @@ pub fn check(
             refusal = DaneRefusal::TrustAnchorChain(e);
             continue;
         }
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let wanted: Vec<String> = wanted
+            .iter()
+            .map(|w| w.trim_end_matches('.').to_ascii_lowercase())
+            .collect();
         let names = certificate_names(leaf);
-        if names.iter().any(|n| name_matches(&host, n)) {
+        if names
+            .iter()
+            .any(|n| wanted.iter().any(|w| name_matches(w, n)))
+        {
             return Ok(DaneMatch::TrustAnchor);
         }
-        refusal = DaneRefusal::Names { names, host };
+        refusal = DaneRefusal::Names { names, wanted };
     }
     Err(refusal)
 }
@@ -148,13 +159,17 @@ mod tests {
         }
     }
 
+    fn names(n: &str) -> Vec<String> {
+        vec![n.to_string()]
+    }
+
     #[test]
     fn dane_ee_matches_the_leaf_or_its_key_whatever_its_names() {
         let (ca, leaf) = ca_and_leaf(&["other.example"]);
         let chain = [leaf.clone(), ca.clone()];
         for (s, m) in [(0, 0), (0, 1), (1, 1), (1, 2)] {
             assert_eq!(
-                check(&chain, "mx.example", &[record(3, s, m, &leaf)]),
+                check(&chain, &names("mx.example"), &[record(3, s, m, &leaf)]),
                 Ok(DaneMatch::EndEntity),
                 "3 {s} {m}"
             );
@@ -162,12 +177,12 @@ mod tests {
         let mut wrong = record(3, 1, 1, &leaf);
         wrong.data[0] ^= 1;
         assert_eq!(
-            check(&chain, "mx.example", &[wrong]),
+            check(&chain, &names("mx.example"), &[wrong]),
             Err(DaneRefusal::NoMatch)
         );
         // A DANE-EE record of the issuer does not authenticate the leaf.
         assert_eq!(
-            check(&chain, "mx.example", &[record(3, 1, 1, &ca)]),
+            check(&chain, &names("mx.example"), &[record(3, 1, 1, &ca)]),
             Err(DaneRefusal::NoMatch)
         );
     }
@@ -179,7 +194,16 @@ mod tests {
         assert_eq!(
             check(
                 &[leaf.clone(), ca.clone()],
-                "mx.example",
+                &names("mx.example"),
+                std::slice::from_ref(&ta)
+            ),
+            Ok(DaneMatch::TrustAnchor)
+        );
+        // A CNAME'd MX host: the expanded name (the TLSA base) counts too.
+        assert_eq!(
+            check(
+                &[leaf.clone(), ca.clone()],
+                &["mx.example".to_string(), "alias.example".to_string()],
                 std::slice::from_ref(&ta)
             ),
             Ok(DaneMatch::TrustAnchor)
@@ -187,20 +211,24 @@ mod tests {
         assert!(matches!(
             check(
                 &[leaf.clone(), ca.clone()],
-                "mx.other",
+                &names("mx.other"),
                 std::slice::from_ref(&ta)
             ),
             Err(DaneRefusal::Names { .. })
         ));
         // The anchor must be in the chain the server sent.
         assert_eq!(
-            check(std::slice::from_ref(&leaf), "mx.example", &[ta]),
+            check(std::slice::from_ref(&leaf), &names("mx.example"), &[ta]),
             Err(DaneRefusal::NoMatch)
         );
         // Another CA's anchor: no match.
         let (other_ca, _) = ca_and_leaf(&["mx.example"]);
         assert_eq!(
-            check(&[leaf, ca], "mx.example", &[record(2, 1, 1, &other_ca)]),
+            check(
+                &[leaf.clone(), ca.clone()],
+                &names("mx.example"),
+                &[record(2, 1, 1, &other_ca)]
+            ),
             Err(DaneRefusal::NoMatch)
         );
     }
