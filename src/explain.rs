@@ -300,7 +300,6 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
 /// Which sources decide the TLS of mail for `domain`, in the order
 /// delivery consults them (docs/delivery.md): the route's profile alone
 /// when it has one; otherwise DANE, then MTA-STS, then opportunistic TLS.
-/// Their live verdicts need DNS: `sealgate policy show DOMAIN`.
 fn delivery_sources(cfg: &Config, domain: &str) -> String {
     use crate::policy::route::Via;
     use crate::policy::Enforcement;
@@ -320,15 +319,59 @@ fn delivery_sources(cfg: &Config, domain: &str) -> String {
         Enforcement::Report => "report-only",
         Enforcement::Enforce => "enforced",
     };
-    let mta_sts = cfg.file.outbound.mta_sts.unwrap_or(Enforcement::Enforce);
-    let mut sources = vec![format!("DANE {}", mode(cfg.dane()))];
+    let sources = route.sources(cfg.dane(), cfg.mta_sts());
+    let mut list = vec![format!("DANE {}", mode(cfg.dane()))];
     if matches!(route.via, Via::Mx) {
-        sources.push(format!("MTA-STS {}", mode(mta_sts)));
+        list.push(format!("MTA-STS {}", mode(cfg.mta_sts())));
     }
+    let live = if sources.dane.is_some() || sources.mta_sts.is_some() {
+        format!(" (--dns, or `sealgate policy show {domain}`, for the live verdicts)")
+    } else {
+        String::new()
+    };
     format!(
-        "via {via}; no profile: {}, then opportunistic TLS (`sealgate policy show {domain}` for the live verdicts)",
-        sources.join(", then ")
+        "via {via}; no profile: {}, then opportunistic TLS{live}",
+        list.join(", then ")
     )
+}
+
+/// Adds to each recipient's delivery line what DANE and MTA-STS say now,
+/// asked of `resolver` as delivery would (the MTA-STS policy fetched
+/// afresh): the live verdict of every source.
+pub fn add_live_verdicts(e: &mut Explanation, cfg: &Config, resolver: &crate::dns::Resolver) {
+    let roots = cfg
+        .outbound()
+        .ok()
+        .map(|(roots, ..)| std::sync::Arc::new(roots));
+    for (rcpt, text) in &mut e.delivery {
+        let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let sources = cfg
+            .routes
+            .for_domain(domain)
+            .sources(cfg.dane(), cfg.mta_sts());
+        if sources.dane.is_none() && sources.mta_sts.is_none() {
+            continue;
+        }
+        let sts = sources
+            .mta_sts
+            .zip(roots.clone())
+            .map(|(enforcement, roots)| crate::dns::StsLookup { roots, enforcement });
+        let (tx, rx) = std::sync::mpsc::channel();
+        resolver.policy(
+            domain,
+            crate::dns::PolicyQuery::Refresh,
+            sources.dane,
+            sts,
+            move |t| {
+                let _ = tx.send(t);
+            },
+        );
+        let live = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| "no answer from DNS".into());
+        let live: Vec<&str> = live.lines().collect();
+        text.push_str(&format!("; now: {}", live.join("; ")));
+    }
 }
 
 fn requirements(r: &ServerRules) -> Vec<String> {

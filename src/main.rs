@@ -49,6 +49,10 @@ enum Command {
         rcpts: Vec<String>,
         #[arg(long)]
         json: bool,
+        /// Also ask DNS what the recipients' DANE records and MTA-STS
+        /// policies say now (the live verdict of every source).
+        #[arg(long)]
+        dns: bool,
     },
     /// Certificate tooling: keys, CSRs, a test CA, signing, inspection, PFX.
     Cert {
@@ -312,6 +316,7 @@ fn main() -> ExitCode {
             from,
             rcpts,
             json,
+            dns,
         } => {
             let cfg = match sealgate::config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -337,7 +342,14 @@ fn main() -> ExitCode {
                 from: from.as_deref(),
                 rcpts: &rcpts,
             };
-            let e = sealgate::explain::explain(&cfg, &q);
+            let mut e = sealgate::explain::explain(&cfg, &q);
+            // The recipients' published policies need DNS: asked with
+            // --dns only (explain is otherwise offline).
+            if dns && !rcpts.is_empty() {
+                if let Ok(Some(resolver)) = sealgate::run::start_resolver(&cfg) {
+                    sealgate::explain::add_live_verdicts(&mut e, &cfg, &resolver);
+                }
+            }
             if json {
                 match serde_json::to_string_pretty(&e) {
                     Ok(j) => println!("{j}"),

@@ -316,12 +316,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Publis
     // As delivery would look them up (no route profile considered: the
     // probe judges by the profile it is given).
     let dane = (cfg.dane() != crate::policy::Enforcement::Off).then_some(port);
-    let mta_sts = cfg
-        .file
-        .outbound
-        .mta_sts
-        .unwrap_or(crate::policy::Enforcement::Enforce);
-    let sts = match mta_sts {
+    let sts = match cfg.mta_sts() {
         crate::policy::Enforcement::Off => None,
         enforcement => Some(crate::dns::StsLookup {
             roots: std::sync::Arc::new(cfg.outbound()?.0),

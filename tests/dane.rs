@@ -179,6 +179,59 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
     assert!(plain.contains("status=sent"), "{plain}\n{}", log());
     assert!(log().contains("TLS connection established to mx.plain.test"));
 
+    // What applies and why, from the running gateway.
+    let tool = |args: &[&str]| {
+        let (_, out, err) = common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(args)
+                .arg("-c")
+                .arg(gw.dir.join("sealgate.toml")),
+            None,
+            Duration::from_secs(60),
+        );
+        format!("{out}{err}")
+    };
+    let shown = tool(&["policy", "show", "dane.test"]);
+    assert!(
+        shown.contains(&format!(
+            "DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
+        )),
+        "{shown}"
+    );
+    // explain --dns: the live verdict of every source, per recipient.
+    let explained = tool(&[
+        "explain",
+        "--client-ip",
+        "127.0.0.1",
+        "--rcpt",
+        "user@dane.test",
+        "--dns",
+    ]);
+    assert!(
+        explained.contains("delivery to <user@dane.test>: via MX; no profile: DANE enforced")
+            && explained.contains(&format!(
+                "now: DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
+            )),
+        "{explained}"
+    );
+    // The probe judges the MX host as delivery would.
+    for (domain, expect) in [
+        (
+            "dane.test",
+            "DANE:      certificate matches the TLSA records (EndEntity)",
+        ),
+        (
+            "wrong.test",
+            "DANE:      would refuse: the server certificate matches no TLSA record",
+        ),
+        (
+            "plain.test",
+            "DANE:      not DANE (unsigned zone, or no TLSA records)",
+        ),
+    ] {
+        let probed = tool(&["probe", "--mx", &format!("{domain}:{p}")]);
+        assert!(probed.contains(expect), "{domain}: {probed}");
+    }
     let metrics = common::scrape(admin_port(&gw));
     assert_eq!(
         common::value(

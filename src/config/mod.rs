@@ -423,6 +423,14 @@ impl Config {
         }
     }
 
+    /// `[outbound] mta_sts` in force (`enforce` unless set).
+    pub fn mta_sts(&self) -> crate::policy::Enforcement {
+        self.file
+            .outbound
+            .mta_sts
+            .unwrap_or(crate::policy::Enforcement::Enforce)
+    }
+
     /// Loads certificates and builds the snapshot. Every certificate
     /// problem is reported.
     pub fn snapshot(&self) -> Result<Snapshot, LoadErrors> {
@@ -482,11 +490,7 @@ impl Config {
             outbound,
             proxy_from: self.proxy_from.clone(),
             dane: self.dane(),
-            mta_sts: self
-                .file
-                .outbound
-                .mta_sts
-                .unwrap_or(crate::policy::Enforcement::Enforce),
+            mta_sts: self.mta_sts(),
         })
     }
 }

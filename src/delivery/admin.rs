@@ -99,7 +99,6 @@ impl Scheduler {
         reply: crossbeam_channel::Sender<Result<String, AdminError>>,
     ) {
         use crate::policy::route::Via;
-        use crate::policy::Enforcement;
         let snapshot = (self.snapshot)();
         let route = snapshot.routes.for_domain(domain);
         let profile = route
@@ -117,14 +116,12 @@ impl Scheduler {
             )),
             None => head.push_str("; no profile of its own\n"),
         }
-        let own = profile.is_none();
-        let mx = matches!(route.via, Via::Mx);
-        let dane = (own && snapshot.dane != Enforcement::Off).then_some(route.port);
-        let sts =
-            (own && mx && snapshot.mta_sts != Enforcement::Off).then(|| crate::dns::StsLookup {
-                roots: snapshot.outbound.roots.clone(),
-                enforcement: snapshot.mta_sts,
-            });
+        let sources = route.sources(snapshot.dane, snapshot.mta_sts);
+        let dane = sources.dane;
+        let sts = sources.mta_sts.map(|enforcement| crate::dns::StsLookup {
+            roots: snapshot.outbound.roots.clone(),
+            enforcement,
+        });
         head.push_str(&format!(
             "modes: [outbound] dane = {:?}, mta_sts = {:?}\n",
             snapshot.dane, snapshot.mta_sts

@@ -388,16 +388,13 @@ impl Queue {
         }
         // An explicit route profile wins over the recipient's DNS.
         let snapshot = &self.attempts[&attempt].snapshot;
-        let own = route.profile.is_none();
-        let dane = (own && snapshot.dane != crate::policy::Enforcement::Off).then_some(port);
-        let sts = (own && snapshot.mta_sts != crate::policy::Enforcement::Off)
-            .then_some(snapshot.mta_sts);
+        let sources = route.sources(snapshot.dane, snapshot.mta_sts);
         self.effects.push(Effect::Resolve {
             attempt,
             name: name.to_string(),
             mx: matches!(route.via, Via::Mx),
-            dane,
-            sts,
+            dane: sources.dane,
+            sts: sources.mta_sts,
         });
     }
 

@@ -88,3 +88,29 @@ mod tests {
         );
     }
 }
+
+/// Which of the recipient's own policies delivery consults for a route
+/// (docs/delivery.md): none when the route has a profile of its own (it
+/// decides alone); otherwise DANE (TLSA at `dane`, the delivery port) and,
+/// for MX delivery, MTA-STS, each as configured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub dane: Option<u16>,
+    pub mta_sts: Option<super::Enforcement>,
+}
+
+impl Route {
+    pub fn sources(&self, dane: super::Enforcement, mta_sts: super::Enforcement) -> Sources {
+        use super::Enforcement;
+        let own = self.profile.is_none();
+        let port = match &self.via {
+            Via::Mx => self.port,
+            Via::Host { port, .. } => *port,
+        };
+        Sources {
+            dane: (own && dane != Enforcement::Off).then_some(port),
+            mta_sts: (own && matches!(self.via, Via::Mx) && mta_sts != Enforcement::Off)
+                .then_some(mta_sts),
+        }
+    }
+}
