@@ -339,10 +339,7 @@ fn delivery_sources(cfg: &Config, domain: &str) -> String {
 /// asked of `resolver` as delivery would (the MTA-STS policy fetched
 /// afresh): the live verdict of every source.
 pub fn add_live_verdicts(e: &mut Explanation, cfg: &Config, resolver: &crate::dns::Resolver) {
-    let roots = cfg
-        .outbound()
-        .ok()
-        .map(|(roots, ..)| std::sync::Arc::new(roots));
+    let roots = cfg.outbound().ok().map(|(.., outbound)| outbound.web_roots);
     for (rcpt, text) in &mut e.delivery {
         let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
         let sources = cfg

@@ -319,7 +319,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Publis
     let sts = match cfg.mta_sts() {
         crate::policy::Enforcement::Off => None,
         enforcement => Some(crate::dns::StsLookup {
-            roots: std::sync::Arc::new(cfg.outbound()?.0),
+            roots: cfg.outbound()?.2.web_roots,
             enforcement,
         }),
     };

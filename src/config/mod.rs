@@ -408,6 +408,11 @@ impl Config {
             default: crate::tls::outbound::client_config(None, None)
                 .map_err(|e| LoadErrors(vec![e]))?,
             roots: Arc::new(roots.clone()),
+            // The files loaded above, so this cannot fail now.
+            web_roots: Arc::new(crate::tls::web_roots(
+                &crate::tls::ca_store(false, &ca_files)
+                    .unwrap_or_else(|_| rustls::RootCertStore::empty()),
+            )),
         };
         Ok((roots, profiles, outbound))
     }

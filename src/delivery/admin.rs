@@ -119,7 +119,7 @@ impl Scheduler {
         let sources = route.sources(snapshot.dane, snapshot.mta_sts);
         let dane = sources.dane;
         let sts = sources.mta_sts.map(|enforcement| crate::dns::StsLookup {
-            roots: snapshot.outbound.roots.clone(),
+            roots: snapshot.outbound.web_roots.clone(),
             enforcement,
         });
         head.push_str(&format!(

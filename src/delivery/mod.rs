@@ -491,7 +491,7 @@ impl Scheduler {
                 Some(resolver) => {
                     let tx = self.tx.clone();
                     let sts = sts.map(|enforcement| crate::dns::StsLookup {
-                        roots: (self.snapshot)().outbound.roots.clone(),
+                        roots: (self.snapshot)().outbound.web_roots.clone(),
                         enforcement,
                     });
                     resolver.targets(&name, mx, dane, sts, move |targets| {

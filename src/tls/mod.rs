@@ -322,6 +322,16 @@ impl rustls::server::ResolvesServerCert for SniResolver {
 
 /// The CA store (CERT-1): the system roots when `system_roots`, plus every
 /// PEM file in `ca_files`. Returns the store and how many came from each.
+/// The Web PKI roots (the webpki-roots set, Mozilla's) plus `extra`: what
+/// an MTA-STS policy host's certificate must chain to (RFC 8461 §3.3).
+pub fn web_roots(extra: &rustls::RootCertStore) -> rustls::RootCertStore {
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    roots.roots.extend(extra.roots.iter().cloned());
+    roots
+}
+
 pub fn ca_store(
     system_roots: bool,
     ca_files: &[PathBuf],

@@ -26,6 +26,9 @@ pub struct Outbound {
     /// Routes without a profile: opportunistic, nothing required.
     pub default: Arc<ClientConfig>,
     pub roots: Arc<RootCertStore>,
+    /// For MTA-STS policy hosts (RFC 8461 §3.3, a Web PKI certificate):
+    /// the webpki-roots set plus `tls.ca_files`.
+    pub web_roots: Arc<RootCertStore>,
 }
 
 impl Outbound {
@@ -35,6 +38,7 @@ impl Outbound {
             per_profile: Vec::new(),
             default: client_config(None, None).expect("the default client configuration builds"),
             roots: Arc::new(RootCertStore::empty()),
+            web_roots: Arc::new(RootCertStore::empty()),
         }
     }
 
