@@ -30,12 +30,11 @@ fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
             .and_then(|n| n.to_str())
             .expect("a file name")
             .to_string();
+        // A module may be `X.rs` with its children in `X/`: both are X.
         if path.is_dir() {
-            let mut files = Vec::new();
-            rust_files(&path, &mut files);
-            mods.insert(name, files);
+            rust_files(&path, mods.entry(name).or_default());
         } else if path.extension().is_some_and(|e| e == "rs") && name != "lib" && name != "main" {
-            mods.insert(name, vec![path]);
+            mods.entry(name).or_default().push(path);
         }
     }
     mods
@@ -141,6 +140,10 @@ fn top_level_modules_import_each_other_without_cycles() {
     }
     assert!(edges.len() > 10, "the modules were found: {edges:?}");
     assert!(edges["shard"].contains("smtp"), "references are read");
+    assert!(
+        edges["dns"].contains("model") && edges["dns"].contains("sts"),
+        "a module's file and its folder are read together"
+    );
     assert_eq!(cycle(&edges), None, "an import cycle");
     assert!(
         edges["model"].is_empty(),
