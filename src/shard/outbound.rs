@@ -44,6 +44,9 @@ pub struct OutConn {
     passed_over: Option<Failure>,
     /// Report-only checks that failed.
     would_refuse: Vec<WouldRefuse>,
+    /// The target whose connect-time report-only checks were last noted
+    /// (a retry in the clear connects to it again: noted once).
+    noted: Option<usize>,
 }
 
 impl OutConn {
@@ -72,6 +75,7 @@ impl OutConn {
             finished: false,
             passed_over: None,
             would_refuse: Vec::new(),
+            noted: None,
         };
         c.connect(registry, now);
         c
@@ -150,36 +154,41 @@ impl OutConn {
                     self.target += 1;
                     continue;
                 }
-                (Dane::Failed(f), false) => {
+                (Dane::Failed(f), false) if self.noted != Some(self.target) => {
                     let why = format!("DANE: {f}");
                     self.would_refuse(WouldRefuse::DaneLookup, &why);
                 }
-                (Dane::None | Dane::Usable { .. } | Dane::Unusable, _) => {}
+                (Dane::Failed(_), false)
+                | (Dane::None | Dane::Usable { .. } | Dane::Unusable, _) => {}
             }
-            if let Sts::Testing { mx_ok: false } = self.sts() {
+            if let (Sts::Testing { mx_ok: false }, false) =
+                (self.sts(), self.noted == Some(self.target))
+            {
                 self.would_refuse(
                     WouldRefuse::StsMx,
                     "MTA-STS: the host is not among the policy's MX patterns",
                 );
             }
+            self.noted = Some(self.target);
             let t = &self.job.targets[self.target];
             let needs_tls = (enforce && matches!(t.dane, Dane::Usable { .. } | Dane::Unusable))
                 || t.sts == Sts::Enforce;
-            match needs_tls {
-                true if self.tls_mode != TlsMode::Mandatory => {
-                    self.tls_mode = TlsMode::Mandatory;
-                    let messages: Vec<client::Outgoing> = self
-                        .in_session
-                        .iter()
-                        .map(|j| self.job.messages[*j].clone())
-                        .collect();
-                    self.session = client::Session::new(
-                        session_config(&self.job, self.tls_mode),
-                        messages,
-                        now,
-                    );
-                }
-                true | false => {}
+            // Mandatory for this host, or back to the job's own mode after
+            // a host that needed it (a clear retry's `Off` stays).
+            let mode = match (needs_tls, self.tls_mode) {
+                (true, _) => TlsMode::Mandatory,
+                (false, TlsMode::Mandatory) => self.job.tls,
+                (false, current) => current,
+            };
+            if mode != self.tls_mode {
+                self.tls_mode = mode;
+                let messages: Vec<client::Outgoing> = self
+                    .in_session
+                    .iter()
+                    .map(|j| self.job.messages[*j].clone())
+                    .collect();
+                self.session =
+                    client::Session::new(session_config(&self.job, self.tls_mode), messages, now);
             }
             let Some(t) = self.job.targets.get(self.target) else {
                 break;
