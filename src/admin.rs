@@ -303,10 +303,7 @@ impl Metrics {
                 f.push((name, help, Family::Counter(vec![(vec![], load(c))])));
             }
         }
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+        let now = crate::model::unix_now();
         let oldest = load(&shared.delivery.queue_oldest_arrival);
         let age = if oldest == 0 {
             0

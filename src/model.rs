@@ -239,3 +239,12 @@ pub enum Sts {
     /// reported only. `mx_ok`: the host matched the patterns.
     Testing { mx_ok: bool },
 }
+
+/// Unix seconds now (0 before the epoch): the clock of journal records,
+/// queue times and policy caches.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

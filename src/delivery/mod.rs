@@ -24,6 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
 
+use crate::model::unix_now;
+
 use crate::dns::{LookupError, Resolver};
 use crate::policy::ClientRules;
 use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode};
@@ -364,13 +366,6 @@ pub struct Scheduler {
     queue: Queue,
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -418,13 +413,13 @@ impl Scheduler {
     pub fn run(mut self) {
         loop {
             let snapshot = (self.snapshot)();
-            self.queue.run_due(now_secs(), &snapshot);
+            self.queue.run_due(unix_now(), &snapshot);
             self.perform();
             self.publish();
             let wait = self
                 .queue
                 .next_due()
-                .map(|t| Duration::from_secs(t.saturating_sub(now_secs())))
+                .map(|t| Duration::from_secs(t.saturating_sub(unix_now())))
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
             match self.rx.recv_timeout(wait) {
@@ -438,7 +433,7 @@ impl Scheduler {
     }
 
     fn handle(&mut self, ev: Event) {
-        let now = now_secs();
+        let now = unix_now();
         match ev {
             Event::Queued(entries) => {
                 for entry in entries {
@@ -501,7 +496,7 @@ impl Scheduler {
                 None => self.queue.resolved(
                     attempt,
                     Err(LookupError::Temporary("no resolver".into())),
-                    now_secs(),
+                    unix_now(),
                 ),
             },
             Effect::Dispatch(d) => self.dispatch(d),
@@ -555,7 +550,7 @@ impl Scheduler {
                     tracing::error!(target: "send", "{}: cannot read queued message: {e}", m.id);
                     // Deferred, never sent empty: the attempt goes on
                     // without it.
-                    self.queue.unreadable(d.attempt, &m.id, now_secs());
+                    self.queue.unreadable(d.attempt, &m.id, unix_now());
                 }
             }
         }
@@ -568,7 +563,7 @@ impl Scheduler {
                     tls_level: TlsLevel::None,
                     would_refuse: Vec::new(),
                 },
-                now_secs(),
+                unix_now(),
             );
             return;
         }

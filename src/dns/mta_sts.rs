@@ -57,13 +57,6 @@ pub struct StsCache {
     roots: Mutex<Option<Arc<rustls::RootCertStore>>>,
 }
 
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl StsCache {
     /// Loads the cache kept in `file` (none yet, or unreadable: empty).
     pub fn open(file: Option<PathBuf>) -> StsCache {
@@ -270,7 +263,7 @@ pub async fn policy(
     roots: Arc<rustls::RootCertStore>,
 ) -> Option<Policy> {
     let domain = domain.trim_end_matches('.').to_ascii_lowercase();
-    let now = now();
+    let now = crate::model::unix_now();
     *cache.roots.lock().unwrap_or_else(|p| p.into_inner()) = Some(roots.clone());
     if cache
         .lock()
@@ -329,7 +322,7 @@ pub const REFRESH_EVERY: Duration = Duration::from_secs(3600);
 /// before expiry, so a policy never lapses between deliveries); a failure
 /// keeps the cached one.
 pub async fn refresh_due(resolver: &TokioResolver, cache: &StsCache) {
-    let now = now();
+    let now = crate::model::unix_now();
     let roots = cache
         .roots
         .lock()
