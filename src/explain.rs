@@ -169,19 +169,8 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
     // The gateway's snapshot, less what needs files (certificates): the
     // session is driven in memory.
     let snapshot = Arc::new(Snapshot {
-        hostname: cfg.hostname(),
-        accept_domains: cfg.accept_domains(),
-        limits: cfg.limits(),
-        tls: None,
-        relay_everyone: false,
         profiles: profiles.clone(),
-        tls_ask_cert: None,
-        client_verifier: None,
-        routes: Default::default(),
-        outbound: crate::tls::outbound::Outbound::opportunistic(),
-        proxy_from: Default::default(),
-        dane: crate::policy::Enforcement::Off,
-        mta_sts: crate::policy::Enforcement::Off,
+        ..Snapshot::plain(cfg.hostname(), cfg.accept_domains(), cfg.limits())
     });
     let accept = cfg.accept_domains();
     let sender_domain = q.from.and_then(|f| f.rsplit_once('@').map(|(_, d)| d));
@@ -304,10 +293,7 @@ fn delivery_sources(cfg: &Config, domain: &str) -> String {
     use crate::policy::route::Via;
     use crate::policy::Enforcement;
     let route = cfg.routes.for_domain(domain);
-    let via = match &route.via {
-        Via::Mx => "MX".to_string(),
-        Via::Host { host, port } => format!("{host}:{port}"),
-    };
+    let via = &route.via;
     if let Some(p) = route.profile.and_then(|i| cfg.profiles.list.get(i)) {
         return format!(
             "via {via}; profile {:?} decides TLS (DANE and MTA-STS are not consulted)",

@@ -42,10 +42,21 @@ impl Snapshot {
     /// A snapshot for tests and tools: the given host name and domains,
     /// default limits, no TLS.
     pub fn for_tests(hostname: &str, accept_domains: &[&str]) -> Self {
+        Snapshot::plain(
+            hostname.to_string(),
+            AcceptDomains::new(accept_domains),
+            Limits::default(),
+        )
+    }
+
+    /// A snapshot with no TLS, no profiles, no routes and nothing taken
+    /// from the recipients' DNS: for `explain`, the load generator's sink
+    /// and tests, which set what they need over it.
+    pub fn plain(hostname: String, accept_domains: AcceptDomains, limits: Limits) -> Self {
         Snapshot {
-            hostname: hostname.to_string(),
-            accept_domains: AcceptDomains::new(accept_domains),
-            limits: Limits::default(),
+            hostname,
+            accept_domains,
+            limits,
             tls: None,
             relay_everyone: false,
             profiles: crate::policy::Profiles::default(),

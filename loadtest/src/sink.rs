@@ -80,22 +80,16 @@ impl Sink {
             fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
         let snapshot = Snapshot {
-            hostname: "sink.sealgate-load".into(),
-            accept_domains: AcceptDomains::default(),
-            limits: Limits {
-                message_size: 100_000_000,
-                ..Limits::default()
-            },
             tls,
             relay_everyone: true,
-            profiles: Default::default(),
-            tls_ask_cert: None,
-            client_verifier: None,
-            routes: Default::default(),
-            outbound: sealgate::tls::outbound::Outbound::opportunistic(),
-            proxy_from: Default::default(),
-            dane: sealgate::policy::Enforcement::Off,
-            mta_sts: sealgate::policy::Enforcement::Off,
+            ..Snapshot::plain(
+                "sink.sealgate-load".into(),
+                AcceptDomains::default(),
+                Limits {
+                    message_size: 100_000_000,
+                    ..Limits::default()
+                },
+            )
         };
         let shards = o.shards.max(1);
         let received = Arc::new(AtomicU64::new(0));

@@ -98,18 +98,13 @@ impl Scheduler {
         domain: &str,
         reply: crossbeam_channel::Sender<Result<String, AdminError>>,
     ) {
-        use crate::policy::route::Via;
         let snapshot = (self.snapshot)();
         let route = snapshot.routes.for_domain(domain);
         let profile = route
             .profile
             .and_then(|i| snapshot.profiles.list.get(i))
             .map(|p| p.name.clone());
-        let via = match &route.via {
-            Via::Mx => "MX".to_string(),
-            Via::Host { host, port } => format!("{host}:{port}"),
-        };
-        let mut head = format!("{domain}: route via {via}");
+        let mut head = format!("{domain}: route via {}", route.via);
         match &profile {
             Some(name) => head.push_str(&format!(
                 "; profile {name:?} decides TLS (DANE and MTA-STS are not consulted)\n"

@@ -114,3 +114,13 @@ impl Route {
         }
     }
 }
+
+/// `MX`, or `host:port`: how `sealgate policy` and `explain` name a route.
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Via::Mx => f.write_str("MX"),
+            Via::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
