@@ -185,6 +185,14 @@ fn load(n: &AtomicU64) -> u64 {
     n.load(Ordering::Relaxed)
 }
 
+/// A `result="ok"|"failed"` pair of counters.
+fn ok_failed(ok: &AtomicU64, failed: &AtomicU64) -> Family {
+    Family::Counter(vec![
+        (vec![("result", "ok".into())], load(ok)),
+        (vec![("result", "failed".into())], load(failed)),
+    ])
+}
+
 fn gauge(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -375,16 +383,13 @@ impl Metrics {
             ),
             (
                 "sealgate_policy_would_refuse",
-                "Deliveries a report-only rule would have refused, by rule and reason.",
+                "What a report-only rule would have refused (deliveries, inbound MAIL), by rule and reason.",
                 Family::Counter(would_refuse),
             ),
             (
                 "sealgate_reloads",
                 "Configuration reloads by result.",
-                Family::Counter(vec![
-                    (vec![("result", "ok".into())], load(&shared.reloads_ok)),
-                    (vec![("result", "failed".into())], load(&shared.reloads_failed)),
-                ]),
+                ok_failed(&shared.reloads_ok, &shared.reloads_failed),
             ),
             (
                 "sealgate_last_reload_timestamp_seconds",
@@ -406,10 +411,7 @@ impl Metrics {
             f.push((
                 "sealgate_mta_sts_fetches",
                 "MTA-STS policy fetches, by result (RFC 8461).",
-                Family::Counter(vec![
-                    (vec![("result", "ok".into())], load(&sts.stats.fetched)),
-                    (vec![("result", "failed".into())], load(&sts.stats.failed)),
-                ]),
+                ok_failed(&sts.stats.fetched, &sts.stats.failed),
             ));
         }
         if let Some(series) = dane_lookups {

@@ -124,3 +124,61 @@ impl std::fmt::Display for Via {
         }
     }
 }
+
+#[cfg(test)]
+mod sources_tests {
+    use super::*;
+    use crate::policy::Enforcement::{Enforce, Off, Report};
+
+    fn route(via: Via, profile: Option<usize>) -> Route {
+        Route {
+            domain: "d.example".into(),
+            via,
+            port: 25,
+            profile,
+        }
+    }
+
+    /// A route's own profile decides alone; otherwise DANE at the port
+    /// delivery uses, and MTA-STS for MX delivery only.
+    #[test]
+    fn which_published_policies_a_route_consults() {
+        let mx = route(Via::Mx, None);
+        assert_eq!(
+            mx.sources(Enforce, Report),
+            Sources {
+                dane: Some(25),
+                mta_sts: Some(Report)
+            }
+        );
+        assert_eq!(
+            mx.sources(Off, Off),
+            Sources {
+                dane: None,
+                mta_sts: None
+            }
+        );
+        let fixed = route(
+            Via::Host {
+                host: "relay.example".into(),
+                port: 2525,
+            },
+            None,
+        );
+        assert_eq!(
+            fixed.sources(Enforce, Enforce),
+            Sources {
+                dane: Some(2525),
+                mta_sts: None
+            }
+        );
+        let own = route(Via::Mx, Some(0));
+        assert_eq!(
+            own.sources(Enforce, Enforce),
+            Sources {
+                dane: None,
+                mta_sts: None
+            }
+        );
+    }
+}

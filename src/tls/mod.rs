@@ -620,6 +620,23 @@ pub fn cipher_bits(suite: CipherSuite) -> u16 {
 mod tests {
     use super::*;
 
+    /// MTA-STS policy hosts are judged by the Web PKI plus the operator's
+    /// own CA files, whatever `tls.system_roots` says.
+    #[test]
+    fn web_roots_are_webpki_and_the_extra_cas() {
+        let none = web_roots(&rustls::RootCertStore::empty());
+        assert_eq!(none.len(), webpki_roots::TLS_SERVER_ROOTS.len());
+        assert!(none.len() > 100, "the Mozilla set");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let mut extra = rustls::RootCertStore::empty();
+        extra
+            .add(ca.self_signed(&key).unwrap().der().clone())
+            .unwrap();
+        assert_eq!(web_roots(&extra).len(), none.len() + 1);
+    }
+
     #[test]
     fn key_bits_by_suite() {
         assert_eq!(cipher_bits(CipherSuite::TLS13_AES_256_GCM_SHA384), 256);
