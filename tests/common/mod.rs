@@ -552,6 +552,15 @@ pub fn mx_relay_config(
         + tail
 }
 
+/// A delivery log line says the recipient was deferred with `4.7.5` (a
+/// TLS or policy failure) for the reason `why`.
+pub fn assert_deferred_tls(line: &str, why: &str) {
+    assert!(
+        line.contains("status=deferred") && line.contains("dsn=4.7.5") && line.contains(why),
+        "not deferred 4.7.5 for {why:?}: {line}"
+    );
+}
+
 /// Sends one message through the gateway (EHLO, MAIL, each RCPT, DATA,
 /// QUIT), asserting every step is accepted. The body is `body of SUBJECT`.
 pub fn send_mail(gw: &Gateway, from: &str, rcpts: &[&str], subject: &str) {
