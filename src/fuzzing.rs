@@ -438,7 +438,10 @@ pub mod client_session {
             from: from.into(),
             recipients: rcpts.iter().map(|r| r.to_string()).collect(),
             data: Arc::from(data),
-            body_8bit: true,
+            flags: crate::model::MailFlags {
+                body_8bit: true,
+                ..Default::default()
+            },
         };
         let messages = vec![
             message(

@@ -85,6 +85,75 @@ impl std::fmt::Display for ClientText<'_> {
     }
 }
 
+/// What the sender asked of TLS for a message (RFC 8689).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TlsRequest {
+    /// Nothing: the gateway's and the recipients' policies apply.
+    #[default]
+    Default,
+    /// `MAIL FROM:<…> REQUIRETLS` (§4): every hop authenticated TLS to a
+    /// server that offers REQUIRETLS itself, or a bounce with `5.7.30`.
+    Required,
+    /// A `TLS-Required: No` header (§5): the recipients' policies (DANE,
+    /// MTA-STS) may be set aside so that the message gets through.
+    NotRequired,
+}
+
+impl TlsRequest {
+    /// As `sealgate queue show` and the logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TlsRequest::Default => "default",
+            TlsRequest::Required => "REQUIRETLS",
+            TlsRequest::NotRequired => "TLS-Required: No",
+        }
+    }
+}
+
+/// The facts about a message, besides its envelope, that its delivery
+/// follows; kept with it in the spool (one octet, docs/spool.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MailFlags {
+    /// `BODY=8BITMIME` was declared (RFC 6152): declared again, or
+    /// refused, on the way out.
+    pub body_8bit: bool,
+    pub tls: TlsRequest,
+    /// A TLS report (RFC 8460) the gateway made: no report is ever made
+    /// about its own delivery (§5.3.1, no report loops).
+    pub tls_report: bool,
+}
+
+impl MailFlags {
+    /// Bit 0: 8BITMIME; bits 1-2: the TLS request (1 REQUIRETLS, 2
+    /// TLS-Required: No); bit 3: a TLS report. Old records wrote 0 or 1.
+    pub fn to_byte(self) -> u8 {
+        let tls = match self.tls {
+            TlsRequest::Default => 0,
+            TlsRequest::Required => 1,
+            TlsRequest::NotRequired => 2,
+        };
+        u8::from(self.body_8bit) | tls << 1 | u8::from(self.tls_report) << 3
+    }
+
+    /// `None` for bits no version wrote (a damaged record).
+    pub fn from_byte(b: u8) -> Option<MailFlags> {
+        if b & !0b1111 != 0 {
+            return None;
+        }
+        let tls = match (b >> 1) & 0b11 {
+            0 => TlsRequest::Default,
+            1 => TlsRequest::Required,
+            2 => TlsRequest::NotRequired,
+            _ => return None,
+        };
+        Some(MailFlags {
+            body_8bit: b & 1 == 1,
+            tls,
+            tls_report: b & 0b1000 != 0,
+        })
+    }
+}
+
 /// The envelope of one accepted message (RFC 5321 §2.3.1).
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -94,7 +163,7 @@ pub struct Envelope {
     pub helo: String,
     /// The client said EHLO (ESMTP) rather than HELO.
     pub esmtp: bool,
-    pub body_8bit: bool,
+    pub flags: MailFlags,
     /// The SMTP client; `None` for a message the gateway made itself (a
     /// delivery status notification).
     pub peer: Option<Peer>,
@@ -247,4 +316,35 @@ pub fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_flags_round_trip_through_their_octet() {
+        for body_8bit in [false, true] {
+            for tls in [
+                TlsRequest::Default,
+                TlsRequest::Required,
+                TlsRequest::NotRequired,
+            ] {
+                for tls_report in [false, true] {
+                    let f = MailFlags {
+                        body_8bit,
+                        tls,
+                        tls_report,
+                    };
+                    assert_eq!(MailFlags::from_byte(f.to_byte()), Some(f));
+                }
+            }
+        }
+        // What earlier versions wrote: the 8BITMIME boolean.
+        assert_eq!(MailFlags::from_byte(0), Some(MailFlags::default()));
+        assert!(MailFlags::from_byte(1).is_some_and(|f| f.body_8bit));
+        // Bits nobody wrote: damage.
+        assert_eq!(MailFlags::from_byte(0b110), None);
+        assert_eq!(MailFlags::from_byte(0x10), None);
+    }
 }

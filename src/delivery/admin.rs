@@ -205,8 +205,13 @@ impl Scheduler {
                     }
                     let _ = writeln!(
                         out,
-                        "body {}\nsize {}\nhold {}\n",
-                        if m.body_8bit { "8BITMIME" } else { "7BIT" },
+                        "body {}\ntls {}\nsize {}\nhold {}\n",
+                        if m.flags.body_8bit {
+                            "8BITMIME"
+                        } else {
+                            "7BIT"
+                        },
+                        m.flags.tls.as_str(),
                         m.size,
                         u8::from(m.hold)
                     );

@@ -542,7 +542,7 @@ impl Scheduler {
                         from: m.from,
                         recipients: m.recipients,
                         data: Arc::from(data),
-                        body_8bit: m.body_8bit,
+                        flags: m.flags,
                     });
                     ids.push(m.id);
                 }
@@ -632,7 +632,7 @@ impl Scheduler {
             recipients: vec![b.from.clone()],
             helo: hostname.clone(),
             esmtp: true,
-            body_8bit: false,
+            flags: crate::model::MailFlags::default(),
             // Made here: no client.
             peer: None,
             tls: None,

@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use super::{Admin, AdminError, AttemptResult, Settings, TlsLevel};
 use crate::dns::{Found, LookupError};
+use crate::model::MailFlags;
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
 use crate::snapshot::Snapshot;
@@ -99,7 +100,7 @@ pub struct Planned {
     pub journal: usize,
     pub from: String,
     pub recipients: Vec<String>,
-    pub body_8bit: bool,
+    pub flags: MailFlags,
 }
 
 /// A non-delivery notification to build.
@@ -118,7 +119,7 @@ struct Message {
     from: String,
     arrived: u64,
     size: u64,
-    body_8bit: bool,
+    flags: MailFlags,
     hold: bool,
     rcpts: Vec<RcptState>,
     /// Recipients in an attempt now: never in two at once.
@@ -158,7 +159,7 @@ pub struct View<'a> {
     pub from: &'a str,
     pub arrived: u64,
     pub size: u64,
-    pub body_8bit: bool,
+    pub flags: MailFlags,
     pub hold: bool,
     pub rcpts: &'a [RcptState],
 }
@@ -220,7 +221,7 @@ impl Queue {
             from: &m.from,
             arrived: m.arrived,
             size: m.size,
-            body_8bit: m.body_8bit,
+            flags: m.flags,
             hold: m.hold,
             rcpts: &m.rcpts,
         })
@@ -253,7 +254,7 @@ impl Queue {
                 from: e.meta.from,
                 arrived: e.meta.arrived,
                 size: e.size,
-                body_8bit: e.meta.body_8bit,
+                flags: e.meta.flags,
                 hold: e.hold,
                 rcpts: e.rcpts,
                 busy: vec![false; count],
@@ -457,7 +458,7 @@ impl Queue {
                     journal: m.journal,
                     from: m.from.clone(),
                     recipients: idxs.iter().map(|i| m.rcpts[*i].rcpt.clone()).collect(),
-                    body_8bit: m.body_8bit,
+                    flags: m.flags,
                 })
             })
             .collect();

@@ -35,7 +35,7 @@ fn entry(id: &str, from: &str, rcpts: &[&str]) -> Entry {
             client_port: 1,
             helo: "c".into(),
             tls: None,
-            body_8bit: false,
+            flags: Default::default(),
         },
         hold: false,
         rcpts: rcpts.iter().map(|r| RcptState::fresh(r)).collect(),

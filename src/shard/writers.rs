@@ -268,8 +268,14 @@ impl Writer<'_> {
                 Ok(stored) => {
                     tracing::info!(
                         target: "receive",
-                        "{}: client={}, from=<{}>, size={}, nrcpt={} (queue active)",
-                        stored.id, ClientText(env.peer.as_ref()), env.from, message.data.len(), env.recipients.len()
+                        "{}: client={}, from=<{}>, size={}, nrcpt={}{} (queue active)",
+                        stored.id, ClientText(env.peer.as_ref()), env.from, message.data.len(), env.recipients.len(),
+                        match env.flags.tls {
+                            // RFC 8689: what the sender asked of TLS.
+                            crate::model::TlsRequest::Default => "",
+                            crate::model::TlsRequest::Required => ", requiretls",
+                            crate::model::TlsRequest::NotRequired => ", tls_required=no",
+                        }
                     );
                     // Delivery hears of the batch once it is durable.
                     if let Some(entry) = stored.entry {

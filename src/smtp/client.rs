@@ -22,7 +22,7 @@ pub struct Outgoing {
     pub recipients: Vec<String>,
     /// The message as spooled: CRLF line endings, not dot-stuffed.
     pub data: Arc<[u8]>,
-    pub body_8bit: bool,
+    pub flags: crate::model::MailFlags,
 }
 
 /// Whether to use STARTTLS (OUT-2, OUT-3).
@@ -487,7 +487,7 @@ impl Session {
         if self.ext.size.is_some() {
             mail.push_str(&format!(" SIZE={size}"));
         }
-        if msg.body_8bit && self.ext.eightbit {
+        if msg.flags.body_8bit && self.ext.eightbit {
             mail.push_str(" BODY=8BITMIME");
         }
         self.mail_outcome = None;

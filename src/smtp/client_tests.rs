@@ -9,7 +9,7 @@ fn msg(from: &str, rcpts: &[&str], data: &[u8]) -> Outgoing {
         from: from.into(),
         recipients: rcpts.iter().map(|r| r.to_string()).collect(),
         data: Arc::from(data),
-        body_8bit: false,
+        flags: Default::default(),
     }
 }
 

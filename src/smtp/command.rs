@@ -99,11 +99,13 @@ impl std::fmt::Display for Mailbox<'_> {
     }
 }
 
-/// MAIL parameters we understand (RFC 1870 SIZE, RFC 6152 BODY).
+/// MAIL parameters we understand (RFC 1870 SIZE, RFC 6152 BODY, RFC 8689
+/// REQUIRETLS).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MailParams {
     pub size: Option<u64>,
     pub body_8bit: bool,
+    pub require_tls: bool,
 }
 
 /// Why a line is not a valid command; each maps to one reply.
@@ -305,6 +307,12 @@ fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
                 Some(v) if v.eq_ignore_ascii_case("7BIT") => out.body_8bit = false,
                 _ => return Err(CommandError::Syntax("Bad BODY parameter")),
             }
+        } else if key.eq_ignore_ascii_case("REQUIRETLS") {
+            // RFC 8689 §3: the keyword takes no value.
+            if value.is_some() {
+                return Err(CommandError::Syntax("REQUIRETLS takes no value"));
+            }
+            out.require_tls = true;
         } else {
             return Err(CommandError::UnsupportedParameter);
         }
@@ -425,7 +433,8 @@ mod tests {
                 }),
                 params: MailParams {
                     size: Some(100),
-                    body_8bit: true
+                    body_8bit: true,
+                    require_tls: false,
                 }
             }
         );

@@ -184,7 +184,7 @@ proptest! {
                 from: format!("s{i}@client.test"),
                 recipients: (0..*rcpts).map(|r| format!("u{r}@example.com")).collect(),
                 data: Arc::from(body(lines)),
-                body_8bit: false,
+                flags: Default::default(),
             })
             .collect();
         let ran = converse(outgoing.clone(), to_server, to_client);

@@ -144,7 +144,7 @@ mod tests {
             recipients: vec!["c@d.example".into()],
             helo: "evil\x1b[31m(x)".into(),
             esmtp: true,
-            body_8bit: false,
+            flags: Default::default(),
             peer: Some(Peer {
                 ip: "192.0.2.7".parse().unwrap(),
                 port: 1234,

@@ -147,6 +147,11 @@ pub mod canned {
     pub fn must_starttls() -> Reply {
         Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
     }
+    /// RFC 8689 §4.1: REQUIRETLS only on a TLS session (it is advertised
+    /// only there); X.7.10 is "Encryption Needed" (RFC 5248).
+    pub fn requiretls_needs_tls() -> Reply {
+        Reply::new(530, "5.7.10", "REQUIRETLS needs TLS: issue STARTTLS first")
+    }
     pub fn relay_denied() -> Reply {
         Reply::new(554, "5.7.1", "Relay access denied")
     }

@@ -215,6 +215,9 @@ const EHLO_PLAIN: &str =
     "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
 const EHLO_TLS: &str =
     "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n";
+/// On a TLS session: REQUIRETLS (RFC 8689 §2), no STARTTLS.
+const EHLO_IN_TLS: &str =
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 REQUIRETLS\r\n";
 
 #[test]
 fn state_event_banner_names_host() {
@@ -283,7 +286,7 @@ fn state_event_starttls_discards_pipelined_input_and_resets() {
             cmd("STARTTLS\r\nRSET\r\n", "220 2.0.0 Ready to start TLS\r\n"),
             // RFC 3207 §4.2: no state survives; EHLO is needed again.
             cmd("MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Send EHLO or HELO first\r\n"),
-            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd("EHLO client.test\r\n", EHLO_IN_TLS),
             cmd("STARTTLS\r\n", "503 5.5.1 TLS already active\r\n"),
             cmd(
                 "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
@@ -294,6 +297,59 @@ fn state_event_starttls_discards_pipelined_input_and_resets() {
     );
     let tls = stored[0].envelope.tls.as_ref().unwrap();
     assert_eq!(tls.version, "TLSv1.3");
+}
+
+#[test]
+fn state_event_requiretls_is_accepted_over_tls_only_and_kept_with_the_message() {
+    use crate::model::TlsRequest;
+    let (stored, _) = run_table(
+        &snapshot(true),
+        &[
+            // RFC 8689 §2: not offered in the clear; refused there.
+            cmd("EHLO client.test\r\n", EHLO_TLS),
+            cmd(
+                "MAIL FROM:<a@b.test> REQUIRETLS\r\n",
+                "530 5.7.10 REQUIRETLS needs TLS: issue STARTTLS first\r\n",
+            ),
+            cmd("STARTTLS\r\n", "220 2.0.0 Ready to start TLS\r\n"),
+            cmd("EHLO client.test\r\n", EHLO_IN_TLS),
+            cmd(
+                "MAIL FROM:<a@b.test> REQUIRETLS=yes\r\n",
+                "501 5.5.4 REQUIRETLS takes no value\r\n",
+            ),
+            cmd(
+                "MAIL FROM:<a@b.test> requiretls BODY=8BITMIME\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            // §4.1: with REQUIRETLS the TLS-Required header is ignored.
+            data(
+                b"TLS-Required: No\r\n\r\nhi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+            cmd(
+                "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            // §5: the header alone asks that recipient policies not stop it.
+            data(
+                b"Subject: x\r\ntls-required:  NO\r\n\r\nhi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+            cmd(
+                "MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n",
+            ),
+            data(
+                b"Subject: x\r\n\r\nTLS-Required: No\r\n.\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+        ],
+    );
+    let flags: Vec<_> = stored.iter().map(|m| m.envelope.flags).collect();
+    assert_eq!(flags[0].tls, TlsRequest::Required);
+    assert!(flags[0].body_8bit);
+    assert_eq!(flags[1].tls, TlsRequest::NotRequired);
+    assert_eq!(flags[2].tls, TlsRequest::Default);
 }
 
 #[test]

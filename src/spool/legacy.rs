@@ -104,7 +104,10 @@ pub fn parse(bytes: &[u8]) -> Result<Spooled, FormatError> {
         client: Some(client.ok_or(FormatError::Missing("client"))?),
         helo: helo.ok_or(FormatError::Missing("helo"))?,
         tls,
-        body_8bit,
+        flags: crate::model::MailFlags {
+            body_8bit,
+            ..Default::default()
+        },
         message: message.to_vec(),
     })
 }

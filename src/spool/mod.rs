@@ -150,9 +150,8 @@ pub struct Spooled {
     pub helo: String,
     /// `version cipher bits verify`, when the message came over TLS.
     pub tls: Option<String>,
-    /// `BODY=8BITMIME` was declared on MAIL FROM (RFC 6152), so the relay
-    /// must declare it again, or refuse, on the way out.
-    pub body_8bit: bool,
+    /// 8BITMIME, REQUIRETLS or `TLS-Required: No`, a TLS report.
+    pub flags: crate::model::MailFlags,
     /// The message as stored: Received header and data.
     pub message: Vec<u8>,
 }
@@ -181,7 +180,7 @@ pub fn meta_of(env: &Envelope, arrived: SystemTime) -> Meta {
                 t.verify.as_str()
             )
         }),
-        body_8bit: env.body_8bit,
+        flags: env.flags,
     }
 }
 
@@ -264,7 +263,7 @@ impl JournalStore {
                 client_port: 0,
                 helo: m.helo.clone(),
                 tls: m.tls.clone(),
-                body_8bit: m.body_8bit,
+                flags: m.flags,
             };
             self.journal
                 .add_stored(&m.id, &meta, state.rcpts, state.hold, &m.message)?;
@@ -459,7 +458,7 @@ pub fn read_all(root: &Path) -> io::Result<Vec<Spooled>> {
                 client: l.meta.client,
                 helo: l.meta.helo.clone(),
                 tls: l.meta.tls.clone(),
-                body_8bit: l.meta.body_8bit,
+                flags: l.meta.flags,
                 message: data,
             });
         }

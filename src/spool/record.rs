@@ -59,7 +59,7 @@ pub struct Meta {
     pub helo: String,
     /// `version cipher bits verify`, for a message that came over TLS.
     pub tls: Option<String>,
-    pub body_8bit: bool,
+    pub flags: crate::model::MailFlags,
 }
 
 /// Where a message's octets are.
@@ -221,7 +221,7 @@ pub fn message(
             }
             None => p.push(0),
         }
-        p.push(u8::from(meta.body_8bit));
+        p.push(meta.flags.to_byte());
         p.push(u8::from(hold));
         put_u32(p, rcpts.len() as u32);
         for r in rcpts {
@@ -374,7 +374,7 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
             let client_port = c.u16()?;
             let helo = c.string()?;
             let tls = if c.bool()? { Some(c.string()?) } else { None };
-            let body_8bit = c.bool()?;
+            let flags = crate::model::MailFlags::from_byte(c.u8()?)?;
             let hold = c.bool()?;
             let n = c.u32()? as usize;
             let mut rcpts = Vec::with_capacity(n.min(1024));
@@ -400,7 +400,7 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
                     client_port,
                     helo,
                     tls,
-                    body_8bit,
+                    flags,
                 },
                 hold,
                 rcpts,
@@ -434,7 +434,11 @@ mod tests {
             client_port: 4000,
             helo: "client.test".into(),
             tls: Some("TLSv1.3 TLS13_AES_128_GCM_SHA256 128 NO".into()),
-            body_8bit: true,
+            flags: crate::model::MailFlags {
+                body_8bit: true,
+                tls: crate::model::TlsRequest::Required,
+                tls_report: false,
+            },
         }
     }
 

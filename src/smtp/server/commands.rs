@@ -61,6 +61,10 @@ impl Session {
         if self.starttls_offered && self.tls.is_none() {
             lines.push("STARTTLS".into());
         }
+        // RFC 8689 §2: REQUIRETLS is offered on a TLS session only.
+        if self.tls.is_some() {
+            lines.push("REQUIRETLS".into());
+        }
         self.reply(Reply::multi(250, lines))
     }
 
@@ -80,6 +84,9 @@ impl Session {
             .is_some_and(|s| s > self.snapshot.limits.message_size as u64)
         {
             return self.error(canned::message_too_big());
+        }
+        if params.require_tls && self.tls.is_none() {
+            return self.error(canned::requiretls_needs_tls());
         }
         let sender_domain = match &from {
             ReversePath::Null => None,
@@ -245,7 +252,11 @@ impl Session {
                 recipients: tx.recipients,
                 helo,
                 esmtp,
-                body_8bit: tx.params.body_8bit,
+                flags: crate::model::MailFlags {
+                    body_8bit: tx.params.body_8bit,
+                    tls: tls_request(tx.params.require_tls, &data),
+                    tls_report: false,
+                },
                 peer: Some(self.peer.clone()),
                 tls: self.tls.clone(),
             },
@@ -313,5 +324,17 @@ impl Session {
             return Some(self.close());
         }
         None
+    }
+}
+
+/// What the sender asked of TLS: RFC 8689 §4.1, REQUIRETLS on MAIL tags
+/// the message; §5, a `TLS-Required: No` header is ignored when it is.
+fn tls_request(require_tls: bool, data: &[u8]) -> crate::model::TlsRequest {
+    if require_tls {
+        crate::model::TlsRequest::Required
+    } else if crate::smtp::headers::tls_required_no(data) {
+        crate::model::TlsRequest::NotRequired
+    } else {
+        crate::model::TlsRequest::Default
     }
 }

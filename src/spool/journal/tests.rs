@@ -12,7 +12,7 @@ fn meta(n: u64) -> Meta {
         client_port: 1000,
         helo: "c.test".into(),
         tls: None,
-        body_8bit: false,
+        flags: Default::default(),
     }
 }
 
