@@ -387,6 +387,11 @@ impl Metrics {
                 Family::Counter(would_refuse),
             ),
             (
+                "sealgate_tls_required_no",
+                "Messages whose delivery set a recipient's DANE or MTA-STS policy aside for their TLS-Required: No header (RFC 8689).",
+                Family::Counter(vec![(vec![], load(&shared.delivery.tls_required_no))]),
+            ),
+            (
                 "sealgate_reloads",
                 "Configuration reloads by result.",
                 ok_failed(&shared.reloads_ok, &shared.reloads_failed),

@@ -430,6 +430,7 @@ pub mod client_session {
             _ => TlsMode::Off,
         };
         let config = Config {
+            require_tls: false,
             helo: "gw.test".into(),
             tls,
             timeouts: Timeouts::default(),

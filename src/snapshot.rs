@@ -36,6 +36,9 @@ pub struct Snapshot {
     pub dane: crate::policy::Enforcement,
     /// MTA-STS likewise (`[outbound] mta_sts`).
     pub mta_sts: crate::policy::Enforcement,
+    /// `[outbound] tls_required_header = "honour"`: a `TLS-Required: No`
+    /// message goes despite the recipients' DANE and MTA-STS (RFC 8689 §5).
+    pub honour_tls_required_no: bool,
 }
 
 impl Snapshot {
@@ -67,6 +70,7 @@ impl Snapshot {
             proxy_from: Default::default(),
             dane: crate::policy::Enforcement::Off,
             mta_sts: crate::policy::Enforcement::Off,
+            honour_tls_required_no: true,
         }
     }
 

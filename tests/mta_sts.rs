@@ -14,9 +14,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::pki::Ca;
@@ -43,38 +42,6 @@ const DOMAINS: [&str; 5] = [
     "testing.test",
     "short.test",
 ];
-
-struct PolicyServer(Child);
-
-impl Drop for PolicyServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn policy_server(dir: &Path, ca: &Ca) -> PolicyServer {
-    let names: Vec<String> = DOMAINS.iter().map(|d| format!("mta-sts.{d}")).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (crt, key) = ca.leaf(&dir.join("pki"), "policy", &names);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/policy_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg("127.0.0.3")
-        .arg(&crt)
-        .arg(&key)
-        .arg(dir.join("policies"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the policy server did not start");
-    PolicyServer(child)
-}
 
 fn dns(ids: &[(&str, &str)]) -> common::dnsmasq::Dnsmasq {
     let mut records = Vec::new();
@@ -122,14 +89,7 @@ fn mta_sts_policies_decide_outbound_tls() {
     let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
     let pf = Postfix::tls_relay(&dir, &DOMAINS, sink.port, &key, &leaf);
     let policies = dir.join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    let policy = |domain: &str, mode: &str, mx: &str| {
-        std::fs::write(
-            policies.join(format!("mta-sts.{domain}.txt")),
-            format!("version: STSv1\r\nmode: {mode}\r\nmx: {mx}\r\nmax_age: 86400\r\n"),
-        )
-        .unwrap();
-    };
+    let policy = |domain: &str, mode: &str, mx: &str| common::sts::policy(&dir, domain, mode, mx);
     policy("sts.test", "enforce", "mx.sts.test");
     policy("outside.test", "enforce", "mx.elsewhere.test");
     policy("badcert.test", "enforce", "*.badcert.test");
@@ -140,7 +100,7 @@ fn mta_sts_policies_decide_outbound_tls() {
         "version: STSv1\nmode: none\nmax_age: 2\n",
     )
     .unwrap();
-    let server = policy_server(&dir, &ca);
+    let server = common::sts::start("127.0.0.3", &dir, &ca, &DOMAINS);
     let ids = DOMAINS.map(|d| (d, "1"));
     let dns1 = dns(&ids);
 

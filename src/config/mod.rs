@@ -496,6 +496,8 @@ impl Config {
             proxy_from: self.proxy_from.clone(),
             dane: self.dane(),
             mta_sts: self.mta_sts(),
+            honour_tls_required_no: self.file.outbound.tls_required_header
+                == schema::TlsRequiredHeader::Honour,
         })
     }
 }

@@ -282,4 +282,19 @@ pub struct Outbound {
     /// How often cached MTA-STS policies are looked over for refresh;
     /// unset: an hour.
     pub mta_sts_refresh: Option<Span>,
+    /// What a `TLS-Required: No` header does (RFC 8689 §5).
+    pub tls_required_header: TlsRequiredHeader,
+}
+
+/// `[outbound] tls_required_header`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsRequiredHeader {
+    /// The recipients' DANE and MTA-STS policies do not stop the message
+    /// (TLS is still tried); the gateway's own profiles still apply.
+    #[default]
+    #[serde(alias = "honor")]
+    Honour,
+    /// The header changes nothing.
+    Ignore,
 }

@@ -80,6 +80,9 @@ pub struct Job {
     pub reply: Sender<Event>,
     /// How DANE is applied to the targets' records.
     pub dane: crate::policy::Enforcement,
+    /// What the messages asked of TLS (RFC 8689), as the configuration
+    /// lets it apply (`[outbound] tls_required_header`).
+    pub request: crate::model::TlsRequest,
 }
 
 /// What an attempt achieved: per message, per recipient.
@@ -92,6 +95,8 @@ pub struct AttemptResult {
     pub tls_level: TlsLevel,
     /// Checks that failed in report-only mode (delivered anyway).
     pub would_refuse: Vec<WouldRefuse>,
+    /// `TLS-Required: No` set a recipient's DANE or MTA-STS policy aside.
+    pub set_aside: bool,
 }
 
 /// A check that would have refused a delivery had it been enforced:
@@ -346,6 +351,9 @@ pub struct Gauges {
     pub deliveries: [[AtomicU64; TlsLevel::ALL.len()]; 4],
     /// Checks that failed in report-only mode, by [`WouldRefuse::index`].
     pub would_refuse: [AtomicU64; WouldRefuse::ALL.len()],
+    /// Messages whose attempt set a recipient policy aside for their
+    /// `TLS-Required: No` header (RFC 8689 §5).
+    pub tls_required_no: AtomicU64,
 }
 
 /// The current configuration snapshot (swapped on reload).
@@ -445,6 +453,11 @@ impl Scheduler {
                 for w in &result.would_refuse {
                     self.gauges.would_refuse[w.index()].fetch_add(1, Ordering::Relaxed);
                 }
+                if result.set_aside {
+                    self.gauges
+                        .tls_required_no
+                        .fetch_add(result.outcomes.len() as u64, Ordering::Relaxed);
+                }
                 self.queue.finished(result, now)
             }
             Event::Stop => {}
@@ -524,10 +537,18 @@ impl Scheduler {
             .profile
             .and_then(|i| snapshot.profiles.list.get(i))
             .map(|p| p.client.clone());
+        let request = match d.request {
+            crate::model::TlsRequest::NotRequired if !snapshot.honour_tls_required_no => {
+                crate::model::TlsRequest::Default
+            }
+            r => r,
+        };
         // A report-only profile never makes TLS mandatory: it reports.
-        let tls = if rules
-            .as_ref()
-            .is_some_and(|r| r.mandatory_tls && !r.report_only)
+        // REQUIRETLS does (RFC 8689 §4.2.1).
+        let tls = if request == crate::model::TlsRequest::Required
+            || rules
+                .as_ref()
+                .is_some_and(|r| r.mandatory_tls && !r.report_only)
         {
             TlsMode::Mandatory
         } else {
@@ -562,6 +583,7 @@ impl Scheduler {
                     relay: None,
                     tls_level: TlsLevel::None,
                     would_refuse: Vec::new(),
+                    set_aside: false,
                 },
                 unix_now(),
             );
@@ -589,6 +611,7 @@ impl Scheduler {
             ids,
             reply: self.tx.clone(),
             dane: snapshot.dane,
+            request,
         };
         let door = &self.shards[self.next_shard % self.shards.len().max(1)];
         self.next_shard += 1;

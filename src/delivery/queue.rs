@@ -85,6 +85,8 @@ impl Counted {
 /// one connection.
 pub struct Dispatch {
     pub attempt: u64,
+    /// What the messages asked of TLS (all the same, see `run_due`).
+    pub request: crate::model::TlsRequest,
     pub targets: Vec<Found>,
     pub port: u16,
     /// The outbound profile of the route, in `snapshot`.
@@ -304,6 +306,13 @@ impl Queue {
                     Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
                     Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
                 };
+                // A connection carries messages that ask the same of TLS
+                // (RFC 8689): REQUIRETLS ones never share one with others.
+                let key = match m.flags.tls {
+                    crate::model::TlsRequest::Default => key,
+                    crate::model::TlsRequest::Required => format!("{key}:requiretls"),
+                    crate::model::TlsRequest::NotRequired => format!("{key}:tls-optional"),
+                };
                 match by_key.iter_mut().find(|(k, ..)| *k == key) {
                     Some(entry) => entry.3.push(i),
                     None => by_key.push((key, route, name, vec![i])),
@@ -442,13 +451,14 @@ impl Queue {
                         relay: None,
                         tls_level: TlsLevel::None,
                         would_refuse: Vec::new(),
+                        set_aside: false,
                     },
                     now,
                 );
                 return;
             }
         };
-        let messages = a
+        let messages: Vec<Planned> = a
             .parts
             .iter()
             .filter_map(|(id, idxs)| {
@@ -462,8 +472,12 @@ impl Queue {
                 })
             })
             .collect();
+        let request = messages
+            .first()
+            .map_or(crate::model::TlsRequest::Default, |m| m.flags.tls);
         self.effects.push(Effect::Dispatch(Dispatch {
             attempt,
+            request,
             targets,
             port: a.port,
             profile: a.profile,

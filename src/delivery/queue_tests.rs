@@ -99,6 +99,7 @@ fn finish(q: &mut Queue, attempt: u64, outcomes: Vec<Vec<Outcome>>, now: u64) ->
             relay: Some("mx.example.com[192.0.2.1]:25".into()),
             tls_level: TlsLevel::Verified,
             would_refuse: Vec::new(),
+            set_aside: false,
         },
         now,
     );

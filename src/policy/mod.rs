@@ -5,6 +5,7 @@
 mod limits;
 pub mod matcher;
 pub mod profile;
+pub mod requiretls;
 pub mod route;
 
 /// How a rule from the recipient's DNS (DANE) is applied.

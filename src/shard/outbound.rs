@@ -13,7 +13,8 @@ use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
 use crate::delivery::{AttemptResult, Event, Job, WouldRefuse};
-use crate::model::{Dane, Sts};
+use crate::model::{Dane, Sts, TlsRequest};
+use crate::policy::requiretls;
 use crate::policy::Enforcement;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
@@ -39,9 +40,12 @@ pub struct OutConn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     finished: bool,
-    /// Why the last targets were passed over without a connection (a
-    /// failed DANE lookup), for the outcome when no host is left.
+    /// Why the last targets failed or were passed over without a
+    /// connection (a failed DANE lookup, a host REQUIRETLS rules out), for
+    /// the outcome when no host is left (see [`OutConn::note_failure`]).
     passed_over: Option<Failure>,
+    /// Recipient policies `TLS-Required: No` set aside (RFC 8689 §5).
+    set_aside: bool,
     /// Report-only checks that failed.
     would_refuse: Vec<WouldRefuse>,
     /// The target whose connect-time report-only checks were last noted
@@ -74,6 +78,7 @@ impl OutConn {
             wbuf: Vec::new(),
             finished: false,
             passed_over: None,
+            set_aside: false,
             would_refuse: Vec::new(),
             noted: None,
         };
@@ -82,20 +87,64 @@ impl OutConn {
     }
 
     /// What DANE asks of the current target (RFC 7672 §2.2), when it
-    /// applies.
+    /// applies: never for a `TLS-Required: No` message (RFC 8689 §5).
     fn dane(&self) -> &Dane {
-        self.job
-            .targets
-            .get(self.target)
-            .map_or(&Dane::None, |t| &t.dane)
+        match self.job.request {
+            TlsRequest::NotRequired => &Dane::None,
+            TlsRequest::Default | TlsRequest::Required => self
+                .job
+                .targets
+                .get(self.target)
+                .map_or(&Dane::None, |t| &t.dane),
+        }
     }
 
-    /// What the recipient's MTA-STS policy asks of the current target.
+    /// What the recipient's MTA-STS policy asks of the current target
+    /// (likewise).
     fn sts(&self) -> Sts {
-        self.job
-            .targets
-            .get(self.target)
-            .map_or(Sts::None, |t| t.sts)
+        match self.job.request {
+            TlsRequest::NotRequired => Sts::None,
+            TlsRequest::Default | TlsRequest::Required => self
+                .job
+                .targets
+                .get(self.target)
+                .map_or(Sts::None, |t| t.sts),
+        }
+    }
+
+    /// A `TLS-Required: No` message to a host with a recipient policy:
+    /// the policy is set aside (RFC 8689 §5), said once per host.
+    fn note_set_aside(&mut self) {
+        let Some(t) = self.job.targets.get(self.target) else {
+            return;
+        };
+        if self.job.request != TlsRequest::NotRequired {
+            return;
+        }
+        let dane = !matches!(t.dane, Dane::None);
+        let sts = !matches!(t.sts, Sts::None);
+        let what = match (dane, sts) {
+            (false, false) => return,
+            (true, false) => "DANE",
+            (false, true) => "MTA-STS",
+            (true, true) => "DANE and MTA-STS",
+        };
+        tracing::info!(target: "send", "delivery via {}: TLS-Required: No: the recipient's {what} policy is set aside (RFC 8689 section 5)", self.target_name());
+        self.set_aside = true;
+    }
+
+    /// Keeps the failure that best says why no host took the messages: a
+    /// host that REQUIRETLS ruled out (a bounce) never hides one that may
+    /// work later (a deferral).
+    fn note_failure(&mut self, f: Failure) {
+        let keep = matches!(f, Failure::RequireTls(_))
+            && self
+                .passed_over
+                .as_ref()
+                .is_some_and(|p| !matches!(p, Failure::RequireTls(_)));
+        if !keep {
+            self.passed_over = Some(f);
+        }
     }
 
     /// A report-only check failed: say so, count it, go on.
@@ -143,14 +192,34 @@ impl OutConn {
     /// (RFC 7672 §2.2), or under an enforced MTA-STS policy (RFC 8461 §5),
     /// gets mandatory TLS.
     fn connect(&mut self, registry: &Registry, now: Instant) {
-        while let Some(t) = self.job.targets.get(self.target) {
+        while self.target < self.job.targets.len() {
             let enforce = self.job.dane == Enforcement::Enforce;
-            match (&t.dane, enforce) {
+            if self.noted != Some(self.target) {
+                self.note_set_aside();
+            }
+            if self.job.request == TlsRequest::Required {
+                // RFC 8689 §4.2.1: only to a host authenticated by DANE,
+                // MTA-STS or the operator's verifying profile.
+                let host = self.target_host();
+                if let Err(refused) = requiretls::authentication(
+                    &host,
+                    self.dane(),
+                    self.job.dane,
+                    self.sts(),
+                    self.job.rules.as_ref(),
+                ) {
+                    tracing::info!(target: "send", "delivery via {} passed over: REQUIRETLS: {refused}", self.target_name());
+                    self.note_failure(Failure::RequireTls(refused));
+                    self.target += 1;
+                    continue;
+                }
+            }
+            match (self.dane(), enforce) {
                 (Dane::Failed(f), true) => {
                     // RFC 7672 §2.2: never in the clear, never unchecked.
                     let f = f.clone();
                     tracing::info!(target: "send", "delivery via {} passed over: {f}", self.target_name());
-                    self.passed_over = Some(Failure::Dane(f));
+                    self.note_failure(Failure::Dane(f));
                     self.target += 1;
                     continue;
                 }
@@ -170,9 +239,9 @@ impl OutConn {
                 );
             }
             self.noted = Some(self.target);
-            let t = &self.job.targets[self.target];
-            let needs_tls = (enforce && matches!(t.dane, Dane::Usable { .. } | Dane::Unusable))
-                || t.sts == Sts::Enforce;
+            let needs_tls = (enforce
+                && matches!(self.dane(), Dane::Usable { .. } | Dane::Unusable))
+                || self.sts() == Sts::Enforce;
             // Mandatory for this host, or back to the job's own mode after
             // a host that needed it (a clear retry's `Off` stays).
             let mode = match (needs_tls, self.tls_mode) {
@@ -540,7 +609,8 @@ impl OutConn {
             | Failure::Timeout(_)
             | Failure::Handshake(_)
             | Failure::Tls(_)
-            | Failure::Dane(_) => true,
+            | Failure::Dane(_)
+            | Failure::RequireTls(_) => true,
             Failure::TlsNotOffered
             | Failure::StartTlsRefused(_)
             | Failure::Protocol(_)
@@ -554,11 +624,19 @@ impl OutConn {
             tracing::info!(target: "send", "TLS handshake with {host} failed; retrying in the clear");
             self.tls_mode = TlsMode::Off;
         } else if next_host && self.target + 1 < self.job.targets.len() {
+            self.note_failure(f);
             self.target += 1;
             self.tls_mode = self.job.tls;
         } else {
-            // Record the failure for what is left, then end.
-            let outcome = client::classify(&f);
+            // Record the failure for what is left, then end: the one that
+            // best says why (a host ruled out by REQUIRETLS earlier does
+            // not turn a deferral here into a bounce, nor the reverse).
+            self.note_failure(f);
+            let outcome = self
+                .passed_over
+                .as_ref()
+                .map(client::classify)
+                .unwrap_or_else(|| client::classify(&Failure::Connection("no host".into())));
             for j in remaining {
                 let n = self.job.messages[j].recipients.len();
                 self.results[j] = Some(vec![outcome.clone(); n]);
@@ -614,6 +692,7 @@ impl OutConn {
             outcomes,
             relay: self.relay.clone(),
             would_refuse: std::mem::take(&mut self.would_refuse),
+            set_aside: self.set_aside,
             tls_level: self.tls_level,
         }));
     }
@@ -630,5 +709,6 @@ fn session_config(job: &Job, tls: TlsMode) -> client::Config {
         helo: job.helo.clone(),
         tls,
         timeouts: job.timeouts,
+        require_tls: job.request == TlsRequest::Required,
     }
 }

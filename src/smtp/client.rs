@@ -1,5 +1,6 @@
 //! The outbound SMTP session, sans-IO (RFC 5321 client; RFC 3207 STARTTLS;
-//! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME).
+//! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME; RFC 8689
+//! REQUIRETLS).
 //!
 //! The delivery glue feeds it the server's bytes and `now`; it appends
 //! commands to its output and stops with an [`Action`] when the glue has
@@ -66,6 +67,10 @@ pub struct Config {
     pub helo: String,
     pub tls: TlsMode,
     pub timeouts: Timeouts,
+    /// The messages asked for REQUIRETLS (RFC 8689): the server must offer
+    /// it over TLS, and every MAIL carries it. The glue makes TLS
+    /// mandatory and connects only to authenticated hosts.
+    pub require_tls: bool,
 }
 
 /// How delivery to one recipient went.
@@ -141,6 +146,8 @@ pub enum Failure {
     TooBig { size: usize, limit: u64 },
     /// The host's DANE lookup failed: it is not tried (RFC 7672 §2.2).
     Dane(crate::model::DaneFailure),
+    /// A REQUIRETLS message cannot go to this host (RFC 8689 §4.2.1).
+    RequireTls(crate::policy::requiretls::Refused),
 }
 
 /// What the glue must do.
@@ -189,6 +196,7 @@ struct Extensions {
     starttls: bool,
     size: Option<u64>,
     eightbit: bool,
+    requiretls: bool,
 }
 
 pub struct Session {
@@ -443,6 +451,12 @@ impl Session {
                 (TlsMode::Opportunistic | TlsMode::Off, _) => {}
             }
         }
+        // RFC 8689 §4.2.1 item 4: the server offers REQUIRETLS (after TLS).
+        if self.config.require_tls && !(self.tls_active && self.ext.requiretls) {
+            return self.quit_with(Failure::RequireTls(
+                crate::policy::requiretls::Refused::NotOffered,
+            ));
+        }
         self.start_message(now)
     }
 
@@ -489,6 +503,9 @@ impl Session {
         }
         if msg.flags.body_8bit && self.ext.eightbit {
             mail.push_str(" BODY=8BITMIME");
+        }
+        if self.config.require_tls {
+            mail.push_str(" REQUIRETLS");
         }
         self.mail_outcome = None;
         self.rcpt_outcomes = vec![None; msg.recipients.len()];
@@ -590,6 +607,7 @@ fn parse_extensions(r: &Parsed) -> Extensions {
             "PIPELINING" => ext.pipelining = true,
             "STARTTLS" => ext.starttls = true,
             "8BITMIME" => ext.eightbit = true,
+            "REQUIRETLS" => ext.requiretls = true,
             "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
             _ => {}
         }
@@ -729,6 +747,12 @@ pub fn classify(f: &Failure) -> Outcome {
         Failure::Connection(why) => temp("4.4.1", format!("connection failed: {why}")),
         // RFC 7672 §2.2: a bogus or failed TLSA lookup defers.
         Failure::Dane(why) => temp("4.7.5", format!("DANE: {why}")),
+        // RFC 8689 §6: 5.7.30, REQUIRETLS support required.
+        Failure::RequireTls(why) => Outcome {
+            verdict: Verdict::Permanent,
+            status: "5.7.30".into(),
+            detail: format!("REQUIRETLS support required: {why}"),
+        },
         Failure::TooBig { size, limit } => Outcome {
             verdict: Verdict::Permanent,
             status: "5.3.4".into(),

@@ -18,6 +18,7 @@ fn config(tls: TlsMode) -> Config {
         helo: "gw.test".into(),
         tls,
         timeouts: Timeouts::default(),
+        require_tls: false,
     }
 }
 
@@ -178,6 +179,49 @@ fn state_event_starttls_then_ehlo_again() {
         "RFC 3207: EHLO again after TLS"
     );
     assert!(steps[3].sent.starts_with("MAIL FROM:<a@gw.test>"));
+}
+
+#[test]
+fn state_event_requiretls_goes_on_mail_only_to_a_server_that_offers_it() {
+    let cfg = Config {
+        require_tls: true,
+        ..config(TlsMode::Mandatory)
+    };
+    let tls_then = |after_tls: &'static [u8]| {
+        run_all_splits(
+            cfg.clone(),
+            vec![msg("a@gw.test", &["x@r.test"], b"hi\r\n")],
+            &[
+                b"220 mx.test ESMTP\r\n",
+                b"250-mx.test\r\n250 STARTTLS\r\n",
+                b"220 2.0.0 go ahead\r\n",
+                after_tls,
+            ],
+        )
+    };
+    // RFC 8689 §4.2.1: offered after TLS: MAIL carries it.
+    let steps = tls_then(b"250-mx.test\r\n250-PIPELINING\r\n250 REQUIRETLS\r\n");
+    assert!(
+        steps[3]
+            .sent
+            .starts_with("MAIL FROM:<a@gw.test> REQUIRETLS\r\n"),
+        "{:?}",
+        steps[3].sent
+    );
+    // Not offered: no MAIL; the failure is the permanent 5.7.30.
+    let steps = tls_then(EHLO_PIPE);
+    assert_eq!(steps[3].sent, "QUIT\r\n");
+    assert_eq!(
+        steps[3].actions,
+        vec!["Close(Some(RequireTls(NotOffered)))"]
+    );
+    let o = classify(&Failure::RequireTls(
+        crate::policy::requiretls::Refused::NotOffered,
+    ));
+    assert_eq!(
+        (o.verdict, o.status.as_str()),
+        (Verdict::Permanent, "5.7.30")
+    );
 }
 
 #[test]

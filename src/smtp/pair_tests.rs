@@ -59,6 +59,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
             helo: "gw.test".into(),
             tls: TlsMode::Mandatory,
             timeouts: client::Timeouts::default(),
+            require_tls: false,
         },
         messages,
         now,

@@ -9,6 +9,7 @@ pub mod dnssec;
 pub mod pki;
 pub mod postfix;
 pub mod receiver;
+pub mod sts;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
