@@ -33,13 +33,47 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(30);
 /// is 8 KiB).
 const MAX_HEADERS: usize = 16 * 1024;
 
-/// The answer to one request: `GET /metrics` (any query) gets the
-/// exposition text, anything else a 404.
-fn answer(method: &hyper::Method, path: &str, registry: &Registry) -> (hyper::StatusCode, String) {
-    if (method == hyper::Method::GET || method == hyper::Method::HEAD) && path == "/metrics" {
-        (hyper::StatusCode::OK, render(registry))
-    } else {
-        (hyper::StatusCode::NOT_FOUND, "try /metrics\n".to_string())
+/// What the endpoint serves from.
+struct Sources {
+    registry: Registry,
+    shared: Arc<Shared>,
+    certificates: Vec<PathBuf>,
+}
+
+/// The answer to one request (any query): `GET /metrics` the exposition
+/// text, `GET /` the status page, `GET /status.json` the same as JSON,
+/// anything else a 404. Status and content type, body.
+fn answer(
+    method: &hyper::Method,
+    path: &str,
+    from: &Sources,
+) -> (hyper::StatusCode, &'static str, String) {
+    let ok = hyper::StatusCode::OK;
+    if method != hyper::Method::GET && method != hyper::Method::HEAD {
+        return (
+            hyper::StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "read-only: GET /, /status.json, /metrics\n".into(),
+        );
+    }
+    match path {
+        "/metrics" => (ok, prometheus_text::CONTENT_TYPE, render(&from.registry)),
+        "/" => (
+            ok,
+            "text/html; charset=utf-8",
+            crate::status::read(&from.shared, &from.certificates).html(),
+        ),
+        "/status.json" => (
+            ok,
+            "application/json",
+            serde_json::to_string_pretty(&crate::status::read(&from.shared, &from.certificates))
+                .unwrap_or_default(),
+        ),
+        _ => (
+            hyper::StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "try /, /status.json or /metrics\n".to_string(),
+        ),
     }
 }
 
@@ -74,7 +108,11 @@ pub fn start(
         .enable_all()
         .build()
         .map_err(StartError::Runtime)?;
-    let registry = Arc::new(registry(shared, certificates));
+    let sources = Arc::new(Sources {
+        registry: registry(shared.clone(), certificates.clone()),
+        shared,
+        certificates,
+    });
     std::thread::Builder::new()
         .name("admin".into())
         .spawn(move || {
@@ -95,18 +133,15 @@ pub fn start(
                             continue;
                         }
                     };
-                    let registry = registry.clone();
+                    let sources = sources.clone();
                     tokio::spawn(async move {
                         let service = hyper::service::service_fn(
                             move |req: hyper::Request<hyper::body::Incoming>| {
-                                let (status, body) =
-                                    answer(req.method(), req.uri().path(), &registry);
+                                let (status, content_type, body) =
+                                    answer(req.method(), req.uri().path(), &sources);
                                 let response = hyper::Response::builder()
                                     .status(status)
-                                    .header(
-                                        hyper::header::CONTENT_TYPE,
-                                        prometheus_text::CONTENT_TYPE,
-                                    )
+                                    .header(hyper::header::CONTENT_TYPE, content_type)
                                     .body(http_body_util::Full::new(hyper::body::Bytes::from(
                                         body,
                                     )));
@@ -127,6 +162,33 @@ pub fn start(
         })
         .map_err(StartError::Thread)?;
     Ok(())
+}
+
+/// `sealgate_tls_downgrades_total{from,to}`: every change for the worse,
+/// zero until seen.
+fn downgrades(delivery: &crate::delivery::Gauges) -> Vec<(Labels, u64)> {
+    let seen = delivery
+        .postures
+        .lock()
+        .map(|p| p.counts())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for from in TlsLevel::ALL {
+        for to in TlsLevel::ALL {
+            if from.rank() <= to.rank() {
+                continue;
+            }
+            let n = seen
+                .iter()
+                .find(|(f, t, _)| *f == from && *t == to)
+                .map_or(0, |(_, _, n)| *n);
+            out.push((
+                vec![("from", from.label().into()), ("to", to.label().into())],
+                n,
+            ));
+        }
+    }
+    out
 }
 
 /// The gateway's metrics as a prometheus-client [`Collector`]: every
@@ -385,6 +447,11 @@ impl Metrics {
                 "sealgate_policy_would_refuse",
                 "What a report-only rule would have refused (deliveries, inbound MAIL), by rule and reason.",
                 Family::Counter(would_refuse),
+            ),
+            (
+                "sealgate_tls_downgrades",
+                "Deliveries to a destination domain whose TLS was worse than the last one's, by level.",
+                Family::Counter(downgrades(&shared.delivery)),
             ),
             (
                 "sealgate_tls_required_no",

@@ -30,5 +30,6 @@ pub mod shard;
 pub mod smtp;
 pub mod snapshot;
 pub mod spool;
+pub mod status;
 pub mod sts;
 pub mod tls;

@@ -91,6 +91,17 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The partners' TLS posture on the running gateway: configured
+    /// partners and the busiest destination domains, with the TLS of the
+    /// last delivery, certificate expiry, policies, last failure; then the
+    /// queue and the recent downgrades (the status page's table).
+    Partners {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// The status page's JSON (`/status.json`) instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// The spool on disk, offline (the gateway may be running or not).
     Spool {
         #[arg(short = 'c', long = "config", global = true)]
@@ -288,6 +299,10 @@ fn main() -> ExitCode {
                 SpoolCommand::Export { id } => sealgate::spool::export_command(&root, &id),
             }
         }
+        Command::Partners { config, json } => sealgate::run::queue_command(
+            config.as_deref(),
+            if json { "partners --json" } else { "partners" },
+        ),
         Command::Policy { config, command } => {
             let line = match command {
                 PolicyCommand::Show { domain } => format!("policy show {domain}"),

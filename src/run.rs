@@ -174,6 +174,8 @@ pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 fn start_control(
     path: &Path,
     delivery: crossbeam_channel::Sender<crate::delivery::Event>,
+    shared: Arc<Shared>,
+    certificates: Vec<std::path::PathBuf>,
 ) -> Result<(), StartError> {
     use std::io::{BufRead, BufReader, Write};
     let _ = std::fs::remove_file(path);
@@ -192,20 +194,34 @@ fn start_control(
                 if reader.read_line(&mut line).is_err() {
                     continue;
                 }
-                let answer = match line.trim().parse::<crate::delivery::Admin>() {
-                    Ok(cmd) => {
-                        let (tx, rx) = crossbeam_channel::bounded(1);
-                        if delivery
-                            .send(crate::delivery::Event::Admin(cmd, tx))
-                            .is_err()
-                        {
-                            Err(crate::delivery::AdminError::NotRunning)
-                        } else {
-                            rx.recv_timeout(std::time::Duration::from_secs(60))
-                                .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
-                        }
+                // `sealgate partners`: the status page's view, read here.
+                let partners = match line.trim() {
+                    "partners" => Some(false),
+                    "partners --json" => Some(true),
+                    _ => None,
+                };
+                let answer = match partners
+                    .map(|json| (json, crate::status::read(&shared, &certificates)))
+                {
+                    Some((false, status)) => Ok(status.text()),
+                    Some((true, status)) => {
+                        Ok(serde_json::to_string_pretty(&status).unwrap_or_default() + "\n")
                     }
-                    Err(e) => Err(e),
+                    None => match line.trim().parse::<crate::delivery::Admin>() {
+                        Ok(cmd) => {
+                            let (tx, rx) = crossbeam_channel::bounded(1);
+                            if delivery
+                                .send(crate::delivery::Event::Admin(cmd, tx))
+                                .is_err()
+                            {
+                                Err(crate::delivery::AdminError::NotRunning)
+                            } else {
+                                rx.recv_timeout(std::time::Duration::from_secs(60))
+                                    .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
+                            }
+                        }
+                        Err(e) => Err(e),
+                    },
                 };
                 let mut w = &stream;
                 let _ = match answer {
@@ -600,7 +616,12 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
             std::thread::sleep(std::time::Duration::from_secs(86_400));
         });
     let control_path = cfg.spool_dir().join(CONTROL_SOCKET);
-    start_control(&control_path, delivery_tx.clone())?;
+    start_control(
+        &control_path,
+        delivery_tx.clone(),
+        shared.clone(),
+        cfg.certificate_files(),
+    )?;
     crate::admin::start(
         &cfg.file.admin.listen,
         shared.clone(),

@@ -13,6 +13,7 @@
 
 mod admin;
 pub mod dsn;
+pub mod posture;
 pub mod queue;
 
 pub use admin::{Admin, AdminError, PolicyAction};
@@ -83,6 +84,8 @@ pub struct Job {
     /// What the messages asked of TLS (RFC 8689), as the configuration
     /// lets it apply (`[outbound] tls_required_header`).
     pub request: crate::model::TlsRequest,
+    /// The route's profile, by name.
+    pub profile: Option<String>,
 }
 
 /// What an attempt achieved: per message, per recipient.
@@ -97,6 +100,8 @@ pub struct AttemptResult {
     pub would_refuse: Vec<WouldRefuse>,
     /// `TLS-Required: No` set a recipient's DANE or MTA-STS policy aside.
     pub set_aside: bool,
+    /// What the server was like, when the session delivered a recipient.
+    pub observed: Option<posture::Observed>,
 }
 
 /// A check that would have refused a delivery had it been enforced:
@@ -164,7 +169,8 @@ impl WouldRefuse {
 /// How an attempt's connection was protected, as the metrics label it
 /// (`sealgate_deliveries_total{tls=…}`; Postfix's words for the first
 /// three).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum TlsLevel {
     /// TLS; the certificate matches the host's DNSSEC-signed TLSA records
     /// (RFC 7672).
@@ -354,6 +360,9 @@ pub struct Gauges {
     /// Messages whose attempt set a recipient policy aside for their
     /// `TLS-Required: No` header (RFC 8689 §5).
     pub tls_required_no: AtomicU64,
+    /// Each destination domain's TLS posture and the downgrades (written
+    /// by the scheduler once per attempt, read by the status page).
+    pub postures: std::sync::Mutex<posture::Postures>,
 }
 
 /// The current configuration snapshot (swapped on reload).
@@ -527,6 +536,32 @@ impl Scheduler {
                 self.gauges.deliveries[outcome as usize][tls.index()]
                     .fetch_add(1, Ordering::Relaxed);
             }
+            Effect::Posture { domains, outcome } => self.posture(&domains, outcome),
+        }
+    }
+
+    /// Records what an attempt saw of its domains' servers; a change for
+    /// the worse is a downgrade: logged at WARN and counted.
+    fn posture(&self, domains: &[String], outcome: Result<posture::Observed, String>) {
+        let now = unix_now();
+        let Ok(mut postures) = self.gauges.postures.lock() else {
+            return;
+        };
+        for domain in domains {
+            match &outcome {
+                Ok(seen) => {
+                    if let Some(d) = postures.delivered(domain, seen.clone(), now) {
+                        tracing::warn!(
+                            target: "send",
+                            "downgrade: {domain}: TLS {} -> {} (relay={})",
+                            d.from.label(),
+                            d.to.label(),
+                            d.relay
+                        );
+                    }
+                }
+                Err(why) => postures.failed(domain, why, now),
+            }
         }
     }
 
@@ -584,6 +619,7 @@ impl Scheduler {
                     tls_level: TlsLevel::None,
                     would_refuse: Vec::new(),
                     set_aside: false,
+                    observed: None,
                 },
                 unix_now(),
             );
@@ -612,6 +648,10 @@ impl Scheduler {
             reply: self.tx.clone(),
             dane: snapshot.dane,
             request,
+            profile: d
+                .profile
+                .and_then(|i| snapshot.profiles.list.get(i))
+                .map(|p| p.name.clone()),
         };
         let door = &self.shards[self.next_shard % self.shards.len().max(1)];
         self.next_shard += 1;

@@ -50,6 +50,13 @@ pub enum Effect {
     Bounce(Bounce),
     /// A recipient's outcome, by the TLS of its attempt, for the metrics.
     Count { outcome: Counted, tls: TlsLevel },
+    /// What an attempt to these recipient domains saw: the server's
+    /// posture when it delivered, else why it did not (the status page,
+    /// downgrade alerts).
+    Posture {
+        domains: Vec<String>,
+        outcome: Result<super::posture::Observed, String>,
+    },
 }
 
 /// Delivery outcomes as counted.
@@ -295,12 +302,7 @@ impl Queue {
                 if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
                     continue;
                 }
-                let domain = r
-                    .rcpt
-                    .rsplit_once('@')
-                    .map(|(_, d)| d)
-                    .unwrap_or("")
-                    .to_ascii_lowercase();
+                let domain = domain_of(&r.rcpt);
                 let route = snapshot.routes.for_domain(&domain);
                 let (key, name) = match &route.via {
                     Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
@@ -452,6 +454,7 @@ impl Queue {
                         tls_level: TlsLevel::None,
                         would_refuse: Vec::new(),
                         set_aside: false,
+                        observed: None,
                     },
                     now,
                 );
@@ -512,6 +515,31 @@ impl Queue {
         };
         if let Some(n) = self.in_flight_per_key.get_mut(&a.key) {
             *n = n.saturating_sub(1);
+        }
+        let mut domains: Vec<String> = Vec::new();
+        for (id, idxs) in &a.parts {
+            let Some(m) = self.messages.get(id) else {
+                continue;
+            };
+            for i in idxs {
+                let d = domain_of(&m.rcpts[*i].rcpt);
+                if !domains.contains(&d) {
+                    domains.push(d);
+                }
+            }
+        }
+        let outcome = match &result.observed {
+            Some(o) => Ok(o.clone()),
+            None => Err(result
+                .outcomes
+                .iter()
+                .flatten()
+                .next()
+                .map(|o| format!("{} {}", o.status, o.detail))
+                .unwrap_or_else(|| "no attempt made".into())),
+        };
+        if !domains.is_empty() {
+            self.effects.push(Effect::Posture { domains, outcome });
         }
         let relay = result.relay.as_deref().unwrap_or("none");
         let tls = result.tls_level;
@@ -784,6 +812,14 @@ impl Queue {
             }
         }
     }
+}
+
+/// A recipient's domain, lower-cased (routes and postures are by it).
+fn domain_of(rcpt: &str) -> String {
+    rcpt.rsplit_once('@')
+        .map(|(_, d)| d)
+        .unwrap_or("")
+        .to_ascii_lowercase()
 }
 
 #[cfg(test)]

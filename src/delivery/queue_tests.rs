@@ -85,7 +85,8 @@ fn dispatch_due(q: &mut Queue, now: u64) -> Vec<(u64, Vec<String>, Vec<Vec<Strin
                 Effect::Record { .. }
                 | Effect::Say { .. }
                 | Effect::Bounce(_)
-                | Effect::Count { .. } => {}
+                | Effect::Count { .. }
+                | Effect::Posture { .. } => {}
             }
         }
     }
@@ -100,6 +101,7 @@ fn finish(q: &mut Queue, attempt: u64, outcomes: Vec<Vec<Outcome>>, now: u64) ->
             tls_level: TlsLevel::Verified,
             would_refuse: Vec::new(),
             set_aside: false,
+            observed: None,
         },
         now,
     );
@@ -337,6 +339,65 @@ fn recipients_of_one_message_split_by_destination() {
             vec!["a@one.test".to_string(), "c@one.test".to_string()],
             vec!["b@two.test".to_string()]
         ]
+    );
+}
+
+#[test]
+fn requiretls_messages_never_share_a_connection_with_others() {
+    use crate::model::TlsRequest;
+    let mut q = Queue::new(settings());
+    let with = |id: &str, tls| {
+        let mut e = entry(id, "s@c.test", &["a@one.test"]);
+        e.meta.flags.tls = tls;
+        e
+    };
+    q.queued(with("A", TlsRequest::Default));
+    q.queued(with("B", TlsRequest::Required));
+    q.queued(with("C", TlsRequest::Default));
+    q.queued(with("D", TlsRequest::Required));
+    q.queued(with("E", TlsRequest::NotRequired));
+    let mut d: Vec<Vec<String>> = dispatch_due(&mut q, 1000)
+        .into_iter()
+        .map(|a| a.1)
+        .collect();
+    d.sort();
+    assert_eq!(
+        d,
+        vec![
+            vec!["A".to_string(), "C".to_string()],
+            vec!["B".to_string(), "D".to_string()],
+            vec!["E".to_string()]
+        ]
+    );
+}
+
+#[test]
+fn the_posture_of_an_attempt_is_reported_for_its_domains() {
+    let mut q = Queue::new(settings());
+    q.queued(entry("M", "s@c.test", &["a@One.test", "b@one.test"]));
+    let d = dispatch_due(&mut q, 1000);
+    let effects = finish(
+        &mut q,
+        d[0].0,
+        vec![vec![
+            outcome(Verdict::Temporary, "4.4.1"),
+            outcome(Verdict::Temporary, "4.4.1"),
+        ]],
+        1001,
+    );
+    let posture: Vec<_> = effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Posture { domains, outcome } => Some((domains.clone(), outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        posture,
+        vec![(
+            vec!["one.test".to_string()],
+            Err("4.4.1 4.4.1 said the server".to_string())
+        )]
     );
 }
 

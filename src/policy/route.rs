@@ -39,6 +39,13 @@ impl Routes {
         }
     }
 
+    /// The routes of named domains (not `*`), by domain.
+    pub fn exact(&self) -> impl Iterator<Item = &Route> {
+        let mut v: Vec<&Route> = self.exact.values().collect();
+        v.sort_by(|a, b| a.domain.cmp(&b.domain));
+        v.into_iter()
+    }
+
     /// The route for a recipient domain: the domain's own, else `*`. With
     /// no `*` route, mail for other domains goes by MX.
     pub fn for_domain(&self, domain: &str) -> Route {

@@ -46,6 +46,8 @@ pub struct OutConn {
     passed_over: Option<Failure>,
     /// Recipient policies `TLS-Required: No` set aside (RFC 8689 §5).
     set_aside: bool,
+    /// Version, suite and certificate end of the current connection's TLS.
+    negotiated: Option<(String, String, Option<i64>)>,
     /// Report-only checks that failed.
     would_refuse: Vec<WouldRefuse>,
     /// The target whose connect-time report-only checks were last noted
@@ -79,6 +81,7 @@ impl OutConn {
             finished: false,
             passed_over: None,
             set_aside: false,
+            negotiated: None,
             would_refuse: Vec::new(),
             noted: None,
         };
@@ -398,6 +401,13 @@ impl OutConn {
             Some(Ok(crate::tls::dane::DaneMatch::TrustAnchor)) => "DANE-verified (DANE-TA)",
             Some(Err(_)) | None => trust.as_str(),
         };
+        let not_after = tls
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .and_then(|leaf| x509_parser::parse_x509_certificate(leaf).ok())
+            .map(|(_, c)| c.validity().not_after.timestamp());
+        self.negotiated = crate::tls::negotiated(tls)
+            .map(|n| (n.version.to_string(), n.cipher.clone(), not_after));
         if let Some(n) = crate::tls::negotiated(tls) {
             tracing::info!(
                 target: "send",
@@ -597,6 +607,7 @@ impl OutConn {
         }
         self.tls = None;
         self.tls_level = crate::delivery::TlsLevel::None;
+        self.negotiated = None;
         self.handshaking = false;
         self.rbuf.clear();
         self.wbuf.clear();
@@ -677,7 +688,7 @@ impl OutConn {
                 "session ended before this message".into(),
             ))
         });
-        let outcomes = self
+        let outcomes: Vec<Vec<Outcome>> = self
             .results
             .iter()
             .enumerate()
@@ -687,14 +698,49 @@ impl OutConn {
                 })
             })
             .collect();
+        let delivered = outcomes
+            .iter()
+            .flatten()
+            .any(|o| o.verdict == client::Verdict::Delivered);
+        let observed = match (&self.relay, delivered) {
+            (Some(relay), true) => Some(self.observed(relay.clone())),
+            _ => None,
+        };
         let _ = self.job.reply.send(Event::Finished(AttemptResult {
             attempt: self.job.attempt,
             outcomes,
             relay: self.relay.clone(),
             would_refuse: std::mem::take(&mut self.would_refuse),
             set_aside: self.set_aside,
+            observed,
             tls_level: self.tls_level,
         }));
+    }
+
+    /// The posture of the session that delivered (the current target's).
+    fn observed(&self, relay: String) -> crate::delivery::posture::Observed {
+        let mut sources = Vec::new();
+        if !matches!(self.dane(), Dane::None) && self.job.dane != Enforcement::Off {
+            sources.push("dane".to_string());
+        }
+        if self.sts() != Sts::None {
+            sources.push("mta-sts".to_string());
+        }
+        if let Some(name) = &self.job.profile {
+            sources.push(format!("profile {name}"));
+        }
+        let (version, cipher, cert_expires) = match &self.negotiated {
+            Some((v, c, e)) => (Some(v.clone()), Some(c.clone()), *e),
+            None => (None, None, None),
+        };
+        crate::delivery::posture::Observed {
+            level: self.tls_level,
+            version,
+            cipher,
+            cert_expires,
+            relay,
+            sources,
+        }
     }
 
     pub fn close(&mut self, registry: &Registry) {

@@ -1,0 +1,372 @@
+//! The partners' TLS posture as one view: the read-only status page on
+//! the admin listener (`/`, plain server-rendered HTML, and
+//! `/status.json`) and `sealgate partners` (the same table in the
+//! terminal). One [`Status`], read from the running gateway, three
+//! renderings.
+
+use std::fmt::Write;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use crate::delivery::posture::{Downgrade, Partner};
+use crate::shard::Shared;
+
+/// How many of the busiest destination domains are shown besides the
+/// configured partners.
+pub const BUSIEST: usize = 20;
+
+/// Everything the page shows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub hostname: String,
+    /// Unix seconds.
+    pub generated: u64,
+    pub partners: Vec<Row>,
+    pub queue: Queue,
+    /// The gateway's own certificates.
+    pub certificates: Vec<Certificate>,
+    /// Newest first.
+    pub downgrades: Vec<Downgrade>,
+}
+
+/// One partner: a domain with a route profile of its own, or one of the
+/// busiest destination domains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Row {
+    pub domain: String,
+    /// The route's profile, for a configured partner.
+    pub profile: Option<String>,
+    /// What delivery has seen of it since the start; none yet: never
+    /// delivered to.
+    pub seen: Option<Partner>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queue {
+    pub messages: u64,
+    pub oldest_age_seconds: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Certificate {
+    pub file: String,
+    pub subject: String,
+    /// Unix seconds.
+    pub not_after: i64,
+    pub days_left: i64,
+}
+
+/// Reads the running gateway's state.
+pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
+    let now = crate::model::unix_now();
+    let snapshot = shared.snapshot.load();
+    let mut partners: Vec<Row> = Vec::new();
+    let (busiest, downgrades, mut seen) = match shared.delivery.postures.lock() {
+        Ok(p) => {
+            let seen: Vec<Partner> = snapshot
+                .routes
+                .exact()
+                .filter_map(|r| p.get(&r.domain).cloned())
+                .collect();
+            (p.busiest(BUSIEST), p.recent(), seen)
+        }
+        Err(_) => (Vec::new(), Vec::new(), Vec::new()),
+    };
+    for route in snapshot.routes.exact() {
+        let Some(profile) = route.profile.and_then(|i| snapshot.profiles.list.get(i)) else {
+            continue;
+        };
+        let found = seen.iter().position(|p| p.domain == route.domain);
+        partners.push(Row {
+            domain: route.domain.clone(),
+            profile: Some(profile.name.clone()),
+            seen: found.map(|i| seen.swap_remove(i)),
+        });
+    }
+    for p in busiest {
+        if partners.iter().any(|r| r.domain == p.domain) {
+            continue;
+        }
+        partners.push(Row {
+            domain: p.domain.clone(),
+            profile: None,
+            seen: Some(p),
+        });
+    }
+    let oldest = shared.delivery.queue_oldest_arrival.load(Ordering::Relaxed);
+    Status {
+        hostname: snapshot.hostname.clone(),
+        generated: now,
+        partners,
+        queue: Queue {
+            messages: shared.delivery.queue_messages.load(Ordering::Relaxed),
+            oldest_age_seconds: if oldest == 0 {
+                0
+            } else {
+                now.saturating_sub(oldest)
+            },
+        },
+        certificates: crate::tls::days_left(certificates)
+            .into_iter()
+            .map(|(file, days_left, subject, not_after)| Certificate {
+                file: file.display().to_string(),
+                subject,
+                not_after,
+                days_left,
+            })
+            .collect(),
+        downgrades,
+    }
+}
+
+/// A Unix time as `2026-12-01 12:00:00 UTC`.
+fn when(t: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(t)
+        .map(|d| {
+            format!(
+                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
+                d.year(),
+                u8::from(d.month()),
+                d.day(),
+                d.hour(),
+                d.minute(),
+                d.second()
+            )
+        })
+        .unwrap_or_else(|_| t.to_string())
+}
+
+/// The cells of a partner's row, as both tables show them: domain,
+/// profile, TLS level, version and cipher, certificate expiry, policy
+/// sources, last delivery, last failure.
+fn cells(r: &Row) -> [String; 8] {
+    let dash = || "-".to_string();
+    let last = r.seen.as_ref().and_then(|p| p.last.as_ref());
+    [
+        r.domain.clone(),
+        r.profile.clone().unwrap_or_else(dash),
+        last.map_or_else(|| "never delivered".into(), |o| o.level.label().to_string()),
+        last.and_then(|o| {
+            o.version
+                .as_ref()
+                .map(|v| format!("{v} {}", o.cipher.as_deref().unwrap_or("")))
+        })
+        .unwrap_or_else(dash),
+        last.and_then(|o| o.cert_expires).map_or_else(dash, when),
+        last.map(|o| o.sources.join(", "))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(dash),
+        r.seen
+            .as_ref()
+            .filter(|p| p.last.is_some())
+            .map_or_else(dash, |p| {
+                format!("{} ({} session(s))", when(p.last_at as i64), p.deliveries)
+            }),
+        r.seen
+            .as_ref()
+            .and_then(|p| p.last_failure.as_ref())
+            .map_or_else(dash, |f| format!("{}: {}", when(f.at as i64), f.detail)),
+    ]
+}
+
+const HEADINGS: [&str; 8] = [
+    "domain",
+    "profile",
+    "TLS",
+    "version, cipher",
+    "certificate expires",
+    "policies",
+    "last delivery",
+    "last failure",
+];
+
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Status {
+    /// The page: plain HTML and a little CSS, no script.
+    pub fn html(&self) -> String {
+        let mut h = String::with_capacity(8192);
+        let _ = write!(
+            h,
+            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+             <title>sealgate status: {host}</title>\
+             <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
+             th,td{{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}}\
+             th{{background:#eee}}.tls-none,.tls-untrusted{{color:#b00}}.tls-dane,.tls-mta-sts,.tls-verified{{color:#070}}</style>\
+             </head><body>\n<h1>sealgate on {host}</h1>\n<p>Generated {generated}. \
+             <a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p>\n",
+            host = escape(&self.hostname),
+            generated = when(self.generated as i64)
+        );
+        h.push_str("<h2>Partners</h2>\n<table id=\"partners\"><tr>");
+        for t in HEADINGS {
+            let _ = write!(h, "<th>{t}</th>");
+        }
+        h.push_str("</tr>\n");
+        for r in &self.partners {
+            let level = r
+                .seen
+                .as_ref()
+                .and_then(|p| p.last.as_ref())
+                .map_or("never", |o| o.level.label());
+            let _ = write!(
+                h,
+                "<tr data-domain=\"{}\" class=\"tls-{level}\">",
+                escape(&r.domain)
+            );
+            for c in cells(r) {
+                let _ = write!(h, "<td>{}</td>", escape(&c));
+            }
+            h.push_str("</tr>\n");
+        }
+        h.push_str("</table>\n");
+        let _ = write!(
+            h,
+            "<h2>Queue</h2>\n<p id=\"queue\">{} message(s); the oldest queued {} s ago.</p>\n",
+            self.queue.messages, self.queue.oldest_age_seconds
+        );
+        h.push_str("<h2>Recent downgrades</h2>\n<table id=\"downgrades\"><tr><th>when</th><th>domain</th><th>from</th><th>to</th><th>relay</th></tr>\n");
+        for d in &self.downgrades {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                when(d.at as i64),
+                escape(&d.domain),
+                d.from.label(),
+                d.to.label(),
+                escape(&d.relay)
+            );
+        }
+        h.push_str("</table>\n<h2>Our certificates</h2>\n<table id=\"certificates\"><tr><th>file</th><th>subject</th><th>expires</th><th>days left</th></tr>\n");
+        for c in &self.certificates {
+            let _ = writeln!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(&c.file),
+                escape(&c.subject),
+                when(c.not_after),
+                c.days_left
+            );
+        }
+        h.push_str("</table>\n</body></html>\n");
+        h
+    }
+
+    /// `sealgate partners`: the partner table, then the downgrades.
+    pub fn text(&self) -> String {
+        let rows: Vec<[String; 8]> = self.partners.iter().map(cells).collect();
+        let mut widths = HEADINGS.map(str::len);
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let mut out = String::new();
+        let line = |out: &mut String, cells: &[&str]| {
+            let padded: Vec<String> = cells
+                .iter()
+                .zip(widths)
+                .map(|(c, w)| format!("{c:<w$}"))
+                .collect();
+            let _ = writeln!(out, "{}", padded.join("  ").trim_end());
+        };
+        line(&mut out, &HEADINGS);
+        for r in &rows {
+            let cells: Vec<&str> = r.iter().map(String::as_str).collect();
+            line(&mut out, &cells);
+        }
+        if self.partners.is_empty() {
+            out.push_str("(no partner yet: no route profile, nothing delivered)\n");
+        }
+        let _ = writeln!(
+            out,
+            "\nqueue: {} message(s), oldest {} s",
+            self.queue.messages, self.queue.oldest_age_seconds
+        );
+        for d in &self.downgrades {
+            let _ = writeln!(
+                out,
+                "downgrade {}: {} {} -> {} (relay={})",
+                when(d.at as i64),
+                d.domain,
+                d.from.label(),
+                d.to.label(),
+                d.relay
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::posture::{Observed, Postures};
+    use crate::delivery::TlsLevel;
+
+    fn status() -> Status {
+        let mut p = Postures::new(10);
+        let seen = |level| Observed {
+            level,
+            version: Some("TLSv1.3".into()),
+            cipher: Some("TLS13_AES_256_GCM_SHA384".into()),
+            cert_expires: Some(1_800_000_000),
+            relay: "mx.b.test[127.0.0.1]:25".into(),
+            sources: vec!["mta-sts".into()],
+        };
+        p.delivered("b.test", seen(TlsLevel::Verified), 1_700_000_000);
+        let d = p.delivered("b.test", seen(TlsLevel::None), 1_700_000_100);
+        Status {
+            hostname: "mx.<test>".into(),
+            generated: 1_700_000_200,
+            partners: vec![Row {
+                domain: "b.test".into(),
+                profile: None,
+                seen: p.get("b.test").cloned(),
+            }],
+            queue: Queue {
+                messages: 2,
+                oldest_age_seconds: 30,
+            },
+            certificates: Vec::new(),
+            downgrades: d.into_iter().collect(),
+        }
+    }
+
+    #[test]
+    fn html_escapes_and_shows_the_level() {
+        let h = status().html();
+        assert!(h.contains("sealgate on mx.&lt;test&gt;"));
+        assert!(h.contains("<tr data-domain=\"b.test\" class=\"tls-none\"><td>b.test</td>"));
+        assert!(!h.contains("<script"));
+    }
+
+    #[test]
+    fn json_round_trips_and_text_has_the_row() {
+        let s = status();
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        let t = s.text();
+        assert!(t.starts_with("domain"), "{t}");
+        assert!(t.contains("b.test"), "{t}");
+        assert!(
+            t.contains("downgrade 2023-11-14 22:15:00 UTC: b.test verified -> none"),
+            "{t}"
+        );
+    }
+}
