@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
-# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils) from
-# Debian when they are missing, then runs every test in the workspace.
+# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, headless
+# Chromium) from Debian when they are missing, then runs every test in the
+# workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,8 @@ command -v sslscan >/dev/null 2>&1 || need+=(sslscan)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# The status page, loaded and screenshotted in headless Chromium.
+command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"

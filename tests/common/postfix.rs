@@ -66,6 +66,12 @@ impl Postfix {
 
     /// Starts Postfix in `dir` with `extra` appended to main.cf.
     pub fn start(dir: &Path, extra: &str) -> Postfix {
+        Postfix::start_at(dir, extra, super::free_port())
+    }
+
+    /// Likewise on a chosen port (a receiver restarted with another
+    /// configuration where the last one listened).
+    pub fn start_at(dir: &Path, extra: &str, port: u16) -> Postfix {
         let config_dir = dir.join("pf");
         let (queue, data) = (dir.join("pfqueue"), dir.join("pfdata"));
         for d in [&config_dir, &queue, &data] {
@@ -86,7 +92,6 @@ impl Postfix {
                 break;
             }
         }
-        let port = super::free_port();
         let log = dir.join("postfix.log");
         let main = format!(
             "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmail_owner = postfix\nsetgid_group = postdrop\n\
