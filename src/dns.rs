@@ -31,6 +31,7 @@ use crate::model::{Dane, Sts};
 mod dane;
 pub mod mta_sts;
 mod report;
+mod tlsrpt;
 
 use dane::{count_dane, dane_targets, Validator};
 pub use dane::{DaneResult, DaneStats};
@@ -48,6 +49,18 @@ enum Request {
         dane: Option<u16>,
         sts: Option<StsLookup>,
         reply: Box<dyn FnOnce(String) + Send>,
+    },
+    /// A policy domain's TLS report URIs (RFC 8460 §3).
+    ReportRua {
+        domain: String,
+        reply: Box<dyn FnOnce(Result<Vec<String>, String>) + Send>,
+    },
+    /// POST a TLS report (RFC 8460 §5.2).
+    ReportPost {
+        url: String,
+        body: Vec<u8>,
+        roots: Arc<rustls::RootCertStore>,
+        reply: Box<dyn FnOnce(Result<u16, String>) + Send>,
     },
     /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host; with
     /// `dane`, each host's TLSA records for that port too.
@@ -274,6 +287,15 @@ impl Resolver {
                                         .await,
                                     )
                                 }
+                                Request::ReportRua { domain, reply } => {
+                                    reply(tlsrpt::rua(&resolver, &domain).await)
+                                }
+                                Request::ReportPost {
+                                    url,
+                                    body,
+                                    roots,
+                                    reply,
+                                } => reply(tlsrpt::post(&resolver, &url, body, roots).await),
                                 Request::Targets {
                                     name,
                                     mx,
@@ -397,6 +419,44 @@ impl Resolver {
         if let Err(e) = self.tx.send(req) {
             if let Request::Policy { reply, .. } = e.0 {
                 reply("the resolver is not running".into());
+            }
+        }
+    }
+
+    /// The `rua` URIs of `domain`'s `_smtp._tls` record (RFC 8460 §3).
+    pub fn report_rua(
+        &self,
+        domain: &str,
+        reply: impl FnOnce(Result<Vec<String>, String>) + Send + 'static,
+    ) {
+        let req = Request::ReportRua {
+            domain: domain.to_string(),
+            reply: Box::new(reply),
+        };
+        if let Err(e) = self.tx.send(req) {
+            if let Request::ReportRua { reply, .. } = e.0 {
+                reply(Err("the resolver is not running".into()));
+            }
+        }
+    }
+
+    /// POSTs a gzip'ed TLS report to `url` (RFC 8460 §5.2).
+    pub fn post_report(
+        &self,
+        url: &str,
+        body: Vec<u8>,
+        roots: Arc<rustls::RootCertStore>,
+        reply: impl FnOnce(Result<u16, String>) + Send + 'static,
+    ) {
+        let req = Request::ReportPost {
+            url: url.to_string(),
+            body,
+            roots,
+            reply: Box::new(reply),
+        };
+        if let Err(e) = self.tx.send(req) {
+            if let Request::ReportPost { reply, .. } = e.0 {
+                reply(Err("the resolver is not running".into()));
             }
         }
     }

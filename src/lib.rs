@@ -33,3 +33,4 @@ pub mod spool;
 pub mod status;
 pub mod sts;
 pub mod tls;
+pub mod tlsrpt;

@@ -102,6 +102,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reports the gateway makes: `report tls` (RFC 8460).
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The spool on disk, offline (the gateway may be running or not).
     Spool {
         #[arg(short = 'c', long = "config", global = true)]
@@ -113,6 +118,28 @@ enum Command {
     Reload {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportCommand {
+    /// The TLS reports (RFC 8460) of a UTC day: what would be (or was)
+    /// sent, per policy domain; with --send, send them now.
+    Tls {
+        #[arg(short = 'c', long = "config")]
+        config: Option<PathBuf>,
+        /// YYYY-MM-DD (UTC); today when omitted.
+        #[arg(long)]
+        day: Option<String>,
+        /// One policy domain only.
+        #[arg(long)]
+        domain: Option<String>,
+        /// The reports' JSON, as sent (RFC 8460 §4).
+        #[arg(long)]
+        json: bool,
+        /// Ask the running gateway to send them now.
+        #[arg(long)]
+        send: bool,
     },
 }
 
@@ -299,6 +326,22 @@ fn main() -> ExitCode {
                 SpoolCommand::Export { id } => sealgate::spool::export_command(&root, &id),
             }
         }
+        Command::Report {
+            command:
+                ReportCommand::Tls {
+                    config,
+                    day,
+                    domain,
+                    json,
+                    send,
+                },
+        } => sealgate::run::report_command(
+            config.as_deref(),
+            day.as_deref(),
+            domain.as_deref(),
+            json,
+            send,
+        ),
         Command::Partners { config, json } => sealgate::run::queue_command(
             config.as_deref(),
             if json { "partners --json" } else { "partners" },

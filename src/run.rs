@@ -234,9 +234,30 @@ fn start_control(
     Ok(())
 }
 
+/// One command to the running gateway's control socket: its answer, or
+/// what went wrong (as the command prints it).
+fn control(cfg: &Config, command: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let socket = cfg.spool_dir().join(CONTROL_SOCKET);
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
+        format!(
+            "{}: cannot reach the running gateway: {e}\n",
+            socket.display()
+        )
+    })?;
+    let mut answer = String::new();
+    if writeln!(stream, "{command}").is_err() || stream.read_to_string(&mut answer).is_err() {
+        return Err("lost the connection to the gateway\n".into());
+    }
+    match answer.split_once('\n') {
+        Some(("ok", rest)) => Ok(rest.to_string()),
+        Some((_, rest)) => Err(rest.to_string()),
+        None => Err(format!("unexpected answer: {answer}\n")),
+    }
+}
+
 /// `sealgate queue …`: one command to the running gateway's control socket.
 pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
-    use std::io::{Read, Write};
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -244,39 +265,118 @@ pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let socket = cfg.spool_dir().join(CONTROL_SOCKET);
-    let mut stream = match std::os::unix::net::UnixStream::connect(&socket) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!(
-                "{}: cannot reach the running gateway: {e}",
-                socket.display()
-            );
-            return ExitCode::from(1);
-        }
-    };
-    let mut answer = String::new();
-    if writeln!(stream, "{command}").is_err() || stream.read_to_string(&mut answer).is_err() {
-        eprintln!("lost the connection to the gateway");
-        return ExitCode::from(1);
-    }
-    match answer.split_once('\n') {
-        Some(("ok", rest)) => {
+    match control(&cfg, command) {
+        Ok(rest) => {
             print!("{rest}");
             if !rest.ends_with('\n') {
                 println!();
             }
             ExitCode::SUCCESS
         }
-        Some((_, rest)) => {
-            eprint!("{rest}");
-            ExitCode::from(1)
-        }
-        None => {
-            eprintln!("unexpected answer: {answer}");
+        Err(why) => {
+            eprint!("{why}");
             ExitCode::from(1)
         }
     }
+}
+
+/// `sealgate report tls`: the day's TLS reports (RFC 8460) as they would
+/// be (or were) sent, from the day's file in the spool directory (the
+/// running gateway, if any, writes today's out first); with `send`, the
+/// running gateway sends them now.
+pub fn report_command(
+    path: Option<&Path>,
+    day: Option<&str>,
+    domain: Option<&str>,
+    json: bool,
+    send: bool,
+) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let day = day.map_or_else(
+        || crate::tlsrpt::day_of(crate::model::unix_now()),
+        str::to_string,
+    );
+    if crate::tlsrpt::day_start(&day).is_none() {
+        eprintln!("--day {day:?}: use YYYY-MM-DD");
+        return ExitCode::from(2);
+    }
+    let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    if send {
+        let line = format!("report send {day} {}", domain.as_deref().unwrap_or(""));
+        return match control(&cfg, line.trim_end()) {
+            Ok(text) => {
+                print!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprint!("{why}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    // Not running: the file is all there is.
+    let _ = control(&cfg, "report flush");
+    let settings = cfg.tls_rpt();
+    let d = crate::tlsrpt::Day::load(&crate::tlsrpt::dir(&cfg.spool_dir()), &day);
+    let names: Vec<&String> = d
+        .domains
+        .keys()
+        .filter(|n| domain.as_ref().is_none_or(|x| x == *n))
+        .collect();
+    if json {
+        let reports: Vec<serde_json::Value> = names
+            .iter()
+            .filter_map(|n| crate::tlsrpt::report(&d, n, &settings.submitter))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
+    if names.is_empty() {
+        println!("{day}: no session recorded");
+    }
+    for n in names {
+        let state = match (
+            d.domains.get(n.as_str()).is_some_and(|x| x.sent),
+            settings.wants(&d, n),
+        ) {
+            (true, _) => "sent",
+            (false, true) => "due",
+            (false, false) => {
+                "not sent (suppressed, sending off, or no failure with only_failures)"
+            }
+        };
+        println!("{n} ({day}): {state}");
+        for (policy, mx, counts) in d
+            .domains
+            .get(n.as_str())
+            .map_or(&[][..], |x| &x.policies[..])
+        {
+            let kind = match policy {
+                crate::tlsrpt::Policy::Tlsa { .. } => "tlsa",
+                crate::tlsrpt::Policy::Sts { .. } => "sts",
+                crate::tlsrpt::Policy::NoPolicyFound => "no-policy-found",
+            };
+            println!(
+                "  policy {kind}{}: {} successful, {} failed",
+                mx.as_ref().map(|m| format!(" ({m})")).unwrap_or_default(),
+                counts.successful,
+                counts.failed()
+            );
+            for (rt, host, ip, info, count) in &counts.failures {
+                println!("    {} {host}[{ip}]: {count} ({info})", rt.as_str());
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 /// The resolver thread, with `[dns] servers` (or /etc/resolv.conf).
@@ -585,6 +685,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
             data_block: q.command_timeout.0.min(std::time::Duration::from_secs(180)),
             data_end: q.data_timeout.0,
         },
+        reports_dir: Some(crate::tlsrpt::dir(&cfg.spool_dir())),
     };
     let scheduler = crate::delivery::Scheduler::new(
         delivery_rx,

@@ -39,6 +39,8 @@ pub struct Snapshot {
     /// `[outbound] tls_required_header = "honour"`: a `TLS-Required: No`
     /// message goes despite the recipients' DANE and MTA-STS (RFC 8689 §5).
     pub honour_tls_required_no: bool,
+    /// `[tls_rpt]`.
+    pub tls_rpt: crate::tlsrpt::Settings,
 }
 
 impl Snapshot {
@@ -56,6 +58,7 @@ impl Snapshot {
     /// from the recipients' DNS: for `explain`, the load generator's sink
     /// and tests, which set what they need over it.
     pub fn plain(hostname: String, accept_domains: AcceptDomains, limits: Limits) -> Self {
+        let tls_rpt = crate::tlsrpt::Settings::for_host(&hostname);
         Snapshot {
             hostname,
             accept_domains,
@@ -71,6 +74,7 @@ impl Snapshot {
             dane: crate::policy::Enforcement::Off,
             mta_sts: crate::policy::Enforcement::Off,
             honour_tls_required_no: true,
+            tls_rpt,
         }
     }
 

@@ -428,6 +428,28 @@ impl Config {
         }
     }
 
+    /// `[tls_rpt]` with its defaults.
+    pub fn tls_rpt(&self) -> crate::tlsrpt::Settings {
+        let t = &self.file.tls_rpt;
+        let d = crate::tlsrpt::Settings::for_host(&self.hostname());
+        crate::tlsrpt::Settings {
+            send: t.send.unwrap_or(d.send),
+            only_failures: t.only_failures.unwrap_or(d.only_failures),
+            suppress: t
+                .suppress
+                .iter()
+                .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                .collect(),
+            submitter: crate::tlsrpt::Submitter {
+                organization: t.organization.clone().unwrap_or(d.submitter.organization),
+                contact: t.contact.clone().unwrap_or(d.submitter.contact),
+                hostname: d.submitter.hostname,
+            },
+            from: t.from.clone().unwrap_or(d.from),
+            spread: t.spread.map_or(d.spread, |s| s.0.as_secs()),
+        }
+    }
+
     /// `[outbound] mta_sts` in force (`enforce` unless set).
     pub fn mta_sts(&self) -> crate::policy::Enforcement {
         self.file
@@ -498,6 +520,7 @@ impl Config {
             mta_sts: self.mta_sts(),
             honour_tls_required_no: self.file.outbound.tls_required_header
                 == schema::TlsRequiredHeader::Honour,
+            tls_rpt: self.tls_rpt(),
         })
     }
 }

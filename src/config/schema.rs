@@ -22,6 +22,27 @@ pub struct File {
     pub route: Vec<Spanned<Route>>,
     pub dns: Dns,
     pub outbound: Outbound,
+    pub tls_rpt: TlsRpt,
+}
+
+/// `[tls_rpt]`: the TLS reports sealgate sends (RFC 8460).
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsRpt {
+    /// Send reports at all (sessions are recorded either way); unset: yes.
+    pub send: Option<bool>,
+    /// Only days with a failure; unset: yes.
+    pub only_failures: Option<bool>,
+    /// Policy domains never sent a report.
+    pub suppress: Vec<String>,
+    /// `organization-name`; unset: the host name.
+    pub organization: Option<String>,
+    /// `contact-info`; unset: `postmaster@HOST`.
+    pub contact: Option<String>,
+    /// The reports' `From:`; unset: `noreply-tlsrpt@HOST`.
+    pub from: Option<String>,
+    /// Reports go out over this long after midnight UTC; unset: 4h.
+    pub spread: Option<Span>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

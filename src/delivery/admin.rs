@@ -18,6 +18,15 @@ pub enum Admin {
     Release(String),
     /// `sealgate policy show|refresh|forget DOMAIN`.
     Policy(PolicyAction, String),
+    /// `sealgate report tls`: write today's sessions out (before the
+    /// command reads the day's file).
+    ReportFlush,
+    /// `sealgate report tls --send`: send the day's reports now (one
+    /// domain's, when given).
+    ReportSend {
+        day: String,
+        domain: Option<String>,
+    },
 }
 
 /// What `sealgate policy` does with a domain's outbound policy.
@@ -84,6 +93,18 @@ impl std::str::FromStr for Admin {
                     .ok_or_else(|| AdminError::NeedsId(format!("policy {}", words[1])))?;
                 Ok(Admin::Policy(action, domain))
             }
+            Some("report") => match (words.get(1).copied(), words.get(2).copied()) {
+                (Some("flush"), _) => Ok(Admin::ReportFlush),
+                (Some("send"), Some(day)) if crate::tlsrpt::day_start(day).is_some() => {
+                    Ok(Admin::ReportSend {
+                        day: day.to_string(),
+                        domain: words
+                            .get(3)
+                            .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+                    })
+                }
+                _ => Err(AdminError::Unknown(line.to_string())),
+            },
             _ => Err(AdminError::Unknown(line.to_string())),
         }
     }

@@ -15,6 +15,7 @@ mod admin;
 pub mod dsn;
 pub mod posture;
 pub mod queue;
+mod reports;
 
 pub use admin::{Admin, AdminError, PolicyAction};
 
@@ -51,6 +52,12 @@ pub enum Event {
     Stop,
     /// A queue administration command (OPS-5) and where to answer.
     Admin(Admin, Sender<Result<String, AdminError>>),
+    /// A policy domain's `_smtp._tls` record, for its report of `day`.
+    ReportRua {
+        day: String,
+        domain: String,
+        rua: Result<Vec<String>, String>,
+    },
 }
 
 /// One host to try, in order.
@@ -102,6 +109,8 @@ pub struct AttemptResult {
     pub set_aside: bool,
     /// What the server was like, when the session delivered a recipient.
     pub observed: Option<posture::Observed>,
+    /// Each session to a host and how its TLS went (RFC 8460).
+    pub sessions: Vec<crate::tlsrpt::Session>,
 }
 
 /// A check that would have refused a delivery had it been enforced:
@@ -244,6 +253,9 @@ pub struct Settings {
     /// Messages per connection.
     pub messages_per_connection: usize,
     pub timeouts: Timeouts,
+    /// Where the TLS report days are kept (`SPOOL/tls-rpt`); none: in
+    /// memory only.
+    pub reports_dir: Option<std::path::PathBuf>,
 }
 
 /// What delivery does with the spool: read messages, record their
@@ -381,6 +393,7 @@ pub struct Scheduler {
     spool: SpoolAccess,
     timeouts: Timeouts,
     queue: Queue,
+    reports: reports::Reports,
 }
 
 impl Scheduler {
@@ -397,7 +410,13 @@ impl Scheduler {
         recovered: Vec<Entry>,
     ) -> Scheduler {
         let timeouts = settings.timeouts;
+        let reports = reports::Reports::new(
+            settings.reports_dir.clone(),
+            resolver.as_ref().map(|r| r.sts.clone()),
+            unix_now(),
+        );
         let mut s = Scheduler {
+            reports,
             rx,
             tx,
             snapshot,
@@ -432,6 +451,9 @@ impl Scheduler {
             let snapshot = (self.snapshot)();
             self.queue.run_due(unix_now(), &snapshot);
             self.perform();
+            for (day, domain) in self.reports.tick(unix_now(), &snapshot.tls_rpt) {
+                self.report_lookup(day, domain);
+            }
             self.publish();
             let wait = self
                 .queue
@@ -440,7 +462,10 @@ impl Scheduler {
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
             match self.rx.recv_timeout(wait) {
-                Ok(Event::Stop) => return,
+                Ok(Event::Stop) => {
+                    self.reports.flush(unix_now());
+                    return;
+                }
                 Ok(ev) => self.handle(ev),
                 Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
                 Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
@@ -470,8 +495,29 @@ impl Scheduler {
                 self.queue.finished(result, now)
             }
             Event::Stop => {}
+            Event::ReportRua { day, domain, rua } => self.report_send(&day, &domain, rua),
             Event::Admin(admin::Admin::Policy(action, domain), reply) => {
                 self.policy(action, &domain, reply)
+            }
+            Event::Admin(admin::Admin::ReportFlush, reply) => {
+                self.reports.flush(now);
+                let _ = reply.send(Ok(String::new()));
+            }
+            Event::Admin(admin::Admin::ReportSend { day, domain }, reply) => {
+                self.reports.flush(now);
+                let settings = (self.snapshot)().tls_rpt.clone();
+                let due = self.reports.send_now(&day, domain.as_deref(), &settings);
+                let text = if due.is_empty() {
+                    format!("{day}: no report to send (none recorded, suppressed, or no failure with only_failures)\n")
+                } else {
+                    due.iter()
+                        .map(|(d, name)| format!("{d}: sending the report for {name}\n"))
+                        .collect()
+                };
+                for (d, name) in due {
+                    self.report_lookup(d, name);
+                }
+                let _ = reply.send(Ok(text));
             }
             Event::Admin(cmd, reply) => {
                 let answer = self.admin(cmd, now);
@@ -536,8 +582,114 @@ impl Scheduler {
                 self.gauges.deliveries[outcome as usize][tls.index()]
                     .fetch_add(1, Ordering::Relaxed);
             }
-            Effect::Posture { domains, outcome } => self.posture(&domains, outcome),
+            Effect::Posture {
+                domains,
+                outcome,
+                sessions,
+            } => {
+                self.posture(&domains, outcome);
+                if let Some(d) = domains.first() {
+                    self.reports.record(d, sessions, unix_now());
+                }
+            }
         }
+    }
+
+    /// Looks up where `domain`'s report for `day` goes.
+    fn report_lookup(&mut self, day: String, domain: String) {
+        match &self.resolver {
+            Some(resolver) => {
+                let tx = self.tx.clone();
+                resolver.report_rua(&domain.clone(), move |rua| {
+                    let _ = tx.send(Event::ReportRua { day, domain, rua });
+                });
+            }
+            None => self.reports.done(&day, &domain, unix_now()),
+        }
+    }
+
+    /// Sends `domain`'s report for `day` to each of its `rua` URIs: by
+    /// mail through the queue, by HTTPS POST (RFC 8460 §5).
+    fn report_send(&mut self, day: &str, domain: &str, rua: Result<Vec<String>, String>) {
+        let now = unix_now();
+        let uris = match rua {
+            Ok(uris) if uris.is_empty() => {
+                tracing::info!(target: "send", "TLS report for {domain} ({day}): no _smtp._tls record; none sent");
+                return self.reports.done(day, domain, now);
+            }
+            Ok(uris) => uris,
+            Err(why) => {
+                // Tried again at the next look over.
+                tracing::warn!(target: "send", "TLS report for {domain} ({day}): {why}; trying again later");
+                return self.reports.retry(day, domain);
+            }
+        };
+        let snapshot = (self.snapshot)();
+        let settings = &snapshot.tls_rpt;
+        let Some(report) =
+            crate::tlsrpt::report(&self.reports.day(day), domain, &settings.submitter)
+        else {
+            return self.reports.done(day, domain, now);
+        };
+        let gz = crate::tlsrpt::gzip(&report);
+        for uri in uris {
+            if uri.starts_with("https:") {
+                let Some(resolver) = &self.resolver else {
+                    continue;
+                };
+                let (d, name, u) = (day.to_string(), domain.to_string(), uri.clone());
+                resolver.post_report(&uri, gz.clone(), snapshot.outbound.web_roots.clone(), move |r| match r {
+                    Ok(status) if (200..300).contains(&status) => {
+                        tracing::info!(target: "send", "TLS report for {name} ({d}): posted to {u}: HTTP {status}")
+                    }
+                    Ok(status) => {
+                        tracing::warn!(target: "send", "TLS report for {name} ({d}): {u} answered HTTP {status}")
+                    }
+                    Err(why) => tracing::warn!(target: "send", "TLS report for {name} ({d}): POST failed: {why}"),
+                });
+                continue;
+            }
+            let Some(to) = crate::tlsrpt::mailto_address(&uri) else {
+                tracing::warn!(target: "send", "TLS report for {domain} ({day}): cannot use {uri:?}");
+                continue;
+            };
+            let data = crate::tlsrpt::message(
+                day,
+                domain,
+                &to,
+                &settings.from,
+                &settings.submitter,
+                &gz,
+                now,
+            );
+            let message = crate::smtp::server::Message {
+                envelope: crate::smtp::server::Envelope {
+                    // From <>: a report that cannot be delivered bounces
+                    // to nobody (no loop).
+                    from: String::new(),
+                    recipients: vec![to.clone()],
+                    helo: snapshot.hostname.clone(),
+                    esmtp: true,
+                    flags: crate::model::MailFlags {
+                        body_8bit: false,
+                        tls: crate::model::TlsRequest::NotRequired,
+                        tls_report: true,
+                    },
+                    peer: None,
+                    tls: None,
+                },
+                data,
+            };
+            match self.spool.store(message, &snapshot.hostname) {
+                Ok(id) => {
+                    tracing::info!(target: "send", "TLS report for {domain} ({day}): queued as {id} to <{to}>")
+                }
+                Err(e) => {
+                    tracing::error!(target: "send", "TLS report for {domain} ({day}): cannot queue it: {e}")
+                }
+            }
+        }
+        self.reports.done(day, domain, now);
     }
 
     /// Records what an attempt saw of its domains' servers; a change for
@@ -620,6 +772,7 @@ impl Scheduler {
                     would_refuse: Vec::new(),
                     set_aside: false,
                     observed: None,
+                    sessions: Vec::new(),
                 },
                 unix_now(),
             );

@@ -56,6 +56,9 @@ pub enum Effect {
     Posture {
         domains: Vec<String>,
         outcome: Result<super::posture::Observed, String>,
+        /// The sessions for the TLS reports: MX delivery only, never of a
+        /// TLS report itself (RFC 8460 §5.3.1).
+        sessions: Vec<crate::tlsrpt::Session>,
     },
 }
 
@@ -145,6 +148,8 @@ struct Attempt {
     port: u16,
     profile: Option<usize>,
     snapshot: Arc<Snapshot>,
+    /// By MX (the recipient's own servers, whose policies are reported).
+    mx: bool,
 }
 
 /// The queue: every message not yet done, with each recipient's state.
@@ -315,6 +320,12 @@ impl Queue {
                     crate::model::TlsRequest::Required => format!("{key}:requiretls"),
                     crate::model::TlsRequest::NotRequired => format!("{key}:tls-optional"),
                 };
+                // TLS reports travel alone: their sessions are not reported.
+                let key = if m.flags.tls_report {
+                    format!("{key}:tls-report")
+                } else {
+                    key
+                };
                 match by_key.iter_mut().find(|(k, ..)| *k == key) {
                     Some(entry) => entry.3.push(i),
                     None => by_key.push((key, route, name, vec![i])),
@@ -374,6 +385,7 @@ impl Queue {
                 port,
                 profile: route.profile,
                 snapshot,
+                mx: matches!(route.via, Via::Mx),
             },
         );
         // An address literal needs no lookup (RFC 5321 §4.1.3).
@@ -455,6 +467,7 @@ impl Queue {
                         would_refuse: Vec::new(),
                         set_aside: false,
                         observed: None,
+                        sessions: Vec::new(),
                     },
                     now,
                 );
@@ -517,10 +530,12 @@ impl Queue {
             *n = n.saturating_sub(1);
         }
         let mut domains: Vec<String> = Vec::new();
+        let mut report_mail = false;
         for (id, idxs) in &a.parts {
             let Some(m) = self.messages.get(id) else {
                 continue;
             };
+            report_mail |= m.flags.tls_report;
             for i in idxs {
                 let d = domain_of(&m.rcpts[*i].rcpt);
                 if !domains.contains(&d) {
@@ -539,7 +554,16 @@ impl Queue {
                 .unwrap_or_else(|| "no attempt made".into())),
         };
         if !domains.is_empty() {
-            self.effects.push(Effect::Posture { domains, outcome });
+            let sessions = if a.mx && !report_mail {
+                result.sessions.clone()
+            } else {
+                Vec::new()
+            };
+            self.effects.push(Effect::Posture {
+                domains,
+                outcome,
+                sessions,
+            });
         }
         let relay = result.relay.as_deref().unwrap_or("none");
         let tls = result.tls_level;
@@ -748,7 +772,11 @@ impl Queue {
         let missing = |id: &str| AdminError::NoSuchMessage(id.to_string());
         match cmd {
             // Views: the driver formats them from [`Queue::views`].
-            Admin::List { .. } | Admin::Show(_) | Admin::Policy(..) => Ok(String::new()),
+            Admin::List { .. }
+            | Admin::Show(_)
+            | Admin::Policy(..)
+            | Admin::ReportFlush
+            | Admin::ReportSend { .. } => Ok(String::new()),
             Admin::Flush => {
                 self.flush(now);
                 Ok(format!(

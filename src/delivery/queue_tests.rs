@@ -21,6 +21,7 @@ fn settings() -> Settings {
             data_block: Duration::from_secs(1),
             data_end: Duration::from_secs(1),
         },
+        reports_dir: None,
     }
 }
 
@@ -102,6 +103,7 @@ fn finish(q: &mut Queue, attempt: u64, outcomes: Vec<Vec<Outcome>>, now: u64) ->
             would_refuse: Vec::new(),
             set_aside: false,
             observed: None,
+            sessions: Vec::new(),
         },
         now,
     );
@@ -388,7 +390,9 @@ fn the_posture_of_an_attempt_is_reported_for_its_domains() {
     let posture: Vec<_> = effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Posture { domains, outcome } => Some((domains.clone(), outcome.clone())),
+            Effect::Posture {
+                domains, outcome, ..
+            } => Some((domains.clone(), outcome.clone())),
             _ => None,
         })
         .collect();

@@ -162,26 +162,36 @@ pub async fn fetch(
     }
 }
 
-async fn fetch_inner(
+/// An HTTP/1.1 connection over TLS to `host`:`port`, the certificate
+/// verified for `host` against `roots` (the MTA-STS fetch, the TLS report
+/// POST).
+pub async fn https(
     resolver: &TokioResolver,
     host: &str,
+    port: u16,
     roots: Arc<rustls::RootCertStore>,
-) -> Result<Policy, FetchError> {
+) -> Result<
+    hyper::client::conn::http1::SendRequest<http_body_util::Full<hyper::body::Bytes>>,
+    FetchError,
+> {
     let e = |reason: String| FetchError::Connect {
         host: host.to_string(),
         reason,
     };
-    let ips: Vec<IpAddr> = resolver
-        .lookup_ip(format!("{host}."))
-        .await
-        .map(|l| l.iter().collect())
-        .map_err(|_| FetchError::NoAddress {
-            host: host.to_string(),
-        })?;
+    let ips: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => resolver
+            .lookup_ip(format!("{host}."))
+            .await
+            .map(|l| l.iter().collect())
+            .map_err(|_| FetchError::NoAddress {
+                host: host.to_string(),
+            })?,
+    };
     let ip = ips.first().copied().ok_or_else(|| FetchError::NoAddress {
         host: host.to_string(),
     })?;
-    let tcp = tokio::net::TcpStream::connect((ip, 443))
+    let tcp = tokio::net::TcpStream::connect((ip, port))
         .await
         .map_err(|err| e(err.to_string()))?;
     let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
@@ -202,17 +212,29 @@ async fn fetch_inner(
         host: host.to_string(),
         reason,
     };
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|err| http(err.to_string()))?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .map_err(|err| http(err.to_string()))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
+    Ok(sender)
+}
+
+async fn fetch_inner(
+    resolver: &TokioResolver,
+    host: &str,
+    roots: Arc<rustls::RootCertStore>,
+) -> Result<Policy, FetchError> {
+    let http = |reason: String| FetchError::Http {
+        host: host.to_string(),
+        reason,
+    };
+    let mut sender = https(resolver, host, 443, roots).await?;
     let request = hyper::Request::get("/.well-known/mta-sts.txt")
         .header(hyper::header::HOST, host)
         .header(hyper::header::USER_AGENT, "sealgate")
-        .body(http_body_util::Empty::<hyper::body::Bytes>::new())
+        .body(http_body_util::Full::<hyper::body::Bytes>::default())
         .map_err(|err| http(err.to_string()))?;
     let response = sender
         .send_request(request)

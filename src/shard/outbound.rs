@@ -18,6 +18,7 @@ use crate::policy::requiretls;
 use crate::policy::Enforcement;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
+use crate::tlsrpt;
 
 pub struct OutConn {
     job: Job,
@@ -48,6 +49,13 @@ pub struct OutConn {
     set_aside: bool,
     /// Version, suite and certificate end of the current connection's TLS.
     negotiated: Option<(String, String, Option<i64>)>,
+    /// Each session to a host, for the TLS reports (RFC 8460).
+    sessions: Vec<tlsrpt::Session>,
+    /// A report-only policy check that failed on the current host: the
+    /// session is a failure in the TLS report although it went on.
+    rpt_failure: Option<(tlsrpt::ResultType, String)>,
+    /// The current connection's session is in `sessions` already.
+    rpt_done: bool,
     /// Report-only checks that failed.
     would_refuse: Vec<WouldRefuse>,
     /// The target whose connect-time report-only checks were last noted
@@ -82,6 +90,9 @@ impl OutConn {
             passed_over: None,
             set_aside: false,
             negotiated: None,
+            sessions: Vec::new(),
+            rpt_failure: None,
+            rpt_done: false,
             would_refuse: Vec::new(),
             noted: None,
         };
@@ -150,10 +161,79 @@ impl OutConn {
         }
     }
 
-    /// A report-only check failed: say so, count it, go on.
+    /// A report-only check failed: say so, count it, go on. A recipient
+    /// policy's failure is also the session's result in the TLS report.
     fn would_refuse(&mut self, what: WouldRefuse, why: &str) {
         tracing::warn!(target: "send", "delivery via {}: would refuse: {why}", self.target_name());
         self.would_refuse.push(what);
+        let rt = match what {
+            WouldRefuse::DaneLookup => Some(tlsrpt::ResultType::DnssecInvalid),
+            WouldRefuse::DaneCertificate => Some(tlsrpt::ResultType::TlsaInvalid),
+            WouldRefuse::StsMx => Some(tlsrpt::ResultType::ValidationFailure),
+            WouldRefuse::DaneNoTls | WouldRefuse::StsNoTls => {
+                Some(tlsrpt::ResultType::StarttlsNotSupported)
+            }
+            // Set where the trust level is known (`tls_done`).
+            WouldRefuse::StsCertificate => None,
+            // The operator's own rules: not a recipient policy.
+            WouldRefuse::ProfileCertificate | WouldRefuse::ProfileNoTls => None,
+        };
+        if let Some(rt) = rt {
+            self.rpt_failure.get_or_insert((rt, why.to_string()));
+        }
+    }
+
+    /// What the current host's recipient policy is, for the TLS report.
+    fn rpt_policy(&self) -> tlsrpt::Policy {
+        match (self.dane(), self.job.dane) {
+            (Dane::Usable { records, .. }, Enforcement::Report | Enforcement::Enforce) => {
+                return tlsrpt::Policy::Tlsa {
+                    records: tlsrpt::tlsa_strings(records),
+                }
+            }
+            (Dane::Usable { .. }, Enforcement::Off)
+            | (Dane::None | Dane::Unusable | Dane::Failed(_), _) => {}
+        }
+        match self.sts() {
+            // The policy's text is the scheduler's to fill in (its cache).
+            Sts::Enforce | Sts::Testing { .. } => tlsrpt::Policy::Sts {
+                lines: Vec::new(),
+                mx: Vec::new(),
+            },
+            Sts::None => tlsrpt::Policy::NoPolicyFound,
+        }
+    }
+
+    /// The current host's session is over for the TLS report: `result`,
+    /// or the report-only failure noted on the way.
+    fn rpt_session(&mut self, result: Result<(), (tlsrpt::ResultType, String)>) {
+        let Some(t) = self.job.targets.get(self.target) else {
+            return;
+        };
+        if self.rpt_done {
+            return;
+        }
+        self.rpt_done = true;
+        let (mx_host, ip) = (t.host.clone(), t.addr.ip());
+        let result = match (result, self.rpt_failure.take()) {
+            (Ok(()), Some(f)) => Err(f),
+            (r, _) => r,
+        };
+        let policy = self.rpt_policy();
+        self.sessions.push(tlsrpt::Session {
+            mx_host,
+            ip,
+            policy,
+            result,
+        });
+    }
+
+    /// The current connection's certificate is past its end.
+    fn cert_expired(&self) -> bool {
+        self.negotiated
+            .as_ref()
+            .and_then(|n| n.2)
+            .is_some_and(|end| end < crate::model::unix_now() as i64)
     }
 
     pub fn is_finished(&self) -> bool {
@@ -222,7 +302,12 @@ impl OutConn {
                     // RFC 7672 §2.2: never in the clear, never unchecked.
                     let f = f.clone();
                     tracing::info!(target: "send", "delivery via {} passed over: {f}", self.target_name());
-                    self.note_failure(Failure::Dane(f));
+                    let failure = Failure::Dane(f);
+                    if let Some(r) = tlsrpt::result_of(&failure, false) {
+                        self.rpt_session(Err(r));
+                    }
+                    self.rpt_done = false;
+                    self.note_failure(failure);
                     self.target += 1;
                     continue;
                 }
@@ -439,13 +524,21 @@ impl OutConn {
                     trust: trust.as_str(),
                 }))
             }
-            (Sts::Testing { .. }, false) => self.would_refuse(
-                WouldRefuse::StsCertificate,
-                &format!(
+            (Sts::Testing { .. }, false) => {
+                let why = format!(
                     "MTA-STS: the certificate is {}; the policy needs a valid one naming the host",
                     trust.as_str()
-                ),
-            ),
+                );
+                self.would_refuse(WouldRefuse::StsCertificate, &why);
+                let rt = match (self.cert_expired(), trust) {
+                    (true, _) => tlsrpt::ResultType::CertificateExpired,
+                    (false, crate::tls::outbound::Trust::Trusted) => {
+                        tlsrpt::ResultType::CertificateHostMismatch
+                    }
+                    (false, _) => tlsrpt::ResultType::CertificateNotTrusted,
+                };
+                self.rpt_failure.get_or_insert((rt, why));
+            }
             (Sts::Testing { .. } | Sts::None, _) => {}
         }
         match dane {
@@ -458,6 +551,7 @@ impl OutConn {
             }
             None => {}
         }
+        self.rpt_session(Ok(()));
         self.session.tls_established(now);
         Ok(())
     }
@@ -594,6 +688,11 @@ impl OutConn {
         }
         let host = self.target_name();
         tracing::info!(target: "send", "delivery via {host} failed: {}", client::classify(&f).detail);
+        if let Some(r) = tlsrpt::result_of(&f, self.cert_expired()) {
+            self.rpt_session(Err(r));
+        }
+        self.rpt_failure = None;
+        self.rpt_done = false;
         // Messages this session did not finish.
         let remaining: Vec<usize> = self
             .in_session
@@ -683,6 +782,10 @@ impl OutConn {
                 "DANE requires TLS; the session was in the clear",
             );
         }
+        if self.rpt_failure.is_some() {
+            // A report-only failure of a session that never got to TLS.
+            self.rpt_session(Ok(()));
+        }
         let fallback = failure.as_ref().map(client::classify).unwrap_or_else(|| {
             client::classify(&Failure::Connection(
                 "session ended before this message".into(),
@@ -713,6 +816,7 @@ impl OutConn {
             would_refuse: std::mem::take(&mut self.would_refuse),
             set_aside: self.set_aside,
             observed,
+            sessions: std::mem::take(&mut self.sessions),
             tls_level: self.tls_level,
         }));
     }
