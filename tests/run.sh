@@ -24,6 +24,8 @@ command -v sslscan >/dev/null 2>&1 || need+=(sslscan)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# TLS reports are checked against tests/schemas/tlsrpt.json.
+python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 # The status page, loaded and screenshotted in headless Chromium.
 command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
 
