@@ -98,48 +98,6 @@ pub fn sts_strings(p: &crate::sts::Policy) -> (Vec<String>, Vec<String>) {
     (lines, p.mx.clone())
 }
 
-/// The result type a failed session means for the report: `None` for a
-/// failure that is not about TLS (a refused connection, a timeout, a
-/// reply); `expired` when the server's certificate is past its end.
-pub fn result_of(f: &crate::smtp::client::Failure, expired: bool) -> Option<(ResultType, String)> {
-    use crate::smtp::client::{Failure, TlsFailure};
-    let rt = match f {
-        Failure::TlsNotOffered | Failure::StartTlsRefused(_) => ResultType::StarttlsNotSupported,
-        Failure::Handshake(_) => ResultType::ValidationFailure,
-        Failure::Tls(TlsFailure::Sts { trust, .. }) => match (*trust, expired) {
-            (_, true) => ResultType::CertificateExpired,
-            ("Trusted", false) => ResultType::CertificateHostMismatch,
-            (_, false) => ResultType::CertificateNotTrusted,
-        },
-        Failure::Tls(TlsFailure::Dane(_)) => ResultType::TlsaInvalid,
-        Failure::Tls(TlsFailure::Certificate(r)) => match (r, expired) {
-            (_, true) => ResultType::CertificateExpired,
-            (crate::tls::outbound::Refusal::Names { .. }, false) => {
-                ResultType::CertificateHostMismatch
-            }
-            (crate::tls::outbound::Refusal::NotTrusted(_), false) => {
-                ResultType::CertificateNotTrusted
-            }
-            (
-                crate::tls::outbound::Refusal::NoCertificate | crate::tls::outbound::Refusal::Pin,
-                false,
-            ) => ResultType::ValidationFailure,
-        },
-        Failure::Tls(
-            TlsFailure::ServerName { .. } | TlsFailure::Setup(_) | TlsFailure::Records(_),
-        ) => ResultType::ValidationFailure,
-        Failure::Dane(_) => ResultType::DnssecInvalid,
-        Failure::Greeting(_)
-        | Failure::Hello(_)
-        | Failure::Protocol(_)
-        | Failure::Timeout(_)
-        | Failure::Connection(_)
-        | Failure::TooBig { .. }
-        | Failure::RequireTls(_) => return None,
-    };
-    Some((rt, crate::smtp::client::classify(f).detail))
-}
-
 /// Where the days are kept: `SPOOL/tls-rpt/YYYY-MM-DD.json`.
 pub fn dir(spool: &Path) -> PathBuf {
     spool.join("tls-rpt")

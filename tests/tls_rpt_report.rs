@@ -30,7 +30,9 @@ fn session(policy: &Policy, mx: &str, f: Option<Failure>) -> Session {
         policy: policy.clone(),
         result: match f {
             None => Ok(()),
-            Some(f) => Err(tlsrpt::result_of(&f, false).expect("a TLS failure")),
+            Some(f) => {
+                Err(sealgate::smtp::client::tls_report_result(&f, false).expect("a TLS failure"))
+            }
         },
     }
 }

@@ -303,7 +303,7 @@ impl OutConn {
                     let f = f.clone();
                     tracing::info!(target: "send", "delivery via {} passed over: {f}", self.target_name());
                     let failure = Failure::Dane(f);
-                    if let Some(r) = tlsrpt::result_of(&failure, false) {
+                    if let Some(r) = client::tls_report_result(&failure, false) {
                         self.rpt_session(Err(r));
                     }
                     self.rpt_done = false;
@@ -688,7 +688,7 @@ impl OutConn {
         }
         let host = self.target_name();
         tracing::info!(target: "send", "delivery via {host} failed: {}", client::classify(&f).detail);
-        if let Some(r) = tlsrpt::result_of(&f, self.cert_expired()) {
+        if let Some(r) = client::tls_report_result(&f, self.cert_expired()) {
             self.rpt_session(Err(r));
         }
         self.rpt_failure = None;

@@ -761,6 +761,52 @@ pub fn classify(f: &Failure) -> Outcome {
     }
 }
 
+/// The result type a failed session means for its TLS report (RFC 8460
+/// §4.3): `None` for a failure that is not about TLS (a refused
+/// connection, a timeout, a reply); `expired` when the server's
+/// certificate is past its end.
+pub fn tls_report_result(
+    f: &Failure,
+    expired: bool,
+) -> Option<(crate::tlsrpt::ResultType, String)> {
+    use crate::tlsrpt::ResultType;
+    let rt = match f {
+        Failure::TlsNotOffered | Failure::StartTlsRefused(_) => ResultType::StarttlsNotSupported,
+        Failure::Handshake(_) => ResultType::ValidationFailure,
+        Failure::Tls(TlsFailure::Sts { trust, .. }) => match (*trust, expired) {
+            (_, true) => ResultType::CertificateExpired,
+            ("Trusted", false) => ResultType::CertificateHostMismatch,
+            (_, false) => ResultType::CertificateNotTrusted,
+        },
+        Failure::Tls(TlsFailure::Dane(_)) => ResultType::TlsaInvalid,
+        Failure::Tls(TlsFailure::Certificate(r)) => match (r, expired) {
+            (_, true) => ResultType::CertificateExpired,
+            (crate::tls::outbound::Refusal::Names { .. }, false) => {
+                ResultType::CertificateHostMismatch
+            }
+            (crate::tls::outbound::Refusal::NotTrusted(_), false) => {
+                ResultType::CertificateNotTrusted
+            }
+            (
+                crate::tls::outbound::Refusal::NoCertificate | crate::tls::outbound::Refusal::Pin,
+                false,
+            ) => ResultType::ValidationFailure,
+        },
+        Failure::Tls(
+            TlsFailure::ServerName { .. } | TlsFailure::Setup(_) | TlsFailure::Records(_),
+        ) => ResultType::ValidationFailure,
+        Failure::Dane(_) => ResultType::DnssecInvalid,
+        Failure::Greeting(_)
+        | Failure::Hello(_)
+        | Failure::Protocol(_)
+        | Failure::Timeout(_)
+        | Failure::Connection(_)
+        | Failure::TooBig { .. }
+        | Failure::RequireTls(_) => return None,
+    };
+    Some((rt, classify(f).detail))
+}
+
 #[cfg(test)]
 #[path = "client_tests.rs"]
 mod tests;
