@@ -4,8 +4,9 @@
 //! `mx.reports.test`, not `mx.bad.test`), a loopback HTTPS server taking
 //! the POSTed reports (tests/peers/report_server.py).
 //!
-//! A verified delivery to `good.test` and a certificate mismatch to
-//! `bad.test` are recorded; `sealgate report tls` shows them;
+//! A verified delivery to `good.test`, a certificate mismatch to
+//! `bad.test` and a policy announced but not served by `fetchfail.test`
+//! (`sts-policy-fetch-error`) are recorded; `sealgate report tls` shows them;
 //! `--send` sends `bad.test`'s report (the only one with a failure) by
 //! mail — through the gateway's own queue and Postfix to the final
 //! receiver — and by POST; both carry the same report, valid against
@@ -117,7 +118,7 @@ fn schema_valid(dir: &Path, report: &serde_json::Value) {
     assert!(status.success() && out.contains("valid"), "{out}{err}");
 }
 
-const DOMAINS: [&str; 3] = ["good.test", "bad.test", "reports.test"];
+const DOMAINS: [&str; 4] = ["good.test", "bad.test", "reports.test", "fetchfail.test"];
 
 #[test]
 fn tls_reports_are_recorded_mailed_and_posted() {
@@ -132,7 +133,13 @@ fn tls_reports_are_recorded_mailed_and_posted() {
     let pf = Postfix::tls_relay(&dir, &DOMAINS, sink.port, &key, &leaf);
     common::sts::policy(&dir, "good.test", "enforce", "mx.good.test");
     common::sts::policy(&dir, "bad.test", "enforce", "mx.bad.test");
-    let _policies = common::sts::start("127.0.0.6", &dir, &ca, &["good.test", "bad.test"]);
+    // fetchfail.test announces a policy the server does not have (404).
+    let _policies = common::sts::start(
+        "127.0.0.6",
+        &dir,
+        &ca,
+        &["good.test", "bad.test", "fetchfail.test"],
+    );
     let posted = report_server(&dir, &ca);
     // A TXT string with a comma: dnsmasq reads quotes in its file only.
     let rua =
@@ -151,7 +158,7 @@ fn tls_reports_are_recorded_mailed_and_posted() {
         records.push(format!("--mx-host={d},mx.{d},10"));
         records.push(format!("--host-record=mx.{d},127.0.0.1"));
     }
-    for d in ["good.test", "bad.test"] {
+    for d in ["good.test", "bad.test", "fetchfail.test"] {
         records.push(format!("--host-record=mta-sts.{d},127.0.0.6"));
         records.push(format!("--txt-record=_mta-sts.{d},v=STSv1; id=1;"));
     }
@@ -171,6 +178,19 @@ fn tls_reports_are_recorded_mailed_and_posted() {
 
     common::send_mail(&gw, "sender@client.test", &["user@good.test"], "good");
     common::send_mail(&gw, "sender@client.test", &["user@bad.test"], "bad");
+    common::send_mail(
+        &gw,
+        "sender@client.test",
+        &["user@fetchfail.test"],
+        "fetchfail",
+    );
+    // No policy could be had: delivered as without one, reported.
+    let fetchfail = gw.wait_for_line("to=<user@fetchfail.test>", Duration::from_secs(60));
+    assert!(
+        fetchfail.contains("status=sent"),
+        "{fetchfail}\n{}",
+        gw.log()
+    );
     let good = gw.wait_for_line("to=<user@good.test>", Duration::from_secs(60));
     assert!(good.contains("status=sent"), "{good}\n{}", gw.log());
     common::assert_deferred_tls(
@@ -185,7 +205,8 @@ fn tls_reports_are_recorded_mailed_and_posted() {
             && shown.contains("): due")
             && shown.contains("policy sts: 0 successful, 1 failed")
             && shown.contains("certificate-host-mismatch mx.bad.test[127.0.0.1]: 1")
-            && shown.contains("policy sts: 1 successful, 0 failed"),
+            && shown.contains("policy sts: 1 successful, 0 failed")
+            && shown.contains("sts-policy-fetch-error mx.fetchfail.test[127.0.0.1]: 1"),
         "{shown}"
     );
     let json: serde_json::Value = serde_json::from_str(&report_tls(&gw_dir, &["--json"])).unwrap();
@@ -222,7 +243,7 @@ fn tls_reports_are_recorded_mailed_and_posted() {
         "{to_reports}\n{}",
         gw.log()
     );
-    let got = sink.wait_for_messages(2, Duration::from_secs(60), || pf.log());
+    let got = sink.wait_for_messages(3, Duration::from_secs(60), || pf.log());
     let mail = got
         .iter()
         .find(|m| m.contains("TLS-Report-Domain: bad.test"))

@@ -15,6 +15,8 @@ use crate::tlsrpt::{self, Day, Policy, Session};
 const SAVE_EVERY: u64 = 5;
 /// How often past days are looked over for reports due.
 const CHECK_EVERY: u64 = 60;
+/// Days kept for `sealgate report tls` after they end.
+const KEEP_DAYS: u64 = 31;
 
 pub struct Reports {
     dir: Option<PathBuf>,
@@ -53,14 +55,24 @@ impl Reports {
         }
         self.roll(now);
         for mut s in sessions {
-            if let Policy::Sts { lines, mx } = &mut s.policy {
-                if let Some(c) = self
-                    .sts
-                    .as_ref()
-                    .and_then(|c| c.snapshot().policies.get(domain).cloned())
-                {
-                    (*lines, *mx) = tlsrpt::sts_strings(&c.policy);
+            match &mut s.policy {
+                Policy::Sts { lines, mx } => {
+                    if let Some(c) = self.sts.as_ref().and_then(|c| c.get(domain)) {
+                        (*lines, *mx) = tlsrpt::sts_strings(&c.policy);
+                    }
                 }
+                // RFC 8460 §4.3.2: a policy announced (the TXT record)
+                // that could not be fetched is an MTA-STS failure.
+                Policy::NoPolicyFound => {
+                    if let Some(e) = self.sts.as_ref().and_then(|c| c.fetch_failure(domain)) {
+                        s.policy = Policy::Sts {
+                            lines: Vec::new(),
+                            mx: Vec::new(),
+                        };
+                        s.result = Err((e.tls_report_result(), e.to_string()));
+                    }
+                }
+                Policy::Tlsa { .. } => {}
             }
             self.today.record(domain, &s);
         }
@@ -123,6 +135,10 @@ impl Reports {
         let mut due = Vec::new();
         for day in Day::days(dir) {
             if day >= self.today.day {
+                continue;
+            }
+            if tlsrpt::day_start(&day).is_some_and(|t| t + (KEEP_DAYS + 1) * 86_400 < now) {
+                let _ = std::fs::remove_file(Day::path(dir, &day));
                 continue;
             }
             let d = Day::load(dir, &day);

@@ -39,6 +39,24 @@ pub enum FetchError {
     Policy { host: String, error: PolicyError },
 }
 
+impl FetchError {
+    /// RFC 8460 §4.3.2: what the failure is in a TLS report.
+    pub fn tls_report_result(&self) -> crate::tlsrpt::ResultType {
+        use crate::tlsrpt::ResultType;
+        match self {
+            FetchError::Tls { .. } => ResultType::StsWebpkiInvalid,
+            FetchError::Policy { .. }
+            | FetchError::ContentType { .. }
+            | FetchError::TooLarge { .. } => ResultType::StsPolicyInvalid,
+            FetchError::NoAddress { .. }
+            | FetchError::Connect { .. }
+            | FetchError::Status { .. }
+            | FetchError::Http { .. }
+            | FetchError::Timeout { .. } => ResultType::StsPolicyFetchError,
+        }
+    }
+}
+
 /// What the MTA-STS lookups found, for `sealgate_mta_sts_fetches_total`.
 #[derive(Debug, Default)]
 pub struct StsStats {
@@ -55,6 +73,9 @@ pub struct StsCache {
     pub stats: StsStats,
     /// The CA store of the last lookup, for background refreshes.
     roots: Mutex<Option<Arc<rustls::RootCertStore>>>,
+    /// Domains whose policy could not be fetched and none applies (their
+    /// TLS reports say why), until a fetch succeeds.
+    failures: Mutex<std::collections::HashMap<String, FetchError>>,
 }
 
 impl StsCache {
@@ -76,6 +97,7 @@ impl StsCache {
             file,
             stats: StsStats::default(),
             roots: Mutex::new(None),
+            failures: Mutex::new(std::collections::HashMap::new()),
         }
     }
 
@@ -114,6 +136,32 @@ impl StsCache {
 
     pub fn snapshot(&self) -> Cache {
         self.lock().clone()
+    }
+
+    /// `domain`'s cached policy.
+    pub fn get(&self, domain: &str) -> Option<Cached> {
+        self.lock().policies.get(domain).cloned()
+    }
+
+    /// Why `domain`'s policy could not be had, when none applies for it.
+    pub fn fetch_failure(&self, domain: &str) -> Option<FetchError> {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(domain)
+            .cloned()
+    }
+
+    fn set_failure(&self, domain: &str, e: Option<FetchError>) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match e {
+            Some(e) => {
+                f.insert(domain.to_string(), e);
+            }
+            None => {
+                f.remove(domain);
+            }
+        }
     }
 
     pub fn forget(&self, domain: &str) -> bool {
@@ -313,6 +361,7 @@ pub async fn policy(
                     policy.mode, policy.max_age, policy.mx
                 );
                 cache.fetched(&domain, id, policy.clone(), now);
+                cache.set_failure(&domain, None);
                 Some(policy)
             }
             Err(e) => {
@@ -327,6 +376,7 @@ pub async fn policy(
                     }
                     None => {
                         tracing::warn!(target: "send", "MTA-STS policy of {domain}: fetch failed ({e}); none applies");
+                        cache.set_failure(&domain, Some(e.clone()));
                         None
                     }
                 }
