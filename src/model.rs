@@ -318,6 +318,22 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// A Unix time as RFC 3339 in UTC, `2026-12-01T12:00:00Z` (TLS reports,
+/// the status page).
+pub fn rfc3339(t: i64) -> String {
+    let d =
+        time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        d.year(),
+        u8::from(d.month()),
+        d.day(),
+        d.hour(),
+        d.minute(),
+        d.second()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

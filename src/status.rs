@@ -121,21 +121,9 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
     }
 }
 
-/// A Unix time as `2026-12-01 12:00:00 UTC`.
+/// A Unix time as the page shows it (RFC 3339, UTC).
 fn when(t: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(t)
-        .map(|d| {
-            format!(
-                "{:04}-{:02}-{:02} {:02}:{:02}:{:02} UTC",
-                d.year(),
-                u8::from(d.month()),
-                d.day(),
-                d.hour(),
-                d.minute(),
-                d.second()
-            )
-        })
-        .unwrap_or_else(|_| t.to_string())
+    crate::model::rfc3339(t)
 }
 
 /// The cells of a partner's row, as both tables show them: domain,
@@ -365,7 +353,7 @@ mod tests {
         assert!(t.starts_with("domain"), "{t}");
         assert!(t.contains("b.test"), "{t}");
         assert!(
-            t.contains("downgrade 2023-11-14 22:15:00 UTC: b.test verified -> none"),
+            t.contains("downgrade 2023-11-14T22:15:00Z: b.test verified -> none"),
             "{t}"
         );
     }

@@ -136,9 +136,7 @@ pub struct Day {
 
 /// The UTC day of a Unix time, `YYYY-MM-DD`.
 pub fn day_of(t: u64) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(t as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!("{:04}-{:02}-{:02}", d.year(), u8::from(d.month()), d.day())
+    crate::model::rfc3339(t as i64)[..10].to_string()
 }
 
 /// The Unix time at which `day` (`YYYY-MM-DD`) starts; `None` for text
@@ -301,21 +299,6 @@ pub struct Submitter {
     pub hostname: String,
 }
 
-/// `YYYY-MM-DDTHH:MM:SSZ` (RFC 3339).
-fn rfc3339(t: u64) -> String {
-    let d = time::OffsetDateTime::from_unix_timestamp(t as i64)
-        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
-}
-
 /// The report id: the same for a domain and day however often it is
 /// built (`sealgate report tls` shows what was sent).
 pub fn report_id(day: &str, domain: &str, hostname: &str) -> String {
@@ -379,8 +362,8 @@ pub fn report(day: &Day, domain: &str, by: &Submitter) -> Option<serde_json::Val
     Some(json!({
         "organization-name": by.organization,
         "date-range": {
-            "start-datetime": rfc3339(start),
-            "end-datetime": rfc3339(start + 86_399),
+            "start-datetime": crate::model::rfc3339(start as i64),
+            "end-datetime": crate::model::rfc3339(start as i64 + 86_399),
         },
         "contact-info": by.contact,
         "report-id": report_id(&day.day, domain, &by.hostname),

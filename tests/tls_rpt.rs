@@ -2,7 +2,7 @@
 //! HTTPS server, dnsmasq for the MX, `_mta-sts` and `_smtp._tls` records,
 //! Postfix as every MX host (its certificate names `mx.good.test` and
 //! `mx.reports.test`, not `mx.bad.test`), a loopback HTTPS server taking
-//! the POSTed reports (tests/peers/report_server.py).
+//! the POSTed reports (the same tests/peers/policy_server.py).
 //!
 //! A verified delivery to `good.test`, a certificate mismatch to
 //! `bad.test` and a policy announced but not served by `fetchfail.test`
@@ -15,69 +15,14 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::pki::Ca;
 use common::postfix::Postfix;
 use common::Gateway;
-
-struct ReportServer {
-    child: Child,
-    dir: std::path::PathBuf,
-}
-
-impl Drop for ReportServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn report_server(dir: &Path, ca: &Ca) -> ReportServer {
-    let (crt, key) = ca.leaf(&dir.join("pki"), "reports", &["tlsrpt.reports.test"]);
-    let out = dir.join("posted");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/report_server.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg("127.0.0.7")
-        .arg(&crt)
-        .arg(&key)
-        .arg(&out)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready", "the report server did not start");
-    ReportServer { child, dir: out }
-}
-
-impl ReportServer {
-    /// Waits for the first POST: (content type, body).
-    fn first(&self, limit: Duration, context: impl Fn() -> String) -> (String, Vec<u8>) {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let (Ok(t), Ok(b)) = (
-                std::fs::read_to_string(self.dir.join("1.type")),
-                std::fs::read(self.dir.join("1.body")),
-            ) {
-                return (t, b);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no report was POSTed: {}",
-                context()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
 
 fn gunzip(b: &[u8]) -> serde_json::Value {
     let mut out = Vec::new();
@@ -140,7 +85,10 @@ fn tls_reports_are_recorded_mailed_and_posted() {
         &ca,
         &["good.test", "bad.test", "fetchfail.test"],
     );
-    let posted = report_server(&dir, &ca);
+    // The report endpoint: the same HTTPS peer, another address and name.
+    let report_dir = dir.join("reports");
+    std::fs::create_dir_all(&report_dir).unwrap();
+    let posted = common::sts::serve("127.0.0.7", &report_dir, &ca, &["tlsrpt.reports.test"]);
     // A TXT string with a comma: dnsmasq reads quotes in its file only.
     let rua =
         "\"v=TLSRPTv1; rua=mailto:tlsrpt@reports.test,https://tlsrpt.reports.test/v1/report\"";
@@ -231,7 +179,7 @@ fn tls_reports_are_recorded_mailed_and_posted() {
         sent.contains("sending the report for bad.test") && !sent.contains("good.test"),
         "{sent}"
     );
-    let (content_type, body) = posted.first(Duration::from_secs(60), || gw.log());
+    let (content_type, body) = posted.first_post(Duration::from_secs(60), || gw.log());
     assert_eq!(content_type, "application/tlsrpt+gzip");
     let by_post = gunzip(&body);
     assert_eq!(by_post, would, "the POSTed report is the one shown");

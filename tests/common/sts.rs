@@ -1,20 +1,25 @@
-//! The MTA-STS peer: `tests/peers/policy_server.py`, Python's own HTTPS
-//! server, serving `DIR/policies/mta-sts.DOMAIN.txt` on port 443 of a
-//! loopback address with a certificate from the test CA. Killed when
+//! The HTTPS peer: `tests/peers/policy_server.py`, Python's own HTTPS
+//! server on port 443 of a loopback address with a certificate from the
+//! test CA: MTA-STS policies from `DIR/policies/mta-sts.DOMAIN.txt`, and
+//! POSTed TLS reports kept under `DIR/policies/posted/`. Killed when
 //! dropped.
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
 
 use super::pki::Ca;
 
-pub struct PolicyServer(Child);
+pub struct PolicyServer {
+    child: Child,
+    posted: PathBuf,
+}
 
 impl Drop for PolicyServer {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -23,15 +28,22 @@ impl Drop for PolicyServer {
 pub fn start(address: &str, dir: &Path, ca: &Ca, domains: &[&str]) -> PolicyServer {
     let names: Vec<String> = domains.iter().map(|d| format!("mta-sts.{d}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let (crt, key) = ca.leaf(&dir.join("pki"), "policy", &names);
-    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    serve(address, dir, ca, &names)
+}
+
+/// The same server with a certificate for `names` (a report endpoint).
+pub fn serve(address: &str, dir: &Path, ca: &Ca, names: &[&str]) -> PolicyServer {
+    std::fs::create_dir_all(dir.join("pki")).unwrap();
+    let (crt, key) = ca.leaf(&dir.join("pki"), &format!("https-{address}"), names);
+    let root = dir.join("policies");
+    std::fs::create_dir_all(&root).unwrap();
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peers/policy_server.py");
     let mut child = Command::new("python3")
         .arg(script)
         .arg(address)
         .arg(&crt)
         .arg(&key)
-        .arg(dir.join("policies"))
+        .arg(&root)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -40,8 +52,33 @@ pub fn start(address: &str, dir: &Path, ca: &Ca, domains: &[&str]) -> PolicyServ
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line.trim(), "ready", "the policy server did not start");
-    PolicyServer(child)
+    assert_eq!(line.trim(), "ready", "the HTTPS server did not start");
+    PolicyServer {
+        child,
+        posted: root.join("posted"),
+    }
+}
+
+impl PolicyServer {
+    /// Waits for the first POST: (content type, body); panics after
+    /// `limit` with `context()`.
+    pub fn first_post(&self, limit: Duration, context: impl Fn() -> String) -> (String, Vec<u8>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let (Ok(t), Ok(b)) = (
+                std::fs::read_to_string(self.posted.join("1.type")),
+                std::fs::read(self.posted.join("1.body")),
+            ) {
+                return (t, b);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "nothing was POSTed: {}",
+                context()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// Publishes `domain`'s policy (RFC 8461 §3.2) under `dir/policies`.
