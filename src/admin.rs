@@ -20,6 +20,11 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+/// The gateway's log buffer, for its count of dropped lines (set when
+/// logging starts).
+pub static LOG_BUFFER: std::sync::OnceLock<Arc<crate::logbuf::LogBuffer>> =
+    std::sync::OnceLock::new();
+
 use crate::delivery::queue::Counted;
 use crate::delivery::{TlsLevel, WouldRefuse};
 use crate::dns::DaneResult;
@@ -457,6 +462,14 @@ impl Metrics {
                 "sealgate_tls_required_no",
                 "Messages whose delivery set a recipient's DANE or MTA-STS policy aside for their TLS-Required: No header (RFC 8689).",
                 Family::Counter(vec![(vec![], load(&shared.delivery.tls_required_no))]),
+            ),
+            (
+                "sealgate_log_lines_dropped",
+                "Log lines dropped because the log writer fell behind (4 MiB wait; shards never wait for it).",
+                Family::Counter(vec![(
+                    vec![],
+                    LOG_BUFFER.get().map_or(0, |b| b.dropped()),
+                )]),
             ),
             (
                 "sealgate_reloads",

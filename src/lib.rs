@@ -21,6 +21,7 @@ pub mod dns;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod logbuf;
 pub mod model;
 pub mod policy;
 pub mod probe;

@@ -469,32 +469,46 @@ static LOG_RELOAD: std::sync::OnceLock<
     tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>,
 > = std::sync::OnceLock::new();
 
-fn init_logging(cfg: &Config) {
+/// Sets up logging: lines are formatted where they happen and written to
+/// standard error by a thread of their own (crate::logbuf), so that an
+/// event loop never waits on, or pays a write(2) per line for, the log.
+/// The returned guard writes what is left when the gateway stops.
+fn init_logging(cfg: &Config) -> Option<crate::logbuf::Guard> {
     use std::io::IsTerminal;
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(cfg));
     let _ = LOG_RELOAD.set(handle);
+    let ansi = std::io::stderr().is_terminal();
+    let (buffer, guard) = match crate::logbuf::start(Box::new(std::io::stderr())) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("cannot start the log writer: {e}");
+            return None;
+        }
+    };
+    let _ = crate::admin::LOG_BUFFER.set(buffer.clone());
+    let writer = crate::logbuf::LineWriter(buffer);
     let registry = tracing_subscriber::registry().with(filter);
     // The format is fixed at start; levels follow reloads.
     let result = match cfg.file.log.format {
         config::units::LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_writer(std::io::stderr),
-            )
+            .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
             .try_init(),
         config::units::LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
+                    .with_ansi(ansi)
+                    .with_writer(writer),
             )
             .try_init(),
     };
-    if let Err(e) = result {
-        eprintln!("cannot set up logging: {e}");
+    match result {
+        Ok(()) => Some(guard),
+        Err(e) => {
+            eprintln!("cannot set up logging: {e}");
+            None
+        }
     }
 }
 
@@ -538,7 +552,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    init_logging(&cfg);
+    let _log = init_logging(&cfg);
     match serve(&cfg, path) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -665,6 +679,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
     let shards = Shards::start(
         &listen,
+        cfg.file.server.steer_by_cpu,
         stores,
         resolver.clone(),
         Some(delivery_tx.clone()),

@@ -115,6 +115,8 @@ fn control_characters_never_reach_logs_or_headers() {
     assert!(c.reply().starts_with("500 5.5.2"));
     c.cmd("EHLO fine.test");
     c.cmd("QUIT");
+    // The session's last line: everything it logged is in by then.
+    gw.wait_for_log("disconnect from", std::time::Duration::from_secs(10));
     let log = gw.log();
     assert!(!log.contains('\x1b'), "no escape sequence in the log");
     assert!(log.lines().all(|l| !l.contains('\r')));

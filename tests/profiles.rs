@@ -93,8 +93,7 @@ fn mandatory_tls_profile_by_source_address() {
     assert!(ok, "{out}");
     let spooled = gw.spooled();
     assert_eq!(spooled.len(), 2);
-    let log = gw.log();
-    assert!(log.contains("connect from [127.0.0.7]"), "{log}");
+    gw.wait_for_log("connect from [127.0.0.7]", Duration::from_secs(10));
 }
 
 #[test]
@@ -187,13 +186,12 @@ fn client_certificate_verified_against_configured_ca() {
         .find(|m| String::from_utf8_lossy(&m.message).contains("Subject: not-partner"))
         .unwrap();
     assert!(String::from_utf8_lossy(&other.message).contains(" verify=FAIL)"));
-    let log = gw.log();
-    assert!(
-        log.contains("Trusted TLS connection established from"),
-        "{log}"
+    gw.wait_for_log(
+        "Trusted TLS connection established from",
+        Duration::from_secs(10),
     );
-    assert!(
-        log.contains("Untrusted TLS connection established from"),
-        "{log}"
+    gw.wait_for_log(
+        "Untrusted TLS connection established from",
+        Duration::from_secs(10),
     );
 }

@@ -104,6 +104,11 @@ struct LoadArgs {
     /// Resume TLS sessions (default: every handshake is a full one).
     #[arg(long)]
     resumption: bool,
+    /// Key exchange groups to offer, in order, by IANA name
+    /// (e.g. "X25519" or "X25519MLKEM768,X25519"; the first gets a key
+    /// share). Default: X25519 alone, the like-for-like figure.
+    #[arg(long, value_delimiter = ',', default_value = "X25519")]
+    groups: Vec<String>,
     #[arg(long, requires = "client_key")]
     client_cert: Option<PathBuf>,
     #[arg(long, requires = "client_cert")]
@@ -189,6 +194,7 @@ fn load(a: LoadArgs) -> Result<ExitCode, String> {
             verify: a.verify,
             ca: a.ca.as_deref(),
             resumption: a.resumption,
+            groups: &a.groups,
             client_cert: a.client_cert.as_deref().zip(a.client_key.as_deref()),
         })?;
         let name =

@@ -107,8 +107,8 @@ impl Sink {
             })
             .collect();
         let shared = Shared::new(snapshot, shards);
-        let shards =
-            Shards::start(&[o.listen], stores, None, None, shared).map_err(|e| e.to_string())?;
+        let shards = Shards::start(&[o.listen], false, stores, None, None, shared)
+            .map_err(|e| e.to_string())?;
         Ok(Sink { shards, received })
     }
 

@@ -13,11 +13,18 @@ pub struct TlsOptions<'a> {
     pub verify: bool,
     pub ca: Option<&'a Path>,
     pub resumption: bool,
+    pub groups: &'a [String],
     pub client_cert: Option<(&'a Path, &'a Path)>,
 }
 
 pub fn client_config(o: &TlsOptions) -> Result<Arc<ClientConfig>, String> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.kx_groups = o
+        .groups
+        .iter()
+        .map(|g| sealgate::tls::kx_group(g).ok_or_else(|| format!("--groups: unknown group {g:?}")))
+        .collect::<Result<_, _>>()?;
+    let provider = Arc::new(provider);
     let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?;

@@ -61,6 +61,7 @@ fn unverified_tls() -> Arc<rustls::ClientConfig> {
         verify: false,
         ca: None,
         resumption: false,
+        groups: &["X25519".to_string()],
         client_cert: None,
     })
     .unwrap()

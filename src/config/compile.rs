@@ -18,6 +18,8 @@ pub(super) struct Compiled {
     pub routes: crate::policy::route::Routes,
     /// `server.proxy_protocol_from` as an index.
     pub proxy_from: ProfileIndex,
+    /// `[tls] groups` and `ticket_lifetime`, checked.
+    pub tls: crate::tls::Settings,
 }
 
 /// Cross-field and value checks that serde cannot express; compiles the
@@ -290,10 +292,60 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
                 .and_then(|name| profiles.list.iter().position(|p| p.name == *name.get_ref())),
         });
     }
+    // [tls] groups: known names, at least one, none twice.
+    let mut tls = crate::tls::Settings::default();
+    if let Some(list) = &file.tls.groups {
+        let mut groups = Vec::new();
+        for g in list.get_ref() {
+            match crate::tls::kx_group(g.get_ref()) {
+                Some(k)
+                    if groups
+                        .iter()
+                        .any(|h: &&dyn rustls::crypto::SupportedKxGroup| h.name() == k.name()) =>
+                {
+                    err(
+                        g.span(),
+                        "tls.groups".into(),
+                        format!("{:?} is listed twice", g.get_ref()),
+                    )
+                }
+                Some(k) => groups.push(k),
+                None => err(
+                    g.span(),
+                    "tls.groups".into(),
+                    format!(
+                        "{:?} is not a key exchange group sealgate knows (one of {})",
+                        g.get_ref(),
+                        crate::tls::kx_group_names().join(", ")
+                    ),
+                ),
+            }
+        }
+        if list.get_ref().is_empty() {
+            err(
+                list.span(),
+                "tls.groups".into(),
+                "at least one group is required (or leave the key out for the default)".into(),
+            );
+        }
+        tls.groups = groups;
+    }
+    // RFC 8446 §4.6.1: a ticket lives at most seven days; ours live for
+    // two lifetimes.
+    let lifetime = file.tls.ticket_lifetime.get_ref().0.as_secs();
+    if lifetime > 7 * 86_400 / 2 {
+        err(
+            file.tls.ticket_lifetime.span(),
+            "tls.ticket_lifetime".into(),
+            "at most 3.5 days (84h): tickets stay valid for two lifetimes, and TLS 1.3 allows seven days".into(),
+        );
+    }
+    tls.ticket_lifetime = lifetime.min(u64::from(u32::MAX)) as u32;
     Compiled {
         profiles,
         routes,
         proxy_from,
+        tls,
     }
 }
 

@@ -86,6 +86,8 @@ pub struct Config {
     pub routes: crate::policy::route::Routes,
     /// `server.proxy_protocol_from`, compiled.
     pub proxy_from: crate::policy::matcher::ProfileIndex,
+    /// `[tls] groups` and `ticket_lifetime`.
+    pub tls: crate::tls::Settings,
 }
 
 /// Files the configuration names that cannot be loaded or made
@@ -157,6 +159,7 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, Conf
             profiles: compiled.profiles,
             routes: compiled.routes,
             proxy_from: compiled.proxy_from,
+            tls: compiled.tls,
         }),
         _ => Err(ConfigErrors {
             origin: origin.to_string(),
@@ -395,7 +398,11 @@ impl Config {
         };
         let mut per_profile = Vec::new();
         for p in &profiles.list {
-            match crate::tls::outbound::client_config(Some(&p.client), client_cert.clone()) {
+            match crate::tls::outbound::client_config(
+                Some(&p.client),
+                client_cert.clone(),
+                &self.tls,
+            ) {
                 Ok(c) => per_profile.push(c),
                 Err(e) => problems.push(e),
             }
@@ -405,7 +412,7 @@ impl Config {
         }
         let outbound = crate::tls::outbound::Outbound {
             per_profile,
-            default: crate::tls::outbound::client_config(None, None)
+            default: crate::tls::outbound::client_config(None, None, &self.tls)
                 .map_err(|e| LoadErrors(vec![e]))?,
             roots: Arc::new(roots.clone()),
             // The files loaded above, so this cannot fail now.
@@ -491,9 +498,10 @@ impl Config {
         if let Some(path) = certs.first().map(|c| c.1.clone()) {
             let build = || -> Result<_, crate::tls::TlsError> {
                 let resolver = Arc::new(crate::tls::SniResolver::new(certs.clone())?);
-                let plain = crate::tls::server_config_with(resolver.clone(), None, &path)?;
+                let plain =
+                    crate::tls::server_config_with(resolver.clone(), None, &path, &self.tls)?;
                 let ask = Arc::new(crate::tls::AskForCertificate::new(client_verifier.as_ref()));
-                let asking = crate::tls::server_config_with(resolver, Some(ask), &path)?;
+                let asking = crate::tls::server_config_with(resolver, Some(ask), &path, &self.tls)?;
                 Ok((plain, asking))
             };
             match build() {

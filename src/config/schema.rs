@@ -64,6 +64,9 @@ pub struct Server {
     /// Messages larger than this keep their octets in a file of their
     /// own, referenced from the journal.
     pub spool_large_message: Size,
+    /// SO_INCOMING_CPU on the shards' listeners: a connection goes to the
+    /// shard on the core that received it.
+    pub steer_by_cpu: bool,
 }
 
 impl Default for Server {
@@ -78,6 +81,7 @@ impl Default for Server {
             spool_writers: 2,
             spool_segment_size: Size(16 << 20),
             spool_large_message: Size(1 << 20),
+            steer_by_cpu: false,
         }
     }
 }
@@ -140,6 +144,12 @@ pub struct Tls {
     /// Write a self-signed ECDSA P-256 certificate at the first
     /// `certificates` entry when neither of its files exists.
     pub generate_self_signed: bool,
+    /// Key exchange groups by IANA name (default
+    /// `crate::tls::DEFAULT_GROUPS`).
+    pub groups: Option<Spanned<Vec<Spanned<String>>>>,
+    /// How long one session-ticket key encrypts new tickets; `"0s"`: no
+    /// resumption.
+    pub ticket_lifetime: Spanned<Span>,
 }
 
 impl Default for Tls {
@@ -151,6 +161,13 @@ impl Default for Tls {
             system_roots: true,
             default_version: TlsVersion::V1_2,
             generate_self_signed: false,
+            groups: None,
+            ticket_lifetime: Spanned::new(
+                0..0,
+                Span(std::time::Duration::from_secs(u64::from(
+                    crate::tls::DEFAULT_TICKET_LIFETIME,
+                ))),
+            ),
         }
     }
 }

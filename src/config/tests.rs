@@ -258,3 +258,63 @@ fn via_forms() {
     assert!(parse_via("[10.0.0.300]:25").is_err());
     assert!(parse_via("host:0").is_err());
 }
+
+/// `[tls] groups`: unknown and repeated names, and an empty list, are
+/// errors on their lines; the default puts the post-quantum hybrid first;
+/// `ticket_lifetime` is bounded by TLS 1.3's seven days.
+#[test]
+fn tls_groups_and_ticket_lifetime_are_checked() {
+    let errs = errors_of(
+        "[tls]\ngroups = [\n  \"X25519\",\n  \"X448\",\n  \"x25519\",\n]\nticket_lifetime = \"5d\"\n",
+    );
+    let keys: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
+    assert_eq!(
+        keys,
+        vec![
+            (Some(4), "tls.groups"),
+            (Some(5), "tls.groups"),
+            (Some(7), "tls.ticket_lifetime")
+        ],
+        "{errs:#?}"
+    );
+    assert!(
+        errs[0]
+            .message
+            .contains("\"X448\" is not a key exchange group"),
+        "{}",
+        errs[0].message
+    );
+    assert!(
+        errs[0].message.contains("X25519MLKEM768"),
+        "{}",
+        errs[0].message
+    );
+    assert!(errs[1].message.contains("twice"), "{}", errs[1].message);
+    let errs = errors_of("[tls]\ngroups = []\n");
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (Some(2), "tls.groups")
+    );
+
+    let default = parse("", "t.toml", PathBuf::from(".")).unwrap();
+    let names: Vec<String> = default
+        .tls
+        .groups
+        .iter()
+        .map(|g| format!("{:?}", g.name()))
+        .collect();
+    assert_eq!(
+        names,
+        ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1"]
+    );
+    assert_eq!(default.tls.ticket_lifetime, 6 * 3600);
+    let set = parse(
+        "[tls]\ngroups = [\"secp384r1\"]\nticket_lifetime = \"0s\"\n",
+        "t.toml",
+        PathBuf::from("."),
+    )
+    .unwrap();
+    assert_eq!(set.tls.groups.len(), 1);
+    assert_eq!(set.tls.ticket_lifetime, 0);
+}

@@ -73,6 +73,10 @@ pub struct Conn {
     /// message's staging file.
     spill_area: Option<Arc<SpillArea>>,
     spill: Option<Spill>,
+    /// The read at accept found the socket empty: the first turn
+    /// ([`Conn::begin`]) need not read again (edge-triggered epoll reports
+    /// what arrives after it).
+    empty_at_accept: bool,
 }
 
 /// Over a connection limit: say which and hang up.
@@ -105,8 +109,7 @@ impl Conn {
         spill_area: Option<Arc<SpillArea>>,
         now: Instant,
     ) -> io::Result<Conn> {
-        // Replies are small and each one is awaited: don't let Nagle hold them.
-        socket.set_nodelay(true)?;
+        // TCP_NODELAY comes from the listener (bind_reuseport).
         registry.register(&mut socket, token, Interest::READABLE)?;
         let mut session = Session::new(
             snapshot.clone(),
@@ -140,6 +143,7 @@ impl Conn {
             counted_ip,
             spill_area,
             spill: None,
+            empty_at_accept: false,
         };
         // RFC 5321 §4.3.1: the client speaks after our banner. Anything
         // already waiting was sent before it; the session refuses it.
@@ -155,9 +159,14 @@ impl Conn {
                 }
                 conn.rbuf.extend_from_slice(&early[..n])
             }
-            // The banner waits for the client's name when one is looked up.
-            _ if await_name => {}
-            _ => conn.session.greet(now),
+            other => {
+                conn.empty_at_accept =
+                    matches!(&other, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+                // The banner waits for the client's name when one is looked up.
+                if !await_name {
+                    conn.session.greet(now);
+                }
+            }
         }
         Ok(conn)
     }
@@ -165,7 +174,20 @@ impl Conn {
     /// The socket is ready (or the connection is new): read what there
     /// is, feed the session, act, write.
     pub fn ready(&mut self, now: Instant, io: &mut ShardIo<'_>) -> Outcome {
-        match self.pump(now, io) {
+        self.empty_at_accept = false;
+        self.turn(now, io, true)
+    }
+
+    /// The connection's first turn, right after [`Conn::accept`]: the
+    /// banner goes out, and the socket is read only if the read at accept
+    /// did not already find it empty (one `recvfrom` less per session).
+    pub fn begin(&mut self, now: Instant, io: &mut ShardIo<'_>) -> Outcome {
+        let read = !std::mem::take(&mut self.empty_at_accept);
+        self.turn(now, io, read)
+    }
+
+    fn turn(&mut self, now: Instant, io: &mut ShardIo<'_>, read: bool) -> Outcome {
+        match self.pump(now, io, read) {
             Ok(()) => {}
             Err(e) => {
                 self.log_lost(&e);
@@ -212,7 +234,7 @@ impl Conn {
         self.ready(now, io)
     }
 
-    fn pump(&mut self, now: Instant, io: &mut ShardIo<'_>) -> io::Result<()> {
+    fn pump(&mut self, now: Instant, io: &mut ShardIo<'_>, read: bool) -> io::Result<()> {
         // Input that arrived before the banner (read at accept), or while
         // a message was being stored.
         let (shard, writers, stats, namer) = (io.shard, io.writers, io.stats, io.namer);
@@ -230,7 +252,7 @@ impl Conn {
         let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
         // While a message is being stored, input stays in the socket: the
         // buffer cannot grow, and `stored` reads it afterwards.
-        while !self.closing && !self.storing {
+        while read && !self.closing && !self.storing {
             let n = match self.socket.read(chunk) {
                 Ok(0) => {
                     self.handshake_failed(HandshakeFailure::Connection, stats);
@@ -357,9 +379,20 @@ impl Conn {
                     .as_ref()
                     .and_then(|c| c.verified.as_ref().err())
                     .map(|e| received::sanitize(&e.to_string()));
+                // As Postfix says it: the group, and whether the client
+                // came back with a session ticket.
+                let group = tls
+                    .negotiated_key_exchange_group()
+                    .map(|g| format!(" key-exchange {:?}", g.name()))
+                    .unwrap_or_default();
+                let resumed = if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                    " resumed"
+                } else {
+                    ""
+                };
                 tracing::info!(
                     target: "receive",
-                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){}{}",
+                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){group}{resumed}{}{}",
                     self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
                     subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
                     why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()
@@ -498,6 +531,14 @@ impl Conn {
             }
         }
         self.collect_output();
+        // RFC 8446 §6.1: close_notify before closing the write side (after
+        // the 221 to QUIT, or the 421 that ends a session), so the client
+        // can tell the end from a truncation.
+        if self.closing && !self.handshaking {
+            if let Some(tls) = self.tls.as_mut() {
+                tls.send_close_notify();
+            }
+        }
     }
 
     /// Moves session output to the right place: the TLS writer once TLS is

@@ -157,6 +157,7 @@ impl Shards {
     /// one thread per shard.
     pub fn start(
         listen: &[SocketAddr],
+        steer_by_cpu: bool,
         stores: Vec<writers::WriterStore>,
         resolver: Option<crate::dns::Resolver>,
         stored: Option<Sender<crate::delivery::Event>>,
@@ -170,8 +171,12 @@ impl Shards {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let mut listeners = Vec::with_capacity(listen.len());
+            let core = cores
+                .get(prepared.len() % cores.len().max(1))
+                .map(|c| c.id)
+                .filter(|_| steer_by_cpu);
             for (i, addr) in listen.iter().enumerate() {
-                let mut l = bind_reuseport(*addr).map_err(|e| {
+                let mut l = bind_reuseport(*addr, core).map_err(|e| {
                     io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
                 })?;
                 poll.registry()
@@ -270,10 +275,22 @@ impl Shards {
 
 /// A listening socket with `SO_REUSEPORT`, so every shard binds the same
 /// address and the kernel balances connections between them.
-fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
+///
+/// `TCP_NODELAY` is set here once: accepted sockets inherit it (replies
+/// are small and each one is awaited, so Nagle must not hold them), which
+/// saves a `setsockopt` per connection. With `server.steer_by_cpu`,
+/// `SO_INCOMING_CPU` names the core the shard is pinned to: since Linux
+/// 6.2 the reuseport group then hands a connection to the listener of the
+/// CPU that received it (docs/performance.md says what it changed here).
+fn bind_reuseport(addr: SocketAddr, core: Option<usize>) -> io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    socket.set_tcp_nodelay(true)?;
+    if let Some(cpu) = core {
+        // Best effort: older kernels ignore it or lack it.
+        let _ = socket.set_cpu_affinity(cpu);
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -527,7 +544,7 @@ impl Shard {
                     tracing::info!(target: "receive", "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id);
                     stats.active.fetch_add(1, Ordering::Relaxed);
                     self.conns.insert(idx, c);
-                    self.drive(idx, now);
+                    self.act_on(idx, None, |conn, io| conn.begin(now, io));
                 }
                 Err(e) => {
                     admission.release(counted_ip);

@@ -8,9 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::crypto::aws_lc_rs;
+use rustls::crypto::SupportedKxGroup;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::ProducesTickets;
 use rustls::sign::CertifiedKey;
 use rustls::{CipherSuite, ProtocolVersion, ServerConfig, ServerConnection};
 
@@ -129,14 +131,118 @@ fn pem_problem(e: rustls::pki_types::pem::Error, what: &str) -> String {
     }
 }
 
+/// `[tls] groups` and `ticket_lifetime`: the key exchange groups
+/// sealgate allows as a server and offers, in order, as a client, and how
+/// long a session ticket's key encrypts new tickets.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub groups: Vec<&'static dyn SupportedKxGroup>,
+    /// Seconds; 0 turns resumption off.
+    pub ticket_lifetime: u32,
+}
+
+/// The groups when `[tls] groups` is not set: the post-quantum hybrid
+/// first (RFC 9794 names; what a client whose first choice it is gets
+/// without a retry), then the classical ones.
+pub const DEFAULT_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "secp256r1", "secp384r1"];
+
+/// `ticket_lifetime` when not set: six hours, as rustls's own ticketer.
+pub const DEFAULT_TICKET_LIFETIME: u32 = 6 * 60 * 60;
+
+/// A key exchange group by its IANA name (`X25519MLKEM768`, `X25519`,
+/// `secp256r1`, `secp384r1`, `MLKEM768`, …), any case.
+pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
+    aws_lc_rs::ALL_KX_GROUPS
+        .iter()
+        .find(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(name))
+        .copied()
+}
+
+/// Every name [`kx_group`] knows, for error messages and docs.
+pub fn kx_group_names() -> Vec<String> {
+    aws_lc_rs::ALL_KX_GROUPS
+        .iter()
+        .map(|g| format!("{:?}", g.name()))
+        .collect()
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            groups: DEFAULT_GROUPS.iter().filter_map(|n| kx_group(n)).collect(),
+            ticket_lifetime: DEFAULT_TICKET_LIFETIME,
+        }
+    }
+}
+
+impl Settings {
+    /// The provider with these groups.
+    pub fn provider(&self) -> Arc<rustls::crypto::CryptoProvider> {
+        let mut p = aws_lc_rs::default_provider();
+        p.kx_groups = self.groups.clone();
+        Arc::new(p)
+    }
+}
+
+/// The session ticket encrypter, one for the process: its keys rotate
+/// every `ticket_lifetime` (a ticket stays valid for two lifetimes, RFC
+/// 8446 §4.6.1 allows at most seven days), and a reload that keeps the
+/// lifetime keeps the keys, so returning clients resume across reloads.
+/// A changed lifetime starts with fresh keys.
+fn ticketer(lifetime: u32) -> Result<Arc<dyn ProducesTickets>, rustls::Error> {
+    static TICKETER: std::sync::Mutex<Option<(u32, Arc<dyn ProducesTickets>)>> =
+        std::sync::Mutex::new(None);
+    let mut held = TICKETER.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((l, t)) = held.as_ref() {
+        if *l == lifetime {
+            return Ok(t.clone());
+        }
+    }
+    let t: Arc<dyn ProducesTickets> = Arc::new(rustls::ticketer::TicketRotator::new(
+        lifetime,
+        rfc5077_ticketer,
+    )?);
+    *held = Some((lifetime, t.clone()));
+    Ok(t)
+}
+
+/// One key of the rotation: aws-lc-rs's RFC 5077 §4 construction
+/// (AES-256-CBC and HMAC-SHA256 under random keys).
+fn rfc5077_ticketer() -> Result<Box<dyn ProducesTickets>, rustls::crypto::GetRandomFailed> {
+    aws_lc_rs::Ticketer::new()
+        .map(|t| Box::new(Rotated(t)) as Box<dyn ProducesTickets>)
+        .map_err(|_| rustls::crypto::GetRandomFailed)
+}
+
+/// aws-lc-rs's ticketer as one key of our rotation (it rotates itself
+/// only after six hours, past any key's life here unless the lifetime is
+/// longer, where its own rotation only adds keys).
+#[derive(Debug)]
+struct Rotated(Arc<dyn ProducesTickets>);
+
+impl ProducesTickets for Rotated {
+    fn enabled(&self) -> bool {
+        self.0.enabled()
+    }
+    fn lifetime(&self) -> u32 {
+        self.0.lifetime()
+    }
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.0.encrypt(plain)
+    }
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        self.0.decrypt(cipher)
+    }
+}
+
 /// Builds the STARTTLS server configuration for one certificate: TLS 1.2
-/// and 1.3, session tickets, no client certificate.
+/// and 1.3, session tickets, no client certificate, default settings.
 pub fn server_config(cert: CertAndKey, cert_path: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let resolver = SniResolver::new(vec![(
         certified_key(cert, cert_path)?,
         cert_path.to_path_buf(),
     )])?;
-    server_config_with(Arc::new(resolver), None, cert_path)
+    server_config_with(Arc::new(resolver), None, cert_path, &Settings::default())
 }
 
 /// The STARTTLS server configuration: certificates chosen by SNI, and
@@ -146,8 +252,11 @@ pub fn server_config_with(
     resolver: Arc<SniResolver>,
     ask: Option<Arc<AskForCertificate>>,
     path: &Path,
+    settings: &Settings,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let builder = ServerConfig::builder_with_provider(provider())
+    // The groups allowed; rustls takes the client's order among them
+    // (and asks for another key share only when none offered fits).
+    let builder = ServerConfig::builder_with_provider(settings.provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| tls_error(path, e.to_string()))?;
     let builder = match ask {
@@ -156,9 +265,16 @@ pub fn server_config_with(
     };
     let mut config = builder.with_cert_resolver(resolver);
     // Stateless resumption (RFC 8446 §4.6.1 / RFC 5077): one ticket per
-    // full handshake is enough for a relay that reconnects to us.
-    config.ticketer = aws_lc_rs::Ticketer::new().map_err(|e| tls_error(path, e.to_string()))?;
-    config.send_tls13_tickets = 1;
+    // full handshake is enough for a relay that reconnects to us; a
+    // resumed session skips the certificate and its signature.
+    if settings.ticket_lifetime > 0 {
+        config.ticketer =
+            ticketer(settings.ticket_lifetime).map_err(|e| tls_error(path, e.to_string()))?;
+        config.send_tls13_tickets = 1;
+    } else {
+        config.send_tls13_tickets = 0;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    }
     // Every suite offered is an AEAD with forward secrecy, so the choice
     // is about speed and margin, not safety; still, the server picks (in
     // rustls's order: AES-256-GCM first where the CPU has AES), as TLS

@@ -36,7 +36,8 @@ impl Outbound {
     pub fn opportunistic() -> Outbound {
         Outbound {
             per_profile: Vec::new(),
-            default: client_config(None, None).expect("the default client configuration builds"),
+            default: client_config(None, None, &super::Settings::default())
+                .expect("the default client configuration builds"),
             roots: Arc::new(RootCertStore::empty()),
             web_roots: Arc::new(RootCertStore::empty()),
         }
@@ -54,8 +55,13 @@ impl Outbound {
 pub fn client_config(
     rules: Option<&ClientRules>,
     client_cert: Option<Arc<CertifiedKey>>,
+    settings: &super::Settings,
 ) -> Result<Arc<ClientConfig>, TlsError> {
+    // `[tls] groups` in order: the first gets a key share in the
+    // ClientHello (with X25519MLKEM768 first, rustls sends an X25519 share
+    // as well, so a classical server needs no retry).
     let mut p = rustls::crypto::aws_lc_rs::default_provider();
+    p.kx_groups = settings.groups.clone();
     if rules.is_some_and(|r| r.high_ciphers_only) {
         // cipher_grade = "high": 256-bit suites only (AES-256-GCM, ChaCha20).
         p.cipher_suites
