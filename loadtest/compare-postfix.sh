@@ -4,6 +4,12 @@
 # and server CPU per session with the ratios (PERF-2, product.md §5).
 #
 #   loadtest/compare-postfix.sh [--rounds N] [--duration 5s] [--concurrency 16]
+#                               [--modes "starttls message"] [--groups X25519]
+#
+# --groups: the key exchange groups the load generator offers (default
+# X25519, which both servers speak: the like-for-like figure; with
+# "X25519MLKEM768,X25519" sealgate negotiates the hybrid, Debian's
+# OpenSSL 3.0 Postfix X25519).
 #
 # Both servers: loopback, the same ECDSA P-256 certificate, opportunistic
 # STARTTLS, fsync on (Postfix's cleanup syncs every queue file; sealgate's
@@ -19,12 +25,16 @@ set -euo pipefail
 rounds=3
 duration=5s
 concurrency=16
+modes="starttls message plain message-100k"
+groups=X25519
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --concurrency) concurrency=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration 5s] [--concurrency 16]" >&2; exit 2 ;;
+    --modes) modes=$2; shift 2 ;;
+    --groups) groups=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration 5s] [--concurrency 16] [--modes M] [--groups G]" >&2; exit 2 ;;
   esac
 done
 
@@ -141,7 +151,7 @@ for _ in $(seq 100); do python3 -c "import socket; socket.create_connection(('12
 postfix_version=$(postconf -c "$pf" -h mail_version 2>/dev/null || echo "?")
 
 echo "sealgate pid $sg_pid on :$sg_port, Postfix $postfix_version master pid $pf_pid on :$pf_port, smtp-sink on :$sink_port" >&2
-modes="starttls message plain message-100k"
+echo "groups offered: $groups" >&2
 echo "$rounds rounds × {$modes} × {postfix, sealgate}, $duration each, concurrency $concurrency" >&2
 
 results=$work/results.jsonl
@@ -155,7 +165,7 @@ for round in $(seq "$rounds"); do
     for server in postfix sealgate; do
       if [ $server = postfix ]; then port=$pf_port; pid=$pf_pid; else port=$sg_port; pid=$sg_pid; fi
       out=$("$load" --target "127.0.0.1:$port" --mode $run_mode --duration "$duration" \
-             --concurrency "$concurrency" --size $size --server-pid "$pid" --json) || true
+             --concurrency "$concurrency" --size $size --groups "$groups" --server-pid "$pid" --json) || true
       python3 - "$server" "$mode" "$round" "$out" >> "$results" <<'PY'
 import json, sys
 server, mode, rnd, out = sys.argv[1:5]
@@ -173,12 +183,12 @@ PY
   done
 done
 
-python3 - "$results" "$postfix_version" <<'PY'
+python3 - "$results" "$postfix_version" "$modes" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(server, mode, key):
     return statistics.median(r[key] for r in rows if r["server"] == server and r["mode"] == mode)
-modes = ["starttls", "message", "plain", "message-100k"]
+modes = sys.argv[3].split()
 print(f"| mode | Postfix {sys.argv[2]} sessions/s | sealgate sessions/s | ratio | Postfix CPU µs/session | sealgate CPU µs/session | ratio |")
 print("|---|---:|---:|---:|---:|---:|---:|")
 for mode in modes:

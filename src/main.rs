@@ -25,17 +25,19 @@ struct Cli {
 enum Command {
     /// Run the gateway in the foreground.
     Run {
-        /// Configuration file; the embedded default when omitted.
+        /// Configuration file (default: the embedded default).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
     /// Validate the configuration and certificates; exit 1 on any error.
     Check {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
     /// Show which profile applies to a client and what the gateway would do.
     Explain {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -66,6 +68,7 @@ enum Command {
     },
     /// Connect to a mail server as delivery would and report its TLS.
     Probe {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
         /// HOST[:PORT] or [IP]:PORT (port 25 by default).
@@ -82,7 +85,8 @@ enum Command {
     },
     /// Queue administration on the running gateway.
     Queue {
-        /// Before or after the queue command (`queue list -c FILE`).
+        /// Configuration file (default: the embedded default, as `run`
+        /// uses it); before or after the queue command (`queue list -c FILE`).
         #[arg(short = 'c', long = "config", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -91,6 +95,7 @@ enum Command {
     /// Outbound policy of a recipient domain on the running gateway: the
     /// route's profile, DANE records and MTA-STS policy.
     Policy {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
@@ -101,6 +106,7 @@ enum Command {
     /// last delivery, certificate expiry, policies, last failure; then the
     /// queue and the recent downgrades (the status page's table).
     Partners {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
         /// The status page's JSON (`/status.json`) instead.
@@ -114,13 +120,16 @@ enum Command {
     },
     /// The spool on disk, offline (the gateway may be running or not).
     Spool {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config", global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: SpoolCommand,
     },
-    /// Ask the running gateway (pid file in the spool directory) to reload.
+    /// Ask the running gateway to reload its configuration and wait for
+    /// the answer: exit 1, with the errors, when it refused the file.
     Reload {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
@@ -131,6 +140,7 @@ enum ReportCommand {
     /// The TLS reports (RFC 8460) of a UTC day: what would be (or was)
     /// sent, per policy domain; with --send, send them now.
     Tls {
+        /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
         /// YYYY-MM-DD (UTC); today when omitted.
@@ -173,7 +183,8 @@ enum SpoolCommand {
 enum CertCommand {
     /// A new private key (PEM, mode 0600).
     Key {
-        #[arg(long = "type", default_value = "ecdsa-p256")]
+        /// Key type.
+        #[arg(long = "type", default_value = "ecdsa-p256", value_parser = clap::builder::PossibleValuesParser::new(sealgate::cert::KEY_TYPES))]
         kind: String,
         #[arg(long)]
         out: PathBuf,
@@ -268,7 +279,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
-        Command::Reload { config } => sealgate::run::signal_reload(config.as_deref()),
+        Command::Reload { config } => sealgate::run::reload_command(config.as_deref()),
         Command::Cert { command } => match cert(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

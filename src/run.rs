@@ -53,37 +53,42 @@ pub fn check(path: Option<&Path>) -> ExitCode {
 /// non-shard) thread, validates everything, and only then swaps the
 /// snapshot. Any problem keeps the running snapshot and is logged in full.
 /// Sessions in flight keep the snapshot they were accepted under.
-fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
+fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<String, Vec<String>> {
     let started = std::time::Instant::now();
+    // Every problem is logged and handed back (to `sealgate reload`).
+    let refuse = |problems: Vec<String>| {
+        let mut lines: Vec<String> = problems.iter().map(|p| format!("reload: {p}")).collect();
+        lines.push(format!(
+            "reload failed: {} error(s); the running configuration stays in force",
+            problems.len()
+        ));
+        for l in &lines {
+            tracing::error!("{l}");
+        }
+        shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
+        lines
+    };
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
-            for line in errors.to_string().lines() {
-                tracing::error!("reload: {line}");
-            }
-            tracing::error!(
-                "reload failed: {} error(s); the running configuration stays in force",
-                errors.errors.len()
-            );
-            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Err(refuse(
+                errors.to_string().lines().map(str::to_string).collect(),
+            ))
         }
     };
     let snapshot = match cfg.snapshot() {
         Ok(s) => s,
         Err(problems) => {
-            let problems = problems.0;
-            for p in &problems {
-                tracing::error!("reload: {}: {p}", cfg.origin);
-            }
-            tracing::error!(
-                "reload failed: {} error(s); the running configuration stays in force",
-                problems.len()
-            );
-            shared.reloads_failed.fetch_add(1, Ordering::Relaxed);
-            return;
+            return Err(refuse(
+                problems
+                    .0
+                    .iter()
+                    .map(|p| format!("{}: {p}", cfg.origin))
+                    .collect(),
+            ))
         }
     };
+    let mut notes = Vec::new();
     // What a reload cannot change.
     let (old, new) = (&running.file.server, &cfg.file.server);
     if old.listen != new.listen
@@ -92,8 +97,11 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
         || old.spool_writers != new.spool_writers
         || old.spool_segment_size.0 != new.spool_segment_size.0
         || old.spool_large_message.0 != new.spool_large_message.0
+        || old.steer_by_cpu != new.steer_by_cpu
     {
-        tracing::warn!("reload: server.listen, shards, spool_dir, spool_writers, spool_segment_size and spool_large_message take effect only at restart");
+        let note = "reload: server.listen, shards, spool_dir, spool_writers, spool_segment_size, spool_large_message and steer_by_cpu take effect only at restart";
+        tracing::warn!("{note}");
+        notes.push(note.to_string());
     }
     let profiles = snapshot.profiles.list.len();
     shared.snapshot.store(Arc::new(snapshot));
@@ -109,13 +117,35 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) {
         }
     }
     if cfg.file.log.format != running.file.log.format {
-        tracing::warn!("reload: log.format takes effect only at restart");
+        let note = "reload: log.format takes effect only at restart";
+        tracing::warn!("{note}");
+        notes.push(note.to_string());
     }
-    tracing::info!(
+    let done = format!(
         "reload: configuration reloaded from {} ({profiles} profile(s)) in {} ms",
         cfg.origin,
         started.elapsed().as_millis()
     );
+    tracing::info!("{done}");
+    notes.push(done);
+    Ok(notes.join("\n") + "\n")
+}
+
+/// What a reload needs, shared by the signal loop (SIGHUP) and the
+/// control socket (`sealgate reload`): the configuration the gateway
+/// started with (for what only a restart changes), where to read the new
+/// one, and a lock so that two reloads never run at once.
+struct Reloader {
+    running: Config,
+    path: Option<std::path::PathBuf>,
+    lock: std::sync::Mutex<()>,
+}
+
+impl Reloader {
+    fn reload(&self, shared: &Shared) -> Result<String, Vec<String>> {
+        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        reload(&self.running, self.path.as_deref(), shared)
+    }
 }
 
 /// systemd's notification protocol (`Type=notify`, sd_notify(3)): a
@@ -176,6 +206,7 @@ fn start_control(
     delivery: crossbeam_channel::Sender<crate::delivery::Event>,
     shared: Arc<Shared>,
     certificates: Vec<std::path::PathBuf>,
+    reloader: Arc<Reloader>,
 ) -> Result<(), StartError> {
     use std::io::{BufRead, BufReader, Write};
     let _ = std::fs::remove_file(path);
@@ -200,12 +231,16 @@ fn start_control(
                     "partners --json" => Some(true),
                     _ => None,
                 };
-                let answer = match partners
+                let answer: Result<String, String> = match partners
                     .map(|json| (json, crate::status::read(&shared, &certificates)))
                 {
                     Some((false, status)) => Ok(status.text()),
                     Some((true, status)) => {
                         Ok(serde_json::to_string_pretty(&status).unwrap_or_default() + "\n")
+                    }
+                    // `sealgate reload`: the answer is the reload's outcome.
+                    None if line.trim() == "reload" => {
+                        reloader.reload(&shared).map_err(|lines| lines.join("\n"))
                     }
                     None => match line.trim().parse::<crate::delivery::Admin>() {
                         Ok(cmd) => {
@@ -221,7 +256,8 @@ fn start_control(
                             }
                         }
                         Err(e) => Err(e),
-                    },
+                    }
+                    .map_err(|e| e.to_string()),
                 };
                 let mut w = &stream;
                 let _ = match answer {
@@ -411,38 +447,32 @@ pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, Star
     .map_err(failed("cannot start the resolver"))
 }
 
-/// `sealgate reload`: signals the running gateway (its pid file is in the
-/// spool directory) to reload.
-pub fn signal_reload(path: Option<&Path>) -> ExitCode {
+/// `sealgate reload`: asks the running gateway (through its control
+/// socket in the spool directory) to reload, and waits for its answer:
+/// exit 0 with what changed, exit 1 with every error when the gateway
+/// refused the new configuration (the old one stays in force).
+pub fn reload_command(path: Option<&Path>) -> ExitCode {
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
-            eprintln!("not signalling: fix the configuration first");
+            eprintln!("not reloading: fix the configuration first");
             return ExitCode::from(1);
         }
     };
-    let pid_file = cfg.spool_dir().join("sealgate.pid");
-    let pid = match std::fs::read_to_string(&pid_file).map(|t| t.trim().parse::<i32>()) {
-        Ok(Ok(pid)) if pid > 0 => pid,
-        _ => {
-            eprintln!(
-                "{}: no running gateway (cannot read a pid)",
-                pid_file.display()
-            );
-            return ExitCode::from(1);
+    match control(&cfg, "reload") {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
         }
-    };
-    // SAFETY: kill(2) with a pid read from our own pid file.
-    if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
-        eprintln!(
-            "cannot signal pid {pid}: {}",
-            std::io::Error::last_os_error()
-        );
-        return ExitCode::from(1);
+        Err(text) => {
+            eprint!("{text}");
+            if !text.ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(1)
+        }
     }
-    println!("sent SIGHUP to sealgate (pid {pid}); see its log for the result");
-    ExitCode::SUCCESS
 }
 
 /// The log filter for a configuration: per-direction levels, `receive`
@@ -732,11 +762,17 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
             std::thread::sleep(std::time::Duration::from_secs(86_400));
         });
     let control_path = cfg.spool_dir().join(CONTROL_SOCKET);
+    let reloader = Arc::new(Reloader {
+        running: cfg.clone(),
+        path: path.map(Path::to_path_buf),
+        lock: std::sync::Mutex::new(()),
+    });
     start_control(
         &control_path,
         delivery_tx.clone(),
         shared.clone(),
         cfg.certificate_files(),
+        reloader.clone(),
     )?;
     crate::admin::start(
         &cfg.file.admin.listen,
@@ -754,7 +790,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     for sig in signals.forever() {
         if sig == SIGHUP {
             sd_notify("RELOADING=1");
-            reload(cfg, path, &shared);
+            let _ = reloader.reload(&shared);
             sd_notify("READY=1");
             continue;
         }

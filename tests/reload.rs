@@ -134,3 +134,43 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
     assert!(ok > 0);
     assert_eq!(failed, 0, "no session may fail across reloads");
 }
+
+/// `sealgate reload` waits for the gateway's answer: exit 0 with what was
+/// reloaded, or exit 1 with every error when the gateway refused the new
+/// configuration (here a certificate file that does not exist, which only
+/// the gateway's own load finds) — and the old configuration stays.
+#[test]
+fn sealgate_reload_reports_the_gateways_answer() {
+    let dir = common::temp_dir("reload-cli");
+    let port = common::free_port();
+    let file = dir.join("sealgate.toml");
+    std::fs::write(&file, config(port, true)).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let reload = || {
+        common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(["reload", "-c"])
+                .arg(&file),
+            None,
+            Duration::from_secs(20),
+        )
+    };
+    let (status, out, err) = reload();
+    assert!(status.success(), "{out}{err}");
+    assert!(out.contains("configuration reloaded"), "{out}{err}");
+
+    let broken = config(port, false).replace(
+        "[tls]\ncertificates = [ { cert = \"tls/server.crt\"",
+        "[tls]\ncertificates = [ { cert = \"tls/missing.crt\"",
+    );
+    assert_ne!(broken, config(port, false));
+    std::fs::write(&file, broken).unwrap();
+    let (status, out, err) = reload();
+    assert_eq!(status.code(), Some(1), "{out}{err}");
+    assert!(err.contains("tls/missing.crt"), "{out}{err}");
+    assert!(err.contains("reload failed"), "{out}{err}");
+    // The running policy is A still: 127.0.0.7 must use TLS.
+    let mut c = common::connect_from("127.0.0.7", gw.addr);
+    assert!(mail_reply(&mut c).starts_with("530"), "A stays in force");
+    gw.stop();
+}

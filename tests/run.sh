@@ -39,4 +39,30 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-cargo test --workspace "$@"
+# Every test starts its peers and stops them, in temporary directories it
+# removes: after the suite, no process it started may survive and no
+# temporary directory may remain. What ran before the suite is left alone.
+peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|chromium-headless-shell)( |$)|policy_server.py'
+before=$(pgrep -f -d ' ' -E "$peers" || true)
+marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
+status=0
+cargo test --workspace "$@" || status=$?
+left=()
+for pid in $(pgrep -f -E "$peers" || true); do
+  case " $before " in *" $pid "*) continue ;; esac
+  [ "$pid" = "$$" ] && continue
+  left+=("$pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)")
+done
+dirs=$(find /tmp -maxdepth 1 -newer "$marker" \( -name 'sealgate-it-*' -o -name 'nsd-xfr-*' -o -name 'sealgate-*' \) ! -path "$marker" -print 2>/dev/null || true)
+rm -f "$marker"
+if [ ${#left[@]} -gt 0 ]; then
+  echo "tests/run.sh: processes the tests started are still running:" >&2
+  printf '  %s\n' "${left[@]}" >&2
+  status=1
+fi
+if [ -n "$dirs" ]; then
+  echo "tests/run.sh: temporary directories the tests left behind:" >&2
+  echo "$dirs" | sed 's/^/  /' >&2
+  status=1
+fi
+exit $status

@@ -138,7 +138,7 @@ pub fn start(dir: &Path, children: &[Zone<'_>]) -> DnsBed {
     let authoritative = super::free_port();
     let mut conf = format!(
         "server:\n  ip-address: 127.0.0.1\n  port: {authoritative}\n  username: \"\"\n  chroot: \"\"\n  \
-         zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  \
+         zonesdir: \"{d}\"\n  database: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  xfrdir: \"{d}\"\n  \
          zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  do-ip6: no\n\
          remote-control:\n  control-enable: no\n",
         d = dir.display()
