@@ -574,6 +574,11 @@ impl Conn {
             }
         }
         if let Some(tls) = self.tls.as_mut() {
+            // Once TLS is up, replies go through rustls: the cleartext
+            // buffer is not needed again (512 octets less per session).
+            if self.wbuf.capacity() > 0 {
+                self.wbuf = Vec::new();
+            }
             while tls.wants_write() {
                 match tls.write_tls(&mut self.socket) {
                     Ok(_) => {}
