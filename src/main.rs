@@ -179,7 +179,7 @@ enum CertCommand {
     /// A new private key (PEM, mode 0600).
     Key {
         /// Key type.
-        #[arg(long = "type", default_value = "ecdsa-p256", value_parser = clap::builder::PossibleValuesParser::new(sealgate::cert::KEY_TYPES))]
+        #[arg(long = "type", default_value = "ecdsa-p256", value_parser = key_types())]
         kind: String,
         #[arg(long)]
         out: PathBuf,
@@ -471,6 +471,18 @@ enum CliError {
     },
 }
 
+/// `cert key --type`: the types it makes, listed in `--help`; the weak
+/// ones are accepted here (hidden) so that `cert key` can say why not.
+fn key_types() -> clap::builder::PossibleValuesParser {
+    use clap::builder::PossibleValue;
+    let mut values: Vec<PossibleValue> = sealgate::cert::KEY_TYPES
+        .iter()
+        .map(|t| PossibleValue::new(*t))
+        .collect();
+    values.extend(["rsa-1024", "rsa-512"].map(|t| PossibleValue::new(t).hide(true)));
+    clap::builder::PossibleValuesParser::new(values)
+}
+
 fn read_text(p: &std::path::Path) -> Result<String, CliError> {
     std::fs::read_to_string(p).map_err(|source| CliError::Read {
         path: p.to_path_buf(),
@@ -537,14 +549,13 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
             days,
             out,
         } => {
-            let pem = cert::sign(
-                &read_text(&csr)?,
-                &read_text(&ca_cert)?,
-                &cert::load_key(&ca_key)?,
-                days,
-            )?;
+            let ca_pem = read_text(&ca_cert)?;
+            let pem = cert::sign(&read_text(&csr)?, &ca_pem, &cert::load_key(&ca_key)?, days)?;
             cert::save(&out, &pem, false)?;
             println!("{}: certificate signed for {days} days", out.display());
+            if let Some(w) = cert::outlives_ca(&ca_pem, days) {
+                eprintln!("{w}");
+            }
         }
         CertCommand::Inspect { target, key, json } => {
             let path = std::path::Path::new(&target);

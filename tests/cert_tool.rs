@@ -114,6 +114,52 @@ fn key_csr_ca_sign_then_the_gateway_serves_it() {
         let (ok, out) = sealgate(args, &dir);
         assert!(ok, "{args:?}: {out}");
     }
+    // The 90-day certificate outlives its 30-day CA: said, not refused.
+    let (ok, out) = sealgate(
+        &[
+            "cert",
+            "sign",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
+            "--csr",
+            "mx.csr",
+            "--days",
+            "90",
+            "--out",
+            "mx2.crt",
+        ],
+        &dir,
+    );
+    assert!(ok && out.contains("outlives its CA"), "{out}");
+    let (ok, out) = sealgate(
+        &[
+            "cert",
+            "sign",
+            "--ca-cert",
+            "ca.crt",
+            "--ca-key",
+            "ca.key",
+            "--csr",
+            "mx.csr",
+            "--days",
+            "20",
+            "--out",
+            "mx3.crt",
+        ],
+        &dir,
+    );
+    assert!(ok && !out.contains("outlives"), "{out}");
+    // A CA is inspected as a CA, without the fields it does not have.
+    let (ok, out) = sealgate(&["cert", "inspect", "ca.crt"], &dir);
+    assert!(ok, "{out}");
+    assert!(out.contains("certificate 1 of 1 (CA)"), "{out}");
+    assert!(
+        !out.contains("(leaf)") && !out.contains("extended: \n"),
+        "{out}"
+    );
+    assert!(!out.lines().any(|l| l.trim_end().ends_with(':')), "{out}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(
         std::fs::metadata(dir.join("mx.key"))

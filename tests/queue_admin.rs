@@ -78,7 +78,7 @@ fn queue_commands_on_a_running_gateway() {
     );
     let (ok, out) = queue(&cfg, &["show", &first]);
     assert!(
-        ok && out.contains("rcpt <first@example.com>") && out.contains("attempts=1"),
+        ok && out.contains("rcpt <first@example.com>") && out.contains("1 attempt(s)"),
         "{out}"
     );
     assert!(queue(&cfg, &["hold", &first]).0);
@@ -90,6 +90,27 @@ fn queue_commands_on_a_running_gateway() {
     assert!(
         out.contains(&format!("{first}!")) && !out.contains(&second),
         "held, the other gone: {out}"
+    );
+    // Human times, as postqueue -p prints them, and the state in words.
+    assert!(
+        out.contains("-queue id-")
+            && out.contains("<first@example.com> pending, held, 1 attempt(s): "),
+        "{out}"
+    );
+    let arrival = out
+        .lines()
+        .find(|l| l.starts_with(&first))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        arrival.len() == 20 && arrival.as_bytes()[10] == b'T' && arrival.ends_with('Z'),
+        "arrival in RFC 3339: {out}"
+    );
+    let (_, shown) = queue(&cfg, &["show", &first]);
+    assert!(
+        shown.contains(" ago)") && shown.contains("(held)"),
+        "{shown}"
     );
 
     // Route to a receiver now, and flush: the held message stays.
@@ -107,7 +128,11 @@ fn queue_commands_on_a_running_gateway() {
     );
     assert!(status.success());
     gw.wait_for_log("reload: configuration reloaded", Duration::from_secs(20));
-    assert!(queue(&cfg, &["flush"]).0);
+    let (ok, out) = queue(&cfg, &["flush"]);
+    assert!(
+        ok && out.contains("0 message(s) scheduled for delivery now; 1 held"),
+        "a held message is not counted as scheduled: {out}"
+    );
     let (_, out) = queue(&cfg, &["list", "--json"]);
     assert_eq!(
         serde_json::from_str::<serde_json::Value>(&out)

@@ -200,37 +200,50 @@ impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let n = self.certificates.len();
         for (i, c) in self.certificates.iter().enumerate() {
-            let role = if i == 0 {
-                "leaf"
-            } else if c.is_ca {
+            let role = if c.is_ca {
                 "CA"
+            } else if i == 0 {
+                "leaf"
             } else {
                 "chain"
             };
             writeln!(f, "certificate {} of {n} ({role})", i + 1)?;
             writeln!(f, "  subject:  {}", c.subject)?;
             writeln!(f, "  issuer:   {}", c.issuer)?;
-            writeln!(
-                f,
-                "  SANs:     {}",
-                if c.sans.is_empty() {
-                    "(none)".into()
-                } else {
-                    c.sans.join(", ")
-                }
-            )?;
+            // A CA names no hosts; a leaf without SANs is worth saying.
+            if !(c.is_ca && c.sans.is_empty()) {
+                writeln!(
+                    f,
+                    "  SANs:     {}",
+                    if c.sans.is_empty() {
+                        "(none)".into()
+                    } else {
+                        c.sans.join(", ")
+                    }
+                )?;
+            }
             writeln!(
                 f,
                 "  valid:    {} .. {} ({} days left)",
                 c.not_before, c.not_after, c.days_left
             )?;
             writeln!(f, "  key:      {} ({} bits)", c.key, c.key_bits)?;
-            writeln!(
-                f,
-                "  usage:    {}; extended: {}",
-                c.key_usage.join(", "),
-                c.extended_key_usage.join(", ")
-            )?;
+            // Only the usages the certificate states.
+            match (c.key_usage.is_empty(), c.extended_key_usage.is_empty()) {
+                (true, true) => {}
+                (false, true) => writeln!(f, "  usage:    {}", c.key_usage.join(", "))?,
+                (true, false) => writeln!(
+                    f,
+                    "  usage:    extended: {}",
+                    c.extended_key_usage.join(", ")
+                )?,
+                (false, false) => writeln!(
+                    f,
+                    "  usage:    {}; extended: {}",
+                    c.key_usage.join(", "),
+                    c.extended_key_usage.join(", ")
+                )?,
+            }
             writeln!(f, "  SHA-256:  {}", c.sha256)?;
             writeln!(f, "  SPKI SHA-256: {}", c.spki_sha256)?;
         }

@@ -221,6 +221,24 @@ pub fn sign(
     Ok(csr.signed_by(&issuer)?.pem())
 }
 
+/// A warning when a certificate signed now for `days` would outlive the
+/// CA that signs it: clients stop trusting it when the CA expires.
+pub fn outlives_ca(ca_cert_pem: &str, days: u32) -> Option<String> {
+    let der = pem::parse(ca_cert_pem).ok()?;
+    let (_, ca) = x509_parser::parse_x509_certificate(der.contents()).ok()?;
+    let ca_end = ca.validity().not_after.timestamp();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let end = now + i64::from(days) * 86_400;
+    (end > ca_end).then(|| {
+        format!(
+            "warning: the certificate ({days} days, until {}) outlives its CA, which expires {} ({} days from now): clients stop trusting it then",
+            crate::model::rfc3339(end),
+            crate::model::rfc3339(ca_end),
+            (ca_end - now).div_euclid(86_400)
+        )
+    })
+}
+
 /// `cert pkcs12`: PFX → (certificate chain PEM, private key PEM).
 pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), CertError> {
     let ks = p12_keystore::KeyStore::from_pkcs12(

@@ -1,8 +1,5 @@
 //! `sealgate queue …` as the scheduler sees it: the commands, their
 //! errors, and the list and show views formatted from the queue's.
-
-use std::time::{Duration, UNIX_EPOCH};
-
 use super::Scheduler;
 
 /// `sealgate queue …` commands.
@@ -171,6 +168,7 @@ impl Scheduler {
                             serde_json::json!({
                                 "id": m.id,
                                 "arrived": m.arrived,
+                                "arrived_time": crate::model::rfc3339(m.arrived as i64),
                                 "size": m.size,
                                 "from": m.from,
                                 "hold": m.hold,
@@ -179,6 +177,7 @@ impl Scheduler {
                                     "status": format!("{:?}", r.status).to_lowercase(),
                                     "attempts": r.attempts,
                                     "next_due": r.next_due,
+                                    "next_due_time": crate::model::rfc3339(r.next_due as i64),
                                     "last": crate::spool::last_text(&r.last),
                                 })).collect::<Vec<_>>(),
                             })
@@ -187,28 +186,26 @@ impl Scheduler {
                     return serde_json::to_string_pretty(&list)
                         .map_err(|e| AdminError::Format(e.to_string()));
                 }
+                // In the style of `postqueue -p`: the id (`!` when held),
+                // size, arrival and sender, then each recipient with its
+                // state, when it is tried next and why the last try failed.
                 let mut out = String::new();
+                let _ = writeln!(
+                    out,
+                    "{:<21} {:>9} {:<20}  sender / recipients",
+                    "-queue id-", "-size-", "-arrival (UTC)-"
+                );
                 for m in &views {
                     let _ = writeln!(
                         out,
-                        "{}{} {} {} <{}>",
-                        m.id,
-                        if m.hold { "!" } else { "" },
+                        "{:<21} {:>9} {:<20}  <{}>",
+                        format!("{}{}", m.id, if m.hold { "!" } else { "" }),
                         m.size,
-                        crate::smtp::received::rfc5322_date(
-                            UNIX_EPOCH + Duration::from_secs(m.arrived)
-                        ),
+                        crate::model::rfc3339(m.arrived as i64),
                         m.from
                     );
                     for r in m.rcpts {
-                        let _ = writeln!(
-                            out,
-                            "    {} {:?} attempts={} {}",
-                            r.rcpt,
-                            r.status,
-                            r.attempts,
-                            crate::spool::last_text(&r.last)
-                        );
+                        let _ = writeln!(out, "{:>54}{}", "", rcpt_line(r, m.hold, now));
                     }
                 }
                 let _ = writeln!(out, "-- {} message(s) in queue", views.len());
@@ -220,7 +217,13 @@ impl Scheduler {
                         .queue
                         .view(&id)
                         .ok_or_else(|| AdminError::NoSuchMessage(id.clone()))?;
-                    let mut out = format!("id {id}\narrived {}\nfrom <{}>\n", m.arrived, m.from);
+                    let mut out = format!(
+                        "id {id}{}\narrived {} ({})\nfrom <{}>\n",
+                        if m.hold { " (held)" } else { "" },
+                        crate::model::rfc3339(m.arrived as i64),
+                        ago(now, m.arrived),
+                        m.from
+                    );
                     for r in m.rcpts {
                         let _ = writeln!(out, "rcpt <{}>", r.rcpt);
                     }
@@ -251,20 +254,58 @@ impl Scheduler {
                 out.push_str("\n\n");
                 if let Some(m) = self.queue.view(&id) {
                     for r in m.rcpts {
-                        let _ = writeln!(
-                            out,
-                            "{} {:?} attempts={} next_due={} {}",
-                            r.rcpt,
-                            r.status,
-                            r.attempts,
-                            r.next_due,
-                            crate::spool::last_text(&r.last)
-                        );
+                        let _ = writeln!(out, "{}", rcpt_line(r, m.hold, now));
                     }
                 }
                 Ok(out)
             }
             other => self.queue.admin(&other, now),
         }
+    }
+}
+
+/// One recipient as `queue list` and `queue show` print it:
+/// `<user@example.com> pending, 2 attempt(s), next 2026-12-02T05:10:00Z (in 9m): last reason`.
+fn rcpt_line(r: &crate::spool::RcptState, held: bool, now: u64) -> String {
+    use crate::spool::RcptStatus;
+    let state = match r.status {
+        RcptStatus::Pending if held => "pending, held".to_string(),
+        RcptStatus::Pending if r.next_due <= now => "pending, due now".to_string(),
+        RcptStatus::Pending => format!(
+            "pending, next {} (in {})",
+            crate::model::rfc3339(r.next_due as i64),
+            span(r.next_due - now)
+        ),
+        RcptStatus::Delivered => "delivered".to_string(),
+        RcptStatus::Failed => "failed (bounced to the sender)".to_string(),
+    };
+    let last = crate::spool::last_text(&r.last);
+    format!(
+        "<{}> {state}, {} attempt(s){}",
+        r.rcpt,
+        r.attempts,
+        if last.is_empty() {
+            String::new()
+        } else {
+            format!(": {last}")
+        }
+    )
+}
+
+/// How long ago `t` was, as `3m ago`.
+fn ago(now: u64, t: u64) -> String {
+    format!("{} ago", span(now.saturating_sub(t)))
+}
+
+/// Seconds as the largest two units: `45s`, `9m`, `2h 5m`, `3d 4h`.
+fn span(secs: u64) -> String {
+    let (d, h, m, s) = (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
+    match (d, h, m) {
+        (0, 0, 0) => format!("{s}s"),
+        (0, 0, _) => format!("{m}m"),
+        (0, _, 0) => format!("{h}h"),
+        (0, _, _) => format!("{h}h {m}m"),
+        (_, 0, _) => format!("{d}d"),
+        _ => format!("{d}d {h}h"),
     }
 }

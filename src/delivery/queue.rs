@@ -779,10 +779,27 @@ impl Queue {
             | Admin::ReportSend { .. } => Ok(String::new()),
             Admin::Flush => {
                 self.flush(now);
-                Ok(format!(
-                    "{} message(s) scheduled for delivery now",
-                    self.messages.len()
-                ))
+                // Held messages and those with nothing pending are not
+                // scheduled, so they are not counted as such.
+                let pending =
+                    |m: &&Message| m.rcpts.iter().any(|r| r.status == RcptStatus::Pending);
+                let held = self
+                    .messages
+                    .values()
+                    .filter(|m| m.hold)
+                    .filter(pending)
+                    .count();
+                let scheduled = self
+                    .messages
+                    .values()
+                    .filter(|m| !m.hold)
+                    .filter(pending)
+                    .count();
+                Ok(if held > 0 {
+                    format!("{scheduled} message(s) scheduled for delivery now; {held} held (sealgate queue release ID)")
+                } else {
+                    format!("{scheduled} message(s) scheduled for delivery now")
+                })
             }
             Admin::Delete(id) => {
                 let m = self.messages.get(id).ok_or_else(|| missing(id))?;
