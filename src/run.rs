@@ -17,7 +17,7 @@ use crate::spool;
 /// `sealgate check`: every configuration and certificate problem, exit 1
 /// on any.
 pub fn check(path: Option<&Path>) -> ExitCode {
-    let cfg = match config::load(path) {
+    let cfg = match config::load_checking_files(path) {
         Ok(c) => c,
         Err(errors) => {
             eprint!("{errors}");
@@ -189,6 +189,35 @@ pub enum StartError {
     Listen(#[source] std::io::Error),
     #[error(transparent)]
     Admin(#[from] crate::admin::StartError),
+}
+
+/// Takes `SPOOL/sealgate.lock` (flock, exclusive): fails, naming the
+/// gateway that holds it (its pid file), when another one runs on the
+/// same spool directory.
+fn lock_spool(root: &Path) -> Result<std::fs::File, StartError> {
+    use std::os::fd::AsRawFd;
+    let path = root.join("sealgate.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(failed(format!("cannot open {}", path.display())))?;
+    // SAFETY: flock(2) on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        let pid = std::fs::read_to_string(root.join("sealgate.pid"))
+            .map(|p| format!(" (pid {})", p.trim()))
+            .unwrap_or_default();
+        return Err(StartError::Io {
+            doing: format!(
+                "spool directory {} is in use by another sealgate{pid}",
+                root.display()
+            ),
+            source: e,
+        });
+    }
+    Ok(file)
 }
 
 /// What to wrap an I/O error in: `doing` says what failed.
@@ -610,6 +639,9 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         "cannot create spool {}",
         spool_root.display()
     )))?;
+    // One gateway per spool: a second one would recover and deliver the
+    // same journals. The lock lasts as long as the process.
+    let _spool_lock = lock_spool(&spool_root)?;
     let spool_stats = Arc::new(spool::Stats::default());
     let mut opened = spool::open(
         &spool_root,

@@ -196,3 +196,43 @@ fn reload_refuses_every_broken_file_and_keeps_serving() {
     let log = gw.stop();
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// `sealgate check` lists file problems with the rest: a missing
+/// certificate on the line of the entry that names it, next to a policy
+/// error (an open relay, pointed at its `relay` key, the profile named by
+/// its name) and a key that does not match its certificate.
+#[test]
+fn check_reports_file_problems_with_the_other_errors_and_their_lines() {
+    let dir = common::temp_dir("bad-config-all");
+    let pki = make_pki(&dir);
+    let file = dir.join("sealgate.toml");
+    let text = materialise(&good_config(2525), &pki)
+        .replace(
+            &format!("{{ cert = \"{}\"", pki.join("good.crt").display()),
+            &format!(
+                "{{ cert = \"{}\", key = \"{}\" }},\n  {{ cert = \"{}\"",
+                pki.join("missing.crt").display(),
+                pki.join("good.key").display(),
+                pki.join("good.crt").display()
+            ),
+        )
+        .replace(
+            &format!("key = \"{}\" }} ]", pki.join("good.key").display()),
+            &format!("key = \"{}\" }} ]", pki.join("other.key").display()),
+        )
+        + "\n[[profile]]\nname = \"everyone\"\nhosts = [\"*\"]\nrelay = true\n";
+    std::fs::write(&file, &text).unwrap();
+    let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let (code, out) = common::check_config(&file);
+    assert_eq!(code, Some(1), "{out}");
+    let f = file.display();
+    for want in [
+        format!("{f}:{}: tls.certificates[0]: {}: file not found", line_of("missing.crt"), pki.join("missing.crt").display()),
+        format!("{f}:{}: tls.certificates[1]: ", line_of("other.key")),
+        "the private key does not match the certificate".to_string(),
+        format!("{f}:{}: profile \"everyone\".relay: relay = true for hosts = [\"*\"] would make an open relay", line_of("relay = true")),
+        "3 error(s) found".to_string(),
+    ] {
+        assert!(out.contains(&want), "wanted {want:?} in:\n{out}\n{text}");
+    }
+}

@@ -162,7 +162,7 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             if !(40..=256).contains(bits.get_ref()) {
                 err(
                     bits.span(),
-                    format!("profile[{i}].server.min_cipher_bits"),
+                    profile_key(file, i, "server.min_cipher_bits"),
                     "must be between 40 and 256".into(),
                 );
             }
@@ -171,7 +171,7 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             if parse_fingerprint(pin.get_ref()).is_none() {
                 err(
                     pin.span(),
-                    format!("profile[{i}].client.pin_sha256"),
+                    profile_key(file, i, "client.pin_sha256"),
                     format!(
                         "{:?} is not a SHA-256 fingerprint (64 hex digits)",
                         pin.get_ref()
@@ -190,7 +190,7 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
             if table.get_ref().client.client_certificate {
                 err(
                     table.span(),
-                    format!("profile[{i}].client.client_certificate"),
+                    profile_key(file, i, "client.client_certificate"),
                     "client_certificate = true needs [tls.client_certificate]".into(),
                 );
             }
@@ -404,7 +404,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                 Some(fp) => pins.push(fp),
                 None => errors.push((
                     pin.span(),
-                    format!("profile[{i}].server.client_cert_sha256"),
+                    profile_key(file, i, "server.client_cert_sha256"),
                     format!(
                         "{:?} is not a SHA-256 fingerprint (64 hex digits)",
                         pin.get_ref()
@@ -415,7 +415,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
         out.list.push(Profile {
             name: p.name.get_ref().clone(),
             notes: p.notes.clone(),
-            relay: p.relay,
+            relay: *p.relay.get_ref(),
             server: ServerRules {
                 mandatory_tls: srv.mandatory_tls,
                 min_cipher_bits: srv.min_cipher_bits.as_ref().map(|b| *b.get_ref()),
@@ -455,21 +455,16 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
             },
         });
         let mut by_client = false;
+        let mut open_relay = false;
         for h in &p.hosts {
             match h.get_ref().parse::<HostMatcher>() {
                 Ok(m) => {
                     by_client |= m != HostMatcher::Any;
-                    if p.relay && m == HostMatcher::Any {
-                        errors.push((
-                            h.span(),
-                            format!("profile[{i}].hosts"),
-                            "relay = true with hosts = [\"*\"] would make an open relay".into(),
-                        ));
-                    }
+                    open_relay |= *p.relay.get_ref() && m == HostMatcher::Any;
                     if let Err(other) = out.index.add_host(i, &m) {
                         errors.push((
                             h.span(),
-                            format!("profile[{i}].hosts"),
+                            profile_key(file, i, "hosts"),
                             format!(
                                 "{m} is already matched by profile {:?}",
                                 file.profile[other].get_ref().name.get_ref()
@@ -477,7 +472,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                         ));
                     }
                 }
-                Err(e) => errors.push((h.span(), format!("profile[{i}].hosts"), e.to_string())),
+                Err(e) => errors.push((h.span(), profile_key(file, i, "hosts"), e.to_string())),
             }
         }
         for d in &p.sender_domains {
@@ -486,7 +481,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                     if let Err(other) = out.index.add_sender(i, &m) {
                         errors.push((
                             d.span(),
-                            format!("profile[{i}].sender_domains"),
+                            profile_key(file, i, "sender_domains"),
                             format!(
                                 "{m} is already matched by profile {:?}",
                                 file.profile[other].get_ref().name.get_ref()
@@ -496,7 +491,7 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
                 }
                 Err(e) => errors.push((
                     d.span(),
-                    format!("profile[{i}].sender_domains"),
+                    profile_key(file, i, "sender_domains"),
                     e.to_string(),
                 )),
             }
@@ -504,10 +499,21 @@ fn compile_profiles(file: &schema::File) -> (Profiles, Vec<(Range<usize>, String
         if !p.sender_domains.is_empty() && out.list[i].server.wants_client_cert() {
             out.sender_profile_wants_cert = true;
         }
-        if p.relay && !by_client {
+        let relay_span = if p.relay.span() == (0..0) {
+            table.span()
+        } else {
+            p.relay.span()
+        };
+        if open_relay {
             errors.push((
-                table.span(),
-                format!("profile[{i}].relay"),
+                relay_span,
+                profile_key(file, i, "relay"),
+                "relay = true for hosts = [\"*\"] would make an open relay: every client on the Internet could send mail anywhere through this gateway; list the addresses or names of the servers that may relay".into(),
+            ));
+        } else if *p.relay.get_ref() && !by_client {
+            errors.push((
+                relay_span,
+                profile_key(file, i, "relay"),
                 "relay = true needs hosts (addresses or names): relaying is never granted by sender domain"
                     .into(),
             ));
@@ -528,4 +534,17 @@ fn parse_fingerprint(s: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(text, 16).ok()?;
     }
     Some(out)
+}
+
+/// A profile's key in error messages, by its name (`profile "partner-b".relay`),
+/// or by its place in the file when it has none.
+fn profile_key(file: &schema::File, i: usize, field: &str) -> String {
+    match file
+        .profile
+        .get(i)
+        .map(|p| p.get_ref().name.get_ref().as_str())
+    {
+        Some(name) if !name.is_empty() => format!("profile {name:?}.{field}"),
+        _ => format!("profile[{i}].{field}"),
+    }
 }

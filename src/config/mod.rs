@@ -98,8 +98,24 @@ pub struct LoadErrors(pub Vec<crate::tls::TlsError>);
 
 /// Reads the file at `path`, or the embedded default when `None`.
 pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_with(path, false)
+}
+
+/// As [`load`], and also loads the files the configuration names
+/// (`sealgate check`): their problems come with the others, each on the
+/// line of the key that names the file.
+pub fn load_checking_files(path: Option<&Path>) -> Result<Config, ConfigErrors> {
+    load_with(path, true)
+}
+
+fn load_with(path: Option<&Path>, files: bool) -> Result<Config, ConfigErrors> {
     match path {
-        None => parse(DEFAULT_CONFIG, "<embedded default>", PathBuf::from(".")),
+        None => parse_with(
+            DEFAULT_CONFIG,
+            "<embedded default>",
+            PathBuf::from("."),
+            files,
+        ),
         Some(p) => {
             let origin = p.display().to_string();
             let text = std::fs::read_to_string(p).map_err(|e| ConfigErrors {
@@ -114,13 +130,22 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
                 .parent()
                 .filter(|d| !d.as_os_str().is_empty())
                 .unwrap_or(Path::new("."));
-            parse(&text, &origin, base.to_path_buf())
+            parse_with(&text, &origin, base.to_path_buf(), files)
         }
     }
 }
 
 /// Parses and validates configuration text.
 pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, ConfigErrors> {
+    parse_with(text, origin, base_dir, false)
+}
+
+fn parse_with(
+    text: &str,
+    origin: &str,
+    base_dir: PathBuf,
+    files: bool,
+) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let (mut doc, syntax) = DeTable::parse_recoverable(text);
     for e in syntax {
@@ -150,6 +175,9 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, Conf
         }
     };
     let compiled = file.as_ref().map(|file| validate(file, text, &mut errors));
+    if let (true, Some(file)) = (files, &file) {
+        file_errors(file, text, &base_dir, &mut errors);
+    }
     errors.sort_by_key(|e| e.line.unwrap_or(0));
     match (file, compiled) {
         (Some(file), Some(compiled)) if errors.is_empty() => Ok(Config {
@@ -165,6 +193,63 @@ pub fn parse(text: &str, origin: &str, base_dir: PathBuf) -> Result<Config, Conf
             origin: origin.to_string(),
             errors,
         }),
+    }
+}
+
+/// The certificate and key files of `[tls]`, loaded and checked as the
+/// snapshot loads them (the same functions): a missing or unreadable file,
+/// a key that does not match, a certificate out of its validity. A first
+/// entry whose files are both missing is not a problem when
+/// `generate_self_signed` will write it.
+fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Vec<ConfigError>) {
+    let resolve = |p: &str| {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            base_dir.join(p)
+        }
+    };
+    let tls = &file.tls;
+    for (i, entry) in tls.certificates.iter().enumerate() {
+        let (cert, key) = (
+            resolve(&entry.get_ref().cert),
+            resolve(&entry.get_ref().key),
+        );
+        if i == 0 && tls.generate_self_signed && !cert.exists() && !key.exists() {
+            continue;
+        }
+        if let Err(e) = crate::tls::load_cert_and_key(&cert, &key)
+            .and_then(|ck| crate::tls::certified_key(ck, &cert))
+        {
+            errors.push(ConfigError {
+                line: Some(line_of(text, entry.span().start)),
+                key: format!("tls.certificates[{i}]"),
+                message: e.to_string(),
+            });
+        }
+    }
+    if let Some(pair) = &tls.client_certificate {
+        let (cert, key) = (resolve(&pair.cert), resolve(&pair.key));
+        if let Err(e) = crate::tls::load_cert_and_key(&cert, &key)
+            .and_then(|ck| crate::tls::certified_key(ck, &cert))
+        {
+            errors.push(ConfigError {
+                line: None,
+                key: "tls.client_certificate".into(),
+                message: e.to_string(),
+            });
+        }
+    }
+    let ca_files: Vec<PathBuf> = tls.ca_files.iter().map(|f| resolve(f)).collect();
+    if let Err(problems) = crate::tls::ca_store(tls.system_roots, &ca_files) {
+        for e in problems {
+            errors.push(ConfigError {
+                line: None,
+                key: "tls.ca_files".into(),
+                message: e.to_string(),
+            });
+        }
     }
 }
 

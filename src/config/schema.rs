@@ -224,6 +224,10 @@ impl Default for Queue {
     }
 }
 
+fn no_relay() -> Spanned<bool> {
+    Spanned::new(0..0, false)
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
@@ -235,8 +239,9 @@ pub struct Profile {
     pub hosts: Vec<Spanned<String>>,
     #[serde(default)]
     pub sender_domains: Vec<Spanned<String>>,
-    #[serde(default)]
-    pub relay: bool,
+    /// Spanned, so that the open-relay error points at it.
+    #[serde(default = "no_relay")]
+    pub relay: Spanned<bool>,
     #[serde(default)]
     pub server: ProfileServer,
     #[serde(default)]

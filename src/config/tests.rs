@@ -156,7 +156,7 @@ via = "host:99999"
         vec![
             (Some(2), "server.listen"),
             (Some(3), "server.accept_domains"),
-            (Some(7), "profile[0].server.min_cipher_bits"),
+            (Some(7), "profile \"p\".server.min_cipher_bits"),
             (Some(12), "route[0].profile"),
             (Some(16), "route[1].via"),
         ],
@@ -184,7 +184,7 @@ client_certificate = true
     let lines: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.key.as_str())).collect();
     assert_eq!(
         lines,
-        vec![(Some(4), "profile[0].client.client_certificate")],
+        vec![(Some(4), "profile \"p\".client.client_certificate")],
         "{errs:#?}"
     );
     let fixed = text.replace("client_certificate = true", "client_certificate = false");
@@ -317,4 +317,27 @@ fn tls_groups_and_ticket_lifetime_are_checked() {
     .unwrap();
     assert_eq!(set.tls.groups.len(), 1);
     assert_eq!(set.tls.ticket_lifetime, 0);
+}
+
+/// `relay = true` with `hosts = ["*"]`: one error, on the `relay` line,
+/// saying why; profiles are named by their name.
+#[test]
+fn an_open_relay_profile_is_refused_at_its_relay_key() {
+    let text = "[[profile]]\nname = \"open\"\nhosts = [\"*\"]\nrelay = true\n";
+    let errs = errors_of(text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].line, errs[0].key.as_str()),
+        (Some(4), "profile \"open\".relay")
+    );
+    assert!(
+        errs[0].message.contains("open relay"),
+        "{}",
+        errs[0].message
+    );
+    assert!(
+        errs[0].message.contains("every client"),
+        "{}",
+        errs[0].message
+    );
 }

@@ -164,6 +164,12 @@ impl Shards {
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
+        // SO_REUSEPORT would let a second gateway (same user) join the
+        // group and take half the connections: refuse an address that
+        // something already listens on.
+        for addr in listen {
+            probe_free(*addr)?;
+        }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let mut prepared = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(count);
@@ -270,6 +276,25 @@ impl Shards {
             let _ = h.join();
         }
         self.writers
+    }
+}
+
+/// Fails, naming the address, when another socket is bound to `addr`:
+/// binding without `SO_REUSEPORT` (but with `SO_REUSEADDR`, so that old
+/// connections in TIME_WAIT do not count) succeeds only on a free port.
+fn probe_free(addr: SocketAddr) -> io::Result<()> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    match socket.bind(&addr.into()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen on {addr}: another process is already listening there (a second gateway? sealgate does not share an address with one)"),
+        )),
+        Err(e) => Err(io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))),
     }
 }
 
