@@ -575,7 +575,7 @@ fn init_logging(cfg: &Config) -> Option<crate::logbuf::Guard> {
 /// often 1024: raise it to the hard limit, and warn when even that is
 /// below `limits.connections` (plus room for outbound connections and the
 /// spool), since past it accepts fail instead of answering `421`.
-fn check_fd_limit(connections: usize) {
+fn check_fd_limit(connections: Option<usize>) {
     // SAFETY: getrlimit/setrlimit on a struct we own.
     let (soft, hard) = unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
@@ -593,12 +593,24 @@ fn check_fd_limit(connections: usize) {
         }
         (rl.rlim_cur, rl.rlim_max)
     };
-    let wanted = connections as u64 + 1024;
-    if soft < wanted {
-        tracing::warn!(
-            "open-file limit is {soft} (hard {hard}), below limits.connections + 1024 = {wanted}: \
-             raise LimitNOFILE (systemd) or ulimit -n"
-        );
+    crate::policy::limits::OPEN_FILES.store(soft, Ordering::Relaxed);
+    let reserved = crate::policy::limits::RESERVED_FILES;
+    match connections {
+        // The operator's own number cannot be met: say so.
+        Some(n) if soft < n as u64 + reserved => tracing::warn!(
+            "open-file limit is {soft} (hard {hard}), below limits.connections + {reserved} = {}: \
+             raise LimitNOFILE (systemd) or ulimit -n, or lower limits.connections",
+            n as u64 + reserved
+        ),
+        Some(_) => {}
+        None => {
+            let n = crate::policy::limits::default_connections();
+            if n < crate::policy::Limits::default().connections {
+                tracing::info!(
+                    "limits.connections is {n} (the open-file limit {soft} less {reserved}); set it, and LimitNOFILE, for more"
+                );
+            }
+        }
     }
 }
 
@@ -630,6 +642,8 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         Ok(None) => {}
         Err(problems) => return Err(StartError::Tls(problems)),
     }
+    // Before the snapshot: the default connection limit depends on it.
+    check_fd_limit(cfg.file.limits.connections);
     let snapshot = cfg.snapshot().map_err(StartError::Tls)?;
     if snapshot.tls.is_none() {
         tracing::warn!("no certificate configured: STARTTLS will not be offered");
@@ -693,7 +707,6 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
 
     let listen = cfg.listen_addrs();
     let count = cfg.shard_count();
-    check_fd_limit(snapshot.limits.connections);
     // Over a file-size limit (ulimit -f, systemd LimitFSIZE) the kernel
     // sends SIGXFSZ, whose default is to kill the process: every session
     // would be lost for one big message. Ignored, the write fails with

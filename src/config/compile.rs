@@ -86,7 +86,7 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
     for (key, zero) in [
         ("limits.message_size", l.message_size.0 == 0),
         ("limits.recipients", l.recipients == 0),
-        ("limits.connections", l.connections == 0),
+        ("limits.connections", l.connections == Some(0)),
         ("limits.connections_per_ip", l.connections_per_ip == 0),
         ("limits.command_timeout", l.command_timeout.0.is_zero()),
         ("limits.data_timeout", l.data_timeout.0.is_zero()),

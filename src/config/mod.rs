@@ -393,7 +393,9 @@ impl Config {
         Limits {
             message_size: usize::try_from(l.message_size.0).unwrap_or(usize::MAX),
             recipients: l.recipients,
-            connections: l.connections,
+            connections: l
+                .connections
+                .unwrap_or_else(crate::policy::limits::default_connections),
             connections_per_ip: l.connections_per_ip,
             command_timeout: l.command_timeout.0,
             data_timeout: l.data_timeout.0,

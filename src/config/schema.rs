@@ -91,7 +91,8 @@ impl Default for Server {
 pub struct Limits {
     pub message_size: Size,
     pub recipients: usize,
-    pub connections: usize,
+    /// Unset: 20,000, or what the open-file limit allows.
+    pub connections: Option<usize>,
     pub connections_per_ip: usize,
     pub command_timeout: Span,
     pub data_timeout: Span,
@@ -112,7 +113,7 @@ impl Default for Limits {
         Limits {
             message_size: Size(d.message_size as u64),
             recipients: d.recipients,
-            connections: d.connections,
+            connections: None,
             connections_per_ip: d.connections_per_ip,
             command_timeout: Span(d.command_timeout),
             data_timeout: Span(d.data_timeout),

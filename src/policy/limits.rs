@@ -58,3 +58,22 @@ impl Default for Limits {
         }
     }
 }
+
+/// The process's open-file limit once the gateway has raised it (0 until
+/// then): what `limits.connections` defaults to depends on it.
+pub static OPEN_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Descriptors kept for everything but inbound connections: outbound
+/// connections, the spool's journals and staging files, the listeners.
+pub const RESERVED_FILES: u64 = 1024;
+
+/// `limits.connections` when the file does not set it: 20,000, or fewer
+/// where the open-file limit would not cover them (each connection is a
+/// descriptor, and past the limit accepts fail instead of answering 421).
+pub fn default_connections() -> usize {
+    let d = Limits::default().connections;
+    match std::sync::atomic::AtomicU64::load(&OPEN_FILES, std::sync::atomic::Ordering::Relaxed) {
+        0 => d,
+        n => d.min(n.saturating_sub(RESERVED_FILES).max(64) as usize),
+    }
+}

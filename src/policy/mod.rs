@@ -2,7 +2,7 @@
 //! check functions that return a permit or a [`Refusal`]. Nothing here does
 //! I/O; the protocol code asks, the policy answers.
 
-mod limits;
+pub mod limits;
 pub mod matcher;
 pub mod profile;
 pub mod requiretls;
