@@ -43,12 +43,12 @@ fi
 # removes: after the suite, no process it started may survive and no
 # temporary directory may remain. What ran before the suite is left alone.
 peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|chromium-headless-shell)( |$)|policy_server.py'
-before=$(pgrep -f -d ' ' -E "$peers" || true)
+before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
 status=0
 cargo test --workspace "$@" || status=$?
 left=()
-for pid in $(pgrep -f -E "$peers" || true); do
+for pid in $(pgrep -f "$peers" || true); do
   case " $before " in *" $pid "*) continue ;; esac
   [ "$pid" = "$$" ] && continue
   left+=("$pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)")
