@@ -128,6 +128,32 @@ enum Command {
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
     },
+    /// Man pages (OUT/man/*.1) and shell completions (OUT/completions:
+    /// bash, zsh, fish) generated from this command line, for packages.
+    #[command(hide = true)]
+    GenerateDocs {
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// `sealgate generate-docs`: every page and completion script comes from
+/// the clap definitions above, so they cannot drift from `--help`.
+fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    let man = out.join("man");
+    let completions = out.join("completions");
+    std::fs::create_dir_all(&man)?;
+    std::fs::create_dir_all(&completions)?;
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "sealgate", &completions)?;
+    }
+    Ok(())
 }
 
 #[derive(Subcommand)]
@@ -275,6 +301,13 @@ fn main() -> ExitCode {
         Command::Run { config } => sealgate::run::run(config.as_deref()),
         Command::Check { config } => sealgate::run::check(config.as_deref()),
         Command::Reload { config } => sealgate::run::reload_command(config.as_deref()),
+        Command::GenerateDocs { out } => match generate_docs(&out) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sealgate generate-docs: {}: {e}", out.display());
+                ExitCode::from(1)
+            }
+        },
         Command::Cert { command } => match cert(command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
