@@ -26,6 +26,9 @@ command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
 # TLS reports are checked against tests/schemas/tlsrpt.json.
 python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
+# The Debian package's unit, checked by systemd-analyze verify.
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need+=(adduser)
 # The generated man pages, rendered by man.
 command -v man >/dev/null 2>&1 || need+=(man-db)
 # The status page, loaded and screenshotted in headless Chromium.
