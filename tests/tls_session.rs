@@ -106,6 +106,8 @@ fn groups_decide_the_key_exchange_and_clients_resume_across_reloads() {
     let (code, out) = s_client(&gw, "P-384:X25519", &sess, true);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("New, TLSv1.3"), "{out}");
+    // That session's line is in before the count is read.
+    gw.wait_for_count("TLS connection established from", 4, LIMIT);
     assert_eq!(gw.count(" resumed"), 2, "{}", gw.log());
 
     // ticket_lifetime = "0s": no ticket, so s_client has no session to
@@ -117,6 +119,7 @@ fn groups_decide_the_key_exchange_and_clients_resume_across_reloads() {
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("221 "), "{out}");
     assert!(!fresh.exists(), "no ticket may be issued: {out}");
+    gw.wait_for_count("TLS connection established from", 5, LIMIT);
     assert_eq!(gw.count(" resumed"), 2, "{}", gw.log());
     gw.stop();
 }
