@@ -45,6 +45,12 @@ fn man_pages_and_completions_are_generated_from_the_command_line() {
         "{out}{err}"
     );
     assert!(out.contains("wait for"), "{out}");
+    // `cert key --type` lists what it makes.
+    let key = std::fs::read_to_string(dir.join("man/sealgate-cert-key.1")).unwrap();
+    assert!(
+        key.contains("ecdsa\\-p384") || key.contains("ecdsa-p384"),
+        "{key}"
+    );
     let run = std::fs::read_to_string(dir.join("man/sealgate-run.1")).unwrap();
     assert!(run.contains("Configuration file"), "{run}");
     // The hidden generator itself is not documented.
