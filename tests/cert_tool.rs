@@ -115,41 +115,28 @@ fn key_csr_ca_sign_then_the_gateway_serves_it() {
         assert!(ok, "{args:?}: {out}");
     }
     // The 90-day certificate outlives its 30-day CA: said, not refused.
-    let (ok, out) = sealgate(
-        &[
-            "cert",
-            "sign",
-            "--ca-cert",
-            "ca.crt",
-            "--ca-key",
-            "ca.key",
-            "--csr",
-            "mx.csr",
-            "--days",
-            "90",
-            "--out",
-            "mx2.crt",
-        ],
-        &dir,
-    );
+    let sign = |days: &str, out: &str| {
+        sealgate(
+            &[
+                "cert",
+                "sign",
+                "--ca-cert",
+                "ca.crt",
+                "--ca-key",
+                "ca.key",
+                "--csr",
+                "mx.csr",
+                "--days",
+                days,
+                "--out",
+                out,
+            ],
+            &dir,
+        )
+    };
+    let (ok, out) = sign("90", "mx2.crt");
     assert!(ok && out.contains("outlives its CA"), "{out}");
-    let (ok, out) = sealgate(
-        &[
-            "cert",
-            "sign",
-            "--ca-cert",
-            "ca.crt",
-            "--ca-key",
-            "ca.key",
-            "--csr",
-            "mx.csr",
-            "--days",
-            "20",
-            "--out",
-            "mx3.crt",
-        ],
-        &dir,
-    );
+    let (ok, out) = sign("20", "mx3.crt");
     assert!(ok && !out.contains("outlives"), "{out}");
     // A CA is inspected as a CA, without the fields it does not have.
     let (ok, out) = sealgate(&["cert", "inspect", "ca.crt"], &dir);
