@@ -11,9 +11,7 @@ mod session;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use sealgate::snapshot::Snapshot;
 use session::{pair, starttls_session_server_time, COUNTING};
 
 struct Counting;
@@ -55,9 +53,7 @@ fn main() {
         ("resumed (ticket), X25519", "X25519", true),
     ] {
         let p = pair(&rcgen::PKCS_ECDSA_P256_SHA256, kx, resumed);
-        let mut snapshot = Snapshot::for_tests("mx.bench", &["example.com"]);
-        snapshot.tls = Some(p.server.clone());
-        let snapshot = Arc::new(snapshot);
+        let snapshot = session::snapshot(&p);
         // Warm: the first session fills caches (and leaves the ticket).
         starttls_session_server_time(&p, &snapshot);
         ALLOCS.store(0, Ordering::Relaxed);

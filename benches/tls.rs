@@ -18,10 +18,7 @@
 
 mod session;
 
-use std::sync::Arc;
-
 use criterion::{criterion_group, criterion_main, Criterion};
-use sealgate::snapshot::Snapshot;
 use session::{handshake_server_time, pair, starttls_session_server_time};
 
 fn handshakes(c: &mut Criterion) {
@@ -58,9 +55,7 @@ fn sessions(c: &mut Criterion) {
         ("session-resumed", "X25519", true),
     ] {
         let p = pair(&rcgen::PKCS_ECDSA_P256_SHA256, kx, resumed);
-        let mut snapshot = Snapshot::for_tests("mx.bench", &["example.com"]);
-        snapshot.tls = Some(p.server.clone());
-        let snapshot = Arc::new(snapshot);
+        let snapshot = session::snapshot(&p);
         starttls_session_server_time(&p, &snapshot);
         let mut g = c.benchmark_group(group);
         g.bench_function("starttls-ecdsa-p256", |b| {

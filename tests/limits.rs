@@ -292,3 +292,24 @@ fn per_address_limit_counts_the_client_behind_a_proxy() {
         Duration::from_secs(10),
     );
 }
+
+/// The open-file limit: unset, `limits.connections` fits it and nothing
+/// is warned about; an operator's number the limit cannot cover is.
+#[test]
+fn the_open_file_warning_is_only_for_the_operators_own_number() {
+    let gw = Gateway::start("fd-default", 1, "");
+    let log = gw.stop();
+    assert!(
+        !log.lines()
+            .any(|l| l.contains("WARN") && l.contains("open-file limit")),
+        "{log}"
+    );
+    let gw = Gateway::start("fd-set", 1, "connections = 2000000000");
+    gw.wait_for_log(
+        "below limits.connections + 1024 = 2000001024",
+        Duration::from_secs(10),
+    );
+    let line = gw.wait_for_line("open-file limit is", Duration::from_secs(10));
+    assert!(line.contains("WARN"), "{line}");
+    gw.stop();
+}

@@ -184,3 +184,11 @@ pub fn starttls_session_server_time(p: &Pair, snapshot: &Arc<Snapshot>) -> Durat
     }
     server_time
 }
+
+/// The snapshot an in-memory session runs under: STARTTLS with `p`'s
+/// server configuration.
+pub fn snapshot(p: &Pair) -> Arc<Snapshot> {
+    let mut snapshot = Snapshot::for_tests("mx.bench", &["example.com"]);
+    snapshot.tls = Some(p.server.clone());
+    Arc::new(snapshot)
+}

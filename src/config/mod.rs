@@ -202,14 +202,7 @@ fn parse_with(
 /// entry whose files are both missing is not a problem when
 /// `generate_self_signed` will write it.
 fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Vec<ConfigError>) {
-    let resolve = |p: &str| {
-        let p = Path::new(p);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            base_dir.join(p)
-        }
-    };
+    let resolve = |p: &str| resolve_in(base_dir, p);
     let tls = &file.tls;
     for (i, entry) in tls.certificates.iter().enumerate() {
         let (cert, key) = (
@@ -219,9 +212,7 @@ fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Ve
         if i == 0 && tls.generate_self_signed && !cert.exists() && !key.exists() {
             continue;
         }
-        if let Err(e) = crate::tls::load_cert_and_key(&cert, &key)
-            .and_then(|ck| crate::tls::certified_key(ck, &cert))
-        {
+        if let Err(e) = load_pair(base_dir, entry.get_ref()) {
             errors.push(ConfigError {
                 line: Some(line_of(text, entry.span().start)),
                 key: format!("tls.certificates[{i}]"),
@@ -230,10 +221,7 @@ fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Ve
         }
     }
     if let Some(pair) = &tls.client_certificate {
-        let (cert, key) = (resolve(&pair.cert), resolve(&pair.key));
-        if let Err(e) = crate::tls::load_cert_and_key(&cert, &key)
-            .and_then(|ck| crate::tls::certified_key(ck, &cert))
-        {
+        if let Err(e) = load_pair(base_dir, pair) {
             errors.push(ConfigError {
                 line: None,
                 key: "tls.client_certificate".into(),
@@ -251,6 +239,32 @@ fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Ve
             });
         }
     }
+}
+
+/// A path from the file, relative to the file's own directory.
+fn resolve_in(base_dir: &Path, path: &str) -> PathBuf {
+    let p = Path::new(path);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base_dir.join(p)
+    }
+}
+
+/// A certificate and its key as the configuration names them, loaded and
+/// checked (the key fits, the certificate is in its validity): the one
+/// loader behind the snapshot and `sealgate check`.
+fn load_pair(
+    base_dir: &Path,
+    pair: &schema::CertPair,
+) -> Result<(Arc<rustls::sign::CertifiedKey>, PathBuf), crate::tls::TlsError> {
+    let (cert, key) = (
+        resolve_in(base_dir, &pair.cert),
+        resolve_in(base_dir, &pair.key),
+    );
+    let ck = crate::tls::load_cert_and_key(&cert, &key)
+        .and_then(|ck| crate::tls::certified_key(ck, &cert))?;
+    Ok((ck, cert))
 }
 
 fn first_line(msg: &str) -> String {
@@ -328,12 +342,7 @@ pub use crate::policy::route::Via;
 
 impl Config {
     pub fn resolve(&self, path: &str) -> PathBuf {
-        let p = Path::new(path);
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base_dir.join(p)
-        }
+        resolve_in(&self.base_dir, path)
     }
 
     pub fn listen_addrs(&self) -> Vec<SocketAddr> {
@@ -472,15 +481,10 @@ impl Config {
         }
         // OUT-5: the client certificate for partners that ask for one.
         let client_cert = match &tls_cfg.client_certificate {
-            Some(pair) => {
-                let (cert, key) = (self.resolve(&pair.cert), self.resolve(&pair.key));
-                match crate::tls::load_cert_and_key(&cert, &key)
-                    .and_then(|ck| crate::tls::certified_key(ck, &cert))
-                {
-                    Ok(ck) => Some(ck),
-                    Err(e) => return Err(LoadErrors(vec![e])),
-                }
-            }
+            Some(pair) => match load_pair(&self.base_dir, pair) {
+                Ok((ck, _)) => Some(ck),
+                Err(e) => return Err(LoadErrors(vec![e])),
+            },
             None => None,
         };
         let mut per_profile = Vec::new();
@@ -560,14 +564,8 @@ impl Config {
         // CERT-2: every certificate, chosen by SNI; the first is the default.
         let mut certs = Vec::new();
         for pair in &tls_cfg.certificates {
-            let (cert, key) = (
-                self.resolve(&pair.get_ref().cert),
-                self.resolve(&pair.get_ref().key),
-            );
-            match crate::tls::load_cert_and_key(&cert, &key)
-                .and_then(|ck| crate::tls::certified_key(ck, &cert))
-            {
-                Ok(ck) => certs.push((ck, cert)),
+            match load_pair(&self.base_dir, pair.get_ref()) {
+                Ok(loaded) => certs.push(loaded),
                 Err(e) => problems.push(e),
             }
         }

@@ -298,11 +298,11 @@ fn tls_groups_and_ticket_lifetime_are_checked() {
     );
 
     let default = parse("", "t.toml", PathBuf::from(".")).unwrap();
-    let names: Vec<String> = default
+    let names: Vec<&str> = default
         .tls
         .groups
         .iter()
-        .map(|g| format!("{:?}", g.name()))
+        .map(|g| crate::tls::group_name(g.name()))
         .collect();
     assert_eq!(
         names,

@@ -380,11 +380,11 @@ impl Conn {
                     .and_then(|c| c.verified.as_ref().err())
                     .map(|e| received::sanitize(&e.to_string()));
                 // As Postfix says it: the group, and whether the client
-                // came back with a session ticket.
-                let group = tls
-                    .negotiated_key_exchange_group()
-                    .map(|g| format!(" key-exchange {:?}", g.name()))
-                    .unwrap_or_default();
+                // came back with a session ticket (no allocation for either).
+                let (kx, group) = match tls.negotiated_key_exchange_group() {
+                    Some(g) => (" key-exchange ", crate::tls::group_name(g.name())),
+                    None => ("", ""),
+                };
                 let resumed = if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
                     " resumed"
                 } else {
@@ -392,7 +392,7 @@ impl Conn {
                 };
                 tracing::info!(
                     target: "receive",
-                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){group}{resumed}{}{}",
+                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){kx}{group}{resumed}{}{}",
                     self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
                     subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
                     why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()

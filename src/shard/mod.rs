@@ -171,14 +171,16 @@ impl Shards {
             probe_free(*addr)?;
         }
         let cores = core_affinity::get_core_ids().unwrap_or_default();
+        // Shard `id` runs pinned to this core (and, with steer_by_cpu, its
+        // listeners say so).
+        let core_of = |id: usize| cores.get(id % cores.len().max(1)).copied();
         let mut prepared = Vec::with_capacity(count);
         let mut replies = Vec::with_capacity(count);
         for _ in 0..count {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let mut listeners = Vec::with_capacity(listen.len());
-            let core = cores
-                .get(prepared.len() % cores.len().max(1))
+            let core = core_of(prepared.len())
                 .map(|c| c.id)
                 .filter(|_| steer_by_cpu);
             for (i, addr) in listen.iter().enumerate() {
@@ -208,7 +210,7 @@ impl Shards {
             job_senders.push(job_tx);
             let resolver = resolver.clone();
             let shard_waker = waker.clone();
-            let core = cores.get(id % cores.len().max(1)).copied();
+            let core = core_of(id);
             let handle = std::thread::Builder::new()
                 .name(format!("shard-{id}"))
                 .spawn(move || {
@@ -690,5 +692,34 @@ impl Shard {
         }
         let stats = &self.shared.stats[self.id];
         stats.active.store(0, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections inherit TCP_NODELAY from the listener (it is no longer
+    /// set per connection), and a second bind of a taken address fails,
+    /// naming it, even though the listener itself uses SO_REUSEPORT.
+    #[test]
+    fn accepted_sockets_have_nodelay_and_a_taken_address_is_refused() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), None).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((s, _)) => break s,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("{e}"),
+            }
+        };
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY is inherited");
+        let e = probe_free(addr).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(
+            e.to_string().contains(&format!("cannot listen on {addr}")),
+            "{e}"
+        );
     }
 }

@@ -149,20 +149,26 @@ pub const DEFAULT_GROUPS: [&str; 4] = ["X25519MLKEM768", "X25519", "secp256r1", 
 /// `ticket_lifetime` when not set: six hours, as rustls's own ticketer.
 pub const DEFAULT_TICKET_LIFETIME: u32 = 6 * 60 * 60;
 
+/// A group's IANA name as rustls spells it (`X25519`, `secp256r1`), with
+/// no allocation: the log line of every TLS session carries it.
+pub fn group_name(group: rustls::NamedGroup) -> &'static str {
+    group.as_str().unwrap_or("unknown")
+}
+
 /// A key exchange group by its IANA name (`X25519MLKEM768`, `X25519`,
 /// `secp256r1`, `secp384r1`, `MLKEM768`, …), any case.
 pub fn kx_group(name: &str) -> Option<&'static dyn SupportedKxGroup> {
     aws_lc_rs::ALL_KX_GROUPS
         .iter()
-        .find(|g| format!("{:?}", g.name()).eq_ignore_ascii_case(name))
+        .find(|g| group_name(g.name()).eq_ignore_ascii_case(name))
         .copied()
 }
 
 /// Every name [`kx_group`] knows, for error messages and docs.
-pub fn kx_group_names() -> Vec<String> {
+pub fn kx_group_names() -> Vec<&'static str> {
     aws_lc_rs::ALL_KX_GROUPS
         .iter()
-        .map(|g| format!("{:?}", g.name()))
+        .map(|g| group_name(g.name()))
         .collect()
 }
 
