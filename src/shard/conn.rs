@@ -10,9 +10,9 @@ use std::time::Instant;
 use crossbeam_channel::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
-use rustls::ServerConnection;
 
 use super::limits::{Admission, Refusal};
+use super::tls::Tls;
 use super::writers::Job;
 use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
 use crate::policy::Refusal as PolicyRefusal;
@@ -26,9 +26,9 @@ use std::sync::atomic::Ordering;
 
 /// Octets read from a socket per `read` call.
 pub const READ_CHUNK: usize = 16 * 1024;
-/// The shard's scratch buffer: a socket read and the plaintext rustls
-/// makes of it.
-pub const SCRATCH: usize = 2 * READ_CHUNK;
+/// The shard's scratch buffer: one socket read (TLS records are decrypted
+/// from it; see [`Tls`]).
+pub const SCRATCH: usize = READ_CHUNK;
 
 /// What the shard must do with the connection after an event.
 pub enum Outcome {
@@ -54,13 +54,14 @@ pub struct Conn {
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
     session: Session,
-    tls: Option<ServerConnection>,
+    tls: Option<Tls>,
     /// TLS is set up but the handshake has not completed.
     handshaking: bool,
     /// Plaintext received and not yet consumed by the session.
     rbuf: Vec<u8>,
-    /// Cleartext bytes to write before anything else (replies before TLS,
-    /// including the `220` to STARTTLS).
+    /// Octets to write: replies in the clear before TLS (the last one the
+    /// `220` to STARTTLS), then TLS records. Freed whenever it empties once
+    /// TLS is up, so an idle TLS session holds no write buffer.
     wbuf: Vec<u8>,
     /// Close once `wbuf` (and TLS output) is flushed.
     closing: bool,
@@ -249,7 +250,7 @@ impl Conn {
         {
             self.feed(now, shard, writers, stats);
         }
-        let (chunk, plain) = io.scratch.split_at_mut(READ_CHUNK);
+        let chunk = &mut io.scratch[..READ_CHUNK];
         // While a message is being stored, input stays in the socket: the
         // buffer cannot grow, and `stored` reads it afterwards.
         while read && !self.closing && !self.storing {
@@ -268,7 +269,7 @@ impl Conn {
                 }
             };
             if self.tls.is_some() {
-                if let Err(e) = self.tls_input(&chunk[..n], plain, now) {
+                if let Err(e) = self.tls_input(&mut chunk[..n], now) {
                     self.handshake_failed(HandshakeFailure::of(&e), stats);
                     return Err(e);
                 }
@@ -347,70 +348,64 @@ impl Conn {
         }
     }
 
-    /// Passes received TLS records to rustls and collects the plaintext.
-    fn tls_input(&mut self, mut records: &[u8], plain: &mut [u8], now: Instant) -> io::Result<()> {
+    /// Passes received TLS records to rustls: the plaintext goes to the
+    /// session's input, the handshake's answers to the write buffer.
+    fn tls_input(&mut self, records: &mut [u8], now: Instant) -> io::Result<()> {
         let Some(tls) = self.tls.as_mut() else {
             return Ok(());
         };
-        while !records.is_empty() {
-            tls.read_tls(&mut records)?;
-            if let Err(e) = tls.process_new_packets() {
+        let received = match tls.receive(records, &mut self.rbuf, &mut self.wbuf) {
+            Ok(r) => r,
+            Err(e) => {
                 // Send the alert rustls queued, then give up.
-                let _ = tls.write_tls(&mut self.socket);
+                let _ = self.flush();
                 tracing::info!(target: "receive", "SSL_accept error from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
                 return Err(io::Error::other(e));
             }
-            if self.handshaking && !tls.is_handshaking() {
-                self.handshaking = false;
-                let facts = crate::tls::facts(tls, self.snapshot.client_verifier.as_deref());
-                // Postfix wording: Trusted = chain verified, Untrusted = a
-                // certificate that did not verify, Anonymous = none.
-                let trust = match facts.verify {
-                    ClientVerify::Ok => "Trusted",
-                    ClientVerify::Fail => "Untrusted",
-                    ClientVerify::No => "Anonymous",
-                };
-                let subject = facts
-                    .client_cert
-                    .as_ref()
-                    .map(|c| received::sanitize(&c.subject));
-                let why = facts
-                    .client_cert
-                    .as_ref()
-                    .and_then(|c| c.verified.as_ref().err())
-                    .map(|e| received::sanitize(&e.to_string()));
-                // As Postfix says it: the group, and whether the client
-                // came back with a session ticket (no allocation for either).
-                let (kx, group) = match tls.negotiated_key_exchange_group() {
-                    Some(g) => (" key-exchange ", crate::tls::group_name(g.name())),
-                    None => ("", ""),
-                };
-                let resumed = if tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
-                    " resumed"
-                } else {
-                    ""
-                };
-                tracing::info!(
-                    target: "receive",
-                    "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){kx}{group}{resumed}{}{}",
-                    self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
-                    subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
-                    why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()
-                );
-                self.session.tls_established(facts, now);
-            }
-            loop {
-                match tls.reader().read(plain) {
-                    // close_notify: the client is done sending.
-                    Ok(0) => {
-                        self.closing = true;
-                        break;
-                    }
-                    Ok(n) => self.rbuf.extend_from_slice(&plain[..n]),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                    Err(e) => return Err(e),
-                }
-            }
+        };
+        if self.handshaking && !tls.is_handshaking() {
+            self.handshaking = false;
+            let state = tls.state();
+            let facts = crate::tls::facts(state, self.snapshot.client_verifier.as_deref());
+            // Postfix wording: Trusted = chain verified, Untrusted = a
+            // certificate that did not verify, Anonymous = none.
+            let trust = match facts.verify {
+                ClientVerify::Ok => "Trusted",
+                ClientVerify::Fail => "Untrusted",
+                ClientVerify::No => "Anonymous",
+            };
+            let subject = facts
+                .client_cert
+                .as_ref()
+                .map(|c| received::sanitize(&c.subject));
+            let why = facts
+                .client_cert
+                .as_ref()
+                .and_then(|c| c.verified.as_ref().err())
+                .map(|e| received::sanitize(&e.to_string()));
+            // As Postfix says it: the group, and whether the client
+            // came back with a session ticket (no allocation for either).
+            let (kx, group) = match state.negotiated_key_exchange_group() {
+                Some(g) => (" key-exchange ", crate::tls::group_name(g.name())),
+                None => ("", ""),
+            };
+            let resumed = if state.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                " resumed"
+            } else {
+                ""
+            };
+            tracing::info!(
+                target: "receive",
+                "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){kx}{group}{resumed}{}{}",
+                self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
+                subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
+                why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()
+            );
+            self.session.tls_established(facts, now);
+        }
+        // close_notify: the client is done sending.
+        if received.peer_closed {
+            self.closing = true;
         }
         Ok(())
     }
@@ -511,7 +506,7 @@ impl Conn {
                         self.snapshot.tls.clone()
                     };
                     if let Some(config) = config {
-                        match ServerConnection::new(config) {
+                        match Tls::new(config) {
                             Ok(c) => {
                                 self.tls = Some(c);
                                 self.handshaking = true;
@@ -535,9 +530,7 @@ impl Conn {
         // the 221 to QUIT, or the 421 that ends a session), so the client
         // can tell the end from a truncation.
         if self.closing && !self.handshaking {
-            if let Some(tls) = self.tls.as_mut() {
-                tls.send_close_notify();
-            }
+            self.close_notify();
         }
     }
 
@@ -549,14 +542,26 @@ impl Conn {
         }
         match self.tls.as_mut() {
             Some(tls) if !self.handshaking => {
-                // Straight into rustls: no per-reply buffer on this path.
-                let _ = tls.writer().write_all(self.session.output());
+                // Encrypted straight into the write buffer: no per-reply
+                // buffer on this path.
+                if let Err(e) = tls.send(self.session.output(), &mut self.wbuf) {
+                    tracing::warn!(target: "receive", "cannot encrypt a reply to [{}]:{}: {e}; closing", self.peer.ip(), self.peer.port());
+                    self.closing = true;
+                }
                 self.session.clear_output();
             }
             // Mid-handshake the session has nothing to say; anything it
             // produced (a timeout) cannot be said in the clear.
             Some(_) => self.session.clear_output(),
             None => self.session.poll_output(&mut self.wbuf),
+        }
+    }
+
+    /// RFC 8446 §6.1: `close_notify` after the last reply (once; nothing
+    /// mid-handshake).
+    fn close_notify(&mut self) {
+        if let Some(tls) = self.tls.as_mut() {
+            let _ = tls.close(&mut self.wbuf);
         }
     }
 
@@ -573,26 +578,16 @@ impl Conn {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(tls) = self.tls.as_mut() {
-            // Once TLS is up, replies go through rustls: the cleartext
-            // buffer is not needed again (512 octets less per session).
-            if self.wbuf.capacity() > 0 {
-                self.wbuf = Vec::new();
-            }
-            while tls.wants_write() {
-                match tls.write_tls(&mut self.socket) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
+        // Once TLS is up, an idle session keeps no write buffer (what it
+        // sends next is encrypted into a new one).
+        if self.tls.is_some() && self.wbuf.capacity() > 0 {
+            self.wbuf = Vec::new();
         }
         Ok(())
     }
 
     fn pending_write(&self) -> bool {
-        !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        !self.wbuf.is_empty()
     }
 
     /// Decides what to wait for next, or closes.
@@ -656,9 +651,7 @@ impl Conn {
         if self.session.drain().is_some() {
             self.closing = true;
             self.collect_output();
-            if let Some(tls) = self.tls.as_mut() {
-                tls.send_close_notify();
-            }
+            self.close_notify();
             if self.flush().is_err() {
                 return self.finish();
             }
@@ -670,9 +663,7 @@ impl Conn {
     pub fn shutdown(&mut self) {
         self.session.shutdown();
         self.collect_output();
-        if let Some(tls) = self.tls.as_mut() {
-            tls.send_close_notify();
-        }
+        self.close_notify();
         let _ = self.flush();
     }
 

@@ -14,6 +14,7 @@ mod outbound;
 mod slab;
 mod stats;
 mod timers;
+mod tls;
 pub mod writers;
 
 use slab::Slab;

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::ProducesTickets;
 use rustls::sign::CertifiedKey;
-use rustls::{CipherSuite, ProtocolVersion, ServerConfig, ServerConnection};
+use rustls::{CipherSuite, ProtocolVersion, ServerConfig};
 
 /// The handshake-signature checks that both of rustls's verifier traits
 /// (client and server certificates) require, delegated to the provider's
@@ -691,7 +691,7 @@ pub fn negotiated(conn: &rustls::CommonState) -> Option<Negotiated> {
 
 /// What a completed handshake negotiated, for the session and the
 /// Received header.
-pub fn facts(conn: &ServerConnection, verifier: Option<&dyn ClientCertVerifier>) -> TlsFacts {
+pub fn facts(conn: &rustls::CommonState, verifier: Option<&dyn ClientCertVerifier>) -> TlsFacts {
     let Negotiated {
         version,
         cipher,
