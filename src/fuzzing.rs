@@ -170,6 +170,9 @@ pub mod server_session {
         RcptForeign,
         Data,
         EndData,
+        /// RFC 3030: a chunk of the given size, LAST or not (its octets
+        /// come from the reads that follow).
+        Bdat(u16, bool),
         Rset,
         StartTls,
         Quit,
@@ -185,6 +188,9 @@ pub mod server_session {
             Verb::RcptForeign => b"RCPT TO:<u@elsewhere.test>\r\n".to_vec(),
             Verb::Data => b"DATA\r\n".to_vec(),
             Verb::EndData => b"\r\n.\r\n".to_vec(),
+            Verb::Bdat(n, last) => {
+                format!("BDAT {n}{}\r\n", if *last { " LAST" } else { "" }).into_bytes()
+            }
             Verb::Rset => b"RSET\r\n".to_vec(),
             Verb::StartTls => b"STARTTLS\r\n".to_vec(),
             Verb::Quit => b"QUIT\r\n".to_vec(),

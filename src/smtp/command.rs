@@ -57,13 +57,19 @@ pub enum Command<'a> {
         to: Mailbox<'a>,
     },
     Data,
+    /// RFC 3030 CHUNKING: `BDAT size [LAST]`; `size` octets of message
+    /// data follow the command line at once.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
     Vrfy,
     Help,
     StartTls,
-    /// A verb we know but do not implement (EXPN, TURN, ETRN, AUTH, BDAT …).
+    /// A verb we know but do not implement (EXPN, TURN, ETRN, AUTH …).
     NotImplemented(&'a str),
 }
 
@@ -183,6 +189,25 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
     if is("DATA") {
         return no_args(Command::Data);
     }
+    if is("BDAT") {
+        // RFC 3030 §2: bdat-cmd ::= "BDAT" SP chunk-size [ SP end-marker ]
+        // CR LF; chunk-size ::= 1*DIGIT; end-marker ::= "LAST".
+        let mut args = rest.split(' ');
+        let size = args
+            .next()
+            .filter(|v| !v.is_empty() && v.len() <= 20 && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse::<u64>().ok())
+            .ok_or(CommandError::Syntax("Syntax: BDAT size [LAST]"))?;
+        let last = match args.next() {
+            None => false,
+            Some(m) if m.eq_ignore_ascii_case("LAST") => true,
+            Some(_) => return Err(CommandError::Syntax("Syntax: BDAT size [LAST]")),
+        };
+        if args.next().is_some() {
+            return Err(CommandError::Syntax("Syntax: BDAT size [LAST]"));
+        }
+        return Ok(Command::Bdat { size, last });
+    }
     if is("RSET") {
         return no_args(Command::Rset);
     }
@@ -206,7 +231,7 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
         return Ok(Command::Vrfy);
     }
     for known in [
-        "EXPN", "TURN", "ETRN", "AUTH", "BDAT", "ATRN", "SEND", "SOML", "SAML",
+        "EXPN", "TURN", "ETRN", "AUTH", "ATRN", "SEND", "SOML", "SAML",
     ] {
         if is(known) {
             return Ok(Command::NotImplemented(known));
@@ -471,6 +496,40 @@ mod tests {
                 }
             }
         );
+    }
+
+    /// RFC 3030 §2: `BDAT chunk-size [LAST]`, any case, nothing else.
+    #[test]
+    fn state_event_bdat_takes_a_size_and_last() {
+        assert_eq!(
+            parse(b"BDAT 1000"),
+            Ok(Command::Bdat {
+                size: 1000,
+                last: false
+            })
+        );
+        assert_eq!(
+            parse(b"bdat 0 last"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        for bad in [
+            &b"BDAT"[..],
+            b"BDAT -1",
+            b"BDAT 1x",
+            b"BDAT 10 LAST x",
+            b"BDAT 10 FIRST",
+            b"BDAT 123456789012345678901",
+        ] {
+            assert_eq!(
+                parse(bad),
+                Err(CommandError::Syntax("Syntax: BDAT size [LAST]")),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

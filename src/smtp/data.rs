@@ -57,6 +57,9 @@ pub struct DataReader {
     too_big: bool,
     bare: bool,
     line_too_long: bool,
+    /// BDAT (RFC 3030): the data is counted, not terminated, so a dot is
+    /// ordinary data and nothing ends the message but the last chunk.
+    chunked: bool,
 }
 
 impl DataReader {
@@ -73,7 +76,41 @@ impl DataReader {
             too_big: false,
             bare: false,
             line_too_long: false,
+            chunked: false,
         }
+    }
+
+    /// The reader for BDAT chunks (RFC 3030 §2: no dot-stuffing, no end
+    /// marker; the command says how many octets follow). The same line
+    /// rules apply as to DATA: the message is relayed with DATA, so a
+    /// bare CR or LF in it is refused (or normalised) exactly as there.
+    pub fn chunked(text_line_cap: usize, size_cap: usize, mode: BareLineEndings) -> Self {
+        DataReader {
+            chunked: true,
+            ..DataReader::new(text_line_cap, size_cap, mode)
+        }
+    }
+
+    /// The last chunk is in: a message whose data does not end with a
+    /// line ending gets one (RFC 5322 §2.1: lines end in CRLF; the DATA
+    /// relay after this needs it); a trailing bare CR is completed.
+    pub fn finish_chunked(&mut self, out: &mut Vec<u8>) {
+        match self.state {
+            State::LineStart | State::SoftLineStart => {}
+            State::Cr => {
+                self.emit(out, b"\n");
+                self.state = State::LineStart;
+            }
+            State::Dot | State::DotCr | State::InLine => {
+                self.emit(out, b"\r\n");
+                self.state = State::LineStart;
+            }
+        }
+    }
+
+    /// The data so far is over the size cap.
+    pub fn too_big(&self) -> bool {
+        self.too_big
     }
 
     /// Octets of message data seen so far (after unstuffing), counting
@@ -104,7 +141,7 @@ impl DataReader {
         while i < input.len() {
             let b = input[i];
             match self.state {
-                State::LineStart | State::SoftLineStart if b == b'.' => {
+                State::LineStart | State::SoftLineStart if b == b'.' && !self.chunked => {
                     self.line_len += 1;
                     // RFC 5321 §4.5.2: the first dot of a line is removed.
                     self.state = if self.state == State::LineStart {

@@ -93,8 +93,15 @@ enum Phase {
     Command,
     /// Skipping the rest of a command line that was too long.
     DiscardLine,
-    /// Reading message data.
+    /// Reading message data: after DATA, or a BDAT chunk.
     Data(Box<DataState>),
+    /// Reading (and dropping) a BDAT chunk whose command was refused:
+    /// RFC 3030 §2, the octets are sent anyway and must not be read as
+    /// commands; the refusal is the chunk's reply.
+    SkipChunk {
+        remaining: u64,
+        reply: Box<Reply>,
+    },
     /// STARTTLS accepted; waiting for the handshake.
     AwaitTls,
     /// A complete message is being stored.
@@ -117,6 +124,16 @@ struct DataState {
     reader: DataReader,
     clock: DataClock,
     data: Vec<u8>,
+    /// BDAT: the chunk being read (none after DATA).
+    chunk: Option<Chunk>,
+}
+
+/// One BDAT chunk (RFC 3030 §2).
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    size: u64,
+    remaining: u64,
+    last: bool,
 }
 
 pub struct Session {
@@ -125,6 +142,9 @@ pub struct Session {
     phase: Phase,
     helo: Option<(String, bool)>,
     transaction: Option<Transaction>,
+    /// A message sent in BDAT chunks, between its chunks: the transaction
+    /// lives here until the LAST chunk (or RSET, EHLO, STARTTLS).
+    chunked: Option<Box<DataState>>,
     tls: Option<TlsFacts>,
     starttls_offered: bool,
     relay_allowed: bool,
@@ -176,6 +196,7 @@ impl Session {
             phase: Phase::Greeting,
             helo: None,
             transaction: None,
+            chunked: None,
             tls: None,
             starttls_offered,
             relay_allowed: false,
@@ -204,7 +225,7 @@ impl Session {
     /// Whether the session is reading message data (a staging file the
     /// glue keeps for it belongs to this message).
     pub fn in_data(&self) -> bool {
-        matches!(self.phase, Phase::Data(_) | Phase::AwaitStore)
+        matches!(self.phase, Phase::Data(_) | Phase::AwaitStore) || self.chunked.is_some()
     }
 
     /// The connection came through a trusted proxy: the client is `peer`.
@@ -267,15 +288,18 @@ impl Session {
 
     /// Where the session is, for log lines (`lost connection after DATA`).
     pub fn phase_name(&self) -> &'static str {
-        match self.phase {
+        match &self.phase {
             Phase::Greeting => "CONNECT",
+            Phase::Command | Phase::DiscardLine if self.chunked.is_some() => "BDAT",
             Phase::Command | Phase::DiscardLine => match (&self.transaction, &self.helo) {
                 (Some(tx), _) if !tx.recipients.is_empty() => "RCPT",
                 (Some(_), _) => "MAIL",
                 (None, Some(_)) => "EHLO",
                 (None, None) => "CONNECT",
             },
+            Phase::Data(st) if st.chunk.is_some() => "BDAT",
             Phase::Data(_) => "DATA",
+            Phase::SkipChunk { .. } => "BDAT",
             Phase::AwaitTls => "STARTTLS",
             Phase::AwaitStore => "END-OF-MESSAGE",
             Phase::Closed => "QUIT",
@@ -346,7 +370,9 @@ impl Session {
     pub fn drain(&mut self) -> Option<Action> {
         self.draining = true;
         match self.phase {
-            Phase::Data(_) | Phase::AwaitStore => None,
+            Phase::Data(_) | Phase::AwaitStore | Phase::SkipChunk { .. } => None,
+            // Between BDAT chunks the message is still arriving.
+            Phase::Command if self.chunked.is_some() => None,
             _ => Some(self.shutdown()),
         }
     }
@@ -395,15 +421,45 @@ impl Session {
                     }
                     None => Step::consumed(rest.len()),
                 },
+                Phase::SkipChunk { remaining, reply } => {
+                    let n = (*remaining).min(rest.len() as u64) as usize;
+                    *remaining -= n as u64;
+                    if *remaining > 0 {
+                        Step::consumed(n)
+                    } else {
+                        let reply = (**reply).clone();
+                        self.phase = Phase::Command;
+                        Step {
+                            consumed: n,
+                            action: self.error(reply),
+                            sync_check: false,
+                        }
+                    }
+                }
                 Phase::Data(st) => {
+                    // A BDAT chunk ends at its size, whatever follows.
+                    let (rest, chunk_done) = match &mut st.chunk {
+                        None => (rest, false),
+                        Some(c) => {
+                            let n = c.remaining.min(rest.len() as u64) as usize;
+                            c.remaining -= n as u64;
+                            (&rest[..n], c.remaining == 0)
+                        }
+                    };
                     self.deadline = Some(st.clock.arrived(rest.len(), now, &self.snapshot.limits));
                     let ended = match st.reader.feed(rest, &mut st.data) {
                         DataProgress::NeedMore => None,
                         DataProgress::End { consumed } => Some((consumed, st.reader.outcome())),
                     };
-                    let spill = ended.is_none().then(|| std::mem::take(&mut st.data));
+                    let spill =
+                        (ended.is_none() && !chunk_done).then(|| std::mem::take(&mut st.data));
                     let in_memory = spill.as_ref().map_or(0, Vec::len);
                     match (ended, spill) {
+                        (None, None) if chunk_done => Step {
+                            consumed: rest.len(),
+                            action: self.end_of_chunk(now),
+                            sync_check: false,
+                        },
                         (Some((consumed, outcome)), _) => Step {
                             consumed,
                             action: self.end_of_data(outcome),
@@ -450,7 +506,9 @@ impl Session {
             }
             // RFC 2920 §3.1: DATA ends a pipelined group; a client that sent
             // more before our 354 did not wait for it.
-            if matches!(self.phase, Phase::Data(_)) && step.sync_check && pos < input.len() {
+            // BDAT's octets follow its command by design (RFC 3030 §2).
+            let after_data = matches!(&self.phase, Phase::Data(st) if st.chunk.is_none());
+            if after_data && step.sync_check && pos < input.len() {
                 canned::sync_error().write_to(&mut self.out);
                 return Fed {
                     consumed: input.len(),

@@ -212,12 +212,12 @@ fn run_table(snap: &Arc<Snapshot>, turns: &[Turn]) -> (Vec<Message>, bool) {
 }
 
 const EHLO_PLAIN: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n";
 const EHLO_TLS: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 STARTTLS\r\n";
 /// On a TLS session: REQUIRETLS (RFC 8689 §2), no STARTTLS.
 const EHLO_IN_TLS: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 REQUIRETLS\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 REQUIRETLS\r\n";
 
 #[test]
 fn state_event_banner_names_host() {
@@ -418,7 +418,7 @@ fn state_event_message_over_limit_is_refused_after_data() {
         &snapshot(false),
         &[
             cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
-                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
                 "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
             data(bigger, "552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
             cmd("MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
@@ -537,7 +537,7 @@ fn state_event_smuggled_end_of_data_stays_in_the_message() {
         &snapshot(false),
         &[
             cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
-                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
                 "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
             data(
                 b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<evil@b.test>\r\nRCPT TO:<c@example.com>\r\n.\r\n",
@@ -688,6 +688,11 @@ mod split_property {
             Just(b"RCPT TO:<x@elsewhere.test>\r\n".to_vec()),
             Just(b"RCPT TO:<\"q@x\"@example.com>\r\n".to_vec()),
             Just(b"DATA\r\n".to_vec()),
+            // RFC 3030: chunks with dots, line ends and command-like text.
+            Just(b"BDAT 6\r\nab\r\n.\r".to_vec()),
+            Just(b"BDAT 7 LAST\r\n\nQUIT\r\n".to_vec()),
+            Just(b"BDAT 0 LAST\r\n".to_vec()),
+            Just(b"BDAT 2000\r\n".to_vec()),
             Just(b"RSET\r\n".to_vec()),
             Just(b"NOOP\r\n".to_vec()),
             Just(b"VRFY u\r\n".to_vec()),
@@ -894,4 +899,106 @@ fn state_event_report_only_profile_accepts_and_reports() {
             ..
         })
     ));
+}
+
+const BDAT_START: &str = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\n";
+const BDAT_START_REPLIES: &str = concat!(
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+    "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"
+);
+
+/// RFC 3030: a message in BDAT chunks is taken as sent — no dot-stuffing,
+/// a dot line is data, a chunk may end mid-line and mid-CRLF — and each
+/// chunk is answered once its octets are in, the LAST one after the
+/// spool has the message. Every turn is also split at every octet.
+#[test]
+fn state_event_bdat_chunks_are_stored_as_sent() {
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd(BDAT_START, BDAT_START_REPLIES),
+            data(
+                b"BDAT 9\r\nSubject: ",
+                "250 2.0.0 Ok: 9 octets received\r\n",
+            ),
+            data(b"BDAT 4\r\nx\r\n\r", "250 2.0.0 Ok: 4 octets received\r\n"),
+            data(
+                b"BDAT 11 LAST\r\n\n.\r\n..end\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+            cmd("NOOP\r\n", "250 2.0.0 Ok\r\n"),
+        ],
+    );
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].data, b"Subject: x\r\n\r\n.\r\n..end\r\n");
+    assert_eq!(stored[0].envelope.recipients, vec!["c@example.com"]);
+}
+
+/// Chunks pipelined with the envelope in one read, `BDAT 0 LAST` to end,
+/// and a last line without CRLF, which gets one (the message goes on with
+/// DATA). A message of no octets at all is stored too.
+#[test]
+fn state_event_bdat_pipelined_zero_last_and_empty_message() {
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            data(
+                b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nBDAT 4\r\nabcdBDAT 0 LAST\r\n",
+                concat!(
+                    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+                    "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 Ok: 4 octets received\r\n",
+                    "250 2.0.0 Ok: queued as QID1\r\n"
+                ),
+            ),
+            data(
+                b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nBDAT 0 LAST\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+        ],
+    );
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].data, b"abcd\r\n");
+    assert_eq!(stored[1].data, b"");
+}
+
+/// A refused BDAT still has its octets read and dropped — never taken as
+/// commands (RFC 3030 §2); DATA does not follow BDAT in one transaction
+/// (§3); RSET drops the chunks so far; over the size limit the chunk that
+/// crosses it is refused with 552; bare LF is refused as after DATA.
+#[test]
+fn state_event_bdat_refusals_consume_the_chunk() {
+    let big: Vec<u8> = [&b"BDAT 1001\r\n"[..], &[b'x'; 1001]].concat();
+    let big: &'static [u8] = Box::leak(big.into_boxed_slice());
+    let (stored, closed) = run_table(
+        &snapshot(false),
+        &[
+            data(
+                b"EHLO c.test\r\nBDAT 6 LAST\r\nQUIT\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n503 5.5.1 Need MAIL command\r\n",
+            ),
+            data(
+                b"MAIL FROM:<a@b.test>\r\nBDAT 6\r\nRSET\r\n",
+                "250 2.1.0 Sender ok\r\n554 5.5.1 No valid recipients\r\n",
+            ),
+            data(
+                b"RCPT TO:<c@example.com>\r\nBDAT 2\r\nhi",
+                "250 2.1.5 Recipient ok\r\n250 2.0.0 Ok: 2 octets received\r\n",
+            ),
+            cmd("DATA\r\n", "503 5.5.1 DATA after BDAT in one transaction\r\n"),
+            cmd("RSET\r\n", "250 2.0.0 Ok\r\n"),
+            data(b"BDAT 1 LAST\r\nx", "503 5.5.1 Need MAIL command\r\n"),
+            data(
+                b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\n",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n",
+            ),
+            data(big, "552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
+            data(
+                b"MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nBDAT 7 LAST\r\nhi\n.\nyo",
+                "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n554 5.5.2 Bare CR or LF in message data is not allowed (RFC 5321 section 2.3.8)\r\n",
+            ),
+            cmd("QUIT\r\n", "221 2.0.0 Bye\r\n"),
+        ],
+    );
+    assert!(stored.is_empty());
+    assert!(closed);
 }

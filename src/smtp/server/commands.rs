@@ -15,10 +15,11 @@ impl Session {
             Command::Mail { .. } => 3,
             Command::Rcpt { .. } => 4,
             Command::Data => 5,
-            Command::Rset => 6,
-            Command::Noop => 7,
-            Command::Quit => 8,
-            Command::Vrfy | Command::Help | Command::NotImplemented(_) => 9,
+            Command::Bdat { .. } => 6,
+            Command::Rset => 7,
+            Command::Noop => 8,
+            Command::Quit => 9,
+            Command::Vrfy | Command::Help | Command::NotImplemented(_) => 10,
         };
         self.stats.verbs[verb] += 1;
         match cmd {
@@ -27,8 +28,10 @@ impl Session {
             Command::Mail { from, params } => self.mail(from, params),
             Command::Rcpt { to } => self.rcpt(to),
             Command::Data => self.data_command(now),
+            Command::Bdat { size, last } => self.bdat_command(size, last, now),
             Command::Rset => {
                 self.transaction = None;
+                self.abandon_chunks();
                 self.reply(canned::ok())
             }
             Command::Noop => self.reply(canned::ok()),
@@ -46,6 +49,7 @@ impl Session {
     pub(super) fn hello(&mut self, name: &str, esmtp: bool) -> Option<Action> {
         // RFC 5321 §4.1.4: EHLO/HELO resets like RSET.
         self.transaction = None;
+        self.abandon_chunks();
         self.helo = Some((name.to_string(), esmtp));
         let host = &self.snapshot.hostname;
         if !esmtp {
@@ -57,6 +61,7 @@ impl Session {
             format!("SIZE {}", self.snapshot.limits.message_size).into(),
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
+            "CHUNKING".into(),
         ];
         if self.starttls_offered && self.tls.is_none() {
             lines.push("STARTTLS".into());
@@ -72,7 +77,7 @@ impl Session {
         if self.helo.is_none() {
             return self.error(canned::bad_sequence("Send EHLO or HELO first"));
         }
-        if self.transaction.is_some() {
+        if self.transaction.is_some() || self.chunked.is_some() {
             return self.error(canned::bad_sequence("Nested MAIL command"));
         }
         if self.budget_exhausted() {
@@ -183,6 +188,10 @@ impl Session {
     }
 
     pub(super) fn data_command(&mut self, now: Instant) -> Option<Action> {
+        // RFC 3030 §3: DATA and BDAT do not mix in one transaction.
+        if self.chunked.is_some() {
+            return self.error(canned::bad_sequence("DATA after BDAT in one transaction"));
+        }
         match self.transaction.take() {
             None => self.error(canned::bad_sequence("Need MAIL command")),
             Some(tx) if tx.recipients.is_empty() => {
@@ -207,9 +216,118 @@ impl Session {
                         received: 0,
                     },
                     data: Vec::new(),
+                    chunk: None,
                 }));
                 self.reply(canned::start_data())
             }
+        }
+    }
+
+    /// RFC 3030 §2: `BDAT size [LAST]`. The chunk's octets follow at once
+    /// and are read whatever the answer; the reply comes once they are in
+    /// (for LAST, once the message is stored, as after DATA).
+    pub(super) fn bdat_command(&mut self, size: u64, last: bool, now: Instant) -> Option<Action> {
+        let chunk = Some(Chunk {
+            size,
+            remaining: size,
+            last,
+        });
+        if let Some(mut state) = self.chunked.take() {
+            state.chunk = chunk;
+            self.phase = Phase::Data(state);
+        } else {
+            let transaction = match self.transaction.take() {
+                None => return self.skip_chunk(size, canned::bad_sequence("Need MAIL command")),
+                Some(tx) if tx.recipients.is_empty() => {
+                    self.transaction = Some(tx);
+                    return self.skip_chunk(size, canned::no_valid_recipients());
+                }
+                Some(tx) if self.budget_exhausted() => {
+                    self.transaction = Some(tx);
+                    return self.skip_chunk(size, canned::busy());
+                }
+                Some(tx) => tx,
+            };
+            let limits = &self.snapshot.limits;
+            self.phase = Phase::Data(Box::new(DataState {
+                transaction,
+                reader: DataReader::chunked(
+                    limits.text_line,
+                    limits.message_size,
+                    limits.bare_line_endings,
+                ),
+                clock: DataClock {
+                    since: now,
+                    received: 0,
+                },
+                data: Vec::new(),
+                chunk,
+            }));
+        }
+        if size == 0 {
+            return self.end_of_chunk(now);
+        }
+        None
+    }
+
+    /// A refused BDAT: its octets are read and dropped, then the refusal.
+    fn skip_chunk(&mut self, size: u64, reply: Reply) -> Option<Action> {
+        if size == 0 {
+            return self.error(reply);
+        }
+        self.phase = Phase::SkipChunk {
+            remaining: size,
+            reply: Box::new(reply),
+        };
+        None
+    }
+
+    /// A BDAT chunk is in: the message ends (LAST), is refused (over the
+    /// size limit: RFC 3030 §4 allows the refusal at any chunk), or waits
+    /// for the next chunk.
+    pub(super) fn end_of_chunk(&mut self, now: Instant) -> Option<Action> {
+        let mut state = match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(state) => state,
+            other @ (Phase::Greeting
+            | Phase::Command
+            | Phase::DiscardLine
+            | Phase::AwaitTls
+            | Phase::AwaitStore
+            | Phase::SkipChunk { .. }
+            | Phase::Closed) => {
+                self.phase = other;
+                return None;
+            }
+        };
+        let Some(chunk) = state.chunk else {
+            self.phase = Phase::Data(state);
+            return None;
+        };
+        if state.reader.too_big() {
+            self.release();
+            return self.error(canned::message_too_big());
+        }
+        if chunk.last {
+            let DataState { reader, data, .. } = &mut *state;
+            reader.finish_chunked(data);
+            let outcome = reader.outcome();
+            self.phase = Phase::Data(state);
+            return self.end_of_data(outcome);
+        }
+        self.account_data(state.data.len());
+        self.chunked = Some(state);
+        self.deadline = Some(now + self.snapshot.limits.command_timeout);
+        self.reply(Reply::new(
+            250,
+            "2.0.0",
+            format!("Ok: {} octets received", chunk.size),
+        ))
+    }
+
+    /// RSET, EHLO or STARTTLS mid-BDAT: the chunks so far go.
+    pub(super) fn abandon_chunks(&mut self) {
+        if self.chunked.take().is_some() {
+            self.release();
         }
     }
 
@@ -222,6 +340,7 @@ impl Session {
             | Phase::DiscardLine
             | Phase::AwaitTls
             | Phase::AwaitStore
+            | Phase::SkipChunk { .. }
             | Phase::Closed) => {
                 self.phase = other;
                 return None;
@@ -304,6 +423,7 @@ impl Session {
         self.tls = Some(facts);
         self.helo = None;
         self.transaction = None;
+        self.abandon_chunks();
         self.phase = Phase::Command;
         self.deadline = Some(now + self.snapshot.limits.command_timeout);
     }

@@ -7,12 +7,12 @@ pub struct SessionStats {
     pub messages: u32,
     pub errors: u32,
     /// Per verb, in Postfix's order: ehlo, helo, starttls, mail, rcpt,
-    /// data, rset, noop, quit, other.
-    pub verbs: [u32; 10],
+    /// data, bdat, rset, noop, quit, other.
+    pub verbs: [u32; 11],
 }
 
-const VERB_NAMES: [&str; 10] = [
-    "ehlo", "helo", "starttls", "mail", "rcpt", "data", "rset", "noop", "quit", "unknown",
+const VERB_NAMES: [&str; 11] = [
+    "ehlo", "helo", "starttls", "mail", "rcpt", "data", "bdat", "rset", "noop", "quit", "unknown",
 ];
 
 impl SessionStats {
