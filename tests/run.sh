@@ -2,11 +2,13 @@
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
 # promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, headless
-# Chromium) from Debian when they are missing, then runs every test in the
+# Chromium; Exim unpacked beside them) from Debian when they are missing, then runs every test in the
 # workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 perl -MNet::SSLeay -e1 >/dev/null 2>&1 || need+=(libnet-ssleay-perl)
@@ -36,18 +38,35 @@ command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-s
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
   # Postfix runs as private test instances only: no system configuration.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# Exim as a sending peer that uses BDAT (tests/chunking.rs). Debian's
+# exim4 conflicts with Postfix as the system MTA, so its daemon package is
+# unpacked beside the suite instead of installed; it needs its libraries
+# and the Debian-exim user its binary names.
+exim_root=${SEALGATE_EXIM_ROOT:-/opt/sealgate-test-peers/exim4}
+if [ ! -x "$exim_root/usr/sbin/exim4" ]; then
+  echo "tests/run.sh: unpacking exim4-daemon-light into $exim_root"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+    libgnutls-dane0 libidn12 libnsl2 libdb5.3 libpcre2-8-0
+  dl=$(mktemp -d)
+  (cd "$dl" && apt-get download -qq exim4-daemon-light 2>/dev/null)
+  $sudo mkdir -p "$exim_root"
+  $sudo dpkg -x "$dl"/exim4-daemon-light_*.deb "$exim_root"
+  rm -rf "$dl"
+fi
+getent passwd Debian-exim >/dev/null || $sudo useradd --system --no-create-home --shell /usr/sbin/nologin Debian-exim
+export SEALGATE_EXIM="$exim_root/usr/sbin/exim4"
+
 # Every test starts its peers and stops them, in temporary directories it
 # removes: after the suite, no process it started may survive and no
 # temporary directory may remain. What ran before the suite is left alone.
-peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|chromium-headless-shell)( |$)|policy_server.py'
+peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|chromium-headless-shell)( |$)|policy_server.py'
 before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
 status=0
