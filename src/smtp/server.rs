@@ -422,6 +422,8 @@ impl Session {
                     None => Step::consumed(rest.len()),
                 },
                 Phase::SkipChunk { remaining, reply } => {
+                    // Dropped data is still data: its idle limit applies.
+                    self.deadline = Some(now + self.snapshot.limits.data_timeout);
                     let n = (*remaining).min(rest.len() as u64) as usize;
                     *remaining -= n as u64;
                     if *remaining > 0 {
