@@ -449,25 +449,26 @@ impl Session {
                         }
                     };
                     self.deadline = Some(st.clock.arrived(rest.len(), now, &self.snapshot.limits));
-                    let ended = match st.reader.feed(rest, &mut st.data) {
-                        DataProgress::NeedMore => None,
-                        DataProgress::End { consumed } => Some((consumed, st.reader.outcome())),
-                    };
-                    let spill =
-                        (ended.is_none() && !chunk_done).then(|| std::mem::take(&mut st.data));
-                    let in_memory = spill.as_ref().map_or(0, Vec::len);
-                    match (ended, spill) {
-                        (None, None) if chunk_done => Step {
+                    match st.reader.feed(rest, &mut st.data) {
+                        DataProgress::End { consumed } => {
+                            let outcome = st.reader.outcome();
+                            Step {
+                                consumed,
+                                action: self.end_of_data(outcome),
+                                sync_check: false,
+                            }
+                        }
+                        // The chunk's reply (or the message's end) comes
+                        // now; data held past the buffer spills with the
+                        // next chunk.
+                        DataProgress::NeedMore if chunk_done => Step {
                             consumed: rest.len(),
                             action: self.end_of_chunk(now),
                             sync_check: false,
                         },
-                        (Some((consumed, outcome)), _) => Step {
-                            consumed,
-                            action: self.end_of_data(outcome),
-                            sync_check: false,
-                        },
-                        (None, Some(data)) => {
+                        DataProgress::NeedMore => {
+                            let in_memory = st.data.len();
+                            let data = std::mem::take(&mut st.data);
                             self.account_data(in_memory);
                             if self.should_spill(in_memory) {
                                 self.release();
@@ -484,7 +485,6 @@ impl Session {
                                 Step::consumed(rest.len())
                             }
                         }
-                        (None, None) => Step::consumed(rest.len()),
                     }
                 }
                 Phase::Command => self.command_line(rest, now),

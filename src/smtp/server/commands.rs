@@ -192,77 +192,63 @@ impl Session {
         if self.chunked.is_some() {
             return self.error(canned::bad_sequence("DATA after BDAT in one transaction"));
         }
-        match self.transaction.take() {
-            None => self.error(canned::bad_sequence("Need MAIL command")),
+        match self.open_message(now, None) {
+            Ok(()) => self.reply(canned::start_data()),
+            Err(refusal) => self.error(refusal),
+        }
+    }
+
+    /// DATA or the first BDAT: the transaction becomes a message being
+    /// read (`chunk` is BDAT's first chunk), or the command is refused.
+    fn open_message(&mut self, now: Instant, chunk: Option<Chunk>) -> Result<(), Reply> {
+        let transaction = match self.transaction.take() {
+            None => return Err(canned::bad_sequence("Need MAIL command")),
             Some(tx) if tx.recipients.is_empty() => {
                 self.transaction = Some(tx);
-                self.error(canned::no_valid_recipients())
+                return Err(canned::no_valid_recipients());
             }
             Some(tx) if self.budget_exhausted() => {
                 self.transaction = Some(tx);
-                self.error(canned::busy())
+                return Err(canned::busy());
             }
-            Some(transaction) => {
-                let limits = &self.snapshot.limits;
-                self.phase = Phase::Data(Box::new(DataState {
-                    transaction,
-                    reader: DataReader::new(
-                        limits.text_line,
-                        limits.message_size,
-                        limits.bare_line_endings,
-                    ),
-                    clock: DataClock {
-                        since: now,
-                        received: 0,
-                    },
-                    data: Vec::new(),
-                    chunk: None,
-                }));
-                self.reply(canned::start_data())
-            }
-        }
+            Some(tx) => tx,
+        };
+        let limits = &self.snapshot.limits;
+        let (line, size, bare) = (
+            limits.text_line,
+            limits.message_size,
+            limits.bare_line_endings,
+        );
+        self.phase = Phase::Data(Box::new(DataState {
+            transaction,
+            reader: match chunk {
+                None => DataReader::new(line, size, bare),
+                Some(_) => DataReader::chunked(line, size, bare),
+            },
+            clock: DataClock {
+                since: now,
+                received: 0,
+            },
+            data: Vec::new(),
+            chunk,
+        }));
+        Ok(())
     }
 
     /// RFC 3030 §2: `BDAT size [LAST]`. The chunk's octets follow at once
     /// and are read whatever the answer; the reply comes once they are in
     /// (for LAST, once the message is stored, as after DATA).
     pub(super) fn bdat_command(&mut self, size: u64, last: bool, now: Instant) -> Option<Action> {
-        let chunk = Some(Chunk {
+        let chunk = Chunk {
             size,
             remaining: size,
             last,
-        });
+        };
         if let Some(mut state) = self.chunked.take() {
-            state.chunk = chunk;
+            state.chunk = Some(chunk);
             self.phase = Phase::Data(state);
-        } else {
-            let transaction = match self.transaction.take() {
-                None => return self.skip_chunk(size, canned::bad_sequence("Need MAIL command")),
-                Some(tx) if tx.recipients.is_empty() => {
-                    self.transaction = Some(tx);
-                    return self.skip_chunk(size, canned::no_valid_recipients());
-                }
-                Some(tx) if self.budget_exhausted() => {
-                    self.transaction = Some(tx);
-                    return self.skip_chunk(size, canned::busy());
-                }
-                Some(tx) => tx,
-            };
-            let limits = &self.snapshot.limits;
-            self.phase = Phase::Data(Box::new(DataState {
-                transaction,
-                reader: DataReader::chunked(
-                    limits.text_line,
-                    limits.message_size,
-                    limits.bare_line_endings,
-                ),
-                clock: DataClock {
-                    since: now,
-                    received: 0,
-                },
-                data: Vec::new(),
-                chunk,
-            }));
+        } else if let Err(refusal) = self.open_message(now, Some(chunk)) {
+            return self.skip_chunk(size, refusal);
         }
         if size == 0 {
             return self.end_of_chunk(now);
@@ -282,12 +268,11 @@ impl Session {
         None
     }
 
-    /// A BDAT chunk is in: the message ends (LAST), is refused (over the
-    /// size limit: RFC 3030 §4 allows the refusal at any chunk), or waits
-    /// for the next chunk.
-    pub(super) fn end_of_chunk(&mut self, now: Instant) -> Option<Action> {
-        let mut state = match std::mem::replace(&mut self.phase, Phase::Command) {
-            Phase::Data(state) => state,
+    /// The message being read leaves the data phase (at its end, or a
+    /// chunk's); none outside it.
+    fn take_message(&mut self) -> Option<Box<DataState>> {
+        match std::mem::replace(&mut self.phase, Phase::Command) {
+            Phase::Data(state) => Some(state),
             other @ (Phase::Greeting
             | Phase::Command
             | Phase::DiscardLine
@@ -296,9 +281,16 @@ impl Session {
             | Phase::SkipChunk { .. }
             | Phase::Closed) => {
                 self.phase = other;
-                return None;
+                None
             }
-        };
+        }
+    }
+
+    /// A BDAT chunk is in: the message ends (LAST), is refused (over the
+    /// size limit: RFC 3030 §4 allows the refusal at any chunk), or waits
+    /// for the next chunk.
+    pub(super) fn end_of_chunk(&mut self, now: Instant) -> Option<Action> {
+        let mut state = self.take_message()?;
         let Some(chunk) = state.chunk else {
             self.phase = Phase::Data(state);
             return None;
@@ -311,8 +303,7 @@ impl Session {
             let DataState { reader, data, .. } = &mut *state;
             reader.finish_chunked(data);
             let outcome = reader.outcome();
-            self.phase = Phase::Data(state);
-            return self.end_of_data(outcome);
+            return self.finish_message(*state, outcome);
         }
         self.account_data(state.data.len());
         self.chunked = Some(state);
@@ -331,26 +322,24 @@ impl Session {
         }
     }
 
+    /// DATA's end (`<CRLF>.<CRLF>`) was read.
     pub(super) fn end_of_data(&mut self, outcome: Result<(), DataError>) -> Option<Action> {
-        // Called from the DATA phase only: the message's state leaves it.
-        let state = match std::mem::replace(&mut self.phase, Phase::Command) {
-            Phase::Data(state) => state,
-            other @ (Phase::Greeting
-            | Phase::Command
-            | Phase::DiscardLine
-            | Phase::AwaitTls
-            | Phase::AwaitStore
-            | Phase::SkipChunk { .. }
-            | Phase::Closed) => {
-                self.phase = other;
-                return None;
-            }
-        };
+        let state = self.take_message()?;
+        self.finish_message(*state, outcome)
+    }
+
+    /// The whole message is in: refused with the reader's verdict, or
+    /// handed to the spool.
+    fn finish_message(
+        &mut self,
+        state: DataState,
+        outcome: Result<(), DataError>,
+    ) -> Option<Action> {
         let DataState {
             transaction: tx,
             data,
             ..
-        } = *state;
+        } = state;
         if let Err(e) = outcome {
             self.release();
             let reply = match e {
