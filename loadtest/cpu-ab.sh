@@ -22,25 +22,16 @@ while [ $# -gt 0 ]; do
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -p sealgate-load -q --manifest-path "$root/Cargo.toml"
-load=$root/target/release/sealgate-load
 . "$root/loadtest/lib.sh"
-work=$(mktemp -d /tmp/sealgate-cpu-ab.XXXXXX)
-gw_pid=""
-cleanup() { [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+ab_bench cpu-ab
 hz=$(getconf CLK_TCK)
 one() {
   local bin=$1; shift
-  rm -rf "$work"/*
-  local port; port=$(free_port)
-  (cd "$work" && gateway_config "$port" "*" "[127.0.0.1]:1" "$shards" > sealgate.toml)
-  "$bin" run -c "$work/sealgate.toml" 2>"$work/gw.log" & gw_pid=$!
-  wait_ready "$work/gw.log"
+  ab_start "$bin" "$shards"
   read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$gw_pid/stat")
   ${PIN:-} "$load" --target "127.0.0.1:$port" --mode starttls --sessions "$sessions" --concurrency 16 "$@" >/dev/null
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$gw_pid/stat")
-  kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""
+  ab_stop
   python3 -c "import sys; u,s,n,hz=map(float,sys.argv[1:]); print(f'{(u+s)*1e6/hz/n:.0f} {u*1e6/hz/n:.0f} {s*1e6/hz/n:.0f}')" $((u1-u0)) $((s1-s0)) "$sessions" "$hz"
 }
 declare -a a b

@@ -18,24 +18,14 @@ while [ $# -gt 0 ]; do
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
-cargo build --release -p sealgate-load -q --manifest-path "$root/Cargo.toml"
-load=$root/target/release/sealgate-load
 . "$root/loadtest/lib.sh"
-work=$(mktemp -d /tmp/sealgate-held-ab.XXXXXX)
-gw_pid=""
-cleanup() { [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null; rm -rf "$work"; }
-trap cleanup EXIT
+ab_bench held-ab
 one() {
-  local bin=$1
-  rm -rf "$work"/*
-  local port; port=$(free_port)
-  (cd "$work" && gateway_config "$port" "*" "[127.0.0.1]:1" > sealgate.toml)
-  "$bin" run -c "$work/sealgate.toml" 2>"$work/gw.log" & gw_pid=$!
-  wait_ready "$work/gw.log"
+  ab_start "$1"
   "$load" --target "127.0.0.1:$port" --mode starttls --sessions "$sessions" --concurrency "$sessions" \
     --hold --timeout 120s --server-pid "$gw_pid" --json \
     | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["server_cpu"]["rss_kib_per_held_session"], 2))'
-  kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""
+  ab_stop
 }
 declare -a a b
 for r in $(seq "$rounds"); do

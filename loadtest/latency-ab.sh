@@ -20,27 +20,14 @@ while [ $# -gt 0 ]; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-cargo build --release -p sealgate-load -q
-load=$root/target/release/sealgate-load
 . "$root/loadtest/lib.sh"
-work=$(mktemp -d /tmp/sealgate-ab.XXXXXX)
-pid=""
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null
-  rm -rf "$work"
-}
-trap cleanup EXIT
-port=$(free_port)
-gateway_config "$port" "*" "[127.0.0.1]:1" > "$work/sealgate.toml"
+ab_bench latency-ab
 for round in $(seq "$rounds"); do
   for which in old new; do
     gw=$old; [ "$which" = new ] && gw=$new
-    rm -rf "$work/spool"
-    "$gw" run -c "$work/sealgate.toml" 2>"$work/gw.log" &
-    pid=$!
-    wait_ready "$work/gw.log"
+    ab_start "$gw"
     r=$("$load" --target "127.0.0.1:$port" --mode starttls --duration 5s --rate "$rate" --concurrency 512 --json)
-    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+    ab_stop
     echo "round $round $which: $(echo "$r" | python3 -c 'import json,sys; d=json.load(sys.stdin); h=d["phases"]["handshake"]; print("p50", h["p50"], "p99", h["p99"], "sessions/s", round(d["sessions_per_s"]))')"
   done
 done

@@ -1,4 +1,5 @@
-# Shared by loadtest/perf-report.sh, loadtest/compare-postfix.sh and
+# Shared by loadtest/perf-report.sh, loadtest/compare-postfix.sh, the A/B
+# scripts (cpu-ab.sh, held-ab.sh, latency-ab.sh) and
 # tests/tls-audit.sh: a free loopback port, a gateway configuration for
 # measurements, and waiting for a gateway to be ready. Source it.
 
@@ -81,4 +82,37 @@ relay_bench_cleanup() {
   set +e
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
   rm -rf "$work"
+}
+
+# ab_bench NAME: the set-up of a two-build comparison (cpu-ab.sh,
+# held-ab.sh, latency-ab.sh): the load generator built in release ($load),
+# a work directory ($work) removed on exit with the gateway in $gw_pid.
+# Call it from the script's top level (it sets the EXIT trap).
+ab_bench() {
+  cargo build --release -p sealgate-load -q --manifest-path "$root/Cargo.toml"
+  load=$root/target/release/sealgate-load
+  work=$(mktemp -d "/tmp/sealgate-$1.XXXXXX")
+  gw_pid=""
+  trap ab_bench_cleanup EXIT
+}
+
+ab_bench_cleanup() {
+  [ -n "$gw_pid" ] && kill "$gw_pid" 2>/dev/null && wait "$gw_pid" 2>/dev/null
+  rm -rf "$work"
+}
+
+# ab_start BINARY [SHARDS]: a fresh gateway of BINARY (empty spool, new
+# certificate, the measurement configuration on a free $port), ready.
+ab_start() {
+  rm -rf "${work:?}"/*
+  port=$(free_port)
+  gateway_config "$port" "*" "[127.0.0.1]:1" "${2:-0}" > "$work/sealgate.toml"
+  "$1" run -c "$work/sealgate.toml" 2>"$work/gw.log" &
+  gw_pid=$!
+  wait_ready "$work/gw.log"
+}
+
+# ab_stop: stops the gateway ab_start started.
+ab_stop() {
+  kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true; gw_pid=""
 }
