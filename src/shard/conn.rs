@@ -24,11 +24,9 @@ use crate::snapshot::Snapshot;
 use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
 
-/// Octets read from a socket per `read` call.
+/// Octets read from a socket per `read` call: the size of the shard's
+/// scratch buffer, which TLS records are decrypted from (see [`Tls`]).
 pub const READ_CHUNK: usize = 16 * 1024;
-/// The shard's scratch buffer: one socket read (TLS records are decrypted
-/// from it; see [`Tls`]).
-pub const SCRATCH: usize = READ_CHUNK;
 
 /// What the shard must do with the connection after an event.
 pub enum Outcome {
@@ -250,7 +248,7 @@ impl Conn {
         {
             self.feed(now, shard, writers, stats);
         }
-        let chunk = &mut io.scratch[..READ_CHUNK];
+        let chunk = &mut *io.scratch;
         // While a message is being stored, input stays in the socket: the
         // buffer cannot grow, and `stored` reads it afterwards.
         while read && !self.closing && !self.storing {
@@ -363,7 +361,7 @@ impl Conn {
                 return Err(io::Error::other(e));
             }
         };
-        if self.handshaking && !tls.is_handshaking() {
+        if self.handshaking && !tls.state().is_handshaking() {
             self.handshaking = false;
             let state = tls.state();
             let facts = crate::tls::facts(state, self.snapshot.client_verifier.as_deref());

@@ -383,7 +383,7 @@ impl Shard {
             waker,
             serial: 0,
             shared,
-            scratch: vec![0; conn::SCRATCH],
+            scratch: vec![0; conn::READ_CHUNK],
             deliveries: crossbeam_channel::never(),
             outbound: Vec::new(),
         }
