@@ -35,6 +35,12 @@ command -v adduser >/dev/null 2>&1 || [ -x /usr/sbin/adduser ] || need+=(adduser
 command -v man >/dev/null 2>&1 || need+=(man-db)
 # The status page, loaded and screenshotted in headless Chromium.
 command -v chromium-headless-shell >/dev/null 2>&1 || need+=(chromium-headless-shell)
+# Exim as a sending peer that uses BDAT (tests/chunking.rs). Debian's
+# exim4 conflicts with Postfix as the system MTA, so its daemon package is
+# unpacked beside the suite (below) instead of installed; its libraries
+# are installed here with the rest.
+exim_root=${SEALGATE_EXIM_ROOT:-/opt/sealgate-test-peers/exim4}
+[ -x "$exim_root/usr/sbin/exim4" ] || need+=(libgnutls-dane0 libidn12 libnsl2 libdb5.3 libpcre2-8-0)
 
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]}"
@@ -44,16 +50,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
-# Exim as a sending peer that uses BDAT (tests/chunking.rs). Debian's
-# exim4 conflicts with Postfix as the system MTA, so its daemon package is
-# unpacked beside the suite instead of installed; it needs its libraries
-# and the Debian-exim user its binary names.
-exim_root=${SEALGATE_EXIM_ROOT:-/opt/sealgate-test-peers/exim4}
+# Exim's daemon package, unpacked (the package lists were updated above,
+# since its libraries were needed), and the Debian-exim user its binary
+# names.
 if [ ! -x "$exim_root/usr/sbin/exim4" ]; then
   echo "tests/run.sh: unpacking exim4-daemon-light into $exim_root"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-    libgnutls-dane0 libidn12 libnsl2 libdb5.3 libpcre2-8-0
   dl=$(mktemp -d)
   (cd "$dl" && apt-get download -qq exim4-daemon-light 2>/dev/null)
   $sudo mkdir -p "$exim_root"
