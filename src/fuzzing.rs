@@ -443,12 +443,16 @@ pub mod client_session {
         };
         let message = |from: &str, rcpts: &[&str], data: &[u8]| Outgoing {
             from: from.into(),
-            recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+            recipients: rcpts
+                .iter()
+                .map(|r| crate::model::Recipient::plain(*r))
+                .collect(),
             data: Arc::from(data),
             flags: crate::model::MailFlags {
                 body_8bit: true,
                 ..Default::default()
             },
+            dsn: Default::default(),
         };
         let messages = vec![
             message(

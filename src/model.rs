@@ -121,23 +121,31 @@ pub struct MailFlags {
     /// A TLS report (RFC 8460) the gateway made: no report is ever made
     /// about its own delivery (§5.3.1, no report loops).
     pub tls_report: bool,
+    /// `MAIL FROM:<…> SMTPUTF8` (RFC 6531 §3.4): the envelope or the
+    /// headers may hold UTF-8. Sent on with SMTPUTF8, downgraded to
+    /// A-labels where nothing else needs UTF-8, or bounced with `5.6.7`.
+    pub smtputf8: bool,
 }
 
 impl MailFlags {
     /// Bit 0: 8BITMIME; bits 1-2: the TLS request (1 REQUIRETLS, 2
-    /// TLS-Required: No); bit 3: a TLS report. Old records wrote 0 or 1.
+    /// TLS-Required: No); bit 3: a TLS report; bit 4: SMTPUTF8. Old
+    /// records wrote 0 or 1.
     pub fn to_byte(self) -> u8 {
         let tls = match self.tls {
             TlsRequest::Default => 0,
             TlsRequest::Required => 1,
             TlsRequest::NotRequired => 2,
         };
-        u8::from(self.body_8bit) | tls << 1 | u8::from(self.tls_report) << 3
+        u8::from(self.body_8bit)
+            | tls << 1
+            | u8::from(self.tls_report) << 3
+            | u8::from(self.smtputf8) << 4
     }
 
     /// `None` for bits no version wrote (a damaged record).
     pub fn from_byte(b: u8) -> Option<MailFlags> {
-        if b & !0b1111 != 0 {
+        if b & !0b1_1111 != 0 {
             return None;
         }
         let tls = match (b >> 1) & 0b11 {
@@ -150,8 +158,245 @@ impl MailFlags {
             body_8bit: b & 1 == 1,
             tls,
             tls_report: b & 0b1000 != 0,
+            smtputf8: b & 0b1_0000 != 0,
         })
     }
+}
+
+/// RFC 3461 §4.3 `RET`: what a failure notification returns of the
+/// message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ret {
+    Full,
+    Hdrs,
+}
+
+impl Ret {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ret::Full => "FULL",
+            Ret::Hdrs => "HDRS",
+        }
+    }
+}
+
+/// The DSN request of a message as a whole (RFC 3461 §4.3, §4.4).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageDsn {
+    pub ret: Option<Ret>,
+    /// `ENVID`, xtext-decoded: the sender's name for the transaction,
+    /// given back in every notification (`Original-Envelope-Id`).
+    pub envid: Option<String>,
+}
+
+/// RFC 3461 §4.1 `NOTIFY` of one recipient.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Notify {
+    /// Not given: failures are reported, nothing else (§4.1: "as if
+    /// NOTIFY=FAILURE" for the MTA's default, delays not announced).
+    #[default]
+    Default,
+    /// `NOTIFY=NEVER`: no notification of any kind.
+    Never,
+    /// `NOTIFY=` one or more of SUCCESS, FAILURE, DELAY.
+    On {
+        success: bool,
+        failure: bool,
+        delay: bool,
+    },
+}
+
+impl Notify {
+    /// A failure of this recipient is reported to the sender.
+    pub fn failure(self) -> bool {
+        match self {
+            Notify::Default => true,
+            Notify::Never => false,
+            Notify::On { failure, .. } => failure,
+        }
+    }
+
+    pub fn success(self) -> bool {
+        match self {
+            Notify::Default | Notify::Never => false,
+            Notify::On { success, .. } => success,
+        }
+    }
+
+    pub fn delay(self) -> bool {
+        match self {
+            Notify::Default | Notify::Never => false,
+            Notify::On { delay, .. } => delay,
+        }
+    }
+
+    /// The parameter's value as RFC 3461 writes it (`None` when not
+    /// given).
+    pub fn value(self) -> Option<String> {
+        match self {
+            Notify::Default => None,
+            Notify::Never => Some("NEVER".into()),
+            Notify::On {
+                success,
+                failure,
+                delay,
+            } => {
+                let words: Vec<&str> =
+                    [(success, "SUCCESS"), (failure, "FAILURE"), (delay, "DELAY")]
+                        .into_iter()
+                        .filter_map(|(on, w)| on.then_some(w))
+                        .collect();
+                Some(words.join(","))
+            }
+        }
+    }
+
+    /// One octet in the journal: 0 not given, 1 NEVER, else 0x80 with
+    /// bit 0 SUCCESS, bit 1 FAILURE, bit 2 DELAY.
+    pub fn to_byte(self) -> u8 {
+        match self {
+            Notify::Default => 0,
+            Notify::Never => 1,
+            Notify::On {
+                success,
+                failure,
+                delay,
+            } => 0x80 | u8::from(success) | u8::from(failure) << 1 | u8::from(delay) << 2,
+        }
+    }
+
+    pub fn from_byte(b: u8) -> Option<Notify> {
+        match b {
+            0 => Some(Notify::Default),
+            1 => Some(Notify::Never),
+            b if b & 0x80 != 0 && b & 0x78 == 0 && b & 0b111 != 0 => Some(Notify::On {
+                success: b & 1 != 0,
+                failure: b & 2 != 0,
+                delay: b & 4 != 0,
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// RFC 3461 §4.2 `ORCPT`: the recipient as the sender first gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orcpt {
+    /// The address type, `rfc822` or `utf-8` (RFC 6533), as given.
+    pub kind: String,
+    /// The address, decoded from xtext (or RFC 6533's unitext).
+    pub address: String,
+}
+
+/// What one recipient asked to be told (RFC 3461 §4.1, §4.2).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptDsn {
+    pub notify: Notify,
+    pub orcpt: Option<Orcpt>,
+}
+
+/// One recipient of a message: its address and its DSN request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    pub address: String,
+    pub dsn: RcptDsn,
+}
+
+impl Recipient {
+    /// A recipient that asked for nothing.
+    pub fn plain(address: impl Into<String>) -> Recipient {
+        Recipient {
+            address: address.into(),
+            dsn: RcptDsn::default(),
+        }
+    }
+}
+
+impl From<&str> for Recipient {
+    fn from(address: &str) -> Recipient {
+        Recipient::plain(address)
+    }
+}
+
+impl PartialEq<&str> for Recipient {
+    fn eq(&self, other: &&str) -> bool {
+        self.address == *other
+    }
+}
+
+/// RFC 3461 §4: xtext, `+HH` for `+`, `=`, and octets outside `!`..`~`.
+pub fn xtext_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An ORCPT value as RFC 3461 §4.2 writes it, `type;xtext`: for RFC
+/// 6533's `utf-8` type, a character outside printable ASCII (and `+`,
+/// `=`, `\`) as `\x{HEX}`; for any other type, xtext.
+pub fn orcpt_encode(o: &Orcpt) -> String {
+    let address = if o.kind.eq_ignore_ascii_case("utf-8") {
+        let mut out = String::with_capacity(o.address.len());
+        for c in o.address.chars() {
+            if c.is_ascii_graphic() && !matches!(c, '+' | '=' | '\\') {
+                out.push(c);
+            } else {
+                out.push_str(&format!("\\x{{{:X}}}", u32::from(c)));
+            }
+        }
+        out
+    } else {
+        xtext_encode(&o.address)
+    };
+    format!("{};{address}", o.kind)
+}
+
+/// xtext decoded; also RFC 6533 §3's `\x{HEX}` for a code point, as the
+/// utf-8 address type writes it. `None` for a malformed `+` or `\x{`,
+/// an octet xtext does not allow, or a result that is not UTF-8.
+pub fn xtext_decode(s: &str) -> Option<String> {
+    let mut out: Vec<u8> = Vec::with_capacity(s.len());
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => {
+                let hex = s.get(i + 1..i + 3)?;
+                if !hex
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
+                {
+                    return None;
+                }
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'\\' if b.get(i + 1) == Some(&b'x') && b.get(i + 2) == Some(&b'{') => {
+                let end = s[i + 3..].find('}')? + i + 3;
+                let cp = u32::from_str_radix(&s[i + 3..end], 16).ok()?;
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(char::from_u32(cp)?.encode_utf8(&mut buf).as_bytes());
+                i = end + 1;
+            }
+            // RFC 6533 §3: unitext allows UTF-8 as it is.
+            c if (b'!'..=b'~').contains(&c) && c != b'=' => {
+                out.push(c);
+                i += 1;
+            }
+            c if c >= 0x80 => {
+                out.push(c);
+                i += 1;
+            }
+            _ => return None,
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// The envelope of one accepted message (RFC 5321 §2.3.1).
@@ -159,11 +404,12 @@ impl MailFlags {
 pub struct Envelope {
     /// Reverse-path without brackets; empty for the null sender `<>`.
     pub from: String,
-    pub recipients: Vec<String>,
+    pub recipients: Vec<Recipient>,
     pub helo: String,
     /// The client said EHLO (ESMTP) rather than HELO.
     pub esmtp: bool,
     pub flags: MailFlags,
+    pub dsn: MessageDsn,
     /// The SMTP client; `None` for a message the gateway made itself (a
     /// delivery status notification).
     pub peer: Option<Peer>,
@@ -209,6 +455,67 @@ pub fn valid_domain(domain: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// A domain of a mail address: an ASCII domain ([`valid_domain`]), or
+/// one with U-labels (RFC 6531 §3.3) that IDNA2008/UTS 46 processing
+/// (the `idna` crate, strict: STD3 rules and DNS lengths) turns into
+/// A-labels.
+pub fn valid_mail_domain(domain: &str) -> bool {
+    if domain.is_ascii() {
+        return valid_domain(domain);
+    }
+    to_a_labels(domain).is_some_and(|a| valid_domain(&a))
+}
+
+/// The domain in A-labels (`bücher.example` → `xn--bcher-kva.example`),
+/// lower case; `None` when it is not a valid IDN.
+pub fn to_a_labels(domain: &str) -> Option<String> {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    idna::domain_to_ascii_strict(d).ok()
+}
+
+/// The domain in U-labels where it has any (`xn--bcher-kva.example` →
+/// `bücher.example`), as an SMTPUTF8 address is written; ASCII domains
+/// without A-labels come back as they are.
+pub fn to_u_labels(domain: &str) -> String {
+    if domain.is_ascii() && !domain.to_ascii_lowercase().contains("xn--") {
+        return domain.to_string();
+    }
+    let (u, result) = idna::domain_to_unicode(domain);
+    match result {
+        Ok(()) => u,
+        Err(_) => domain.to_string(),
+    }
+}
+
+/// The one form domains are compared in everywhere (accept_domains,
+/// profiles' sender domains, routes, postures): A-labels, lower case,
+/// without a trailing dot (RFC 5321 §2.4 case, RFC 1034 §3.1 the dot,
+/// RFC 5890 §2.3.2.1 the A-label as the form to compare). A domain that
+/// is not a valid IDN keeps its lower-cased text (it matches nothing).
+pub fn canonical_domain(domain: &str) -> String {
+    let d = domain.strip_suffix('.').unwrap_or(domain);
+    if d.is_ascii() {
+        return d.to_ascii_lowercase();
+    }
+    to_a_labels(d).unwrap_or_else(|| d.to_lowercase())
+}
+
+/// An address with its domain in A-labels, for a server that does not
+/// offer SMTPUTF8 (RFC 6531 §3.2); `None` when the local part is not
+/// ASCII, and so cannot be sent without SMTPUTF8.
+pub fn ascii_address(address: &str) -> Option<String> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address.is_ascii().then(|| address.to_string());
+    };
+    if !local.is_ascii() {
+        return None;
+    }
+    if domain.is_ascii() {
+        return Some(address.to_string());
+    }
+    Some(format!("{local}@{}", to_a_labels(domain)?))
 }
 
 /// `presented` may be a certificate wildcard (`*.example.com`: one label,
@@ -347,12 +654,15 @@ mod tests {
                 TlsRequest::NotRequired,
             ] {
                 for tls_report in [false, true] {
-                    let f = MailFlags {
-                        body_8bit,
-                        tls,
-                        tls_report,
-                    };
-                    assert_eq!(MailFlags::from_byte(f.to_byte()), Some(f));
+                    for smtputf8 in [false, true] {
+                        let f = MailFlags {
+                            body_8bit,
+                            tls,
+                            tls_report,
+                            smtputf8,
+                        };
+                        assert_eq!(MailFlags::from_byte(f.to_byte()), Some(f));
+                    }
                 }
             }
         }
@@ -361,6 +671,6 @@ mod tests {
         assert!(MailFlags::from_byte(1).is_some_and(|f| f.body_8bit));
         // Bits nobody wrote: damage.
         assert_eq!(MailFlags::from_byte(0b110), None);
-        assert_eq!(MailFlags::from_byte(0x10), None);
+        assert_eq!(MailFlags::from_byte(0x20), None);
     }
 }

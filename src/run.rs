@@ -371,7 +371,7 @@ pub fn report_command(
         eprintln!("--day {day:?}: use YYYY-MM-DD");
         return ExitCode::from(2);
     }
-    let domain = domain.map(|d| d.trim_end_matches('.').to_ascii_lowercase());
+    let domain = domain.map(crate::model::canonical_domain);
     if send {
         let line = format!("report send {day} {}", domain.as_deref().unwrap_or(""));
         return match control(&cfg, line.trim_end()) {
@@ -765,6 +765,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     let settings = crate::delivery::Settings {
         retry: q.retry.iter().map(|s| s.0).collect(),
         lifetime: q.lifetime.0,
+        delay_notice: q.delay_notice.0,
         per_destination: q.destination_concurrency,
         messages_per_connection: q.messages_per_connection,
         timeouts: crate::smtp::client::Timeouts {

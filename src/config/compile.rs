@@ -74,7 +74,7 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
         }
     }
     for d in &s.accept_domains {
-        if !valid_domain(d.get_ref()) {
+        if !crate::model::valid_mail_domain(d.get_ref()) {
             err(
                 d.span(),
                 "server.accept_domains".into(),
@@ -208,14 +208,14 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
                 format!("route[{i}].domain"),
                 "a route needs a domain (or \"*\")".into(),
             );
-        } else if d != "*" && !valid_domain(d) {
+        } else if d != "*" && !crate::model::valid_mail_domain(d) {
             err(
                 r.domain.span(),
                 format!("route[{i}].domain"),
                 format!("{d:?} is not a domain or \"*\""),
             );
         }
-        let norm = crate::policy::normalize_domain(d);
+        let norm = crate::policy::canonical_domain(d);
         if domains.contains(&norm) {
             err(
                 r.domain.span(),

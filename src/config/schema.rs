@@ -200,6 +200,9 @@ impl Default for Admin {
 pub struct Queue {
     pub retry: Vec<Span>,
     pub lifetime: Span,
+    /// A recipient that asked `NOTIFY=DELAY` (RFC 3461) and has waited
+    /// this long gets one delay notification; `"0s"`: none.
+    pub delay_notice: Span,
     /// Outbound: waiting for the greeting and each command reply
     /// (RFC 5321 §4.5.3.2.1–3: 5 minutes).
     pub command_timeout: Span,
@@ -217,6 +220,7 @@ impl Default for Queue {
         Queue {
             retry: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
             lifetime: Span(std::time::Duration::from_secs(5 * 86_400)),
+            delay_notice: m(240),
             command_timeout: m(5),
             data_timeout: m(10),
             destination_concurrency: 20,

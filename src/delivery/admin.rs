@@ -86,7 +86,7 @@ impl std::str::FromStr for Admin {
                 };
                 let domain = words
                     .get(2)
-                    .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+                    .map(|d| crate::model::canonical_domain(d))
                     .ok_or_else(|| AdminError::NeedsId(format!("policy {}", words[1])))?;
                 Ok(Admin::Policy(action, domain))
             }
@@ -95,9 +95,7 @@ impl std::str::FromStr for Admin {
                 (Some("send"), Some(day)) if crate::tlsrpt::day_start(day).is_some() => {
                     Ok(Admin::ReportSend {
                         day: day.to_string(),
-                        domain: words
-                            .get(3)
-                            .map(|d| d.trim_end_matches('.').to_ascii_lowercase()),
+                        domain: words.get(3).map(|d| crate::model::canonical_domain(d)),
                     })
                 }
                 _ => Err(AdminError::Unknown(line.to_string())),

@@ -1,45 +1,135 @@
-//! Delivery status notifications (RFC 3464), sent to the sender when a
-//! recipient fails permanently or its message expires. Never for a message
-//! with the null sender (RFC 5321 §4.5.5: no bounce for a bounce).
+//! Delivery status notifications (RFC 3464) to the sender: a failure
+//! (a recipient failed permanently or expired), a delay (RFC 3461
+//! `NOTIFY=DELAY`, once per recipient) or a relay (`NOTIFY=SUCCESS` and
+//! the next hop does not offer DSN, RFC 3461 §5.2.2.1). Never for a
+//! message with the null sender (RFC 5321 §4.5.5: no bounce for a
+//! bounce); what the recipients' NOTIFY allows is the queue's to decide.
+//! An address with UTF-8 makes it an internationalised report (RFC 6533
+//! §6: `message/global-delivery-status`).
 
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use crate::model::{MessageDsn, Orcpt, Ret};
 use crate::smtp::received::rfc5322_date;
 
-/// One failed recipient for the report.
-pub struct Failed<'a> {
+/// RFC 3464 §2.3.3 `Action` of a recipient, as the gateway reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Failed,
+    Delayed,
+    Relayed,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Failed => "failed",
+            Action::Delayed => "delayed",
+            Action::Relayed => "relayed",
+        }
+    }
+}
+
+/// One recipient for the report.
+pub struct Entry<'a> {
     pub rcpt: &'a str,
-    /// RFC 3463 status, `5.x.y`.
+    pub orcpt: Option<&'a Orcpt>,
+    pub action: Action,
+    /// RFC 3463 status: `5.x.y` failed, `4.x.y` delayed, `2.x.y` relayed.
     pub status: &'a str,
     /// The remote reply or our reason.
     pub diagnostic: &'a str,
     pub remote: Option<&'a str>,
 }
 
+/// What the report is about.
+pub struct Report<'a> {
+    pub hostname: &'a str,
+    pub queue_id: &'a str,
+    pub sender: &'a str,
+    pub arrived: SystemTime,
+    /// RET and ENVID of the message.
+    pub dsn: &'a MessageDsn,
+    /// Delayed recipients are retried until then (`Will-Retry-Until`).
+    pub retry_until: SystemTime,
+    pub entries: &'a [Entry<'a>],
+    /// The message as spooled.
+    pub original: &'a [u8],
+    pub now: SystemTime,
+}
+
+impl Report<'_> {
+    /// An address in the report needs UTF-8 (RFC 6533).
+    pub fn international(&self) -> bool {
+        !self.sender.is_ascii()
+            || self
+                .entries
+                .iter()
+                .any(|e| !e.rcpt.is_ascii() || e.orcpt.is_some_and(|o| !o.address.is_ascii()))
+    }
+
+    /// RFC 3461 §4.3: `RET=FULL` returns the whole message with a failure;
+    /// anything else (HDRS, no RET, a delay or relay notice) the headers.
+    pub fn returns_full(&self) -> bool {
+        self.dsn.ret == Some(Ret::Full) && self.entries.iter().any(|e| e.action == Action::Failed)
+    }
+}
+
 /// Builds the DSN message (headers and body, CRLF). The envelope is
 /// `MAIL FROM:<>`, `RCPT TO:<sender>`.
-pub fn build(
-    hostname: &str,
-    queue_id: &str,
-    sender: &str,
-    arrived: SystemTime,
-    failed: &[Failed<'_>],
-    original: &[u8],
-    now: SystemTime,
-) -> Vec<u8> {
+pub fn build(r: &Report<'_>) -> Vec<u8> {
+    let hostname = r.hostname;
+    let queue_id = r.queue_id;
     let boundary = format!(
         "{queue_id}.{}/{hostname}",
-        now.duration_since(SystemTime::UNIX_EPOCH)
+        r.now
+            .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0)
     );
+    let any = |a: Action| r.entries.iter().any(|e| e.action == a);
+    let (subject, said) = if any(Action::Failed) {
+        (
+            "Undelivered Mail Returned to Sender",
+            "could not be delivered to one or more\r\nrecipients",
+        )
+    } else if any(Action::Delayed) {
+        (
+            "Delayed Mail (still being retried)",
+            "has not yet been delivered to one or more\r\nrecipients",
+        )
+    } else {
+        (
+            "Successful Mail Delivery Report",
+            "was relayed to one or more recipients' servers,\r\n\
+             which send no delivery notifications of their own",
+        )
+    };
+    let intl = r.international();
+    // RFC 6533 §6.1-6.3: the internationalised report types.
+    let (status_type, headers_type, message_type, charset) = if intl {
+        (
+            "message/global-delivery-status",
+            "message/global-headers",
+            "message/global",
+            "utf-8",
+        )
+    } else {
+        (
+            "message/delivery-status",
+            "text/rfc822-headers",
+            "message/rfc822",
+            "us-ascii",
+        )
+    };
+    let text = |s: &str| if intl { s.to_string() } else { ascii(s) };
     let mut m = String::with_capacity(2048);
     let _ = write!(
         m,
         "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
          To: <{sender}>\r\n\
-         Subject: Undelivered Mail Returned to Sender\r\n\
+         Subject: {subject}\r\n\
          Date: {date}\r\n\
          Auto-Submitted: auto-replied\r\n\
          MIME-Version: 1.0\r\n\
@@ -49,53 +139,105 @@ pub fn build(
          \r\n\
          --{boundary}\r\n\
          Content-Description: Notification\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
+         Content-Type: text/plain; charset={charset}\r\n\
          \r\n\
          This is the mail system at host {hostname}.\r\n\
          \r\n\
-         Your message (queue id {queue_id}) could not be delivered to one or more\r\n\
-         recipients. The mail system said:\r\n\
+         Your message (queue id {queue_id}) {said}. The mail system said:\r\n\
          \r\n",
-        date = rfc5322_date(now),
+        sender = text(r.sender),
+        date = rfc5322_date(r.now),
     );
-    for f in failed {
-        let _ = write!(m, "<{}>: {}\r\n", f.rcpt, ascii(f.diagnostic));
+    for e in r.entries {
+        let _ = write!(
+            m,
+            "<{}>: {}: {}\r\n",
+            text(e.rcpt),
+            e.action.as_str(),
+            text(e.diagnostic)
+        );
+    }
+    if any(Action::Delayed) {
+        let _ = write!(
+            m,
+            "\r\nThe mail system will keep trying until {}.\r\n",
+            rfc5322_date(r.retry_until)
+        );
     }
     let _ = write!(
         m,
         "\r\n--{boundary}\r\n\
          Content-Description: Delivery report\r\n\
-         Content-Type: message/delivery-status\r\n\
+         Content-Type: {status_type}\r\n\
          \r\n\
-         Reporting-MTA: dns; {hostname}\r\n\
-         X-Sealgate-Queue-ID: {queue_id}\r\n\
-         Arrival-Date: {arrival}\r\n",
-        arrival = rfc5322_date(arrived),
+         Reporting-MTA: dns; {hostname}\r\n"
     );
-    for f in failed {
-        let _ = write!(
-            m,
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
-            f.rcpt, f.status
-        );
-        if let Some(r) = f.remote {
-            let _ = write!(m, "Remote-MTA: dns; {r}\r\n");
-        }
-        let _ = write!(m, "Diagnostic-Code: smtp; {}\r\n", ascii(f.diagnostic));
+    // RFC 3464 §2.2.1: the ENVID as the sender gave it (decoded).
+    if let Some(envid) = &r.dsn.envid {
+        let _ = write!(m, "Original-Envelope-Id: {}\r\n", text(envid));
     }
     let _ = write!(
         m,
+        "X-Sealgate-Queue-ID: {queue_id}\r\n\
+         Arrival-Date: {arrival}\r\n",
+        arrival = rfc5322_date(r.arrived),
+    );
+    for e in r.entries {
+        let _ = write!(m, "\r\n");
+        // RFC 3464 §2.3.1: the ORCPT, address type and address.
+        if let Some(o) = e.orcpt {
+            let _ = write!(
+                m,
+                "Original-Recipient: {}; {}\r\n",
+                o.kind,
+                text(&o.address)
+            );
+        }
+        // RFC 6533 §6.2: a UTF-8 address has the type utf-8.
+        let kind = if e.rcpt.is_ascii() { "rfc822" } else { "utf-8" };
+        let _ = write!(
+            m,
+            "Final-Recipient: {kind}; {}\r\nAction: {}\r\nStatus: {}\r\n",
+            text(e.rcpt),
+            e.action.as_str(),
+            e.status
+        );
+        if let Some(remote) = e.remote {
+            let _ = write!(m, "Remote-MTA: dns; {remote}\r\n");
+        }
+        let _ = write!(m, "Diagnostic-Code: smtp; {}\r\n", text(e.diagnostic));
+        if e.action == Action::Delayed {
+            let _ = write!(m, "Will-Retry-Until: {}\r\n", rfc5322_date(r.retry_until));
+        }
+    }
+    let full = r.returns_full();
+    let (description, content_type) = if full {
+        ("Undelivered Message", message_type)
+    } else {
+        ("Message Headers", headers_type)
+    };
+    let _ = write!(
+        m,
         "\r\n--{boundary}\r\n\
-         Content-Description: Undelivered Message Headers\r\n\
-         Content-Type: text/rfc822-headers\r\n\
+         Content-Description: {description}\r\n\
+         Content-Type: {content_type}\r\n\
          \r\n"
     );
-    let headers_end = original
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .map_or(original.len(), |p| p + 2);
+    let returned = if full {
+        r.original
+    } else {
+        let end = r
+            .original
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .map_or(r.original.len(), |p| p + 2);
+        &r.original[..end]
+    };
     let mut out = m.into_bytes();
-    out.extend_from_slice(&original[..headers_end]);
+    out.extend_from_slice(returned);
+    if !returned.ends_with(b"\r\n") {
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     out
 }
@@ -116,25 +258,42 @@ fn ascii(s: &str) -> String {
 mod tests {
     use super::*;
 
+    fn report<'a>(
+        entries: &'a [Entry<'a>],
+        dsn: &'a MessageDsn,
+        sender: &'a str,
+        original: &'a [u8],
+    ) -> String {
+        let t = SystemTime::UNIX_EPOCH;
+        String::from_utf8(build(&Report {
+            hostname: "mx.test",
+            queue_id: "QID",
+            sender,
+            arrived: t,
+            dsn,
+            retry_until: t,
+            entries,
+            original,
+            now: t,
+        }))
+        .unwrap()
+    }
+
+    const ORIGINAL: &[u8] = b"Subject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n";
+
     #[test]
     fn report_has_the_rfc3464_parts() {
-        let t = SystemTime::UNIX_EPOCH;
-        let dsn = build(
-            "mx.test",
-            "QID",
-            "a@b.test",
-            t,
-            &[Failed {
-                rcpt: "x@r.test",
-                status: "5.1.1",
-                diagnostic: "550 5.1.1 no such user",
-                remote: Some("mx.r.test"),
-            }],
-            b"Subject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n",
-            t,
-        );
-        let text = String::from_utf8(dsn).unwrap();
+        let failed = [Entry {
+            rcpt: "x@r.test",
+            orcpt: None,
+            action: Action::Failed,
+            status: "5.1.1",
+            diagnostic: "550 5.1.1 no such user",
+            remote: Some("mx.r.test"),
+        }];
+        let text = report(&failed, &MessageDsn::default(), "a@b.test", ORIGINAL);
         assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
+        assert!(text.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
         assert!(text
             .contains("Final-Recipient: rfc822; x@r.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
         assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
@@ -142,6 +301,87 @@ mod tests {
             "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@b.test\r\n"
         ));
         assert!(!text.contains("body\r\n"), "only the headers are returned");
+        assert!(!text.contains("Original-Envelope-Id"));
         assert!(text.ends_with("--\r\n"));
+    }
+
+    /// RFC 3461 §4.3-4.4, RFC 3464 §2.2.1, §2.3.1: RET=FULL returns the
+    /// message, ENVID and ORCPT come back as given.
+    #[test]
+    fn ret_full_envid_and_orcpt_are_honoured() {
+        let orcpt = Orcpt {
+            kind: "rfc822".into(),
+            address: "first@y.test".into(),
+        };
+        let failed = [Entry {
+            rcpt: "x@r.test",
+            orcpt: Some(&orcpt),
+            action: Action::Failed,
+            status: "5.1.1",
+            diagnostic: "550 no",
+            remote: None,
+        }];
+        let dsn = MessageDsn {
+            ret: Some(Ret::Full),
+            envid: Some("QQ 1+2".into()),
+        };
+        let text = report(&failed, &dsn, "a@b.test", ORIGINAL);
+        assert!(text.contains("Original-Envelope-Id: QQ 1+2\r\n"));
+        assert!(text.contains(
+            "Original-Recipient: rfc822; first@y.test\r\nFinal-Recipient: rfc822; x@r.test\r\n"
+        ));
+        assert!(text.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\n"));
+        assert!(text.contains("\r\n\r\nbody\r\n"), "the whole message");
+    }
+
+    #[test]
+    fn delay_and_relay_notices_say_what_happened() {
+        let delayed = [Entry {
+            rcpt: "x@r.test",
+            orcpt: None,
+            action: Action::Delayed,
+            status: "4.4.1",
+            diagnostic: "connection refused",
+            remote: None,
+        }];
+        // RET=FULL is for failures only: a delay returns the headers.
+        let full = MessageDsn {
+            ret: Some(Ret::Full),
+            envid: None,
+        };
+        let text = report(&delayed, &full, "a@b.test", ORIGINAL);
+        assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
+        assert!(text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
+        assert!(text.contains("Will-Retry-Until: "));
+        assert!(text.contains("Content-Type: text/rfc822-headers"));
+        let relayed = [Entry {
+            rcpt: "x@r.test",
+            orcpt: None,
+            action: Action::Relayed,
+            status: "2.0.0",
+            diagnostic: "250 2.0.0 Ok",
+            remote: Some("mx.r.test"),
+        }];
+        let text = report(&relayed, &MessageDsn::default(), "a@b.test", ORIGINAL);
+        assert!(text.contains("Subject: Successful Mail Delivery Report\r\n"));
+        assert!(text.contains("Action: relayed\r\nStatus: 2.0.0\r\nRemote-MTA: dns; mx.r.test\r\n"));
+    }
+
+    /// RFC 6533 §6: a UTF-8 address makes it a global delivery status.
+    #[test]
+    fn utf8_addresses_make_an_international_report() {
+        let failed = [Entry {
+            rcpt: "ü@bücher.test",
+            orcpt: None,
+            action: Action::Failed,
+            status: "5.6.7",
+            diagnostic: "no SMTPUTF8",
+            remote: None,
+        }];
+        let text = report(&failed, &MessageDsn::default(), "é@x.test", ORIGINAL);
+        assert!(text.contains("Content-Type: message/global-delivery-status\r\n"));
+        assert!(text.contains("Final-Recipient: utf-8; ü@bücher.test\r\n"));
+        assert!(text.contains("To: <é@x.test>\r\n"));
+        assert!(text.contains("Content-Type: message/global-headers\r\n"));
     }
 }

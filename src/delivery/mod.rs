@@ -248,6 +248,9 @@ pub type ShardDoor = Box<dyn Fn(Job) + Send>;
 pub struct Settings {
     pub retry: Vec<Duration>,
     pub lifetime: Duration,
+    /// `NOTIFY=DELAY` recipients are told once after this long in the
+    /// queue; zero: never.
+    pub delay_notice: Duration,
     /// Attempts in flight per destination (host or MX domain).
     pub per_destination: usize,
     /// Messages per connection.
@@ -576,7 +579,7 @@ impl Scheduler {
             Effect::Say { journal, lines } => self.spool.say(journal, lines),
             Effect::Bounce(b) => {
                 let result = self.bounce(&b);
-                self.queue.bounced(&b.id, result);
+                self.queue.bounced(&b, result);
             }
             Effect::Count { outcome, tls } => {
                 self.gauges.deliveries[outcome as usize][tls.index()]
@@ -667,14 +670,16 @@ impl Scheduler {
                     // From <>: a report that cannot be delivered bounces
                     // to nobody (no loop).
                     from: String::new(),
-                    recipients: vec![to.clone()],
+                    recipients: vec![crate::model::Recipient::plain(to.clone())],
                     helo: snapshot.hostname.clone(),
                     esmtp: true,
                     flags: crate::model::MailFlags {
                         body_8bit: false,
                         tls: crate::model::TlsRequest::NotRequired,
                         tls_report: true,
+                        smtputf8: false,
                     },
+                    dsn: crate::model::MessageDsn::default(),
                     peer: None,
                     tls: None,
                 },
@@ -751,6 +756,7 @@ impl Scheduler {
                         recipients: m.recipients,
                         data: Arc::from(data),
                         flags: m.flags,
+                        dsn: m.dsn,
                     });
                     ids.push(m.id);
                 }
@@ -811,7 +817,7 @@ impl Scheduler {
         door(job);
     }
 
-    /// Builds the non-delivery notification (RFC 3464) and queues it.
+    /// Builds the delivery status notification (RFC 3464) and queues it.
     fn bounce(&mut self, b: &queue::Bounce) -> Result<String, BounceError> {
         let original = self.spool.reader.read(b.journal, &b.id).unwrap_or_default();
         let hostname = (self.snapshot)().hostname.clone();
@@ -821,34 +827,51 @@ impl Scheduler {
             status: "5.0.0".into(),
             detail: "no attempt recorded".into(),
         };
-        let list: Vec<dsn::Failed<'_>> = b
-            .failed
+        let entries: Vec<dsn::Entry<'_>> = b
+            .entries
             .iter()
-            .map(|r| {
+            .map(|(r, action)| {
                 let last = r.last.as_ref().unwrap_or(&untried);
-                dsn::Failed {
+                dsn::Entry {
                     rcpt: &r.rcpt,
+                    orcpt: r.dsn.orcpt.as_ref(),
+                    action: *action,
                     status: &last.status,
                     diagnostic: &last.detail,
-                    remote: None,
+                    remote: match action {
+                        dsn::Action::Relayed => b.relay.as_deref(),
+                        dsn::Action::Failed | dsn::Action::Delayed => None,
+                    },
                 }
             })
             .collect();
-        let body = dsn::build(
-            &hostname,
-            &b.id,
-            &b.from,
-            UNIX_EPOCH + Duration::from_secs(b.arrived),
-            &list,
-            &original,
-            SystemTime::now(),
-        );
+        let arrived = UNIX_EPOCH + Duration::from_secs(b.arrived);
+        let report = dsn::Report {
+            hostname: &hostname,
+            queue_id: &b.id,
+            sender: &b.from,
+            arrived,
+            dsn: &b.dsn,
+            retry_until: UNIX_EPOCH + Duration::from_secs(b.retry_until),
+            entries: &entries,
+            original: &original,
+            now: SystemTime::now(),
+        };
+        // RFC 6533 §3: a report with UTF-8 addresses travels as SMTPUTF8;
+        // the original's 8-bit octets come back in it as they were.
+        let flags = crate::model::MailFlags {
+            smtputf8: report.international(),
+            body_8bit: b.flags.body_8bit || b.flags.smtputf8,
+            ..crate::model::MailFlags::default()
+        };
+        let body = dsn::build(&report);
         let envelope = crate::smtp::server::Envelope {
             from: String::new(),
-            recipients: vec![b.from.clone()],
+            recipients: vec![crate::model::Recipient::plain(b.from.clone())],
             helo: hostname.clone(),
             esmtp: true,
-            flags: crate::model::MailFlags::default(),
+            flags,
+            dsn: crate::model::MessageDsn::default(),
             // Made here: no client.
             peer: None,
             tls: None,

@@ -111,19 +111,31 @@ pub struct Planned {
     pub id: String,
     pub journal: usize,
     pub from: String,
-    pub recipients: Vec<String>,
+    pub recipients: Vec<crate::model::Recipient>,
     pub flags: MailFlags,
+    pub dsn: crate::model::MessageDsn,
 }
 
-/// A non-delivery notification to build.
+/// A delivery status notification to build (RFC 3464).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bounce {
     pub id: String,
     pub journal: usize,
     pub from: String,
     pub arrived: u64,
-    /// The failed recipients, with their last reply (`dsn=… detail`).
-    pub failed: Vec<RcptState>,
+    pub flags: MailFlags,
+    /// RET and ENVID.
+    pub dsn: crate::model::MessageDsn,
+    /// The recipients to report, each with its last reply (`dsn=…
+    /// detail`) and what became of it.
+    pub entries: Vec<(RcptState, super::dsn::Action)>,
+    /// The relay that took the relayed ones.
+    pub relay: Option<String>,
+    /// Unix seconds: delayed recipients are retried until then.
+    pub retry_until: u64,
+    /// The message is done once this is queued (every recipient final);
+    /// otherwise it is a notice (delay, relay) and delivery goes on.
+    pub finishes: bool,
 }
 
 struct Message {
@@ -132,6 +144,7 @@ struct Message {
     arrived: u64,
     size: u64,
     flags: MailFlags,
+    dsn: crate::model::MessageDsn,
     hold: bool,
     rcpts: Vec<RcptState>,
     /// Recipients in an attempt now: never in two at once.
@@ -174,6 +187,7 @@ pub struct View<'a> {
     pub arrived: u64,
     pub size: u64,
     pub flags: MailFlags,
+    pub dsn: &'a crate::model::MessageDsn,
     pub hold: bool,
     pub rcpts: &'a [RcptState],
 }
@@ -236,6 +250,7 @@ impl Queue {
             arrived: m.arrived,
             size: m.size,
             flags: m.flags,
+            dsn: &m.dsn,
             hold: m.hold,
             rcpts: &m.rcpts,
         })
@@ -269,6 +284,7 @@ impl Queue {
                 arrived: e.meta.arrived,
                 size: e.size,
                 flags: e.meta.flags,
+                dsn: e.meta.dsn,
                 hold: e.hold,
                 rcpts: e.rcpts,
                 busy: vec![false; count],
@@ -278,7 +294,7 @@ impl Queue {
         );
         match due {
             Some(t) => self.due.push(Reverse((t, id))),
-            None => self.finish_message(&id, Vec::new()),
+            None => self.finish_message(&id, Vec::new(), Vec::new(), None),
         }
     }
 
@@ -436,21 +452,25 @@ impl Queue {
                         verdict: Verdict::Permanent,
                         status: "5.1.10".into(),
                         detail: "the recipient domain accepts no mail (null MX, RFC 7505)".into(),
+                        next_hop_dsn: false,
                     },
                     LookupError::NotFound(why) => Outcome {
                         verdict: Verdict::Permanent,
                         status: "5.1.2".into(),
                         detail: format!("host or domain name not found: {why}"),
+                        next_hop_dsn: false,
                     },
                     LookupError::Temporary(why) => Outcome {
                         verdict: Verdict::Temporary,
                         status: "4.4.3".into(),
                         detail: format!("DNS lookup failed: {why}"),
+                        next_hop_dsn: false,
                     },
                     LookupError::Policy(why) => Outcome {
                         verdict: Verdict::Temporary,
                         status: "4.7.5".into(),
                         detail: why.clone(),
+                        next_hop_dsn: false,
                     },
                 };
                 let outcomes = a
@@ -483,8 +503,15 @@ impl Queue {
                     id: id.clone(),
                     journal: m.journal,
                     from: m.from.clone(),
-                    recipients: idxs.iter().map(|i| m.rcpts[*i].rcpt.clone()).collect(),
+                    recipients: idxs
+                        .iter()
+                        .map(|i| crate::model::Recipient {
+                            address: m.rcpts[*i].rcpt.clone(),
+                            dsn: m.rcpts[*i].dsn.clone(),
+                        })
+                        .collect(),
                     flags: m.flags,
+                    dsn: m.dsn.clone(),
                 })
             })
             .collect();
@@ -516,6 +543,7 @@ impl Queue {
             verdict: Verdict::Temporary,
             status: "4.3.0".into(),
             detail: "the queued message could not be read from the spool".into(),
+            next_hop_dsn: false,
         };
         let outcomes = vec![outcome; idxs.len()];
         self.settle(&id, &idxs, &outcomes, "none", TlsLevel::None, now);
@@ -591,6 +619,8 @@ impl Queue {
         }
         let delay = now.saturating_sub(m.arrived);
         let mut lines = Vec::with_capacity(idxs.len());
+        // Notices due now (RFC 3461 §5.2.2.1 relayed, §4.1 DELAY).
+        let mut notices: Vec<(RcptState, super::dsn::Action)> = Vec::new();
         for (i, o) in idxs.iter().zip(outcomes) {
             let r = &mut m.rcpts[*i];
             r.attempts += 1;
@@ -601,6 +631,11 @@ impl Queue {
             let (status, counted) = match o.verdict {
                 Verdict::Delivered => {
                     r.status = RcptStatus::Delivered;
+                    // The next hop did not take the request: it will not
+                    // report success, so the gateway says "relayed".
+                    if r.dsn.notify.success() && !o.next_hop_dsn {
+                        notices.push((r.clone(), super::dsn::Action::Relayed));
+                    }
                     ("sent", Counted::Sent)
                 }
                 Verdict::Permanent => {
@@ -629,6 +664,16 @@ impl Queue {
                             .copied()
                             .unwrap_or(Duration::from_secs(300));
                         r.next_due = now + wait.as_secs().max(1);
+                        // NOTIFY=DELAY: one notice once the recipient has
+                        // waited `delay_notice` (RFC 3461 §4.1).
+                        if r.dsn.notify.delay()
+                            && !r.delay_notified
+                            && !self.settings.delay_notice.is_zero()
+                            && Duration::from_secs(delay) >= self.settings.delay_notice
+                        {
+                            r.delay_notified = true;
+                            notices.push((r.clone(), super::dsn::Action::Delayed));
+                        }
                         ("deferred", Counted::Deferred)
                     }
                 }
@@ -648,7 +693,7 @@ impl Queue {
                 id: id.to_string(),
                 change: Change::Recipient {
                     index: *i as u32,
-                    state: r.clone(),
+                    state: Box::new(r.clone()),
                 },
             });
         }
@@ -658,6 +703,7 @@ impl Queue {
             .filter(|r| r.status == RcptStatus::Pending)
             .map(|r| r.next_due)
             .min();
+        let relay = (relay != "none").then(|| relay.to_string());
         match next {
             Some(t) => {
                 self.effects.push(Effect::Say {
@@ -665,27 +711,58 @@ impl Queue {
                     lines,
                 });
                 self.due.push(Reverse((t, id.to_string())));
+                if !notices.is_empty() && !m.from.is_empty() {
+                    self.effects.push(Effect::Bounce(Bounce {
+                        id: id.to_string(),
+                        journal: m.journal,
+                        from: m.from.clone(),
+                        arrived: m.arrived,
+                        flags: m.flags,
+                        dsn: m.dsn.clone(),
+                        entries: notices,
+                        relay,
+                        retry_until: m.arrived + self.settings.lifetime.as_secs(),
+                        finishes: false,
+                    }));
+                }
             }
-            None => self.finish_message(id, lines),
+            None => self.finish_message(id, lines, notices, relay),
         }
     }
 
-    /// Every recipient is final: a bounce for the failed ones (never for a
-    /// bounce), then the message is done.
-    fn finish_message(&mut self, id: &str, mut lines: Vec<String>) {
+    /// Every recipient is final: one notification for the failed ones
+    /// whose NOTIFY asks for it (never for a bounce) and the notices of
+    /// the last attempt, then the message is done.
+    fn finish_message(
+        &mut self,
+        id: &str,
+        mut lines: Vec<String>,
+        mut entries: Vec<(RcptState, super::dsn::Action)>,
+        relay: Option<String>,
+    ) {
         let Some(m) = self.messages.get_mut(id) else {
             return;
         };
         if m.in_flight > 0 {
             return;
         }
-        let failed: Vec<RcptState> = m
-            .rcpts
-            .iter()
-            .filter(|r| r.status == RcptStatus::Failed)
-            .cloned()
-            .collect();
-        if !failed.is_empty() {
+        let failed = m.rcpts.iter().filter(|r| r.status == RcptStatus::Failed);
+        let (reported, silenced): (Vec<&RcptState>, Vec<&RcptState>) =
+            failed.partition(|r| r.dsn.notify.failure());
+        // RFC 3461 §4.1: NOTIFY=NEVER (or a list without FAILURE).
+        for r in silenced {
+            lines.push(format!(
+                "{id}: to=<{}>: NOTIFY={}: no notification",
+                r.rcpt,
+                r.dsn.notify.value().unwrap_or_default()
+            ));
+        }
+        entries.extend(
+            reported
+                .into_iter()
+                .map(|r| (r.clone(), super::dsn::Action::Failed)),
+        );
+        if !entries.is_empty() {
             if m.from.is_empty() {
                 // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
                 lines.push(format!(
@@ -702,7 +779,12 @@ impl Queue {
                     journal: m.journal,
                     from: m.from.clone(),
                     arrived: m.arrived,
-                    failed,
+                    flags: m.flags,
+                    dsn: m.dsn.clone(),
+                    entries,
+                    relay,
+                    retry_until: m.arrived + self.settings.lifetime.as_secs(),
+                    finishes: true,
                 }));
                 return;
             }
@@ -726,17 +808,29 @@ impl Queue {
         });
     }
 
-    /// The bounce of `id` was queued (its queue id) or could not be.
-    pub fn bounced(&mut self, id: &str, result: Result<String, super::BounceError>) {
+    /// The notification `b` was queued (its queue id) or could not be.
+    pub fn bounced(&mut self, b: &Bounce, result: Result<String, super::BounceError>) {
+        let id = b.id.as_str();
         let Some(m) = self.messages.get(id) else {
             return;
         };
         let journal = m.journal;
+        let what = notification_name(&b.entries);
         match result {
-            Ok(dsn) => {
-                let line = format!("{id}: sender non-delivery notification: {dsn}");
+            Ok(dsn) if b.finishes => {
+                let line = format!("{id}: sender {what}: {dsn}");
                 self.done(id, vec![line]);
             }
+            Ok(dsn) => self.effects.push(Effect::Say {
+                journal,
+                lines: vec![format!("{id}: sender {what}: {dsn}")],
+            }),
+            // A notice that cannot be queued is not worth the message's
+            // delivery: said, and delivery goes on.
+            Err(e) if !b.finishes => self.effects.push(Effect::Say {
+                journal,
+                lines: vec![format!("{id}: cannot queue the sender {what}: {e}")],
+            }),
             Err(e) => {
                 // Kept in the journal (its recipients' states recorded):
                 // the bounce is tried again at the next start.
@@ -859,12 +953,23 @@ impl Queue {
     }
 }
 
-/// A recipient's domain, lower-cased (routes and postures are by it).
+/// How a log line names a notification: by the gravest action in it.
+fn notification_name(entries: &[(RcptState, super::dsn::Action)]) -> &'static str {
+    use super::dsn::Action;
+    let has = |a: Action| entries.iter().any(|(_, x)| *x == a);
+    if has(Action::Failed) {
+        "non-delivery notification"
+    } else if has(Action::Delayed) {
+        "delay notification"
+    } else {
+        "relay notification"
+    }
+}
+
+/// A recipient's domain in its canonical form (A-labels, lower case):
+/// routes, lookups and postures are by it.
 fn domain_of(rcpt: &str) -> String {
-    rcpt.rsplit_once('@')
-        .map(|(_, d)| d)
-        .unwrap_or("")
-        .to_ascii_lowercase()
+    crate::model::canonical_domain(rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or(""))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ fn settings() -> Settings {
             Duration::from_secs(900),
         ],
         lifetime: Duration::from_secs(3600),
+        delay_notice: Duration::from_secs(600),
         per_destination: 10,
         messages_per_connection: 10,
         timeouts: Timeouts {
@@ -37,9 +38,13 @@ fn entry(id: &str, from: &str, rcpts: &[&str]) -> Entry {
             helo: "c".into(),
             tls: None,
             flags: Default::default(),
+            dsn: Default::default(),
         },
         hold: false,
-        rcpts: rcpts.iter().map(|r| RcptState::fresh(r)).collect(),
+        rcpts: rcpts
+            .iter()
+            .map(|r| RcptState::fresh(&(*r).into()))
+            .collect(),
         size: 10,
     }
 }
@@ -53,7 +58,16 @@ fn outcome(verdict: Verdict, status: &str) -> Outcome {
         verdict,
         status: status.into(),
         detail: format!("{status} said the server"),
+        next_hop_dsn: false,
     }
+}
+
+/// The notification among the effects.
+fn bounce_in(e: &[Effect]) -> Option<Bounce> {
+    e.iter().find_map(|e| match e {
+        Effect::Bounce(b) => Some(b.clone()),
+        _ => None,
+    })
 }
 
 /// Runs what is due at `now`; answers every lookup; returns the
@@ -81,7 +95,10 @@ fn dispatch_due(q: &mut Queue, now: u64) -> Vec<(u64, Vec<String>, Vec<Vec<Strin
                 Effect::Dispatch(d) => out.push((
                     d.attempt,
                     d.messages.iter().map(|m| m.id.clone()).collect(),
-                    d.messages.iter().map(|m| m.recipients.clone()).collect(),
+                    d.messages
+                        .iter()
+                        .map(|m| m.recipients.iter().map(|r| r.address.clone()).collect())
+                        .collect(),
                 )),
                 Effect::Record { .. }
                 | Effect::Say { .. }
@@ -213,16 +230,12 @@ fn past_the_lifetime_a_temporary_failure_expires_with_4_4_7_and_bounces() {
         "{}",
         st[0].3
     );
-    let bounce = e
-        .iter()
-        .find_map(|e| match e {
-            Effect::Bounce(b) => Some(b.clone()),
-            _ => None,
-        })
-        .expect("a bounce");
+    let bounce = bounce_in(&e).expect("a bounce");
     assert_eq!(bounce.from, "s@client.test");
-    assert_eq!(bounce.failed.len(), 1);
-    assert_eq!(bounce.failed[0].rcpt, "u@example.com");
+    assert_eq!(bounce.entries.len(), 1);
+    assert_eq!(bounce.entries[0].0.rcpt, "u@example.com");
+    assert_eq!(bounce.entries[0].1, crate::delivery::dsn::Action::Failed);
+    assert!(bounce.finishes);
     assert!(!done(&e), "done only once the bounce is queued");
     assert!(e.iter().any(|e| matches!(
         e,
@@ -231,7 +244,7 @@ fn past_the_lifetime_a_temporary_failure_expires_with_4_4_7_and_bounces() {
             ..
         }
     )));
-    q.bounced("M", Ok("DSN1".into()));
+    q.bounced(&bounce, Ok("DSN1".into()));
     let e = q.take_effects();
     assert!(done(&e));
     assert!(said(&e).contains("M: sender non-delivery notification: DSN1"));
@@ -275,14 +288,14 @@ fn a_bounce_that_cannot_be_queued_keeps_the_message() {
     let mut q = Queue::new(settings());
     q.queued(entry("M", "s@client.test", &["gone@example.com"]));
     let d = dispatch_due(&mut q, 1000);
-    finish(
+    let e = finish(
         &mut q,
         d[0].0,
         vec![vec![outcome(Verdict::Permanent, "5.1.1")]],
         1001,
     );
     q.bounced(
-        "M",
+        &bounce_in(&e).expect("a bounce"),
         Err(crate::delivery::BounceError::Store(
             crate::smtp::server::StoreFailure::Full,
         )),

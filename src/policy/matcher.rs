@@ -105,7 +105,7 @@ impl std::str::FromStr for HostMatcher {
         }
         if let Some(suffix) = s.strip_prefix("*.") {
             if crate::model::valid_domain(suffix) {
-                return Ok(HostMatcher::Wildcard(crate::policy::normalize_domain(
+                return Ok(HostMatcher::Wildcard(crate::policy::canonical_domain(
                     suffix,
                 )));
             }
@@ -115,7 +115,7 @@ impl std::str::FromStr for HostMatcher {
             return Ok(HostMatcher::Ip(canonical(ip)));
         }
         if crate::model::valid_domain(s) && s.contains(|c: char| c.is_ascii_alphabetic()) {
-            return Ok(HostMatcher::Name(crate::policy::normalize_domain(s)));
+            return Ok(HostMatcher::Name(crate::policy::canonical_domain(s)));
         }
         Err(MatcherError::Host(s.to_string()))
     }
@@ -129,10 +129,10 @@ impl std::str::FromStr for SenderMatcher {
             Some(d) => (true, d),
             None => (false, s),
         };
-        if !crate::model::valid_domain(domain) {
+        if !crate::model::valid_mail_domain(domain) {
             return Err(MatcherError::SenderDomain(s.to_string()));
         }
-        let d = crate::policy::normalize_domain(domain);
+        let d = crate::policy::canonical_domain(domain);
         Ok(if below {
             SenderMatcher::Below(d)
         } else {
@@ -358,7 +358,7 @@ impl ProfileIndex {
             }
         }
         if let Some(name) = c.name {
-            let name = crate::policy::normalize_domain(name);
+            let name = crate::policy::canonical_domain(name);
             if let Some(&i) = self.names.get(&name) {
                 if !found(i, MatchedBy::Host(name.clone())) {
                     return;
@@ -373,7 +373,7 @@ impl ProfileIndex {
             }
         }
         if let Some(domain) = c.sender_domain {
-            let domain = crate::policy::normalize_domain(domain);
+            let domain = crate::policy::canonical_domain(domain);
             if let Some(&i) = self.senders.get(&domain) {
                 if !found(i, MatchedBy::Sender(domain.clone())) {
                     return;

@@ -89,7 +89,7 @@ impl AcceptDomains {
         AcceptDomains {
             domains: domains
                 .iter()
-                .map(|d| normalize_domain(d.as_ref()))
+                .map(|d| canonical_domain(d.as_ref()))
                 .collect(),
         }
     }
@@ -100,24 +100,19 @@ impl AcceptDomains {
     }
 
     pub fn contains(&self, domain: &str) -> bool {
-        let d = normalize_domain(domain);
+        let d = canonical_domain(domain);
         self.domains.contains(&d)
     }
 }
 
-/// Domains compare case-insensitively (RFC 5321 §2.4) and a trailing dot
-/// names the same domain (RFC 1034 §3.1).
-pub fn normalize_domain(domain: &str) -> String {
-    domain
-        .strip_suffix('.')
-        .unwrap_or(domain)
-        .to_ascii_lowercase()
-}
+/// Domains compare in one form: [`crate::model::canonical_domain`].
+pub use crate::model::canonical_domain;
 
 /// IN-5: may this recipient be accepted from this client?
 ///
 /// The rule (documented in docs/configuration.md): a recipient is local when
-/// its domain, compared case-insensitively and without a trailing dot, is in
+/// its domain, compared in one canonical form (A-labels, lower case, no
+/// trailing dot: `bücher.example` is `xn--bcher-kva.example`), is in
 /// `accept_domains`; `<postmaster>` without a domain is always local
 /// (RFC 5321 §4.5.1). Anything else, address literals included, needs
 /// relay permission. The local part is not interpreted: `user%other@ours`

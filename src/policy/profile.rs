@@ -184,7 +184,7 @@ pub fn check_mail(
 /// RFC 6125 §6.4: DNS-ID (subjectAltName dNSName) first; the CN only when
 /// the certificate has no dNSName. `want` may itself be `*.example.com`.
 pub fn certificate_matches(cert: &ClientCert, want: &str) -> bool {
-    let want = super::normalize_domain(want);
+    let want = super::canonical_domain(want);
     let mut names = cert.dns_names.iter().map(String::as_str);
     if cert.dns_names.is_empty() {
         cert.common_name

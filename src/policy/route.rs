@@ -35,7 +35,7 @@ impl Routes {
             self.default = Some(route);
         } else {
             self.exact
-                .insert(super::normalize_domain(&route.domain), route);
+                .insert(super::canonical_domain(&route.domain), route);
         }
     }
 
@@ -49,7 +49,7 @@ impl Routes {
     /// The route for a recipient domain: the domain's own, else `*`. With
     /// no `*` route, mail for other domains goes by MX.
     pub fn for_domain(&self, domain: &str) -> Route {
-        let d = super::normalize_domain(domain);
+        let d = super::canonical_domain(domain);
         self.exact
             .get(&d)
             .or(self.default.as_ref())

@@ -720,7 +720,8 @@ impl OutConn {
             | Failure::Handshake(_)
             | Failure::Tls(_)
             | Failure::Dane(_)
-            | Failure::RequireTls(_) => true,
+            | Failure::RequireTls(_)
+            | Failure::NeedsSmtpUtf8(_) => true,
             Failure::TlsNotOffered
             | Failure::StartTlsRefused(_)
             | Failure::Protocol(_)

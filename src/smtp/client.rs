@@ -1,6 +1,6 @@
 //! The outbound SMTP session, sans-IO (RFC 5321 client; RFC 3207 STARTTLS;
 //! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME; RFC 8689
-//! REQUIRETLS).
+//! REQUIRETLS; RFC 6531 SMTPUTF8; RFC 3461 DSN).
 //!
 //! The delivery glue feeds it the server's bytes and `now`; it appends
 //! commands to its output and stops with an [`Action`] when the glue has
@@ -20,10 +20,12 @@ use super::Endpoint;
 pub struct Outgoing {
     /// Reverse-path without brackets; empty for the null sender.
     pub from: String,
-    pub recipients: Vec<String>,
+    pub recipients: Vec<crate::model::Recipient>,
     /// The message as spooled: CRLF line endings, not dot-stuffed.
     pub data: Arc<[u8]>,
     pub flags: crate::model::MailFlags,
+    /// RET and ENVID, passed on to a server that offers DSN.
+    pub dsn: crate::model::MessageDsn,
 }
 
 /// Whether to use STARTTLS (OUT-2, OUT-3).
@@ -90,6 +92,10 @@ pub struct Outcome {
     pub status: String,
     /// The server's reply or our reason, for logs and the DSN.
     pub detail: String,
+    /// The server offered DSN, so the recipient's DSN request went on
+    /// with the message (RFC 3461 §5.2.2): success is the next hop's to
+    /// report. False for failures.
+    pub next_hop_dsn: bool,
 }
 
 /// A failure of TLS other than the handshake itself: never retried in the
@@ -148,6 +154,17 @@ pub enum Failure {
     Dane(crate::model::DaneFailure),
     /// A REQUIRETLS message cannot go to this host (RFC 8689 §4.2.1).
     RequireTls(crate::policy::requiretls::Refused),
+    /// The message needs SMTPUTF8 (a UTF-8 local part, or UTF-8 in its
+    /// headers) and the host does not offer it (RFC 6531 §3.2).
+    NeedsSmtpUtf8(Utf8Need),
+}
+
+/// What of a message needs SMTPUTF8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Utf8Need {
+    Sender,
+    Recipient,
+    Headers,
 }
 
 /// What the glue must do.
@@ -197,6 +214,8 @@ struct Extensions {
     size: Option<u64>,
     eightbit: bool,
     requiretls: bool,
+    smtputf8: bool,
+    dsn: bool,
 }
 
 pub struct Session {
@@ -476,16 +495,21 @@ impl Session {
 
     /// Sends the envelope of the next message, or QUIT.
     fn start_message(&mut self, now: Instant) -> Option<Action> {
-        let msg = loop {
+        let (msg, envelope) = loop {
             let Some(msg) = self.messages.get(self.current) else {
                 self.expect_reply(Expect::Quit, "QUIT", now);
                 return None;
             };
             let size = msg.data.len();
-            match self.ext.size.filter(|l| *l > 0 && size as u64 > *l) {
+            let refused = match self.ext.size.filter(|l| *l > 0 && size as u64 > *l) {
                 // RFC 1870 §6.1: do not send what the server said it won't take.
-                Some(limit) => {
-                    let o = classify(&Failure::TooBig { size, limit });
+                Some(limit) => Err(Failure::TooBig { size, limit }),
+                None => envelope_for(msg, self.ext.smtputf8),
+            };
+            match refused {
+                Ok(envelope) => break (msg, envelope),
+                Err(failure) => {
+                    let o = classify(&failure);
                     let outcomes = vec![o; msg.recipients.len()];
                     self.events.push_back(Event::MessageDone {
                         index: self.current,
@@ -493,11 +517,10 @@ impl Session {
                     });
                     self.current += 1;
                 }
-                None => break msg,
             }
         };
         let size = msg.data.len();
-        let mut mail = format!("MAIL FROM:<{}>", msg.from);
+        let mut mail = format!("MAIL FROM:<{}>", envelope.from);
         if self.ext.size.is_some() {
             mail.push_str(&format!(" SIZE={size}"));
         }
@@ -507,12 +530,47 @@ impl Session {
         if self.config.require_tls {
             mail.push_str(" REQUIRETLS");
         }
+        // RFC 6531 §3.4: the message goes on as SMTPUTF8 where it can.
+        if msg.flags.smtputf8 && self.ext.smtputf8 {
+            mail.push_str(" SMTPUTF8");
+        }
+        // RFC 3461 §5.2.2: a DSN request goes on to a server that offers
+        // DSN, as it was given.
+        if self.ext.dsn {
+            if let Some(ret) = msg.dsn.ret {
+                mail.push_str(" RET=");
+                mail.push_str(ret.as_str());
+            }
+            if let Some(envid) = &msg.dsn.envid {
+                mail.push_str(" ENVID=");
+                mail.push_str(&crate::model::xtext_encode(envid));
+            }
+        }
         self.mail_outcome = None;
-        self.rcpt_outcomes = vec![None; msg.recipients.len()];
+        self.rcpt_outcomes = envelope
+            .recipients
+            .iter()
+            .map(|r| match r {
+                Ok(_) => None,
+                Err(failure) => Some(classify(failure)),
+            })
+            .collect();
         let mut cmds: VecDeque<(Expect, Vec<u8>)> = VecDeque::new();
         cmds.push_back((Expect::Mail, format!("{mail}\r\n").into_bytes()));
-        for (i, r) in msg.recipients.iter().enumerate() {
-            cmds.push_back((Expect::Rcpt(i), format!("RCPT TO:<{r}>\r\n").into_bytes()));
+        for (i, (r, address)) in msg.recipients.iter().zip(&envelope.recipients).enumerate() {
+            let Ok(address) = address else { continue };
+            let mut rcpt = format!("RCPT TO:<{address}>");
+            if self.ext.dsn {
+                if let Some(notify) = r.dsn.notify.value() {
+                    rcpt.push_str(" NOTIFY=");
+                    rcpt.push_str(&notify);
+                }
+                if let Some(o) = &r.dsn.orcpt {
+                    rcpt.push_str(" ORCPT=");
+                    rcpt.push_str(&crate::model::orcpt_encode(o));
+                }
+            }
+            cmds.push_back((Expect::Rcpt(i), format!("{rcpt}\r\n").into_bytes()));
         }
         cmds.push_back((Expect::Data, b"DATA\r\n".to_vec()));
         self.queued = cmds;
@@ -562,6 +620,10 @@ impl Session {
     /// recipients the server accepted (None when it accepted none).
     fn finish_message(&mut self, final_reply: Option<Outcome>, now: Instant) {
         let msg = &self.messages[self.current];
+        let final_reply = final_reply.map(|o| Outcome {
+            next_hop_dsn: o.verdict == Verdict::Delivered && self.ext.dsn,
+            ..o
+        });
         let outcomes: Vec<Outcome> = (0..msg.recipients.len())
             .map(|i| {
                 if let Some(m) = &self.mail_outcome {
@@ -598,6 +660,51 @@ impl Session {
     }
 }
 
+/// The addresses a message goes out with: as they are to a server that
+/// offers SMTPUTF8, or for a message that did not ask for it; otherwise
+/// with A-label domains (RFC 6531 §3.2), where nothing else needs UTF-8.
+/// A recipient whose local part is UTF-8 fails alone; a sender or
+/// headers that need UTF-8 fail the whole message.
+struct OutEnvelope<'a> {
+    from: std::borrow::Cow<'a, str>,
+    recipients: Vec<Result<std::borrow::Cow<'a, str>, Failure>>,
+}
+
+fn envelope_for(msg: &Outgoing, smtputf8_offered: bool) -> Result<OutEnvelope<'_>, Failure> {
+    use std::borrow::Cow;
+    if !msg.flags.smtputf8 || smtputf8_offered {
+        return Ok(OutEnvelope {
+            from: Cow::Borrowed(&msg.from),
+            recipients: msg
+                .recipients
+                .iter()
+                .map(|r| Ok(Cow::Borrowed(r.address.as_str())))
+                .collect(),
+        });
+    }
+    let from =
+        crate::model::ascii_address(&msg.from).ok_or(Failure::NeedsSmtpUtf8(Utf8Need::Sender))?;
+    if !super::headers::header_is_ascii(&msg.data) {
+        return Err(Failure::NeedsSmtpUtf8(Utf8Need::Headers));
+    }
+    let recipients: Vec<_> = msg
+        .recipients
+        .iter()
+        .map(|r| {
+            crate::model::ascii_address(&r.address)
+                .map(Cow::Owned)
+                .ok_or(Failure::NeedsSmtpUtf8(Utf8Need::Recipient))
+        })
+        .collect();
+    if recipients.iter().all(Result::is_err) {
+        return Err(Failure::NeedsSmtpUtf8(Utf8Need::Recipient));
+    }
+    Ok(OutEnvelope {
+        from: Cow::Owned(from),
+        recipients,
+    })
+}
+
 fn parse_extensions(r: &Parsed) -> Extensions {
     let mut ext = Extensions::default();
     for line in r.lines.iter().skip(1) {
@@ -608,6 +715,8 @@ fn parse_extensions(r: &Parsed) -> Extensions {
             "STARTTLS" => ext.starttls = true,
             "8BITMIME" => ext.eightbit = true,
             "REQUIRETLS" => ext.requiretls = true,
+            "SMTPUTF8" => ext.smtputf8 = true,
+            "DSN" => ext.dsn = true,
             "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
             _ => {}
         }
@@ -674,6 +783,7 @@ pub fn outcome_of(r: &Parsed) -> Outcome {
         verdict,
         status,
         detail: r.one_line(),
+        next_hop_dsn: false,
     }
 }
 
@@ -717,6 +827,7 @@ pub fn classify(f: &Failure) -> Outcome {
         verdict: Verdict::Temporary,
         status: status.into(),
         detail,
+        next_hop_dsn: false,
     };
     match f {
         // A refusing greeting or HELO is about this host, not the message:
@@ -752,11 +863,27 @@ pub fn classify(f: &Failure) -> Outcome {
             verdict: Verdict::Permanent,
             status: "5.7.30".into(),
             detail: format!("REQUIRETLS support required: {why}"),
+            next_hop_dsn: false,
         },
         Failure::TooBig { size, limit } => Outcome {
             verdict: Verdict::Permanent,
             status: "5.3.4".into(),
             detail: format!("message size {size} exceeds the host's limit of {limit}"),
+            next_hop_dsn: false,
+        },
+        // RFC 6531 §3.2 (RFC 5248's registry): 5.6.7.
+        Failure::NeedsSmtpUtf8(need) => Outcome {
+            verdict: Verdict::Permanent,
+            status: "5.6.7".into(),
+            detail: format!(
+                "SMTPUTF8 support required: {} UTF-8 and the host does not offer SMTPUTF8",
+                match need {
+                    Utf8Need::Sender => "the sender address is",
+                    Utf8Need::Recipient => "the recipient address is",
+                    Utf8Need::Headers => "the message headers are",
+                }
+            ),
+            next_hop_dsn: false,
         },
     }
 }
@@ -802,6 +929,7 @@ pub fn tls_report_result(
         | Failure::Timeout(_)
         | Failure::Connection(_)
         | Failure::TooBig { .. }
+        | Failure::NeedsSmtpUtf8(_)
         | Failure::RequireTls(_) => return None,
     };
     Some((rt, classify(f).detail))

@@ -7,9 +7,10 @@ use crate::smtp::Endpoint;
 fn msg(from: &str, rcpts: &[&str], data: &[u8]) -> Outgoing {
     Outgoing {
         from: from.into(),
-        recipients: rcpts.iter().map(|r| r.to_string()).collect(),
+        recipients: rcpts.iter().map(|r| (*r).into()).collect(),
         data: Arc::from(data),
         flags: Default::default(),
+        dsn: Default::default(),
     }
 }
 

@@ -55,6 +55,7 @@ pub enum Command<'a> {
     },
     Rcpt {
         to: Mailbox<'a>,
+        params: RcptParams,
     },
     Data,
     /// RFC 3030 CHUNKING: `BDAT size [LAST]`; `size` octets of message
@@ -93,6 +94,23 @@ impl Mailbox<'_> {
     pub fn is_postmaster(&self) -> bool {
         self.domain.is_empty()
     }
+
+    /// The address needs SMTPUTF8: UTF-8 in its local part or domain
+    /// (RFC 6531 §3.3).
+    pub fn is_utf8(&self) -> bool {
+        !(self.local.is_ascii() && self.domain.is_ascii())
+    }
+
+    /// The address as the envelope keeps it: a domain with U-labels in
+    /// its normalised form (UTS 46 mapping: `BÜCHER.example` →
+    /// `bücher.example`); anything else as written.
+    pub fn normalized(&self) -> String {
+        if self.domain.is_ascii() {
+            self.to_string()
+        } else {
+            format!("{}@{}", self.local, crate::model::to_u_labels(self.domain))
+        }
+    }
 }
 
 impl std::fmt::Display for Mailbox<'_> {
@@ -106,12 +124,20 @@ impl std::fmt::Display for Mailbox<'_> {
 }
 
 /// MAIL parameters we understand (RFC 1870 SIZE, RFC 6152 BODY, RFC 8689
-/// REQUIRETLS).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// REQUIRETLS, RFC 6531 SMTPUTF8, RFC 3461 RET and ENVID).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParams {
     pub size: Option<u64>,
     pub body_8bit: bool,
     pub require_tls: bool,
+    pub smtputf8: bool,
+    pub dsn: crate::model::MessageDsn,
+}
+
+/// RCPT parameters we understand (RFC 3461 NOTIFY and ORCPT).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RcptParams {
+    pub dsn: crate::model::RcptDsn,
 }
 
 /// Why a line is not a valid command; each maps to one reply.
@@ -127,18 +153,27 @@ pub enum CommandError {
     BadRecipient,
     /// An ESMTP parameter we do not support: 555 5.5.4.
     UnsupportedParameter,
-    /// The line holds octets that are not ASCII text (NUL, 8-bit).
+    /// The line holds octets that are not text: control characters,
+    /// bytes that are not UTF-8, or UTF-8 outside MAIL and RCPT.
     NonAscii,
 }
 
 /// Parses one command line (without its line ending).
 pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
-    // RFC 5321 §2.4: commands are ASCII. SMTPUTF8 is not advertised, so an
-    // 8-bit octet or a control character in a command is an error.
-    if line.iter().any(|&b| b >= 0x80 || (b < 0x20 && b != b'\t')) {
+    // RFC 5321 §2.4: commands are ASCII, control characters never. RFC
+    // 6531 §3.3: with SMTPUTF8 the addresses of MAIL and RCPT may hold
+    // UTF-8 (whether this transaction may is the session's to say); no
+    // other command may, and octets that are not UTF-8 are never text.
+    if line.iter().any(|&b| b == 0x7f || (b < 0x20 && b != b'\t')) {
         return Err(CommandError::NonAscii);
     }
     let line = std::str::from_utf8(line).map_err(|_| CommandError::NonAscii)?;
+    if !line.is_ascii() {
+        let verb = line.get(..4).unwrap_or("");
+        if !(verb.eq_ignore_ascii_case("MAIL") || verb.eq_ignore_ascii_case("RCPT")) {
+            return Err(CommandError::NonAscii);
+        }
+    }
     let (verb, rest) = match line.find(' ') {
         Some(i) => (&line[..i], &line[i + 1..]),
         None => (line, ""),
@@ -181,10 +216,8 @@ pub fn parse(line: &[u8]) -> Result<Command<'_>, CommandError> {
             .ok_or(CommandError::Syntax("Syntax: RCPT TO:<address>"))?;
         let (path, params) = split_path(arg).ok_or(CommandError::BadRecipient)?;
         let to = parse_path(path, true).ok_or(CommandError::BadRecipient)?;
-        if !params.trim().is_empty() {
-            return Err(CommandError::UnsupportedParameter);
-        }
-        return Ok(Command::Rcpt { to });
+        let params = parse_rcpt_params(params)?;
+        return Ok(Command::Rcpt { to, params });
     }
     if is("DATA") {
         return no_args(Command::Data);
@@ -307,19 +340,31 @@ fn parse_path(path: &str, recipient: bool) -> Option<Mailbox<'_>> {
     }
     let at = inner.rfind('@')?;
     let (local, domain) = (&inner[..at], &inner[at + 1..]);
-    if !valid_local_part(local) || !(valid_domain(domain) || valid_address_literal(domain)) {
+    if !valid_local_part(local)
+        || !(crate::model::valid_mail_domain(domain) || valid_address_literal(domain))
+    {
         return None;
     }
     Some(Mailbox { local, domain })
 }
 
-fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
-    let mut out = MailParams::default();
-    for param in params.split(' ').filter(|p| !p.is_empty()) {
-        let (key, value) = match param.find('=') {
+/// `key[=value]` of one ESMTP parameter (RFC 5321 §4.1.2 esmtp-param).
+/// Keywords are ASCII (one that is not is unknown); a value with UTF-8
+/// is for the parameter to judge (RFC 6533 §3: ORCPT and ENVID as
+/// unitext).
+fn esmtp_params(params: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    params
+        .split(' ')
+        .filter(|p| !p.is_empty())
+        .map(|param| match param.find('=') {
             Some(i) => (&param[..i], Some(&param[i + 1..])),
             None => (param, None),
-        };
+        })
+}
+
+fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
+    let mut out = MailParams::default();
+    for (key, value) in esmtp_params(params) {
         if key.eq_ignore_ascii_case("SIZE") {
             // RFC 1870 §6: size-value ::= 1*20DIGIT
             let v = value
@@ -338,6 +383,96 @@ fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
                 return Err(CommandError::Syntax("REQUIRETLS takes no value"));
             }
             out.require_tls = true;
+        } else if key.eq_ignore_ascii_case("SMTPUTF8") {
+            // RFC 6531 §3.4: the parameter takes no value.
+            if value.is_some() {
+                return Err(CommandError::Syntax("SMTPUTF8 takes no value"));
+            }
+            out.smtputf8 = true;
+        } else if key.eq_ignore_ascii_case("RET") {
+            // RFC 3461 §4.3: ret-value = "FULL" / "HDRS".
+            if out.dsn.ret.is_some() {
+                return Err(CommandError::Syntax("RET given twice"));
+            }
+            out.dsn.ret = Some(match value {
+                Some(v) if v.eq_ignore_ascii_case("FULL") => crate::model::Ret::Full,
+                Some(v) if v.eq_ignore_ascii_case("HDRS") => crate::model::Ret::Hdrs,
+                _ => return Err(CommandError::Syntax("Bad RET parameter: FULL or HDRS")),
+            });
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            // RFC 3461 §4.4: envid-value = xtext, at most 100 characters.
+            if out.dsn.envid.is_some() {
+                return Err(CommandError::Syntax("ENVID given twice"));
+            }
+            let v = value
+                .filter(|v| !v.is_empty() && v.len() <= 100)
+                .and_then(crate::model::xtext_decode)
+                .ok_or(CommandError::Syntax(
+                    "Bad ENVID parameter (xtext, at most 100)",
+                ))?;
+            out.dsn.envid = Some(v);
+        } else {
+            return Err(CommandError::UnsupportedParameter);
+        }
+    }
+    Ok(out)
+}
+
+fn parse_rcpt_params(params: &str) -> Result<RcptParams, CommandError> {
+    use crate::model::{Notify, Orcpt};
+    let mut out = RcptParams::default();
+    for (key, value) in esmtp_params(params) {
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            // RFC 3461 §4.1: notify-esmtp-value = "NEVER" / 1#notify-list-
+            // element, notify-list-element = "SUCCESS" / "FAILURE" / "DELAY".
+            if out.dsn.notify != Notify::Default {
+                return Err(CommandError::Syntax("NOTIFY given twice"));
+            }
+            const BAD: CommandError =
+                CommandError::Syntax("Bad NOTIFY parameter: NEVER or SUCCESS,FAILURE,DELAY");
+            let v = value.filter(|v| !v.is_empty()).ok_or(BAD)?;
+            if v.eq_ignore_ascii_case("NEVER") {
+                out.dsn.notify = Notify::Never;
+                continue;
+            }
+            let (mut success, mut failure, mut delay) = (false, false, false);
+            for word in v.split(',') {
+                let flag = if word.eq_ignore_ascii_case("SUCCESS") {
+                    &mut success
+                } else if word.eq_ignore_ascii_case("FAILURE") {
+                    &mut failure
+                } else if word.eq_ignore_ascii_case("DELAY") {
+                    &mut delay
+                } else {
+                    // NEVER among others, an empty or unknown element.
+                    return Err(BAD);
+                };
+                *flag = true;
+            }
+            out.dsn.notify = Notify::On {
+                success,
+                failure,
+                delay,
+            };
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            // RFC 3461 §4.2: orcpt-value = addr-type ";" xtext, at most 500
+            // characters; addr-type an atom (rfc822, or RFC 6533's utf-8).
+            if out.dsn.orcpt.is_some() {
+                return Err(CommandError::Syntax("ORCPT given twice"));
+            }
+            const BAD: CommandError = CommandError::Syntax("Bad ORCPT parameter: type;xtext");
+            let v = value.filter(|v| v.len() <= 500).ok_or(BAD)?;
+            let (kind, address) = v.split_once(';').ok_or(BAD)?;
+            if kind.is_empty() || !kind.is_ascii() || !kind.bytes().all(is_atext) {
+                return Err(BAD);
+            }
+            let address = crate::model::xtext_decode(address)
+                .filter(|a| !a.is_empty())
+                .ok_or(BAD)?;
+            out.dsn.orcpt = Some(Orcpt {
+                kind: kind.to_string(),
+                address,
+            });
         } else {
             return Err(CommandError::UnsupportedParameter);
         }
@@ -346,7 +481,8 @@ fn parse_mail_params(params: &str) -> Result<MailParams, CommandError> {
 }
 
 /// RFC 5321 §4.1.2 Local-part = Dot-string / Quoted-string, at most 64
-/// octets (§4.5.3.1.1).
+/// octets (§4.5.3.1.1); RFC 6531 §3.3 adds UTF-8 to atext and qtext
+/// (whether UTF-8 may be used is the session's to check).
 fn valid_local_part(local: &str) -> bool {
     if local.is_empty() || local.len() > 64 {
         return false;
@@ -364,7 +500,7 @@ fn valid_local_part(local: &str) -> bool {
             match b {
                 b'\\' => escaped = true,
                 b'"' => return false,
-                32..=126 => {}
+                32..=126 | 0x80..=0xff => {}
                 _ => return false,
             }
         }
@@ -375,8 +511,10 @@ fn valid_local_part(local: &str) -> bool {
         .all(|atom| !atom.is_empty() && atom.bytes().all(is_atext))
 }
 
+/// atext, and (RFC 6531 §3.3 UTF8-non-ascii) every octet of a UTF-8
+/// character: the line is known to be UTF-8.
 fn is_atext(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b)
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-/=?^_`{|}~".contains(&b) || b >= 0x80
 }
 
 pub use crate::model::valid_domain;
@@ -459,7 +597,7 @@ mod tests {
                 params: MailParams {
                     size: Some(100),
                     body_8bit: true,
-                    require_tls: false,
+                    ..MailParams::default()
                 }
             }
         );
@@ -480,7 +618,8 @@ mod tests {
                 to: Mailbox {
                     local: "user",
                     domain: "dest.example"
-                }
+                },
+                params: RcptParams::default(),
             }
         );
     }
@@ -493,7 +632,8 @@ mod tests {
                 to: Mailbox {
                     local: "\"a>b@c\"",
                     domain: "d.example"
-                }
+                },
+                params: RcptParams::default(),
             }
         );
     }

@@ -31,6 +31,14 @@ pub fn fields(message: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
     out
 }
 
+/// The header section (up to the blank line) is ASCII: it can go to a
+/// server without SMTPUTF8 (RFC 6532 §3.2 puts UTF-8 in headers only
+/// under SMTPUTF8).
+pub fn header_is_ascii(message: &[u8]) -> bool {
+    let end = memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |p| p + 2);
+    message[..end].is_ascii()
+}
+
 /// RFC 8689 §5: the message carries `TLS-Required: No` (the field's one
 /// defined value, case-insensitive): the sender asks that the recipients'
 /// TLS policies not stop its delivery.

@@ -183,9 +183,12 @@ proptest! {
             .enumerate()
             .map(|(i, (lines, rcpts))| Outgoing {
                 from: format!("s{i}@client.test"),
-                recipients: (0..*rcpts).map(|r| format!("u{r}@example.com")).collect(),
+                recipients: (0..*rcpts)
+                    .map(|r| crate::model::Recipient::plain(format!("u{r}@example.com")))
+                    .collect(),
                 data: Arc::from(body(lines)),
                 flags: Default::default(),
+                dsn: Default::default(),
             })
             .collect();
         let ran = converse(outgoing.clone(), to_server, to_client);

@@ -55,7 +55,7 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
     // Like Postfix, name the recipient only when there is exactly one:
     // listing all would disclose the Bcc recipients to each other.
     if let [one] = env.recipients.as_slice() {
-        let _ = write!(h, "\r\n\tfor <{}>", sanitize(one));
+        let _ = write!(h, "\r\n\tfor <{}>", sanitize(&one.address));
     }
     let _ = write!(h, "; {}\r\n", rfc5322_date(at));
     h
@@ -145,6 +145,7 @@ mod tests {
             helo: "evil\x1b[31m(x)".into(),
             esmtp: true,
             flags: Default::default(),
+            dsn: Default::default(),
             peer: Some(Peer {
                 ip: "192.0.2.7".parse().unwrap(),
                 port: 1234,

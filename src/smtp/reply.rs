@@ -149,6 +149,15 @@ pub mod canned {
     }
     /// RFC 8689 §4.1: REQUIRETLS only on a TLS session (it is advertised
     /// only there); X.7.10 is "Encryption Needed" (RFC 5248).
+    /// RFC 6531 §3.6.1 (RFC 5248's registry): a UTF-8 address in a
+    /// transaction that did not say SMTPUTF8.
+    pub fn utf8_needs_smtputf8() -> Reply {
+        Reply::new(
+            553,
+            "5.6.7",
+            "Non-ASCII address needs MAIL FROM:<...> SMTPUTF8",
+        )
+    }
     pub fn requiretls_needs_tls() -> Reply {
         Reply::new(530, "5.7.10", "REQUIRETLS needs TLS: issue STARTTLS first")
     }

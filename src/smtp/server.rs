@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::command::{self, Command, Line, MailParams, ReversePath};
+use super::command::{self, Command, Line, MailParams, RcptParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
 use super::Endpoint;
@@ -113,7 +113,7 @@ enum Phase {
 struct Transaction {
     from: String,
     params: MailParams,
-    recipients: Vec<String>,
+    recipients: Vec<crate::model::Recipient>,
 }
 
 /// Reading a message: the transaction it belongs to, the reader, its

@@ -212,12 +212,12 @@ fn run_table(snap: &Arc<Snapshot>, turns: &[Turn]) -> (Vec<Message>, bool) {
 }
 
 const EHLO_PLAIN: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n";
 const EHLO_TLS: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 STARTTLS\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250-DSN\r\n250 STARTTLS\r\n";
 /// On a TLS session: REQUIRETLS (RFC 8689 §2), no STARTTLS.
 const EHLO_IN_TLS: &str =
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250 REQUIRETLS\r\n";
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250-DSN\r\n250 REQUIRETLS\r\n";
 
 #[test]
 fn state_event_banner_names_host() {
@@ -418,7 +418,7 @@ fn state_event_message_over_limit_is_refused_after_data() {
         &snapshot(false),
         &[
             cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
-                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n",
                 "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
             data(bigger, "552 5.3.4 Message size exceeds fixed maximum message size\r\n"),
             cmd("MAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n",
@@ -537,7 +537,7 @@ fn state_event_smuggled_end_of_data_stays_in_the_message() {
         &snapshot(false),
         &[
             cmd("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nDATA\r\n", concat!(
-                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n",
                 "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n")),
             data(
                 b"Subject: a\r\n\r\nhello\n.\nMAIL FROM:<evil@b.test>\r\nRCPT TO:<c@example.com>\r\n.\r\n",
@@ -903,7 +903,7 @@ fn state_event_report_only_profile_accepts_and_reports() {
 
 const BDAT_START: &str = "EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\n";
 const BDAT_START_REPLIES: &str = concat!(
-    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n",
     "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n"
 );
 
@@ -945,7 +945,7 @@ fn state_event_bdat_pipelined_zero_last_and_empty_message() {
             data(
                 b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@example.com>\r\nBDAT 4\r\nabcdBDAT 0 LAST\r\n",
                 concat!(
-                    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n",
+                    "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n",
                     "250 2.1.0 Sender ok\r\n250 2.1.5 Recipient ok\r\n250 2.0.0 Ok: 4 octets received\r\n",
                     "250 2.0.0 Ok: queued as QID1\r\n"
                 ),
@@ -974,7 +974,7 @@ fn state_event_bdat_refusals_consume_the_chunk() {
         &[
             data(
                 b"EHLO c.test\r\nBDAT 6 LAST\r\nQUIT\r\n",
-                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 CHUNKING\r\n503 5.5.1 Need MAIL command\r\n",
+                "250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-CHUNKING\r\n250-SMTPUTF8\r\n250 DSN\r\n503 5.5.1 Need MAIL command\r\n",
             ),
             data(
                 b"MAIL FROM:<a@b.test>\r\nBDAT 6\r\nRSET\r\n",

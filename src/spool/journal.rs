@@ -101,7 +101,7 @@ pub struct Live {
 /// A delivery-state change for a live message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
-    Recipient { index: u32, state: RcptState },
+    Recipient { index: u32, state: Box<RcptState> },
     Hold,
     Release,
     Done,
@@ -317,11 +317,11 @@ impl<S: Storage> Journal<S> {
         &mut self,
         id: &str,
         meta: &Meta,
-        recipients: &[String],
+        recipients: &[crate::model::Recipient],
         prefix: &[u8],
         data: &[u8],
     ) -> io::Result<()> {
-        let rcpts: Vec<RcptState> = recipients.iter().map(|r| RcptState::fresh(r)).collect();
+        let rcpts: Vec<RcptState> = recipients.iter().map(RcptState::fresh).collect();
         self.add(id, meta, rcpts, false, prefix, data)
     }
 
@@ -366,13 +366,13 @@ impl<S: Storage> Journal<S> {
         &mut self,
         id: &str,
         meta: &Meta,
-        recipients: &[String],
+        recipients: &[crate::model::Recipient],
         prefix: &[u8],
         path: &std::path::Path,
         len: u64,
         crc: u32,
     ) -> io::Result<()> {
-        let rcpts: Vec<RcptState> = recipients.iter().map(|r| RcptState::fresh(r)).collect();
+        let rcpts: Vec<RcptState> = recipients.iter().map(RcptState::fresh).collect();
         self.storage.adopt_large(id, path)?;
         self.large_written = true;
         let size = prefix.len() as u64 + len;
@@ -456,7 +456,8 @@ impl<S: Storage> Journal<S> {
                 if let Some(r) = live.rcpts.get_mut(index as usize) {
                     *r = RcptState {
                         rcpt: std::mem::take(&mut r.rcpt),
-                        ..state
+                        dsn: std::mem::take(&mut r.dsn),
+                        ..*state
                     };
                 }
             }
@@ -609,13 +610,16 @@ impl<S: Storage> Journal<S> {
 }
 
 impl RcptState {
-    pub fn fresh(rcpt: &str) -> RcptState {
+    /// A recipient as it arrives: pending, never tried.
+    pub fn fresh(rcpt: &crate::model::Recipient) -> RcptState {
         RcptState {
-            rcpt: rcpt.to_string(),
+            rcpt: rcpt.address.clone(),
+            dsn: rcpt.dsn.clone(),
             status: RcptStatus::Pending,
             attempts: 0,
             next_due: 0,
             last: None,
+            delay_notified: false,
         }
     }
 }

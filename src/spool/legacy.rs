@@ -132,13 +132,7 @@ impl DeliveryState {
             hold: false,
             rcpts: recipients
                 .iter()
-                .map(|r| RcptState {
-                    rcpt: r.clone(),
-                    status: RcptStatus::Pending,
-                    attempts: 0,
-                    next_due: 0,
-                    last: None,
-                })
+                .map(|r| RcptState::fresh(&crate::model::Recipient::plain(r.clone())))
                 .collect(),
         }
     }
@@ -168,11 +162,11 @@ impl DeliveryState {
                         _ => RcptStatus::Pending,
                     };
                     st.rcpts.push(RcptState {
-                        rcpt: rcpt.to_string(),
                         status,
                         attempts: attempts.parse().unwrap_or(0),
                         next_due: due.parse().unwrap_or(0),
                         last: super::LastReply::from_text(f.next().unwrap_or("")),
+                        ..RcptState::fresh(&crate::model::Recipient::plain(rcpt))
                     });
                 }
                 _ => {}

@@ -86,12 +86,17 @@ pub trait Store: Send {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RcptState {
     pub rcpt: String,
+    /// What the recipient asked to be told (RFC 3461): fixed at arrival.
+    pub dsn: crate::model::RcptDsn,
     pub status: RcptStatus,
     pub attempts: u32,
     /// Unix seconds of the next attempt.
     pub next_due: u64,
     /// The last attempt's outcome (`None` before the first).
     pub last: Option<LastReply>,
+    /// A delay notification (RFC 3464 `Action: delayed`) went to the
+    /// sender for it: one per recipient.
+    pub delay_notified: bool,
 }
 
 /// A recipient's last outcome: its RFC 3463 status and the server's reply
@@ -181,6 +186,7 @@ pub fn meta_of(env: &Envelope, arrived: SystemTime) -> Meta {
             )
         }),
         flags: env.flags,
+        dsn: env.dsn.clone(),
     }
 }
 
@@ -264,6 +270,7 @@ impl JournalStore {
                 helo: m.helo.clone(),
                 tls: m.tls.clone(),
                 flags: m.flags,
+                dsn: crate::model::MessageDsn::default(),
             };
             self.journal
                 .add_stored(&m.id, &meta, state.rcpts, state.hold, &m.message)?;
@@ -323,7 +330,7 @@ impl Store for JournalStore {
                     journal: self.number,
                     meta,
                     hold: false,
-                    rcpts: env.recipients.iter().map(|r| RcptState::fresh(r)).collect(),
+                    rcpts: env.recipients.iter().map(RcptState::fresh).collect(),
                     size,
                 }),
             }));

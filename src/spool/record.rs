@@ -60,6 +60,8 @@ pub struct Meta {
     /// `version cipher bits verify`, for a message that came over TLS.
     pub tls: Option<String>,
     pub flags: crate::model::MailFlags,
+    /// RET and ENVID (RFC 3461), none in version-1 records.
+    pub dsn: crate::model::MessageDsn,
 }
 
 /// Where a message's octets are.
@@ -85,7 +87,7 @@ pub enum Record<'a> {
     /// pending for a new message; the current ones for a copy carried
     /// forward) and its octets.
     Message {
-        meta: Meta,
+        meta: Box<Meta>,
         hold: bool,
         rcpts: Vec<RcptState>,
         body: Body<'a>,
@@ -176,12 +178,25 @@ fn encode(
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
+/// A recipient's state: status (bit 7: a delay notification was sent),
+/// attempts, next due time, last reply.
+fn put_opt(out: &mut Vec<u8>, b: Option<&[u8]>) {
+    match b {
+        Some(b) => {
+            out.push(1);
+            put_bytes(out, b);
+        }
+        None => out.push(0),
+    }
+}
+
 fn put_state(out: &mut Vec<u8>, s: &RcptState) {
-    out.push(match s.status {
+    let status = match s.status {
         RcptStatus::Pending => 0,
         RcptStatus::Delivered => 1,
         RcptStatus::Failed => 2,
-    });
+    };
+    out.push(status | u8::from(s.delay_notified) << 7);
     put_u32(out, s.attempts);
     put_u64(out, s.next_due);
     put_bytes(out, super::last_text(&s.last).as_bytes());
@@ -202,7 +217,7 @@ pub fn message(
     prefix: &[u8],
 ) {
     encode(out, generation, Kind::Message, id, |p| {
-        p.push(1); // payload version
+        p.push(2); // payload version (1: without the DSN fields)
         put_u64(p, meta.arrived);
         put_bytes(p, meta.from.as_bytes());
         put_bytes(
@@ -222,11 +237,26 @@ pub fn message(
             None => p.push(0),
         }
         p.push(meta.flags.to_byte());
+        p.push(match meta.dsn.ret {
+            None => 0,
+            Some(crate::model::Ret::Full) => 1,
+            Some(crate::model::Ret::Hdrs) => 2,
+        });
+        put_opt(p, meta.dsn.envid.as_deref().map(str::as_bytes));
         p.push(u8::from(hold));
         put_u32(p, rcpts.len() as u32);
         for r in rcpts {
             put_bytes(p, r.rcpt.as_bytes());
             put_state(p, r);
+            p.push(r.dsn.notify.to_byte());
+            match &r.dsn.orcpt {
+                Some(o) => {
+                    p.push(1);
+                    put_bytes(p, o.kind.as_bytes());
+                    put_bytes(p, o.address.as_bytes());
+                }
+                None => p.push(0),
+            }
         }
         match body {
             Body::Inline(data) => {
@@ -337,8 +367,16 @@ impl<'a> Cursor<'a> {
             _ => None,
         }
     }
+    fn opt_string(&mut self) -> Option<Option<String>> {
+        Some(if self.bool()? {
+            Some(self.string()?)
+        } else {
+            None
+        })
+    }
     fn state(&mut self, rcpt: String) -> Option<RcptState> {
-        let status = match self.u8()? {
+        let b = self.u8()?;
+        let status = match b & 0x7f {
             0 => RcptStatus::Pending,
             1 => RcptStatus::Delivered,
             2 => RcptStatus::Failed,
@@ -346,11 +384,26 @@ impl<'a> Cursor<'a> {
         };
         Some(RcptState {
             rcpt,
+            dsn: crate::model::RcptDsn::default(),
             status,
             attempts: self.u32()?,
             next_due: self.u64()?,
             last: super::LastReply::from_text(&self.string()?),
+            delay_notified: b & 0x80 != 0,
         })
+    }
+    /// NOTIFY and ORCPT of a recipient (version 2).
+    fn rcpt_dsn(&mut self) -> Option<crate::model::RcptDsn> {
+        let notify = crate::model::Notify::from_byte(self.u8()?)?;
+        let orcpt = if self.bool()? {
+            Some(crate::model::Orcpt {
+                kind: self.string()?,
+                address: self.string()?,
+            })
+        } else {
+            None
+        };
+        Some(crate::model::RcptDsn { notify, orcpt })
     }
 }
 
@@ -362,7 +415,8 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
     let id = std::str::from_utf8(c.take(id_len)?).ok()?;
     let record = match kind {
         Kind::Message => {
-            if c.u8()? != 1 {
+            let version = c.u8()?;
+            if !(1..=2).contains(&version) {
                 return None;
             }
             let arrived = c.u64()?;
@@ -375,12 +429,29 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
             let helo = c.string()?;
             let tls = if c.bool()? { Some(c.string()?) } else { None };
             let flags = crate::model::MailFlags::from_byte(c.u8()?)?;
+            let dsn = if version >= 2 {
+                crate::model::MessageDsn {
+                    ret: match c.u8()? {
+                        0 => None,
+                        1 => Some(crate::model::Ret::Full),
+                        2 => Some(crate::model::Ret::Hdrs),
+                        _ => return None,
+                    },
+                    envid: c.opt_string()?,
+                }
+            } else {
+                crate::model::MessageDsn::default()
+            };
             let hold = c.bool()?;
             let n = c.u32()? as usize;
             let mut rcpts = Vec::with_capacity(n.min(1024));
             for _ in 0..n {
                 let rcpt = c.string()?;
-                rcpts.push(c.state(rcpt)?);
+                let mut state = c.state(rcpt)?;
+                if version >= 2 {
+                    state.dsn = c.rcpt_dsn()?;
+                }
+                rcpts.push(state);
             }
             let body = match c.u8()? {
                 0 => Body::Inline(c.bytes()?),
@@ -393,7 +464,7 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
                 _ => return None,
             };
             Record::Message {
-                meta: Meta {
+                meta: Box::new(Meta {
                     arrived,
                     from,
                     client,
@@ -401,7 +472,8 @@ fn parse(b: &[u8]) -> Option<(&str, Record<'_>)> {
                     helo,
                     tls,
                     flags,
-                },
+                    dsn,
+                }),
                 hold,
                 rcpts,
                 body,
@@ -438,29 +510,42 @@ mod tests {
                 body_8bit: true,
                 tls: crate::model::TlsRequest::Required,
                 tls_report: false,
+                smtputf8: true,
+            },
+            dsn: crate::model::MessageDsn {
+                ret: Some(crate::model::Ret::Hdrs),
+                envid: Some("QQ+314 \u{e9}".into()),
             },
         }
     }
 
     fn state(rcpt: &str) -> RcptState {
-        RcptState {
-            rcpt: rcpt.into(),
-            status: RcptStatus::Pending,
-            attempts: 0,
-            next_due: 0,
-            last: None,
-        }
+        RcptState::fresh(&rcpt.into())
     }
 
     #[test]
     fn records_round_trip_whatever_their_fields_hold() {
         let mut out = Vec::new();
         // Spaces, quotes, CR LF and words the old .state format used.
-        let rcpts = vec![
+        let mut rcpts = vec![
             state("\"a b\"@dest.test"),
             state("\"x delivered 1 2\"@dest.test"),
             state("\r\nrcpt z@y 0 0\n@d"),
         ];
+        // RFC 3461 requests and a UTF-8 address travel with a recipient.
+        rcpts[0].rcpt = "ü@bücher.test".into();
+        rcpts[0].dsn = crate::model::RcptDsn {
+            notify: crate::model::Notify::On {
+                success: true,
+                failure: false,
+                delay: true,
+            },
+            orcpt: Some(crate::model::Orcpt {
+                kind: "utf-8".into(),
+                address: "ü@bücher.test".into(),
+            }),
+        };
+        rcpts[2].dsn.notify = crate::model::Notify::Never;
         message(
             &mut out,
             7,
@@ -474,6 +559,7 @@ mod tests {
         let mut delivered = rcpts[1].clone();
         delivered.status = RcptStatus::Delivered;
         delivered.last = super::super::LastReply::from_text("dsn=2.0.0 250 ok\r\nrcpt evil");
+        delivered.delay_notified = true;
         recipient(&mut out, 7, "ID1", 1, &delivered);
         mark(&mut out, 7, "ID1", Kind::Done);
         out.extend_from_slice(&END_MARKER);
@@ -491,7 +577,7 @@ mod tests {
         else {
             panic!()
         };
-        assert_eq!(m, meta());
+        assert_eq!(*m, meta());
         assert_eq!(r, rcpts);
         assert!(!hold);
         assert_eq!(body, Body::Inline(b"Received: x\r\nbody\r\n"));
@@ -499,7 +585,10 @@ mod tests {
         let Found::Record { record, len, .. } = decode(rest, 7) else {
             panic!()
         };
+        // A state change names its recipient by index: address and DSN
+        // request are the message record's.
         delivered.rcpt = String::new();
+        delivered.dsn = Default::default();
         assert_eq!(
             record,
             Record::Recipient {

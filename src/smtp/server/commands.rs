@@ -26,7 +26,7 @@ impl Session {
             Command::Ehlo(name) => self.hello(name, true),
             Command::Helo(name) => self.hello(name, false),
             Command::Mail { from, params } => self.mail(from, params),
-            Command::Rcpt { to } => self.rcpt(to),
+            Command::Rcpt { to, params } => self.rcpt(to, params),
             Command::Data => self.data_command(now),
             Command::Bdat { size, last } => self.bdat_command(size, last, now),
             Command::Rset => {
@@ -62,6 +62,8 @@ impl Session {
             "8BITMIME".into(),
             "ENHANCEDSTATUSCODES".into(),
             "CHUNKING".into(),
+            "SMTPUTF8".into(),
+            "DSN".into(),
         ];
         if self.starttls_offered && self.tls.is_none() {
             lines.push("STARTTLS".into());
@@ -93,6 +95,12 @@ impl Session {
         if params.require_tls && self.tls.is_none() {
             return self.error(canned::requiretls_needs_tls());
         }
+        // RFC 6531 §3.4: UTF-8 in the reverse-path needs SMTPUTF8 on MAIL.
+        if let ReversePath::Mailbox(m) = &from {
+            if m.is_utf8() && !params.smtputf8 {
+                return self.error(canned::utf8_needs_smtputf8());
+            }
+        }
         let sender_domain = match &from {
             ReversePath::Null => None,
             ReversePath::Mailbox(m) => Some(m.domain),
@@ -121,7 +129,7 @@ impl Session {
         }
         let from = match from {
             ReversePath::Null => String::new(),
-            ReversePath::Mailbox(m) => m.to_string(),
+            ReversePath::Mailbox(m) => m.normalized(),
         };
         self.transaction = Some(Transaction {
             from,
@@ -131,11 +139,16 @@ impl Session {
         self.reply(canned::sender_ok())
     }
 
-    pub(super) fn rcpt(&mut self, to: command::Mailbox<'_>) -> Option<Action> {
+    pub(super) fn rcpt(&mut self, to: command::Mailbox<'_>, params: RcptParams) -> Option<Action> {
         let limit = self.snapshot.limits.recipients;
         let Some(tx) = &self.transaction else {
             return self.error(canned::bad_sequence("Need MAIL before RCPT"));
         };
+        // RFC 6531 §3.4: a UTF-8 forward-path only in an SMTPUTF8
+        // transaction.
+        if to.is_utf8() && !tx.params.smtputf8 {
+            return self.error(canned::utf8_needs_smtputf8());
+        }
         // RFC 5321 §4.5.3.1.8: refuse the excess with 452 and keep the
         // recipients already accepted.
         if tx.recipients.len() >= limit {
@@ -154,10 +167,13 @@ impl Session {
                         .unwrap_or(&self.snapshot.hostname);
                     format!("{}@{domain}", to.local)
                 } else {
-                    to.to_string()
+                    to.normalized()
                 };
                 if let Some(tx) = &mut self.transaction {
-                    tx.recipients.push(rcpt);
+                    tx.recipients.push(crate::model::Recipient {
+                        address: rcpt,
+                        dsn: params.dsn,
+                    });
                 }
                 self.reply(canned::recipient_ok())
             }
@@ -364,7 +380,9 @@ impl Session {
                     body_8bit: tx.params.body_8bit,
                     tls: tls_request(tx.params.require_tls, &data),
                     tls_report: false,
+                    smtputf8: tx.params.smtputf8,
                 },
+                dsn: tx.params.dsn,
                 peer: Some(self.peer.clone()),
                 tls: self.tls.clone(),
             },

@@ -165,7 +165,7 @@ impl<S: Storage> Journal<S> {
                     id.to_string(),
                     Live {
                         location,
-                        meta,
+                        meta: *meta,
                         hold,
                         rcpts,
                         external,
@@ -181,6 +181,7 @@ impl<S: Storage> Journal<S> {
                 {
                     *r = RcptState {
                         rcpt: std::mem::take(&mut r.rcpt),
+                        dsn: std::mem::take(&mut r.dsn),
                         ..state
                     };
                 }

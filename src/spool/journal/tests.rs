@@ -13,6 +13,7 @@ fn meta(n: u64) -> Meta {
         helo: "c.test".into(),
         tls: None,
         flags: Default::default(),
+        dsn: Default::default(),
     }
 }
 
@@ -33,21 +34,21 @@ fn body(n: usize, len: usize) -> Vec<u8> {
 fn messages_and_changes_survive_a_reopen() {
     let sim = Sim::default();
     let (mut j, _) = Journal::open(sim.clone(), small()).unwrap();
-    let rcpts = vec![
-        "\"a b\"@dest.test".to_string(),
-        "\"x delivered 1 2\"@dest.test".to_string(),
-        "plain@dest.test".to_string(),
+    let rcpts: Vec<crate::model::Recipient> = vec![
+        "\"a b\"@dest.test".into(),
+        "\"x delivered 1 2\"@dest.test".into(),
+        "plain@dest.test".into(),
     ];
     j.add_message("M1", &meta(1), &rcpts, b"Received: x\r\n", &body(1, 100))
         .unwrap();
     j.add_message("M2", &meta(2), &rcpts[2..], b"", &body(2, 10))
         .unwrap();
     assert_eq!(j.commit().unwrap(), vec!["M1", "M2"]);
-    let mut delivered = RcptState::fresh("");
+    let mut delivered = RcptState::fresh(&"".into());
     delivered.status = RcptStatus::Delivered;
     delivered.attempts = 1;
     delivered.last = crate::spool::LastReply::from_text("dsn=2.0.0 250 ok");
-    let mut deferred = RcptState::fresh("");
+    let mut deferred = RcptState::fresh(&"".into());
     deferred.attempts = 1;
     deferred.next_due = 1_795_000_600;
     deferred.last = crate::spool::LastReply::from_text("dsn=4.3.0 451 later");
@@ -55,7 +56,7 @@ fn messages_and_changes_survive_a_reopen() {
         "M1",
         Change::Recipient {
             index: 0,
-            state: delivered,
+            state: Box::new(delivered),
         },
     )
     .unwrap();
@@ -63,7 +64,7 @@ fn messages_and_changes_survive_a_reopen() {
         "M1",
         Change::Recipient {
             index: 1,
-            state: deferred,
+            state: Box::new(deferred),
         },
     )
     .unwrap();
@@ -158,14 +159,14 @@ fn segments_are_reused_and_long_lived_messages_copied_forward() {
         .unwrap();
         j.commit().unwrap();
         if n % 500 == 0 {
-            let mut st = RcptState::fresh("");
+            let mut st = RcptState::fresh(&"".into());
             st.status = RcptStatus::Delivered;
             st.attempts = 1;
             j.add_change(
                 &id,
                 Change::Recipient {
                     index: 0,
-                    state: st,
+                    state: Box::new(st),
                 },
             )
             .unwrap();
@@ -363,10 +364,10 @@ proptest! {
                         j.add_change(&id, Change::Done).unwrap_or(());
                         done.push(id);
                     } else {
-                        let mut st = RcptState::fresh("");
+                        let mut st = RcptState::fresh(&"".into());
                         st.attempts = 1;
                         st.next_due = 5;
-                        j.add_change(&id, Change::Recipient { index: 0, state: st }).unwrap_or(());
+                        j.add_change(&id, Change::Recipient { index: 0, state: Box::new(st) }).unwrap_or(());
                     }
                 }
             }
