@@ -645,6 +645,39 @@ pub fn rfc3339(t: i64) -> String {
 mod tests {
     use super::*;
 
+    /// One form for a domain everywhere: U-labels, A-labels, case, dot.
+    #[test]
+    fn domains_compare_in_one_canonical_form() {
+        assert_eq!(canonical_domain("Bücher.Example."), "xn--bcher-kva.example");
+        assert_eq!(
+            canonical_domain("XN--BCHER-KVA.example"),
+            "xn--bcher-kva.example"
+        );
+        assert!(valid_mail_domain("bücher.example"));
+        assert!(!valid_mail_domain("bü cher.example"));
+        assert_eq!(to_u_labels("xn--bcher-kva.example"), "bücher.example");
+        assert_eq!(
+            ascii_address("a@bücher.example").as_deref(),
+            Some("a@xn--bcher-kva.example")
+        );
+        assert_eq!(ascii_address("é@x.example"), None);
+        for s in ["a+b=c d", "é", "plain"] {
+            assert_eq!(xtext_decode(&xtext_encode(s)).as_deref(), Some(s));
+        }
+        assert_eq!(xtext_decode("\\x{E9}@x"), Some("é@x".into()));
+        for n in [
+            Notify::Default,
+            Notify::Never,
+            Notify::On {
+                success: true,
+                failure: false,
+                delay: true,
+            },
+        ] {
+            assert_eq!(Notify::from_byte(n.to_byte()), Some(n));
+        }
+    }
+
     #[test]
     fn mail_flags_round_trip_through_their_octet() {
         for body_8bit in [false, true] {

@@ -706,6 +706,96 @@ mod tests {
         );
     }
 
+    /// RFC 6531 §3.3-3.4: UTF-8 in MAIL and RCPT paths, SMTPUTF8 on MAIL;
+    /// nowhere else.
+    #[test]
+    fn state_event_utf8_addresses_and_smtputf8() {
+        let Ok(Command::Mail { from, params }) =
+            parse("MAIL FROM:<é@bücher.example> SMTPUTF8".as_bytes())
+        else {
+            panic!()
+        };
+        assert!(params.smtputf8);
+        let ReversePath::Mailbox(m) = from else {
+            panic!()
+        };
+        assert!(m.is_utf8());
+        assert_eq!(
+            Mailbox {
+                local: "é",
+                domain: "BÜCHER.example"
+            }
+            .normalized(),
+            "é@bücher.example"
+        );
+        assert!(parse("RCPT TO:<ü@xn--bcher-kva.example>".as_bytes()).is_ok());
+        assert_eq!(
+            parse("EHLO bücher.example".as_bytes()),
+            Err(CommandError::NonAscii)
+        );
+        assert_eq!(
+            parse(b"RCPT TO:<\xff@x.example>"),
+            Err(CommandError::NonAscii)
+        );
+        assert_eq!(
+            parse(b"MAIL FROM:<a@b> SMTPUTF8=1"),
+            Err(CommandError::Syntax("SMTPUTF8 takes no value"))
+        );
+    }
+
+    /// RFC 3461 §4.1-4.4: NOTIFY, ORCPT, RET and ENVID, xtext decoded.
+    #[test]
+    fn state_event_dsn_parameters() {
+        use crate::model::{Notify, Ret};
+        let Ok(Command::Mail { params, .. }) =
+            parse(b"MAIL FROM:<a@b.example> RET=hdrs ENVID=QQ+2B314")
+        else {
+            panic!()
+        };
+        assert_eq!(params.dsn.ret, Some(Ret::Hdrs));
+        assert_eq!(params.dsn.envid.as_deref(), Some("QQ+314"));
+        let Ok(Command::Rcpt { params, .. }) =
+            parse(b"RCPT TO:<x@y.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+2By@y.example")
+        else {
+            panic!()
+        };
+        assert_eq!(
+            params.dsn.notify,
+            Notify::On {
+                success: true,
+                failure: true,
+                delay: false
+            }
+        );
+        let orcpt = params.dsn.orcpt.expect("ORCPT");
+        assert_eq!(
+            (orcpt.kind.as_str(), orcpt.address.as_str()),
+            ("rfc822", "x+y@y.example")
+        );
+        assert_eq!(crate::model::orcpt_encode(&orcpt), "rfc822;x+2By@y.example");
+        let Ok(Command::Rcpt { params, .. }) = parse(b"RCPT TO:<x@y.example> notify=never") else {
+            panic!()
+        };
+        assert_eq!(params.dsn.notify, Notify::Never);
+        for bad in [
+            &b"RCPT TO:<x@y> NOTIFY=NEVER,SUCCESS"[..],
+            b"RCPT TO:<x@y> NOTIFY=",
+            b"RCPT TO:<x@y> NOTIFY=SOMETIMES",
+            b"RCPT TO:<x@y> NOTIFY=DELAY NOTIFY=DELAY",
+            b"RCPT TO:<x@y> ORCPT=x@y",
+            b"RCPT TO:<x@y> ORCPT=rfc822;a+ZZ",
+            b"MAIL FROM:<a@b> RET=ALL",
+            b"MAIL FROM:<a@b> RET=FULL RET=HDRS",
+            b"MAIL FROM:<a@b> ENVID=",
+        ] {
+            assert!(
+                matches!(parse(bad), Err(CommandError::Syntax(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
     #[test]
     fn state_event_address_literals() {
         assert!(parse(b"EHLO [127.0.0.1]").is_ok());
