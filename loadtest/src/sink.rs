@@ -41,7 +41,7 @@ impl SinkStore {
         if let Some(dir) = &self.dump {
             let mut text = format!("X-Sink-From: <{}>\r\n", env.from);
             for r in &env.recipients {
-                text.push_str(&format!("X-Sink-Rcpt: <{r}>\r\n"));
+                text.push_str(&format!("X-Sink-Rcpt: <{}>\r\n", r.address));
             }
             if let Some(t) = &env.tls {
                 text.push_str(&format!("X-Sink-TLS: {} {}\r\n", t.version, t.cipher));
