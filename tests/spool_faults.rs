@@ -180,7 +180,11 @@ fn store_order_is_journal_write_then_fdatasync_then_250() {
 /// A message file in the old format (`SEALGATE-SPOOL 1`), as sealgate
 /// before the journal wrote it.
 pub fn old_format(id: &str, rcpts: &[&str], body: &str) -> String {
-    let mut h = format!("SEALGATE-SPOOL 1\nid {id}\narrived 1795805192\nfrom <a@b.test>\n");
+    // Arrived now: a fixed time would expire once the queue lifetime passed.
+    let arrived = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut h = format!("SEALGATE-SPOOL 1\nid {id}\narrived {arrived}\nfrom <a@b.test>\n");
     for r in rcpts {
         h.push_str(&format!("rcpt <{r}>\n"));
     }
