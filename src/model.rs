@@ -476,12 +476,9 @@ pub fn to_a_labels(domain: &str) -> Option<String> {
 }
 
 /// The domain in U-labels where it has any (`xn--bcher-kva.example` →
-/// `bücher.example`), as an SMTPUTF8 address is written; ASCII domains
-/// without A-labels come back as they are.
+/// `bücher.example`), UTS 46 mapped (lower case), as an SMTPUTF8 address
+/// keeps it; a domain that is not a valid IDN comes back as it is.
 pub fn to_u_labels(domain: &str) -> String {
-    if domain.is_ascii() && !domain.to_ascii_lowercase().contains("xn--") {
-        return domain.to_string();
-    }
     let (u, result) = idna::domain_to_unicode(domain);
     match result {
         Ok(()) => u,

@@ -226,12 +226,7 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     let returned = if full {
         r.original
     } else {
-        let end = r
-            .original
-            .windows(4)
-            .position(|w| w == b"\r\n\r\n")
-            .map_or(r.original.len(), |p| p + 2);
-        &r.original[..end]
+        crate::smtp::headers::header_section(r.original)
     };
     let mut out = m.into_bytes();
     out.extend_from_slice(returned);

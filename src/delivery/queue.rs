@@ -154,6 +154,31 @@ struct Message {
     bouncing: bool,
 }
 
+impl Message {
+    /// A notification to the sender about `entries` of message `id`.
+    fn notification(
+        &self,
+        id: &str,
+        entries: Vec<(RcptState, super::dsn::Action)>,
+        relay: Option<String>,
+        lifetime: Duration,
+        finishes: bool,
+    ) -> Bounce {
+        Bounce {
+            id: id.to_string(),
+            journal: self.journal,
+            from: self.from.clone(),
+            arrived: self.arrived,
+            flags: self.flags,
+            dsn: self.dsn.clone(),
+            entries,
+            relay,
+            retry_until: self.arrived + lifetime.as_secs(),
+            finishes,
+        }
+    }
+}
+
 struct Attempt {
     /// (queue id, recipient indexes) per message.
     parts: Vec<(String, Vec<usize>)>,
@@ -712,18 +737,8 @@ impl Queue {
                 });
                 self.due.push(Reverse((t, id.to_string())));
                 if !notices.is_empty() && !m.from.is_empty() {
-                    self.effects.push(Effect::Bounce(Bounce {
-                        id: id.to_string(),
-                        journal: m.journal,
-                        from: m.from.clone(),
-                        arrived: m.arrived,
-                        flags: m.flags,
-                        dsn: m.dsn.clone(),
-                        entries: notices,
-                        relay,
-                        retry_until: m.arrived + self.settings.lifetime.as_secs(),
-                        finishes: false,
-                    }));
+                    let b = m.notification(id, notices, relay, self.settings.lifetime, false);
+                    self.effects.push(Effect::Bounce(b));
                 }
             }
             None => self.finish_message(id, lines, notices, relay),
@@ -744,6 +759,12 @@ impl Queue {
             return;
         };
         if m.in_flight > 0 {
+            // Final once the other attempt is back; this one's notices
+            // (delay, relay) go now.
+            if !entries.is_empty() && !m.from.is_empty() {
+                let b = m.notification(id, entries, relay, self.settings.lifetime, false);
+                self.effects.push(Effect::Bounce(b));
+            }
             return;
         }
         let failed = m.rcpts.iter().filter(|r| r.status == RcptStatus::Failed);
@@ -774,18 +795,8 @@ impl Queue {
                     journal: m.journal,
                     lines,
                 });
-                self.effects.push(Effect::Bounce(Bounce {
-                    id: id.to_string(),
-                    journal: m.journal,
-                    from: m.from.clone(),
-                    arrived: m.arrived,
-                    flags: m.flags,
-                    dsn: m.dsn.clone(),
-                    entries,
-                    relay,
-                    retry_until: m.arrived + self.settings.lifetime.as_secs(),
-                    finishes: true,
-                }));
+                let b = m.notification(id, entries, relay, self.settings.lifetime, true);
+                self.effects.push(Effect::Bounce(b));
                 return;
             }
         }

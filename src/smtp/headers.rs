@@ -35,8 +35,14 @@ pub fn fields(message: &[u8]) -> Vec<(&[u8], Vec<u8>)> {
 /// server without SMTPUTF8 (RFC 6532 §3.2 puts UTF-8 in headers only
 /// under SMTPUTF8).
 pub fn header_is_ascii(message: &[u8]) -> bool {
+    header_section(message).is_ascii()
+}
+
+/// The header section with the CRLF of its last field, without the
+/// blank line (the whole message when it has no body).
+pub fn header_section(message: &[u8]) -> &[u8] {
     let end = memchr::memmem::find(message, b"\r\n\r\n").map_or(message.len(), |p| p + 2);
-    message[..end].is_ascii()
+    &message[..end]
 }
 
 /// RFC 8689 §5: the message carries `TLS-Required: No` (the field's one
