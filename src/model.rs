@@ -295,6 +295,35 @@ pub struct RcptDsn {
     pub orcpt: Option<Orcpt>,
 }
 
+/// The fields of log lines and `sealgate queue show`: `, notify=…` and
+/// `, orcpt=type;xtext` where the recipient gave them (printable ASCII,
+/// as on the wire).
+impl std::fmt::Display for RcptDsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(n) = self.notify.value() {
+            write!(f, ", notify={n}")?;
+        }
+        if let Some(o) = &self.orcpt {
+            write!(f, ", orcpt={}", orcpt_encode(o))?;
+        }
+        Ok(())
+    }
+}
+
+/// The arrival log line's fields: `, ret=…` and `, envid=xtext` where the
+/// sender gave them.
+impl std::fmt::Display for MessageDsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(r) = self.ret {
+            write!(f, ", ret={}", r.as_str())?;
+        }
+        if let Some(e) = &self.envid {
+            write!(f, ", envid={}", xtext_encode(e))?;
+        }
+        Ok(())
+    }
+}
+
 /// One recipient of a message: its address and its DSN request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {

@@ -170,8 +170,13 @@ impl Scheduler {
                                 "size": m.size,
                                 "from": m.from,
                                 "hold": m.hold,
+                                "smtputf8": m.flags.smtputf8,
+                                "ret": m.dsn.ret.map(crate::model::Ret::as_str),
+                                "envid": m.dsn.envid,
                                 "recipients": m.rcpts.iter().map(|r| serde_json::json!({
                                     "rcpt": r.rcpt,
+                                    "notify": r.dsn.notify.value(),
+                                    "orcpt": r.dsn.orcpt.as_ref().map(crate::model::orcpt_encode),
                                     "status": format!("{:?}", r.status).to_lowercase(),
                                     "attempts": r.attempts,
                                     "next_due": r.next_due,
@@ -223,17 +228,23 @@ impl Scheduler {
                         m.from
                     );
                     for r in m.rcpts {
-                        let _ = writeln!(out, "rcpt <{}>", r.rcpt);
+                        let _ = writeln!(out, "rcpt <{}>{}", r.rcpt, r.dsn);
                     }
                     let _ = writeln!(
                         out,
-                        "body {}\ntls {}\nsize {}\nhold {}\n",
+                        "body {}\nsmtputf8 {}\ntls {}\nret {}\nenvid {}\nsize {}\nhold {}\n",
                         if m.flags.body_8bit {
                             "8BITMIME"
                         } else {
                             "7BIT"
                         },
+                        if m.flags.smtputf8 { "yes" } else { "no" },
                         m.flags.tls.as_str(),
+                        m.dsn.ret.map_or("-", crate::model::Ret::as_str),
+                        m.dsn
+                            .envid
+                            .as_deref()
+                            .map_or("-".into(), crate::model::xtext_encode),
                         m.size,
                         u8::from(m.hold)
                     );

@@ -1,4 +1,4 @@
-//! Delivery status notifications (RFC 3464) to the sender: a failure
+//! Delivery status notifications (RFC 3464, IN-8) to the sender: a failure
 //! (a recipient failed permanently or expired), a delay (RFC 3461
 //! `NOTIFY=DELAY`, once per recipient) or a relay (`NOTIFY=SUCCESS` and
 //! the next hop does not offer DSN, RFC 3461 §5.2.2.1). Never for a

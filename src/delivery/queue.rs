@@ -708,8 +708,9 @@ impl Queue {
                 tls,
             });
             lines.push(format!(
-                "{id}: to=<{}>, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
+                "{id}: to=<{}>{}, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
                 r.rcpt,
+                r.dsn,
                 o.status,
                 crate::smtp::received::sanitize_line(&o.detail)
             ));

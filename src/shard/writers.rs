@@ -268,8 +268,11 @@ impl Writer<'_> {
                 Ok(stored) => {
                     tracing::info!(
                         target: "receive",
-                        "{}: client={}, from=<{}>, size={}, nrcpt={}{} (queue active)",
+                        "{}: client={}, from=<{}>, size={}, nrcpt={}{}{}{} (queue active)",
                         stored.id, ClientText(env.peer.as_ref()), env.from, message.data.len(), env.recipients.len(),
+                        // RFC 6531 §3.4, RFC 3461 §4.3, §4.4.
+                        if env.flags.smtputf8 { ", smtputf8" } else { "" },
+                        env.dsn,
                         match env.flags.tls {
                             // RFC 8689: what the sender asked of TLS.
                             crate::model::TlsRequest::Default => "",

@@ -124,7 +124,7 @@ impl std::fmt::Display for Mailbox<'_> {
 }
 
 /// MAIL parameters we understand (RFC 1870 SIZE, RFC 6152 BODY, RFC 8689
-/// REQUIRETLS, RFC 6531 SMTPUTF8, RFC 3461 RET and ENVID).
+/// REQUIRETLS, RFC 6531 SMTPUTF8 (IN-7), RFC 3461 RET and ENVID (IN-8)).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MailParams {
     pub size: Option<u64>,

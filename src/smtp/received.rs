@@ -10,11 +10,19 @@ use super::server::Envelope;
 /// Builds the complete `Received:` field, folded, ending in CRLF.
 pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> String {
     // RFC 3848 §1: ESMTPS = ESMTP over TLS; SMTP for a HELO client.
-    let protocol = match (env.esmtp, env.tls.is_some()) {
-        (true, true) => "ESMTPS",
-        (true, false) => "ESMTP",
-        (false, true) => "SMTPS",
-        (false, false) => "SMTP",
+    // RFC 6531 §4.3: UTF8SMTP(S) for a transaction with SMTPUTF8 (which
+    // only an EHLO client can give).
+    let protocol = match (
+        env.esmtp && env.flags.smtputf8,
+        env.esmtp,
+        env.tls.is_some(),
+    ) {
+        (true, _, true) => "UTF8SMTPS",
+        (true, _, false) => "UTF8SMTP",
+        (false, true, true) => "ESMTPS",
+        (false, true, false) => "ESMTP",
+        (false, false, true) => "SMTPS",
+        (false, false, false) => "SMTP",
     };
     let mut h = String::with_capacity(256);
     match &env.peer {
@@ -54,8 +62,16 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
     }
     // Like Postfix, name the recipient only when there is exactly one:
     // listing all would disclose the Bcc recipients to each other.
+    // The domain goes in A-labels, so a message whose envelope is ASCII
+    // but for its domains stays ASCII-only and can still go to a server
+    // without SMTPUTF8 (RFC 6531 §3.2); only a UTF-8 local part (which
+    // needs SMTPUTF8 anyway) brings UTF-8 into the field (RFC 6532 §3.2).
     if let [one] = env.recipients.as_slice() {
-        let _ = write!(h, "\r\n\tfor <{}>", sanitize(&one.address));
+        let shown = match crate::model::ascii_address(&one.address) {
+            Some(ascii) => sanitize(&ascii),
+            None => sanitize_keeping_utf8(&one.address),
+        };
+        let _ = write!(h, "\r\n\tfor <{shown}>");
     }
     let _ = write!(h, "; {}\r\n", rfc5322_date(at));
     h
@@ -68,6 +84,19 @@ pub fn sanitize(s: &str) -> String {
         .map(|c| match c {
             '(' | ')' | ';' | '\\' => '_',
             c if c.is_ascii_graphic() => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+/// [`sanitize`] for an RFC 6532 header field: non-ASCII characters that
+/// are neither control nor space are kept.
+fn sanitize_keeping_utf8(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '(' | ')' | ';' | '\\' => '_',
+            c if c.is_ascii_graphic() => c,
+            c if !c.is_ascii() && !c.is_control() && !c.is_whitespace() => c,
             _ => '?',
         })
         .collect()
@@ -164,5 +193,45 @@ mod tests {
         assert!(h.contains("(version=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 bits=256 verify=NO)"));
         assert!(h.contains("for <c@d.example>; Thu, 1 Jan 1970"));
         assert!(h.ends_with("\r\n"));
+    }
+
+    /// RFC 6531 §4.3: a SMTPUTF8 transaction is stamped UTF8SMTP(S).
+    #[test]
+    fn smtputf8_transaction_is_stamped_utf8smtp() {
+        let mut env = Envelope {
+            from: "jörg@bücher.example".into(),
+            recipients: vec!["élise@bücher.example".into()],
+            helo: "client.example".into(),
+            esmtp: true,
+            flags: Default::default(),
+            dsn: Default::default(),
+            peer: Some(Peer {
+                ip: "192.0.2.7".parse().unwrap(),
+                port: 1234,
+                name: None,
+            }),
+            tls: None,
+        };
+        env.flags.smtputf8 = true;
+        let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
+        assert!(h.contains("(sealgate) with UTF8SMTP id ABC"), "{h}");
+        assert!(h.contains("for <élise@bücher.example>;"), "{h}");
+        env.tls = Some(TlsFacts {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            bits: 256,
+            verify: ClientVerify::No,
+            client_cert: None,
+        });
+        let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
+        assert!(h.contains("(sealgate) with UTF8SMTPS id ABC"), "{h}");
+        env.flags.smtputf8 = false;
+        let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
+        assert!(h.contains("(sealgate) with ESMTPS id ABC"), "{h}");
+        // An ASCII local part: the domain in A-labels, the field ASCII.
+        env.recipients = vec!["u@bücher.example".into()];
+        let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
+        assert!(h.contains("for <u@xn--bcher-kva.example>;"), "{h}");
+        assert!(h.is_ascii(), "{h}");
     }
 }

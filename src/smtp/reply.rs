@@ -147,8 +147,6 @@ pub mod canned {
     pub fn must_starttls() -> Reply {
         Reply::new(530, "5.7.0", "Must issue a STARTTLS command first")
     }
-    /// RFC 8689 §4.1: REQUIRETLS only on a TLS session (it is advertised
-    /// only there); X.7.10 is "Encryption Needed" (RFC 5248).
     /// RFC 6531 §3.6.1 (RFC 5248's registry): a UTF-8 address in a
     /// transaction that did not say SMTPUTF8.
     pub fn utf8_needs_smtputf8() -> Reply {
@@ -158,6 +156,8 @@ pub mod canned {
             "Non-ASCII address needs MAIL FROM:<...> SMTPUTF8",
         )
     }
+    /// RFC 8689 §4.1: REQUIRETLS only on a TLS session (it is advertised
+    /// only there); X.7.10 is "Encryption Needed" (RFC 5248).
     pub fn requiretls_needs_tls() -> Reply {
         Reply::new(530, "5.7.10", "REQUIRETLS needs TLS: issue STARTTLS first")
     }
