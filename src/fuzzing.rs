@@ -168,6 +168,13 @@ pub mod server_session {
         MailSize(u32),
         Rcpt,
         RcptForeign,
+        /// RFC 6531 and RFC 3461: UTF-8 addresses, SMTPUTF8, RET, ENVID.
+        MailUtf8,
+        /// NOTIFY and ORCPT (xtext and RFC 6533 unitext).
+        RcptDsn,
+        /// Parameters the fuzzer writes itself, on MAIL or RCPT.
+        MailParams(String),
+        RcptParams(String),
         Data,
         EndData,
         /// RFC 3030: a chunk of the given size, LAST or not (its octets
@@ -186,6 +193,16 @@ pub mod server_session {
             Verb::MailSize(n) => format!("MAIL FROM:<a@b.test> SIZE={n}\r\n").into_bytes(),
             Verb::Rcpt => b"RCPT TO:<u@example.com>\r\n".to_vec(),
             Verb::RcptForeign => b"RCPT TO:<u@elsewhere.test>\r\n".to_vec(),
+            Verb::MailUtf8 => "MAIL FROM:<jörg@bücher.test> SMTPUTF8 RET=HDRS ENVID=q+2B1\r\n"
+                .as_bytes()
+                .to_vec(),
+            Verb::RcptDsn => {
+                "RCPT TO:<élise@example.com> NOTIFY=SUCCESS,DELAY ORCPT=utf-8;\\x{E9}lise@example.com\r\n"
+                    .as_bytes()
+                    .to_vec()
+            }
+            Verb::MailParams(p) => format!("MAIL FROM:<a@b.test> {p}\r\n").into_bytes(),
+            Verb::RcptParams(p) => format!("RCPT TO:<u@example.com> {p}\r\n").into_bytes(),
             Verb::Data => b"DATA\r\n".to_vec(),
             Verb::EndData => b"\r\n.\r\n".to_vec(),
             Verb::Bdat(n, last) => {
@@ -388,6 +405,8 @@ pub mod client_session {
         Greeting,
         Ehlo,
         EhloTls,
+        /// A next hop offering SMTPUTF8 and DSN.
+        EhloIntl,
         Ok,
         Go,
         TempFail,
@@ -401,6 +420,9 @@ pub mod client_session {
             Canned::Greeting => b"220 mx.test ESMTP\r\n",
             Canned::Ehlo => b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250 8BITMIME\r\n",
             Canned::EhloTls => b"250-mx.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+            Canned::EhloIntl => {
+                b"250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 DSN\r\n"
+            }
             Canned::Ok => b"250 2.0.0 ok\r\n",
             Canned::Go => b"354 go ahead\r\n",
             Canned::TempFail => b"451 4.3.0 later\r\n",
@@ -443,10 +465,7 @@ pub mod client_session {
         };
         let message = |from: &str, rcpts: &[&str], data: &[u8]| Outgoing {
             from: from.into(),
-            recipients: rcpts
-                .iter()
-                .map(|r| crate::model::Recipient::plain(*r))
-                .collect(),
+            recipients: rcpts.iter().map(|r| (*r).into()).collect(),
             data: Arc::from(data),
             flags: crate::model::MailFlags {
                 body_8bit: true,
@@ -454,6 +473,30 @@ pub mod client_session {
             },
             dsn: Default::default(),
         };
+        // A SMTPUTF8 message with DSN requests: sent on with SMTPUTF8 and
+        // the parameters, downgraded, or refused with 5.6.7, by what the
+        // next hop offers.
+        let mut intl = message(
+            "jörg@bücher.test",
+            &["élise@r.test", "u@bücher.test"],
+            "Subject: Grüße\r\n\r\nx\r\n".as_bytes(),
+        );
+        intl.flags.smtputf8 = true;
+        intl.dsn = crate::model::MessageDsn {
+            ret: Some(crate::model::Ret::Hdrs),
+            envid: Some("id+1".into()),
+        };
+        for r in &mut intl.recipients {
+            r.dsn.notify = crate::model::Notify::On {
+                success: true,
+                failure: true,
+                delay: false,
+            };
+            r.dsn.orcpt = Some(crate::model::Orcpt {
+                kind: "utf-8".into(),
+                address: r.address.clone(),
+            });
+        }
         let messages = vec![
             message(
                 "a@gw.test",
@@ -461,6 +504,7 @@ pub mod client_session {
                 b"Subject: s\r\n\r\n.dot\r\n",
             ),
             message("", &["z@r.test"], b"x\r\n"),
+            intl,
         ];
         let mut s = Session::new(config, messages, now);
         let mut pending: Vec<u8> = Vec::new();

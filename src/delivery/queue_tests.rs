@@ -533,3 +533,156 @@ fn a_message_that_cannot_be_read_is_deferred_not_sent_empty() {
     assert!(said(&e).contains("B: removed"));
     assert!(q.view("A").is_some() && q.view("B").is_none());
 }
+
+/// An entry whose recipients asked `notify` each.
+fn entry_notify(id: &str, rcpts: &[(&str, crate::model::Notify)]) -> Entry {
+    let mut e = entry(id, "s@client.test", &[]);
+    e.rcpts = rcpts
+        .iter()
+        .map(|(a, n)| {
+            let mut r: crate::model::Recipient = (*a).into();
+            r.dsn.notify = *n;
+            RcptState::fresh(&r)
+        })
+        .collect();
+    e
+}
+
+const SUCCESS: crate::model::Notify = crate::model::Notify::On {
+    success: true,
+    failure: true,
+    delay: false,
+};
+const DELAY: crate::model::Notify = crate::model::Notify::On {
+    success: false,
+    failure: true,
+    delay: true,
+};
+
+/// RFC 3461 §4.1: NOTIFY=NEVER silences the bounce of that recipient
+/// (said in the log); another recipient's failure is still reported.
+#[test]
+fn notify_never_silences_the_bounce_of_its_recipient() {
+    use crate::model::Notify;
+    let mut q = Queue::new(settings());
+    q.queued(entry_notify("N", &[("never@example.com", Notify::Never)]));
+    let d = dispatch_due(&mut q, 1000);
+    let e = finish(
+        &mut q,
+        d[0].0,
+        vec![vec![outcome(Verdict::Permanent, "5.1.1")]],
+        1001,
+    );
+    assert!(bounce_in(&e).is_none(), "no notification for NOTIFY=NEVER");
+    assert!(done(&e));
+    assert!(
+        said(&e).contains("N: to=<never@example.com>: NOTIFY=NEVER: no notification"),
+        "{}",
+        said(&e)
+    );
+
+    q.queued(entry_notify(
+        "M",
+        &[
+            ("never@example.com", Notify::Never),
+            ("plain@example.com", Notify::Default),
+        ],
+    ));
+    let d = dispatch_due(&mut q, 2000);
+    let e = finish(
+        &mut q,
+        d[0].0,
+        vec![vec![
+            outcome(Verdict::Permanent, "5.1.1"),
+            outcome(Verdict::Permanent, "5.1.1"),
+        ]],
+        2001,
+    );
+    let b = bounce_in(&e).expect("the other recipient's failure is reported");
+    let reported: Vec<&str> = b.entries.iter().map(|(r, _)| r.rcpt.as_str()).collect();
+    assert_eq!(reported, ["plain@example.com"]);
+}
+
+/// RFC 3461 §5.2.2: NOTIFY=SUCCESS to a next hop that did not offer DSN
+/// gets a "relayed" notice once delivered; to one that did, none (the
+/// next hop reports); without SUCCESS, none.
+#[test]
+fn success_to_a_hop_without_dsn_is_reported_relayed() {
+    use crate::delivery::dsn::Action;
+    use crate::model::Notify;
+    let mut q = Queue::new(settings());
+    q.queued(entry_notify(
+        "R",
+        &[
+            ("a@example.com", SUCCESS),
+            ("b@example.com", Notify::Default),
+        ],
+    ));
+    let d = dispatch_due(&mut q, 1000);
+    let e = finish(
+        &mut q,
+        d[0].0,
+        vec![vec![
+            outcome(Verdict::Delivered, "2.0.0"),
+            outcome(Verdict::Delivered, "2.0.0"),
+        ]],
+        1001,
+    );
+    let b = bounce_in(&e).expect("a relay notice");
+    assert_eq!(b.entries.len(), 1);
+    assert_eq!(b.entries[0].0.rcpt, "a@example.com");
+    assert_eq!(b.entries[0].1, Action::Relayed);
+    assert_eq!(b.relay.as_deref(), Some("mx.example.com[192.0.2.1]:25"));
+    assert!(b.finishes);
+    q.bounced(&b, Ok("DSN2".into()));
+    assert!(said(&q.take_effects()).contains("R: sender relay notification: DSN2"));
+
+    q.queued(entry_notify("S", &[("a@example.com", SUCCESS)]));
+    let d = dispatch_due(&mut q, 2000);
+    let mut ok = outcome(Verdict::Delivered, "2.0.0");
+    ok.next_hop_dsn = true;
+    let e = finish(&mut q, d[0].0, vec![vec![ok]], 2001);
+    assert!(bounce_in(&e).is_none(), "the next hop took the request on");
+    assert!(done(&e));
+}
+
+/// RFC 3461 §4.1 DELAY: one notice once the recipient has waited
+/// `delay_notice`, not before and not again; delivery goes on.
+#[test]
+fn notify_delay_gets_one_notice_after_delay_notice() {
+    use crate::delivery::dsn::Action;
+    let mut q = Queue::new(settings());
+    q.queued(entry_notify("D", &[("slow@example.com", DELAY)]));
+    // Arrived at 1000; delay_notice is 600 s.
+    let d = dispatch_due(&mut q, 1000);
+    let e = finish(
+        &mut q,
+        d[0].0,
+        vec![vec![outcome(Verdict::Temporary, "4.2.0")]],
+        1000,
+    );
+    assert!(bounce_in(&e).is_none(), "not before delay_notice");
+    let mut now = 1060;
+    let mut notices = 0;
+    // Attempts at 1060, 1360, 2260 (the notice) and 3160.
+    for _ in 0..4 {
+        let d = dispatch_due(&mut q, now);
+        assert_eq!(d.len(), 1, "at {now}");
+        let e = finish(
+            &mut q,
+            d[0].0,
+            vec![vec![outcome(Verdict::Temporary, "4.2.0")]],
+            now,
+        );
+        if let Some(b) = bounce_in(&e) {
+            notices += 1;
+            assert!(now - 1000 >= 600, "at {now}");
+            assert_eq!(b.entries[0].1, Action::Delayed);
+            assert!(!b.finishes, "delivery goes on");
+            assert_eq!(b.retry_until, 1000 + 3600);
+        }
+        now = states(&e)[0].2;
+    }
+    assert_eq!(notices, 1, "one delay notice");
+    assert!(!q.is_empty());
+}

@@ -505,3 +505,128 @@ mod split_property {
         }
     }
 }
+
+/// A SMTPUTF8 message with DSN requests.
+fn intl(rcpts: &[&str], data: &[u8]) -> Outgoing {
+    let mut m = msg("jörg@bücher.test", rcpts, data);
+    m.flags.smtputf8 = true;
+    m.dsn = crate::model::MessageDsn {
+        ret: Some(crate::model::Ret::Hdrs),
+        envid: Some("id+1 x".into()),
+    };
+    for r in &mut m.recipients {
+        r.dsn.notify = crate::model::Notify::On {
+            success: true,
+            failure: true,
+            delay: false,
+        };
+        r.dsn.orcpt = Some(crate::model::Orcpt {
+            kind: "utf-8".into(),
+            address: r.address.clone(),
+        });
+    }
+    m
+}
+
+/// RFC 6531 §3.4 and RFC 3461 §5.2.2: to a next hop that offers SMTPUTF8
+/// and DSN, the message goes as it came, flag and parameters with it
+/// (ENVID as xtext, a UTF-8 ORCPT as RFC 6533 utf-8-addr-xtext); the
+/// outcome says the next hop took the DSN request on.
+#[test]
+fn state_event_smtputf8_and_dsn_go_on_where_offered() {
+    let steps = run_all_splits(
+        config(TlsMode::Off),
+        vec![intl(
+            &["élise@r.test"],
+            "Subject: Grüße\r\n\r\nx\r\n".as_bytes(),
+        )],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            b"250-mx.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 DSN\r\n",
+            b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+            b"250 2.0.0 queued as X\r\n",
+        ],
+    );
+    assert_eq!(
+        steps[1].sent,
+        "MAIL FROM:<jörg@bücher.test> SMTPUTF8 RET=HDRS ENVID=id+2B1+20x\r\n\
+         RCPT TO:<élise@r.test> NOTIFY=SUCCESS,FAILURE ORCPT=utf-8;\\x{E9}lise@r.test\r\n\
+         DATA\r\n"
+    );
+    assert_eq!(steps[3].actions, vec!["Done#0[Delivered 2.0.0]"]);
+
+    let now = Instant::now();
+    let mut s = Session::new(
+        config(TlsMode::Off),
+        vec![intl(&["élise@r.test"], b"Subject: x\r\n\r\nx\r\n")],
+        now,
+    );
+    for turn in [
+        &b"220 mx.test ESMTP\r\n"[..],
+        b"250-mx.test\r\n250-PIPELINING\r\n250-SMTPUTF8\r\n250 DSN\r\n",
+        b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+        b"250 2.0.0 queued as X\r\n",
+    ] {
+        let fed = s.feed(turn, now);
+        assert_eq!(fed.consumed, turn.len());
+    }
+    let Some(Event::MessageDone { outcomes, .. }) = s.poll_event() else {
+        panic!("no outcome");
+    };
+    assert!(outcomes[0].next_hop_dsn, "the next hop offered DSN");
+}
+
+/// RFC 6531 §3.2: without SMTPUTF8 at the next hop, a message whose
+/// envelope needs no UTF-8 but its domains goes with A-labels; a UTF-8
+/// recipient is refused 5.6.7 while the others go; UTF-8 in the sender
+/// or the headers refuses the message. Without DSN offered, no DSN
+/// parameters go, and the outcome says so (the queue then sends the
+/// "relayed" notice).
+#[test]
+fn state_event_without_smtputf8_ascii_goes_with_a_labels_utf8_fails_5_6_7() {
+    let mut ascii_sender = intl(
+        &["élise@bücher.test", "u@bücher.test"],
+        b"Subject: x\r\n\r\nGr\xc3\xbc\xc3\x9fe im Text\r\n",
+    );
+    ascii_sender.from = "a@bücher.test".into();
+    let steps = run_all_splits(
+        config(TlsMode::Off),
+        vec![
+            ascii_sender,
+            intl(&["u@r.test"], b"Subject: x\r\n\r\nx\r\n"),
+            {
+                let mut m = intl(&["u@r.test"], "Subject: Grüße\r\n\r\nx\r\n".as_bytes());
+                m.from = "a@r.test".into();
+                m
+            },
+        ],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            b"250-mx.test\r\n250-PIPELINING\r\n250 8BITMIME\r\n",
+            b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go\r\n",
+            b"250 2.0.0 queued as X\r\n",
+        ],
+    );
+    // The UTF-8 sender's message and the UTF-8 header's are refused
+    // without a command (as soon as EHLO shows no SMTPUTF8, so before the
+    // first message's transaction ends); the first goes with A-labels,
+    // its UTF-8 recipient refused.
+    assert_eq!(
+        steps[1].sent,
+        "MAIL FROM:<a@xn--bcher-kva.test>\r\nRCPT TO:<u@xn--bcher-kva.test>\r\nDATA\r\n"
+    );
+    let done: Vec<String> = steps.iter().flat_map(|s| s.actions.clone()).collect();
+    assert_eq!(done.len(), 3, "{done:?}");
+    assert!(
+        done.contains(&"Done#0[Permanent 5.6.7, Delivered 2.0.0]".to_string()),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&"Done#1[Permanent 5.6.7]".to_string()),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&"Done#2[Permanent 5.6.7]".to_string()),
+        "{done:?}"
+    );
+}

@@ -1002,3 +1002,126 @@ fn state_event_bdat_refusals_consume_the_chunk() {
     assert!(stored.is_empty());
     assert!(closed);
 }
+
+/// RFC 6531: a UTF-8 address needs `SMTPUTF8` on MAIL (553 5.6.7 without
+/// it, and the session goes on); with it, UTF-8 local parts and U-label
+/// domains are taken, an accepted domain matches in either form, and the
+/// flag stays with the message.
+#[test]
+fn state_event_smtputf8_addresses_need_the_parameter_and_keep_the_flag() {
+    let mut snap = Snapshot::for_tests("mx.test", &["example.com", "xn--bcher-kva.example"]);
+    snap.limits.message_size = 1000;
+    let (stored, _) = run_table(
+        &Arc::new(snap),
+        &[
+            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<jörg@bücher.example>\r\n",
+                "553 5.6.7 Non-ASCII address needs MAIL FROM:<...> SMTPUTF8\r\n",
+            ),
+            cmd("MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Sender ok\r\n"),
+            cmd(
+                "RCPT TO:<élise@example.com>\r\n",
+                "553 5.6.7 Non-ASCII address needs MAIL FROM:<...> SMTPUTF8\r\n",
+            ),
+            cmd("RSET\r\n", "250 2.0.0 Ok\r\n"),
+            cmd(
+                "MAIL FROM:<jörg@bücher.example> SMTPUTF8\r\n",
+                "250 2.1.0 Sender ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<élise@bücher.example>\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<bob@xn--bcher-kva.example>\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<ünï@example.com>\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<x@bücher.test>\r\n",
+                "554 5.7.1 Relay access denied\r\n",
+            ),
+            cmd("DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            data(
+                "Subject: Grüße\r\n\r\nhi\r\n.\r\n".as_bytes(),
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+        ],
+    );
+    assert_eq!(stored.len(), 1);
+    let env = &stored[0].envelope;
+    assert!(env.flags.smtputf8);
+    assert_eq!(env.from, "jörg@bücher.example");
+    assert_eq!(
+        env.recipients,
+        vec![
+            "élise@bücher.example",
+            "bob@xn--bcher-kva.example",
+            "ünï@example.com"
+        ]
+    );
+}
+
+/// RFC 3461: RET and ENVID on MAIL, NOTIFY and ORCPT on RCPT are kept
+/// (xtext decoded) per message and per recipient; a bad value is 501 and
+/// the transaction goes on.
+#[test]
+fn state_event_dsn_parameters_are_kept_per_recipient() {
+    use crate::model::{Notify, Ret};
+    let (stored, _) = run_table(
+        &snapshot(false),
+        &[
+            cmd("EHLO client.test\r\n", EHLO_PLAIN),
+            cmd(
+                "MAIL FROM:<a@b.test> RET=ALL\r\n",
+                "501 5.5.4 Bad RET parameter: FULL or HDRS\r\n",
+            ),
+            cmd(
+                "MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ+2B314\r\n",
+                "250 2.1.0 Sender ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<x@example.com> NOTIFY=NEVER,SUCCESS\r\n",
+                "501 5.5.4 Bad NOTIFY parameter: NEVER or SUCCESS,FAILURE,DELAY\r\n",
+            ),
+            cmd(
+                "RCPT TO:<x@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x+2By@y.example\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd(
+                "RCPT TO:<n@example.com> NOTIFY=NEVER\r\n",
+                "250 2.1.5 Recipient ok\r\n",
+            ),
+            cmd("RCPT TO:<p@example.com>\r\n", "250 2.1.5 Recipient ok\r\n"),
+            cmd("DATA\r\n", "354 End data with <CR><LF>.<CR><LF>\r\n"),
+            data(
+                b"Subject: t\r\n\r\nhi\r\n.\r\n",
+                "250 2.0.0 Ok: queued as QID1\r\n",
+            ),
+        ],
+    );
+    assert_eq!(stored.len(), 1);
+    let env = &stored[0].envelope;
+    assert_eq!(env.dsn.ret, Some(Ret::Hdrs));
+    assert_eq!(env.dsn.envid.as_deref(), Some("QQ+314"));
+    let r = &env.recipients;
+    assert_eq!(
+        r[0].dsn.notify,
+        Notify::On {
+            success: true,
+            failure: true,
+            delay: false
+        }
+    );
+    let orcpt = r[0].dsn.orcpt.as_ref().expect("ORCPT kept");
+    assert_eq!(
+        (orcpt.kind.as_str(), orcpt.address.as_str()),
+        ("rfc822", "x+y@y.example")
+    );
+    assert_eq!(r[1].dsn.notify, Notify::Never);
+    assert_eq!(r[2].dsn, crate::model::RcptDsn::default());
+}

@@ -9,6 +9,7 @@ pub mod dnssec;
 pub mod pki;
 pub mod postfix;
 pub mod receiver;
+pub mod smtp_sink;
 pub mod sts;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -658,4 +659,43 @@ pub fn tls_client_config(dir: &Path) -> Arc<rustls::ClientConfig> {
             .with_root_certificates(roots)
             .with_no_client_auth(),
     )
+}
+
+const SMTPLIB_SEND: &str = r#"
+import json, smtplib, sys
+a = json.loads(sys.argv[1])
+s = smtplib.SMTP("127.0.0.1", a["port"], timeout=20)
+s.ehlo("client.test")
+refused = s.sendmail(a["from"], a["to"], a["message"].encode("utf-8"),
+                     mail_options=a["mail"], rcpt_options=a["rcpt"])
+assert refused == {}, refused
+s.quit()
+print("sent")
+"#;
+
+/// Python's smtplib sends `message` (CRLF line ends, UTF-8 allowed) from
+/// `from` to `to`, with `mail` options on MAIL (`SMTPUTF8`, `RET=HDRS`…)
+/// and `rcpt` options on every RCPT (`NOTIFY=…`); panics unless the
+/// gateway took it for every recipient.
+pub fn smtplib_send(
+    gw: &Gateway,
+    from: &str,
+    to: &[&str],
+    message: &str,
+    mail: &[&str],
+    rcpt: &[&str],
+) {
+    let args = serde_json::json!({
+        "port": gw.port(), "from": from, "to": to, "message": message,
+        "mail": mail, "rcpt": rcpt,
+    });
+    let (status, out, err) = run_tool(
+        Command::new("python3").args(["-c", SMTPLIB_SEND, &args.to_string()]),
+        None,
+        Duration::from_secs(30),
+    );
+    assert!(
+        status.success() && out.contains("sent"),
+        "smtplib from {from} to {to:?}: {out}{err}"
+    );
 }
