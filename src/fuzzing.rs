@@ -476,27 +476,14 @@ pub mod client_session {
         // A SMTPUTF8 message with DSN requests: sent on with SMTPUTF8 and
         // the parameters, downgraded, or refused with 5.6.7, by what the
         // next hop offers.
-        let mut intl = message(
-            "jörg@bücher.test",
-            &["élise@r.test", "u@bücher.test"],
-            "Subject: Grüße\r\n\r\nx\r\n".as_bytes(),
+        let intl = international(
+            message(
+                "jörg@bücher.test",
+                &["élise@r.test", "u@bücher.test"],
+                "Subject: Grüße\r\n\r\nx\r\n".as_bytes(),
+            ),
+            "id+1",
         );
-        intl.flags.smtputf8 = true;
-        intl.dsn = crate::model::MessageDsn {
-            ret: Some(crate::model::Ret::Hdrs),
-            envid: Some("id+1".into()),
-        };
-        for r in &mut intl.recipients {
-            r.dsn.notify = crate::model::Notify::On {
-                success: true,
-                failure: true,
-                delay: false,
-            };
-            r.dsn.orcpt = Some(crate::model::Orcpt {
-                kind: "utf-8".into(),
-                address: r.address.clone(),
-            });
-        }
         let messages = vec![
             message(
                 "a@gw.test",
@@ -558,5 +545,28 @@ pub mod client_session {
         // Whatever was sent is command lines or dot-stuffed text: CRLF-ended.
         assert!(out.is_empty() || out.ends_with(b"\r\n"));
         steps
+    }
+
+    /// `m` as a SMTPUTF8 message with DSN requests: RET=HDRS, `envid`, and
+    /// NOTIFY=SUCCESS,FAILURE with a `utf-8` ORCPT for every recipient (the
+    /// client harness's third message; the client session's tests).
+    pub fn international(mut m: Outgoing, envid: &str) -> Outgoing {
+        m.flags.smtputf8 = true;
+        m.dsn = crate::model::MessageDsn {
+            ret: Some(crate::model::Ret::Hdrs),
+            envid: Some(envid.into()),
+        };
+        for r in &mut m.recipients {
+            r.dsn.notify = crate::model::Notify::On {
+                success: true,
+                failure: true,
+                delay: false,
+            };
+            r.dsn.orcpt = Some(crate::model::Orcpt {
+                kind: "utf-8".into(),
+                address: r.address.clone(),
+            });
+        }
+        m
     }
 }

@@ -508,24 +508,7 @@ mod split_property {
 
 /// A SMTPUTF8 message with DSN requests.
 fn intl(rcpts: &[&str], data: &[u8]) -> Outgoing {
-    let mut m = msg("jörg@bücher.test", rcpts, data);
-    m.flags.smtputf8 = true;
-    m.dsn = crate::model::MessageDsn {
-        ret: Some(crate::model::Ret::Hdrs),
-        envid: Some("id+1 x".into()),
-    };
-    for r in &mut m.recipients {
-        r.dsn.notify = crate::model::Notify::On {
-            success: true,
-            failure: true,
-            delay: false,
-        };
-        r.dsn.orcpt = Some(crate::model::Orcpt {
-            kind: "utf-8".into(),
-            address: r.address.clone(),
-        });
-    }
-    m
+    crate::fuzzing::client_session::international(msg("jörg@bücher.test", rcpts, data), "id+1 x")
 }
 
 /// RFC 6531 §3.4 and RFC 3461 §5.2.2: to a next hop that offers SMTPUTF8

@@ -699,3 +699,24 @@ pub fn smtplib_send(
         "smtplib from {from} to {to:?}: {out}{err}"
     );
 }
+
+/// Waits (30 s at most) until an SMTP server a test started, `what`,
+/// greets with `220` on `port`, then says QUIT. A server that is still
+/// starting refuses the connection, so this polls.
+pub fn wait_for_banner(port: u16, what: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            let mut c = Client::new(s);
+            if c.reply().starts_with("220") {
+                c.cmd("QUIT");
+                return;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never answered on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -128,21 +128,7 @@ impl Postfix {
             master: None,
         };
         // Ready when smtpd answers.
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-                let mut c = super::Client::new(s);
-                if c.reply().starts_with("220") {
-                    c.cmd("QUIT");
-                    break;
-                }
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "postfix never answered on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        super::wait_for_banner(port, "postfix");
         pf.master = std::fs::read_to_string(queue.join("pid/master.pid"))
             .ok()
             .and_then(|t| t.trim().parse().ok());

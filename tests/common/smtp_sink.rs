@@ -7,7 +7,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 pub struct SmtpSink {
     child: Child,
@@ -56,21 +55,7 @@ pub fn start(dir: &Path, flags: &[&str]) -> SmtpSink {
         port,
         dir: dir.to_path_buf(),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            let mut c = super::Client::new(s);
-            if c.reply().starts_with("220") {
-                c.cmd("QUIT");
-                break;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "smtp-sink never answered on {port}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    super::wait_for_banner(port, "smtp-sink");
     sink
 }
 
