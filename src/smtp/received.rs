@@ -12,17 +12,13 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
     // RFC 3848 §1: ESMTPS = ESMTP over TLS; SMTP for a HELO client.
     // RFC 6531 §4.3: UTF8SMTP(S) for a transaction with SMTPUTF8 (which
     // only an EHLO client can give).
-    let protocol = match (
-        env.esmtp && env.flags.smtputf8,
-        env.esmtp,
-        env.tls.is_some(),
-    ) {
-        (true, _, true) => "UTF8SMTPS",
-        (true, _, false) => "UTF8SMTP",
-        (false, true, true) => "ESMTPS",
-        (false, true, false) => "ESMTP",
-        (false, false, true) => "SMTPS",
-        (false, false, false) => "SMTP",
+    let protocol = match (env.esmtp, env.flags.smtputf8, env.tls.is_some()) {
+        (true, true, true) => "UTF8SMTPS",
+        (true, true, false) => "UTF8SMTP",
+        (true, false, true) => "ESMTPS",
+        (true, false, false) => "ESMTP",
+        (false, _, true) => "SMTPS",
+        (false, _, false) => "SMTP",
     };
     let mut h = String::with_capacity(256);
     match &env.peer {
@@ -69,7 +65,7 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
     if let [one] = env.recipients.as_slice() {
         let shown = match crate::model::ascii_address(&one.address) {
             Some(ascii) => sanitize(&ascii),
-            None => sanitize_keeping_utf8(&one.address),
+            None => header_text(&one.address, true),
         };
         let _ = write!(h, "\r\n\tfor <{shown}>");
     }
@@ -80,23 +76,17 @@ pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> 
 /// Peer-supplied text goes into a header: keep printable ASCII except the
 /// characters that would change the header's structure, replace the rest.
 pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '(' | ')' | ';' | '\\' => '_',
-            c if c.is_ascii_graphic() => c,
-            _ => '?',
-        })
-        .collect()
+    header_text(s, false)
 }
 
-/// [`sanitize`] for an RFC 6532 header field: non-ASCII characters that
-/// are neither control nor space are kept.
-fn sanitize_keeping_utf8(s: &str) -> String {
+/// [`sanitize`], and with `utf8` (an RFC 6532 field) non-ASCII
+/// characters that are neither control nor space are kept too.
+fn header_text(s: &str, utf8: bool) -> String {
     s.chars()
         .map(|c| match c {
             '(' | ')' | ';' | '\\' => '_',
             c if c.is_ascii_graphic() => c,
-            c if !c.is_ascii() && !c.is_control() && !c.is_whitespace() => c,
+            c if utf8 && !c.is_ascii() && !c.is_control() && !c.is_whitespace() => c,
             _ => '?',
         })
         .collect()
@@ -166,12 +156,13 @@ mod tests {
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
 
-    #[test]
-    fn tls_details_and_sanitised_peer_text() {
-        let env = Envelope {
-            from: "a@b.example".into(),
-            recipients: vec!["c@d.example".into()],
-            helo: "evil\x1b[31m(x)".into(),
+    /// A client at 192.0.2.7 that said `helo` (EHLO) and sent from `from`
+    /// to `rcpt`, in the clear.
+    fn envelope(helo: &str, from: &str, rcpt: &str) -> Envelope {
+        Envelope {
+            from: from.into(),
+            recipients: vec![rcpt.into()],
+            helo: helo.into(),
             esmtp: true,
             flags: Default::default(),
             dsn: Default::default(),
@@ -180,14 +171,24 @@ mod tests {
                 port: 1234,
                 name: None,
             }),
-            tls: Some(TlsFacts {
-                version: "TLSv1.3",
-                cipher: "TLS13_AES_256_GCM_SHA384".into(),
-                bits: 256,
-                verify: ClientVerify::No,
-                client_cert: None,
-            }),
-        };
+            tls: None,
+        }
+    }
+
+    fn tls13() -> Option<TlsFacts> {
+        Some(TlsFacts {
+            version: "TLSv1.3",
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            bits: 256,
+            verify: ClientVerify::No,
+            client_cert: None,
+        })
+    }
+
+    #[test]
+    fn tls_details_and_sanitised_peer_text() {
+        let mut env = envelope("evil\x1b[31m(x)", "a@b.example", "c@d.example");
+        env.tls = tls13();
         let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
         assert!(h.starts_with("Received: from evil?[31m_x_ (unknown [192.0.2.7])\r\n\tby mx.example (sealgate) with ESMTPS id ABC\r\n"), "{h}");
         assert!(h.contains("(version=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 bits=256 verify=NO)"));
@@ -198,31 +199,16 @@ mod tests {
     /// RFC 6531 §4.3: a SMTPUTF8 transaction is stamped UTF8SMTP(S).
     #[test]
     fn smtputf8_transaction_is_stamped_utf8smtp() {
-        let mut env = Envelope {
-            from: "jörg@bücher.example".into(),
-            recipients: vec!["élise@bücher.example".into()],
-            helo: "client.example".into(),
-            esmtp: true,
-            flags: Default::default(),
-            dsn: Default::default(),
-            peer: Some(Peer {
-                ip: "192.0.2.7".parse().unwrap(),
-                port: 1234,
-                name: None,
-            }),
-            tls: None,
-        };
+        let mut env = envelope(
+            "client.example",
+            "jörg@bücher.example",
+            "élise@bücher.example",
+        );
         env.flags.smtputf8 = true;
         let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
         assert!(h.contains("(sealgate) with UTF8SMTP id ABC"), "{h}");
         assert!(h.contains("for <élise@bücher.example>;"), "{h}");
-        env.tls = Some(TlsFacts {
-            version: "TLSv1.3",
-            cipher: "TLS13_AES_256_GCM_SHA384".into(),
-            bits: 256,
-            verify: ClientVerify::No,
-            client_cert: None,
-        });
+        env.tls = tls13();
         let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
         assert!(h.contains("(sealgate) with UTF8SMTPS id ABC"), "{h}");
         env.flags.smtputf8 = false;
