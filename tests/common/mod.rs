@@ -707,9 +707,11 @@ pub fn wait_for_banner(port: u16, what: &str) {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+            // A server still starting may take the connection and drop it.
             let mut c = Client::new(s);
-            if c.reply().starts_with("220") {
-                c.cmd("QUIT");
+            if c.try_reply().is_ok_and(|r| r.starts_with("220")) {
+                let _ = c.stream.write_all(b"QUIT\r\n");
+                let _ = c.try_reply();
                 return;
             }
         }

@@ -143,6 +143,24 @@ impl Postfix {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until a line of Postfix's log contains `needle`; returns the
+    /// first such. postlogd writes the log after the fact, so a test
+    /// that saw the SMTP exchange end polls the file for its line.
+    pub fn wait_for_line(&self, needle: &str, limit: Duration) -> String {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let log = self.log();
+            if let Some(line) = log.lines().find(|l| l.contains(needle)) {
+                return line.to_string();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Postfix's log never showed {needle:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn alive(pid: i32) -> bool {
