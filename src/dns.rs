@@ -158,16 +158,20 @@ fn apply_sts(
 }
 
 /// Why no address could be found for a destination.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LookupError {
     /// The domain publishes a null MX (RFC 7505): it accepts no mail.
+    #[error("the domain publishes a null MX (RFC 7505): it accepts no mail")]
     NullMx,
     /// The name does not exist (NXDOMAIN) or has no address.
+    #[error("{0}")]
     NotFound(String),
     /// The lookup failed (timeout, SERVFAIL): try again later.
+    #[error("{0}")]
     Temporary(String),
     /// The recipient's policy rules out every host (MTA-STS in enforce
     /// mode, no MX host matching): try again later (4.7.5).
+    #[error("{0}")]
     Policy(String),
 }
 

@@ -328,32 +328,61 @@ pub fn add_live_verdicts(e: &mut Explanation, cfg: &Config, resolver: &crate::dn
     let roots = cfg.outbound().ok().map(|(.., outbound)| outbound.web_roots);
     for (rcpt, text) in &mut e.delivery {
         let domain = rcpt.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        let sources = cfg
-            .routes
-            .for_domain(domain)
-            .sources(cfg.dane(), cfg.mta_sts());
-        if sources.dane.is_none() && sources.mta_sts.is_none() {
-            continue;
-        }
+        let route = cfg.routes.for_domain(domain);
+        let sources = route.sources(cfg.dane(), cfg.mta_sts());
         let sts = sources
             .mta_sts
             .zip(roots.clone())
             .map(|(enforcement, roots)| crate::dns::StsLookup { roots, enforcement });
         let (tx, rx) = std::sync::mpsc::channel();
-        resolver.policy(
+        if sources.dane.is_some() || sources.mta_sts.is_some() {
+            let tx = tx.clone();
+            resolver.policy(
+                domain,
+                crate::dns::PolicyQuery::Refresh,
+                sources.dane,
+                sts.clone(),
+                move |t| {
+                    let _ = tx.send(t);
+                },
+            );
+            let live = rx
+                .recv_timeout(std::time::Duration::from_secs(60))
+                .unwrap_or_else(|_| "no answer from DNS".into());
+            let live: Vec<&str> = live.lines().collect();
+            text.push_str(&format!("; now: {}", live.join("; ")));
+        }
+        // What delivery would ask of each host now: its own decision.
+        let policy = crate::delivery::attempt::Policy {
+            rules: route
+                .profile
+                .and_then(|i| cfg.profiles.list.get(i))
+                .map(|p| p.client.clone()),
+            profile: route
+                .profile
+                .and_then(|i| cfg.profiles.list.get(i))
+                .map(|p| p.name.clone()),
+            dane: cfg.dane(),
+            request: crate::model::TlsRequest::Default,
+        };
+        crate::delivery::attempt::live_demands(
+            resolver,
+            &route.via,
             domain,
-            crate::dns::PolicyQuery::Refresh,
+            route.port,
             sources.dane,
             sts,
+            policy,
             move |t| {
                 let _ = tx.send(t);
             },
         );
-        let live = rx
+        let hosts = rx
             .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| "no answer from DNS".into());
-        let live: Vec<&str> = live.lines().collect();
-        text.push_str(&format!("; now: {}", live.join("; ")));
+            .unwrap_or_else(|_| "delivery: no answer from DNS".into());
+        for line in hosts.lines() {
+            text.push_str(&format!("; {line}"));
+        }
     }
 }
 

@@ -34,6 +34,9 @@ pub struct ProbeReport {
     pub dane: Option<String>,
     /// What the domain's MTA-STS policy says of it (with `--mx`).
     pub mta_sts: Option<String>,
+    /// Checks that would refuse were they enforced (report-only modes),
+    /// as delivery logs them.
+    pub would_refuse: Vec<String>,
 }
 
 /// What the recipient's DNS said of the host probed (`--mx`).
@@ -94,6 +97,9 @@ fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, ProbeError> 
 }
 
 /// Probes `host` at `addr`; `profile` names an outbound profile of `cfg`.
+/// Every decision — TLS needed or not, the certificate's verdict by the
+/// profile, DANE and MTA-STS, a retry in the clear — is delivery's own
+/// ([`crate::delivery::attempt::Attempt`]); the probe only talks.
 pub fn probe(
     cfg: &Config,
     host: &str,
@@ -101,6 +107,8 @@ pub fn probe(
     profile: Option<&str>,
     published: &Published,
 ) -> Result<ProbeReport, ProbeError> {
+    use crate::delivery::attempt::{self, AfterFailure, Attempt, Next};
+    use crate::smtp::client::{Failure, TlsFailure, TlsMode};
     let (roots, profiles, outbound) = cfg.outbound()?;
     let profile_idx = match profile {
         Some(name) => Some(
@@ -113,10 +121,32 @@ pub fn probe(
         None => None,
     };
     let rules = profile_idx.map(|i| profiles.list[i].client.clone());
-    let mandatory = rules.as_ref().is_some_and(|r| r.mandatory_tls);
+    let policy = attempt::Policy {
+        rules: rules.clone(),
+        profile: profile.map(str::to_string),
+        dane: match published.dane {
+            Some(_) => cfg.dane(),
+            None => crate::policy::Enforcement::Off,
+        },
+        request: crate::model::TlsRequest::Default,
+    };
+    let target = crate::delivery::Target {
+        host: host.to_string(),
+        addr,
+        dane: published.dane.clone().unwrap_or(crate::model::Dane::None),
+        sts: published.sts.unwrap_or(crate::model::Sts::None),
+    };
+    let mut decision = Attempt::new(policy, vec![target]);
+    // What delivery decides before it connects: a host passed over, or the
+    // TLS it needs.
+    let (mode, passed_over) = match decision.next_host() {
+        Next::Connect { tls, .. } => (tls, None),
+        Next::Exhausted(f) => (TlsMode::Mandatory, Some(f)),
+    };
     let tcp = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
         .map_err(|source| ProbeError::Connect { addr, source })?;
     tcp.set_read_timeout(Some(Duration::from_secs(30)))?;
+    decision.connected();
     let mut reader = BufReader::new(tcp.try_clone()?);
     let mut writer = tcp;
     let banner = read_reply(&mut reader)?;
@@ -141,51 +171,56 @@ pub fn probe(
         profile: profile.map(str::to_string),
         would_deliver: true,
         reason: String::new(),
-        dane: None,
-        mta_sts: None,
+        dane: published.dane.as_ref().map(describe_dane),
+        mta_sts: published.sts.map(describe_sts),
+        would_refuse: Vec::new(),
     };
-    // What delivery would decide before any TLS: a failed DANE lookup or
-    // TLS required by DANE or MTA-STS.
-    report.dane = published.dane.as_ref().map(|d| match d {
-        crate::model::Dane::None => "not DANE (unsigned zone, or no TLSA records)".to_string(),
-        crate::model::Dane::Unusable => {
-            "TLSA records, none usable: TLS required, not authenticated".to_string()
+    // The verdict for a failure, in the words delivery logs (the
+    // profile's refusal and a missing STARTTLS said as the probe always
+    // said them).
+    let refused = |f: &Failure| match f {
+        Failure::TlsNotOffered => format!("TLS is required, but was not offered by host {host}"),
+        Failure::Tls(TlsFailure::Certificate(why)) => {
+            format!("profile {:?} would refuse: {why}", profile.unwrap_or(""))
         }
-        crate::model::Dane::Failed(e) => format!("lookup failed: {e}: delivery would defer"),
-        crate::model::Dane::Usable { records, .. } => {
-            format!("{} usable TLSA record(s): TLS required", records.len())
-        }
-    });
-    report.mta_sts = published.sts.map(|s| match s {
-        crate::model::Sts::None => "no policy applies".to_string(),
-        crate::model::Sts::Enforce => {
-            "enforce: TLS with a valid certificate naming the host required".to_string()
-        }
-        crate::model::Sts::Testing { mx_ok } => format!(
-            "testing: reported only{}",
-            if mx_ok {
-                ""
-            } else {
-                " (the host is outside the policy's MX patterns)"
-            }
-        ),
-    });
-    if !starttls_offered {
+        Failure::Greeting(_)
+        | Failure::Hello(_)
+        | Failure::StartTlsRefused(_)
+        | Failure::Handshake(_)
+        | Failure::Tls(_)
+        | Failure::Protocol(_)
+        | Failure::Timeout(_)
+        | Failure::Connection(_)
+        | Failure::TooBig { .. }
+        | Failure::Dane(_)
+        | Failure::RequireTls(_)
+        | Failure::NeedsSmtpUtf8(_) => crate::smtp::client::classify(f).detail,
+    };
+    if let Some(f) = passed_over {
         let _ = writeln!(writer, "QUIT\r");
-        report.would_deliver = !mandatory;
-        report.reason = if mandatory {
-            format!("TLS is required, but was not offered by host {host}")
-        } else {
-            "STARTTLS not offered: opportunistic delivery would go in the clear".into()
-        };
-        return Ok(report);
+        report.would_deliver = false;
+        report.reason = refused(&f);
+        return Ok(finish(report, &mut decision, false));
+    }
+    let now = || crate::model::unix_now() as i64;
+    if !starttls_offered || mode == TlsMode::Off {
+        let _ = writeln!(writer, "QUIT\r");
+        if mode == TlsMode::Mandatory {
+            let f = Failure::TlsNotOffered;
+            report.would_deliver = false;
+            report.reason = refused(&f);
+            decision.host_failed(f, true, now());
+            return Ok(finish(report, &mut decision, false));
+        }
+        report.reason = "STARTTLS not offered: opportunistic delivery would go in the clear".into();
+        return Ok(finish(report, &mut decision, true));
     }
     writeln!(writer, "STARTTLS\r")?;
     let go = read_reply(&mut reader)?;
     if go.code != 220 {
-        report.would_deliver = !mandatory;
+        report.would_deliver = mode != TlsMode::Mandatory;
         report.reason = format!("STARTTLS refused: {}", go.one_line());
-        return Ok(report);
+        return Ok(finish(report, &mut decision, mode != TlsMode::Mandatory));
     }
     let name = rustls::pki_types::ServerName::try_from(
         host.trim_start_matches('[')
@@ -205,73 +240,129 @@ pub fn probe(
     let mut first = [0u8; 1];
     let handshake = handshake.and_then(|_| tls.read(&mut first).map(|_| ()));
     if let Err(e) = handshake {
-        report.would_deliver = !mandatory;
-        report.reason = if mandatory {
-            format!("TLS handshake failed: {e}")
-        } else {
-            format!("TLS handshake failed ({e}): opportunistic delivery would retry in the clear")
+        let error = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(r) => r.clone(),
+            None => rustls::Error::General(e.to_string()),
         };
-        return Ok(report);
-    }
-    let conn = &tls.conn;
-    if let Some(n) = crate::tls::negotiated(conn) {
-        report.tls_version = Some(n.version.to_string());
-        report.cipher = Some(n.cipher);
-        report.bits = Some(n.bits);
-    }
-    let chain: Vec<Vec<u8>> = conn
-        .peer_certificates()
-        .unwrap_or_default()
-        .iter()
-        .map(|c| c.to_vec())
-        .collect();
-    report.chain = crate::cert::inspect::inspect(&chain, None).ok();
-    let (trust, verdict) =
-        crate::tls::outbound::check_server(conn, host, rules.as_ref(), &Arc::new(roots));
-    report.trust = Some(trust.as_str().to_string());
-    if let Some(crate::model::Dane::Usable { records, names }) = &published.dane {
-        report.dane = Some(
-            match crate::tls::dane::check(
-                conn.peer_certificates().unwrap_or_default(),
-                names,
-                records,
-            ) {
-                Ok(m) => format!("certificate matches the TLSA records ({m:?})"),
-                Err(e) => format!("would refuse: {e}"),
+        return Ok(
+            match decision.host_failed(Failure::Handshake(error), true, now()) {
+                AfterFailure::RetryClear => {
+                    report.reason = format!(
+                        "TLS handshake failed ({e}): opportunistic delivery would retry in the clear"
+                    );
+                    finish(report, &mut decision, true)
+                }
+                AfterFailure::NextHost | AfterFailure::GiveUp(_) => {
+                    report.would_deliver = false;
+                    report.reason = format!("TLS handshake failed: {e}");
+                    finish(report, &mut decision, false)
+                }
             },
         );
     }
-    if let Some(crate::model::Sts::Enforce | crate::model::Sts::Testing { .. }) = published.sts {
-        let ok = trust == crate::tls::outbound::Trust::Verified;
-        let mode = if published.sts == Some(crate::model::Sts::Enforce) {
+    let conn = &tls.conn;
+    let facts = attempt::cert_facts(conn, host, rules.as_ref(), &Arc::new(roots));
+    report.tls_version = Some(facts.version.to_string());
+    report.cipher = Some(facts.cipher.clone());
+    report.bits = Some(facts.bits);
+    let chain: Vec<Vec<u8>> = facts.chain.iter().map(|c| c.to_vec()).collect();
+    report.chain = crate::cert::inspect::inspect(&chain, None).ok();
+    report.trust = Some(facts.trust.as_str().to_string());
+    let verdict = decision.tls_established(&facts, now());
+    let _ = tls.write_all(b"QUIT\r\n");
+    // What DANE and MTA-STS made of the certificate.
+    if let Some(crate::model::Dane::Usable { .. }) = &published.dane {
+        report.dane = Some(match (&verdict, decision.tls_level()) {
+            (_, crate::delivery::TlsLevel::Dane) => {
+                "the certificate matches the TLSA records".to_string()
+            }
+            (Err(Failure::Tls(TlsFailure::Dane(why))), _) => format!("refused: {why}"),
+            (Ok(()) | Err(_), _) => "not checked: another rule refused first".to_string(),
+        });
+    }
+    if let Some(s @ (crate::model::Sts::Enforce | crate::model::Sts::Testing { .. })) =
+        published.sts
+    {
+        let mode = if s == crate::model::Sts::Enforce {
             "enforce"
         } else {
             "testing"
         };
-        report.mta_sts = Some(if ok {
+        report.mta_sts = Some(if facts.trust == crate::tls::outbound::Trust::Verified {
             format!("{mode}: the certificate is valid and names the host")
         } else {
             format!(
-                "{mode}: would refuse: the certificate is {}",
-                trust.as_str()
+                "{mode}: {}: the certificate is {}",
+                if s == crate::model::Sts::Enforce {
+                    "refused"
+                } else {
+                    "would refuse"
+                },
+                facts.trust.as_str()
             )
         });
     }
-    match verdict {
+    Ok(match verdict {
         Ok(()) => {
-            report.would_deliver = true;
             report.reason = match profile {
                 Some(p) => format!("profile {p:?} would accept this server"),
                 None => "opportunistic delivery would use TLS".into(),
             };
+            finish(report, &mut decision, true)
         }
-        Err(why) => {
+        Err(f) => {
             report.would_deliver = false;
-            report.reason = format!("profile {:?} would refuse: {why}", profile.unwrap_or(""));
+            report.reason = refused(&f);
+            decision.host_failed(f, true, now());
+            finish(report, &mut decision, false)
+        }
+    })
+}
+
+/// The attempt's report-only refusals, as delivery would log them.
+fn finish(
+    mut report: ProbeReport,
+    decision: &mut crate::delivery::attempt::Attempt,
+    delivered: bool,
+) -> ProbeReport {
+    let _ = decision.finish(delivered);
+    while let Some(line) = decision.poll_log() {
+        if let crate::delivery::attempt::Log::WouldRefuse { why, .. } = line {
+            report.would_refuse.push(why);
         }
     }
-    let _ = tls.write_all(b"QUIT\r\n");
-    Ok(report)
+    report
+}
+
+/// What the recipient's DNS says of the host, before any TLS.
+fn describe_dane(d: &crate::model::Dane) -> String {
+    match d {
+        crate::model::Dane::None => "not DANE (unsigned zone, or no TLSA records)".to_string(),
+        crate::model::Dane::Unusable => {
+            "TLSA records, none usable: TLS required, not authenticated".to_string()
+        }
+        crate::model::Dane::Failed(e) => format!("lookup failed: {e}"),
+        crate::model::Dane::Usable { records, .. } => {
+            format!("{} usable TLSA record(s): TLS required", records.len())
+        }
+    }
+}
+
+fn describe_sts(s: crate::model::Sts) -> String {
+    match s {
+        crate::model::Sts::None => "no policy applies".to_string(),
+        crate::model::Sts::Enforce => {
+            "enforce: TLS with a valid certificate naming the host required".to_string()
+        }
+        crate::model::Sts::Testing { mx_ok } => format!(
+            "testing: reported only{}",
+            if mx_ok {
+                ""
+            } else {
+                " (the host is outside the policy's MX patterns)"
+            }
+        ),
+    }
 }
 
 /// `HOST[:PORT]` or `[IP]:PORT` to (host name, address); port 25 by default.
@@ -369,6 +460,9 @@ impl std::fmt::Display for ProbeReport {
         }
         if let Some(s) = &self.mta_sts {
             writeln!(f, "MTA-STS:   {s}")?;
+        }
+        for w in &self.would_refuse {
+            writeln!(f, "report:    would refuse: {w}")?;
         }
         writeln!(
             f,

@@ -167,59 +167,7 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
     assert!(plain.contains("status=sent"), "{plain}\n{}", log());
     assert!(log().contains("TLS connection established to mx.plain.test"));
 
-    // What applies and why, from the running gateway.
-    let tool = |args: &[&str]| {
-        let (_, out, err) = common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(args)
-                .arg("-c")
-                .arg(gw.dir.join("sealgate.toml")),
-            None,
-            Duration::from_secs(60),
-        );
-        format!("{out}{err}")
-    };
-    let shown = tool(&["policy", "show", "dane.test"]);
-    assert!(
-        shown.contains(&format!(
-            "DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
-        )),
-        "{shown}"
-    );
-    // explain --dns: the live verdict of every source, per recipient.
-    let explained = tool(&[
-        "explain",
-        "--client-ip",
-        "127.0.0.1",
-        "--rcpt",
-        "user@dane.test",
-        "--dns",
-    ]);
-    assert!(
-        explained.contains("delivery to <user@dane.test>: via MX; no profile: DANE enforced")
-            && explained.contains(&format!(
-                "now: DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
-            )),
-        "{explained}"
-    );
-    // The probe judges the MX host as delivery would.
-    for (domain, expect) in [
-        (
-            "dane.test",
-            "DANE:      certificate matches the TLSA records (EndEntity)",
-        ),
-        (
-            "wrong.test",
-            "DANE:      would refuse: the server certificate matches no TLSA record",
-        ),
-        (
-            "plain.test",
-            "DANE:      not DANE (unsigned zone, or no TLSA records)",
-        ),
-    ] {
-        let probed = tool(&["probe", "--mx", &format!("{domain}:{p}")]);
-        assert!(probed.contains(expect), "{domain}: {probed}");
-    }
+    // The deliveries' lookups (before the tools below add their own).
     let metrics = common::scrape(admin_port(&gw));
     assert_eq!(
         common::value(
@@ -242,6 +190,101 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
         common::value(&metrics, "sealgate_dane_lookups_total{result=\"insecure\"}"),
         1
     );
+    // What applies and why, from the running gateway.
+    let tool = |args: &[&str]| {
+        let (_, out, err) = common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(args)
+                .arg("-c")
+                .arg(gw.dir.join("sealgate.toml")),
+            None,
+            Duration::from_secs(60),
+        );
+        format!("{out}{err}")
+    };
+    let shown = tool(&["policy", "show", "dane.test"]);
+    assert!(
+        shown.contains(&format!(
+            "DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
+        )) && shown.contains(&format!(
+            "delivery: mx.dane.test[127.0.0.1]:{p}: TLS mandatory, the certificate judged by DANE"
+        )),
+        "{shown}"
+    );
+    // The same decision as delivery's: a host whose TLSA lookup failed is
+    // not used; an unsigned one gets opportunistic TLS.
+    let shown = tool(&["policy", "show", "bogus.test"]);
+    assert!(
+        shown.contains(&format!(
+            "delivery: mx.bogus.test[127.0.0.1]:{p}: not used: DANE: DNSSEC lookup of _"
+        )),
+        "{shown}"
+    );
+    let shown = tool(&["policy", "show", "plain.test"]);
+    assert!(
+        shown.contains(&format!(
+            "delivery: mx.plain.test[127.0.0.1]:{p}: opportunistic TLS"
+        )),
+        "{shown}"
+    );
+    // explain --dns: the live verdict of every source, per recipient.
+    let explained = tool(&[
+        "explain",
+        "--client-ip",
+        "127.0.0.1",
+        "--rcpt",
+        "user@dane.test",
+        "--dns",
+    ]);
+    assert!(
+        explained.contains("delivery to <user@dane.test>: via MX; no profile: DANE enforced")
+            && explained.contains(&format!(
+                "now: DANE: mx.dane.test: DNSSEC-signed TLSA at port {p}: 3 1 1 {spki}"
+            ))
+            && explained.contains(&format!(
+                "; delivery: mx.dane.test[127.0.0.1]:{p}: TLS mandatory, the certificate judged by DANE"
+            )),
+        "{explained}"
+    );
+    // The probe runs delivery's own decision: its verdict on each MX host
+    // is what delivery did with the mail above (sent, or deferred).
+    for (domain, expect) in [
+        (
+            "dane.test",
+            "DANE:      the certificate matches the TLSA records",
+        ),
+        (
+            "ta.test",
+            "DANE:      the certificate matches the TLSA records",
+        ),
+        (
+            "wrong.test",
+            "DANE:      refused: the server certificate matches no TLSA record",
+        ),
+        ("bogus.test", "DANE:      lookup failed: DNSSEC lookup of _"),
+        (
+            "plain.test",
+            "DANE:      not DANE (unsigned zone, or no TLSA records)",
+        ),
+    ] {
+        let probed = tool(&["probe", "--mx", &format!("{domain}:{p}")]);
+        assert!(probed.contains(expect), "{domain}: {probed}");
+        let (_, json, err) = common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(["probe", "--mx", &format!("{domain}:{p}"), "--json", "-c"])
+                .arg(gw.dir.join("sealgate.toml")),
+            None,
+            Duration::from_secs(60),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}{err}"));
+        let delivered = line(&format!("user@{domain}")).contains("status=sent");
+        assert_eq!(
+            report["would_deliver"].as_bool(),
+            Some(delivered),
+            "{domain}: probe and delivery disagree: {report}"
+        );
+    }
     drop(gw);
 
     // Report-only: every check runs, nothing is refused.

@@ -170,6 +170,8 @@ fn mta_sts_policies_decide_outbound_tls() {
             && shown.contains("DANE: not consulted"),
         "{shown}"
     );
+    // The probe runs delivery's own decision: its verdict is what
+    // delivery did with the mail above.
     for (domain, expect) in [
         (
             "sts.test",
@@ -178,6 +180,10 @@ fn mta_sts_policies_decide_outbound_tls() {
         (
             "testing.test",
             "MTA-STS:   testing: would refuse: the certificate is Trusted",
+        ),
+        (
+            "badcert.test",
+            "MTA-STS:   enforce: refused: the certificate is Trusted",
         ),
     ] {
         let (_, probed, err) = common::run_tool(
@@ -188,6 +194,27 @@ fn mta_sts_policies_decide_outbound_tls() {
             Duration::from_secs(60),
         );
         assert!(probed.contains(expect), "{domain}: {probed}{err}");
+        let (_, json, err) = common::run_tool(
+            Command::new(common::BIN)
+                .args([
+                    "probe",
+                    "--json",
+                    "--mx",
+                    &format!("{domain}:{}", pf.port),
+                    "-c",
+                ])
+                .arg(gw_dir.join("sealgate.toml")),
+            None,
+            Duration::from_secs(60),
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}{err}"));
+        let delivered = line(&gw, &format!("user@{domain}")).contains("status=sent");
+        assert_eq!(
+            report["would_deliver"].as_bool(),
+            Some(delivered),
+            "{domain}: probe and delivery disagree: {report}"
+        );
     }
     let forgot = policy_cmd(&gw_dir, "forget", "testing.test");
     assert!(

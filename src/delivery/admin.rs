@@ -142,10 +142,39 @@ impl Scheduler {
             PolicyAction::Refresh => crate::dns::PolicyQuery::Refresh,
             PolicyAction::Forget => crate::dns::PolicyQuery::Forget,
         };
+        // What the attempt would ask of each host now: the same decision
+        // delivery makes (a route profile, DANE, MTA-STS).
+        let policy = super::attempt::Policy {
+            rules: route
+                .profile
+                .and_then(|i| snapshot.profiles.list.get(i))
+                .map(|p| p.client.clone()),
+            profile,
+            dane: snapshot.dane,
+            request: crate::model::TlsRequest::Default,
+        };
         match &self.resolver {
-            Some(resolver) => resolver.policy(domain, query, dane, sts, move |text| {
-                let _ = reply.send(Ok(head + &text));
-            }),
+            Some(resolver) => {
+                let live = resolver.clone();
+                let (via, domain_owned, port) = (route.via.clone(), domain.to_string(), route.port);
+                resolver.policy(domain, query, dane, sts.clone(), move |text| match action {
+                    PolicyAction::Forget => {
+                        let _ = reply.send(Ok(head + &text));
+                    }
+                    PolicyAction::Show | PolicyAction::Refresh => super::attempt::live_demands(
+                        &live,
+                        &via,
+                        &domain_owned,
+                        port,
+                        dane,
+                        sts,
+                        policy,
+                        move |verdicts| {
+                            let _ = reply.send(Ok(head + &text + &verdicts));
+                        },
+                    ),
+                })
+            }
             None => {
                 let _ = reply.send(Ok(head + "no resolver running\n"));
             }

@@ -12,6 +12,7 @@
 //! `lifetime`, and bounces permanent failures (RFC 3464) to the sender.
 
 mod admin;
+pub mod attempt;
 pub mod dsn;
 pub mod posture;
 pub mod queue;
@@ -30,7 +31,7 @@ use crate::model::unix_now;
 
 use crate::dns::{LookupError, Resolver};
 use crate::policy::ClientRules;
-use crate::smtp::client::{Outcome, Outgoing, Timeouts, TlsMode};
+use crate::smtp::client::{Outcome, Outgoing, Timeouts};
 use crate::snapshot::Snapshot;
 use crate::spool::{self, Change, Entry, Work};
 use queue::{Effect, Queue};
@@ -76,9 +77,10 @@ pub struct Target {
 pub struct Job {
     pub attempt: u64,
     pub targets: Vec<Target>,
-    pub tls: TlsMode,
+    /// What the destination asks of every host (the one outbound
+    /// decision, [`attempt::Attempt`], applies it).
+    pub policy: attempt::Policy,
     pub config: Arc<rustls::ClientConfig>,
-    pub rules: Option<ClientRules>,
     pub roots: Arc<rustls::RootCertStore>,
     pub helo: String,
     pub timeouts: Timeouts,
@@ -86,13 +88,6 @@ pub struct Job {
     /// Queue ids, for log lines.
     pub ids: Vec<String>,
     pub reply: Sender<Event>,
-    /// How DANE is applied to the targets' records.
-    pub dane: crate::policy::Enforcement,
-    /// What the messages asked of TLS (RFC 8689), as the configuration
-    /// lets it apply (`[outbound] tls_required_header`).
-    pub request: crate::model::TlsRequest,
-    /// The route's profile, by name.
-    pub profile: Option<String>,
 }
 
 /// What an attempt achieved: per message, per recipient.
@@ -735,17 +730,6 @@ impl Scheduler {
             }
             r => r,
         };
-        // A report-only profile never makes TLS mandatory: it reports.
-        // REQUIRETLS does (RFC 8689 §4.2.1).
-        let tls = if request == crate::model::TlsRequest::Required
-            || rules
-                .as_ref()
-                .is_some_and(|r| r.mandatory_tls && !r.report_only)
-        {
-            TlsMode::Mandatory
-        } else {
-            TlsMode::Opportunistic
-        };
         let mut messages = Vec::with_capacity(d.messages.len());
         let mut ids = Vec::with_capacity(d.messages.len());
         for m in d.messages {
@@ -796,21 +780,22 @@ impl Scheduler {
                     sts: f.sts,
                 })
                 .collect(),
-            tls,
+            policy: attempt::Policy {
+                rules,
+                profile: d
+                    .profile
+                    .and_then(|i| snapshot.profiles.list.get(i))
+                    .map(|p| p.name.clone()),
+                dane: snapshot.dane,
+                request,
+            },
             config: snapshot.outbound.config(d.profile),
-            rules,
             roots: snapshot.outbound.roots.clone(),
             helo: snapshot.hostname.clone(),
             timeouts: self.timeouts,
             messages,
             ids,
             reply: self.tx.clone(),
-            dane: snapshot.dane,
-            request,
-            profile: d
-                .profile
-                .and_then(|i| snapshot.profiles.list.get(i))
-                .map(|p| p.name.clone()),
         };
         let door = &self.shards[self.next_shard % self.shards.len().max(1)];
         self.next_shard += 1;

@@ -9,7 +9,6 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -432,12 +431,7 @@ impl Queue {
         // An address literal needs no lookup (RFC 5321 §4.1.3).
         if let Some(ip) = host_literal
             .as_deref()
-            .and_then(|h| {
-                h.strip_prefix('[')?
-                    .strip_suffix(']')
-                    .map(|s| s.trim_start_matches("IPv6:").to_string())
-            })
-            .and_then(|s| s.parse::<IpAddr>().ok())
+            .and_then(crate::policy::route::literal_ip)
         {
             self.resolved(
                 attempt,

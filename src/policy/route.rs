@@ -122,6 +122,16 @@ impl Route {
     }
 }
 
+/// The address of an address-literal host (`[192.0.2.1]`,
+/// `[IPv6:2001:db8::1]`): it needs no lookup (RFC 5321 §4.1.3).
+pub fn literal_ip(host: &str) -> Option<std::net::IpAddr> {
+    host.strip_prefix('[')?
+        .strip_suffix(']')?
+        .trim_start_matches("IPv6:")
+        .parse()
+        .ok()
+}
+
 /// `MX`, or `host:port`: how `sealgate policy` and `explain` name a route.
 impl std::fmt::Display for Via {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
