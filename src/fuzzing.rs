@@ -459,6 +459,7 @@ pub mod client_session {
         };
         let config = Config {
             require_tls: false,
+            keep_open: false,
             helo: "gw.test".into(),
             tls,
             timeouts: Timeouts::default(),
@@ -533,6 +534,7 @@ pub mod client_session {
                     match fed.action {
                         None => break,
                         Some(Action::StartTls) => s.tls_established(now),
+                        Some(Action::Idle) => s.quit(now),
                         Some(Action::Close(_)) => {
                             closed = true;
                             break;

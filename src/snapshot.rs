@@ -41,6 +41,30 @@ pub struct Snapshot {
     pub honour_tls_required_no: bool,
     /// `[tls_rpt]`.
     pub tls_rpt: crate::tlsrpt::Settings,
+    /// The outbound connection cache (`[queue]`).
+    pub connection_cache: ConnectionCache,
+}
+
+/// The outbound connection cache: after a transaction the connection
+/// stays open, idle, for the next message to the same destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionCache {
+    /// `connection_idle`: zero turns the cache off.
+    pub idle: std::time::Duration,
+    /// `idle_connections`: idle connections per shard, at most.
+    pub per_shard: usize,
+    /// `messages_per_connection`: messages one connection carries.
+    pub messages: usize,
+}
+
+impl Default for ConnectionCache {
+    fn default() -> Self {
+        ConnectionCache {
+            idle: std::time::Duration::from_secs(2),
+            per_shard: 64,
+            messages: 100,
+        }
+    }
 }
 
 impl Snapshot {
@@ -75,6 +99,7 @@ impl Snapshot {
             mta_sts: crate::policy::Enforcement::Off,
             honour_tls_required_no: true,
             tls_rpt,
+            connection_cache: ConnectionCache::default(),
         }
     }
 

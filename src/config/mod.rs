@@ -614,7 +614,19 @@ impl Config {
             honour_tls_required_no: self.file.outbound.tls_required_header
                 == schema::TlsRequiredHeader::Honour,
             tls_rpt: self.tls_rpt(),
+            connection_cache: self.connection_cache(),
         })
+    }
+
+    /// `[queue] connection_idle`, `idle_connections`,
+    /// `messages_per_connection`.
+    pub fn connection_cache(&self) -> crate::snapshot::ConnectionCache {
+        let q = &self.file.queue;
+        crate::snapshot::ConnectionCache {
+            idle: q.connection_idle.0,
+            per_shard: q.idle_connections,
+            messages: q.messages_per_connection,
+        }
     }
 }
 

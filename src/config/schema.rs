@@ -210,8 +210,14 @@ pub struct Queue {
     pub data_timeout: Span,
     /// Delivery attempts in flight per destination (host or MX domain).
     pub destination_concurrency: usize,
-    /// Messages sent over one connection to the same destination.
+    /// Messages one outbound connection carries, over all the attempts
+    /// that reuse it; also the most one attempt takes at once.
     pub messages_per_connection: usize,
+    /// How long an outbound connection waits idle in the cache for the
+    /// next message to the same destination; `"0s"`: no cache.
+    pub connection_idle: Span,
+    /// Idle outbound connections kept per shard, at most.
+    pub idle_connections: usize,
 }
 
 impl Default for Queue {
@@ -224,7 +230,9 @@ impl Default for Queue {
             command_timeout: m(5),
             data_timeout: m(10),
             destination_concurrency: 20,
-            messages_per_connection: 10,
+            messages_per_connection: 100,
+            connection_idle: Span(std::time::Duration::from_secs(2)),
+            idle_connections: 64,
         }
     }
 }

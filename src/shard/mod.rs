@@ -353,6 +353,9 @@ struct Shard {
     /// Delivery attempts handed to this shard, and those running.
     deliveries: Receiver<crate::delivery::Job>,
     outbound: Vec<Option<outbound::OutConn>>,
+    /// The snapshot the idle outbound connections were made under (its
+    /// address): another one closes them.
+    snapshot_seen: usize,
 }
 
 impl Shard {
@@ -386,6 +389,7 @@ impl Shard {
             scratch: vec![0; conn::READ_CHUNK],
             deliveries: crossbeam_channel::never(),
             outbound: Vec::new(),
+            snapshot_seen: 0,
         }
     }
 
@@ -453,7 +457,22 @@ impl Shard {
     }
 
     fn start_deliveries(&mut self, now: Instant) {
+        let cache = self.shared.snapshot.load().connection_cache;
         while let Ok(job) = self.deliveries.try_recv() {
+            // An idle connection to the attempt's first host, if the
+            // attempt's own decision accepts it.
+            let key = outbound::CacheKey::of(&job);
+            let idle = self.outbound.iter_mut().flatten().find_map(|c| {
+                if key.is_none() || c.cache_key() != key {
+                    return None;
+                }
+                let decision = c.accepts(&job)?;
+                Some((c, decision))
+            });
+            if let Some((c, decision)) = idle {
+                c.reuse(job, decision, self.poll.registry(), now);
+                continue;
+            }
             let idx = self
                 .outbound
                 .iter()
@@ -466,21 +485,54 @@ impl Shard {
                 job,
                 self.poll.registry(),
                 Token(FIRST_OUTBOUND + idx),
+                !cache.idle.is_zero(),
                 now,
             );
             self.outbound[idx] = Some(c);
         }
     }
 
-    /// Outbound timeouts, and clearing finished attempts.
+    /// Outbound timeouts, clearing finished attempts, and the idle
+    /// connections: closed (with QUIT) past `connection_idle`, past
+    /// `messages_per_connection`, beyond `idle_connections`, and all of
+    /// them when a reload brings another configuration.
     fn tend_deliveries(&mut self, now: Instant) {
+        let snapshot = self.shared.snapshot.load();
+        let generation = Arc::as_ptr(&*snapshot) as usize;
+        let reloaded = std::mem::replace(&mut self.snapshot_seen, generation) != generation;
+        let cache = snapshot.connection_cache;
+        let mut idle = 0;
+        for slot in &mut self.outbound {
+            let Some(c) = slot else { continue };
+            if c.deadline().is_some_and(|d| d <= now) {
+                c.timeout(self.poll.registry(), now);
+            }
+            if let Some(since) = c.idle_since() {
+                idle += 1;
+                if reloaded
+                    || now.duration_since(since) >= cache.idle
+                    || c.carried() >= cache.messages
+                    || idle > cache.per_shard
+                {
+                    c.quit_and_close(self.poll.registry(), now);
+                    *slot = None;
+                }
+                continue;
+            }
+            if c.is_finished() {
+                c.close(self.poll.registry());
+                *slot = None;
+            }
+        }
+    }
+
+    /// Closes every idle outbound connection with QUIT (the gateway
+    /// stops).
+    fn close_idle(&mut self, now: Instant) {
         for slot in &mut self.outbound {
             if let Some(c) = slot {
-                if c.deadline().is_some_and(|d| d <= now) {
-                    c.timeout(self.poll.registry(), now);
-                }
-                if c.is_finished() {
-                    c.close(self.poll.registry());
+                if c.idle_since().is_some() {
+                    c.quit_and_close(self.poll.registry(), now);
                     *slot = None;
                 }
             }
@@ -686,6 +738,7 @@ impl Shard {
     }
 
     fn shutdown(&mut self) {
+        self.close_idle(Instant::now());
         for mut conn in self.conns.drain() {
             conn.shutdown();
             self.shared.admission.release(conn.counted_ip);

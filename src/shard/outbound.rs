@@ -36,14 +36,57 @@ pub struct OutConn {
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
     finished: bool,
+    /// Keep the connection open after the last message (the connection
+    /// cache, `[queue] connection_idle`).
+    keep_open: bool,
+    /// The current connection's TLS, as the attempt judged it: judged
+    /// again for each attempt that would reuse the connection.
+    facts: Option<attempt::CertFacts>,
+    /// The address of the current connection.
+    addr: Option<std::net::SocketAddr>,
+    /// Messages this connection has carried.
+    carried: usize,
+    /// Idle in the cache since then, its attempt reported.
+    idle_since: Option<Instant>,
+    /// The connection is gone (closed by the server while idle, or a
+    /// failure): never reused.
+    dead: bool,
+}
+
+/// What an idle connection was made for: only an attempt with the same
+/// first host, host name and TLS configuration (the route's profile, the
+/// snapshot) may ask to reuse it; the attempt then judges it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheKey {
+    addr: std::net::SocketAddr,
+    host: String,
+    config: usize,
+}
+
+impl CacheKey {
+    /// The key an attempt for `job` would look up: its first host.
+    pub fn of(job: &Job) -> Option<CacheKey> {
+        let t = job.targets.first()?;
+        Some(CacheKey {
+            addr: t.addr,
+            host: t.host.clone(),
+            config: std::sync::Arc::as_ptr(&job.config) as *const () as usize,
+        })
+    }
 }
 
 impl OutConn {
-    pub fn start(job: Job, registry: &Registry, token: Token, now: Instant) -> OutConn {
+    pub fn start(
+        job: Job,
+        registry: &Registry,
+        token: Token,
+        keep_open: bool,
+        now: Instant,
+    ) -> OutConn {
         let n = job.messages.len();
         let attempt = Attempt::new(job.policy.clone(), job.targets.clone());
         let session = client::Session::new(
-            session_config(&job, attempt.tls_mode()),
+            session_config(&job, attempt.tls_mode(), keep_open),
             job.messages.clone(),
             now,
         );
@@ -62,9 +105,113 @@ impl OutConn {
             rbuf: Vec::new(),
             wbuf: Vec::new(),
             finished: false,
+            keep_open,
+            facts: None,
+            addr: None,
+            carried: 0,
+            idle_since: None,
+            dead: false,
         };
         c.connect(registry, now);
         c
+    }
+
+    /// Idle in the cache, its last attempt reported, since then.
+    pub fn idle_since(&self) -> Option<Instant> {
+        self.idle_since
+            .filter(|_| !self.dead && self.session.is_idle())
+    }
+
+    pub fn carried(&self) -> usize {
+        self.carried
+    }
+
+    /// The key of this idle connection.
+    pub fn cache_key(&self) -> Option<CacheKey> {
+        self.idle_since()?;
+        Some(CacheKey {
+            addr: self.addr?,
+            host: self.attempt.host().to_string(),
+            config: std::sync::Arc::as_ptr(&self.job.config) as *const () as usize,
+        })
+    }
+
+    /// Whether this idle connection may carry `job`, by the attempt's own
+    /// decision: the same first host with the TLS it needs (never a clear
+    /// connection where TLS is mandatory), and the certificate judged
+    /// again under the job's policy (REQUIRETLS, DANE, MTA-STS, a
+    /// stricter profile). The decision, ready to go on, if so.
+    pub fn accepts(&self, job: &Job) -> Option<Attempt> {
+        self.idle_since()?;
+        let mut decision = Attempt::new(job.policy.clone(), job.targets.clone());
+        match decision.next_host() {
+            Next::Connect { addr, tls, .. }
+                if Some(addr) == self.addr
+                    && (self.facts.is_some() || tls != TlsMode::Mandatory) => {}
+            Next::Connect { .. } | Next::Exhausted(_) => return None,
+        }
+        decision.connected();
+        if let Some(facts) = &self.facts {
+            decision
+                .tls_established(facts, crate::model::unix_now() as i64)
+                .ok()?;
+        }
+        self.session
+            .can_carry(job.policy.request == TlsRequest::Required)
+            .then_some(decision)
+    }
+
+    /// Gives this idle connection the next attempt, with the decision
+    /// [`OutConn::accepts`] made for it.
+    pub fn reuse(&mut self, job: Job, decision: Attempt, registry: &Registry, now: Instant) {
+        let mut decision = decision;
+        let require_tls = job.policy.request == TlsRequest::Required;
+        self.session
+            .next_batch(job.messages.clone(), require_tls, now);
+        tracing::info!(
+            target: "send",
+            "delivery via {}: reusing the connection ({} message(s) carried)",
+            decision.relay_name(),
+            self.carried
+        );
+        // The checks were made on this connection before: only what they
+        // found for this attempt is said (a report-only refusal).
+        while let Some(line) = decision.poll_log() {
+            match line {
+                attempt::Log::TlsEstablished { .. } => {}
+                line @ (attempt::Log::SetAside { .. }
+                | attempt::Log::PassedOver { .. }
+                | attempt::Log::WouldRefuse { .. }
+                | attempt::Log::ConnectFailed { .. }
+                | attempt::Log::HostFailed { .. }
+                | attempt::Log::RetryClear { .. }) => emit(&line),
+            }
+        }
+        let n = job.messages.len();
+        self.job = job;
+        self.attempt = decision;
+        self.in_session = (0..n).collect();
+        self.results = vec![None; n];
+        self.finished = false;
+        self.idle_since = None;
+        self.collect();
+        self.step(registry, now);
+    }
+
+    /// Sends QUIT on an idle connection (best effort) and closes it: the
+    /// idle time is over, the cache is full, the gateway stops or reloads.
+    pub fn quit_and_close(&mut self, registry: &Registry, now: Instant) {
+        if !self.dead {
+            self.session.quit(now);
+            self.collect();
+            self.flush_best_effort();
+            if let Some(tls) = self.tls.as_mut() {
+                tls.send_close_notify();
+            }
+            self.flush_best_effort();
+        }
+        self.dead = true;
+        self.close(registry);
     }
 
     pub fn is_finished(&self) -> bool {
@@ -78,11 +225,7 @@ impl OutConn {
     /// The attempt's log lines, as they come.
     fn log(&mut self) {
         while let Some(line) = self.attempt.poll_log() {
-            if line.is_warning() {
-                tracing::warn!(target: "send", "{line}");
-            } else {
-                tracing::info!(target: "send", "{line}");
-            }
+            emit(&line);
         }
     }
 
@@ -103,7 +246,7 @@ impl OutConn {
                     .map(|j| self.job.messages[*j].clone())
                     .collect();
                 self.session = client::Session::new(
-                    session_config(&self.job, self.attempt.tls_mode()),
+                    session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
                     messages,
                     now,
                 );
@@ -117,6 +260,8 @@ impl OutConn {
                     ) {
                         Ok(()) => {
                             let _ = s.set_nodelay(true);
+                            self.addr = Some(addr);
+                            self.carried = 0;
                             self.socket = Some(s);
                             self.interest = Interest::READABLE | Interest::WRITABLE;
                             self.connected = false;
@@ -133,6 +278,9 @@ impl OutConn {
 
     /// Readiness on the socket.
     pub fn ready(&mut self, registry: &Registry, now: Instant) {
+        if self.idle_since().is_some() {
+            return self.idle_read(registry);
+        }
         if self.finished {
             return;
         }
@@ -159,6 +307,44 @@ impl OutConn {
             return self.host_failed(f, registry, now);
         }
         self.step(registry, now);
+    }
+
+    /// Readiness while idle: TLS records the server sends unasked (a
+    /// session ticket) are taken in; anything else — EOF, a reset, a
+    /// close_notify, a `421` — means the connection is gone.
+    fn idle_read(&mut self, registry: &Registry) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let Some(sock) = self.socket.as_mut() else {
+                return;
+            };
+            let n = match sock.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            let Some(tls) = self.tls.as_mut() else { break };
+            let mut records = &chunk[..n];
+            let mut gone = false;
+            while !records.is_empty() && !gone {
+                gone = tls.read_tls(&mut records).is_err() || tls.process_new_packets().is_err();
+            }
+            let mut plain = [0u8; 512];
+            gone = gone
+                || !matches!(tls.reader().read(&mut plain), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+            if gone {
+                break;
+            }
+        }
+        tracing::info!(
+            target: "send",
+            "delivery via {}: the idle connection was closed by the server",
+            self.attempt.relay_name()
+        );
+        self.dead = true;
+        self.close(registry);
     }
 
     /// Reads and feeds; a failure ends the session on this host.
@@ -231,6 +417,7 @@ impl OutConn {
             .tls_established(&facts, crate::model::unix_now() as i64);
         self.log();
         verdict?;
+        self.facts = Some(facts);
         self.session.tls_established(now);
         Ok(())
     }
@@ -243,6 +430,7 @@ impl OutConn {
         while let Some(event) = self.session.poll_event() {
             match event {
                 client::Event::MessageDone { index, outcomes } => {
+                    self.carried += 1;
                     if let Some(&j) = self.in_session.get(index) {
                         self.results[j] = Some(outcomes);
                     }
@@ -274,6 +462,14 @@ impl OutConn {
                 self.collect();
                 self.flush_best_effort();
                 self.end(None);
+                return Ok(());
+            }
+            Some(Action::Idle) => {
+                // Every message done, the connection kept: the attempt is
+                // over; the connection waits in the cache.
+                self.collect();
+                self.end(None);
+                self.idle_since = Some(now);
                 return Ok(());
             }
             Some(Action::Close(Some(f))) => {
@@ -365,6 +561,40 @@ impl OutConn {
         if self.finished {
             return;
         }
+        self.facts = None;
+        if self.session.probing() && matches!(f, Failure::Connection(_)) {
+            // The cached connection died while idle (EOF, a reset, 421 to
+            // RSET or MAIL: RFC 5321 §3.8, a server may close what it
+            // finds idle): not the host's failure. The batch goes on a
+            // fresh connection; no attempt is counted, nothing reported.
+            tracing::info!(
+                target: "send",
+                "delivery via {}: the idle connection was gone ({}); connecting afresh",
+                self.attempt.relay_name(),
+                client::classify(&f).detail
+            );
+            if let Some(mut s) = self.socket.take() {
+                let _ = registry.deregister(&mut s);
+            }
+            self.tls = None;
+            self.handshaking = false;
+            self.rbuf.clear();
+            self.wbuf.clear();
+            self.attempt = Attempt::new(self.job.policy.clone(), self.job.targets.clone());
+            let messages: Vec<client::Outgoing> = self
+                .in_session
+                .iter()
+                .map(|j| self.job.messages[*j].clone())
+                .collect();
+            self.session = client::Session::new(
+                session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
+                messages,
+                now,
+            );
+            self.connect(registry, now);
+            self.step(registry, now);
+            return;
+        }
         // Messages this session did not finish.
         let remaining: Vec<usize> = self
             .in_session
@@ -400,7 +630,7 @@ impl OutConn {
             .collect();
         self.in_session = remaining;
         self.session = client::Session::new(
-            session_config(&self.job, self.attempt.tls_mode()),
+            session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
             messages,
             now,
         );
@@ -454,11 +684,21 @@ impl OutConn {
     }
 }
 
-fn session_config(job: &Job, tls: TlsMode) -> client::Config {
+fn session_config(job: &Job, tls: TlsMode, keep_open: bool) -> client::Config {
     client::Config {
         helo: job.helo.clone(),
         tls,
         timeouts: job.timeouts,
         require_tls: job.policy.request == TlsRequest::Required,
+        keep_open,
+    }
+}
+
+/// An attempt's log line, at its level.
+fn emit(line: &attempt::Log) {
+    if line.is_warning() {
+        tracing::warn!(target: "send", "{line}");
+    } else {
+        tracing::info!(target: "send", "{line}");
     }
 }

@@ -73,6 +73,10 @@ pub struct Config {
     /// it over TLS, and every MAIL carries it. The glue makes TLS
     /// mandatory and connects only to authenticated hosts.
     pub require_tls: bool,
+    /// After the last message, stay connected and idle
+    /// ([`Action::Idle`]) instead of sending QUIT: the connection may
+    /// carry the next batch ([`Session::next_batch`]).
+    pub keep_open: bool,
 }
 
 /// How delivery to one recipient went.
@@ -177,6 +181,10 @@ pub enum Action {
     /// Write the pending output and close. Messages not reported done get
     /// the failure's outcome from [`Session::remaining`].
     Close(Option<Failure>),
+    /// Every message is done and the session is open and idle
+    /// ([`Config::keep_open`]): give it the next batch, or
+    /// [`Session::quit`].
+    Idle,
 }
 
 /// What happened, for the glue to record.
@@ -236,6 +244,12 @@ pub struct Session {
     events: VecDeque<Event>,
     deadline: Option<Instant>,
     done: bool,
+    /// Every message done, connection kept ([`Config::keep_open`]).
+    idle: bool,
+    /// A batch on a connection that was idle, not yet past its MAIL: a
+    /// failure here means the connection died while idle, not that the
+    /// host refused the messages.
+    probing: bool,
 }
 
 impl Session {
@@ -256,6 +270,50 @@ impl Session {
             events: VecDeque::new(),
             deadline,
             done: false,
+            idle: false,
+            probing: false,
+        }
+    }
+
+    /// The session is idle on an open connection, every message done.
+    pub fn is_idle(&self) -> bool {
+        self.idle && !self.done
+    }
+
+    /// Whether the current batch rides a connection that was idle and has
+    /// not yet had its MAIL answered: a failure now (EOF, a reset, 421)
+    /// means the connection died while idle (RFC 5321 §4.5.3.2.7: a server
+    /// may close an idle one), so the messages go on a fresh connection
+    /// and no attempt is counted.
+    pub fn probing(&self) -> bool {
+        self.probing
+    }
+
+    /// Whether this idle session can carry a batch: idle, and for
+    /// REQUIRETLS messages over TLS to a server that offered it (RFC 8689
+    /// §4.2.1 item 4, as after EHLO).
+    pub fn can_carry(&self, require_tls: bool) -> bool {
+        self.is_idle() && (!require_tls || (self.tls_active && self.ext.requiretls))
+    }
+
+    /// The messages of the next batch on this idle connection
+    /// ([`Session::can_carry`]): RSET first (RFC 5321 §4.1.1.5: whatever
+    /// the last transaction left, and a check that the connection still
+    /// lives), then each message.
+    pub fn next_batch(&mut self, messages: Vec<Outgoing>, require_tls: bool, now: Instant) {
+        self.config.require_tls = require_tls;
+        self.messages = messages;
+        self.current = 0;
+        self.idle = false;
+        self.probing = true;
+        self.expect_reply(Expect::Rset, "RSET", now);
+    }
+
+    /// Ends an idle session: QUIT, then [`Action::Close`] on its reply.
+    pub fn quit(&mut self, now: Instant) {
+        if self.is_idle() {
+            self.idle = false;
+            self.expect_reply(Expect::Quit, "QUIT", now);
         }
     }
 
@@ -323,7 +381,11 @@ impl Session {
                     )))),
                 );
             };
-            if let Some(action) = self.on_reply(expect, reply, now) {
+            let action = self.on_reply(expect, reply, now);
+            if action.is_none() && self.idle {
+                return fed(pos, Some(Action::Idle));
+            }
+            if let Some(action) = action {
                 if action == Action::StartTls && pos < input.len() {
                     // RFC 3207 §4.2 / CVE-2011-0411, client side: bytes
                     // after the 220 were sent in the clear before TLS and
@@ -405,7 +467,14 @@ impl Session {
                     TlsMode::Opportunistic | TlsMode::Off => self.start_message(now),
                 }
             }
+            Expect::Mail if self.probing && r.code == 421 => self
+                .fail(Failure::Connection(format!(
+                    "the idle connection was closed: {}",
+                    r.one_line()
+                )))
+                .into(),
             Expect::Mail => {
+                self.probing = false;
                 let o = outcome_of(&r);
                 if o.verdict != Verdict::Delivered {
                     self.mail_outcome = Some(o);
@@ -450,6 +519,12 @@ impl Session {
                 self.finish_message(any.then(|| outcome_of(&r)), now);
                 None
             }
+            Expect::Rset if self.probing && r.code != 250 => self
+                .fail(Failure::Connection(format!(
+                    "the idle connection was refused RSET: {}",
+                    r.one_line()
+                )))
+                .into(),
             Expect::Rset => self.start_message(now),
             Expect::Quit => {
                 self.done = true;
@@ -497,7 +572,12 @@ impl Session {
     fn start_message(&mut self, now: Instant) -> Option<Action> {
         let (msg, envelope) = loop {
             let Some(msg) = self.messages.get(self.current) else {
-                self.expect_reply(Expect::Quit, "QUIT", now);
+                if self.config.keep_open {
+                    self.idle = true;
+                    self.deadline = None;
+                } else {
+                    self.expect_reply(Expect::Quit, "QUIT", now);
+                }
                 return None;
             };
             let size = msg.data.len();

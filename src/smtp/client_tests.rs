@@ -20,6 +20,7 @@ fn config(tls: TlsMode) -> Config {
         tls,
         timeouts: Timeouts::default(),
         require_tls: false,
+        keep_open: false,
     }
 }
 
@@ -34,6 +35,7 @@ fn describe(a: &Action) -> String {
     match a {
         Action::StartTls => "StartTls".into(),
         Action::Close(f) => format!("Close({f:?})"),
+        Action::Idle => "Idle".into(),
     }
 }
 
@@ -98,7 +100,7 @@ fn run_cut(
                 actions.push(describe(&a));
                 match a {
                     Action::StartTls => s.tls_established(now),
-                    Action::Close(_) => break,
+                    Action::Close(_) | Action::Idle => break,
                 }
             }
         }
@@ -186,6 +188,7 @@ fn state_event_starttls_then_ehlo_again() {
 fn state_event_requiretls_goes_on_mail_only_to_a_server_that_offers_it() {
     let cfg = Config {
         require_tls: true,
+        keep_open: false,
         ..config(TlsMode::Mandatory)
     };
     let tls_then = |after_tls: &'static [u8]| {

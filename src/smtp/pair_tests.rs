@@ -60,6 +60,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
             tls: TlsMode::Mandatory,
             timeouts: client::Timeouts::default(),
             require_tls: false,
+            keep_open: false,
         },
         messages,
         now,
@@ -109,7 +110,7 @@ fn converse(messages: Vec<Outgoing>, to_server: Vec<usize>, to_client: Vec<usize
                         cli.tls_established(now);
                         ran.tls = true;
                     }
-                    Some(client::Action::Close(_)) => {
+                    Some(client::Action::Close(_) | client::Action::Idle) => {
                         closed = true;
                         break;
                     }

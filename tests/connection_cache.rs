@@ -1,0 +1,192 @@
+//! The outbound connection cache against Postfix as the receiver (its
+//! smtpd logs each connection's commands when it ends: `mail=N/N
+//! rset=…`):
+//!
+//! - messages sent one after another to one destination ride one
+//!   connection (TLS once), RSET between transactions, QUIT once idle past
+//!   `[queue] connection_idle`;
+//! - a receiver that drops idle connections (`smtpd_timeout`, with its
+//!   `421`) loses nothing and counts no failed attempt: the next message
+//!   goes on a fresh connection;
+//! - `connection_idle = "0s"`: a connection per message, as before.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::pki::Ca;
+use common::postfix::Postfix;
+use common::Gateway;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// Postfix with STARTTLS (a certificate from `ca`), relaying cache.test to
+/// a final sink; `extra` goes into main.cf.
+fn postfix(dir: &Path, ca: &Ca, sink_port: u16, extra: &str) -> Postfix {
+    let (crt, key) = ca.leaf(&dir.join("pki"), "postfix-server", &["mx.cache.test"]);
+    Postfix::start(
+        dir,
+        &format!(
+            "relay_domains = cache.test\nrelayhost = [127.0.0.1]:{sink_port}\nsmtp_tls_security_level = none\n\
+             smtpd_tls_security_level = may\nsmtpd_tls_chain_files = {}, {}\n{extra}",
+            key.display(),
+            crt.display()
+        ),
+    )
+}
+
+/// A gateway routing cache.test to Postfix; `queue` goes into `[queue]`.
+fn gateway(dir: &Path, ca: &Ca, pf_port: u16, queue: &str) -> (Gateway, u16) {
+    let port = common::free_port();
+    let admin = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"cache.test\"]",
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"[127.0.0.1]:{pf_port}\""),
+        )
+        .replace(
+            "generate_self_signed = true\n",
+            &format!(
+                "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false\n",
+                ca.cert_path.display()
+            ),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!("listen = \"127.0.0.1:{admin}\""),
+        )
+        + &format!("\n[queue]\nretry = [\"1h\"]\n{queue}\n");
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    (Gateway::start_in(dir.to_path_buf(), port), admin)
+}
+
+/// Sends `n` messages one at a time, each once the last was delivered.
+fn send_in_turn(gw: &Gateway, prefix: &str, n: usize) {
+    for i in 0..n {
+        let rcpt = format!("{prefix}{i}@cache.test");
+        common::send_mail(gw, "sender@client.test", &[&rcpt], &format!("to {rcpt}"));
+        let line = gw.wait_for_line(&format!("to=<{rcpt}>"), LIMIT);
+        assert!(line.contains("status=sent"), "{line}\n{}", gw.log());
+    }
+}
+
+/// Postfix's `disconnect from` lines of the sessions that said EHLO (one
+/// per connection, with the counts of its commands; the start-up check
+/// only says QUIT).
+fn disconnects(pf: &Postfix) -> Vec<String> {
+    pf.log()
+        .lines()
+        .filter(|l| l.contains("disconnect from") && l.contains("ehlo="))
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn messages_in_turn_ride_one_connection_to_postfix() {
+    let dir = common::temp_dir("cache-pf");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = postfix(&dir, &ca, sink.port, "");
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    // Idle long enough that the turns below never outwait it.
+    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"30s\"");
+    send_in_turn(&gw, "turn", 6);
+    assert_eq!(gw.count("TLS connection established to"), 1, "{}", gw.log());
+    assert_eq!(gw.count("reusing the connection"), 5, "{}", gw.log());
+    // Stopping closes the idle connection with QUIT.
+    let log = gw.stop();
+    let line = pf.wait_for_line("mail=", LIMIT);
+    assert!(
+        line.contains(" starttls=1 ")
+            && line.contains(" mail=6 ")
+            && line.contains(" rcpt=6 ")
+            && line.contains(" data=6 ")
+            && line.contains(" rset=5 ")
+            && line.contains(" quit=1 "),
+        "one connection, six transactions, RSET between, QUIT at the end: {line}\n{log}"
+    );
+    assert_eq!(disconnects(&pf).len(), 1, "{}", pf.log());
+}
+
+#[test]
+fn a_receiver_that_drops_idle_connections_loses_nothing() {
+    let dir = common::temp_dir("cache-drop");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    // smtpd drops a client idle for a second, with "421 … timeout".
+    let pf = postfix(&dir, &ca, sink.port, "smtpd_timeout = 1s\n");
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let (gw, admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"60s\"");
+    send_in_turn(&gw, "first", 1);
+    // Postfix gave up on the idle connection.
+    pf.wait_for_line("timeout after", LIMIT);
+    send_in_turn(&gw, "second", 1);
+    let log = gw.log();
+    assert!(!log.contains("failed"), "no failure logged: {log}");
+    assert!(
+        log.contains("the idle connection was closed by the server")
+            || log.contains("the idle connection was gone"),
+        "{log}"
+    );
+    assert_eq!(gw.count("TLS connection established to"), 2, "{log}");
+    let metrics = common::scrape(admin);
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_deliveries_total{outcome=\"deferred\",tls=\"trusted\"}"
+        ),
+        0,
+        "{metrics}"
+    );
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_deliveries_total{outcome=\"sent\",tls=\"trusted\"}"
+        ),
+        2,
+        "{metrics}"
+    );
+    let arrived = sink.wait_for_messages(2, LIMIT, || pf.log());
+    assert!(
+        arrived.iter().any(|m| m.contains("to first0@cache.test"))
+            && arrived.iter().any(|m| m.contains("to second0@cache.test")),
+        "both messages reached the final hop: {arrived:?}"
+    );
+    drop(gw);
+}
+
+#[test]
+fn no_cache_means_a_connection_per_message() {
+    let dir = common::temp_dir("cache-off");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = postfix(&dir, &ca, sink.port, "");
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"0s\"");
+    send_in_turn(&gw, "each", 3);
+    assert_eq!(gw.count("TLS connection established to"), 3);
+    assert_eq!(gw.count("reusing the connection"), 0);
+    drop(gw);
+    // Each connection ends with QUIT after its one transaction.
+    let deadline = std::time::Instant::now() + LIMIT;
+    // postlogd writes the log after the fact: poll it, as
+    // `Postfix::wait_for_line` does.
+    while disconnects(&pf).len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "{}", pf.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for line in disconnects(&pf) {
+        assert!(
+            line.contains(" mail=1 ") && line.contains(" quit=1 ") && !line.contains("rset="),
+            "{line}"
+        );
+    }
+}
