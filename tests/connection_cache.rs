@@ -8,7 +8,10 @@
 //! - a receiver that drops idle connections (`smtpd_timeout`, with its
 //!   `421`) loses nothing and counts no failed attempt: the next message
 //!   goes on a fresh connection;
-//! - `connection_idle = "0s"`: a connection per message, as before.
+//! - `connection_idle = "0s"`: a connection per message, as before;
+//! - a next hop that answers garbage on a reused connection: the attempt
+//!   fails cleanly (deferred), the connection is dropped, and the retry
+//!   goes on a fresh one.
 
 mod common;
 
@@ -189,4 +192,42 @@ fn no_cache_means_a_connection_per_message() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn garbage_on_a_reused_connection_fails_the_attempt_and_drops_it() {
+    let dir = common::temp_dir("cache-garbage");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let receiver = common::receiver::start("127.0.0.1", &dir.join("final"), &["--garbage-on-rset"]);
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let (gw, _admin) = gateway(&gw_dir, &ca, receiver.port, "connection_idle = \"60s\"");
+    send_in_turn(&gw, "first", 1);
+    common::send_mail(&gw, "sender@client.test", &["second@cache.test"], "second");
+    let line = gw.wait_for_line("to=<second@cache.test>", LIMIT);
+    assert!(
+        line.contains("status=deferred") && line.contains("protocol error"),
+        "{line}\n{}",
+        gw.log()
+    );
+    assert_eq!(gw.count("reusing the connection"), 1, "{}", gw.log());
+    // The retry (flushed now) goes on a fresh connection: no RSET, no
+    // garbage, delivered.
+    let (status, out, err) = common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["queue", "flush", "-c"])
+            .arg(gw_dir.join("sealgate.toml")),
+        None,
+        LIMIT,
+    );
+    assert!(status.success(), "{out}{err}");
+    gw.wait_for_count("to=<second@cache.test>", 2, LIMIT);
+    let log = gw.log();
+    let last = log
+        .lines()
+        .rfind(|l| l.contains("to=<second@cache.test>"))
+        .unwrap_or_default();
+    assert!(last.contains("status=sent"), "{last}\n{log}");
+    assert_eq!(gw.count("reusing the connection"), 1, "{log}");
+    receiver.wait_for_messages(2, LIMIT, || gw.log());
 }

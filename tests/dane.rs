@@ -26,13 +26,14 @@ use common::pki::Ca;
 use common::postfix::Postfix;
 use common::Gateway;
 
-const DOMAINS: [&str; 6] = [
+const DOMAINS: [&str; 7] = [
     "dane.test",
     "ta.test",
     "wrong.test",
     "bogus.test",
     "plain.test",
     "report.test",
+    "shared.test",
 ];
 
 /// A gateway delivering every domain by MX to Postfix's port; `dns` is
@@ -44,7 +45,8 @@ fn gateway(dir: &Path, ca: &Ca, dns: &str, pf_port: u16, dane: &str) -> Gateway 
         &DOMAINS,
         &ca.cert_path,
         pf_port,
-        &format!("\n[dns]\n{dns}\n\n[outbound]\ndane = \"{dane}\"\n"),
+        // Idle connections wait long enough for the cache checks below.
+        &format!("connection_idle = \"60s\"\n\n[dns]\n{dns}\n\n[outbound]\ndane = \"{dane}\"\n"),
     );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     Gateway::start_in(dir.to_path_buf(), port)
@@ -120,6 +122,14 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
             name: "report.test",
             records: &wrong_records,
             signed: true,
+            tamper: None,
+        },
+        // Unsigned, so not DANE (RFC 7672 §2.2.1), with wrong.test's MX
+        // host: its connections may be cached for wrong.test's mail.
+        Zone {
+            name: "shared.test",
+            records: "@ MX 10 mx.wrong.test.\n",
+            signed: false,
             tamper: None,
         },
     ];
@@ -285,6 +295,32 @@ fn dane_decides_outbound_tls_from_signed_tlsa_records() {
             "{domain}: probe and delivery disagree: {report}"
         );
     }
+    // The connection cache never carries a DANE destination over a
+    // connection that did not meet its TLSA records: mail for shared.test
+    // (not DANE) leaves a connection to mx.wrong.test idle, and
+    // wrong.test's mail does not take it.
+    send(&gw, "one@shared.test");
+    let one = line("one@shared.test");
+    assert!(one.contains("status=sent"), "{one}\n{}", log());
+    send(&gw, "two@shared.test");
+    let two = line("two@shared.test");
+    assert!(two.contains("status=sent"), "{two}\n{}", log());
+    assert!(
+        log().contains(&format!(
+            "delivery via mx.wrong.test[127.0.0.1]:{p}: reusing the connection"
+        )),
+        "{}",
+        log()
+    );
+    let reused = gw.count("reusing the connection");
+    send(&gw, "again@wrong.test");
+    common::assert_deferred_tls(&line("again@wrong.test"), "matches no TLSA record");
+    assert_eq!(
+        gw.count("reusing the connection"),
+        reused,
+        "the DANE destination had a connection of its own: {}",
+        log()
+    );
     drop(gw);
 
     // Report-only: every check runs, nothing is refused.

@@ -118,8 +118,9 @@ fn requiretls_and_tls_required_no_end_to_end() {
     let gw_dir = dir.join("gw");
     std::fs::create_dir_all(&gw_dir).unwrap();
     let ports = (common::free_port(), common::free_port());
+    // Idle connections wait long enough for the cache check at the end.
     let tail = format!(
-        "\n[dns]\nservers = [\"127.0.0.1:{}\"]\n\n\
+        "connection_idle = \"60s\"\n\n[dns]\nservers = [\"127.0.0.1:{}\"]\n\n\
          [[route]]\ndomain = \"b.test\"\nvia = \"mx\"\nport = {}\n\n\
          [[route]]\ndomain = \"client.test\"\nvia = \"[127.0.0.1]:{}\"\n",
         dns.port,
@@ -221,4 +222,37 @@ fn requiretls_and_tls_required_no_end_to_end() {
             .any(|m| m.contains("Subject: to user@badcert.test") && m.contains("TLS-Required: No")),
         "{got:?}"
     );
+
+    // The connection cache: a message without REQUIRETLS leaves a
+    // connection to Postfix idle (TLS, MTA-STS enforced); a REQUIRETLS
+    // message to the same host never takes it (Postfix does not offer
+    // REQUIRETLS): its own connection, and the same 5.7.30.
+    common::send_mail(&gw, "sender@client.test", &["plain@pf.test"], "plain");
+    let plain = line("plain@pf.test");
+    assert!(plain.contains("status=sent"), "{plain}\n{}", gw.log());
+    let sent = submit(&gw, "tls", &["again@pf.test"]);
+    assert!(sent.contains("sent"), "{sent}");
+    let again = line("again@pf.test");
+    assert!(
+        again.contains("status=bounced")
+            && again.contains("dsn=5.7.30")
+            && again.contains("the host does not offer REQUIRETLS"),
+        "{again}\n{}",
+        gw.log()
+    );
+    let reused = || {
+        gw.log()
+            .lines()
+            .filter(|l| {
+                l.contains("delivery via mx.pf.test") && l.contains("reusing the connection")
+            })
+            .count()
+    };
+    assert_eq!(reused(), 0, "{}", gw.log());
+    // The idle connection was there all along: the next plain message
+    // takes it.
+    common::send_mail(&gw, "sender@client.test", &["plain2@pf.test"], "plain2");
+    let plain2 = line("plain2@pf.test");
+    assert!(plain2.contains("status=sent"), "{plain2}\n{}", gw.log());
+    assert_eq!(reused(), 1, "{}", gw.log());
 }

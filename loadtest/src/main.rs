@@ -162,8 +162,9 @@ fn sink(a: SinkArgs) -> Result<ExitCode, String> {
     })?;
     eprintln!("sink ready: listening on {}", a.listen);
     let _ = signals.forever().next();
+    let connections = sink.connections();
     let n = sink.stop();
-    eprintln!("sink received {n} messages");
+    eprintln!("sink received {n} messages over {connections} connections");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -65,6 +65,7 @@ pub struct SinkOptions {
 pub struct Sink {
     shards: Shards,
     pub received: Arc<AtomicU64>,
+    shared: Arc<Shared>,
 }
 
 impl Sink {
@@ -107,9 +108,22 @@ impl Sink {
             })
             .collect();
         let shared = Shared::new(snapshot, shards);
-        let shards = Shards::start(&[o.listen], false, stores, None, None, shared)
+        let shards = Shards::start(&[o.listen], false, stores, None, None, shared.clone())
             .map_err(|e| e.to_string())?;
-        Ok(Sink { shards, received })
+        Ok(Sink {
+            shards,
+            received,
+            shared,
+        })
+    }
+
+    /// Connections accepted so far (how many a relay under test opened).
+    pub fn connections(&self) -> u64 {
+        self.shared
+            .stats
+            .iter()
+            .map(|s| s.accepted.load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn stop(self) -> u64 {

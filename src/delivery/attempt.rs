@@ -83,6 +83,9 @@ pub struct CertFacts {
     pub version: &'static str,
     pub cipher: String,
     pub bits: u16,
+    /// The session was resumed (a ticket or session id from an earlier
+    /// connection).
+    pub resumed: bool,
 }
 
 /// Reads the facts of a finished handshake off the connection: the trust
@@ -118,6 +121,7 @@ pub fn cert_facts(
         version: n.version,
         cipher: n.cipher,
         bits: n.bits,
+        resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
     }
 }
 
@@ -179,6 +183,7 @@ pub enum Log {
         version: &'static str,
         cipher: String,
         bits: u16,
+        resumed: bool,
     },
     HostFailed {
         relay: String,
@@ -222,9 +227,11 @@ impl std::fmt::Display for Log {
                 version,
                 cipher,
                 bits,
+                resumed,
             } => write!(
                 f,
-                "{word} TLS connection established to {relay}: {version} with cipher {cipher} ({bits}/{bits} bits)"
+                "{word} TLS connection established to {relay}: {version} with cipher {cipher} ({bits}/{bits} bits){}",
+                if *resumed { " (resumed)" } else { "" }
             ),
             Log::HostFailed { relay, detail } => {
                 write!(f, "delivery via {relay} failed: {detail}")
@@ -625,6 +632,7 @@ impl Attempt {
             version: facts.version,
             cipher: facts.cipher.clone(),
             bits: facts.bits,
+            resumed: facts.resumed,
         });
         let report_only = self.policy.rules.as_ref().is_some_and(|r| r.report_only);
         // RFC 8461 §4.2: a valid certificate naming the MX host.

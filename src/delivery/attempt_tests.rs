@@ -168,6 +168,7 @@ fn run(
                         version: "TLSv1.3",
                         cipher: "TLS13_AES_256_GCM_SHA384".into(),
                         bits: 256,
+                        resumed: false,
                     };
                     a.tls_established(&facts, now)
                 }
@@ -405,6 +406,7 @@ fn the_next_host_after_a_refused_certificate_and_back_to_the_base_mode() {
         version: "TLSv1.3",
         cipher: "TLS13_AES_128_GCM_SHA256".into(),
         bits: 128,
+        resumed: false,
     };
     let f = a
         .tls_established(&facts, 0)

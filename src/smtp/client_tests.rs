@@ -626,3 +626,146 @@ fn state_event_without_smtputf8_ascii_goes_with_a_labels_utf8_fails_5_6_7() {
         "{done:?}"
     );
 }
+
+/// Drives `s` through the server's `turns`, feeding each whole; returns
+/// what the client sent and the actions, per turn.
+fn drive(s: &mut Session, turns: &[&[u8]], now: Instant) -> Vec<(String, Vec<String>)> {
+    let mut steps = Vec::new();
+    for turn in turns {
+        let mut pending = turn.to_vec();
+        let mut actions = Vec::new();
+        loop {
+            let fed = s.feed(&pending, now);
+            pending.drain(..fed.consumed);
+            while let Some(e) = s.poll_event() {
+                actions.push(describe_event(&e));
+            }
+            let Some(a) = fed.action else { break };
+            actions.push(describe(&a));
+            match a {
+                Action::StartTls => s.tls_established(now),
+                Action::Close(_) | Action::Idle => break,
+            }
+        }
+        let mut out = Vec::new();
+        s.poll_output(&mut out);
+        steps.push((String::from_utf8_lossy(&out).into_owned(), actions));
+    }
+    steps
+}
+
+fn kept_open() -> Config {
+    Config {
+        keep_open: true,
+        ..config(TlsMode::Off)
+    }
+}
+
+/// A session that keeps its connection open, idle after its last message
+/// (no QUIT), with no deadline while idle.
+fn idle_session(now: Instant) -> Session {
+    let mut s = Session::new(kept_open(), vec![msg("a@x", &["b@y"], b"1\r\n")], now);
+    let steps = drive(
+        &mut s,
+        &[
+            b"220 mx ESMTP\r\n",
+            b"250-mx\r\n250 PIPELINING\r\n",
+            b"250 ok\r\n250 ok\r\n354 go\r\n",
+            b"250 queued\r\n",
+        ],
+        now,
+    );
+    assert_eq!(
+        steps[3],
+        (
+            String::new(),
+            vec!["Done#0[Delivered 2.0.0]".to_string(), "Idle".to_string()]
+        ),
+        "no QUIT: idle"
+    );
+    assert!(s.is_idle() && !s.probing());
+    assert_eq!(s.poll_timeout(), None, "no deadline while idle");
+    s
+}
+
+#[test]
+fn kept_open_idle_next_batch_begins_with_rset_and_quit_ends_it() {
+    let now = Instant::now();
+    let mut s = idle_session(now);
+    assert!(s.can_carry(false));
+    assert!(
+        !s.can_carry(true),
+        "REQUIRETLS never rides a clear connection, nor one without REQUIRETLS"
+    );
+    s.next_batch(vec![msg("c@x", &["d@y"], b"2\r\n")], false, now);
+    let mut out = Vec::new();
+    s.poll_output(&mut out);
+    assert_eq!(out, b"RSET\r\n");
+    assert!(s.probing());
+    let steps = drive(
+        &mut s,
+        &[
+            b"250 reset\r\n",
+            b"250 ok\r\n250 ok\r\n354 go\r\n",
+            b"250 queued\r\n",
+        ],
+        now,
+    );
+    assert_eq!(steps[0].0, "MAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n");
+    assert!(!s.probing(), "past MAIL: the connection lives");
+    assert_eq!(
+        steps[2].1,
+        ["Done#0[Delivered 2.0.0]", "Idle"],
+        "the batch's own index"
+    );
+    s.quit(now);
+    let mut out = Vec::new();
+    s.poll_output(&mut out);
+    assert_eq!(out, b"QUIT\r\n");
+    let steps = drive(&mut s, &[b"221 bye\r\n"], now);
+    assert_eq!(steps[0].1, ["Close(None)"]);
+}
+
+#[test]
+fn an_idle_connection_that_died_fails_while_probing() {
+    let now = Instant::now();
+    // RFC 5321 §3.8: a server that closes an idle connection says 421.
+    for (turns, want) in [
+        (
+            &[b"421 4.4.2 mx Error: timeout exceeded\r\n".as_slice()][..],
+            "the idle connection was refused RSET",
+        ),
+        (
+            &[
+                b"250 reset\r\n".as_slice(),
+                b"421 4.3.2 shutting down\r\n".as_slice(),
+            ][..],
+            "the idle connection was closed",
+        ),
+    ] {
+        let mut s = idle_session(now);
+        s.next_batch(vec![msg("c@x", &["d@y"], b"2\r\n")], false, now);
+        let steps = drive(&mut s, turns, now);
+        let last = steps.last().map(|s| s.1.join(" ")).unwrap_or_default();
+        assert!(
+            last.starts_with("Close(Some(Connection(") && last.contains(want),
+            "{last}"
+        );
+        assert!(
+            s.probing(),
+            "the glue sends the batch on a fresh connection"
+        );
+    }
+}
+
+#[test]
+fn garbage_on_a_reused_connection_is_a_protocol_failure_not_a_dead_connection() {
+    let now = Instant::now();
+    let mut s = idle_session(now);
+    s.next_batch(vec![msg("c@x", &["d@y"], b"2\r\n")], false, now);
+    let steps = drive(&mut s, &[b"250 reset\r\n", b"ok then\r\n"], now);
+    let last = steps[1].1.join(" ");
+    // A protocol failure, not a connection's: the glue fails the attempt
+    // on it and drops the connection (no fresh retry).
+    assert!(last.starts_with("Close(Some(Protocol("), "{last}");
+}

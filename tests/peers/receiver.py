@@ -9,6 +9,7 @@
 --silent         accept connections and never answer
 --inject         offer STARTTLS; answer it with 220 and, in the same write,
                  a forged 250 line (CVE-2011-0411 class), then hang up
+--garbage-on-rset  answer RSET with a line that is no SMTP reply
 Each accepted message is written to D/<n>.eml, envelope first. Prints
 "ready" once listening.
 """
@@ -23,6 +24,7 @@ ap.add_argument("--reject-prefix", default=None)
 ap.add_argument("--temp-once-prefix", default=None)
 ap.add_argument("--inject", action="store_true")
 ap.add_argument("--silent", action="store_true")
+ap.add_argument("--garbage-on-rset", action="store_true")
 args = ap.parse_args()
 os.makedirs(args.dir, exist_ok=True)
 lock = threading.Lock()
@@ -102,6 +104,8 @@ class Handler(socketserver.StreamRequestHandler):
                     f.write(b"".join(body))
                 self.reply("250 2.0.0 accepted as %d" % n)
                 print("delivered %d" % n, flush=True)
+            elif verb == "RSET" and args.garbage_on_rset:
+                self.reply("ok then")
             elif verb == "RSET":
                 sender, rcpts = None, []
                 self.reply("250 2.0.0 ok")
