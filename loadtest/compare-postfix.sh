@@ -5,6 +5,15 @@
 #
 #   loadtest/compare-postfix.sh [--rounds N] [--duration 5s] [--concurrency 16]
 #                               [--modes "starttls message"] [--groups X25519]
+#                               [--next-hop clear|tls]
+#
+# --next-hop tls: both legs STARTTLS, the usual gateway topology (Internet
+# -> gateway -> an internal server that requires TLS). The next hop is
+# sealgate-load's sink with a certificate (smtp-sink has no TLS); Postfix
+# relays with smtp_tls_security_level = encrypt and is measured twice,
+# without and with smtp_tls_connection_reuse (its tlsproxy keeps the TLS
+# connections: "postfix-reuse"); sealgate's route has a profile with
+# mandatory_tls and its connection cache on (the default).
 #
 # --groups: the key exchange groups the load generator offers (default
 # X25519, which both servers speak: the like-for-like figure; with
@@ -27,6 +36,7 @@ duration=5s
 concurrency=16
 modes="starttls message plain message-100k"
 groups=X25519
+next_hop=clear
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
@@ -34,7 +44,8 @@ while [ $# -gt 0 ]; do
     --concurrency) concurrency=$2; shift 2 ;;
     --modes) modes=$2; shift 2 ;;
     --groups) groups=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--duration 5s] [--concurrency 16] [--modes M] [--groups G]" >&2; exit 2 ;;
+    --next-hop) next_hop=$2; shift 2 ;;
+    *) echo "usage: $0 [--rounds N] [--duration 5s] [--concurrency 16] [--modes M] [--groups G] [--next-hop clear|tls]" >&2; exit 2 ;;
   esac
 done
 
@@ -69,13 +80,30 @@ trap cleanup EXIT
 . "$root/loadtest/lib.sh"
 sg_port=$(free_port); pf_port=$(free_port); sink_port=$(free_port)
 
-# --- the downstream: Postfix's own smtp-sink --------------------------------
-smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
-pids+=($!)
+# --- the downstream: Postfix's own smtp-sink, or a STARTTLS sink ------------
+if [ "$next_hop" = tls ]; then
+  mkdir -p "$work/sink"
+  "$gw" cert ca --cn sink.test --days 30 --out-cert "$work/sink/sink.crt" --out-key "$work/sink/sink.key" >/dev/null
+  "$load" sink --listen "127.0.0.1:$sink_port" --tls-cert "$work/sink/sink.crt" \
+    --tls-key "$work/sink/sink.key" 2>"$work/sink/sink.log" &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "sink ready" "$work/sink/sink.log" && break; sleep 0.1; done
+  pf_smtp_tls="smtp_tls_security_level = encrypt"
+  servers="postfix postfix-reuse sealgate"
+else
+  smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+  pids+=($!)
+  pf_smtp_tls="smtp_tls_security_level = none"
+  servers="postfix sealgate"
+fi
 
 # --- sealgate ----------------------------------------------------------------
 mkdir -p "$work/sg"
 gateway_config "$sg_port" "example.com" "[127.0.0.1]:$sink_port" > "$work/sg/sealgate.toml"
+if [ "$next_hop" = tls ]; then
+  # The route's profile makes TLS to the next hop mandatory.
+  printf 'profile = "next-hop"\n[[profile]]\nname = "next-hop"\n[profile.client]\nmandatory_tls = true\n' >> "$work/sg/sealgate.toml"
+fi
 "$gw" run -c "$work/sg/sealgate.toml" 2>"$work/sg/sealgate.log" &
 sg_pid=$!
 pids+=($sg_pid)
@@ -107,7 +135,7 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_tls_security_level = may
 smtpd_tls_chain_files = $pf/server.key, $pf/server.crt
-smtp_tls_security_level = none
+$pf_smtp_tls
 alias_maps =
 alias_database =
 biff = no
@@ -137,6 +165,7 @@ discard   unix  - - n -     - discard
 anvil     unix  - - n -     1 anvil
 scache    unix  - - n -     1 scache
 postlog   unix-dgram n - n - 1 postlogd
+tlsproxy  unix  - - n -     0 tlsproxy
 MASTER
 # postfix reports configuration errors only to a terminal or syslog.
 $sudo postfix -c "$pf" start >/dev/null 2>&1 || {
@@ -152,7 +181,7 @@ postfix_version=$(postconf -c "$pf" -h mail_version 2>/dev/null || echo "?")
 
 echo "sealgate pid $sg_pid on :$sg_port, Postfix $postfix_version master pid $pf_pid on :$pf_port, smtp-sink on :$sink_port" >&2
 echo "groups offered: $groups" >&2
-echo "$rounds rounds × {$modes} × {postfix, sealgate}, $duration each, concurrency $concurrency" >&2
+echo "$rounds rounds × {$modes} × {${servers// /, }}, $duration each, concurrency $concurrency, next hop $next_hop" >&2
 
 results=$work/results.jsonl
 : > "$results"
@@ -162,8 +191,17 @@ for round in $(seq "$rounds"); do
       message-100k) run_mode=message; size=102400 ;;
       *) run_mode=$mode; size=2048 ;;
     esac
-    for server in postfix sealgate; do
-      if [ $server = postfix ]; then port=$pf_port; pid=$pf_pid; else port=$sg_port; pid=$sg_pid; fi
+    for server in $servers; do
+      case $server in
+        postfix|postfix-reuse)
+          port=$pf_port; pid=$pf_pid
+          if [ "$next_hop" = tls ]; then
+            reuse=no; [ $server = postfix-reuse ] && reuse=yes
+            $sudo postconf -c "$pf" -e "smtp_tls_connection_reuse = $reuse"
+            $sudo postfix -c "$pf" reload >/dev/null 2>&1
+          fi ;;
+        *) port=$sg_port; pid=$sg_pid ;;
+      esac
       out=$("$load" --target "127.0.0.1:$port" --mode $run_mode --duration "$duration" \
              --concurrency "$concurrency" --size $size --groups "$groups" --server-pid "$pid" --json) || true
       python3 - "$server" "$mode" "$round" "$out" >> "$results" <<'PY'
@@ -183,24 +221,28 @@ PY
   done
 done
 
-python3 - "$results" "$postfix_version" "$modes" <<'PY'
+python3 - "$results" "$postfix_version" "$modes" "$servers" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(server, mode, key):
     return statistics.median(r[key] for r in rows if r["server"] == server and r["mode"] == mode)
 modes = sys.argv[3].split()
-print(f"| mode | Postfix {sys.argv[2]} sessions/s | sealgate sessions/s | ratio | Postfix CPU µs/session | sealgate CPU µs/session | ratio |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for mode in modes:
-    ps, ss = med("postfix", mode, "sessions_per_s"), med("sealgate", mode, "sessions_per_s")
-    pc, sc = med("postfix", mode, "cpu_us"), med("sealgate", mode, "cpu_us")
-    print(f"| {mode} | {ps:.0f} | {ss:.0f} | {ss/ps:.2f}× | {pc:.0f} | {sc:.0f} | {pc/sc:.2f}× |")
+postfixes = [s for s in sys.argv[4].split() if s != "sealgate"]
+for pf in postfixes:
+    name = "Postfix" if pf == "postfix" else "Postfix (smtp_tls_connection_reuse)"
+    print(f"| mode | {name} {sys.argv[2]} sessions/s | sealgate sessions/s | ratio | {name} CPU µs/session | sealgate CPU µs/session | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for mode in modes:
+        ps, ss = med(pf, mode, "sessions_per_s"), med("sealgate", mode, "sessions_per_s")
+        pc, sc = med(pf, mode, "cpu_us"), med("sealgate", mode, "cpu_us")
+        print(f"| {mode} | {ps:.0f} | {ss:.0f} | {ss/ps:.2f}× | {pc:.0f} | {sc:.0f} | {pc/sc:.2f}× |")
+    print()
 failed = [r for r in rows if r["failed"]]
 for r in failed:
     print(f"\n{r['server']} {r['mode']} round {r['round']}: {r['failed']} failed sessions: {r['errors']}")
 print("\nserver CPU split, µs/session (user + system):")
 for mode in modes:
-    print(f"  {mode}: Postfix {med('postfix', mode, 'user_us'):.0f} + {med('postfix', mode, 'sys_us'):.0f}, "
-          f"sealgate {med('sealgate', mode, 'user_us'):.0f} + {med('sealgate', mode, 'sys_us'):.0f}")
+    parts = ", ".join(f"{s} {med(s, mode, 'user_us'):.0f} + {med(s, mode, 'sys_us'):.0f}" for s in postfixes + ["sealgate"])
+    print(f"  {mode}: {parts}")
 print(f"\n(medians of {max(r['round'] for r in rows)} rounds; CPU ratio = Postfix / sealgate, higher is better for sealgate)")
 PY

@@ -3,6 +3,10 @@
 //! uses BDAT because the gateway offers CHUNKING. Messages with bodies of
 //! 0, 1, 64 KiB and 10 MiB, with dot lines, must land in the spool octet
 //! for octet, and the gateway's disconnect lines must show BDAT was used.
+//!
+//! Outbound, the gateway sends BDAT to Postfix (which offers CHUNKING):
+//! Postfix's disconnect line counts `bdat=`, and the messages, dot lines
+//! and all, reach the final hop behind it as they were sent.
 
 mod common;
 
@@ -136,4 +140,66 @@ fn exim_sends_with_bdat_and_every_size_arrives_intact() {
         );
         assert_eq!(msg.recipients, vec!["user@example.com"]);
     }
+}
+
+#[test]
+fn the_gateway_sends_bdat_to_postfix_and_dot_lines_arrive_intact() {
+    let dir = common::temp_dir("bdat-out");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = common::postfix::Postfix::start(
+        &dir,
+        &format!(
+            "relay_domains = out.test\nrelayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = none\n",
+            sink.port
+        ),
+    );
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"out.test\"]",
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"[127.0.0.1]:{}\"", pf.port),
+        );
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    std::fs::write(gw_dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(gw_dir, port);
+    // Lines that DATA would have to stuff: ".", "..x", ".x".
+    let text = "Subject: dots\r\n\r\n.\r\n..two dots\r\n.one dot\r\nlast line\r\n";
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<user@out.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    // Dot-stuffed on the way in, as RFC 5321 §4.5.2 asks.
+    let stuffed = text
+        .split("\r\n")
+        .map(|l| {
+            if l.starts_with('.') {
+                format!(".{l}")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n");
+    assert!(c.cmd(&format!("{stuffed}.")).starts_with("250"));
+    c.cmd("QUIT");
+    let line = gw.wait_for_line("to=<user@out.test>", Duration::from_secs(60));
+    assert!(line.contains("status=sent"), "{line}\n{}", gw.log());
+    let disconnect = pf.wait_for_line(" bdat=", Duration::from_secs(60));
+    assert!(
+        disconnect.contains(" bdat=1 ") && !disconnect.contains(" data="),
+        "{disconnect}"
+    );
+    let got = sink.wait_for_messages(1, Duration::from_secs(60), || pf.log());
+    assert!(
+        got[0].contains("\r\n\r\n.\r\n..two dots\r\n.one dot\r\nlast line\r\n"),
+        "the body as it was sent: {:?}",
+        got[0]
+    );
 }

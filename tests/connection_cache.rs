@@ -109,10 +109,10 @@ fn messages_in_turn_ride_one_connection_to_postfix() {
         line.contains(" starttls=1 ")
             && line.contains(" mail=6 ")
             && line.contains(" rcpt=6 ")
-            && line.contains(" data=6 ")
+            && line.contains(" bdat=6 ")
             && line.contains(" rset=5 ")
             && line.contains(" quit=1 "),
-        "one connection, six transactions, RSET between, QUIT at the end: {line}\n{log}"
+        "one connection, six transactions (BDAT: Postfix offers CHUNKING), RSET between, QUIT at the end: {line}\n{log}"
     );
     assert_eq!(disconnects(&pf).len(), 1, "{}", pf.log());
 }

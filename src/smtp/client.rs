@@ -1,5 +1,6 @@
 //! The outbound SMTP session, sans-IO (RFC 5321 client; RFC 3207 STARTTLS;
-//! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME; RFC 8689
+//! RFC 2920 PIPELINING; RFC 1870 SIZE; RFC 6152 8BITMIME; RFC 3030
+//! CHUNKING; RFC 8689
 //! REQUIRETLS; RFC 6531 SMTPUTF8; RFC 3461 DSN).
 //!
 //! The delivery glue feeds it the server's bytes and `now`; it appends
@@ -210,6 +211,8 @@ enum Expect {
     Rcpt(usize),
     Data,
     Dot,
+    /// The reply to `BDAT n LAST` (RFC 3030), the whole message.
+    Bdat,
     Rset,
     Quit,
 }
@@ -224,6 +227,7 @@ struct Extensions {
     requiretls: bool,
     smtputf8: bool,
     dsn: bool,
+    chunking: bool,
 }
 
 pub struct Session {
@@ -414,7 +418,7 @@ impl Session {
         let t = &self.config.timeouts;
         let wait = match e {
             Expect::Data => t.data_start,
-            Expect::Dot => t.data_end,
+            Expect::Dot | Expect::Bdat => t.data_end,
             Expect::Greeting => t.greeting,
             _ => t.command,
         };
@@ -514,7 +518,9 @@ impl Session {
                     }
                 }
             }
-            Expect::Dot => {
+            // RFC 3030 §2: the reply to the LAST chunk is the message's,
+            // as the reply to the end of data is.
+            Expect::Dot | Expect::Bdat => {
                 let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
                 self.finish_message(any.then(|| outcome_of(&r)), now);
                 None
@@ -652,15 +658,33 @@ impl Session {
             }
             cmds.push_back((Expect::Rcpt(i), format!("{rcpt}\r\n").into_bytes()));
         }
-        cmds.push_back((Expect::Data, b"DATA\r\n".to_vec()));
+        if self.ext.chunking {
+            // RFC 3030 §2: the message in one chunk, as it is: no
+            // dot-stuffing, no end-of-data line.
+            let mut bdat = format!("BDAT {size} LAST\r\n").into_bytes();
+            bdat.extend_from_slice(&msg.data);
+            cmds.push_back((Expect::Bdat, bdat));
+        } else {
+            cmds.push_back((Expect::Data, b"DATA\r\n".to_vec()));
+        }
         self.queued = cmds;
         if self.ext.pipelining {
-            // RFC 2920: MAIL, every RCPT and DATA in one write.
+            // RFC 2920 (and RFC 3030 §4.2 for BDAT): MAIL, every RCPT and
+            // DATA, or BDAT with the message, in one write.
+            let mut last = Expect::Mail;
             while let Some((e, bytes)) = self.queued.pop_front() {
                 self.out.extend_from_slice(&bytes);
                 self.expect.push_back(e);
+                last = e;
             }
-            self.deadline = Some(now + self.config.timeouts.command);
+            let t = &self.config.timeouts;
+            self.deadline = Some(
+                now + if last == Expect::Bdat {
+                    t.data_end
+                } else {
+                    t.command
+                },
+            );
         } else {
             self.send_queued(now);
         }
@@ -676,7 +700,9 @@ impl Session {
         if let Some((e, bytes)) = self.queued.pop_front() {
             let skip = match e {
                 Expect::Rcpt(_) => self.mail_outcome.is_some(),
-                Expect::Data => self.mail_outcome.is_some() || self.accepted_recipients() == 0,
+                Expect::Data | Expect::Bdat => {
+                    self.mail_outcome.is_some() || self.accepted_recipients() == 0
+                }
                 _ => false,
             };
             if skip {
@@ -686,11 +712,12 @@ impl Session {
             }
             self.out.extend_from_slice(&bytes);
             self.expect.push_back(e);
+            let t = &self.config.timeouts;
             self.deadline = Some(
-                now + if e == Expect::Data {
-                    self.config.timeouts.data_start
-                } else {
-                    self.config.timeouts.command
+                now + match e {
+                    Expect::Data => t.data_start,
+                    Expect::Bdat => t.data_end,
+                    _ => t.command,
                 },
             );
         }
@@ -797,6 +824,7 @@ fn parse_extensions(r: &Parsed) -> Extensions {
             "REQUIRETLS" => ext.requiretls = true,
             "SMTPUTF8" => ext.smtputf8 = true,
             "DSN" => ext.dsn = true,
+            "CHUNKING" => ext.chunking = true,
             "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
             _ => {}
         }
@@ -889,6 +917,7 @@ impl Endpoint for Session {
             Some(Expect::Greeting) => "waiting for the greeting",
             Some(Expect::Data) => "waiting for the reply to DATA",
             Some(Expect::Dot) => "waiting for the reply to the end of data",
+            Some(Expect::Bdat) => "waiting for the reply to BDAT",
             Some(_) => "waiting for a reply",
             None => "sending",
         };

@@ -769,3 +769,66 @@ fn garbage_on_a_reused_connection_is_a_protocol_failure_not_a_dead_connection() 
     // on it and drops the connection (no fresh retry).
     assert!(last.starts_with("Close(Some(Protocol("), "{last}");
 }
+
+const EHLO_CHUNKING: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 CHUNKING\r\n";
+
+#[test]
+fn state_event_chunking_sends_the_message_in_one_bdat_without_dot_stuffing() {
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![msg(
+            "a@gw.test",
+            &["x@r.test", "y@r.test"],
+            b"Subject: s\r\n\r\n.dot\r\nend\r\n",
+        )],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            EHLO_CHUNKING,
+            b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n550 5.1.1 no such user\r\n250 2.0.0 queued as X\r\n",
+            b"221 2.0.0 bye\r\n",
+        ],
+    );
+    // RFC 3030 §2, §4.2: BDAT pipelined after the RCPTs, the octets as
+    // they are (no dot-stuffing, no end-of-data line).
+    assert_eq!(
+        steps[1].sent,
+        "MAIL FROM:<a@gw.test> SIZE=25\r\nRCPT TO:<x@r.test>\r\nRCPT TO:<y@r.test>\r\n\
+         BDAT 25 LAST\r\nSubject: s\r\n\r\n.dot\r\nend\r\n"
+    );
+    assert_eq!(steps[2].sent, "QUIT\r\n");
+    assert_eq!(
+        steps[2].actions,
+        vec!["Done#0[Delivered 2.0.0, Permanent 5.1.1]"]
+    );
+    assert_eq!(steps[3].actions, vec!["Close(None)"]);
+}
+
+#[test]
+fn state_event_chunking_without_pipelining_waits_and_skips_bdat_without_recipients() {
+    let ehlo: &[u8] = b"250-mx.test\r\n250 CHUNKING\r\n";
+    let steps = run_all_splits(
+        config(TlsMode::Opportunistic),
+        vec![
+            msg("a@gw.test", &["x@r.test"], b"one\r\n"),
+            msg("a@gw.test", &["z@r.test"], b"two\r\n"),
+        ],
+        &[
+            b"220 mx.test ESMTP\r\n",
+            ehlo,
+            b"250 2.1.0 ok\r\n",
+            b"250 2.1.5 ok\r\n",
+            b"250 2.0.0 queued\r\n",
+            b"250 2.1.0 ok\r\n",
+            b"550 5.1.1 no such user\r\n",
+            b"250 2.0.0 reset\r\n",
+        ],
+    );
+    assert_eq!(steps[1].sent, "MAIL FROM:<a@gw.test>\r\n");
+    assert_eq!(steps[2].sent, "RCPT TO:<x@r.test>\r\n");
+    assert_eq!(steps[3].sent, "BDAT 5 LAST\r\none\r\n");
+    assert_eq!(steps[4].sent, "MAIL FROM:<a@gw.test>\r\n");
+    assert_eq!(steps[5].sent, "RCPT TO:<z@r.test>\r\n");
+    // No recipient: no BDAT; QUIT (the last message).
+    assert_eq!(steps[6].sent, "QUIT\r\n");
+    assert_eq!(steps[6].actions, vec!["Done#1[Permanent 5.1.1]"]);
+}
