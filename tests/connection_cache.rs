@@ -231,3 +231,33 @@ fn garbage_on_a_reused_connection_fails_the_attempt_and_drops_it() {
     assert_eq!(gw.count("reusing the connection"), 1, "{log}");
     receiver.wait_for_messages(2, LIMIT, || gw.log());
 }
+
+#[test]
+fn a_reload_closes_idle_connections_with_quit() {
+    let dir = common::temp_dir("cache-reload");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = postfix(&dir, &ca, sink.port, "");
+    let gw_dir = dir.join("gw");
+    std::fs::create_dir_all(&gw_dir).unwrap();
+    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"60s\"");
+    send_in_turn(&gw, "before", 1);
+    let (status, out, err) = common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["reload", "-c"])
+            .arg(gw_dir.join("sealgate.toml")),
+        None,
+        LIMIT,
+    );
+    assert!(status.success(), "{out}{err}");
+    // Long before its 60 s were up, the idle connection ended with QUIT.
+    let line = pf.wait_for_line("mail=", LIMIT);
+    assert!(
+        line.contains(" bdat=1 ") && line.contains(" quit=1 "),
+        "{line}"
+    );
+    // The next message opens a connection under the new configuration.
+    send_in_turn(&gw, "after", 1);
+    assert_eq!(gw.count("TLS connection established to"), 2, "{}", gw.log());
+    assert_eq!(gw.count("reusing the connection"), 0, "{}", gw.log());
+}

@@ -470,6 +470,10 @@ impl OutConn {
                 self.collect();
                 self.end(None);
                 self.idle_since = Some(now);
+                // Reported: the messages' octets are not kept while idle.
+                self.job.messages = Vec::new();
+                self.results = Vec::new();
+                self.in_session = Vec::new();
                 return Ok(());
             }
             Some(Action::Close(Some(f))) => {

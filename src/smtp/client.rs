@@ -579,6 +579,10 @@ impl Session {
         let (msg, envelope) = loop {
             let Some(msg) = self.messages.get(self.current) else {
                 if self.config.keep_open {
+                    // Every message is reported done: their octets are
+                    // not kept while the connection waits.
+                    self.messages = Vec::new();
+                    self.current = 0;
                     self.idle = true;
                     self.deadline = None;
                 } else {
