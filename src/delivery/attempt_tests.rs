@@ -103,6 +103,17 @@ fn profile_verdict(p: Profile, trust: Trust) -> Result<(), Refusal> {
     }
 }
 
+/// One combination of the inputs.
+#[derive(Debug, Clone, Copy)]
+struct Case {
+    profile: Profile,
+    dane_state: DaneState,
+    dane_mode: Enforcement,
+    sts: Sts,
+    request: TlsRequest,
+    peer: Peer,
+}
+
 /// What one run of the decision gave.
 #[derive(Debug)]
 struct Run {
@@ -118,15 +129,15 @@ struct Run {
 /// Drives the decision as the shard's glue would, against a peer that
 /// behaves as `peer` says (and speaks in the clear after a failed
 /// handshake).
-fn run(
-    profile: Profile,
-    dane_state: DaneState,
-    dane_mode: Enforcement,
-    sts: Sts,
-    request: TlsRequest,
-    peer: Peer,
-    cert: &CertificateDer<'static>,
-) -> Run {
+fn run(case: Case, cert: &CertificateDer<'static>) -> Run {
+    let Case {
+        profile,
+        dane_state,
+        dane_mode,
+        sts,
+        request,
+        peer,
+    } = case;
     let policy = Policy {
         rules: rules(profile),
         profile: (profile != Profile::None).then(|| "partner".to_string()),
@@ -245,8 +256,15 @@ fn every_combination_follows_the_rules() {
                 for sts in STS {
                     for request in REQUESTS {
                         for peer in PEERS {
-                            let r = run(profile, dane_state, dane_mode, sts, request, peer, &cert);
-                            check(profile, dane_state, dane_mode, sts, request, peer, &r);
+                            let case = Case {
+                                profile,
+                                dane_state,
+                                dane_mode,
+                                sts,
+                                request,
+                                peer,
+                            };
+                            check(case, &run(case, &cert));
                             runs += 1;
                         }
                     }
@@ -258,17 +276,16 @@ fn every_combination_follows_the_rules() {
 }
 
 /// The rules, stated from the RFCs and docs/delivery.md.
-fn check(
-    profile: Profile,
-    dane_state: DaneState,
-    dane_mode: Enforcement,
-    sts: Sts,
-    request: TlsRequest,
-    peer: Peer,
-    r: &Run,
-) {
-    let case =
-        format!("{profile:?} {dane_state:?} {dane_mode:?} {sts:?} {request:?} {peer:?}: {r:?}");
+fn check(c: Case, r: &Run) {
+    let Case {
+        profile,
+        dane_state,
+        dane_mode,
+        sts,
+        request,
+        peer,
+    } = c;
+    let case = format!("{c:?}: {r:?}");
     // RFC 8689 §5: TLS-Required: No sets the recipient's policies aside.
     let (dane_state, sts) = match request {
         TlsRequest::NotRequired => (DaneState::None, Sts::None),

@@ -222,6 +222,32 @@ impl OutConn {
         self.session.poll_timeout()
     }
 
+    /// A new session for the messages of `in_session` not yet done, with
+    /// the TLS the attempt asks for now.
+    fn new_session(&mut self, now: Instant) {
+        let messages: Vec<client::Outgoing> = self
+            .in_session
+            .iter()
+            .map(|j| self.job.messages[*j].clone())
+            .collect();
+        self.session = client::Session::new(
+            session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
+            messages,
+            now,
+        );
+    }
+
+    /// Forgets the connection: its socket, TLS and buffers.
+    fn drop_connection(&mut self, registry: &Registry) {
+        if let Some(mut s) = self.socket.take() {
+            let _ = registry.deregister(&mut s);
+        }
+        self.tls = None;
+        self.handshaking = false;
+        self.rbuf.clear();
+        self.wbuf.clear();
+    }
+
     /// The attempt's log lines, as they come.
     fn log(&mut self) {
         while let Some(line) = self.attempt.poll_log() {
@@ -240,16 +266,7 @@ impl OutConn {
                 Next::Exhausted(failure) => return self.end(Some(failure)),
             };
             if fresh {
-                let messages: Vec<client::Outgoing> = self
-                    .in_session
-                    .iter()
-                    .map(|j| self.job.messages[*j].clone())
-                    .collect();
-                self.session = client::Session::new(
-                    session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
-                    messages,
-                    now,
-                );
+                self.new_session(now);
             }
             let error = match TcpStream::connect(addr) {
                 Ok(mut s) => {
@@ -577,24 +594,9 @@ impl OutConn {
                 self.attempt.relay_name(),
                 client::classify(&f).detail
             );
-            if let Some(mut s) = self.socket.take() {
-                let _ = registry.deregister(&mut s);
-            }
-            self.tls = None;
-            self.handshaking = false;
-            self.rbuf.clear();
-            self.wbuf.clear();
+            self.drop_connection(registry);
             self.attempt = Attempt::new(self.job.policy.clone(), self.job.targets.clone());
-            let messages: Vec<client::Outgoing> = self
-                .in_session
-                .iter()
-                .map(|j| self.job.messages[*j].clone())
-                .collect();
-            self.session = client::Session::new(
-                session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
-                messages,
-                now,
-            );
+            self.new_session(now);
             self.connect(registry, now);
             self.step(registry, now);
             return;
@@ -610,13 +612,7 @@ impl OutConn {
             self.attempt
                 .host_failed(f, !remaining.is_empty(), crate::model::unix_now() as i64);
         self.log();
-        if let Some(mut s) = self.socket.take() {
-            let _ = registry.deregister(&mut s);
-        }
-        self.tls = None;
-        self.handshaking = false;
-        self.rbuf.clear();
-        self.wbuf.clear();
+        self.drop_connection(registry);
         match after {
             AfterFailure::GiveUp(f) => {
                 let outcome = client::classify(&f);
@@ -628,16 +624,8 @@ impl OutConn {
             }
             AfterFailure::RetryClear | AfterFailure::NextHost => {}
         }
-        let messages: Vec<client::Outgoing> = remaining
-            .iter()
-            .map(|j| self.job.messages[*j].clone())
-            .collect();
         self.in_session = remaining;
-        self.session = client::Session::new(
-            session_config(&self.job, self.attempt.tls_mode(), self.keep_open),
-            messages,
-            now,
-        );
+        self.new_session(now);
         self.connect(registry, now);
         self.step(registry, now);
     }

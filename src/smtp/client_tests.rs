@@ -89,20 +89,7 @@ fn run_cut(
         for cut in at.into_iter().chain([turn.len()]) {
             pending.extend_from_slice(&turn[from..cut]);
             from = cut;
-            loop {
-                let fed = s.feed(&pending, now);
-                pending.drain(..fed.consumed);
-                // Events happened before the action that stopped the feed.
-                while let Some(e) = s.poll_event() {
-                    actions.push(describe_event(&e));
-                }
-                let Some(a) = fed.action else { break };
-                actions.push(describe(&a));
-                match a {
-                    Action::StartTls => s.tls_established(now),
-                    Action::Close(_) | Action::Idle => break,
-                }
-            }
+            feed_all(&mut s, &mut pending, now, &mut actions);
         }
         let mut out = Vec::new();
         s.poll_output(&mut out);
@@ -627,6 +614,25 @@ fn state_event_without_smtputf8_ascii_goes_with_a_labels_utf8_fails_5_6_7() {
     );
 }
 
+/// Feeds what is pending until the session wants more, noting its events
+/// and actions (after StartTls the handshake is taken as done).
+fn feed_all(s: &mut Session, pending: &mut Vec<u8>, now: Instant, actions: &mut Vec<String>) {
+    loop {
+        let fed = s.feed(pending, now);
+        pending.drain(..fed.consumed);
+        // Events happened before the action that stopped the feed.
+        while let Some(e) = s.poll_event() {
+            actions.push(describe_event(&e));
+        }
+        let Some(a) = fed.action else { break };
+        actions.push(describe(&a));
+        match a {
+            Action::StartTls => s.tls_established(now),
+            Action::Close(_) | Action::Idle => break,
+        }
+    }
+}
+
 /// Drives `s` through the server's `turns`, feeding each whole; returns
 /// what the client sent and the actions, per turn.
 fn drive(s: &mut Session, turns: &[&[u8]], now: Instant) -> Vec<(String, Vec<String>)> {
@@ -634,19 +640,7 @@ fn drive(s: &mut Session, turns: &[&[u8]], now: Instant) -> Vec<(String, Vec<Str
     for turn in turns {
         let mut pending = turn.to_vec();
         let mut actions = Vec::new();
-        loop {
-            let fed = s.feed(&pending, now);
-            pending.drain(..fed.consumed);
-            while let Some(e) = s.poll_event() {
-                actions.push(describe_event(&e));
-            }
-            let Some(a) = fed.action else { break };
-            actions.push(describe(&a));
-            match a {
-                Action::StartTls => s.tls_established(now),
-                Action::Close(_) | Action::Idle => break,
-            }
-        }
+        feed_all(s, &mut pending, now, &mut actions);
         let mut out = Vec::new();
         s.poll_output(&mut out);
         steps.push((String::from_utf8_lossy(&out).into_owned(), actions));
