@@ -583,10 +583,11 @@ impl OutConn {
             return;
         }
         self.facts = None;
-        if self.session.probing() && matches!(f, Failure::Connection(_)) {
+        if self.session.died_idle(&f) {
             // The cached connection died while idle (EOF, a reset, 421 to
             // RSET or MAIL: RFC 5321 §3.8, a server may close what it
-            // finds idle): not the host's failure. The batch goes on a
+            // finds idle; no reply to RSET: dropped on the way, by a NAT
+            // or a firewall): not the host's failure. The batch goes on a
             // fresh connection; no attempt is counted, nothing reported.
             tracing::info!(
                 target: "send",

@@ -40,6 +40,10 @@ pub enum TlsMode {
     Off,
 }
 
+/// How long the RSET that begins a batch on a reused connection waits for
+/// its reply (at most: the command timeout, if shorter).
+pub const REUSE_RSET_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// RFC 5321 §4.5.3.2 timeouts; tests shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -250,10 +254,25 @@ pub struct Session {
     done: bool,
     /// Every message done, connection kept ([`Config::keep_open`]).
     idle: bool,
-    /// A batch on a connection that was idle, not yet past its MAIL: a
-    /// failure here means the connection died while idle, not that the
-    /// host refused the messages.
-    probing: bool,
+    /// How far a batch on a connection that was idle has got.
+    probe: Probe,
+}
+
+/// A batch on a reused connection, until the connection shows it lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Probe {
+    /// Not a reused connection, or past its first MAIL.
+    Done,
+    /// RSET sent, not answered: a failure now means the connection died
+    /// while idle (nothing of the messages has been read by the server).
+    Rset,
+    /// RSET answered, MAIL not yet: only a `421` to MAIL says the
+    /// connection was being closed (an EOF now could follow a message the
+    /// server took: not retried, lest it go twice).
+    Mail,
+    /// The server closed the idle connection in its reply (`421`, or a
+    /// refused RSET).
+    Closed,
 }
 
 impl Session {
@@ -275,7 +294,7 @@ impl Session {
             deadline,
             done: false,
             idle: false,
-            probing: false,
+            probe: Probe::Done,
         }
     }
 
@@ -284,13 +303,19 @@ impl Session {
         self.idle && !self.done
     }
 
-    /// Whether the current batch rides a connection that was idle and has
-    /// not yet had its MAIL answered: a failure now (EOF, a reset, 421)
-    /// means the connection died while idle (RFC 5321 §4.5.3.2.7: a server
-    /// may close an idle one), so the messages go on a fresh connection
-    /// and no attempt is counted.
-    pub fn probing(&self) -> bool {
-        self.probing
+    /// Whether `failure`, which ended this batch, means that the reused
+    /// connection had died while idle (RFC 5321 §4.5.3.2.7: a server may
+    /// close an idle one): EOF, a reset or no reply (within
+    /// [`REUSE_RSET_TIMEOUT`]) to the RSET that began the batch, a `421`
+    /// to it or to the MAIL after it. Then the messages go on a fresh
+    /// connection and no attempt is counted; nothing of them had been
+    /// taken by the server.
+    pub fn died_idle(&self, failure: &Failure) -> bool {
+        match self.probe {
+            Probe::Closed => true,
+            Probe::Rset => matches!(failure, Failure::Connection(_) | Failure::Timeout(_)),
+            Probe::Mail | Probe::Done => false,
+        }
     }
 
     /// Whether this idle session can carry a batch: idle, and for
@@ -309,8 +334,12 @@ impl Session {
         self.messages = messages;
         self.current = 0;
         self.idle = false;
-        self.probing = true;
+        self.probe = Probe::Rset;
         self.expect_reply(Expect::Rset, "RSET", now);
+        // A connection dropped while idle without a FIN (a NAT, a
+        // firewall) is found out this soon, not after the command timeout
+        // (Postfix's smtp_rset_timeout is 20 s too).
+        self.deadline = Some(now + self.config.timeouts.command.min(REUSE_RSET_TIMEOUT));
     }
 
     /// Ends an idle session: QUIT, then [`Action::Close`] on its reply.
@@ -471,14 +500,16 @@ impl Session {
                     TlsMode::Opportunistic | TlsMode::Off => self.start_message(now),
                 }
             }
-            Expect::Mail if self.probing && r.code == 421 => self
-                .fail(Failure::Connection(format!(
+            Expect::Mail if self.probe == Probe::Mail && r.code == 421 => {
+                self.probe = Probe::Closed;
+                self.fail(Failure::Connection(format!(
                     "the idle connection was closed: {}",
                     r.one_line()
                 )))
-                .into(),
+                .into()
+            }
             Expect::Mail => {
-                self.probing = false;
+                self.probe = Probe::Done;
                 let o = outcome_of(&r);
                 if o.verdict != Verdict::Delivered {
                     self.mail_outcome = Some(o);
@@ -525,13 +556,20 @@ impl Session {
                 self.finish_message(any.then(|| outcome_of(&r)), now);
                 None
             }
-            Expect::Rset if self.probing && r.code != 250 => self
-                .fail(Failure::Connection(format!(
+            Expect::Rset if self.probe == Probe::Rset && r.code != 250 => {
+                self.probe = Probe::Closed;
+                self.fail(Failure::Connection(format!(
                     "the idle connection was refused RSET: {}",
                     r.one_line()
                 )))
-                .into(),
-            Expect::Rset => self.start_message(now),
+                .into()
+            }
+            Expect::Rset => {
+                if self.probe == Probe::Rset {
+                    self.probe = Probe::Mail;
+                }
+                self.start_message(now)
+            }
             Expect::Quit => {
                 self.done = true;
                 self.deadline = None;

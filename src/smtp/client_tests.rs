@@ -677,7 +677,7 @@ fn idle_session(now: Instant) -> Session {
         ),
         "no QUIT: idle"
     );
-    assert!(s.is_idle() && !s.probing());
+    assert!(s.is_idle());
     assert_eq!(s.poll_timeout(), None, "no deadline while idle");
     s
 }
@@ -695,7 +695,10 @@ fn kept_open_idle_next_batch_begins_with_rset_and_quit_ends_it() {
     let mut out = Vec::new();
     s.poll_output(&mut out);
     assert_eq!(out, b"RSET\r\n");
-    assert!(s.probing());
+    assert!(
+        s.died_idle(&Failure::Connection("EOF".into())),
+        "before RSET's reply"
+    );
     let steps = drive(
         &mut s,
         &[
@@ -706,7 +709,10 @@ fn kept_open_idle_next_batch_begins_with_rset_and_quit_ends_it() {
         now,
     );
     assert_eq!(steps[0].0, "MAIL FROM:<c@x>\r\nRCPT TO:<d@y>\r\nDATA\r\n");
-    assert!(!s.probing(), "past MAIL: the connection lives");
+    assert!(
+        !s.died_idle(&Failure::Connection("EOF".into())),
+        "past MAIL: the connection lives"
+    );
     assert_eq!(
         steps[2].1,
         ["Done#0[Delivered 2.0.0]", "Idle"],
@@ -721,7 +727,7 @@ fn kept_open_idle_next_batch_begins_with_rset_and_quit_ends_it() {
 }
 
 #[test]
-fn an_idle_connection_that_died_fails_while_probing() {
+fn an_idle_connection_that_died_says_so_in_its_reply() {
     let now = Instant::now();
     // RFC 5321 §3.8: a server that closes an idle connection says 421.
     for (turns, want) in [
@@ -746,10 +752,22 @@ fn an_idle_connection_that_died_fails_while_probing() {
             "{last}"
         );
         assert!(
-            s.probing(),
+            s.died_idle(&Failure::Connection(String::new())),
             "the glue sends the batch on a fresh connection"
         );
     }
+}
+
+#[test]
+fn an_eof_after_rset_was_answered_is_an_ordinary_failure() {
+    let now = Instant::now();
+    let mut s = idle_session(now);
+    s.next_batch(vec![msg("c@x", &["d@y"], b"2\r\n")], false, now);
+    // RSET answered: MAIL, RCPT and the message went out pipelined; the
+    // server may have taken it before the connection broke, so the glue
+    // does not send it again at once.
+    drive(&mut s, &[b"250 reset\r\n"], now);
+    assert!(!s.died_idle(&Failure::Connection("closed by the server".into())));
 }
 
 #[test]
@@ -825,4 +843,21 @@ fn state_event_chunking_without_pipelining_waits_and_skips_bdat_without_recipien
     // No recipient: no BDAT; QUIT (the last message).
     assert_eq!(steps[6].sent, "QUIT\r\n");
     assert_eq!(steps[6].actions, vec!["Done#1[Permanent 5.1.1]"]);
+}
+
+#[test]
+fn a_reused_connection_that_never_answers_rset_times_out_soon() {
+    let now = Instant::now();
+    let mut s = idle_session(now);
+    s.next_batch(vec![msg("c@x", &["d@y"], b"2\r\n")], false, now);
+    assert_eq!(s.poll_timeout(), Some(now + REUSE_RSET_TIMEOUT));
+    let action = s.handle_timeout(now + REUSE_RSET_TIMEOUT);
+    let Some(Action::Close(Some(failure))) = action else {
+        panic!("{action:?}")
+    };
+    assert!(matches!(failure, Failure::Timeout(_)), "{failure:?}");
+    assert!(
+        s.died_idle(&failure),
+        "the glue sends the batch on a fresh connection"
+    );
 }
