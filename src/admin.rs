@@ -304,6 +304,17 @@ impl Metrics {
                 Family::Counter(self.per_shard(&|s| vec![(vec![], load(&s.messages))])),
             ),
             (
+                "sealgate_outbound_connections",
+                "Outbound connections: opened, attempts carried by an idle one (reused), idle ones that went away.",
+                Family::Counter(self.per_shard(&|s| {
+                    vec![
+                        (vec![("event", "opened".into())], load(&s.outbound_opened)),
+                        (vec![("event", "reused".into())], load(&s.outbound_reused)),
+                        (vec![("event", "idle_gone".into())], load(&s.outbound_idle_gone)),
+                    ]
+                })),
+            ),
+            (
                 "sealgate_starttls",
                 "Inbound STARTTLS handshakes by result.",
                 Family::Counter(self.per_shard(&|s| {

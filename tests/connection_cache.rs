@@ -98,10 +98,21 @@ fn messages_in_turn_ride_one_connection_to_postfix() {
     let gw_dir = dir.join("gw");
     std::fs::create_dir_all(&gw_dir).unwrap();
     // Idle long enough that the turns below never outwait it.
-    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"30s\"");
+    let (gw, admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"30s\"");
     send_in_turn(&gw, "turn", 6);
     assert_eq!(gw.count("TLS connection established to"), 1, "{}", gw.log());
     assert_eq!(gw.count("reusing the connection"), 5, "{}", gw.log());
+    let metrics = common::scrape(admin);
+    for (event, n) in [("opened", 1), ("reused", 5), ("idle_gone", 0)] {
+        assert_eq!(
+            common::value(
+                &metrics,
+                &format!("sealgate_outbound_connections_total{{shard=\"0\",event=\"{event}\"}}")
+            ),
+            n,
+            "{event}: {metrics}"
+        );
+    }
     // Stopping closes the idle connection with QUIT.
     let log = gw.stop();
     let line = pf.wait_for_line("mail=", LIMIT);
@@ -140,6 +151,14 @@ fn a_receiver_that_drops_idle_connections_loses_nothing() {
     );
     assert_eq!(gw.count("TLS connection established to"), 2, "{log}");
     let metrics = common::scrape(admin);
+    assert_eq!(
+        common::value(
+            &metrics,
+            "sealgate_outbound_connections_total{shard=\"0\",event=\"idle_gone\"}"
+        ),
+        1,
+        "{metrics}"
+    );
     assert_eq!(
         common::value(
             &metrics,

@@ -486,6 +486,7 @@ impl Shard {
                 self.poll.registry(),
                 Token(FIRST_OUTBOUND + idx),
                 !cache.idle.is_zero(),
+                (self.shared.clone(), self.id),
                 now,
             );
             self.outbound[idx] = Some(c);

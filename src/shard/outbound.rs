@@ -5,6 +5,8 @@
 //! connections are.
 
 use std::io::{self, Read, Write};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -51,6 +53,9 @@ pub struct OutConn {
     /// The connection is gone (closed by the server while idle, or a
     /// failure): never reused.
     dead: bool,
+    /// This shard's counters.
+    stats: Arc<super::Shared>,
+    shard: usize,
 }
 
 /// What an idle connection was made for: only an attempt with the same
@@ -81,6 +86,7 @@ impl OutConn {
         registry: &Registry,
         token: Token,
         keep_open: bool,
+        (stats, shard): (Arc<super::Shared>, usize),
         now: Instant,
     ) -> OutConn {
         let n = job.messages.len();
@@ -111,6 +117,8 @@ impl OutConn {
             carried: 0,
             idle_since: None,
             dead: false,
+            stats,
+            shard,
         };
         c.connect(registry, now);
         c
@@ -168,6 +176,7 @@ impl OutConn {
         let require_tls = job.policy.request == TlsRequest::Required;
         self.session
             .next_batch(job.messages.clone(), require_tls, now);
+        self.count(|s| &s.outbound_reused);
         tracing::info!(
             target: "send",
             "delivery via {}: reusing the connection ({} message(s) carried)",
@@ -248,6 +257,13 @@ impl OutConn {
         self.wbuf.clear();
     }
 
+    /// Adds one to a counter of this shard's.
+    fn count(&self, which: impl Fn(&super::stats::ShardStats) -> &std::sync::atomic::AtomicU64) {
+        if let Some(s) = self.stats.stats.get(self.shard) {
+            which(s).fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// The attempt's log lines, as they come.
     fn log(&mut self) {
         while let Some(line) = self.attempt.poll_log() {
@@ -277,6 +293,7 @@ impl OutConn {
                     ) {
                         Ok(()) => {
                             let _ = s.set_nodelay(true);
+                            self.count(|s| &s.outbound_opened);
                             self.addr = Some(addr);
                             self.carried = 0;
                             self.socket = Some(s);
@@ -360,6 +377,7 @@ impl OutConn {
             "delivery via {}: the idle connection was closed by the server",
             self.attempt.relay_name()
         );
+        self.count(|s| &s.outbound_idle_gone);
         self.dead = true;
         self.close(registry);
     }
@@ -584,6 +602,7 @@ impl OutConn {
         }
         self.facts = None;
         if self.session.died_idle(&f) {
+            self.count(|s| &s.outbound_idle_gone);
             // The cached connection died while idle (EOF, a reset, 421 to
             // RSET or MAIL: RFC 5321 §3.8, a server may close what it
             // finds idle; no reply to RSET: dropped on the way, by a NAT

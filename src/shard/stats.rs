@@ -26,6 +26,13 @@ pub struct ShardStats {
     /// What report-only profiles would have refused, by
     /// [`crate::policy::Refusal::index`].
     pub would_refuse: [AtomicU64; crate::policy::Refusal::KINDS],
+    /// Outbound connections opened.
+    pub outbound_opened: AtomicU64,
+    /// Attempts carried by an idle (cached) outbound connection.
+    pub outbound_reused: AtomicU64,
+    /// Idle outbound connections the next hop closed, or that died as they
+    /// were reused.
+    pub outbound_idle_gone: AtomicU64,
 }
 
 /// Why an inbound STARTTLS handshake failed: the `reason` label of
