@@ -296,7 +296,7 @@ fn delivery_sources(cfg: &Config, domain: &str) -> String {
     let via = &route.via;
     if let Some(p) = route.profile.and_then(|i| cfg.profiles.list.get(i)) {
         return format!(
-            "via {via}; profile {:?} decides TLS (DANE and MTA-STS are not consulted)",
+            "via {via}; profile \"{}\" decides TLS (DANE and MTA-STS are not consulted)",
             p.name
         );
     }

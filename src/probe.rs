@@ -53,7 +53,7 @@ pub enum ProbeError {
     /// The configuration's outbound side (CA files, client certificate).
     #[error(transparent)]
     Config(#[from] crate::config::LoadErrors),
-    #[error("no profile named {0:?}")]
+    #[error("no profile named \"{0}\"")]
     NoProfile(String),
     #[error("connect to {addr}: {source}")]
     Connect {
@@ -89,7 +89,7 @@ fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, ProbeError> 
         }
         buf.extend_from_slice(&line);
         if let Some((reply, _)) =
-            reply_parse::parse(&buf).map_err(|e| ProbeError::Reply(format!("{e:?}")))?
+            reply_parse::parse(&buf).map_err(|e| ProbeError::Reply(e.to_string()))?
         {
             return Ok(reply);
         }
@@ -181,7 +181,7 @@ pub fn probe(
     let refused = |f: &Failure| match f {
         Failure::TlsNotOffered => format!("TLS is required, but was not offered by host {host}"),
         Failure::Tls(TlsFailure::Certificate(why)) => {
-            format!("profile {:?} would refuse: {why}", profile.unwrap_or(""))
+            format!("profile \"{}\" would refuse: {why}", profile.unwrap_or(""))
         }
         Failure::Greeting(_)
         | Failure::Hello(_)
@@ -305,7 +305,7 @@ pub fn probe(
     Ok(match verdict {
         Ok(()) => {
             report.reason = match profile {
-                Some(p) => format!("profile {p:?} would accept this server"),
+                Some(p) => format!("profile \"{p}\" would accept this server"),
                 None => "opportunistic delivery would use TLS".into(),
             };
             finish(report, &mut decision, true)
@@ -421,7 +421,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Publis
     let targets = rx
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| bad(format!("{domain}: no answer from DNS")))?
-        .map_err(|e| bad(format!("{domain}: {e:?}")))?;
+        .map_err(|e| bad(format!("{domain}: {e}")))?;
     let found = targets
         .into_iter()
         .next()

@@ -123,7 +123,7 @@ impl Scheduler {
         let mut head = format!("{domain}: route via {}", route.via);
         match &profile {
             Some(name) => head.push_str(&format!(
-                "; profile {name:?} decides TLS (DANE and MTA-STS are not consulted)\n"
+                "; profile \"{name}\" decides TLS (DANE and MTA-STS are not consulted)\n"
             )),
             None => head.push_str("; no profile of its own\n"),
         }
@@ -134,8 +134,9 @@ impl Scheduler {
             enforcement,
         });
         head.push_str(&format!(
-            "modes: [outbound] dane = {:?}, mta_sts = {:?}\n",
-            snapshot.dane, snapshot.mta_sts
+            "modes: [outbound] dane = \"{}\", mta_sts = \"{}\"\n",
+            snapshot.dane.as_str(),
+            snapshot.mta_sts.as_str()
         ));
         let query = match action {
             PolicyAction::Show => crate::dns::PolicyQuery::Show,

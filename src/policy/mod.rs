@@ -21,6 +21,17 @@ pub enum Enforcement {
     Enforce,
 }
 
+impl Enforcement {
+    /// As the configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Enforcement::Off => "off",
+            Enforcement::Report => "report",
+            Enforcement::Enforce => "enforce",
+        }
+    }
+}
+
 pub use limits::Limits;
 pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, ServerRules, TlsState};
 

@@ -401,7 +401,7 @@ impl Session {
                 Err(e) => {
                     return fed(
                         input.len(),
-                        Some(self.fail(Failure::Protocol(format!("malformed reply: {e:?}")))),
+                        Some(self.fail(Failure::Protocol(format!("malformed reply: {e}")))),
                     )
                 }
             };

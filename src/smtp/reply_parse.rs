@@ -31,13 +31,16 @@ impl Parsed {
 }
 
 /// Why the bytes are not a valid reply.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReplyError {
     /// A line that does not start with three digits and ` `/`-`.
+    #[error("not an SMTP reply line: {0}")]
     Malformed(String),
     /// A continuation line with another code than the first line.
+    #[error("a continuation line with another reply code: {0}")]
     MixedCodes(String),
     /// A reply line over [`LINE_CAP`].
+    #[error("a reply line over {LINE_CAP} octets")]
     TooLong,
 }
 
