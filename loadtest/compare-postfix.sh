@@ -82,12 +82,7 @@ sg_port=$(free_port); pf_port=$(free_port); sink_port=$(free_port)
 
 # --- the downstream: Postfix's own smtp-sink, or a STARTTLS sink ------------
 if [ "$next_hop" = tls ]; then
-  mkdir -p "$work/sink"
-  "$gw" cert ca --cn sink.test --days 30 --out-cert "$work/sink/sink.crt" --out-key "$work/sink/sink.key" >/dev/null
-  "$load" sink --listen "127.0.0.1:$sink_port" --tls-cert "$work/sink/sink.crt" \
-    --tls-key "$work/sink/sink.key" 2>"$work/sink/sink.log" &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q "sink ready" "$work/sink/sink.log" && break; sleep 0.1; done
+  load_sink "$sink_port" "$work/sink.log" tls
   pf_smtp_tls="smtp_tls_security_level = encrypt"
   servers="postfix postfix-reuse sealgate"
 else

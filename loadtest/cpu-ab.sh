@@ -40,11 +40,4 @@ for r in $(seq "$rounds"); do
   echo "round $r: old $x, new $y (total user system µs/session)" >&2
   a+=("$x"); b+=("$y")
 done
-python3 - "$rounds" "${a[@]}" "${b[@]}" <<'PY'
-import statistics, sys
-n = int(sys.argv[1]); rows = [tuple(map(float, r.split())) for r in sys.argv[2:]]
-old, new = rows[:n], rows[n:]
-for name, rs in (("old", old), ("new", new)):
-    t = statistics.median(r[0] for r in rs); u = statistics.median(r[1] for r in rs); s = statistics.median(r[2] for r in rs)
-    print(f"{name}: {' '.join(str(int(r[0])) for r in rs)} → median {t:.0f} µs/session (user {u:.0f} + system {s:.0f})")
-PY
+ab_report "$rounds" session "${a[@]}" "${b[@]}"

@@ -67,15 +67,56 @@ PY
 # Call it from the script's top level (it sets the EXIT trap).
 relay_bench() {
   command -v smtp-sink >/dev/null || { echo "smtp-sink (Debian package postfix) is needed" >&2; exit 1; }
-  cargo build --release --workspace -q
+  bench_work "$1"
+  sink_port=$(free_port); sg_port=$(free_port); admin_port=$(free_port)
+  smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
+  pids+=($!)
+}
+
+# bench_work NAME: the release binaries ($gw, $load) and a work directory
+# ($work) removed on exit with every process in $pids (reuse.sh,
+# relay-ab.sh, relay-syscalls.sh, relay_bench). Call it from the script's
+# top level (it sets the EXIT trap).
+bench_work() {
+  cargo build --release --workspace -q --manifest-path "$root/Cargo.toml"
   gw=$root/target/release/sealgate
   load=$root/target/release/sealgate-load
   work=$(mktemp -d "/tmp/sealgate-$1.XXXXXX")
   pids=()
   trap relay_bench_cleanup EXIT
-  sink_port=$(free_port); sg_port=$(free_port); admin_port=$(free_port)
-  smtp-sink -u postfix -c "127.0.0.1:$sink_port" 1000 >/dev/null 2>&1 &
-  pids+=($!)
+}
+
+# load_sink PORT LOG [tls]: sealgate-load's sink on 127.0.0.1:PORT, its
+# messages counted and dropped, with a certificate for STARTTLS when the
+# third argument is "tls" (a fresh one beside LOG); ready on return, its pid
+# in $sink_pid and in $pids. At its stop LOG says "sink received N messages
+# over M connections".
+load_sink() {
+  local port=$1 log=$2 tls=()
+  if [ "${3:-}" = tls ]; then
+    "$gw" cert ca --cn sink.test --days 30 --out-cert "$log.crt" --out-key "$log.key" >/dev/null
+    tls=(--tls-cert "$log.crt" --tls-key "$log.key")
+  fi
+  "$load" sink --listen "127.0.0.1:$port" "${tls[@]}" 2>"$log" &
+  sink_pid=$!
+  pids+=("$sink_pid")
+  for _ in $(seq 100); do grep -q "sink ready" "$log" && return 0; sleep 0.1; done
+  cat "$log" >&2
+  return 1
+}
+
+# ab_report ROUNDS UNIT OLD... NEW...: the medians of two builds' rounds,
+# each round "total user system" (µs per UNIT), as cpu-ab.sh and
+# relay-ab.sh print them.
+ab_report() {
+  python3 - "$@" <<'PY'
+import statistics, sys
+n, unit = int(sys.argv[1]), sys.argv[2]
+rows = [tuple(map(float, r.split())) for r in sys.argv[3:]]
+for name, rs in (("old", rows[:n]), ("new", rows[n:])):
+    t = statistics.median(r[0] for r in rs); u = statistics.median(r[1] for r in rs); s = statistics.median(r[2] for r in rs)
+    print(f"{name}: {' '.join(str(int(r[0])) for r in rs)} → median {t:.0f} µs/{unit} (user {u:.0f} + system {s:.0f})")
+PY
 }
 
 relay_bench_cleanup() {

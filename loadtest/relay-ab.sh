@@ -11,36 +11,21 @@
 set -euo pipefail
 [ $# -ge 2 ] || { echo "usage: $0 OLD NEW [--rounds N] [--sessions N] [--tls-next-hop] [--size N]" >&2; exit 2; }
 old=$1 new=$2; shift 2
-rounds=4 sessions=5000 tls=0 size=2048
+rounds=4 sessions=5000 tls="" size=2048
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) rounds=$2; shift 2 ;;
     --sessions) sessions=$2; shift 2 ;;
-    --tls-next-hop) tls=1; shift ;;
+    --tls-next-hop) tls=tls; shift ;;
     --size) size=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-cargo build --release -p sealgate-load -q
-load=$root/target/release/sealgate-load
 . "$root/loadtest/lib.sh"
-hz=$(getconf CLK_TCK)
-work=$(mktemp -d /tmp/sealgate-relay-ab.XXXXXX)
-pids=()
-cleanup() { set +e; for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
-trap cleanup EXIT
-
+bench_work relay-ab
 sink_port=$(free_port)
-sink_tls=()
-if [ "$tls" = 1 ]; then
-  "$new" cert ca --cn sink.test --days 30 --out-cert "$work/sink.crt" --out-key "$work/sink.key" >/dev/null
-  sink_tls=(--tls-cert "$work/sink.crt" --tls-key "$work/sink.key")
-fi
-"$load" sink --listen "127.0.0.1:$sink_port" "${sink_tls[@]}" 2>"$work/sink.log" &
-pids+=($!)
-for _ in $(seq 100); do grep -q "sink ready" "$work/sink.log" && break; sleep 0.1; done
+load_sink "$sink_port" "$work/sink.log" $tls
 
 one() {
   local bin=$1 dir port admin gw_pid
@@ -60,7 +45,8 @@ one() {
   read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$gw_pid/stat")
   kill "$gw_pid"; wait "$gw_pid" 2>/dev/null || true
   rm -rf "$dir"
-  python3 -c "import sys; u,s,n,hz=map(float,sys.argv[1:]); print(f'{(u+s)*1e6/hz/n:.0f} {u*1e6/hz/n:.0f} {s*1e6/hz/n:.0f}')" $((u1-u0)) $((s1-s0)) "$sessions" "$hz"
+  python3 -c "import sys; u,s,n,hz=map(float,sys.argv[1:]); print(f'{(u+s)*1e6/hz/n:.0f} {u*1e6/hz/n:.0f} {s*1e6/hz/n:.0f}')" \
+    $((u1-u0)) $((s1-s0)) "$sessions" "$(getconf CLK_TCK)"
 }
 declare -a a b
 for r in $(seq "$rounds"); do
@@ -68,11 +54,4 @@ for r in $(seq "$rounds"); do
   echo "round $r: old $x, new $y (total user system µs/message)" >&2
   a+=("$x"); b+=("$y")
 done
-python3 - "$rounds" "${a[@]}" "${b[@]}" <<'PY'
-import statistics, sys
-n = int(sys.argv[1]); rows = [tuple(map(float, r.split())) for r in sys.argv[2:]]
-old, new = rows[:n], rows[n:]
-for name, rs in (("old", old), ("new", new)):
-    t = statistics.median(r[0] for r in rs); u = statistics.median(r[1] for r in rs); s = statistics.median(r[2] for r in rs)
-    print(f"{name}: {' '.join(str(int(r[0])) for r in rs)} → median {t:.0f} µs/message (user {u:.0f} + system {s:.0f})")
-PY
+ab_report "$rounds" message "${a[@]}" "${b[@]}"

@@ -19,15 +19,10 @@ while [ $# -gt 0 ]; do
 done
 root=$(cd "$(dirname "$0")/.." && pwd)
 command -v strace >/dev/null || { echo "strace is needed" >&2; exit 1; }
-cargo build --release --workspace -q --manifest-path "$root/Cargo.toml"
 . "$root/loadtest/lib.sh"
-gw=$root/target/release/sealgate load=$root/target/release/sealgate-load
-work=$(mktemp -d /tmp/sealgate-relay-syscalls.XXXXXX)
-pids=()
-cleanup() { set +e; for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done; rm -rf "$work"; }
-trap cleanup EXIT
+bench_work relay-syscalls
 sink_port=$(free_port) port=$(free_port) admin=$(free_port)
-"$load" sink --listen "127.0.0.1:$sink_port" 2>"$work/sink.log" & pids+=($!)
+load_sink "$sink_port" "$work/sink.log"
 { gateway_config "$port" "example.com" "[127.0.0.1]:$sink_port" 1 | with_admin "$admin"
   printf '[queue]\nconnection_idle = "%s"\n' "$idle"; } > "$work/sealgate.toml"
 "$gw" run -c "$work/sealgate.toml" 2>"$work/gw.log" & g=$!; pids+=($g)

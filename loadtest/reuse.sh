@@ -16,51 +16,31 @@
 set -euo pipefail
 
 idle=2s
-tls=0
+tls=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --idle) idle=$2; shift 2 ;;
-    --tls) tls=1; shift ;;
+    --tls) tls=tls; shift ;;
     *) echo "usage: $0 [--idle 2s] [--tls]" >&2; exit 2 ;;
   esac
 done
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-cd "$root"
-cargo build --release --workspace -q
-gw=$root/target/release/sealgate
-load=$root/target/release/sealgate-load
 . "$root/loadtest/lib.sh"
-
-work=$(mktemp -d /tmp/sealgate-reuse.XXXXXX)
-pids=()
-cleanup() {
-  set +e
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+bench_work reuse
 
 run() {
   local name=$1; shift
   local dir=$work/$name sink_port gw_port admin
   mkdir -p "$dir"
   sink_port=$(free_port); gw_port=$(free_port); admin=$(free_port)
-  local sink_tls=()
-  if [ "$tls" = 1 ]; then
-    "$gw" cert ca --cn sink.test --days 30 --out-cert "$dir/sink.crt" --out-key "$dir/sink.key" >/dev/null
-    sink_tls=(--tls-cert "$dir/sink.crt" --tls-key "$dir/sink.key")
-  fi
-  "$load" sink --listen "127.0.0.1:$sink_port" "${sink_tls[@]}" 2>"$dir/sink.log" &
-  local sink_pid=$!
-  pids+=($sink_pid)
+  load_sink "$sink_port" "$dir/sink.log" $tls
   { gateway_config "$gw_port" "example.com" "[127.0.0.1]:$sink_port" 1 | with_admin "$admin"
     printf '[queue]\nconnection_idle = "%s"\n' "$idle"; } > "$dir/sealgate.toml"
   "$gw" run -c "$dir/sealgate.toml" 2>"$dir/sealgate.log" &
   local gw_pid=$!
   pids+=($gw_pid)
   wait_ready "$dir/sealgate.log"
-  for _ in $(seq 100); do grep -q "sink ready" "$dir/sink.log" && break; sleep 0.1; done
   "$load" --target "127.0.0.1:$gw_port" --mode plain --json "$@" > "$dir/load.json" || { cat "$dir/load.json" >&2; exit 1; }
   local sent
   sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"])' "$dir/load.json")
@@ -75,7 +55,7 @@ run() {
   got=$(grep -o "sink received .*" "$dir/sink.log")
   local lost
   lost=$(grep -c "status=deferred\|status=bounced" "$dir/sealgate.log" || true)
-  echo "$name: $sent messages accepted, $got; deferred or bounced: $lost (connection_idle $idle, next hop $([ "$tls" = 1 ] && echo STARTTLS || echo clear))"
+  echo "$name: $sent messages accepted, $got; deferred or bounced: $lost (connection_idle $idle, next hop $([ -n "$tls" ] && echo STARTTLS || echo clear))"
 }
 
 run spaced --sessions 100 --rate 33 --concurrency 4
