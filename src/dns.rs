@@ -99,6 +99,19 @@ pub struct Found {
     pub sts: Sts,
 }
 
+impl Found {
+    /// An address literal (`[192.0.2.1]`): no lookup, so nothing from the
+    /// recipient's DNS (RFC 5321 §4.1.3).
+    pub fn literal(host: String, ip: IpAddr) -> Found {
+        Found {
+            host,
+            ip,
+            dane: Dane::None,
+            sts: Sts::None,
+        }
+    }
+}
+
 /// What `sealgate policy` asks of the resolver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PolicyQuery {

@@ -353,18 +353,12 @@ pub fn add_live_verdicts(e: &mut Explanation, cfg: &Config, resolver: &crate::dn
             text.push_str(&format!("; now: {}", live.join("; ")));
         }
         // What delivery would ask of each host now: its own decision.
-        let policy = crate::delivery::attempt::Policy {
-            rules: route
-                .profile
-                .and_then(|i| cfg.profiles.list.get(i))
-                .map(|p| p.client.clone()),
-            profile: route
-                .profile
-                .and_then(|i| cfg.profiles.list.get(i))
-                .map(|p| p.name.clone()),
-            dane: cfg.dane(),
-            request: crate::model::TlsRequest::Default,
-        };
+        let policy = crate::delivery::attempt::Policy::for_route(
+            &cfg.profiles,
+            route.profile,
+            cfg.dane(),
+            crate::model::TlsRequest::Default,
+        );
         crate::delivery::attempt::live_demands(
             resolver,
             &route.via,

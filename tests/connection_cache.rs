@@ -39,8 +39,11 @@ fn postfix(dir: &Path, ca: &Ca, sink_port: u16, extra: &str) -> Postfix {
     )
 }
 
-/// A gateway routing cache.test to Postfix; `queue` goes into `[queue]`.
+/// A gateway in `dir`/gw routing cache.test to `pf_port`; `queue` goes
+/// into `[queue]`. With its metrics port.
 fn gateway(dir: &Path, ca: &Ca, pf_port: u16, queue: &str) -> (Gateway, u16) {
+    let dir = dir.join("gw");
+    std::fs::create_dir_all(&dir).unwrap();
     let port = common::free_port();
     let admin = common::free_port();
     let config = common::config(port, 1, "")
@@ -65,7 +68,33 @@ fn gateway(dir: &Path, ca: &Ca, pf_port: u16, queue: &str) -> (Gateway, u16) {
         )
         + &format!("\n[queue]\nretry = [\"1h\"]\n{queue}\n");
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
-    (Gateway::start_in(dir.to_path_buf(), port), admin)
+    (Gateway::start_in(dir, port), admin)
+}
+
+/// A test's peers: the gateway (metrics on `admin`), Postfix (`pf_extra`
+/// in its main.cf) relaying to a final sink; dropped in that order. A test
+/// binds every field (`_sink` and the like keep a peer to the end).
+struct Bed {
+    gw: Gateway,
+    admin: u16,
+    pf: Postfix,
+    sink: common::receiver::Receiver,
+    dir: std::path::PathBuf,
+}
+
+fn bed(name: &str, pf_extra: &str, queue: &str) -> Bed {
+    let dir = common::temp_dir(name);
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let pf = postfix(&dir, &ca, sink.port, pf_extra);
+    let (gw, admin) = gateway(&dir, &ca, pf.port, queue);
+    Bed {
+        gw,
+        admin,
+        pf,
+        sink,
+        dir,
+    }
 }
 
 /// Sends `n` messages one at a time, each once the last was delivered.
@@ -91,14 +120,14 @@ fn disconnects(pf: &Postfix) -> Vec<String> {
 
 #[test]
 fn messages_in_turn_ride_one_connection_to_postfix() {
-    let dir = common::temp_dir("cache-pf");
-    let ca = Ca::new(&dir.join("pki"), "ca");
-    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
-    let pf = postfix(&dir, &ca, sink.port, "");
-    let gw_dir = dir.join("gw");
-    std::fs::create_dir_all(&gw_dir).unwrap();
     // Idle long enough that the turns below never outwait it.
-    let (gw, admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"30s\"");
+    let Bed {
+        gw,
+        admin,
+        pf,
+        sink: _sink,
+        dir: _dir,
+    } = bed("cache-pf", "", "connection_idle = \"30s\"");
     send_in_turn(&gw, "turn", 6);
     assert_eq!(gw.count("TLS connection established to"), 1, "{}", gw.log());
     assert_eq!(gw.count("reusing the connection"), 5, "{}", gw.log());
@@ -130,14 +159,18 @@ fn messages_in_turn_ride_one_connection_to_postfix() {
 
 #[test]
 fn a_receiver_that_drops_idle_connections_loses_nothing() {
-    let dir = common::temp_dir("cache-drop");
-    let ca = Ca::new(&dir.join("pki"), "ca");
-    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let Bed {
+        gw,
+        admin,
+        pf,
+        sink,
+        dir: _dir,
+    } = bed(
+        "cache-drop",
+        "smtpd_timeout = 1s\n",
+        "connection_idle = \"60s\"",
+    );
     // smtpd drops a client idle for a second, with "421 … timeout".
-    let pf = postfix(&dir, &ca, sink.port, "smtpd_timeout = 1s\n");
-    let gw_dir = dir.join("gw");
-    std::fs::create_dir_all(&gw_dir).unwrap();
-    let (gw, admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"60s\"");
     send_in_turn(&gw, "first", 1);
     // Postfix gave up on the idle connection.
     pf.wait_for_line("timeout after", LIMIT);
@@ -186,13 +219,13 @@ fn a_receiver_that_drops_idle_connections_loses_nothing() {
 
 #[test]
 fn no_cache_means_a_connection_per_message() {
-    let dir = common::temp_dir("cache-off");
-    let ca = Ca::new(&dir.join("pki"), "ca");
-    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
-    let pf = postfix(&dir, &ca, sink.port, "");
-    let gw_dir = dir.join("gw");
-    std::fs::create_dir_all(&gw_dir).unwrap();
-    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"0s\"");
+    let Bed {
+        gw,
+        pf,
+        admin: _admin,
+        sink: _sink,
+        dir: _dir,
+    } = bed("cache-off", "", "connection_idle = \"0s\"");
     send_in_turn(&gw, "each", 3);
     assert_eq!(gw.count("TLS connection established to"), 3);
     assert_eq!(gw.count("reusing the connection"), 0);
@@ -218,9 +251,7 @@ fn garbage_on_a_reused_connection_fails_the_attempt_and_drops_it() {
     let dir = common::temp_dir("cache-garbage");
     let ca = Ca::new(&dir.join("pki"), "ca");
     let receiver = common::receiver::start("127.0.0.1", &dir.join("final"), &["--garbage-on-rset"]);
-    let gw_dir = dir.join("gw");
-    std::fs::create_dir_all(&gw_dir).unwrap();
-    let (gw, _admin) = gateway(&gw_dir, &ca, receiver.port, "connection_idle = \"60s\"");
+    let (gw, _admin) = gateway(&dir, &ca, receiver.port, "connection_idle = \"60s\"");
     send_in_turn(&gw, "first", 1);
     common::send_mail(&gw, "sender@client.test", &["second@cache.test"], "second");
     let line = gw.wait_for_line("to=<second@cache.test>", LIMIT);
@@ -235,7 +266,7 @@ fn garbage_on_a_reused_connection_fails_the_attempt_and_drops_it() {
     let (status, out, err) = common::run_tool(
         std::process::Command::new(common::BIN)
             .args(["queue", "flush", "-c"])
-            .arg(gw_dir.join("sealgate.toml")),
+            .arg(dir.join("gw/sealgate.toml")),
         None,
         LIMIT,
     );
@@ -253,18 +284,18 @@ fn garbage_on_a_reused_connection_fails_the_attempt_and_drops_it() {
 
 #[test]
 fn a_reload_closes_idle_connections_with_quit() {
-    let dir = common::temp_dir("cache-reload");
-    let ca = Ca::new(&dir.join("pki"), "ca");
-    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
-    let pf = postfix(&dir, &ca, sink.port, "");
-    let gw_dir = dir.join("gw");
-    std::fs::create_dir_all(&gw_dir).unwrap();
-    let (gw, _admin) = gateway(&gw_dir, &ca, pf.port, "connection_idle = \"60s\"");
+    let Bed {
+        gw,
+        pf,
+        dir,
+        admin: _admin,
+        sink: _sink,
+    } = bed("cache-reload", "", "connection_idle = \"60s\"");
     send_in_turn(&gw, "before", 1);
     let (status, out, err) = common::run_tool(
         std::process::Command::new(common::BIN)
             .args(["reload", "-c"])
-            .arg(gw_dir.join("sealgate.toml")),
+            .arg(dir.join("gw/sealgate.toml")),
         None,
         LIMIT,
     );

@@ -145,15 +145,12 @@ impl Scheduler {
         };
         // What the attempt would ask of each host now: the same decision
         // delivery makes (a route profile, DANE, MTA-STS).
-        let policy = super::attempt::Policy {
-            rules: route
-                .profile
-                .and_then(|i| snapshot.profiles.list.get(i))
-                .map(|p| p.client.clone()),
-            profile,
-            dane: snapshot.dane,
-            request: crate::model::TlsRequest::Default,
-        };
+        let policy = super::attempt::Policy::for_route(
+            &snapshot.profiles,
+            route.profile,
+            snapshot.dane,
+            crate::model::TlsRequest::Default,
+        );
         match &self.resolver {
             Some(resolver) => {
                 let live = resolver.clone();

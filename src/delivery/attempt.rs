@@ -50,6 +50,24 @@ pub struct Policy {
 }
 
 impl Policy {
+    /// The policy of a route whose profile is `profile` (an index into
+    /// `profiles`), DANE applied as `dane`, for messages that asked
+    /// `request` of TLS.
+    pub fn for_route(
+        profiles: &crate::policy::Profiles,
+        profile: Option<usize>,
+        dane: Enforcement,
+        request: TlsRequest,
+    ) -> Policy {
+        let profile = profile.and_then(|i| profiles.list.get(i));
+        Policy {
+            rules: profile.map(|p| p.client.clone()),
+            profile: profile.map(|p| p.name.clone()),
+            dane,
+            request,
+        }
+    }
+
     /// The TLS the attempt starts with, before any host's own policy: a
     /// report-only profile never makes TLS mandatory (it reports);
     /// REQUIRETLS does (RFC 8689 §4.2.1).
@@ -308,10 +326,6 @@ impl Attempt {
             noted: None,
             log: VecDeque::new(),
         }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
     }
 
     /// The TLS mode of the current session.
@@ -926,15 +940,7 @@ pub fn live_demands(
     };
     let text = move |found: Result<Vec<crate::dns::Found>, crate::dns::LookupError>| {
         let targets: Vec<Target> = match found {
-            Ok(found) => found
-                .into_iter()
-                .map(|f| Target {
-                    host: f.host,
-                    addr: SocketAddr::new(f.ip, port),
-                    dane: f.dane,
-                    sts: f.sts,
-                })
-                .collect(),
+            Ok(found) => found.into_iter().map(|f| Target::new(f, port)).collect(),
             Err(e) => return format!("delivery: no host: {e}\n"),
         };
         demands(&policy, &targets)
@@ -944,12 +950,7 @@ pub fn live_demands(
     };
     // An address literal needs no lookup (RFC 5321 §4.1.3).
     match literal_ip(&name) {
-        Some(ip) => reply(text(Ok(vec![crate::dns::Found {
-            host: name,
-            ip,
-            dane: Dane::None,
-            sts: Sts::None,
-        }]))),
+        Some(ip) => reply(text(Ok(vec![crate::dns::Found::literal(name, ip)]))),
         None => resolver.targets(&name, mx, dane, sts, move |found| reply(text(found))),
     }
 }

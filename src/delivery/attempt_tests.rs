@@ -161,7 +161,7 @@ fn run(case: Case, cert: &CertificateDer<'static>) -> Run {
             failure = Some(f);
         }
         Next::Connect { tls, fresh, .. } => {
-            assert_eq!(fresh, tls != a.policy().base_tls(), "{tls:?}");
+            assert_eq!(fresh, tls != a.policy.base_tls(), "{tls:?}");
             a.connected();
             let result = match (peer, tls) {
                 (_, TlsMode::Off) => Ok(()),

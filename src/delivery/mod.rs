@@ -30,7 +30,6 @@ use crossbeam_channel::{Receiver, Sender};
 use crate::model::unix_now;
 
 use crate::dns::{LookupError, Resolver};
-use crate::policy::ClientRules;
 use crate::smtp::client::{Outcome, Outgoing, Timeouts};
 use crate::snapshot::Snapshot;
 use crate::spool::{self, Change, Entry, Work};
@@ -70,6 +69,18 @@ pub struct Target {
     pub dane: crate::model::Dane,
     /// What the recipient domain's MTA-STS policy says of it.
     pub sts: crate::model::Sts,
+}
+
+impl Target {
+    /// A host the lookup found, at the delivery `port`.
+    pub fn new(f: crate::dns::Found, port: u16) -> Target {
+        Target {
+            host: f.host,
+            addr: SocketAddr::new(f.ip, port),
+            dane: f.dane,
+            sts: f.sts,
+        }
+    }
 }
 
 /// A delivery attempt for a shard: connect to the targets in order and
@@ -720,10 +731,6 @@ impl Scheduler {
     /// Reads the messages and hands the attempt to a shard.
     fn dispatch(&mut self, d: queue::Dispatch) {
         let snapshot = d.snapshot;
-        let rules: Option<ClientRules> = d
-            .profile
-            .and_then(|i| snapshot.profiles.list.get(i))
-            .map(|p| p.client.clone());
         let request = match d.request {
             crate::model::TlsRequest::NotRequired if !snapshot.honour_tls_required_no => {
                 crate::model::TlsRequest::Default
@@ -773,22 +780,14 @@ impl Scheduler {
             targets: d
                 .targets
                 .into_iter()
-                .map(|f| Target {
-                    host: f.host,
-                    addr: SocketAddr::new(f.ip, d.port),
-                    dane: f.dane,
-                    sts: f.sts,
-                })
+                .map(|f| Target::new(f, d.port))
                 .collect(),
-            policy: attempt::Policy {
-                rules,
-                profile: d
-                    .profile
-                    .and_then(|i| snapshot.profiles.list.get(i))
-                    .map(|p| p.name.clone()),
-                dane: snapshot.dane,
+            policy: attempt::Policy::for_route(
+                &snapshot.profiles,
+                d.profile,
+                snapshot.dane,
                 request,
-            },
+            ),
             config: snapshot.outbound.config(d.profile),
             roots: snapshot.outbound.roots.clone(),
             helo: snapshot.hostname.clone(),

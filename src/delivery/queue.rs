@@ -435,12 +435,7 @@ impl Queue {
         {
             self.resolved(
                 attempt,
-                Ok(vec![Found {
-                    host: host_literal.unwrap_or_default(),
-                    ip,
-                    dane: crate::model::Dane::None,
-                    sts: crate::model::Sts::None,
-                }]),
+                Ok(vec![Found::literal(host_literal.unwrap_or_default(), ip)]),
                 now,
             );
             return;

@@ -461,9 +461,8 @@ impl Shard {
         while let Ok(job) = self.deliveries.try_recv() {
             // An idle connection to the attempt's first host, if the
             // attempt's own decision accepts it.
-            let key = outbound::CacheKey::of(&job);
             let idle = self.outbound.iter_mut().flatten().find_map(|c| {
-                if key.is_none() || c.cache_key() != key {
+                if !c.idle_for(&job) {
                     return None;
                 }
                 let decision = c.accepts(&job)?;

@@ -53,31 +53,9 @@ pub struct OutConn {
     /// The connection is gone (closed by the server while idle, or a
     /// failure): never reused.
     dead: bool,
-    /// This shard's counters.
-    stats: Arc<super::Shared>,
+    /// Where this shard's counters are.
+    shared: Arc<super::Shared>,
     shard: usize,
-}
-
-/// What an idle connection was made for: only an attempt with the same
-/// first host, host name and TLS configuration (the route's profile, the
-/// snapshot) may ask to reuse it; the attempt then judges it again.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CacheKey {
-    addr: std::net::SocketAddr,
-    host: String,
-    config: usize,
-}
-
-impl CacheKey {
-    /// The key an attempt for `job` would look up: its first host.
-    pub fn of(job: &Job) -> Option<CacheKey> {
-        let t = job.targets.first()?;
-        Some(CacheKey {
-            addr: t.addr,
-            host: t.host.clone(),
-            config: std::sync::Arc::as_ptr(&job.config) as *const () as usize,
-        })
-    }
 }
 
 impl OutConn {
@@ -86,7 +64,7 @@ impl OutConn {
         registry: &Registry,
         token: Token,
         keep_open: bool,
-        (stats, shard): (Arc<super::Shared>, usize),
+        (shared, shard): (Arc<super::Shared>, usize),
         now: Instant,
     ) -> OutConn {
         let n = job.messages.len();
@@ -117,7 +95,7 @@ impl OutConn {
             carried: 0,
             idle_since: None,
             dead: false,
-            stats,
+            shared,
             shard,
         };
         c.connect(registry, now);
@@ -134,14 +112,18 @@ impl OutConn {
         self.carried
     }
 
-    /// The key of this idle connection.
-    pub fn cache_key(&self) -> Option<CacheKey> {
-        self.idle_since()?;
-        Some(CacheKey {
-            addr: self.addr?,
-            host: self.attempt.host().to_string(),
-            config: std::sync::Arc::as_ptr(&self.job.config) as *const () as usize,
-        })
+    /// Whether this is an idle connection made for what `job` would try
+    /// first: the same address and host name, under the same TLS
+    /// configuration (the route's profile in the same snapshot). Only
+    /// then may the job's own decision ([`OutConn::accepts`]) be asked.
+    pub fn idle_for(&self, job: &Job) -> bool {
+        let Some(first) = job.targets.first() else {
+            return false;
+        };
+        self.idle_since().is_some()
+            && self.addr == Some(first.addr)
+            && self.attempt.host() == first.host
+            && Arc::ptr_eq(&self.job.config, &job.config)
     }
 
     /// Whether this idle connection may carry `job`, by the attempt's own
@@ -259,7 +241,7 @@ impl OutConn {
 
     /// Adds one to a counter of this shard's.
     fn count(&self, which: impl Fn(&super::stats::ShardStats) -> &std::sync::atomic::AtomicU64) {
-        if let Some(s) = self.stats.stats.get(self.shard) {
+        if let Some(s) = self.shared.stats.get(self.shard) {
             which(s).fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -119,15 +119,20 @@ fn run_all_splits(cfg: Config, messages: Vec<Outgoing>, turns: &[&[u8]]) -> Vec<
 
 const EHLO_PIPE: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 8BITMIME\r\n";
 
+/// One message to two recipients with a line that starts with a dot.
+fn dot_message() -> Vec<Outgoing> {
+    vec![msg(
+        "a@gw.test",
+        &["x@r.test", "y@r.test"],
+        b"Subject: s\r\n\r\n.dot\r\nend\r\n",
+    )]
+}
+
 #[test]
 fn state_event_pipelined_delivery_to_two_recipients() {
     let steps = run_all_splits(
         config(TlsMode::Opportunistic),
-        vec![msg(
-            "a@gw.test",
-            &["x@r.test", "y@r.test"],
-            b"Subject: s\r\n\r\n.dot\r\nend\r\n",
-        )],
+        dot_message(),
         &[
             b"220 mx.test ESMTP\r\n",
             EHLO_PIPE,
@@ -780,6 +785,7 @@ fn garbage_on_a_reused_connection_is_a_protocol_failure_not_a_dead_connection() 
     // A protocol failure, not a connection's: the glue fails the attempt
     // on it and drops the connection (no fresh retry).
     assert!(last.starts_with("Close(Some(Protocol("), "{last}");
+    assert!(!s.died_idle(&Failure::Protocol("malformed reply".into())));
 }
 
 const EHLO_CHUNKING: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250 CHUNKING\r\n";
@@ -788,11 +794,7 @@ const EHLO_CHUNKING: &[u8] = b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\
 fn state_event_chunking_sends_the_message_in_one_bdat_without_dot_stuffing() {
     let steps = run_all_splits(
         config(TlsMode::Opportunistic),
-        vec![msg(
-            "a@gw.test",
-            &["x@r.test", "y@r.test"],
-            b"Subject: s\r\n\r\n.dot\r\nend\r\n",
-        )],
+        dot_message(),
         &[
             b"220 mx.test ESMTP\r\n",
             EHLO_CHUNKING,
