@@ -21,6 +21,7 @@ pub mod dns;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod handoff;
 pub mod logbuf;
 pub mod model;
 pub mod policy;

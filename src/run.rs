@@ -232,7 +232,7 @@ pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 
 fn start_control(
     path: &Path,
-    delivery: crossbeam_channel::Sender<crate::delivery::Event>,
+    delivery: crate::handoff::Sender<crate::delivery::Event>,
     shared: Arc<Shared>,
     certificates: Vec<std::path::PathBuf>,
     reloader: Arc<Reloader>,
@@ -732,7 +732,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     let mut stores: Vec<crate::shard::writers::WriterStore> =
         Vec::with_capacity(opened.stores.len());
     for s in opened.stores.drain(..) {
-        let (tx, rx) = crossbeam_channel::unbounded();
+        let (tx, rx) = crate::handoff::channel(vec![crate::handoff::Bell::new()]);
         work.push(tx);
         stores.push((Box::new(s), Some(rx)));
     }
@@ -751,7 +751,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         let _ = shared.dane.set(r.dane_stats.clone());
         let _ = shared.sts.set(r.sts.clone());
     }
-    let (delivery_tx, delivery_rx) = crossbeam_channel::unbounded();
+    let (delivery_tx, delivery_rx) = crate::handoff::channel(vec![crate::handoff::Bell::new()]);
     let shards = Shards::start(
         &listen,
         cfg.file.server.steer_by_cpu,

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crate::handoff;
 
 use crate::model::unix_now;
 
@@ -51,7 +51,7 @@ pub enum Event {
     /// The gateway is stopping.
     Stop,
     /// A queue administration command (OPS-5) and where to answer.
-    Admin(Admin, Sender<Result<String, AdminError>>),
+    Admin(Admin, crossbeam_channel::Sender<Result<String, AdminError>>),
     /// A policy domain's `_smtp._tls` record, for its report of `day`.
     ReportRua {
         day: String,
@@ -98,7 +98,7 @@ pub struct Job {
     pub messages: Vec<Outgoing>,
     /// Queue ids, for log lines.
     pub ids: Vec<String>,
-    pub reply: Sender<Event>,
+    pub reply: handoff::Sender<Event>,
 }
 
 /// What an attempt achieved: per message, per recipient.
@@ -272,14 +272,14 @@ pub struct Settings {
 pub struct SpoolAccess {
     reader: spool::Reader,
     /// Per journal, its writer's channel.
-    work: Vec<Sender<Work>>,
+    work: Vec<handoff::Sender<Work>>,
     /// Per journal, what this turn has for its writer.
     pending: Vec<Vec<Work>>,
 }
 
 impl SpoolAccess {
     /// `work[n]` is journal `n`'s writer.
-    pub fn new(reader: spool::Reader, work: Vec<Sender<Work>>) -> SpoolAccess {
+    pub fn new(reader: spool::Reader, work: Vec<handoff::Sender<Work>>) -> SpoolAccess {
         SpoolAccess {
             reader,
             pending: work.iter().map(|_| Vec::new()).collect(),
@@ -387,13 +387,16 @@ pub struct Gauges {
 }
 
 /// The current configuration snapshot (swapped on reload).
+/// Most events handled before the queue's effects are performed.
+const MAX_EVENTS_PER_TURN: usize = 256;
+
 pub type SnapshotSource = Box<dyn Fn() -> Arc<Snapshot> + Send>;
 
 /// The thread around the [`Queue`]: feeds it events with the time and
 /// performs what it asks.
 pub struct Scheduler {
-    rx: Receiver<Event>,
-    tx: Sender<Event>,
+    rx: handoff::Receiver<Event>,
+    tx: handoff::Sender<Event>,
     snapshot: SnapshotSource,
     gauges: Arc<Gauges>,
     shards: Vec<ShardDoor>,
@@ -408,8 +411,8 @@ pub struct Scheduler {
 impl Scheduler {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        rx: Receiver<Event>,
-        tx: Sender<Event>,
+        rx: handoff::Receiver<Event>,
+        tx: handoff::Sender<Event>,
         snapshot: SnapshotSource,
         gauges: Arc<Gauges>,
         shards: Vec<ShardDoor>,
@@ -456,6 +459,7 @@ impl Scheduler {
 
     /// Runs until every sender of events is gone.
     pub fn run(mut self) {
+        let bell = self.rx.bell().unwrap_or_default();
         loop {
             let snapshot = (self.snapshot)();
             self.queue.run_due(unix_now(), &snapshot);
@@ -470,14 +474,26 @@ impl Scheduler {
                 .map(|t| Duration::from_secs(t.saturating_sub(unix_now())))
                 .unwrap_or(Duration::from_secs(1))
                 .clamp(Duration::from_millis(50), Duration::from_secs(1));
-            match self.rx.recv_timeout(wait) {
-                Ok(Event::Stop) => {
-                    self.reports.flush(unix_now());
-                    return;
+            // Every event that waited is handled before the queue's
+            // effects are performed (one hand-off to each shard and writer
+            // per turn); the thread sleeps only when none waits.
+            let mut handled = 0;
+            while handled < MAX_EVENTS_PER_TURN {
+                match self.rx.try_recv() {
+                    Ok(Event::Stop) => {
+                        self.reports.flush(unix_now());
+                        return;
+                    }
+                    Ok(ev) => {
+                        self.handle(ev);
+                        handled += 1;
+                    }
+                    Err(handoff::TryRecvError::Empty) => break,
+                    Err(handoff::TryRecvError::Disconnected) => return,
                 }
-                Ok(ev) => self.handle(ev),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            }
+            if handled == 0 {
+                bell.sleep(wait, || self.rx.has_news());
             }
             self.perform();
         }

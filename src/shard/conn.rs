@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Sender;
+use crate::handoff::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 

@@ -89,7 +89,7 @@ pub(crate) struct ShardIo<'a> {
     namer: Namer<'a>,
     registry: &'a mio::Registry,
     scratch: &'a mut [u8],
-    writers: &'a Sender<Job>,
+    writers: &'a crate::handoff::Sender<Job>,
     /// Per-address counting for a client known only after PROXY.
     admission: &'a limits::Admission,
 }
@@ -161,7 +161,7 @@ impl Shards {
         steer_by_cpu: bool,
         stores: Vec<writers::WriterStore>,
         resolver: Option<crate::dns::Resolver>,
-        stored: Option<Sender<crate::delivery::Event>>,
+        stored: Option<crate::handoff::Sender<crate::delivery::Event>>,
         shared: Arc<Shared>,
     ) -> io::Result<Shards> {
         let count = shared.stats.len();
@@ -336,7 +336,7 @@ struct Shard {
     conns: Slab,
     timers: Timers,
     /// To the spool writers, and back.
-    jobs: Sender<Job>,
+    jobs: crate::handoff::Sender<Job>,
     done: Receiver<Completion>,
     /// To ask for client names: the resolver, and where answers go.
     resolver: Option<crate::dns::Resolver>,
@@ -364,7 +364,7 @@ impl Shard {
         id: usize,
         poll: Poll,
         listeners: Vec<TcpListener>,
-        jobs: Sender<Job>,
+        jobs: crate::handoff::Sender<Job>,
         (named, done): (Sender<Completion>, Receiver<Completion>),
         resolver: Option<crate::dns::Resolver>,
         waker: Arc<Waker>,

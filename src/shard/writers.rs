@@ -8,17 +8,22 @@
 //!
 //! Delivery-state changes arrive on the writer's own channel; they are
 //! written and synced with the next batch, or after [`CHANGE_LINGER`] when
-//! no message comes; the log lines about them wait until then.
+//! no message comes; the log lines about them wait until then. While
+//! changes wait, more changes do not wake the writer (they ride the same
+//! sync). A writer with nothing to do sleeps on its bell
+//! ([`crate::handoff`]): no spinning, and a hand-off to a writer that is
+//! awake costs no system call.
 
 use std::io;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::Sender;
 use mio::Waker;
 
 use super::Completion;
+use crate::handoff::{self, Bell, Receiver, TryRecvError};
 use crate::model::ClientText;
 use crate::smtp::server::{Message, StoreFailure};
 use crate::spool::{Incoming, Spill, Store, Work};
@@ -49,7 +54,7 @@ pub(crate) struct Reply {
 }
 
 pub struct Writers {
-    jobs: Option<Sender<Job>>,
+    jobs: Option<handoff::Sender<Job>>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -62,12 +67,18 @@ impl Writers {
     pub(crate) fn start(
         stores: Vec<WriterStore>,
         replies: Vec<Reply>,
-        stored: Option<Sender<crate::delivery::Event>>,
+        stored: Option<handoff::Sender<crate::delivery::Event>>,
     ) -> io::Result<Writers> {
-        let (tx, rx) = crossbeam_channel::unbounded::<Job>();
+        // A writer's own channel of work rings its bell; a message from a
+        // shard rings the first writer asleep.
+        let bells: Vec<Arc<Bell>> = stores
+            .iter()
+            .map(|(_, work)| work.as_ref().and_then(Receiver::bell).unwrap_or_default())
+            .collect();
+        let (tx, rx) = handoff::channel::<Job>(bells.clone());
         let replies = Arc::new(replies);
         let mut handles = Vec::with_capacity(stores.len());
-        for (i, (store, work)) in stores.into_iter().enumerate() {
+        for (i, ((store, work), bell)) in stores.into_iter().zip(bells).enumerate() {
             let (rx, replies, stored) = (rx.clone(), replies.clone(), stored.clone());
             handles.push(
                 std::thread::Builder::new()
@@ -79,7 +90,7 @@ impl Writers {
                             replies: &replies,
                             stored: stored.as_ref(),
                         }
-                        .run(rx, work)
+                        .run(rx, work, &bell)
                     })?,
             );
         }
@@ -89,7 +100,7 @@ impl Writers {
         })
     }
 
-    pub fn sender(&self) -> Sender<Job> {
+    pub fn sender(&self) -> handoff::Sender<Job> {
         self.jobs.clone().expect("writers are running until stop")
     }
 
@@ -122,70 +133,66 @@ struct Writer<'a> {
     /// Log lines waiting for the changes before them to be durable.
     say: Vec<String>,
     replies: &'a [Reply],
-    stored: Option<&'a Sender<crate::delivery::Event>>,
+    stored: Option<&'a handoff::Sender<crate::delivery::Event>>,
 }
 
 impl Writer<'_> {
-    fn run(mut self, jobs: Receiver<Job>, work: Option<Receiver<Work>>) {
+    fn run(mut self, jobs: Receiver<Job>, work: Option<Receiver<Work>>, bell: &Bell) {
         let mut work = work;
         let mut flush_at: Option<Instant> = None;
+        let mut jobs_closed = false;
         loop {
-            let never = crossbeam_channel::never();
-            let work_rx = work.as_ref().unwrap_or(&never);
-            let wait = flush_at.map_or(Duration::from_secs(1), |t| {
-                t.saturating_duration_since(Instant::now())
-            });
             let mut batch: Batch = Vec::new();
-            let mut jobs_closed = false;
-            crossbeam_channel::select! {
-                recv(jobs) -> j => match j {
-                    Ok(j) => batch.push(Self::job(j)),
-                    Err(_) => jobs_closed = true,
-                },
-                recv(work_rx) -> w => match w {
-                    Ok(w) => self.take(w, &mut batch),
-                    Err(_) => work = None,
-                },
-                default(wait) => {}
-            }
-            // Everything that waited meanwhile joins this batch.
+            // Everything that waited joins this batch.
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
                     Ok(j) => batch.push(Self::job(j)),
-                    Err(crossbeam_channel::TryRecvError::Empty) => break,
-                    Err(crossbeam_channel::TryRecvError::Disconnected) => {
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => {
                         jobs_closed = true;
                         break;
                     }
                 }
             }
             if let Some(rx) = &work {
-                while let Ok(w) = rx.try_recv() {
-                    self.take(w, &mut batch);
+                loop {
+                    match rx.try_recv() {
+                        Ok(w) => self.take(w, &mut batch),
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Disconnected) => {
+                            work = None;
+                            break;
+                        }
+                    }
                 }
             }
             if !batch.is_empty() {
                 self.store_batch(batch);
                 flush_at = None;
-            } else if self.store.pending() || !self.say.is_empty() {
-                match flush_at {
-                    Some(t) if Instant::now() >= t => {
-                        self.flush();
-                        flush_at = None;
-                    }
-                    Some(_) => {}
-                    None => flush_at = Some(Instant::now() + CHANGE_LINGER),
-                }
             }
-            if jobs_closed && work.is_none() {
-                self.flush();
-                return;
+            if self.store.pending() || !self.say.is_empty() {
+                let now = Instant::now();
+                let at = *flush_at.get_or_insert(now + CHANGE_LINGER);
+                if now >= at {
+                    self.flush();
+                    flush_at = None;
+                    continue;
+                }
+                // Changes that come meanwhile ride this sync.
+                if let Some(rx) = &work {
+                    rx.quiet();
+                }
+            } else if let Some(rx) = work.as_ref().filter(|rx| rx.is_quiet()) {
+                // Synced: the next change rings again; one more look for
+                // any that came while quiet.
+                rx.listen();
+                continue;
             }
             if jobs_closed {
                 // The shards are gone; delivery may still record changes
                 // until it stops (it drops its senders then).
                 if let Some(rx) = work.take() {
-                    for w in rx.iter() {
+                    while let Some(w) = rx.recv_blocking() {
                         let mut batch = Vec::new();
                         self.take(w, &mut batch);
                         if !batch.is_empty() {
@@ -196,6 +203,15 @@ impl Writer<'_> {
                 self.flush();
                 return;
             }
+            let timeout = flush_at.map_or(Duration::from_secs(1), |t| {
+                t.saturating_duration_since(Instant::now())
+            });
+            bell.sleep(timeout, || {
+                jobs.has_news()
+                    || work
+                        .as_ref()
+                        .is_some_and(|rx| !rx.is_quiet() && rx.has_news())
+            });
         }
     }
 
