@@ -89,19 +89,11 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<Stri
         }
     };
     let mut notes = Vec::new();
-    // What a reload cannot change.
-    let (old, new) = (&running.file.server, &cfg.file.server);
-    if old.listen != new.listen
-        || old.shards != new.shards
-        || old.spool_dir != new.spool_dir
-        || old.spool_writers != new.spool_writers
-        || old.spool_segment_size.0 != new.spool_segment_size.0
-        || old.spool_large_message.0 != new.spool_large_message.0
-        || old.steer_by_cpu != new.steer_by_cpu
-    {
-        let note = "reload: server.listen, shards, spool_dir, spool_writers, spool_segment_size, spool_large_message and steer_by_cpu take effect only at restart";
+    for key in needs_restart(running, &cfg) {
+        let note =
+            format!("reload: {key}: needs a restart; the running value stays in force until then");
         tracing::warn!("{note}");
-        notes.push(note.to_string());
+        notes.push(note);
     }
     let profiles = snapshot.profiles.list.len();
     shared.snapshot.store(Arc::new(snapshot));
@@ -116,11 +108,6 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<Stri
             tracing::warn!("reload: log levels unchanged: {e}");
         }
     }
-    if cfg.file.log.format != running.file.log.format {
-        let note = "reload: log.format takes effect only at restart";
-        tracing::warn!("{note}");
-        notes.push(note.to_string());
-    }
     let done = format!(
         "reload: configuration reloaded from {} ({profiles} profile(s)) in {} ms",
         cfg.origin,
@@ -129,6 +116,55 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<Stri
     tracing::info!("{done}");
     notes.push(done);
     Ok(notes.join("\n") + "\n")
+}
+
+/// The keys that only a restart changes (docs/configuration.md marks them
+/// "restart") whose value in `new` differs from the running one's: the
+/// configuration the gateway started with.
+pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&running.file, &new.file);
+    [
+        (o.server.listen != n.server.listen, "server.listen"),
+        (o.server.shards != n.server.shards, "server.shards"),
+        (running.spool_dir() != new.spool_dir(), "server.spool_dir"),
+        (
+            o.server.spool_writers != n.server.spool_writers,
+            "server.spool_writers",
+        ),
+        (
+            o.server.spool_segment_size.0 != n.server.spool_segment_size.0,
+            "server.spool_segment_size",
+        ),
+        (
+            o.server.spool_large_message.0 != n.server.spool_large_message.0,
+            "server.spool_large_message",
+        ),
+        (
+            o.server.steer_by_cpu != n.server.steer_by_cpu,
+            "server.steer_by_cpu",
+        ),
+        (o.log.format != n.log.format, "log.format"),
+        (o.admin.listen != n.admin.listen, "admin.listen"),
+        (o.dns.servers != n.dns.servers, "dns.servers"),
+        (o.dns.dnssec != n.dns.dnssec, "dns.dnssec"),
+        (
+            running
+                .file
+                .dns
+                .trust_anchor
+                .as_deref()
+                .map(|f| running.resolve(f))
+                != new.file.dns.trust_anchor.as_deref().map(|f| new.resolve(f)),
+            "dns.trust_anchor",
+        ),
+        (
+            o.outbound.mta_sts_refresh.map(|s| s.0) != n.outbound.mta_sts_refresh.map(|s| s.0),
+            "outbound.mta_sts_refresh",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(changed, key)| changed.then_some(key))
+    .collect()
 }
 
 /// What a reload needs, shared by the signal loop (SIGHUP) and the
@@ -761,23 +797,6 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         shared.clone(),
     )
     .map_err(StartError::Listen)?;
-    let q = &cfg.file.queue;
-    let settings = crate::delivery::Settings {
-        retry: q.retry.iter().map(|s| s.0).collect(),
-        lifetime: q.lifetime.0,
-        delay_notice: q.delay_notice.0,
-        per_destination: q.destination_concurrency,
-        messages_per_connection: q.messages_per_connection,
-        timeouts: crate::smtp::client::Timeouts {
-            greeting: q.command_timeout.0,
-            command: q.command_timeout.0,
-            // §4.5.3.2.4 and .5: 2 and 3 minutes, never more than asked.
-            data_start: q.command_timeout.0.min(std::time::Duration::from_secs(120)),
-            data_block: q.command_timeout.0.min(std::time::Duration::from_secs(180)),
-            data_end: q.data_timeout.0,
-        },
-        reports_dir: Some(crate::tlsrpt::dir(&cfg.spool_dir())),
-    };
     let scheduler = crate::delivery::Scheduler::new(
         delivery_rx,
         delivery_tx.clone(),
@@ -789,7 +808,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         shards.doors(),
         resolver,
         crate::delivery::SpoolAccess::new(reader, work),
-        settings,
+        Some(crate::tlsrpt::dir(&cfg.spool_dir())),
         recovered,
     );
     let delivery = std::thread::Builder::new()

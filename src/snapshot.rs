@@ -43,6 +43,47 @@ pub struct Snapshot {
     pub tls_rpt: crate::tlsrpt::Settings,
     /// The outbound connection cache (`[queue]`).
     pub connection_cache: ConnectionCache,
+    /// The rest of `[queue]`: retries, expiry, concurrency, timeouts.
+    pub queue: QueueSettings,
+}
+
+/// `[queue]`'s delivery settings. A reload applies them to what happens
+/// next: a failure after the reload is retried by the new schedule, an
+/// attempt started after it waits by the new timeouts; a retry already
+/// scheduled keeps its time (`sealgate queue flush` tries everything now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSettings {
+    /// `retry`: delays between attempts of a recipient; the last repeats.
+    pub retry: Vec<std::time::Duration>,
+    /// `lifetime`: a recipient still failing temporarily this long after
+    /// its message arrived expires.
+    pub lifetime: std::time::Duration,
+    /// `delay_notice`: `NOTIFY=DELAY` recipients are told once after this
+    /// long in the queue; zero: never.
+    pub delay_notice: std::time::Duration,
+    /// `destination_concurrency`: attempts in flight per destination.
+    pub per_destination: usize,
+    /// `messages_per_connection`: also the most one attempt takes.
+    pub messages_per_connection: usize,
+    /// `command_timeout`: the greeting and each reply.
+    pub command_timeout: std::time::Duration,
+    /// `data_timeout`: the reply to the end of data.
+    pub data_timeout: std::time::Duration,
+}
+
+impl Default for QueueSettings {
+    fn default() -> Self {
+        let m = |n: u64| std::time::Duration::from_secs(n * 60);
+        QueueSettings {
+            retry: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
+            lifetime: std::time::Duration::from_secs(5 * 86_400),
+            delay_notice: m(240),
+            per_destination: 20,
+            messages_per_connection: ConnectionCache::default().messages,
+            command_timeout: m(5),
+            data_timeout: m(10),
+        }
+    }
 }
 
 /// The outbound connection cache: after a transaction the connection
@@ -100,6 +141,7 @@ impl Snapshot {
             honour_tls_required_no: true,
             tls_rpt,
             connection_cache: ConnectionCache::default(),
+            queue: QueueSettings::default(),
         }
     }
 

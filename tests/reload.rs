@@ -174,3 +174,187 @@ fn sealgate_reload_reports_the_gateways_answer() {
     assert!(mail_reply(&mut c).starts_with("530"), "A stays in force");
     gw.stop();
 }
+
+/// Sends one message to `rcpt` through the gateway.
+fn send_one(gw: &Gateway, rcpt: &str) {
+    let mut c = common::connect(gw.addr);
+    c.reply();
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<s@client.test>");
+    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+    c.cmd("DATA");
+    let reply = c.cmd("Subject: reload\r\n\r\nx\r\n.");
+    assert!(reply.starts_with("250"), "{reply}");
+    c.cmd("QUIT");
+}
+
+/// `[queue]` follows a reload: a failure after it is retried by the new
+/// `retry`, an attempt after it waits by the new `command_timeout`, and a
+/// recipient expires by the new `lifetime`; a retry scheduled before it
+/// keeps its time. A restart-only key changed in the same file is named
+/// in the answer, keeps its running value, and the rest applies.
+#[test]
+fn queue_settings_follow_a_reload() {
+    let dir = common::temp_dir("reload-queue");
+    let port = common::free_port();
+    let file = dir.join("sealgate.toml");
+    // A next hop that takes the connection and never greets.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let before = common::config(port, 1, "")
+        + "\n[queue]\nretry = [\"1h\"]\nlifetime = \"5d\"\ncommand_timeout = \"5m\"\n";
+    std::fs::write(&file, &before).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let queue_list = || {
+        let (status, out, err) = common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(["queue", "list", "--json", "-c"])
+                .arg(&file),
+            None,
+            Duration::from_secs(20),
+        );
+        assert!(status.success(), "{out}{err}");
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()
+    };
+    let due_in = |list: &serde_json::Value, rcpt: &str| -> Option<i64> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        list.as_array()?
+            .iter()
+            .find(|m| m["recipients"][0]["rcpt"] == rcpt)
+            .and_then(|m| m["recipients"][0]["next_due"].as_i64())
+            .map(|due| due - now)
+    };
+
+    send_one(&gw, "early@example.com");
+    gw.wait_for_count("status=deferred", 1, Duration::from_secs(30));
+    let wait = due_in(&queue_list(), "early@example.com").expect("queued");
+    assert!(wait > 3000, "retry [\"1h\"]: next attempt in {wait} s");
+
+    // The new file: a quick retry, a short lifetime and command timeout,
+    // the silent next hop, and another listen address (restart only).
+    let other_port = common::free_port();
+    let after = common::config(port, 1, "")
+        .replace(
+            &format!("listen = [\"127.0.0.1:{port}\"]"),
+            &format!("listen = [\"127.0.0.1:{other_port}\"]"),
+        )
+        .replace(
+            "via = \"[127.0.0.1]:1\"",
+            &format!("via = \"[127.0.0.1]:{silent_port}\""),
+        )
+        + "\n[queue]\nretry = [\"1s\"]\nlifetime = \"4s\"\ncommand_timeout = \"1s\"\n";
+    std::fs::write(&file, &after).unwrap();
+    let (status, out, err) = common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["reload", "-c"])
+            .arg(&file),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("reload: server.listen: needs a restart"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        out.matches("needs a restart").count(),
+        1,
+        "only what changed: {out}"
+    );
+    assert!(out.contains(RELOADED), "{out}");
+    gw.wait_for_log(
+        "reload: server.listen: needs a restart",
+        Duration::from_secs(5),
+    );
+
+    // Still on the old address (the `send_one` below connects to it).
+    send_one(&gw, "late@example.com");
+    // The greeting never comes: deferred after the new 1 s, not 5 min.
+    let line = gw.wait_for_line("to=<late@example.com>", Duration::from_secs(30));
+    assert!(line.contains("status=deferred"), "{line}");
+    assert!(line.contains("timeout"), "{line}");
+    // Retried each second, then expired by the new lifetime (4 s).
+    gw.wait_for_log("status=expired", Duration::from_secs(60));
+    let log = gw.log();
+    let expired = log.lines().find(|l| l.contains("status=expired")).unwrap();
+    assert!(expired.contains("to=<late@example.com>"), "{expired}");
+    let deferred = log
+        .lines()
+        .filter(|l| l.contains("to=<late@example.com>") && l.contains("status=deferred"))
+        .count();
+    assert!(
+        deferred >= 2,
+        "retried by the new schedule before it expired:\n{log}"
+    );
+    // The retry scheduled before the reload keeps its time.
+    let wait = due_in(&queue_list(), "early@example.com").expect("still queued");
+    assert!(wait > 3000, "next attempt in {wait} s");
+    drop(silent);
+    gw.stop();
+}
+
+/// One truth about what needs a restart: a file that changes every key
+/// docs/configuration.md marks "restart" is answered with exactly those
+/// keys, and nothing else is named.
+#[test]
+fn the_restart_keys_are_the_documented_ones() {
+    let dir = common::temp_dir("reload-restart-keys");
+    let running = dir.join("a.toml");
+    let changed = dir.join("b.toml");
+    std::fs::write(
+        &running,
+        "[server]\nlisten = [\"127.0.0.1:2525\"]\nshards = 1\nspool_dir = \"spool\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        &changed,
+        r#"[server]
+listen = ["127.0.0.1:2526"]
+shards = 2
+spool_dir = "spool2"
+spool_writers = 3
+spool_segment_size = "32MiB"
+spool_large_message = "2MiB"
+steer_by_cpu = true
+[log]
+format = "json"
+[admin]
+listen = "127.0.0.1:9026"
+[dns]
+servers = ["127.0.0.1:5353"]
+dnssec = "validate"
+trust_anchor = "anchor.keys"
+[outbound]
+mta_sts_refresh = "2h"
+"#,
+    )
+    .unwrap();
+    let load = |p: &std::path::Path| sealgate::config::load(Some(p)).expect("a valid file");
+    let mut named = sealgate::run::needs_restart(&load(&running), &load(&changed));
+    named.sort_unstable();
+    assert!(sealgate::run::needs_restart(&load(&running), &load(&running)).is_empty());
+
+    let doc = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
+    let mut section = String::new();
+    let mut documented = Vec::new();
+    for line in doc.lines() {
+        if let Some(h) = line.strip_prefix("## ") {
+            section = h
+                .trim_matches(|c| c == '`' || c == '[' || c == ']')
+                .to_string();
+        }
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        if line.starts_with("| `") && cells.get(3) == Some(&"restart") {
+            documented.push(format!("{section}.{}", cells[1].trim_matches('`')));
+        }
+    }
+    documented.sort_unstable();
+    assert_eq!(named, documented);
+}

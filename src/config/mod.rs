@@ -615,7 +615,22 @@ impl Config {
                 == schema::TlsRequiredHeader::Honour,
             tls_rpt: self.tls_rpt(),
             connection_cache: self.connection_cache(),
+            queue: self.queue_settings(),
         })
+    }
+
+    /// `[queue]`'s delivery settings (the connection cache aside).
+    pub fn queue_settings(&self) -> crate::snapshot::QueueSettings {
+        let q = &self.file.queue;
+        crate::snapshot::QueueSettings {
+            retry: q.retry.iter().map(|s| s.0).collect(),
+            lifetime: q.lifetime.0,
+            delay_notice: q.delay_notice.0,
+            per_destination: q.destination_concurrency,
+            messages_per_connection: q.messages_per_connection,
+            command_timeout: q.command_timeout.0,
+            data_timeout: q.data_timeout.0,
+        }
     }
 
     /// `[queue] connection_idle`, `idle_connections`,

@@ -220,19 +220,21 @@ pub struct Queue {
     pub idle_connections: usize,
 }
 
+/// The defaults are the snapshot's own (one place for each).
 impl Default for Queue {
     fn default() -> Self {
-        let m = |n: u64| Span(std::time::Duration::from_secs(n * 60));
+        let q = crate::snapshot::QueueSettings::default();
+        let cache = crate::snapshot::ConnectionCache::default();
         Queue {
-            retry: vec![m(5), m(10), m(30), m(60), m(120), m(240)],
-            lifetime: Span(std::time::Duration::from_secs(5 * 86_400)),
-            delay_notice: m(240),
-            command_timeout: m(5),
-            data_timeout: m(10),
-            destination_concurrency: 20,
-            messages_per_connection: 100,
-            connection_idle: Span(std::time::Duration::from_secs(2)),
-            idle_connections: 64,
+            retry: q.retry.into_iter().map(Span).collect(),
+            lifetime: Span(q.lifetime),
+            delay_notice: Span(q.delay_notice),
+            command_timeout: Span(q.command_timeout),
+            data_timeout: Span(q.data_timeout),
+            destination_concurrency: q.per_destination,
+            messages_per_connection: cache.messages,
+            connection_idle: Span(cache.idle),
+            idle_connections: cache.per_shard,
         }
     }
 }

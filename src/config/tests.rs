@@ -341,3 +341,51 @@ fn an_open_relay_profile_is_refused_at_its_relay_key() {
         errs[0].message
     );
 }
+
+#[test]
+fn every_queue_key_reaches_the_snapshot() {
+    let text = r#"
+[queue]
+retry = ["1s", "7s"]
+lifetime = "3h"
+delay_notice = "9m"
+command_timeout = "11s"
+data_timeout = "13s"
+destination_concurrency = 3
+messages_per_connection = 17
+connection_idle = "5s"
+idle_connections = 9
+"#;
+    let cfg = parse(text, "t.toml", PathBuf::from(".")).unwrap();
+    let s = std::time::Duration::from_secs;
+    assert_eq!(
+        cfg.queue_settings(),
+        crate::snapshot::QueueSettings {
+            retry: vec![s(1), s(7)],
+            lifetime: s(3 * 3600),
+            delay_notice: s(9 * 60),
+            per_destination: 3,
+            messages_per_connection: 17,
+            command_timeout: s(11),
+            data_timeout: s(13),
+        }
+    );
+    assert_eq!(
+        cfg.connection_cache(),
+        crate::snapshot::ConnectionCache {
+            idle: s(5),
+            per_shard: 9,
+            messages: 17,
+        }
+    );
+    // Without the section, the snapshot's own defaults.
+    let cfg = parse("", "t.toml", PathBuf::from(".")).unwrap();
+    assert_eq!(
+        cfg.queue_settings(),
+        crate::snapshot::QueueSettings::default()
+    );
+    assert_eq!(
+        cfg.connection_cache(),
+        crate::snapshot::ConnectionCache::default()
+    );
+}

@@ -250,23 +250,6 @@ impl From<crate::tls::outbound::Trust> for TlsLevel {
 /// Where the scheduler hands jobs: one per shard.
 pub type ShardDoor = Box<dyn Fn(Job) + Send>;
 
-#[derive(Debug, Clone)]
-pub struct Settings {
-    pub retry: Vec<Duration>,
-    pub lifetime: Duration,
-    /// `NOTIFY=DELAY` recipients are told once after this long in the
-    /// queue; zero: never.
-    pub delay_notice: Duration,
-    /// Attempts in flight per destination (host or MX domain).
-    pub per_destination: usize,
-    /// Messages per connection.
-    pub messages_per_connection: usize,
-    pub timeouts: Timeouts,
-    /// Where the TLS report days are kept (`SPOOL/tls-rpt`); none: in
-    /// memory only.
-    pub reports_dir: Option<std::path::PathBuf>,
-}
-
 /// What delivery does with the spool: read messages, record their
 /// state in their journal (through its writer), store bounces.
 pub struct SpoolAccess {
@@ -403,7 +386,6 @@ pub struct Scheduler {
     next_shard: usize,
     resolver: Option<Resolver>,
     spool: SpoolAccess,
-    timeouts: Timeouts,
     queue: Queue,
     reports: reports::Reports,
 }
@@ -418,12 +400,12 @@ impl Scheduler {
         shards: Vec<ShardDoor>,
         resolver: Option<Resolver>,
         spool: SpoolAccess,
-        settings: Settings,
+        reports_dir: Option<std::path::PathBuf>,
         recovered: Vec<Entry>,
     ) -> Scheduler {
-        let timeouts = settings.timeouts;
+        let settings = snapshot().queue.clone();
         let reports = reports::Reports::new(
-            settings.reports_dir.clone(),
+            reports_dir,
             resolver.as_ref().map(|r| r.sts.clone()),
             unix_now(),
         );
@@ -437,7 +419,6 @@ impl Scheduler {
             next_shard: 0,
             resolver,
             spool,
-            timeouts,
             queue: Queue::new(settings),
         };
         for e in recovered {
@@ -462,6 +443,8 @@ impl Scheduler {
         let bell = self.rx.bell().unwrap_or_default();
         loop {
             let snapshot = (self.snapshot)();
+            // `[queue]` as the last reload left it.
+            self.queue.configure(&snapshot.queue);
             self.queue.run_due(unix_now(), &snapshot);
             self.perform();
             for (day, domain) in self.reports.tick(unix_now(), &snapshot.tls_rpt) {
@@ -807,7 +790,7 @@ impl Scheduler {
             config: snapshot.outbound.config(d.profile),
             roots: snapshot.outbound.roots.clone(),
             helo: snapshot.hostname.clone(),
-            timeouts: self.timeouts,
+            timeouts: Timeouts::for_queue(&snapshot.queue),
             messages,
             ids,
             reply: self.tx.clone(),

@@ -12,11 +12,12 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Admin, AdminError, AttemptResult, Settings, TlsLevel};
+use super::{Admin, AdminError, AttemptResult, TlsLevel};
 use crate::dns::{Found, LookupError};
 use crate::model::MailFlags;
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
+use crate::snapshot::QueueSettings;
 use crate::snapshot::Snapshot;
 use crate::spool::{Change, Entry, LastReply, RcptState, RcptStatus};
 
@@ -191,7 +192,7 @@ struct Attempt {
 
 /// The queue: every message not yet done, with each recipient's state.
 pub struct Queue {
-    settings: Settings,
+    settings: QueueSettings,
     messages: HashMap<String, Message>,
     due: BinaryHeap<Reverse<(u64, String)>>,
     attempts: HashMap<u64, Attempt>,
@@ -217,7 +218,15 @@ pub struct View<'a> {
 }
 
 impl Queue {
-    pub fn new(settings: Settings) -> Queue {
+    /// Takes a reload's `[queue]`: what happens from now on follows it
+    /// (see [`QueueSettings`]).
+    pub fn configure(&mut self, settings: &QueueSettings) {
+        if self.settings != *settings {
+            self.settings = settings.clone();
+        }
+    }
+
+    pub fn new(settings: QueueSettings) -> Queue {
         Queue {
             settings,
             messages: HashMap::new(),

@@ -1,11 +1,10 @@
 //! Queue tests: events in, effects out, simulated time.
 
 use super::*;
-use crate::smtp::client::Timeouts;
 use crate::spool::record::Meta;
 
-fn settings() -> Settings {
-    Settings {
+fn settings() -> QueueSettings {
+    QueueSettings {
         retry: vec![
             Duration::from_secs(60),
             Duration::from_secs(300),
@@ -15,14 +14,8 @@ fn settings() -> Settings {
         delay_notice: Duration::from_secs(600),
         per_destination: 10,
         messages_per_connection: 10,
-        timeouts: Timeouts {
-            greeting: Duration::from_secs(1),
-            command: Duration::from_secs(1),
-            data_start: Duration::from_secs(1),
-            data_block: Duration::from_secs(1),
-            data_end: Duration::from_secs(1),
-        },
-        reports_dir: None,
+        command_timeout: Duration::from_secs(1),
+        data_timeout: Duration::from_secs(1),
     }
 }
 

@@ -421,6 +421,8 @@ impl Shard {
                     Some(t) => t,
                     None => {
                         self.draining_since = Some(now);
+                        // `[limits] shutdown_timeout` as the last reload left it.
+                        self.drain_bound = self.shared.snapshot.load().limits.shutdown_timeout;
                         self.start_draining();
                         now
                     }

@@ -54,6 +54,22 @@ pub struct Timeouts {
     pub data_end: Duration,
 }
 
+impl Timeouts {
+    /// `[queue] command_timeout` and `data_timeout`: the greeting and
+    /// every command wait `command_timeout`, but §4.5.3.2.4 and .5 (2 and
+    /// 3 minutes) are never exceeded; the end of data waits
+    /// `data_timeout`.
+    pub fn for_queue(q: &crate::snapshot::QueueSettings) -> Timeouts {
+        Timeouts {
+            greeting: q.command_timeout,
+            command: q.command_timeout,
+            data_start: q.command_timeout.min(Duration::from_secs(120)),
+            data_block: q.command_timeout.min(Duration::from_secs(180)),
+            data_end: q.data_timeout,
+        }
+    }
+}
+
 impl Default for Timeouts {
     fn default() -> Self {
         let m = |n: u64| Duration::from_secs(60 * n);
