@@ -358,3 +358,72 @@ mta_sts_refresh = "2h"
     documented.sort_unstable();
     assert_eq!(named, documented);
 }
+
+/// What one new session sees of the `[server]` and `[limits]` keys: the
+/// banner's host name, the SIZE offered, whether a domain is accepted,
+/// and the reply to the recipient one over the limit.
+fn session_view(gw: &Gateway) -> (String, String, String, String) {
+    let mut c = common::connect(gw.addr);
+    let banner = c.reply();
+    let ehlo = c.cmd("EHLO client.test");
+    let size = ehlo
+        .lines()
+        .find_map(|l| l.get(4..).filter(|t| t.starts_with("SIZE")))
+        .unwrap_or("")
+        .to_string();
+    c.cmd("MAIL FROM:<s@client.test>");
+    let other = c.cmd("RCPT TO:<a@other.test>");
+    let mut over = String::new();
+    for i in 0..3 {
+        over = c.cmd(&format!("RCPT TO:<r{i}@example.com>"));
+    }
+    c.cmd("QUIT");
+    (banner, size, other, over)
+}
+
+/// The session-side keys follow a reload too: `hostname`,
+/// `accept_domains`, `limits.message_size` and `limits.recipients`, seen
+/// by the next session.
+#[test]
+fn server_and_limits_keys_follow_a_reload() {
+    let dir = common::temp_dir("reload-server-keys");
+    let port = common::free_port();
+    let file = dir.join("sealgate.toml");
+    std::fs::write(
+        &file,
+        common::config(port, 1, "message_size = \"1MB\"\nrecipients = 5"),
+    )
+    .unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let (banner, size, other, over) = session_view(&gw);
+    assert!(banner.starts_with("220 mx.test "), "{banner}");
+    assert_eq!(size, "SIZE 1000000");
+    assert!(
+        other.starts_with("550") || other.starts_with("554"),
+        "{other}"
+    );
+    assert!(over.starts_with("250"), "{over}");
+
+    let after = common::config(port, 1, "message_size = \"2MB\"\nrecipients = 2")
+        .replace("hostname = \"mx.test\"", "hostname = \"relay.test\"")
+        .replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"example.com\", \"other.test\"]",
+        );
+    std::fs::write(&file, after).unwrap();
+    let (status, out, err) = common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["reload", "-c"])
+            .arg(&file),
+        None,
+        Duration::from_secs(20),
+    );
+    assert!(status.success(), "{out}{err}");
+    assert!(!out.contains("needs a restart"), "{out}");
+    let (banner, size, other, over) = session_view(&gw);
+    assert!(banner.starts_with("220 relay.test "), "{banner}");
+    assert_eq!(size, "SIZE 2000000");
+    assert!(other.starts_with("250"), "{other}");
+    assert!(over.starts_with("452"), "{over}");
+    gw.stop();
+}
