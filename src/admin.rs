@@ -401,7 +401,7 @@ impl Metrics {
             for tls in TlsLevel::ALL {
                 deliveries.push((
                     vec![
-                        ("outcome", outcome.label().into()),
+                        ("outcome", outcome.as_str().into()),
                         ("tls", tls.label().into()),
                     ],
                     load(&shared.delivery.deliveries[outcome as usize][tls.index()]),

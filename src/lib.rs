@@ -23,6 +23,7 @@ pub mod explain;
 pub mod fuzzing;
 pub mod handoff;
 pub mod logbuf;
+pub mod logs;
 pub mod model;
 pub mod policy;
 pub mod probe;

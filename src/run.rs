@@ -586,14 +586,29 @@ fn init_logging(cfg: &Config) -> Option<crate::logbuf::Guard> {
     let writer = crate::logbuf::LineWriter(buffer);
     let registry = tracing_subscriber::registry().with(filter);
     // The format is fixed at start; levels follow reloads.
+    // A line's facts are fields of its event (docs/operations.md, "Logs"):
+    // JSON puts each under its own key beside `message`; the text format
+    // writes the message alone, the Postfix wording that already says
+    // them.
     let result = match cfg.file.log.format {
         config::units::LogFormat::Json => registry
-            .with(tracing_subscriber::fmt::layer().json().with_writer(writer))
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(writer),
+            )
             .try_init(),
         config::units::LogFormat::Text => registry
             .with(
                 tracing_subscriber::fmt::layer()
                     .with_ansi(ansi)
+                    .fmt_fields(tracing_subscriber::fmt::format::debug_fn(
+                        |w, field, value| match field.name() {
+                            "message" => write!(w, "{value:?}"),
+                            _ => Ok(()),
+                        },
+                    ))
                     .with_writer(writer),
             )
             .try_init(),

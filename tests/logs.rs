@@ -90,24 +90,79 @@ fn text_and_json_lines_and_debug_after_reload() {
         "{log}"
     );
 
-    // B's JSON: every line parses, and carries the same wording.
+    // The text format is the wording alone: no field is appended.
+    for needle in ["(queue active)", "status=sent", "Relay access denied;"] {
+        let l = line(needle);
+        assert!(
+            !l.contains("queue_id=") && !l.contains("client_address="),
+            "{l}"
+        );
+    }
+    assert!(line("(queue active)").ends_with("(queue active)"));
+
+    // B's JSON: every line parses, carries the same wording as `message`,
+    // and each fact under its own key.
+    assert!(send(&b, "someone@elsewhere.test").starts_with("554"));
     b.wait_for_log("(queue active)", Duration::from_secs(30));
-    let mut messages = Vec::new();
+    b.wait_for_log("status=deferred", Duration::from_secs(30));
+    b.wait_for_log("NOQUEUE: reject: RCPT", Duration::from_secs(30));
+    b.wait_for_log("disconnect from", Duration::from_secs(30));
+    let mut lines = Vec::new();
     for l in b.log().lines() {
         let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
         assert!(
             v["level"].is_string() && v["target"].is_string() && v["timestamp"].is_string(),
             "{l}"
         );
-        messages.push(v["fields"]["message"].as_str().unwrap_or("").to_string());
+        lines.push(v);
     }
-    assert!(
-        messages
+    let find = |needle: &str| {
+        lines
             .iter()
-            .any(|m| m.starts_with("Anonymous TLS connection established from [127.0.0.1]")),
-        "{messages:?}"
+            .find(|v| v["message"].as_str().unwrap_or("").contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {lines:?}"))
+    };
+    let tls = find("Anonymous TLS connection established from [127.0.0.1]");
+    assert_eq!(tls["client_address"], "127.0.0.1", "{tls}");
+    assert_eq!(tls["tls_version"], "TLSv1.3", "{tls}");
+    assert!(
+        tls["tls_cipher"].as_str().unwrap().starts_with("TLS13_"),
+        "{tls}"
     );
-    assert!(messages.iter().any(|m| m.contains("(queue active)")));
+    assert_eq!(tls["tls_trust"], "Anonymous", "{tls}");
+    let queued = find("(queue active)");
+    let id = queued["queue_id"].as_str().expect("queue_id").to_string();
+    assert!(queued["message"]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{id}: client=")));
+    assert_eq!(queued["client_address"], "127.0.0.1", "{queued}");
+    assert_eq!(queued["from"], "s@client.test", "{queued}");
+    assert_eq!(queued["nrcpt"], 1, "{queued}");
+    assert!(queued["size"].as_u64().unwrap() > 0, "{queued}");
+    // B's own attempt (its route is a closed port): the recipient's line.
+    let deferred = find("status=deferred");
+    assert_eq!(deferred["queue_id"], id.as_str(), "{deferred}");
+    assert_eq!(deferred["to"], "user@example.com", "{deferred}");
+    assert_eq!(deferred["status"], "deferred", "{deferred}");
+    assert!(
+        deferred["dsn"].as_str().unwrap().starts_with("4."),
+        "{deferred}"
+    );
+    assert!(deferred["delay"].is_u64(), "{deferred}");
+    let reject = find("NOQUEUE: reject: RCPT from unknown[127.0.0.1]");
+    assert_eq!(reject["to"], "someone@elsewhere.test", "{reject}");
+    assert_eq!(reject["from"], "s@client.test", "{reject}");
+    assert_eq!(reject["reply_code"], 554, "{reject}");
+    assert_eq!(reject["dsn"], "5.7.1", "{reject}");
+    assert_eq!(reject["helo"], "client.test", "{reject}");
+    let connect = find("connect from [127.0.0.1]");
+    assert!(
+        connect["client_port"].is_u64() && connect["shard"].is_u64(),
+        "{connect}"
+    );
+    let gone = find("disconnect from [127.0.0.1]");
+    assert!(gone["messages"].is_u64(), "{gone}");
 
     // A reload that sets log.receive = "debug" shows handshake details.
     assert!(!a.log().contains("TLS ClientHello"));

@@ -277,7 +277,7 @@ impl SpoolAccess {
     }
 
     /// Logs `lines` once the changes recorded before are written.
-    fn say(&mut self, journal: usize, lines: Vec<String>) {
+    fn say(&mut self, journal: usize, lines: Vec<crate::logs::QueueLine>) {
         if !lines.is_empty() {
             self.queue_work(journal, Work::Say(lines));
         }
@@ -304,7 +304,7 @@ impl SpoolAccess {
                     for item in items {
                         if let Work::Say(lines) = item {
                             for line in lines {
-                                tracing::info!(target: "send", "{line}");
+                                line.emit();
                             }
                         }
                     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use super::{Admin, AdminError, AttemptResult, TlsLevel};
 use crate::dns::{Found, LookupError};
+use crate::logs::{Notice, QueueLine};
 use crate::model::MailFlags;
 use crate::policy::route::{Route, Via};
 use crate::smtp::client::{Outcome, Verdict};
@@ -44,7 +45,10 @@ pub enum Effect {
         change: Change,
     },
     /// Log lines (`send`), once the records before them are durable.
-    Say { journal: usize, lines: Vec<String> },
+    Say {
+        journal: usize,
+        lines: Vec<QueueLine>,
+    },
     /// Build a delivery status notification to the sender and queue it,
     /// then call [`Queue::bounced`].
     Bounce(Bounce),
@@ -62,34 +66,9 @@ pub enum Effect {
     },
 }
 
-/// Delivery outcomes as counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Counted {
-    Sent = 0,
-    Deferred = 1,
-    Bounced = 2,
-    Expired = 3,
-}
-
-impl Counted {
-    /// In the order of [`super::Gauges::deliveries`].
-    pub const ALL: [Counted; 4] = [
-        Counted::Sent,
-        Counted::Deferred,
-        Counted::Bounced,
-        Counted::Expired,
-    ];
-
-    /// The `outcome` label of `sealgate_deliveries_total`.
-    pub fn label(self) -> &'static str {
-        match self {
-            Counted::Sent => "sent",
-            Counted::Deferred => "deferred",
-            Counted::Bounced => "bounced",
-            Counted::Expired => "expired",
-        }
-    }
-}
+/// Delivery outcomes as counted (`sealgate_deliveries_total{outcome}`)
+/// and logged (`status=`): one word each.
+pub use crate::logs::Status as Counted;
 
 /// One attempt: connect to the targets in order, deliver the messages on
 /// one connection.
@@ -651,7 +630,7 @@ impl Queue {
                 status: o.status.clone(),
                 detail: o.detail.clone(),
             });
-            let (status, counted) = match o.verdict {
+            let status = match o.verdict {
                 Verdict::Delivered => {
                     r.status = RcptStatus::Delivered;
                     // The next hop did not take the request: it will not
@@ -659,11 +638,11 @@ impl Queue {
                     if r.dsn.notify.success() && !o.next_hop_dsn {
                         notices.push((r.clone(), super::dsn::Action::Relayed));
                     }
-                    ("sent", Counted::Sent)
+                    Counted::Sent
                 }
                 Verdict::Permanent => {
                     r.status = RcptStatus::Failed;
-                    ("bounced", Counted::Bounced)
+                    Counted::Bounced
                 }
                 Verdict::Temporary => {
                     let expired = Duration::from_secs(now.saturating_sub(m.arrived))
@@ -675,7 +654,7 @@ impl Queue {
                             status: "4.4.7".into(),
                             detail: format!("delivery time expired; last error: {}", o.detail),
                         });
-                        ("expired", Counted::Expired)
+                        Counted::Expired
                     } else {
                         let step = (r.attempts as usize)
                             .saturating_sub(1)
@@ -697,21 +676,24 @@ impl Queue {
                             r.delay_notified = true;
                             notices.push((r.clone(), super::dsn::Action::Delayed));
                         }
-                        ("deferred", Counted::Deferred)
+                        Counted::Deferred
                     }
                 }
             };
             self.effects.push(Effect::Count {
-                outcome: counted,
+                outcome: status,
                 tls,
             });
-            lines.push(format!(
-                "{id}: to=<{}>{}, relay={relay}, delay={delay}, dsn={}, status={status} ({})",
-                r.rcpt,
-                r.dsn,
-                o.status,
-                crate::smtp::received::sanitize_line(&o.detail)
-            ));
+            lines.push(QueueLine::Recipient {
+                id: id.to_string(),
+                to: r.rcpt.clone(),
+                dsn_params: r.dsn.to_string(),
+                relay: relay.to_string(),
+                delay,
+                dsn: o.status.clone(),
+                status,
+                reply: crate::smtp::received::sanitize_line(&o.detail),
+            });
             self.effects.push(Effect::Record {
                 journal: m.journal,
                 id: id.to_string(),
@@ -750,7 +732,7 @@ impl Queue {
     fn finish_message(
         &mut self,
         id: &str,
-        mut lines: Vec<String>,
+        mut lines: Vec<QueueLine>,
         mut entries: Vec<(RcptState, super::dsn::Action)>,
         relay: Option<String>,
     ) {
@@ -771,11 +753,11 @@ impl Queue {
             failed.partition(|r| r.dsn.notify.failure());
         // RFC 3461 §4.1: NOTIFY=NEVER (or a list without FAILURE).
         for r in silenced {
-            lines.push(format!(
-                "{id}: to=<{}>: NOTIFY={}: no notification",
-                r.rcpt,
-                r.dsn.notify.value().unwrap_or_default()
-            ));
+            lines.push(QueueLine::NotNotified {
+                id: id.to_string(),
+                to: r.rcpt.clone(),
+                notify: r.dsn.notify.value().unwrap_or_default(),
+            });
         }
         entries.extend(
             reported
@@ -785,9 +767,7 @@ impl Queue {
         if !entries.is_empty() {
             if m.from.is_empty() {
                 // RFC 5321 §4.5.5 / §6.1: never a bounce for a bounce.
-                lines.push(format!(
-                    "{id}: undeliverable message with null sender: no notification"
-                ));
+                lines.push(QueueLine::NullSender { id: id.to_string() });
             } else {
                 m.bouncing = true;
                 self.effects.push(Effect::Say {
@@ -802,11 +782,11 @@ impl Queue {
         self.done(id, lines);
     }
 
-    fn done(&mut self, id: &str, mut lines: Vec<String>) {
+    fn done(&mut self, id: &str, mut lines: Vec<QueueLine>) {
         let Some(m) = self.forget(id) else {
             return;
         };
-        lines.push(format!("{id}: removed"));
+        lines.push(QueueLine::Removed { id: id.to_string() });
         self.effects.push(Effect::Record {
             journal: m.journal,
             id: id.to_string(),
@@ -825,21 +805,30 @@ impl Queue {
             return;
         };
         let journal = m.journal;
-        let what = notification_name(&b.entries);
+        let notice = notification_name(&b.entries);
+        let notified = |dsn_id: String| QueueLine::Notified {
+            id: id.to_string(),
+            notice,
+            dsn_id,
+        };
         match result {
             Ok(dsn) if b.finishes => {
-                let line = format!("{id}: sender {what}: {dsn}");
+                let line = notified(dsn);
                 self.done(id, vec![line]);
             }
             Ok(dsn) => self.effects.push(Effect::Say {
                 journal,
-                lines: vec![format!("{id}: sender {what}: {dsn}")],
+                lines: vec![notified(dsn)],
             }),
             // A notice that cannot be queued is not worth the message's
             // delivery: said, and delivery goes on.
             Err(e) if !b.finishes => self.effects.push(Effect::Say {
                 journal,
-                lines: vec![format!("{id}: cannot queue the sender {what}: {e}")],
+                lines: vec![QueueLine::NoticeFailed {
+                    id: id.to_string(),
+                    notice,
+                    error: e.to_string(),
+                }],
             }),
             Err(e) => {
                 // Kept in the journal (its recipients' states recorded):
@@ -847,9 +836,10 @@ impl Queue {
                 self.forget(id);
                 self.effects.push(Effect::Say {
                     journal,
-                    lines: vec![format!(
-                        "{id}: cannot queue the delivery status notification: {e}; message kept"
-                    )],
+                    lines: vec![QueueLine::NotificationKept {
+                        id: id.to_string(),
+                        error: e.to_string(),
+                    }],
                 });
             }
         }
@@ -919,7 +909,7 @@ impl Queue {
                 });
                 self.effects.push(Effect::Say {
                     journal,
-                    lines: vec![format!("{id}: removed by the administrator")],
+                    lines: vec![QueueLine::RemovedByAdministrator { id: id.clone() }],
                 });
                 Ok(format!("{id}: deleted"))
             }
@@ -934,7 +924,7 @@ impl Queue {
                 });
                 self.effects.push(Effect::Say {
                     journal,
-                    lines: vec![format!("{id}: placed on hold")],
+                    lines: vec![QueueLine::Held { id: id.clone() }],
                 });
                 Ok(format!("{id}: on hold"))
             }
@@ -954,7 +944,7 @@ impl Queue {
                 });
                 self.effects.push(Effect::Say {
                     journal,
-                    lines: vec![format!("{id}: released from hold")],
+                    lines: vec![QueueLine::Released { id: id.clone() }],
                 });
                 self.due.push(Reverse((now, id.clone())));
                 Ok(format!("{id}: released"))
@@ -964,15 +954,15 @@ impl Queue {
 }
 
 /// How a log line names a notification: by the gravest action in it.
-fn notification_name(entries: &[(RcptState, super::dsn::Action)]) -> &'static str {
+fn notification_name(entries: &[(RcptState, super::dsn::Action)]) -> Notice {
     use super::dsn::Action;
     let has = |a: Action| entries.iter().any(|(_, x)| *x == a);
     if has(Action::Failed) {
-        "non-delivery notification"
+        Notice::NonDelivery
     } else if has(Action::Delayed) {
-        "delay notification"
+        Notice::Delay
     } else {
-        "relay notification"
+        Notice::Relay
     }
 }
 

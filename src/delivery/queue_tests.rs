@@ -142,7 +142,13 @@ fn said(effects: &[Effect]) -> String {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Say { lines, .. } => Some(lines.join("\n")),
+            Effect::Say { lines, .. } => Some(
+                lines
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
             _ => None,
         })
         .collect::<Vec<_>>()

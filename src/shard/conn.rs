@@ -394,9 +394,18 @@ impl Conn {
             };
             tracing::info!(
                 target: "receive",
+                client_address = %self.peer.ip(),
+                client_port = self.peer.port(),
+                tls_trust = trust,
+                tls_version = %facts.version,
+                tls_cipher = %facts.cipher,
+                tls_bits = facts.bits,
+                tls_group = group,
+                tls_resumed = !resumed.is_empty(),
+                client_certificate = subject.as_deref(),
                 "{trust} TLS connection established from [{}]:{}: {} with cipher {} ({}/{} bits){kx}{group}{resumed}{}{}",
                 self.peer.ip(), self.peer.port(), facts.version, facts.cipher, facts.bits, facts.bits,
-                subject.map(|s| format!(" client certificate {s}")).unwrap_or_default(),
+                subject.as_ref().map(|s| format!(" client certificate {s}")).unwrap_or_default(),
                 why.map(|w| format!(" verify failed: {w}")).unwrap_or_default()
             );
             self.session.tls_established(facts, now);
@@ -426,7 +435,16 @@ impl Conn {
                     }
                     Rejection::WouldRefuse { refusal, line } => {
                         stats.would_refuse[refusal.index()].fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(target: "receive", "would refuse (report-only profile): {line}");
+                        tracing::warn!(
+                            target: "receive",
+                            client_address = %line.client_address,
+                            client_name = %line.client_name,
+                            helo = %line.helo,
+                            from = %line.from,
+                            reply_code = line.code,
+                            dsn = line.dsn,
+                            "would refuse (report-only profile): {line}"
+                        );
                         continue;
                     }
                     Rejection::Policy {
@@ -445,7 +463,17 @@ impl Conn {
                     } => (&stats.rejects, line),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(target: "receive", "NOQUEUE: reject: {line}");
+                tracing::info!(
+                    target: "receive",
+                    client_address = %line.client_address,
+                    client_name = %line.client_name,
+                    helo = %line.helo,
+                    from = %line.from,
+                    to = line.to.as_deref(),
+                    reply_code = line.code,
+                    dsn = line.dsn,
+                    "NOQUEUE: reject: {line}"
+                );
             }
             match fed.action {
                 None => break,
@@ -669,6 +697,10 @@ impl Conn {
         let s = self.session.stats();
         tracing::info!(
             target: "receive",
+            client_address = %self.peer.ip(),
+            client_port = self.peer.port(),
+            messages = s.messages,
+            errors = s.errors,
             "disconnect from [{}]:{} {} messages={} errors={}",
             self.peer.ip(), self.peer.port(), s.summary(), s.messages, s.errors
         );
@@ -677,7 +709,13 @@ impl Conn {
 
     fn log_lost(&self, e: &io::Error) {
         if !self.session.is_closed() && e.kind() != io::ErrorKind::Other {
-            tracing::info!(target: "receive", "lost connection from [{}]:{}: {e}", self.peer.ip(), self.peer.port());
+            tracing::info!(
+                target: "receive",
+                client_address = %self.peer.ip(),
+                client_port = self.peer.port(),
+                error = %e,
+                "lost connection from [{}]:{}: {e}", self.peer.ip(), self.peer.port()
+            );
         }
     }
 

@@ -623,7 +623,13 @@ impl Shard {
             }
             match accepted {
                 Ok(c) => {
-                    tracing::info!(target: "receive", "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id);
+                    tracing::info!(
+                        target: "receive",
+                        client_address = %peer.ip(),
+                        client_port = peer.port(),
+                        shard = self.id,
+                        "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id
+                    );
                     stats.active.fetch_add(1, Ordering::Relaxed);
                     self.conns.insert(idx, c);
                     self.act_on(idx, None, |conn, io| conn.begin(now, io));

@@ -688,11 +688,47 @@ fn session_config(job: &Job, tls: TlsMode, keep_open: bool) -> client::Config {
     }
 }
 
-/// An attempt's log line, at its level.
+/// An attempt's log line, at its level, its facts as fields.
 fn emit(line: &attempt::Log) {
-    if line.is_warning() {
-        tracing::warn!(target: "send", "{line}");
-    } else {
-        tracing::info!(target: "send", "{line}");
+    use attempt::Log;
+    match line {
+        Log::WouldRefuse { relay, what, why } => tracing::warn!(
+            target: "send",
+            relay = %relay,
+            source = what.labels().0,
+            refusal = what.labels().1,
+            reason = %why,
+            "{line}"
+        ),
+        Log::SetAside { relay, what } => {
+            tracing::info!(target: "send", relay = %relay, set_aside = what, "{line}")
+        }
+        Log::PassedOver { relay, why } => {
+            tracing::info!(target: "send", relay = %relay, reason = %why, "{line}")
+        }
+        Log::ConnectFailed { relay, error } => {
+            tracing::info!(target: "send", relay = %relay, error = %error, "{line}")
+        }
+        Log::TlsEstablished {
+            relay,
+            word,
+            version,
+            cipher,
+            bits,
+            resumed,
+        } => tracing::info!(
+            target: "send",
+            relay = %relay,
+            tls_trust = word,
+            tls_version = version,
+            tls_cipher = %cipher,
+            tls_bits = bits,
+            tls_resumed = resumed,
+            "{line}"
+        ),
+        Log::HostFailed { relay, detail } => {
+            tracing::info!(target: "send", relay = %relay, error = %detail, "{line}")
+        }
+        Log::RetryClear { relay } => tracing::info!(target: "send", relay = %relay, "{line}"),
     }
 }

@@ -131,7 +131,7 @@ enum To {
 struct Writer<'a> {
     store: Box<dyn Store>,
     /// Log lines waiting for the changes before them to be durable.
-    say: Vec<String>,
+    say: Vec<crate::logs::QueueLine>,
     replies: &'a [Reply],
     stored: Option<&'a handoff::Sender<crate::delivery::Event>>,
 }
@@ -259,7 +259,7 @@ impl Writer<'_> {
 
     fn speak(&mut self) {
         for line in self.say.drain(..) {
-            tracing::info!(target: "send", "{line}");
+            line.emit();
         }
     }
 
@@ -284,6 +284,14 @@ impl Writer<'_> {
                 Ok(stored) => {
                     tracing::info!(
                         target: "receive",
+                        queue_id = %stored.id,
+                        client_address = env.peer.as_ref().map(|p| tracing::field::display(p.ip)),
+                        client_port = env.peer.as_ref().map(|p| p.port),
+                        client_name = env.peer.as_ref().and_then(|p| p.name.as_deref()),
+                        from = %env.from,
+                        size = message.data.len(),
+                        nrcpt = env.recipients.len(),
+                        smtputf8 = env.flags.smtputf8,
                         "{}: client={}, from=<{}>, size={}, nrcpt={}{}{}{} (queue active)",
                         stored.id, ClientText(env.peer.as_ref()), env.from, message.data.len(), env.recipients.len(),
                         // RFC 6531 §3.4, RFC 3461 §4.3, §4.4.

@@ -54,11 +54,50 @@ pub struct Message {
 pub enum Rejection {
     /// MAIL or RCPT refused by policy: why, and the Postfix-style line
     /// (`RCPT from …: 554 …; from=<…> to=<…> proto=ESMTP helo=<…>`).
-    Policy { refusal: Refusal, line: String },
+    Policy { refusal: Refusal, line: RejectLine },
     /// A PROXY header from an address not in `server.proxy_protocol_from`.
     UntrustedProxy { line: String },
     /// What a report-only profile would have refused (and accepted).
-    WouldRefuse { refusal: Refusal, line: String },
+    WouldRefuse { refusal: Refusal, line: RejectLine },
+}
+
+/// A refused MAIL or RCPT, typed: its `Display` is Postfix's `NOQUEUE:
+/// reject:` wording without the prefix (`RCPT from name[ip]: 554 5.7.1 …;
+/// from=<…> to=<…> proto=ESMTP helo=<…>`), its fields the log event's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectLine {
+    pub verb: &'static str,
+    /// The forward-confirmed name, or `unknown`.
+    pub client_name: String,
+    pub client_address: std::net::IpAddr,
+    pub code: u16,
+    /// The enhanced status code (RFC 3463).
+    pub dsn: &'static str,
+    /// The reply as the client saw it, on one line.
+    pub reply: String,
+    pub from: String,
+    pub to: Option<String>,
+    /// EHLO (ESMTP) or HELO (SMTP).
+    pub esmtp: bool,
+    pub helo: String,
+}
+
+impl std::fmt::Display for RejectLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut line = format!(
+            "{} from {}[{}]: {}; from=<{}>",
+            self.verb, self.client_name, self.client_address, self.reply, self.from
+        );
+        if let Some(to) = &self.to {
+            line.push_str(&format!(" to=<{to}>"));
+        }
+        line.push_str(&format!(
+            " proto={} helo=<{}>",
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo
+        ));
+        f.write_str(&super::received::sanitize_line(&line))
+    }
 }
 
 /// Work the connection glue must do before feeding more input.
@@ -308,7 +347,7 @@ impl Session {
 
     fn note_rejection(
         &mut self,
-        verb: &str,
+        verb: &'static str,
         refusal: Refusal,
         reply: &Reply,
         from: &str,
@@ -321,29 +360,41 @@ impl Session {
 
     /// A refusal a report-only profile does not make: the line says
     /// what the reply would have been.
-    fn note_would_refuse(&mut self, verb: &str, refusal: Refusal, reply: &Reply, from: &str) {
+    fn note_would_refuse(
+        &mut self,
+        verb: &'static str,
+        refusal: Refusal,
+        reply: &Reply,
+        from: &str,
+    ) {
         let line = self.rejection_line(verb, reply, from, None);
         self.rejections
             .push_back(Rejection::WouldRefuse { refusal, line });
     }
 
-    /// Postfix's `NOQUEUE: reject:` wording (without the prefix).
-    fn rejection_line(&self, verb: &str, reply: &Reply, from: &str, to: Option<&str>) -> String {
-        let helo = self.helo.as_ref().map(|(h, _)| h.as_str()).unwrap_or("");
-        let proto = match &self.helo {
-            Some((_, true)) => "ESMTP",
-            _ => "SMTP",
-        };
-        let name = self.peer.name.as_deref().unwrap_or("unknown");
-        let mut line = format!(
-            "{verb} from {name}[{}]: {reply}; from=<{from}>",
-            self.peer.ip
-        );
-        if let Some(to) = to {
-            line.push_str(&format!(" to=<{to}>"));
+    fn rejection_line(
+        &self,
+        verb: &'static str,
+        reply: &Reply,
+        from: &str,
+        to: Option<&str>,
+    ) -> RejectLine {
+        RejectLine {
+            verb,
+            client_name: self.peer.name.as_deref().unwrap_or("unknown").to_string(),
+            client_address: self.peer.ip,
+            code: reply.code,
+            dsn: reply.status,
+            reply: reply.to_string(),
+            from: from.to_string(),
+            to: to.map(str::to_string),
+            esmtp: matches!(&self.helo, Some((_, true))),
+            helo: self
+                .helo
+                .as_ref()
+                .map(|(h, _)| h.clone())
+                .unwrap_or_default(),
         }
-        line.push_str(&format!(" proto={proto} helo=<{helo}>"));
-        super::received::sanitize_line(&line)
     }
 
     pub fn is_closed(&self) -> bool {

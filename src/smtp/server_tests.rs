@@ -882,7 +882,7 @@ fn state_event_report_only_profile_accepts_and_reports() {
         Some(Rejection::WouldRefuse {
             refusal: Refusal::TlsRequired,
             line,
-        }) => assert!(line.contains("530 5.7.0"), "{line}"),
+        }) => assert!(line.to_string().contains("530 5.7.0"), "{line}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(h.session.poll_event(), None);

@@ -497,7 +497,7 @@ pub enum Work {
     /// them is written and synced: nothing is said about an outcome before
     /// it is durable in the journal, so a crash after a `status=sent` line
     /// never delivers that recipient again.
-    Say(Vec<String>),
+    Say(Vec<crate::logs::QueueLine>),
     /// Several of these, in order (one wake-up of the writer).
     Batch(Vec<Work>),
     Store {
