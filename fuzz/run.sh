@@ -31,7 +31,9 @@ for t in "${targets[@]}"; do
   rm -rf "fuzz/artifacts/$t"
   echo "== $t: ${secs}s" >&2
   log=$(mktemp)
-  if cargo "${toolchain[@]}" fuzz run "$t" "fuzz/corpus/$t" -- \
+  # New inputs go to fuzz/corpus/ (the first directory); the committed
+  # seeds in fuzz/seeds/ are read.
+  if cargo "${toolchain[@]}" fuzz run "$t" "fuzz/corpus/$t" "fuzz/seeds/$t" -- \
       -max_total_time="$secs" -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1; then
     grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb|^#[0-9]+.*DONE' "$log" >&2 || true
     echo "   corpus: $(ls "fuzz/corpus/$t" | wc -l) inputs" >&2

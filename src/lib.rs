@@ -12,6 +12,10 @@
 //! `shard` is the mio event loop that glues sockets, TLS and sessions,
 //! `spool` is the durable store, `config` turns the TOML file into a
 //! snapshot with every error reported at once.
+//!
+//! No `unsafe` outside the few calls into libc (each function that makes
+//! one allows it, with a SAFETY comment at the call).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod cert;

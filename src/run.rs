@@ -230,6 +230,7 @@ pub enum StartError {
 /// Takes `SPOOL/sealgate.lock` (flock, exclusive): fails, naming the
 /// gateway that holds it (its pid file), when another one runs on the
 /// same spool directory.
+#[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
 fn lock_spool(root: &Path) -> Result<std::fs::File, StartError> {
     use std::os::fd::AsRawFd;
     let path = root.join("sealgate.lock");
@@ -626,6 +627,7 @@ fn init_logging(cfg: &Config) -> Option<crate::logbuf::Guard> {
 /// often 1024: raise it to the hard limit, and warn when even that is
 /// below `limits.connections` (plus room for outbound connections and the
 /// spool), since past it accepts fail instead of answering `421`.
+#[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
 fn check_fd_limit(connections: Option<usize>) {
     // SAFETY: getrlimit/setrlimit on a struct we own.
     let (soft, hard) = unsafe {
@@ -684,6 +686,7 @@ pub fn run(path: Option<&Path>) -> ExitCode {
     }
 }
 
+#[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
 fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     match cfg.ensure_certificates() {
         Ok(Some(path)) => tracing::info!(

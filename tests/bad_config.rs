@@ -168,6 +168,7 @@ fn reload_refuses_every_broken_file_and_keeps_serving() {
     let pid: i32 = pid.trim().parse().unwrap();
     for (n, case) in cases().iter().enumerate() {
         std::fs::write(&file, broken(case, port, &pki)).unwrap();
+        // SAFETY: kill(2) with the pid the gateway this test started wrote.
         unsafe {
             libc::kill(pid, libc::SIGHUP);
         }
@@ -189,6 +190,7 @@ fn reload_refuses_every_broken_file_and_keeps_serving() {
     }
     // And a good file is taken again.
     std::fs::write(&file, materialise(&good_config(port), &pki)).unwrap();
+    // SAFETY: as above.
     unsafe {
         libc::kill(pid, libc::SIGHUP);
     }

@@ -18,6 +18,7 @@ const LIMIT: Duration = Duration::from_secs(120);
 /// Runs a command as root (directly when the tests are root, else through
 /// `sudo -n`, as tests/run.sh installs packages).
 fn as_root(args: &[&str]) -> (bool, String) {
+    // SAFETY: geteuid(2) takes nothing and cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     let mut c = if root {
         let mut c = Command::new(args[0]);

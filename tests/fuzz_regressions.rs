@@ -1,8 +1,10 @@
-//! Replays every input in `fuzz/regressions/<target>/` (crashes the
+//! Replays every input in `fuzz/seeds/<target>/` (each target's seed
+//! corpus, committed) and `fuzz/regressions/<target>/` (crashes the
 //! fuzzers found, kept after the fix) through the same harnesses the
 //! cargo-fuzz targets run, plus a few thousand pseudo-random inputs each,
 //! so the harnesses' invariants are checked on every test run even where
-//! no fuzzer is installed. Longer runs: `fuzz/run.sh`.
+//! no fuzzer is installed. A target without seeds, or a seed that reaches
+//! nothing, fails. Longer runs: `fuzz/run.sh`.
 
 use std::path::Path;
 
@@ -19,28 +21,40 @@ const TARGETS: [(&str, Harness); 4] = [
     ("client_session", fuzzing::client_session::run),
 ];
 
+/// The inputs in `dir` (hidden files and notes left out).
+fn inputs(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        panic!("{} is missing", dir.display());
+    };
+    let mut found: Vec<(String, Vec<u8>)> = entries
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            !name.starts_with('.') && !name.ends_with(".md")
+        })
+        .map(|p| (p.display().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    found.sort();
+    found
+}
+
 #[test]
-fn every_recorded_crash_input_passes() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let mut replayed = 0;
+fn every_seed_and_recorded_crash_input_passes() {
+    let fuzz = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     for (target, run) in TARGETS {
-        let dir = root.join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            panic!("{} is missing", dir.display());
-        };
-        for entry in entries {
-            let path = entry.unwrap().path();
-            let name = path.file_name().unwrap().to_string_lossy();
-            if name.starts_with('.') || name.ends_with(".md") {
-                continue;
-            }
-            let input = std::fs::read(&path).unwrap();
-            println!("{target}: {}", path.display());
+        let seeds = inputs(&fuzz.join("seeds").join(target));
+        assert!(!seeds.is_empty(), "{target} has no seed corpus");
+        for (path, input) in &seeds {
+            let work = run(input);
+            println!("{target}: {path}: {work} units of work");
+            assert!(work > 0, "{path} reaches nothing in {target}");
+        }
+        // Crash inputs: none may be recorded for a target yet.
+        for (path, input) in inputs(&fuzz.join("regressions").join(target)) {
+            println!("{target}: {path}");
             run(&input);
-            replayed += 1;
         }
     }
-    println!("replayed {replayed} recorded input(s)");
 }
 
 /// xorshift64*: deterministic, so a failure here reproduces.

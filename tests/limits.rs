@@ -129,20 +129,16 @@ fn slow_clients_are_cut_at_their_deadlines() {
     c.reply();
     let (said, after) = drip(&mut c, b"EHLO slow.client.test", Duration::from_millis(100));
     assert_eq!(said, "421 4.4.2 Timeout exceeded, closing connection\r\n");
-    assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
-        "{after:?}"
-    );
+    // Not before the deadline; how soon after is the session's own
+    // simulated-time tests' (smtp::server::tests).
+    assert!(after >= Duration::from_millis(900), "{after:?}");
     // Message data as complete short lines, 4 octets every 100 ms (40/s):
     // silence never reaches data_timeout, but the average is under
     // min_data_rate, so the session is cut soon after data_timeout.
     let mut c = in_data(&gw);
     let (said, after) = drip(&mut c, b"ab\r\n", Duration::from_millis(25));
     assert_eq!(said, "421 4.4.2 Timeout exceeded, closing connection\r\n");
-    assert!(
-        after >= Duration::from_millis(900) && after < Duration::from_secs(5),
-        "{after:?}"
-    );
+    assert!(after >= Duration::from_millis(900), "{after:?}");
     // Message data without end, fast (about 400 KB/s): the rate is met,
     // but octets past message_size (1 KB) earn no time, so the session is
     // cut data_timeout + message_size / min_data_rate (1 s + 1 s) after
@@ -169,10 +165,7 @@ fn slow_clients_are_cut_at_their_deadlines() {
         // The client's pace (10 ms between 4 KB writes), not a wait.
         std::thread::sleep(Duration::from_millis(10));
     };
-    assert!(
-        ended >= Duration::from_millis(1800) && ended < Duration::from_secs(8),
-        "{ended:?}"
-    );
+    assert!(ended >= Duration::from_millis(1800), "{ended:?}");
     // (Idle after EHLO: tests/protocol.rs idle_client_is_closed_with_421.)
     assert!(gw.spooled().is_empty(), "nothing half-sent is kept");
     let log = gw.stop();
@@ -216,6 +209,7 @@ fn two_thousand_slow_connections_stay_within_the_memory_bound() {
     };
     normal_session(&gw);
     // 2,000 client sockets here: the soft open-file limit may be 1024.
+    // SAFETY: getrlimit/setrlimit on a zeroed struct this test owns.
     unsafe {
         let mut rl: libc::rlimit = std::mem::zeroed();
         assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl), 0);

@@ -101,10 +101,9 @@ fn idle_client_is_closed_with_421() {
         "421 4.4.2 Timeout exceeded, closing connection\r\n"
     );
     let waited = started.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_secs(10),
-        "{waited:?}"
-    );
+    // Not before its deadline (how soon after is the session's own
+    // simulated-time test, state_event_idle_client_times_out_with_421).
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
     let mut rest = Vec::new();
     assert_eq!(
         c.stream.read_to_end(&mut rest).unwrap(),

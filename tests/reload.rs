@@ -35,6 +35,17 @@ fn sighup(gw: &Gateway) {
     assert!(ok.success());
 }
 
+/// `sealgate reload -c FILE`: its exit status, standard output and error.
+fn sealgate_reload(file: &std::path::Path) -> (std::process::ExitStatus, String, String) {
+    common::run_tool(
+        std::process::Command::new(common::BIN)
+            .args(["reload", "-c"])
+            .arg(file),
+        None,
+        Duration::from_secs(20),
+    )
+}
+
 #[test]
 fn reload_under_load_swaps_policy_for_new_sessions_only() {
     let dir = common::temp_dir("reload");
@@ -74,13 +85,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
         let before = gw.count(RELOADED);
         std::fs::write(&file, config(port, i % 2 == 1)).unwrap();
         if i == 4 {
-            let (status, out, err) = common::run_tool(
-                std::process::Command::new(common::BIN)
-                    .args(["reload", "-c"])
-                    .arg(&file),
-                None,
-                Duration::from_secs(20),
-            );
+            let (status, out, err) = sealgate_reload(&file);
             assert!(status.success(), "{out}{err}");
         } else {
             sighup(&gw);
@@ -146,15 +151,7 @@ fn sealgate_reload_reports_the_gateways_answer() {
     let file = dir.join("sealgate.toml");
     std::fs::write(&file, config(port, true)).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
-    let reload = || {
-        common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(["reload", "-c"])
-                .arg(&file),
-            None,
-            Duration::from_secs(20),
-        )
-    };
+    let reload = || sealgate_reload(&file);
     let (status, out, err) = reload();
     assert!(status.success(), "{out}{err}");
     assert!(out.contains("configuration reloaded"), "{out}{err}");
@@ -247,13 +244,7 @@ fn queue_settings_follow_a_reload() {
         )
         + "\n[queue]\nretry = [\"1s\"]\nlifetime = \"4s\"\ncommand_timeout = \"1s\"\n";
     std::fs::write(&file, &after).unwrap();
-    let (status, out, err) = common::run_tool(
-        std::process::Command::new(common::BIN)
-            .args(["reload", "-c"])
-            .arg(&file),
-        None,
-        Duration::from_secs(20),
-    );
+    let (status, out, err) = sealgate_reload(&file);
     assert!(status.success(), "{out}{err}");
     assert!(
         out.contains("reload: server.listen: needs a restart"),
@@ -411,13 +402,7 @@ fn server_and_limits_keys_follow_a_reload() {
             "accept_domains = [\"example.com\", \"other.test\"]",
         );
     std::fs::write(&file, after).unwrap();
-    let (status, out, err) = common::run_tool(
-        std::process::Command::new(common::BIN)
-            .args(["reload", "-c"])
-            .arg(&file),
-        None,
-        Duration::from_secs(20),
-    );
+    let (status, out, err) = sealgate_reload(&file);
     assert!(status.success(), "{out}{err}");
     assert!(!out.contains("needs a restart"), "{out}");
     let (banner, size, other, over) = session_view(&gw);

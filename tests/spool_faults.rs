@@ -42,6 +42,8 @@ fn a_write_error_while_storing_answers_452_and_keeps_nothing() {
     // (EFBIG, the error a full quota gives): a bigger message fails in the
     // middle of its write.
     let mut cmd = Command::new(BIN);
+    // SAFETY: the closure runs in the child between fork and exec and
+    // only calls setrlimit(2), which is async-signal-safe.
     unsafe {
         cmd.pre_exec(|| {
             let limit = libc::rlimit {
@@ -128,6 +130,7 @@ fn store_order_is_journal_write_then_fdatasync_then_250() {
         .trim()
         .parse()
         .unwrap();
+    // SAFETY: kill(2) with the pid the gateway this test started wrote.
     unsafe {
         libc::kill(pid, libc::SIGTERM);
     }

@@ -106,8 +106,9 @@ pub fn tree_rss_kib(pid: u32) -> u64 {
 
 /// CPU seconds used by this process (all threads).
 pub fn self_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes into the struct we pass.
+    // SAFETY: rusage is plain integers; all zeroes is a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) } != 0 {
         return 0.0;
     }

@@ -246,13 +246,11 @@ pub fn from_pkcs12(pfx: &[u8], password: &str) -> Result<(String, String), CertE
         password,
         p12_keystore::Pkcs12ImportPolicy::Relaxed,
     )
-    .map_err(|e| {
-        let text = e.to_string();
-        if text.to_ascii_lowercase().contains("mac") {
-            CertError::WrongPassword
-        } else {
-            CertError::BadPkcs12(text)
-        }
+    .map_err(|e| match e {
+        // The file's MAC did not verify under this password (a damaged
+        // file reads the same; PKCS#12 cannot tell the two apart).
+        p12_keystore::error::Error::MacError(_) => CertError::WrongPassword,
+        other => CertError::BadPkcs12(other.to_string()),
     })?;
     let (_, chain) = ks.private_key_chain().ok_or(CertError::Pkcs12NoKey)?;
     let mut certs = String::new();

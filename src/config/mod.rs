@@ -646,6 +646,7 @@ impl Config {
 }
 
 /// The system host name (gethostname(2)), or `localhost`.
+#[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
 pub fn system_hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname writes at

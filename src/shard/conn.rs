@@ -24,6 +24,24 @@ use crate::snapshot::Snapshot;
 use crate::spool::{Spill, SpillArea};
 use std::sync::atomic::Ordering;
 
+/// A refused MAIL or RCPT (`smtp::server::RejectLine`) logged at `$level` with its
+/// facts as fields (docs/operations.md, "Logs").
+macro_rules! refusal_event {
+    ($level:ident, $line:expr, $($message:tt)+) => {
+        tracing::$level!(
+            target: "receive",
+            client_address = %$line.client_address,
+            client_name = %$line.client_name,
+            helo = %$line.helo,
+            from = %$line.from,
+            to = $line.to.as_deref(),
+            reply_code = $line.code,
+            dsn = $line.dsn,
+            $($message)+
+        )
+    };
+}
+
 /// Octets read from a socket per `read` call: the size of the shard's
 /// scratch buffer, which TLS records are decrypted from (see [`Tls`]).
 pub const READ_CHUNK: usize = 16 * 1024;
@@ -435,16 +453,7 @@ impl Conn {
                     }
                     Rejection::WouldRefuse { refusal, line } => {
                         stats.would_refuse[refusal.index()].fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(
-                            target: "receive",
-                            client_address = %line.client_address,
-                            client_name = %line.client_name,
-                            helo = %line.helo,
-                            from = %line.from,
-                            reply_code = line.code,
-                            dsn = line.dsn,
-                            "would refuse (report-only profile): {line}"
-                        );
+                        refusal_event!(warn, line, "would refuse (report-only profile): {line}");
                         continue;
                     }
                     Rejection::Policy {
@@ -463,17 +472,7 @@ impl Conn {
                     } => (&stats.rejects, line),
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                tracing::info!(
-                    target: "receive",
-                    client_address = %line.client_address,
-                    client_name = %line.client_name,
-                    helo = %line.helo,
-                    from = %line.from,
-                    to = line.to.as_deref(),
-                    reply_code = line.code,
-                    dsn = line.dsn,
-                    "NOQUEUE: reject: {line}"
-                );
+                refusal_event!(info, line, "NOQUEUE: reject: {line}");
             }
             match fed.action {
                 None => break,

@@ -154,6 +154,7 @@ impl Storage for Disk {
         Ok(done)
     }
 
+    #[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
     fn write_at(&mut self, slot: u32, offset: u64, parts: &[&[u8]]) -> io::Result<()> {
         use std::os::fd::AsRawFd;
         let fd = self.file(slot)?.as_raw_fd();
