@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod cert;
 pub mod config;
+pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod explain;

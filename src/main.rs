@@ -388,27 +388,40 @@ fn main() -> ExitCode {
         ),
         Command::Partners { config, json } => sealgate::run::queue_command(
             config.as_deref(),
-            if json { "partners --json" } else { "partners" },
+            sealgate::control::Command::Partners,
+            json,
         ),
         Command::Policy { config, command } => {
-            let line = match command {
-                PolicyCommand::Show { domain } => format!("policy show {domain}"),
-                PolicyCommand::Refresh { domain } => format!("policy refresh {domain}"),
-                PolicyCommand::Forget { domain } => format!("policy forget {domain}"),
+            use sealgate::delivery::PolicyAction;
+            let (action, domain) = match command {
+                PolicyCommand::Show { domain } => (PolicyAction::Show, domain),
+                PolicyCommand::Refresh { domain } => (PolicyAction::Refresh, domain),
+                PolicyCommand::Forget { domain } => (PolicyAction::Forget, domain),
             };
-            sealgate::run::queue_command(config.as_deref(), &line)
+            let domain = sealgate::model::canonical_domain(&domain);
+            sealgate::run::queue_command(
+                config.as_deref(),
+                sealgate::control::Command::Delivery(sealgate::delivery::Admin::Policy(
+                    action, domain,
+                )),
+                false,
+            )
         }
         Command::Queue { config, command } => {
-            let line = match command {
-                QueueCommand::List { json: true } => "list --json".to_string(),
-                QueueCommand::List { json: false } => "list".to_string(),
-                QueueCommand::Show { id } => format!("show {id}"),
-                QueueCommand::Flush => "flush".to_string(),
-                QueueCommand::Delete { id } => format!("delete {id}"),
-                QueueCommand::Hold { id } => format!("hold {id}"),
-                QueueCommand::Release { id } => format!("release {id}"),
+            use sealgate::delivery::{Admin, QueueChange};
+            let (admin, json) = match command {
+                QueueCommand::List { json } => (Admin::List, json),
+                QueueCommand::Show { id } => (Admin::Show(id), false),
+                QueueCommand::Flush => (Admin::Change(QueueChange::Flush), false),
+                QueueCommand::Delete { id } => (Admin::Change(QueueChange::Delete(id)), false),
+                QueueCommand::Hold { id } => (Admin::Change(QueueChange::Hold(id)), false),
+                QueueCommand::Release { id } => (Admin::Change(QueueChange::Release(id)), false),
             };
-            sealgate::run::queue_command(config.as_deref(), &line)
+            sealgate::run::queue_command(
+                config.as_deref(),
+                sealgate::control::Command::Delivery(admin),
+                json,
+            )
         }
         Command::Explain {
             config,

@@ -86,7 +86,7 @@ impl std::fmt::Display for ClientText<'_> {
 }
 
 /// What the sender asked of TLS for a message (RFC 8689).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum TlsRequest {
     /// Nothing: the gateway's and the recipients' policies apply.
     #[default]
@@ -112,7 +112,7 @@ impl TlsRequest {
 
 /// The facts about a message, besides its envelope, that its delivery
 /// follows; kept with it in the spool (one octet, docs/spool.md).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MailFlags {
     /// `BODY=8BITMIME` was declared (RFC 6152): declared again, or
     /// refused, on the way out.
@@ -165,7 +165,7 @@ impl MailFlags {
 
 /// RFC 3461 §4.3 `RET`: what a failure notification returns of the
 /// message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Ret {
     Full,
     Hdrs,
@@ -181,7 +181,7 @@ impl Ret {
 }
 
 /// The DSN request of a message as a whole (RFC 3461 §4.3, §4.4).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MessageDsn {
     pub ret: Option<Ret>,
     /// `ENVID`, xtext-decoded: the sender's name for the transaction,
@@ -190,7 +190,7 @@ pub struct MessageDsn {
 }
 
 /// RFC 3461 §4.1 `NOTIFY` of one recipient.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Notify {
     /// Not given: failures are reported, nothing else (§4.1: "as if
     /// NOTIFY=FAILURE" for the MTA's default, delays not announced).
@@ -280,7 +280,7 @@ impl Notify {
 }
 
 /// RFC 3461 §4.2 `ORCPT`: the recipient as the sender first gave it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Orcpt {
     /// The address type, `rfc822` or `utf-8` (RFC 6533), as given.
     pub kind: String,
@@ -289,7 +289,7 @@ pub struct Orcpt {
 }
 
 /// What one recipient asked to be told (RFC 3461 §4.1, §4.2).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RcptDsn {
     pub notify: Notify,
     pub orcpt: Option<Orcpt>,

@@ -53,7 +53,11 @@ pub fn check(path: Option<&Path>) -> ExitCode {
 /// non-shard) thread, validates everything, and only then swaps the
 /// snapshot. Any problem keeps the running snapshot and is logged in full.
 /// Sessions in flight keep the snapshot they were accepted under.
-fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<String, Vec<String>> {
+fn reload(
+    running: &Config,
+    path: Option<&Path>,
+    shared: &Shared,
+) -> Result<Vec<String>, Vec<String>> {
     let started = std::time::Instant::now();
     // Every problem is logged and handed back (to `sealgate reload`).
     let refuse = |problems: Vec<String>| {
@@ -115,7 +119,7 @@ fn reload(running: &Config, path: Option<&Path>, shared: &Shared) -> Result<Stri
     );
     tracing::info!("{done}");
     notes.push(done);
-    Ok(notes.join("\n") + "\n")
+    Ok(notes)
 }
 
 /// The keys that only a restart changes (docs/configuration.md marks them
@@ -178,7 +182,7 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn reload(&self, shared: &Shared) -> Result<String, Vec<String>> {
+    fn reload(&self, shared: &Shared) -> Result<Vec<String>, Vec<String>> {
         let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
         reload(&self.running, self.path.as_deref(), shared)
     }
@@ -263,8 +267,9 @@ fn failed(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError
     move |source| StartError::Io { doing, source }
 }
 
-/// The control socket in the spool directory (OPS-5): one command line
-/// per connection, answered and closed. Root-only by directory mode.
+/// The control socket in the spool directory (OPS-5): one request per
+/// connection, answered and closed (`crate::control`). Mode 0600, in a
+/// root-only directory.
 pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 
 fn start_control(
@@ -274,92 +279,66 @@ fn start_control(
     certificates: Vec<std::path::PathBuf>,
     reloader: Arc<Reloader>,
 ) -> Result<(), StartError> {
-    use std::io::{BufRead, BufReader, Write};
+    use crate::control::{Command, Refusal, Reply};
     let _ = std::fs::remove_file(path);
     let listener = std::os::unix::net::UnixListener::bind(path)
         .map_err(failed(format!("cannot create {}", path.display())))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(failed(format!("cannot make {} owner-only", path.display())))?;
     }
     std::thread::Builder::new()
         .name("control".into())
         .spawn(move || {
             for stream in listener.incoming().flatten() {
-                let mut line = String::new();
-                let mut reader = BufReader::new(&stream);
-                if reader.read_line(&mut line).is_err() {
-                    continue;
-                }
-                // `sealgate partners`: the status page's view, read here.
-                let partners = match line.trim() {
-                    "partners" => Some(false),
-                    "partners --json" => Some(true),
-                    _ => None,
-                };
-                let answer: Result<String, String> = match partners
-                    .map(|json| (json, crate::status::read(&shared, &certificates)))
-                {
-                    Some((false, status)) => Ok(status.text()),
-                    Some((true, status)) => {
-                        Ok(serde_json::to_string_pretty(&status).unwrap_or_default() + "\n")
+                crate::control::serve(&stream, |command| match command {
+                    Command::Reload => reloader
+                        .reload(&shared)
+                        .map(Reply::Reloaded)
+                        .map_err(Refusal::ReloadFailed),
+                    Command::Partners => Ok(Reply::Partners(Box::new(crate::status::read(
+                        &shared,
+                        &certificates,
+                    )))),
+                    Command::Delivery(cmd) => {
+                        let (tx, rx) = crossbeam_channel::bounded(1);
+                        let answer = if delivery
+                            .send(crate::delivery::Event::Admin(cmd, tx))
+                            .is_err()
+                        {
+                            Err(crate::delivery::AdminError::NotRunning)
+                        } else {
+                            rx.recv_timeout(std::time::Duration::from_secs(60))
+                                .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
+                        };
+                        answer.map(Reply::Delivery).map_err(Refusal::Delivery)
                     }
-                    // `sealgate reload`: the answer is the reload's outcome.
-                    None if line.trim() == "reload" => {
-                        reloader.reload(&shared).map_err(|lines| lines.join("\n"))
-                    }
-                    None => match line.trim().parse::<crate::delivery::Admin>() {
-                        Ok(cmd) => {
-                            let (tx, rx) = crossbeam_channel::bounded(1);
-                            if delivery
-                                .send(crate::delivery::Event::Admin(cmd, tx))
-                                .is_err()
-                            {
-                                Err(crate::delivery::AdminError::NotRunning)
-                            } else {
-                                rx.recv_timeout(std::time::Duration::from_secs(60))
-                                    .unwrap_or(Err(crate::delivery::AdminError::NoAnswer))
-                            }
-                        }
-                        Err(e) => Err(e),
-                    }
-                    .map_err(|e| e.to_string()),
-                };
-                let mut w = &stream;
-                let _ = match answer {
-                    Ok(text) => write!(w, "ok\n{text}"),
-                    Err(e) => write!(w, "error\n{e}\n"),
-                };
+                });
             }
         })
         .map_err(failed("cannot start the control thread"))?;
     Ok(())
 }
 
-/// One command to the running gateway's control socket: its answer, or
-/// what went wrong (as the command prints it).
-fn control(cfg: &Config, command: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let socket = cfg.spool_dir().join(CONTROL_SOCKET);
-    let mut stream = std::os::unix::net::UnixStream::connect(&socket).map_err(|e| {
-        format!(
-            "{}: cannot reach the running gateway: {e}\n",
-            socket.display()
-        )
-    })?;
-    let mut answer = String::new();
-    if writeln!(stream, "{command}").is_err() || stream.read_to_string(&mut answer).is_err() {
-        return Err("lost the connection to the gateway\n".into());
-    }
-    match answer.split_once('\n') {
-        Some(("ok", rest)) => Ok(rest.to_string()),
-        Some((_, rest)) => Err(rest.to_string()),
-        None => Err(format!("unexpected answer: {answer}\n")),
-    }
+/// One command to the running gateway's control socket: its reply, or
+/// what went wrong (printed as it is).
+fn control(
+    cfg: &Config,
+    command: crate::control::Command,
+) -> Result<crate::control::Reply, crate::control::Failure> {
+    crate::control::ask(&cfg.spool_dir().join(CONTROL_SOCKET), command)
 }
 
-/// `sealgate queue …`: one command to the running gateway's control socket.
-pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
+/// `sealgate queue …`, `policy …` and `partners`: one command to the
+/// running gateway's control socket, its answer printed (`json`: as JSON
+/// where the command offers it).
+pub fn queue_command(
+    path: Option<&Path>,
+    command: crate::control::Command,
+    json: bool,
+) -> ExitCode {
+    use crate::control::Reply;
     let cfg = match config::load(path) {
         Ok(c) => c,
         Err(errors) => {
@@ -368,15 +347,23 @@ pub fn queue_command(path: Option<&Path>, command: &str) -> ExitCode {
         }
     };
     match control(&cfg, command) {
-        Ok(rest) => {
-            print!("{rest}");
-            if !rest.ends_with('\n') {
+        Ok(reply) => {
+            let text = match reply {
+                Reply::Delivery(answer) => answer.render(crate::model::unix_now(), json),
+                Reply::Partners(status) if json => {
+                    serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"
+                }
+                Reply::Partners(status) => status.text(),
+                Reply::Reloaded(notes) => notes.join("\n") + "\n",
+            };
+            print!("{text}");
+            if !text.is_empty() && !text.ends_with('\n') {
                 println!();
             }
             ExitCode::SUCCESS
         }
         Err(why) => {
-            eprint!("{why}");
+            eprintln!("{why}");
             ExitCode::from(1)
         }
     }
@@ -410,20 +397,17 @@ pub fn report_command(
     }
     let domain = domain.map(crate::model::canonical_domain);
     if send {
-        let line = format!("report send {day} {}", domain.as_deref().unwrap_or(""));
-        return match control(&cfg, line.trim_end()) {
-            Ok(text) => {
-                print!("{text}");
-                ExitCode::SUCCESS
-            }
-            Err(why) => {
-                eprint!("{why}");
-                ExitCode::from(1)
-            }
-        };
+        return queue_command(
+            path,
+            crate::control::Command::Delivery(crate::delivery::Admin::ReportSend { day, domain }),
+            false,
+        );
     }
     // Not running: the file is all there is.
-    let _ = control(&cfg, "report flush");
+    let _ = control(
+        &cfg,
+        crate::control::Command::Delivery(crate::delivery::Admin::ReportFlush),
+    );
     let settings = cfg.tls_rpt();
     let d = crate::tlsrpt::Day::load(&crate::tlsrpt::dir(&cfg.spool_dir()), &day);
     let names: Vec<&String> = d
@@ -526,16 +510,19 @@ pub fn reload_command(path: Option<&Path>) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match control(&cfg, "reload") {
-        Ok(text) => {
-            print!("{text}");
+    match control(&cfg, crate::control::Command::Reload) {
+        Ok(crate::control::Reply::Reloaded(notes)) => {
+            for note in notes {
+                println!("{note}");
+            }
             ExitCode::SUCCESS
         }
-        Err(text) => {
-            eprint!("{text}");
-            if !text.ends_with('\n') {
-                eprintln!();
-            }
+        Ok(crate::control::Reply::Partners(_) | crate::control::Reply::Delivery(_)) => {
+            eprintln!("the gateway answered the reload with another command's reply");
+            ExitCode::from(1)
+        }
+        Err(why) => {
+            eprintln!("{why}");
             ExitCode::from(1)
         }
     }

@@ -29,6 +29,15 @@ fn queue_commands_on_a_running_gateway() {
     let base = common::config(port, 1, "") + "\n[queue]\nretry = [\"1h\"]\n";
     std::fs::write(&cfg, &base).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
+    // The control socket is the owner's alone.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.join("spool/sealgate.ctl"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    }
     for subject in ["first", "second"] {
         let mut c = common::connect(gw.addr);
         c.reply();

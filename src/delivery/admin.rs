@@ -1,18 +1,23 @@
-//! `sealgate queue …` as the scheduler sees it: the commands, their
-//! errors, and the list and show views formatted from the queue's.
-use super::Scheduler;
+//! `sealgate queue …`, `policy` and `report tls` as the scheduler sees
+//! them: the commands, their typed answers and errors (carried over the
+//! control socket, `crate::control`), and how the command line prints
+//! each answer ([`Answer::render`]).
+use serde::{Deserialize, Serialize};
 
-/// `sealgate queue …` commands.
-#[derive(Debug, Clone, PartialEq, Eq)]
+use super::Scheduler;
+use crate::model::{MailFlags, MessageDsn};
+use crate::spool::RcptState;
+
+/// The commands delivery answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Admin {
-    List {
-        json: bool,
-    },
+    /// `sealgate queue list`.
+    List,
+    /// `sealgate queue show ID`.
     Show(String),
-    Flush,
-    Delete(String),
-    Hold(String),
-    Release(String),
+    /// `sealgate queue flush|delete|hold|release`: the queue's own.
+    Change(QueueChange),
     /// `sealgate policy show|refresh|forget DOMAIN`.
     Policy(PolicyAction, String),
     /// `sealgate report tls`: write today's sessions out (before the
@@ -20,14 +25,23 @@ pub enum Admin {
     ReportFlush,
     /// `sealgate report tls --send`: send the day's reports now (one
     /// domain's, when given).
-    ReportSend {
-        day: String,
-        domain: Option<String>,
-    },
+    ReportSend { day: String, domain: Option<String> },
+}
+
+/// What an administrator changes in the queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueChange {
+    /// Every pending recipient due now.
+    Flush,
+    Delete(String),
+    Hold(String),
+    Release(String),
 }
 
 /// What `sealgate policy` does with a domain's outbound policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum PolicyAction {
     /// What applies and why: the route's profile, DANE, MTA-STS.
     Show,
@@ -37,72 +51,199 @@ pub enum PolicyAction {
     Forget,
 }
 
-/// Why a `sealgate queue` command failed; the wording is what the command
+/// One queued message as `sealgate queue list` and `show` see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageView {
+    pub id: String,
+    pub from: String,
+    /// Unix seconds.
+    pub arrived: u64,
+    pub size: u64,
+    pub flags: MailFlags,
+    pub dsn: MessageDsn,
+    pub hold: bool,
+    pub rcpts: Vec<RcptState>,
+}
+
+impl MessageView {
+    fn of(v: &super::queue::View<'_>) -> MessageView {
+        MessageView {
+            id: v.id.to_string(),
+            from: v.from.to_string(),
+            arrived: v.arrived,
+            size: v.size,
+            flags: v.flags,
+            dsn: v.dsn.clone(),
+            hold: v.hold,
+            rcpts: v.rcpts.to_vec(),
+        }
+    }
+}
+
+/// Each command's answer, typed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Answer {
+    List(Vec<MessageView>),
+    Show {
+        message: MessageView,
+        /// The message's header section, as stored.
+        headers: String,
+    },
+    Flushed {
+        scheduled: usize,
+        held: usize,
+    },
+    Deleted(String),
+    Held(String),
+    Released(String),
+    /// `sealgate policy`'s report: the route, the modes, what DNS and the
+    /// MTA-STS cache say, and what an attempt would demand of each host.
+    Policy(String),
+    ReportFlushed,
+    /// The reports sent now: (day, policy domain).
+    ReportSending {
+        day: String,
+        due: Vec<(String, String)>,
+    },
+}
+
+impl Answer {
+    /// As the command prints it; `json` for `queue list --json`. `now`
+    /// (Unix seconds) for "next … (in 9m)".
+    pub fn render(&self, now: u64, json: bool) -> String {
+        use std::fmt::Write as _;
+        match self {
+            Answer::List(views) if json => list_json(views),
+            Answer::List(views) => {
+                // In the style of `postqueue -p`: the id (`!` when held),
+                // size, arrival and sender, then each recipient with its
+                // state, when it is tried next and why the last try failed.
+                let mut out = String::new();
+                let _ = writeln!(
+                    out,
+                    "{:<21} {:>9} {:<20}  sender / recipients",
+                    "-queue id-", "-size-", "-arrival (UTC)-"
+                );
+                for m in views {
+                    let _ = writeln!(
+                        out,
+                        "{:<21} {:>9} {:<20}  <{}>",
+                        format!("{}{}", m.id, if m.hold { "!" } else { "" }),
+                        m.size,
+                        crate::model::rfc3339(m.arrived as i64),
+                        m.from
+                    );
+                    for r in &m.rcpts {
+                        let _ = writeln!(out, "{:>54}{}", "", rcpt_line(r, m.hold, now));
+                    }
+                }
+                let _ = writeln!(out, "-- {} message(s) in queue", views.len());
+                out
+            }
+            Answer::Show { message: m, headers } => {
+                let mut out = format!(
+                    "id {}{}\narrived {} ({})\nfrom <{}>\n",
+                    m.id,
+                    if m.hold { " (held)" } else { "" },
+                    crate::model::rfc3339(m.arrived as i64),
+                    ago(now, m.arrived),
+                    m.from
+                );
+                for r in &m.rcpts {
+                    let _ = writeln!(out, "rcpt <{}>{}", r.rcpt, r.dsn);
+                }
+                let _ = writeln!(
+                    out,
+                    "body {}\nsmtputf8 {}\ntls {}\nret {}\nenvid {}\nsize {}\nhold {}\n",
+                    if m.flags.body_8bit { "8BITMIME" } else { "7BIT" },
+                    if m.flags.smtputf8 { "yes" } else { "no" },
+                    m.flags.tls.as_str(),
+                    m.dsn.ret.map_or("-", crate::model::Ret::as_str),
+                    m.dsn
+                        .envid
+                        .as_deref()
+                        .map_or("-".into(), crate::model::xtext_encode),
+                    m.size,
+                    u8::from(m.hold)
+                );
+                out.push_str(headers);
+                out.push_str("\n\n");
+                for r in &m.rcpts {
+                    let _ = writeln!(out, "{}", rcpt_line(r, m.hold, now));
+                }
+                out
+            }
+            Answer::Flushed { scheduled, held: 0 } => {
+                format!("{scheduled} message(s) scheduled for delivery now\n")
+            }
+            Answer::Flushed { scheduled, held } => format!(
+                "{scheduled} message(s) scheduled for delivery now; {held} held (sealgate queue release ID)\n"
+            ),
+            Answer::Deleted(id) => format!("{id}: deleted\n"),
+            Answer::Held(id) => format!("{id}: on hold\n"),
+            Answer::Released(id) => format!("{id}: released\n"),
+            Answer::Policy(text) => text.clone(),
+            Answer::ReportFlushed => String::new(),
+            Answer::ReportSending { day, due } if due.is_empty() => format!(
+                "{day}: no report to send (none recorded, suppressed, or no failure with only_failures)\n"
+            ),
+            Answer::ReportSending { due, .. } => due
+                .iter()
+                .map(|(d, name)| format!("{d}: sending the report for {name}\n"))
+                .collect(),
+        }
+    }
+}
+
+/// `queue list --json`: Unix times and their RFC 3339 text, each
+/// recipient's state.
+fn list_json(views: &[MessageView]) -> String {
+    let list: Vec<serde_json::Value> = views
+        .iter()
+        .map(|m| {
+            serde_json::json!({
+                "id": m.id,
+                "arrived": m.arrived,
+                "arrived_time": crate::model::rfc3339(m.arrived as i64),
+                "size": m.size,
+                "from": m.from,
+                "hold": m.hold,
+                "smtputf8": m.flags.smtputf8,
+                "ret": m.dsn.ret.map(crate::model::Ret::as_str),
+                "envid": m.dsn.envid,
+                "recipients": m.rcpts.iter().map(|r| serde_json::json!({
+                    "rcpt": r.rcpt,
+                    "notify": r.dsn.notify.value(),
+                    "orcpt": r.dsn.orcpt.as_ref().map(crate::model::orcpt_encode),
+                    "status": r.status.as_str(),
+                    "attempts": r.attempts,
+                    "next_due": r.next_due,
+                    "next_due_time": crate::model::rfc3339(r.next_due as i64),
+                    "last": crate::spool::last_text(&r.last),
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    // Values built above always serialise.
+    serde_json::to_string_pretty(&list).unwrap_or_default() + "\n"
+}
+
+/// Why a command to delivery failed; the wording is what the command
 /// prints.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum AdminError {
     #[error("{0}: no such message in the queue")]
     NoSuchMessage(String),
     #[error("{0}: a delivery attempt is running; try again")]
     Busy(String),
-    #[error("{0} needs a queue id")]
-    NeedsId(String),
-    #[error("unknown queue command {0:?}: list [--json] | show ID | flush | delete ID | hold ID | release ID")]
-    Unknown(String),
     #[error("{id}: cannot read it from the spool: {why}")]
     Unreadable { id: String, why: String },
     #[error("delivery is not running")]
     NotRunning,
     #[error("no answer from delivery")]
     NoAnswer,
-    #[error("cannot format the list: {0}")]
-    Format(String),
-}
-
-impl std::str::FromStr for Admin {
-    type Err = AdminError;
-    fn from_str(line: &str) -> Result<Admin, AdminError> {
-        let words: Vec<&str> = line.split_whitespace().collect();
-        let id = |w: &[&str]| {
-            w.get(1)
-                .map(|s| s.to_string())
-                .ok_or_else(|| AdminError::NeedsId(w[0].to_string()))
-        };
-        match words.first().copied() {
-            Some("list") => Ok(Admin::List {
-                json: words.get(1) == Some(&"--json"),
-            }),
-            Some("show") => Ok(Admin::Show(id(&words)?)),
-            Some("flush") => Ok(Admin::Flush),
-            Some("delete") => Ok(Admin::Delete(id(&words)?)),
-            Some("hold") => Ok(Admin::Hold(id(&words)?)),
-            Some("release") => Ok(Admin::Release(id(&words)?)),
-            Some("policy") => {
-                let action = match words.get(1).copied() {
-                    Some("show") => PolicyAction::Show,
-                    Some("refresh") => PolicyAction::Refresh,
-                    Some("forget") => PolicyAction::Forget,
-                    _ => return Err(AdminError::Unknown(line.to_string())),
-                };
-                let domain = words
-                    .get(2)
-                    .map(|d| crate::model::canonical_domain(d))
-                    .ok_or_else(|| AdminError::NeedsId(format!("policy {}", words[1])))?;
-                Ok(Admin::Policy(action, domain))
-            }
-            Some("report") => match (words.get(1).copied(), words.get(2).copied()) {
-                (Some("flush"), _) => Ok(Admin::ReportFlush),
-                (Some("send"), Some(day)) if crate::tlsrpt::day_start(day).is_some() => {
-                    Ok(Admin::ReportSend {
-                        day: day.to_string(),
-                        domain: words.get(3).map(|d| crate::model::canonical_domain(d)),
-                    })
-                }
-                _ => Err(AdminError::Unknown(line.to_string())),
-            },
-            _ => Err(AdminError::Unknown(line.to_string())),
-        }
-    }
 }
 
 impl Scheduler {
@@ -112,7 +253,7 @@ impl Scheduler {
         &mut self,
         action: PolicyAction,
         domain: &str,
-        reply: crossbeam_channel::Sender<Result<String, AdminError>>,
+        reply: crossbeam_channel::Sender<Result<Answer, AdminError>>,
     ) {
         let snapshot = (self.snapshot)();
         let route = snapshot.routes.for_domain(domain);
@@ -157,7 +298,7 @@ impl Scheduler {
                 let (via, domain_owned, port) = (route.via.clone(), domain.to_string(), route.port);
                 resolver.policy(domain, query, dane, sts.clone(), move |text| match action {
                     PolicyAction::Forget => {
-                        let _ = reply.send(Ok(head + &text));
+                        let _ = reply.send(Ok(Answer::Policy(head + &text)));
                     }
                     PolicyAction::Show | PolicyAction::Refresh => super::attempt::live_demands(
                         &live,
@@ -168,135 +309,41 @@ impl Scheduler {
                         sts,
                         policy,
                         move |verdicts| {
-                            let _ = reply.send(Ok(head + &text + &verdicts));
+                            let _ = reply.send(Ok(Answer::Policy(head + &text + &verdicts)));
                         },
                     ),
                 })
             }
             None => {
-                let _ = reply.send(Ok(head + "no resolver running\n"));
+                let _ = reply.send(Ok(Answer::Policy(head + "no resolver running\n")));
             }
         }
     }
 
-    /// `sealgate queue …`: list and show are formatted here from the
-    /// queue's views; the rest are the queue's.
-    pub(super) fn admin(&mut self, cmd: Admin, now: u64) -> Result<String, AdminError> {
-        use std::fmt::Write as _;
-        match cmd {
-            Admin::List { json } => {
-                let views = self.queue.views();
-                if json {
-                    let list: Vec<serde_json::Value> = views
-                        .iter()
-                        .map(|m| {
-                            serde_json::json!({
-                                "id": m.id,
-                                "arrived": m.arrived,
-                                "arrived_time": crate::model::rfc3339(m.arrived as i64),
-                                "size": m.size,
-                                "from": m.from,
-                                "hold": m.hold,
-                                "smtputf8": m.flags.smtputf8,
-                                "ret": m.dsn.ret.map(crate::model::Ret::as_str),
-                                "envid": m.dsn.envid,
-                                "recipients": m.rcpts.iter().map(|r| serde_json::json!({
-                                    "rcpt": r.rcpt,
-                                    "notify": r.dsn.notify.value(),
-                                    "orcpt": r.dsn.orcpt.as_ref().map(crate::model::orcpt_encode),
-                                    "status": format!("{:?}", r.status).to_lowercase(),
-                                    "attempts": r.attempts,
-                                    "next_due": r.next_due,
-                                    "next_due_time": crate::model::rfc3339(r.next_due as i64),
-                                    "last": crate::spool::last_text(&r.last),
-                                })).collect::<Vec<_>>(),
-                            })
-                        })
-                        .collect();
-                    return serde_json::to_string_pretty(&list)
-                        .map_err(|e| AdminError::Format(e.to_string()));
-                }
-                // In the style of `postqueue -p`: the id (`!` when held),
-                // size, arrival and sender, then each recipient with its
-                // state, when it is tried next and why the last try failed.
-                let mut out = String::new();
-                let _ = writeln!(
-                    out,
-                    "{:<21} {:>9} {:<20}  sender / recipients",
-                    "-queue id-", "-size-", "-arrival (UTC)-"
-                );
-                for m in &views {
-                    let _ = writeln!(
-                        out,
-                        "{:<21} {:>9} {:<20}  <{}>",
-                        format!("{}{}", m.id, if m.hold { "!" } else { "" }),
-                        m.size,
-                        crate::model::rfc3339(m.arrived as i64),
-                        m.from
-                    );
-                    for r in m.rcpts {
-                        let _ = writeln!(out, "{:>54}{}", "", rcpt_line(r, m.hold, now));
-                    }
-                }
-                let _ = writeln!(out, "-- {} message(s) in queue", views.len());
-                Ok(out)
-            }
-            Admin::Show(id) => {
-                let (journal, mut out) = {
-                    let m = self
-                        .queue
-                        .view(&id)
-                        .ok_or_else(|| AdminError::NoSuchMessage(id.clone()))?;
-                    let mut out = format!(
-                        "id {id}{}\narrived {} ({})\nfrom <{}>\n",
-                        if m.hold { " (held)" } else { "" },
-                        crate::model::rfc3339(m.arrived as i64),
-                        ago(now, m.arrived),
-                        m.from
-                    );
-                    for r in m.rcpts {
-                        let _ = writeln!(out, "rcpt <{}>{}", r.rcpt, r.dsn);
-                    }
-                    let _ = writeln!(
-                        out,
-                        "body {}\nsmtputf8 {}\ntls {}\nret {}\nenvid {}\nsize {}\nhold {}\n",
-                        if m.flags.body_8bit {
-                            "8BITMIME"
-                        } else {
-                            "7BIT"
-                        },
-                        if m.flags.smtputf8 { "yes" } else { "no" },
-                        m.flags.tls.as_str(),
-                        m.dsn.ret.map_or("-", crate::model::Ret::as_str),
-                        m.dsn
-                            .envid
-                            .as_deref()
-                            .map_or("-".into(), crate::model::xtext_encode),
-                        m.size,
-                        u8::from(m.hold)
-                    );
-                    (m.journal, out)
-                };
-                let data =
-                    self.spool
-                        .reader
-                        .read(journal, &id)
-                        .map_err(|e| AdminError::Unreadable {
-                            id: id.clone(),
-                            why: e.to_string(),
-                        })?;
-                let text = String::from_utf8_lossy(&data);
-                out.push_str(text.split("\r\n\r\n").next().unwrap_or(""));
-                out.push_str("\n\n");
-                if let Some(m) = self.queue.view(&id) {
-                    for r in m.rcpts {
-                        let _ = writeln!(out, "{}", rcpt_line(r, m.hold, now));
-                    }
-                }
-                Ok(out)
-            }
-            other => self.queue.admin(&other, now),
-        }
+    /// `sealgate queue list`: every message, from the queue's views.
+    pub(super) fn list(&self) -> Answer {
+        Answer::List(self.queue.views().iter().map(MessageView::of).collect())
+    }
+
+    /// `sealgate queue show ID`: the message's view and its header
+    /// section, read from its journal.
+    pub(super) fn show(&mut self, id: &str) -> Result<Answer, AdminError> {
+        let (journal, message) = self
+            .queue
+            .view(id)
+            .map(|v| (v.journal, MessageView::of(&v)))
+            .ok_or_else(|| AdminError::NoSuchMessage(id.to_string()))?;
+        let data = self
+            .spool
+            .reader
+            .read(journal, id)
+            .map_err(|e| AdminError::Unreadable {
+                id: id.to_string(),
+                why: e.to_string(),
+            })?;
+        let text = String::from_utf8_lossy(&data);
+        let headers = text.split("\r\n\r\n").next().unwrap_or("").to_string();
+        Ok(Answer::Show { message, headers })
     }
 }
 

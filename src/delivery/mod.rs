@@ -18,7 +18,7 @@ pub mod posture;
 pub mod queue;
 mod reports;
 
-pub use admin::{Admin, AdminError, PolicyAction};
+pub use admin::{Admin, AdminError, Answer, MessageView, PolicyAction, QueueChange};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -51,7 +51,7 @@ pub enum Event {
     /// The gateway is stopping.
     Stop,
     /// A queue administration command (OPS-5) and where to answer.
-    Admin(Admin, crossbeam_channel::Sender<Result<String, AdminError>>),
+    Admin(Admin, crossbeam_channel::Sender<Result<Answer, AdminError>>),
     /// A policy domain's `_smtp._tls` record, for its report of `day`.
     ReportRua {
         day: String,
@@ -504,32 +504,34 @@ impl Scheduler {
             }
             Event::Stop => {}
             Event::ReportRua { day, domain, rua } => self.report_send(&day, &domain, rua),
-            Event::Admin(admin::Admin::Policy(action, domain), reply) => {
-                self.policy(action, &domain, reply)
-            }
-            Event::Admin(admin::Admin::ReportFlush, reply) => {
-                self.reports.flush(now);
-                let _ = reply.send(Ok(String::new()));
-            }
-            Event::Admin(admin::Admin::ReportSend { day, domain }, reply) => {
-                self.reports.flush(now);
-                let settings = (self.snapshot)().tls_rpt.clone();
-                let due = self.reports.send_now(&day, domain.as_deref(), &settings);
-                let text = if due.is_empty() {
-                    format!("{day}: no report to send (none recorded, suppressed, or no failure with only_failures)\n")
-                } else {
-                    due.iter()
-                        .map(|(d, name)| format!("{d}: sending the report for {name}\n"))
-                        .collect()
-                };
-                for (d, name) in due {
-                    self.report_lookup(d, name);
-                }
-                let _ = reply.send(Ok(text));
-            }
             Event::Admin(cmd, reply) => {
-                let answer = self.admin(cmd, now);
-                self.perform();
+                let answer = match cmd {
+                    Admin::Policy(action, domain) => {
+                        // Answered once the resolver thread has.
+                        self.policy(action, &domain, reply);
+                        return;
+                    }
+                    Admin::ReportFlush => {
+                        self.reports.flush(now);
+                        Ok(Answer::ReportFlushed)
+                    }
+                    Admin::ReportSend { day, domain } => {
+                        self.reports.flush(now);
+                        let settings = (self.snapshot)().tls_rpt.clone();
+                        let due = self.reports.send_now(&day, domain.as_deref(), &settings);
+                        for (d, name) in &due {
+                            self.report_lookup(d.clone(), name.clone());
+                        }
+                        Ok(Answer::ReportSending { day, due })
+                    }
+                    Admin::List => Ok(self.list()),
+                    Admin::Show(id) => self.show(&id),
+                    Admin::Change(change) => {
+                        let answer = self.queue.admin(&change, now);
+                        self.perform();
+                        answer
+                    }
+                };
                 let _ = reply.send(answer);
             }
             Event::Flush => self.queue.flush(now),

@@ -12,7 +12,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Admin, AdminError, AttemptResult, TlsLevel};
+use super::{AdminError, Answer, AttemptResult, QueueChange, TlsLevel};
 use crate::dns::{Found, LookupError};
 use crate::logs::{Notice, QueueLine};
 use crate::model::MailFlags;
@@ -862,16 +862,10 @@ impl Queue {
 
     /// `sealgate queue delete|hold|release|flush` (list and show are
     /// views, formatted by the driver).
-    pub fn admin(&mut self, cmd: &Admin, now: u64) -> Result<String, AdminError> {
+    pub fn admin(&mut self, cmd: &QueueChange, now: u64) -> Result<Answer, AdminError> {
         let missing = |id: &str| AdminError::NoSuchMessage(id.to_string());
         match cmd {
-            // Views: the driver formats them from [`Queue::views`].
-            Admin::List { .. }
-            | Admin::Show(_)
-            | Admin::Policy(..)
-            | Admin::ReportFlush
-            | Admin::ReportSend { .. } => Ok(String::new()),
-            Admin::Flush => {
+            QueueChange::Flush => {
                 self.flush(now);
                 // Held messages and those with nothing pending are not
                 // scheduled, so they are not counted as such.
@@ -889,13 +883,9 @@ impl Queue {
                     .filter(|m| !m.hold)
                     .filter(pending)
                     .count();
-                Ok(if held > 0 {
-                    format!("{scheduled} message(s) scheduled for delivery now; {held} held (sealgate queue release ID)")
-                } else {
-                    format!("{scheduled} message(s) scheduled for delivery now")
-                })
+                Ok(Answer::Flushed { scheduled, held })
             }
-            Admin::Delete(id) => {
+            QueueChange::Delete(id) => {
                 let m = self.messages.get(id).ok_or_else(|| missing(id))?;
                 if m.in_flight > 0 || m.bouncing {
                     return Err(AdminError::Busy(id.clone()));
@@ -911,9 +901,9 @@ impl Queue {
                     journal,
                     lines: vec![QueueLine::RemovedByAdministrator { id: id.clone() }],
                 });
-                Ok(format!("{id}: deleted"))
+                Ok(Answer::Deleted(id.clone()))
             }
-            Admin::Hold(id) => {
+            QueueChange::Hold(id) => {
                 let m = self.messages.get_mut(id).ok_or_else(|| missing(id))?;
                 m.hold = true;
                 let journal = m.journal;
@@ -926,9 +916,9 @@ impl Queue {
                     journal,
                     lines: vec![QueueLine::Held { id: id.clone() }],
                 });
-                Ok(format!("{id}: on hold"))
+                Ok(Answer::Held(id.clone()))
             }
-            Admin::Release(id) => {
+            QueueChange::Release(id) => {
                 let m = self.messages.get_mut(id).ok_or_else(|| missing(id))?;
                 m.hold = false;
                 for r in &mut m.rcpts {
@@ -947,7 +937,7 @@ impl Queue {
                     lines: vec![QueueLine::Released { id: id.clone() }],
                 });
                 self.due.push(Reverse((now, id.clone())));
-                Ok(format!("{id}: released"))
+                Ok(Answer::Released(id.clone()))
             }
         }
     }

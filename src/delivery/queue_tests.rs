@@ -258,11 +258,11 @@ fn the_oldest_arrival_follows_the_queue() {
     q.queued(old);
     assert_eq!(q.oldest_arrival(), Some(900));
     assert_eq!(
-        q.admin(&Admin::Delete("OLD".into()), 1000).unwrap(),
-        "OLD: deleted"
+        q.admin(&QueueChange::Delete("OLD".into()), 1000).unwrap(),
+        Answer::Deleted("OLD".into())
     );
     assert_eq!(q.oldest_arrival(), Some(1000));
-    q.admin(&Admin::Delete("NEW".into()), 1000).unwrap();
+    q.admin(&QueueChange::Delete("NEW".into()), 1000).unwrap();
     assert_eq!(q.oldest_arrival(), None);
 }
 
@@ -422,8 +422,8 @@ fn hold_stops_delivery_release_resumes_it_and_delete_waits_for_attempts() {
     let mut q = Queue::new(settings());
     q.queued(entry("M", "s@c.test", &["u@example.com"]));
     assert_eq!(
-        q.admin(&Admin::Hold("M".into()), 1000).unwrap(),
-        "M: on hold"
+        q.admin(&QueueChange::Hold("M".into()), 1000).unwrap(),
+        Answer::Held("M".into())
     );
     let e = q.take_effects();
     assert!(e.iter().any(|e| matches!(
@@ -435,7 +435,7 @@ fn hold_stops_delivery_release_resumes_it_and_delete_waits_for_attempts() {
     )));
     assert!(dispatch_due(&mut q, 1000).is_empty(), "held");
     assert!(q.view("M").unwrap().hold);
-    q.admin(&Admin::Release("M".into()), 2000).unwrap();
+    q.admin(&QueueChange::Release("M".into()), 2000).unwrap();
     let e = q.take_effects();
     assert!(e.iter().any(|e| matches!(
         e,
@@ -446,7 +446,7 @@ fn hold_stops_delivery_release_resumes_it_and_delete_waits_for_attempts() {
     )));
     let d = dispatch_due(&mut q, 2000);
     assert_eq!(d.len(), 1);
-    let busy = q.admin(&Admin::Delete("M".into()), 2000).unwrap_err();
+    let busy = q.admin(&QueueChange::Delete("M".into()), 2000).unwrap_err();
     assert_eq!(busy, AdminError::Busy("M".into()));
     assert_eq!(
         busy.to_string(),
@@ -459,12 +459,12 @@ fn hold_stops_delivery_release_resumes_it_and_delete_waits_for_attempts() {
         2001,
     );
     assert_eq!(
-        q.admin(&Admin::Delete("M".into()), 2001).unwrap(),
-        "M: deleted"
+        q.admin(&QueueChange::Delete("M".into()), 2001).unwrap(),
+        Answer::Deleted("M".into())
     );
     assert!(done(&q.take_effects()));
     assert_eq!(
-        q.admin(&Admin::Hold("M".into()), 2001).unwrap_err(),
+        q.admin(&QueueChange::Hold("M".into()), 2001).unwrap_err(),
         AdminError::NoSuchMessage("M".into())
     );
 }

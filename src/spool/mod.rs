@@ -83,7 +83,7 @@ pub trait Store: Send {
 }
 
 /// Delivery state of one recipient (OUT-4).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RcptState {
     pub rcpt: String,
     /// What the recipient asked to be told (RFC 3461): fixed at arrival.
@@ -102,7 +102,7 @@ pub struct RcptState {
 /// A recipient's last outcome: its RFC 3463 status and the server's reply
 /// or our reason. Written in the journal as one text, `dsn=STATUS DETAIL`
 /// (docs/spool.md), read back once by the record decoder.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastReply {
     pub status: String,
     pub detail: String,
@@ -135,12 +135,23 @@ pub fn last_text(last: &Option<LastReply>) -> String {
     last.as_ref().map(|l| l.to_string()).unwrap_or_default()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RcptStatus {
     Pending,
     Delivered,
     /// Permanently failed or expired; a bounce goes to the sender.
     Failed,
+}
+
+impl RcptStatus {
+    /// As `sealgate queue list --json` says it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RcptStatus::Pending => "pending",
+            RcptStatus::Delivered => "delivered",
+            RcptStatus::Failed => "failed",
+        }
+    }
 }
 
 /// A message read back from the spool.
