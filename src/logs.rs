@@ -64,8 +64,8 @@ pub enum QueueLine {
         to: String,
         /// `, notify=…, orcpt=…` where the sender gave them (RFC 3461).
         dsn_params: String,
-        /// `host[ip]:port`, or `none`.
-        relay: String,
+        /// `host[ip]:port`; none before a server answered (`relay=none`).
+        relay: Option<String>,
         /// Seconds since the message arrived.
         delay: u64,
         /// The enhanced status code (RFC 3463).
@@ -148,7 +148,7 @@ impl QueueLine {
                 target: "send",
                 queue_id = %id,
                 to = %to,
-                relay = %relay,
+                relay = relay.as_deref(),
                 delay = delay,
                 dsn = %dsn,
                 status = status.as_str(),
@@ -207,7 +207,8 @@ impl fmt::Display for QueueLine {
                 reply,
             } => write!(
                 f,
-                "{id}: to=<{to}>{dsn_params}, relay={relay}, delay={delay}, dsn={dsn}, status={} ({reply})",
+                "{id}: to=<{to}>{dsn_params}, relay={}, delay={delay}, dsn={dsn}, status={} ({reply})",
+                relay.as_deref().unwrap_or("none"),
                 status.as_str()
             ),
             QueueLine::NotNotified { id, to, notify } => {

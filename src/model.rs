@@ -86,7 +86,9 @@ impl std::fmt::Display for ClientText<'_> {
 }
 
 /// What the sender asked of TLS for a message (RFC 8689).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize, Hash,
+)]
 pub enum TlsRequest {
     /// Nothing: the gateway's and the recipients' policies apply.
     #[default]

@@ -158,10 +158,30 @@ impl Message {
     }
 }
 
+/// What attempts are grouped by and `destination_concurrency` counts:
+/// where they go and what their messages ask of TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Destination {
+    target: Target,
+    /// A connection carries messages that ask the same of TLS (RFC
+    /// 8689): REQUIRETLS ones never share one with others.
+    tls: crate::model::TlsRequest,
+    /// TLS reports travel alone: their sessions are not reported.
+    tls_report: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Target {
+    /// The recipient domain's MX hosts, at the route's port.
+    Mx { domain: String, port: u16 },
+    /// A fixed host of the route.
+    Host { host: String, port: u16 },
+}
+
 struct Attempt {
     /// (queue id, recipient indexes) per message.
     parts: Vec<(String, Vec<usize>)>,
-    key: String,
+    key: Destination,
     port: u16,
     profile: Option<usize>,
     snapshot: Arc<Snapshot>,
@@ -176,7 +196,7 @@ pub struct Queue {
     due: BinaryHeap<Reverse<(u64, String)>>,
     attempts: HashMap<u64, Attempt>,
     next_attempt: u64,
-    in_flight_per_key: HashMap<String, usize>,
+    in_flight_per_key: HashMap<Destination, usize>,
     /// How many queued messages arrived at each second (the oldest for
     /// the metrics, without a scan of the queue).
     arrivals: std::collections::BTreeMap<u64, usize>,
@@ -316,7 +336,7 @@ impl Queue {
     pub fn run_due(&mut self, now: u64, snapshot: &Arc<Snapshot>) {
         // destination key → (route, name to resolve, parts)
         type Group = (Route, String, Vec<(String, Vec<usize>)>);
-        let mut groups: Vec<(String, Group)> = Vec::new();
+        let mut groups: Vec<(Destination, Group)> = Vec::new();
         while let Some(Reverse((t, _))) = self.due.peek() {
             if *t > now {
                 break;
@@ -330,29 +350,33 @@ impl Queue {
             if m.hold || m.bouncing {
                 continue;
             }
-            let mut by_key: Vec<(String, Route, String, Vec<usize>)> = Vec::new();
+            let mut by_key: Vec<(Destination, Route, String, Vec<usize>)> = Vec::new();
             for (i, r) in m.rcpts.iter().enumerate() {
                 if r.status != RcptStatus::Pending || r.next_due > now || m.busy[i] {
                     continue;
                 }
                 let domain = domain_of(&r.rcpt);
                 let route = snapshot.routes.for_domain(&domain);
-                let (key, name) = match &route.via {
-                    Via::Mx => (format!("mx:{domain}:{}", route.port), domain.clone()),
-                    Via::Host { host, port } => (format!("host:{host}:{port}"), host.clone()),
+                let (target, name) = match &route.via {
+                    Via::Mx => (
+                        Target::Mx {
+                            domain: domain.clone(),
+                            port: route.port,
+                        },
+                        domain.clone(),
+                    ),
+                    Via::Host { host, port } => (
+                        Target::Host {
+                            host: host.clone(),
+                            port: *port,
+                        },
+                        host.clone(),
+                    ),
                 };
-                // A connection carries messages that ask the same of TLS
-                // (RFC 8689): REQUIRETLS ones never share one with others.
-                let key = match m.flags.tls {
-                    crate::model::TlsRequest::Default => key,
-                    crate::model::TlsRequest::Required => format!("{key}:requiretls"),
-                    crate::model::TlsRequest::NotRequired => format!("{key}:tls-optional"),
-                };
-                // TLS reports travel alone: their sessions are not reported.
-                let key = if m.flags.tls_report {
-                    format!("{key}:tls-report")
-                } else {
-                    key
+                let key = Destination {
+                    target,
+                    tls: m.flags.tls,
+                    tls_report: m.flags.tls_report,
                 };
                 match by_key.iter_mut().find(|(k, ..)| *k == key) {
                     Some(entry) => entry.3.push(i),
@@ -383,7 +407,7 @@ impl Queue {
 
     fn start_attempt(
         &mut self,
-        key: &str,
+        key: &Destination,
         route: &Route,
         name: &str,
         parts: Vec<(String, Vec<usize>)>,
@@ -400,7 +424,7 @@ impl Queue {
                 }
             }
         }
-        *self.in_flight_per_key.entry(key.to_string()).or_default() += 1;
+        *self.in_flight_per_key.entry(key.clone()).or_default() += 1;
         let (port, host_literal) = match &route.via {
             Via::Mx => (route.port, None),
             Via::Host { host, port } => (*port, Some(host.clone())),
@@ -409,7 +433,7 @@ impl Queue {
             attempt,
             Attempt {
                 parts,
-                key: key.to_string(),
+                key: key.clone(),
                 port,
                 profile: route.profile,
                 snapshot,
@@ -548,7 +572,7 @@ impl Queue {
             next_hop_dsn: false,
         };
         let outcomes = vec![outcome; idxs.len()];
-        self.settle(&id, &idxs, &outcomes, "none", TlsLevel::None, now);
+        self.settle(&id, &idxs, &outcomes, None, TlsLevel::None, now);
     }
 
     /// A shard finished an attempt (or it ended before connecting).
@@ -595,7 +619,7 @@ impl Queue {
                 sessions,
             });
         }
-        let relay = result.relay.as_deref().unwrap_or("none");
+        let relay = result.relay.as_deref();
         let tls = result.tls_level;
         for ((id, idxs), outcomes) in a.parts.iter().zip(result.outcomes.iter()) {
             self.settle(id, idxs, outcomes, relay, tls, now);
@@ -608,7 +632,7 @@ impl Queue {
         id: &str,
         idxs: &[usize],
         outcomes: &[Outcome],
-        relay: &str,
+        relay: Option<&str>,
         tls: TlsLevel,
         now: u64,
     ) {
@@ -688,7 +712,7 @@ impl Queue {
                 id: id.to_string(),
                 to: r.rcpt.clone(),
                 dsn_params: r.dsn.to_string(),
-                relay: relay.to_string(),
+                relay: relay.map(str::to_string),
                 delay,
                 dsn: o.status.clone(),
                 status,
@@ -709,7 +733,7 @@ impl Queue {
             .filter(|r| r.status == RcptStatus::Pending)
             .map(|r| r.next_due)
             .min();
-        let relay = (relay != "none").then(|| relay.to_string());
+        let relay = relay.map(str::to_string);
         match next {
             Some(t) => {
                 self.effects.push(Effect::Say {
