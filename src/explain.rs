@@ -185,13 +185,9 @@ pub fn explain(cfg: &Config, q: &Question<'_>) -> Explanation {
     };
     let at_connect = profiles.select(&connect_client);
     let candidates = profiles.index.candidates(&mail_client);
-    let at_mail = match &at_connect {
-        Some(c) if c.matched_by.by_client() => Some(c.clone()),
-        _ => profiles.select(&mail_client),
-    };
-    let relay_allowed = at_connect
-        .as_ref()
-        .is_some_and(|c| c.matched_by.by_client() && profiles.list[c.index].relay);
+    // The session's own rules (policy::Profiles), asked the same way.
+    let at_mail = profiles.at_mail(at_connect.as_ref(), &mail_client);
+    let relay_allowed = profiles.relay_allowed(at_connect.as_ref());
     let rules = profiles
         .get(at_mail.as_ref())
         .map(|p| p.server.clone())

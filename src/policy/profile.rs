@@ -95,6 +95,24 @@ impl Profiles {
             .map(|(index, matched_by)| Chosen { index, matched_by })
     }
 
+    /// The profile for a MAIL FROM: the one chosen by address or name at
+    /// connect, else by sender domain, else the `*` default. The session
+    /// and `explain` both ask this.
+    pub fn at_mail(&self, at_connect: Option<&Chosen>, client: &Client<'_>) -> Option<Chosen> {
+        match at_connect {
+            Some(c) if c.matched_by.by_client() => Some(c.clone()),
+            _ => self.select(client),
+        }
+    }
+
+    /// IN-5: relay permission comes only from a profile that matched the
+    /// client by address or name, never from a claimed sender domain.
+    pub fn relay_allowed(&self, at_connect: Option<&Chosen>) -> bool {
+        at_connect.is_some_and(|c| {
+            c.matched_by.by_client() && self.list.get(c.index).is_some_and(|p| p.relay)
+        })
+    }
+
     pub fn get(&self, chosen: Option<&Chosen>) -> Option<&Profile> {
         chosen.and_then(|c| self.list.get(c.index))
     }

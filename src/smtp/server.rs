@@ -286,12 +286,11 @@ impl Session {
             name: self.peer.name.as_deref(),
             sender_domain: None,
         });
-        // IN-5: relay permission comes only from a profile that matched the
-        // client by address or name, never from a claimed sender domain.
         self.relay_allowed = self.snapshot.relay_everyone
-            || self.at_connect.as_ref().is_some_and(|c| {
-                c.matched_by.by_client() && self.snapshot.profiles.list[c.index].relay
-            });
+            || self
+                .snapshot
+                .profiles
+                .relay_allowed(self.at_connect.as_ref());
     }
 
     /// Sends the banner (RFC 5321 §4.3.1: `220 <domain>`).

@@ -193,14 +193,14 @@ impl Session {
     /// The profile for this MAIL FROM: the one chosen by address or name
     /// at connect, else by sender domain, else the `*` default.
     pub(super) fn profile_for_sender(&self, sender_domain: Option<&str>) -> Option<Chosen> {
-        match &self.at_connect {
-            Some(c) if c.matched_by.by_client() => Some(c.clone()),
-            _ => self.snapshot.profiles.select(&Client {
+        self.snapshot.profiles.at_mail(
+            self.at_connect.as_ref(),
+            &Client {
                 ip: self.peer.ip,
                 name: self.peer.name.as_deref(),
                 sender_domain,
-            }),
-        }
+            },
+        )
     }
 
     pub(super) fn data_command(&mut self, now: Instant) -> Option<Action> {
