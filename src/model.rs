@@ -654,19 +654,13 @@ pub fn unix_now() -> u64 {
 }
 
 /// A Unix time as RFC 3339 in UTC, `2026-12-01T12:00:00Z` (TLS reports,
-/// the status page).
+/// the status page), by `time`'s RFC 3339 format.
 pub fn rfc3339(t: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
     let d =
         time::OffsetDateTime::from_unix_timestamp(t).unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        d.year(),
-        u8::from(d.month()),
-        d.day(),
-        d.hour(),
-        d.minute(),
-        d.second()
-    )
+    // Whole seconds in years 0000–9999 always format.
+    d.format(&Rfc3339).unwrap_or_default()
 }
 
 #[cfg(test)]

@@ -188,25 +188,11 @@ impl Reloader {
     }
 }
 
-/// systemd's notification protocol (`Type=notify`, sd_notify(3)): a
-/// datagram to `$NOTIFY_SOCKET`, when set. Nothing happens otherwise.
-pub fn sd_notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
-    };
-    let Ok(sock) = std::os::unix::net::UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        // An abstract socket (Linux).
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
-    } else {
-        sock.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = sent {
+/// systemd's notification protocol (`Type=notify`, sd_notify(3)), by
+/// the `sd-notify` crate: a datagram to `$NOTIFY_SOCKET` when set
+/// (abstract sockets included); nothing happens otherwise.
+fn sd_notify(state: &[sd_notify::NotifyState<'_>]) {
+    if let Err(e) = sd_notify::notify(false, state) {
         tracing::warn!("cannot notify systemd: {e}");
     }
 }
@@ -856,18 +842,21 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         count
     );
 
-    sd_notify("READY=1\nSTATUS=accepting mail");
+    sd_notify(&[
+        sd_notify::NotifyState::Ready,
+        sd_notify::NotifyState::Status("accepting mail"),
+    ]);
     for sig in signals.forever() {
         if sig == SIGHUP {
-            sd_notify("RELOADING=1");
+            sd_notify(&[sd_notify::NotifyState::Reloading]);
             let _ = reloader.reload(&shared);
-            sd_notify("READY=1");
+            sd_notify(&[sd_notify::NotifyState::Ready]);
             continue;
         }
         tracing::info!(
             "signal {sig}: stopping: no new connections, sessions finish their messages"
         );
-        sd_notify("STOPPING=1");
+        sd_notify(&[sd_notify::NotifyState::Stopping]);
         break;
     }
     // Shards first (no new messages), then delivery (its last state

@@ -136,7 +136,12 @@ pub struct Day {
 
 /// The UTC day of a Unix time, `YYYY-MM-DD`.
 pub fn day_of(t: u64) -> String {
-    crate::model::rfc3339(t as i64)[..10].to_string()
+    let d = time::OffsetDateTime::from_unix_timestamp(i64::try_from(t).unwrap_or(i64::MAX))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    // A calendar date always formats.
+    d.date()
+        .format(&time::format_description::well_known::Iso8601::DATE)
+        .unwrap_or_default()
 }
 
 /// The Unix time at which `day` (`YYYY-MM-DD`) starts; `None` for text

@@ -124,3 +124,49 @@ fn sigterm_under_load_loses_nothing() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// systemd's `Type=notify` (docs/operations.md): READY=1 with a status
+/// once the gateway accepts mail, RELOADING=1 then READY=1 around a
+/// reload, STOPPING=1 when it begins to stop — each a datagram to
+/// `$NOTIFY_SOCKET`.
+#[test]
+fn systemd_hears_ready_reloading_and_stopping() {
+    let dir = common::temp_dir("sd-notify");
+    let port = common::free_port();
+    std::fs::write(dir.join("sealgate.toml"), common::config(port, 1, "")).unwrap();
+    let socket = dir.join("notify.sock");
+    let systemd = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    // A guard against a hang, not a timing.
+    systemd
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let next = || {
+        let mut buf = [0u8; 512];
+        let n = systemd.recv(&mut buf).expect("a notification");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let mut command = std::process::Command::new(common::BIN);
+    command.env("NOTIFY_SOCKET", &socket);
+    let gw = Gateway::start_with(dir.clone(), port, command);
+    let ready = next();
+    assert!(
+        ready.lines().any(|l| l == "READY=1")
+            && ready.lines().any(|l| l == "STATUS=accepting mail"),
+        "{ready}"
+    );
+    let pid: i32 = std::fs::read_to_string(dir.join("spool/sealgate.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) with the pid the gateway this test started wrote.
+    unsafe {
+        libc::kill(pid, libc::SIGHUP);
+    }
+    assert_eq!(next().trim(), "RELOADING=1");
+    assert_eq!(next().trim(), "READY=1");
+    gw.terminate();
+    assert_eq!(next().trim(), "STOPPING=1");
+    let (status, log) = gw.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "{log}");
+}

@@ -11,7 +11,6 @@
 mod conn;
 mod limits;
 mod outbound;
-mod slab;
 mod stats;
 mod timers;
 mod tls;
@@ -333,7 +332,8 @@ struct Shard {
     poll: Poll,
     /// `None` once closed for draining (indices stay, tokens derive from them).
     listeners: Vec<Option<TcpListener>>,
-    conns: Slab,
+    /// Connection slots (tokens are their keys).
+    conns: Slab<Conn>,
     timers: Timers,
     /// To the spool writers, and back.
     jobs: crate::handoff::Sender<Job>,
@@ -375,7 +375,7 @@ impl Shard {
             id,
             poll,
             listeners: listeners.into_iter().map(Some).collect(),
-            conns: Slab::default(),
+            conns: Slab::new(),
             draining_since: None,
             drain_bound,
             timers: Timers::default(),
@@ -427,7 +427,7 @@ impl Shard {
                         now
                     }
                 };
-                if self.conns.len() == 0 || now.duration_since(started) >= self.drain_bound {
+                if self.conns.is_empty() || now.duration_since(started) >= self.drain_bound {
                     self.shutdown();
                     return Ok(());
                 }
@@ -579,7 +579,7 @@ impl Shard {
                 conn::refuse_busy(stream, peer, limits::Refusal::PerIp);
                 continue;
             };
-            let idx = self.conns.vacant();
+            let idx = self.conns.vacant_key();
             let token = Token(self.first_conn_token() + idx);
             self.serial += 1;
             // IN-4: the client's name is looked up only when some profile
@@ -631,7 +631,8 @@ impl Shard {
                         "connect from [{}]:{} shard={}", peer.ip(), peer.port(), self.id
                     );
                     stats.active.fetch_add(1, Ordering::Relaxed);
-                    self.conns.insert(idx, c);
+                    let key = self.conns.insert(c);
+                    debug_assert_eq!(key, idx);
                     self.act_on(idx, None, |conn, io| conn.begin(now, io));
                 }
                 Err(e) => {
@@ -708,7 +709,7 @@ impl Shard {
                 }
             }
             Outcome::Closed => {
-                if let Some(conn) = self.conns.remove(idx) {
+                if let Some(conn) = self.conns.try_remove(idx) {
                     self.shared.admission.release(conn.counted_ip);
                     conn.close();
                 }
@@ -736,7 +737,8 @@ impl Shard {
                 let _ = registry.deregister(&mut l);
             }
         }
-        for idx in self.conns.occupied() {
+        let occupied: Vec<usize> = self.conns.iter().map(|(idx, _)| idx).collect();
+        for idx in occupied {
             if let Some(conn) = self.conns.get_mut(idx) {
                 let outcome = conn.drain(self.poll.registry());
                 self.after(idx, outcome);

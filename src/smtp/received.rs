@@ -100,45 +100,13 @@ pub fn sanitize_line(s: &str) -> String {
         .collect()
 }
 
-/// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`.
+/// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
+/// (`time`'s RFC 2822 format, which RFC 5322 keeps).
 pub fn rfc5322_date(at: SystemTime) -> String {
-    let secs = at
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
-    // 1970-01-01 was a Thursday.
-    const WEEKDAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    format!(
-        "{}, {} {} {} {:02}:{:02}:{:02} +0000",
-        WEEKDAYS[(days.rem_euclid(7)) as usize],
-        d,
-        MONTHS[(m - 1) as usize],
-        y,
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    use time::format_description::well_known::Rfc2822;
+    let t = time::OffsetDateTime::from(at.max(UNIX_EPOCH));
+    // Every date after 1900 formats.
+    t.format(&Rfc2822).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -151,7 +119,7 @@ mod tests {
     fn date_is_rfc5322() {
         let t = UNIX_EPOCH + Duration::from_secs(1_795_804_529);
         assert_eq!(rfc5322_date(t), "Fri, 27 Nov 2026 18:35:29 +0000");
-        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
     }
@@ -192,7 +160,7 @@ mod tests {
         let h = header(&env, "mx.example", "ABC", UNIX_EPOCH);
         assert!(h.starts_with("Received: from evil?[31m_x_ (unknown [192.0.2.7])\r\n\tby mx.example (sealgate) with ESMTPS id ABC\r\n"), "{h}");
         assert!(h.contains("(version=TLSv1.3 cipher=TLS13_AES_256_GCM_SHA384 bits=256 verify=NO)"));
-        assert!(h.contains("for <c@d.example>; Thu, 1 Jan 1970"));
+        assert!(h.contains("for <c@d.example>; Thu, 01 Jan 1970"));
         assert!(h.ends_with("\r\n"));
     }
 
