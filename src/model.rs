@@ -447,6 +447,89 @@ pub struct Envelope {
     pub tls: Option<TlsFacts>,
 }
 
+/// A complete message for the spool: envelope and data (CRLF line endings,
+/// dot-unstuffed, without the Received header, which the glue prepends
+/// once the spool has named the message).
+#[derive(Debug)]
+pub struct Message {
+    pub envelope: Envelope,
+    pub data: Vec<u8>,
+}
+
+/// Why a message could not be stored; the client hears which (RFC 3463).
+/// The spool decides which (`spool::store_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreFailure {
+    /// Out of space, quota or file size: `452 4.3.1`.
+    Full,
+    /// Anything else: `451 4.3.0`.
+    Other,
+}
+
+/// Message data held in memory by every session of the gateway, against
+/// `limits.inflight_data` (shared by all shards; the sessions take and
+/// give back, the spool's staging reads it).
+#[derive(Debug, Default)]
+pub struct DataBudget {
+    used: std::sync::atomic::AtomicU64,
+}
+
+impl DataBudget {
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    pub fn take(&self, n: u64) {
+        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+    pub fn give(&self, n: u64) {
+        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Peer-supplied text for a log line: control characters (ANSI escapes,
+/// CR, LF) replaced, so a line stays one line and means what it says.
+pub fn sanitize_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// One message to deliver on this connection.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// Reverse-path without brackets; empty for the null sender.
+    pub from: String,
+    pub recipients: Vec<Recipient>,
+    /// The message as spooled: CRLF line endings, not dot-stuffed.
+    pub data: std::sync::Arc<[u8]>,
+    pub flags: MailFlags,
+    /// RET and ENVID, passed on to a server that offers DSN.
+    pub dsn: MessageDsn,
+}
+
+/// How delivery to one recipient went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Delivered,
+    /// Try again later.
+    Temporary,
+    /// Give up: bounce.
+    Permanent,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub verdict: Verdict,
+    /// RFC 3463 status, e.g. `5.1.1`.
+    pub status: String,
+    /// The server's reply or our reason, for logs and the DSN.
+    pub detail: String,
+    /// The server offered DSN, so the recipient's DSN request went on
+    /// with the message (RFC 3461 §5.2.2): success is the next hop's to
+    /// report. False for failures.
+    pub next_hop_dsn: bool,
+}
+
 /// Why a client's certificate chain is not verified.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Unverified {

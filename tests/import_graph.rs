@@ -165,3 +165,78 @@ fn the_cycle_check_finds_a_cycle() {
     edges.insert("c".into(), BTreeSet::new());
     assert_eq!(cycle(&edges), None);
 }
+
+/// The non-test files of top-level module `module`, each with its text
+/// (comments and test modules kept out as `references` does).
+fn module_paths(module: &str) -> Vec<(PathBuf, BTreeSet<String>)> {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mods = modules(&src);
+    mods[module]
+        .iter()
+        .filter(|f| !f.to_string_lossy().ends_with("tests.rs"))
+        .map(|f| {
+            let text = std::fs::read_to_string(f).expect("read a source file");
+            (f.clone(), paths(&text))
+        })
+        .collect()
+}
+
+/// The `crate::a::b` paths (two levels where there are two) of one
+/// file's non-test code.
+fn paths(text: &str) -> BTreeSet<String> {
+    let code = match text.find("#[cfg(test)]\nmod tests") {
+        Some(i) => &text[..i],
+        None => text,
+    };
+    let mut found = BTreeSet::new();
+    for line in code.lines() {
+        let line = line.trim_start();
+        if line.starts_with("//") {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("crate::") {
+            let after = &rest[i + "crate::".len()..];
+            let path: String = after
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                .collect();
+            let two: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).take(2).collect();
+            if !two.is_empty() {
+                found.insert(two.join("::"));
+            }
+            rest = after;
+        }
+    }
+    found
+}
+
+/// Layers (docs/architecture.md, "The import graph"): the shared nouns
+/// (a message, its envelope, an attempt's outcome, why storing failed)
+/// live in `model`, so the spool knows nothing of the SMTP sessions and
+/// delivery nothing of the inbound one.
+#[test]
+fn layers_lean_the_right_way() {
+    let forbidden: [(&str, &[&str]); 2] = [
+        (
+            "spool",
+            &["smtp::server", "smtp::client", "delivery", "shard"],
+        ),
+        ("delivery", &["smtp::server", "shard", "run"]),
+    ];
+    for (module, never) in forbidden {
+        for (file, used) in module_paths(module) {
+            for path in never {
+                assert!(
+                    !used
+                        .iter()
+                        .any(|u| u == path || u.starts_with(&format!("{path}::"))),
+                    "{} imports crate::{path}: {used:?}",
+                    file.display()
+                );
+            }
+        }
+    }
+    // The rule reads what it should.
+    assert!(paths("use crate::smtp::server::Session;").contains("smtp::server"));
+}

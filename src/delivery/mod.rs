@@ -30,7 +30,8 @@ use crate::handoff;
 use crate::model::unix_now;
 
 use crate::dns::{LookupError, Resolver};
-use crate::smtp::client::{Outcome, Outgoing, Timeouts};
+use crate::model::{Outcome, Outgoing};
+use crate::smtp::client::Timeouts;
 use crate::snapshot::Snapshot;
 use crate::spool::{self, Change, Entry, Work};
 use queue::{Effect, Queue};
@@ -317,7 +318,7 @@ impl SpoolAccess {
     /// durable.
     fn store(
         &mut self,
-        message: crate::smtp::server::Message,
+        message: crate::model::Message,
         hostname: &str,
     ) -> Result<String, BounceError> {
         // What this turn recorded goes first.
@@ -347,7 +348,7 @@ pub enum BounceError {
     #[error("the spool writer is gone")]
     WriterGone,
     #[error("cannot store: {0:?}")]
-    Store(crate::smtp::server::StoreFailure),
+    Store(crate::model::StoreFailure),
 }
 
 /// What the metrics endpoint reads of delivery.
@@ -672,8 +673,8 @@ impl Scheduler {
                 &gz,
                 now,
             );
-            let message = crate::smtp::server::Message {
-                envelope: crate::smtp::server::Envelope {
+            let message = crate::model::Message {
+                envelope: crate::model::Envelope {
                     // From <>: a report that cannot be delivered bounces
                     // to nobody (no loop).
                     from: String::new(),
@@ -850,7 +851,7 @@ impl Scheduler {
             ..crate::model::MailFlags::default()
         };
         let body = dsn::build(&report);
-        let envelope = crate::smtp::server::Envelope {
+        let envelope = crate::model::Envelope {
             from: String::new(),
             recipients: vec![crate::model::Recipient::plain(b.from.clone())],
             helo: hostname.clone(),
@@ -861,7 +862,7 @@ impl Scheduler {
             peer: None,
             tls: None,
         };
-        let message = crate::smtp::server::Message {
+        let message = crate::model::Message {
             envelope,
             data: body,
         };

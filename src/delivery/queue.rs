@@ -16,8 +16,8 @@ use super::{AdminError, Answer, AttemptResult, QueueChange, TlsLevel};
 use crate::dns::{Found, LookupError};
 use crate::logs::{Notice, QueueLine};
 use crate::model::MailFlags;
+use crate::model::{Outcome, Verdict};
 use crate::policy::route::{Route, Via};
-use crate::smtp::client::{Outcome, Verdict};
 use crate::snapshot::QueueSettings;
 use crate::snapshot::Snapshot;
 use crate::spool::{Change, Entry, LastReply, RcptState, RcptStatus};
@@ -716,7 +716,7 @@ impl Queue {
                 delay,
                 dsn: o.status.clone(),
                 status,
-                reply: crate::smtp::received::sanitize_line(&o.detail),
+                reply: crate::model::sanitize_line(&o.detail),
             });
             self.effects.push(Effect::Record {
                 journal: m.journal,

@@ -296,7 +296,7 @@ fn a_bounce_that_cannot_be_queued_keeps_the_message() {
     q.bounced(
         &bounce_in(&e).expect("a bounce"),
         Err(crate::delivery::BounceError::Store(
-            crate::smtp::server::StoreFailure::Full,
+            crate::model::StoreFailure::Full,
         )),
     );
     let e = q.take_effects();

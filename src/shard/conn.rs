@@ -494,7 +494,8 @@ impl Conn {
                             "NOQUEUE: cannot stage message data from [{}]:{}: {e}",
                             self.peer.ip(), self.peer.port()
                         );
-                        self.session.stored(Err(StoreFailure::of(e)), now);
+                        self.session
+                            .stored(Err(crate::spool::store_failure(e)), now);
                         continue;
                     }
                     let job = Job {

@@ -45,7 +45,7 @@ pub(crate) enum Completion {
     Stored {
         slot: usize,
         serial: u64,
-        result: Result<String, crate::smtp::server::StoreFailure>,
+        result: Result<String, crate::model::StoreFailure>,
     },
     /// The resolver found the client's confirmed name (or none).
     Named {

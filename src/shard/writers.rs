@@ -316,7 +316,7 @@ impl Writer<'_> {
                         "NOQUEUE: cannot store message from {}: {e}",
                         ClientText(env.peer.as_ref())
                     );
-                    Err(StoreFailure::of(&e))
+                    Err(crate::spool::store_failure(&e))
                 }
             };
             match to {

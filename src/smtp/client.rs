@@ -10,24 +10,13 @@
 //! [`classify`], which has no catch-all arm.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reply_parse::{self, Parsed};
 use super::Endpoint;
 
-/// One message to deliver on this connection.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// Reverse-path without brackets; empty for the null sender.
-    pub from: String,
-    pub recipients: Vec<crate::model::Recipient>,
-    /// The message as spooled: CRLF line endings, not dot-stuffed.
-    pub data: Arc<[u8]>,
-    pub flags: crate::model::MailFlags,
-    /// RET and ENVID, passed on to a server that offers DSN.
-    pub dsn: crate::model::MessageDsn,
-}
+/// The shared nouns of an attempt's input and result (`model`).
+pub use crate::model::{Outcome, Outgoing, Verdict};
 
 /// Whether to use STARTTLS (OUT-2, OUT-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,29 +87,6 @@ pub struct Config {
     /// ([`Action::Idle`]) instead of sending QUIT: the connection may
     /// carry the next batch ([`Session::next_batch`]).
     pub keep_open: bool,
-}
-
-/// How delivery to one recipient went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Delivered,
-    /// Try again later.
-    Temporary,
-    /// Give up: bounce.
-    Permanent,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub verdict: Verdict,
-    /// RFC 3463 status, e.g. `5.1.1`.
-    pub status: String,
-    /// The server's reply or our reason, for logs and the DSN.
-    pub detail: String,
-    /// The server offered DSN, so the recipient's DSN request went on
-    /// with the message (RFC 3461 §5.2.2): success is the next hop's to
-    /// report. False for failures.
-    pub next_hop_dsn: bool,
 }
 
 /// A failure of TLS other than the handshake itself: never retried in the

@@ -8,7 +8,7 @@ fn msg(from: &str, rcpts: &[&str], data: &[u8]) -> Outgoing {
     Outgoing {
         from: from.into(),
         recipients: rcpts.iter().map(|r| (*r).into()).collect(),
-        data: Arc::from(data),
+        data: std::sync::Arc::from(data),
         flags: Default::default(),
         dsn: Default::default(),
     }

@@ -92,13 +92,7 @@ fn header_text(s: &str, utf8: bool) -> String {
         .collect()
 }
 
-/// Peer-supplied text for a log line: control characters (ANSI escapes,
-/// CR, LF) replaced, so a line stays one line and means what it says.
-pub fn sanitize_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
+pub use crate::model::sanitize_line;
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
 /// (`time`'s RFC 2822 format, which RFC 5322 keeps).

@@ -23,7 +23,7 @@ use super::command::{self, Command, Line, MailParams, RcptParams, ReversePath};
 use super::data::{DataError, DataProgress, DataReader};
 use super::reply::{canned, Reply};
 use super::Endpoint;
-pub use crate::model::{ClientVerify, Envelope, Peer, TlsFacts};
+pub use crate::model::{ClientVerify, Envelope, Message, Peer, StoreFailure, TlsFacts};
 use crate::policy::matcher::Client;
 use crate::policy::profile::Chosen;
 use crate::policy::{self, Refusal, TlsState};
@@ -39,15 +39,6 @@ use budget::DataClock;
 use replies::command_error_reply;
 pub use replies::refusal_reply;
 pub use stats::SessionStats;
-
-/// A complete message for the spool: envelope and data (CRLF line endings,
-/// dot-unstuffed, without the Received header, which the glue prepends
-/// once the spool has named the message).
-#[derive(Debug)]
-pub struct Message {
-    pub envelope: Envelope,
-    pub data: Vec<u8>,
-}
 
 /// A refusal the session made, for the glue to count and log.
 #[derive(Debug, Clone, PartialEq)]
@@ -200,24 +191,6 @@ pub struct Session {
     /// The in-flight data budget, and how much of it this session holds.
     budget: Option<Arc<DataBudget>>,
     held: u64,
-}
-
-/// Why a message could not be stored; the client hears which (RFC 3463).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StoreFailure {
-    /// Out of space, quota or file size: `452 4.3.1`.
-    Full,
-    /// Anything else: `451 4.3.0`.
-    Other,
-}
-
-impl StoreFailure {
-    pub fn of(e: &std::io::Error) -> StoreFailure {
-        match e.raw_os_error() {
-            Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => StoreFailure::Full,
-            _ => StoreFailure::Other,
-        }
-    }
 }
 
 impl Drop for Session {

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::smtp::server::{Envelope, Message};
+use crate::model::{Envelope, Message};
 pub use journal::{Change, Options, Stats};
 use journal::{Journal, Locations, Recovered};
 use record::Meta;
@@ -499,6 +499,15 @@ pub fn scan(root: &Path) -> io::Result<Vec<(usize, Journal<Disk>, Recovered)>> {
     Ok(out)
 }
 
+/// Why storing failed, as the client hears it (RFC 3463): out of space,
+/// quota or file size is `452 4.3.1`; anything else `451 4.3.0`.
+pub fn store_failure(e: &std::io::Error) -> crate::model::StoreFailure {
+    match e.raw_os_error() {
+        Some(libc::ENOSPC | libc::EDQUOT | libc::EFBIG) => crate::model::StoreFailure::Full,
+        _ => crate::model::StoreFailure::Other,
+    }
+}
+
 /// Work for one spool writer besides the shards' messages: delivery-state
 /// changes of its journal's messages, and messages delivery itself
 /// creates (bounces), answered on `reply`.
@@ -514,7 +523,7 @@ pub enum Work {
     Store {
         message: Box<Message>,
         hostname: String,
-        reply: crossbeam_channel::Sender<Result<String, crate::smtp::server::StoreFailure>>,
+        reply: crossbeam_channel::Sender<Result<String, crate::model::StoreFailure>>,
     },
 }
 
@@ -610,7 +619,7 @@ pub fn export_command(root: &Path, id: &str) -> std::process::ExitCode {
 /// against.
 pub struct SpillArea {
     pub dir: PathBuf,
-    pub budget: Arc<crate::smtp::server::DataBudget>,
+    pub budget: Arc<crate::model::DataBudget>,
     counter: std::sync::atomic::AtomicU64,
 }
 

@@ -7,24 +7,7 @@ use std::time::{Duration, Instant};
 use super::Session;
 use crate::policy::Limits;
 
-/// Message data held in memory by every session of the gateway, against
-/// `limits.inflight_data` (shared by all shards).
-#[derive(Debug, Default)]
-pub struct DataBudget {
-    used: std::sync::atomic::AtomicU64,
-}
-
-impl DataBudget {
-    pub fn used(&self) -> u64 {
-        self.used.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    pub(super) fn take(&self, n: u64) {
-        self.used.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-    }
-    pub(super) fn give(&self, n: u64) {
-        self.used.fetch_sub(n, std::sync::atomic::Ordering::Relaxed);
-    }
-}
+pub use crate::model::DataBudget;
 
 /// Deadlines in DATA. RFC 5321 §4.5.3.2.5 bounds the silence between
 /// data blocks (`data_timeout`); that alone lets a client that sends one
