@@ -444,9 +444,9 @@ fn main() -> ExitCode {
             // gateway would, unless the name was given.
             let compiled = &cfg.profiles;
             let looked_up = match (&client_name, compiled.index.needs_names()) {
-                (None, true) => sealgate::run::start_resolver(&cfg)
+                (None, true) => cfg
+                    .start_resolver()
                     .ok()
-                    .flatten()
                     .and_then(|r| r.client_name_blocking(client_ip)),
                 _ => None,
             };
@@ -461,7 +461,7 @@ fn main() -> ExitCode {
             // The recipients' published policies need DNS: asked with
             // --dns only (explain is otherwise offline).
             if dns && !rcpts.is_empty() {
-                if let Ok(Some(resolver)) = sealgate::run::start_resolver(&cfg) {
+                if let Ok(resolver) = cfg.start_resolver() {
                     sealgate::explain::add_live_verdicts(&mut e, &cfg, &resolver);
                 }
             }

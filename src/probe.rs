@@ -75,8 +75,8 @@ pub enum ProbeError {
     /// or that does not resolve.
     #[error("{0}")]
     Target(String),
-    #[error(transparent)]
-    Resolver(#[from] crate::run::StartError),
+    #[error("cannot start the resolver: {0}")]
+    Resolver(std::io::Error),
 }
 
 fn read_reply<R: BufRead>(r: &mut R) -> Result<reply_parse::Parsed, ProbeError> {
@@ -403,7 +403,7 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Publis
         ),
         None => (spec, 25),
     };
-    let resolver = crate::run::start_resolver(cfg)?.ok_or_else(|| bad("no resolver".into()))?;
+    let resolver = cfg.start_resolver().map_err(ProbeError::Resolver)?;
     // As delivery would look them up (no route profile considered: the
     // probe judges by the profile it is given).
     let dane = (cfg.dane() != crate::policy::Enforcement::Off).then_some(port);

@@ -451,38 +451,6 @@ pub fn report_command(
     ExitCode::SUCCESS
 }
 
-/// The resolver thread, with `[dns] servers` (or /etc/resolv.conf).
-pub fn start_resolver(cfg: &Config) -> Result<Option<crate::dns::Resolver>, StartError> {
-    let servers: Vec<_> = cfg
-        .file
-        .dns
-        .servers
-        .iter()
-        .filter_map(|s| crate::dns::parse_server(s.get_ref()))
-        .collect();
-    let dnssec = cfg.file.dns.dnssec;
-    if dnssec == crate::dns::Dnssec::TrustAd && !servers.iter().all(|s| s.ip().is_loopback()) {
-        // The AD bit is only as good as the path it came over.
-        tracing::warn!(
-            "[dns] dnssec = \"trust-ad\" trusts the resolver's AD bit: use a validating resolver on loopback"
-        );
-    }
-    let anchor = cfg.file.dns.trust_anchor.as_deref().map(|f| cfg.resolve(f));
-    crate::dns::Resolver::start(
-        &servers,
-        std::time::Duration::from_secs(5),
-        dnssec,
-        anchor.as_deref(),
-        Some(crate::dns::mta_sts::cache_file(&cfg.spool_dir())),
-        cfg.file
-            .outbound
-            .mta_sts_refresh
-            .map_or(crate::dns::mta_sts::REFRESH_EVERY, |s| s.0),
-    )
-    .map(Some)
-    .map_err(failed("cannot start the resolver"))
-}
-
 /// `sealgate reload`: asks the running gateway (through its control
 /// socket in the spool directory) to reload, and waits for its answer:
 /// exit 0 with what changed, exit 1 with every error when the gateway
@@ -766,8 +734,11 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     // The resolver serves host-name profiles; without one they cannot
     // match, so it must start when any exists.
     let needs_names = shared.snapshot.load().profiles.index.needs_names();
-    let resolver = match start_resolver(cfg) {
-        Ok(r) => r,
+    let resolver = match cfg
+        .start_resolver()
+        .map_err(failed("cannot start the resolver"))
+    {
+        Ok(r) => Some(r),
         Err(e) if !needs_names => {
             tracing::warn!("{e}; client names will not be looked up");
             None

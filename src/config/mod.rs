@@ -619,6 +619,42 @@ impl Config {
         })
     }
 
+    /// The resolver thread, with `[dns] servers` (or /etc/resolv.conf),
+    /// as the gateway, `probe` and `explain --dns` use it.
+    pub fn start_resolver(&self) -> std::io::Result<crate::dns::Resolver> {
+        let servers: Vec<_> = self
+            .file
+            .dns
+            .servers
+            .iter()
+            .filter_map(|s| crate::dns::parse_server(s.get_ref()))
+            .collect();
+        let dnssec = self.file.dns.dnssec;
+        if dnssec == crate::dns::Dnssec::TrustAd && !servers.iter().all(|s| s.ip().is_loopback()) {
+            // The AD bit is only as good as the path it came over.
+            tracing::warn!(
+                "[dns] dnssec = \"trust-ad\" trusts the resolver's AD bit: use a validating resolver on loopback"
+            );
+        }
+        let anchor = self
+            .file
+            .dns
+            .trust_anchor
+            .as_deref()
+            .map(|f| self.resolve(f));
+        crate::dns::Resolver::start(
+            &servers,
+            std::time::Duration::from_secs(5),
+            dnssec,
+            anchor.as_deref(),
+            Some(crate::dns::mta_sts::cache_file(&self.spool_dir())),
+            self.file
+                .outbound
+                .mta_sts_refresh
+                .map_or(crate::dns::mta_sts::REFRESH_EVERY, |s| s.0),
+        )
+    }
+
     /// `[queue]`'s delivery settings (the connection cache aside).
     pub fn queue_settings(&self) -> crate::snapshot::QueueSettings {
         let q = &self.file.queue;
