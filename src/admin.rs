@@ -28,7 +28,7 @@ pub static LOG_BUFFER: std::sync::OnceLock<Arc<crate::logbuf::LogBuffer>> =
 use crate::delivery::queue::Counted;
 use crate::delivery::{TlsLevel, WouldRefuse};
 use crate::dns::DaneResult;
-use crate::shard::{HandshakeFailure, ShardStats, Shared};
+use crate::state::{HandshakeFailure, ShardStats, Shared};
 
 /// How long a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);

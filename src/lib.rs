@@ -38,6 +38,7 @@ pub mod shard;
 pub mod smtp;
 pub mod snapshot;
 pub mod spool;
+pub mod state;
 pub mod status;
 pub mod sts;
 pub mod tls;

@@ -11,8 +11,9 @@ use signal_hook::iterator::Signals;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, Config};
-use crate::shard::{Shards, Shared};
+use crate::shard::Shards;
 use crate::spool;
+use crate::state::Shared;
 
 /// `sealgate check`: every configuration and certificate problem, exit 1
 /// on any.

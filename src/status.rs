@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use serde::{Deserialize, Serialize};
 
 use crate::delivery::posture::{Downgrade, Partner};
-use crate::shard::Shared;
+use crate::state::Shared;
 
 /// How many of the busiest destination domains are shown besides the
 /// configured partners.

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use sealgate::policy::{AcceptDomains, Limits};
-use sealgate::shard::{Shards, Shared};
+use sealgate::shard::Shards;
 use sealgate::snapshot::Snapshot;
 use sealgate::spool::{Incoming, Store, Stored};
+use sealgate::state::Shared;
 
 /// Counts messages; writes them to `dump` when set (not fsynced).
 struct SinkStore {

@@ -11,7 +11,6 @@ use crate::handoff::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
-use super::limits::{Admission, Refusal};
 use super::tls::Tls;
 use super::writers::Job;
 use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
@@ -22,6 +21,7 @@ use crate::smtp::server::{Action, ClientVerify, Peer, Rejection, Session, StoreF
 use crate::smtp::Endpoint;
 use crate::snapshot::Snapshot;
 use crate::spool::{Spill, SpillArea};
+use crate::state::admission::{Admission, Refusal};
 use std::sync::atomic::Ordering;
 
 /// A refused MAIL or RCPT (`smtp::server::RejectLine`) logged at `$level` with its

@@ -9,29 +9,26 @@
 //! close; see `limits`).
 
 mod conn;
-mod limits;
 mod outbound;
-mod stats;
 mod timers;
 mod tls;
 pub mod writers;
 
+use crate::state::admission as limits;
+use crate::state::{HandshakeFailure, ShardStats, Shared};
 use slab::Slab;
-pub use stats::{HandshakeFailure, ShardStats};
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use arc_swap::ArcSwap;
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
-use crate::snapshot::Snapshot;
 use conn::{Conn, Outcome};
 use crossbeam_channel::{Receiver, Sender};
 use timers::Timers;
@@ -97,49 +94,6 @@ const WAKER: Token = Token(0);
 const FIRST_LISTENER: usize = 1;
 /// Outbound connections use tokens from here up.
 const FIRST_OUTBOUND: usize = 1 << 30;
-
-/// State shared by all shards and the control thread.
-pub struct Shared {
-    pub snapshot: ArcSwap<Snapshot>,
-    pub stopping: AtomicBool,
-    pub stats: Vec<ShardStats>,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    /// Unix seconds of the last successful reload (0: none).
-    pub last_reload: AtomicU64,
-    /// Written by the delivery scheduler.
-    pub delivery: Arc<crate::delivery::Gauges>,
-    /// Written by the spool's journals.
-    pub spool: std::sync::OnceLock<Arc<crate::spool::Stats>>,
-    /// Written by the resolver's DANE lookups.
-    pub dane: std::sync::OnceLock<Arc<crate::dns::DaneStats>>,
-    /// The resolver's MTA-STS cache and fetch counts.
-    pub sts: std::sync::OnceLock<Arc<crate::dns::StsCache>>,
-    /// Open inbound connections, in total and per client address.
-    pub admission: limits::Admission,
-    /// Where sessions stream large message data (the gateway sets it; a
-    /// sink without it keeps messages in memory).
-    pub spill: std::sync::OnceLock<Arc<crate::spool::SpillArea>>,
-}
-
-impl Shared {
-    pub fn new(snapshot: Snapshot, shards: usize) -> Arc<Shared> {
-        Arc::new(Shared {
-            snapshot: ArcSwap::from_pointee(snapshot),
-            stopping: AtomicBool::new(false),
-            stats: (0..shards).map(|_| ShardStats::default()).collect(),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            last_reload: AtomicU64::new(0),
-            delivery: Arc::default(),
-            spool: std::sync::OnceLock::new(),
-            dane: std::sync::OnceLock::new(),
-            sts: std::sync::OnceLock::new(),
-            admission: limits::Admission::default(),
-            spill: std::sync::OnceLock::new(),
-        })
-    }
-}
 
 /// The running shards.
 pub struct Shards {

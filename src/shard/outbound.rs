@@ -240,7 +240,7 @@ impl OutConn {
     }
 
     /// Adds one to a counter of this shard's.
-    fn count(&self, which: impl Fn(&super::stats::ShardStats) -> &std::sync::atomic::AtomicU64) {
+    fn count(&self, which: impl Fn(&crate::state::ShardStats) -> &std::sync::atomic::AtomicU64) {
         if let Some(s) = self.shared.stats.get(self.shard) {
             which(s).fetch_add(1, Ordering::Relaxed);
         }
