@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use super::server::Envelope;
+use crate::model::Envelope;
 
 /// Builds the complete `Received:` field, folded, ending in CRLF.
 pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> String {
@@ -92,7 +92,6 @@ fn header_text(s: &str, utf8: bool) -> String {
         .collect()
 }
 
-pub use crate::model::sanitize_line;
 
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
 /// (`time`'s RFC 2822 format, which RFC 5322 keeps).

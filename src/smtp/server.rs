@@ -87,7 +87,7 @@ impl std::fmt::Display for RejectLine {
             if self.esmtp { "ESMTP" } else { "SMTP" },
             self.helo
         ));
-        f.write_str(&super::received::sanitize_line(&line))
+        f.write_str(&crate::model::sanitize_line(&line))
     }
 }
 
