@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use strum::IntoEnumIterator;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{prometheus_text, DescriptorEncoder, EncodeMetric};
@@ -178,8 +179,8 @@ fn downgrades(delivery: &crate::delivery::Gauges) -> Vec<(Labels, u64)> {
         .map(|p| p.counts())
         .unwrap_or_default();
     let mut out = Vec::new();
-    for from in TlsLevel::ALL {
-        for to in TlsLevel::ALL {
+    for from in TlsLevel::iter() {
+        for to in TlsLevel::iter() {
             if from.rank() <= to.rank() {
                 continue;
             }
@@ -319,7 +320,7 @@ impl Metrics {
                 "Inbound STARTTLS handshakes by result.",
                 Family::Counter(self.per_shard(&|s| {
                     let mut series = vec![(vec![("result", "ok".into())], load(&s.starttls_ok))];
-                    for (why, n) in HandshakeFailure::ALL.iter().zip(&s.starttls_failed) {
+                    for (why, n) in HandshakeFailure::iter().zip(&s.starttls_failed) {
                         series.push((
                             vec![("result", "failed".into()), ("reason", why.label().into())],
                             load(n),
@@ -397,8 +398,8 @@ impl Metrics {
             now.saturating_sub(oldest)
         };
         let mut deliveries = Vec::new();
-        for outcome in Counted::ALL {
-            for tls in TlsLevel::ALL {
+        for outcome in Counted::iter() {
+            for tls in TlsLevel::iter() {
                 deliveries.push((
                     vec![
                         ("outcome", outcome.as_str().into()),
@@ -408,8 +409,7 @@ impl Metrics {
                 ));
             }
         }
-        let mut would_refuse: Vec<(Labels, u64)> = WouldRefuse::ALL
-            .iter()
+        let mut would_refuse: Vec<(Labels, u64)> = WouldRefuse::iter()
             .map(|w| {
                 let (source, reason) = w.labels();
                 (
@@ -430,8 +430,7 @@ impl Metrics {
             ));
         }
         let dane_lookups = shared.dane.get().map(|d| {
-            DaneResult::ALL
-                .iter()
+            DaneResult::iter()
                 .zip(&d.results)
                 .map(|(r, n)| (vec![("result", r.label().into())], load(n)))
                 .collect()

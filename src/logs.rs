@@ -10,7 +10,10 @@ use std::fmt;
 
 /// What one recipient's attempt came to (`status=`; also the `outcome`
 /// label of `sealgate_deliveries_total`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumCount, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum Status {
     Sent = 0,
     Deferred = 1,
@@ -19,21 +22,8 @@ pub enum Status {
 }
 
 impl Status {
-    /// In the order of their values (the metrics' index).
-    pub const ALL: [Status; 4] = [
-        Status::Sent,
-        Status::Deferred,
-        Status::Bounced,
-        Status::Expired,
-    ];
-
     pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Sent => "sent",
-            Status::Deferred => "deferred",
-            Status::Bounced => "bounced",
-            Status::Expired => "expired",
-        }
+        self.into()
     }
 }
 

@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::handoff;
+use strum::EnumCount;
 
 use crate::model::unix_now;
 
@@ -122,7 +123,7 @@ pub struct AttemptResult {
 
 /// A check that would have refused a delivery had it been enforced:
 /// `sealgate_policy_would_refuse_total{source, reason}`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumCount)]
 pub enum WouldRefuse {
     /// The host's DANE lookup failed (bogus, SERVFAIL): no connection.
     DaneLookup,
@@ -143,17 +144,6 @@ pub enum WouldRefuse {
 }
 
 impl WouldRefuse {
-    pub const ALL: [WouldRefuse; 8] = [
-        WouldRefuse::DaneLookup,
-        WouldRefuse::DaneNoTls,
-        WouldRefuse::DaneCertificate,
-        WouldRefuse::StsMx,
-        WouldRefuse::StsCertificate,
-        WouldRefuse::StsNoTls,
-        WouldRefuse::ProfileCertificate,
-        WouldRefuse::ProfileNoTls,
-    ];
-
     /// `(source, reason)` labels.
     pub fn labels(self) -> (&'static str, &'static str) {
         match self {
@@ -168,17 +158,9 @@ impl WouldRefuse {
         }
     }
 
+    /// Its index in the would-refuse counters (declaration order).
     pub fn index(self) -> usize {
-        match self {
-            WouldRefuse::DaneLookup => 0,
-            WouldRefuse::DaneNoTls => 1,
-            WouldRefuse::DaneCertificate => 2,
-            WouldRefuse::StsMx => 3,
-            WouldRefuse::StsCertificate => 4,
-            WouldRefuse::StsNoTls => 5,
-            WouldRefuse::ProfileCertificate => 6,
-            WouldRefuse::ProfileNoTls => 7,
-        }
+        self as usize
     }
 }
 
@@ -187,6 +169,8 @@ impl WouldRefuse {
 /// three).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(strum::EnumIter, strum::EnumCount, strum::IntoStaticStr)]
+#[strum(serialize_all = "kebab-case")]
 pub enum TlsLevel {
     /// TLS; the certificate matches the host's DNSSEC-signed TLSA records
     /// (RFC 7672).
@@ -205,36 +189,14 @@ pub enum TlsLevel {
 }
 
 impl TlsLevel {
-    pub const ALL: [TlsLevel; 6] = [
-        TlsLevel::Dane,
-        TlsLevel::MtaSts,
-        TlsLevel::Verified,
-        TlsLevel::Trusted,
-        TlsLevel::Untrusted,
-        TlsLevel::None,
-    ];
-
+    /// The `tls` label of the delivery metrics (`dane`, `mta-sts`, …).
     pub fn label(self) -> &'static str {
-        match self {
-            TlsLevel::Dane => "dane",
-            TlsLevel::MtaSts => "mta-sts",
-            TlsLevel::Verified => "verified",
-            TlsLevel::Trusted => "trusted",
-            TlsLevel::Untrusted => "untrusted",
-            TlsLevel::None => "none",
-        }
+        self.into()
     }
 
     /// Its index in [`Gauges::deliveries`].
     pub fn index(self) -> usize {
-        match self {
-            TlsLevel::Dane => 0,
-            TlsLevel::MtaSts => 1,
-            TlsLevel::Verified => 2,
-            TlsLevel::Trusted => 3,
-            TlsLevel::Untrusted => 4,
-            TlsLevel::None => 5,
-        }
+        self as usize
     }
 }
 
@@ -359,9 +321,9 @@ pub struct Gauges {
     pub queue_oldest_arrival: AtomicU64,
     /// Per-recipient outcomes (sent, deferred, bounced, expired) by the
     /// TLS of the attempt (verified, trusted, untrusted, none).
-    pub deliveries: [[AtomicU64; TlsLevel::ALL.len()]; 4],
+    pub deliveries: [[AtomicU64; TlsLevel::COUNT]; queue::Counted::COUNT],
     /// Checks that failed in report-only mode, by [`WouldRefuse::index`].
-    pub would_refuse: [AtomicU64; WouldRefuse::ALL.len()],
+    pub would_refuse: [AtomicU64; WouldRefuse::COUNT],
     /// Messages whose attempt set a recipient policy aside for their
     /// `TLS-Required: No` header (RFC 8689 §5).
     pub tls_required_no: AtomicU64,

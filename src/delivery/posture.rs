@@ -7,6 +7,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
+use strum::{EnumCount, IntoEnumIterator};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +69,7 @@ pub struct Postures {
     partners: lru::LruCache<String, Partner>,
     recent: VecDeque<Downgrade>,
     /// Downgrades by (from, to) [`TlsLevel::index`].
-    counts: [[u64; TlsLevel::ALL.len()]; TlsLevel::ALL.len()],
+    counts: [[u64; TlsLevel::COUNT]; TlsLevel::COUNT],
 }
 
 impl Default for Postures {
@@ -180,8 +181,8 @@ impl Postures {
     /// Downgrades so far: (from, to, count) for every pair seen.
     pub fn counts(&self) -> Vec<(TlsLevel, TlsLevel, u64)> {
         let mut out = Vec::new();
-        for from in TlsLevel::ALL {
-            for to in TlsLevel::ALL {
+        for from in TlsLevel::iter() {
+            for to in TlsLevel::iter() {
                 let n = self.counts[from.index()][to.index()];
                 if n > 0 {
                     out.push((from, to, n));

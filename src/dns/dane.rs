@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use strum::EnumCount;
 
 use futures_util::StreamExt;
 use hickory_resolver::name_server::{NameServerPool, TokioConnectionProvider};
@@ -27,11 +28,14 @@ pub(super) enum Validator {
 #[derive(Debug, Default)]
 pub struct DaneStats {
     /// Indexed by [`DaneResult`].
-    pub results: [std::sync::atomic::AtomicU64; DaneResult::ALL.len()],
+    pub results: [std::sync::atomic::AtomicU64; DaneResult::COUNT],
 }
 
 /// The outcome of one host's DANE lookups.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumCount, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "lowercase")]
 pub enum DaneResult {
     /// Secure TLSA records, some usable.
     Ok,
@@ -46,22 +50,9 @@ pub enum DaneResult {
 }
 
 impl DaneResult {
-    pub const ALL: [DaneResult; 5] = [
-        DaneResult::Ok,
-        DaneResult::Unusable,
-        DaneResult::Insecure,
-        DaneResult::Bogus,
-        DaneResult::Tempfail,
-    ];
-
+    /// The `result` label of `sealgate_dane_lookups_total`.
     pub fn label(self) -> &'static str {
-        match self {
-            DaneResult::Ok => "ok",
-            DaneResult::Unusable => "unusable",
-            DaneResult::Insecure => "insecure",
-            DaneResult::Bogus => "bogus",
-            DaneResult::Tempfail => "tempfail",
-        }
+        self.into()
     }
 
     fn of(dane: &Dane) -> DaneResult {
@@ -80,10 +71,8 @@ pub(super) fn count_dane(stats: &DaneStats, found: &[Found]) {
     for f in found {
         if !seen.contains(&f.host.as_str()) {
             seen.push(&f.host);
-            let i = DaneResult::ALL
-                .iter()
-                .position(|r| *r == DaneResult::of(&f.dane))
-                .unwrap_or(0);
+            // The counters are in declaration order.
+            let i = DaneResult::of(&f.dane) as usize;
             stats.results[i].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }

@@ -92,7 +92,6 @@ fn header_text(s: &str, utf8: bool) -> String {
         .collect()
 }
 
-
 /// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
 /// (`time`'s RFC 2822 format, which RFC 5322 keeps).
 pub fn rfc5322_date(at: SystemTime) -> String {

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::sync::atomic::AtomicU64;
+use strum::EnumCount;
 
 /// Counters one shard writes and anyone may read. Each shard has its own
 /// cache line, so counting costs no cross-core traffic.
@@ -14,7 +15,7 @@ pub struct ShardStats {
     pub messages: AtomicU64,
     pub starttls_ok: AtomicU64,
     /// Failed handshakes, indexed by [`HandshakeFailure`].
-    pub starttls_failed: [AtomicU64; HandshakeFailure::ALL.len()],
+    pub starttls_failed: [AtomicU64; HandshakeFailure::COUNT],
     /// MAIL refused because the profile demands TLS.
     pub mandatory_tls_refusals: AtomicU64,
     /// Other refused MAIL/RCPT (relay denied, certificate checks …).
@@ -38,7 +39,10 @@ pub struct ShardStats {
 /// Why an inbound STARTTLS handshake failed: the `reason` label of
 /// `sealgate_starttls_total{result="failed"}`. A small fixed set, so the
 /// metric's cardinality stays bounded whatever clients do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::EnumCount, strum::IntoStaticStr,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum HandshakeFailure {
     /// Not TLS, or TLS out of order (a plaintext client, a scanner).
     Protocol,
@@ -47,6 +51,7 @@ pub enum HandshakeFailure {
     /// The client's certificate could not be used.
     Certificate,
     /// The client sent a fatal alert (often: it does not trust ours).
+    #[strum(serialize = "alert_received")]
     Alert,
     /// A record failed to decrypt.
     Decrypt,
@@ -58,28 +63,9 @@ pub enum HandshakeFailure {
 }
 
 impl HandshakeFailure {
-    pub const ALL: [HandshakeFailure; 8] = [
-        HandshakeFailure::Protocol,
-        HandshakeFailure::Incompatible,
-        HandshakeFailure::Certificate,
-        HandshakeFailure::Alert,
-        HandshakeFailure::Decrypt,
-        HandshakeFailure::Connection,
-        HandshakeFailure::Timeout,
-        HandshakeFailure::Other,
-    ];
-
+    /// The `reason` label of the handshake-failure counter.
     pub fn label(self) -> &'static str {
-        match self {
-            HandshakeFailure::Protocol => "protocol",
-            HandshakeFailure::Incompatible => "incompatible",
-            HandshakeFailure::Certificate => "certificate",
-            HandshakeFailure::Alert => "alert_received",
-            HandshakeFailure::Decrypt => "decrypt",
-            HandshakeFailure::Connection => "connection",
-            HandshakeFailure::Timeout => "timeout",
-            HandshakeFailure::Other => "other",
-        }
+        self.into()
     }
 
     /// The reason for an error from the TLS layer: rustls's own, or the
@@ -135,8 +121,9 @@ mod tests {
             HandshakeFailure::of(&io::Error::from(io::ErrorKind::ConnectionReset)),
             HandshakeFailure::Connection
         );
+        use strum::{EnumCount, IntoEnumIterator};
         let labels: std::collections::HashSet<&str> =
-            HandshakeFailure::ALL.iter().map(|h| h.label()).collect();
-        assert_eq!(labels.len(), HandshakeFailure::ALL.len());
+            HandshakeFailure::iter().map(|h| h.label()).collect();
+        assert_eq!(labels.len(), HandshakeFailure::COUNT);
     }
 }
