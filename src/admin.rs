@@ -419,12 +419,17 @@ impl Metrics {
             })
             .collect();
         // Report-only inbound profiles, summed over the shards.
-        for (i, reason) in crate::policy::Refusal::LABELS.iter().enumerate() {
-            let n = shared.stats.iter().map(|s| load(&s.would_refuse[i])).sum();
+        for kind in crate::policy::RefusalKind::iter() {
+            let n = shared
+                .stats
+                .iter()
+                .map(|s| load(&s.would_refuse[kind as usize]))
+                .sum();
+            let reason: &'static str = kind.into();
             would_refuse.push((
                 vec![
                     ("source", "profile.server".into()),
-                    ("reason", (*reason).into()),
+                    ("reason", reason.into()),
                 ],
                 n,
             ));
@@ -583,5 +588,45 @@ mod tests {
             assert!(after.contains(line), "{line:?} missing from\n{after}");
         }
         assert!(!after.contains("# EOF"), "Prometheus text, not OpenMetrics");
+    }
+
+    /// The derived label tables say what dashboards (and
+    /// docs/operations.md) name, in the counters' order.
+    #[test]
+    fn labels_are_the_documented_ones() {
+        use crate::delivery::WouldRefuse;
+        use crate::dns::DaneResult;
+        use crate::policy::RefusalKind;
+        let labels = |v: Vec<&'static str>| v.join(" ");
+        assert_eq!(
+            labels(TlsLevel::iter().map(TlsLevel::label).collect()),
+            "dane mta-sts verified trusted untrusted none"
+        );
+        assert_eq!(
+            labels(Counted::iter().map(Counted::as_str).collect()),
+            "sent deferred bounced expired"
+        );
+        assert_eq!(
+            labels(
+                HandshakeFailure::iter()
+                    .map(HandshakeFailure::label)
+                    .collect()
+            ),
+            "protocol incompatible certificate alert_received decrypt connection timeout other"
+        );
+        assert_eq!(
+            labels(DaneResult::iter().map(DaneResult::label).collect()),
+            "ok unusable insecure bogus tempfail"
+        );
+        assert_eq!(
+            labels(RefusalKind::iter().map(Into::into).collect()),
+            "relay_denied tls_required cipher client_cert_missing client_cert_unverified client_cert_name client_cert_pin"
+        );
+        assert_eq!(
+            WouldRefuse::iter()
+                .map(WouldRefuse::index)
+                .collect::<Vec<_>>(),
+            (0..8).collect::<Vec<_>>()
+        );
     }
 }

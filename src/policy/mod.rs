@@ -37,17 +37,26 @@ pub use profile::{check_mail, ClientCert, ClientRules, Profile, Profiles, Server
 
 /// Why a recipient, a sender or a session is refused. The SMTP layer maps
 /// each variant to exactly one reply.
-#[derive(Debug, Clone, PartialEq)]
+/// Its kind (`RefusalKind`, derived) indexes the would-refuse counters
+/// and names their `reason` label.
+#[derive(Debug, Clone, PartialEq, strum::EnumDiscriminants)]
+#[strum_discriminants(
+    name(RefusalKind),
+    derive(strum::EnumIter, strum::EnumCount, strum::IntoStaticStr),
+    strum(serialize_all = "snake_case")
+)]
 pub enum Refusal {
     /// The recipient domain is not ours and the client may not relay.
     RelayDenied,
     /// The profile requires TLS and the session is in the clear.
     TlsRequired,
     /// The negotiated cipher is weaker than the profile's minimum.
+    #[strum_discriminants(strum(serialize = "cipher"))]
     CipherTooWeak { bits: u16, min: u16 },
     /// The profile requires a client certificate and none was presented.
     ClientCertMissing,
     /// The certificate does not chain to the CA store (the reason).
+    #[strum_discriminants(strum(serialize = "client_cert_unverified"))]
     ClientCertNotVerified(crate::model::Unverified),
     /// The certificate does not carry the required name.
     ClientCertName(String),
@@ -58,34 +67,13 @@ pub enum Refusal {
 impl Refusal {
     /// The `reason` label of `sealgate_policy_would_refuse_total`.
     pub fn label(&self) -> &'static str {
-        Refusal::LABELS[self.index()]
+        RefusalKind::from(self).into()
     }
 
-    /// Every variant, in the order of the would-refuse counters.
-    pub const KINDS: usize = 7;
-
+    /// Its index in the would-refuse counters (the kinds' order).
     pub fn index(&self) -> usize {
-        match self {
-            Refusal::RelayDenied => 0,
-            Refusal::TlsRequired => 1,
-            Refusal::CipherTooWeak { .. } => 2,
-            Refusal::ClientCertMissing => 3,
-            Refusal::ClientCertNotVerified(_) => 4,
-            Refusal::ClientCertName(_) => 5,
-            Refusal::ClientCertPin => 6,
-        }
+        RefusalKind::from(self) as usize
     }
-
-    /// The labels by [`Refusal::index`].
-    pub const LABELS: [&'static str; Refusal::KINDS] = [
-        "relay_denied",
-        "tls_required",
-        "cipher",
-        "client_cert_missing",
-        "client_cert_unverified",
-        "client_cert_name",
-        "client_cert_pin",
-    ];
 }
 
 /// The recipient-side facts of the inbound policy, compiled once per

@@ -26,7 +26,7 @@ pub struct ShardStats {
     pub refused_per_ip_limit: AtomicU64,
     /// What report-only profiles would have refused, by
     /// [`crate::policy::Refusal::index`].
-    pub would_refuse: [AtomicU64; crate::policy::Refusal::KINDS],
+    pub would_refuse: [AtomicU64; crate::policy::RefusalKind::COUNT],
     /// Outbound connections opened.
     pub outbound_opened: AtomicU64,
     /// Attempts carried by an idle (cached) outbound connection.
