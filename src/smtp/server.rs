@@ -139,6 +139,19 @@ enum Phase {
     Closed,
 }
 
+/// Where the mail transaction stands between commands: one state at a
+/// time, each owning its data.
+#[derive(Debug, Default)]
+enum Mail {
+    #[default]
+    None,
+    /// MAIL (and RCPTs) accepted: the envelope so far.
+    Envelope(Transaction),
+    /// A message sent in BDAT chunks, between its chunks: its transaction
+    /// and data stay here until the LAST chunk (or RSET, EHLO, STARTTLS).
+    Chunks(Box<DataState>),
+}
+
 #[derive(Debug)]
 struct Transaction {
     from: String,
@@ -171,10 +184,9 @@ pub struct Session {
     peer: Peer,
     phase: Phase,
     helo: Option<(String, bool)>,
-    transaction: Option<Transaction>,
-    /// A message sent in BDAT chunks, between its chunks: the transaction
-    /// lives here until the LAST chunk (or RSET, EHLO, STARTTLS).
-    chunked: Option<Box<DataState>>,
+    /// The mail transaction between commands (in the data phase,
+    /// `Phase::Data` holds it).
+    mail: Mail,
     tls: Option<TlsFacts>,
     starttls_offered: bool,
     relay_allowed: bool,
@@ -207,8 +219,7 @@ impl Session {
             peer,
             phase: Phase::Greeting,
             helo: None,
-            transaction: None,
-            chunked: None,
+            mail: Mail::None,
             tls: None,
             starttls_offered,
             relay_allowed: false,
@@ -237,7 +248,8 @@ impl Session {
     /// Whether the session is reading message data (a staging file the
     /// glue keeps for it belongs to this message).
     pub fn in_data(&self) -> bool {
-        matches!(self.phase, Phase::Data(_) | Phase::AwaitStore) || self.chunked.is_some()
+        matches!(self.phase, Phase::Data(_) | Phase::AwaitStore)
+            || matches!(self.mail, Mail::Chunks(_))
     }
 
     /// The connection came through a trusted proxy: the client is `peer`.
@@ -301,12 +313,12 @@ impl Session {
     pub fn phase_name(&self) -> &'static str {
         match &self.phase {
             Phase::Greeting => "CONNECT",
-            Phase::Command | Phase::DiscardLine if self.chunked.is_some() => "BDAT",
-            Phase::Command | Phase::DiscardLine => match (&self.transaction, &self.helo) {
-                (Some(tx), _) if !tx.recipients.is_empty() => "RCPT",
-                (Some(_), _) => "MAIL",
-                (None, Some(_)) => "EHLO",
-                (None, None) => "CONNECT",
+            Phase::Command | Phase::DiscardLine => match (&self.mail, &self.helo) {
+                (Mail::Chunks(_), _) => "BDAT",
+                (Mail::Envelope(tx), _) if !tx.recipients.is_empty() => "RCPT",
+                (Mail::Envelope(_), _) => "MAIL",
+                (Mail::None, Some(_)) => "EHLO",
+                (Mail::None, None) => "CONNECT",
             },
             Phase::Data(st) if st.chunk.is_some() => "BDAT",
             Phase::Data(_) => "DATA",
@@ -395,7 +407,7 @@ impl Session {
         match self.phase {
             Phase::Data(_) | Phase::AwaitStore | Phase::SkipChunk { .. } => None,
             // Between BDAT chunks the message is still arriving.
-            Phase::Command if self.chunked.is_some() => None,
+            Phase::Command if matches!(self.mail, Mail::Chunks(_)) => None,
             _ => Some(self.shutdown()),
         }
     }

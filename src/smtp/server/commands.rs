@@ -30,8 +30,7 @@ impl Session {
             Command::Data => self.data_command(now),
             Command::Bdat { size, last } => self.bdat_command(size, last, now),
             Command::Rset => {
-                self.transaction = None;
-                self.abandon_chunks();
+                self.reset_mail();
                 self.reply(canned::ok())
             }
             Command::Noop => self.reply(canned::ok()),
@@ -48,8 +47,7 @@ impl Session {
 
     pub(super) fn hello(&mut self, name: &str, esmtp: bool) -> Option<Action> {
         // RFC 5321 §4.1.4: EHLO/HELO resets like RSET.
-        self.transaction = None;
-        self.abandon_chunks();
+        self.reset_mail();
         self.helo = Some((name.to_string(), esmtp));
         let host = &self.snapshot.hostname;
         if !esmtp {
@@ -79,7 +77,7 @@ impl Session {
         if self.helo.is_none() {
             return self.error(canned::bad_sequence("Send EHLO or HELO first"));
         }
-        if self.transaction.is_some() || self.chunked.is_some() {
+        if !matches!(self.mail, Mail::None) {
             return self.error(canned::bad_sequence("Nested MAIL command"));
         }
         if self.budget_exhausted() {
@@ -131,7 +129,7 @@ impl Session {
             ReversePath::Null => String::new(),
             ReversePath::Mailbox(m) => m.normalized(),
         };
-        self.transaction = Some(Transaction {
+        self.mail = Mail::Envelope(Transaction {
             from,
             params,
             recipients: Vec::new(),
@@ -141,7 +139,7 @@ impl Session {
 
     pub(super) fn rcpt(&mut self, to: command::Mailbox<'_>, params: RcptParams) -> Option<Action> {
         let limit = self.snapshot.limits.recipients;
-        let Some(tx) = &self.transaction else {
+        let Mail::Envelope(tx) = &self.mail else {
             return self.error(canned::bad_sequence("Need MAIL before RCPT"));
         };
         // RFC 6531 §3.4: a UTF-8 forward-path only in an SMTPUTF8
@@ -169,7 +167,7 @@ impl Session {
                 } else {
                     to.normalized()
                 };
-                if let Some(tx) = &mut self.transaction {
+                if let Mail::Envelope(tx) = &mut self.mail {
                     tx.recipients.push(crate::model::Recipient {
                         address: rcpt,
                         dsn: params.dsn,
@@ -179,11 +177,10 @@ impl Session {
             }
             Err(refusal) => {
                 let reply = refusal_reply(refusal.clone());
-                let from = self
-                    .transaction
-                    .as_ref()
-                    .map(|t| t.from.clone())
-                    .unwrap_or_default();
+                let from = match &self.mail {
+                    Mail::Envelope(t) => t.from.clone(),
+                    Mail::None | Mail::Chunks(_) => String::new(),
+                };
                 self.note_rejection("RCPT", refusal, &reply, &from, Some(&to.to_string()));
                 self.error(reply)
             }
@@ -205,7 +202,7 @@ impl Session {
 
     pub(super) fn data_command(&mut self, now: Instant) -> Option<Action> {
         // RFC 3030 §3: DATA and BDAT do not mix in one transaction.
-        if self.chunked.is_some() {
+        if matches!(self.mail, Mail::Chunks(_)) {
             return self.error(canned::bad_sequence("DATA after BDAT in one transaction"));
         }
         match self.open_message(now, None) {
@@ -217,17 +214,23 @@ impl Session {
     /// DATA or the first BDAT: the transaction becomes a message being
     /// read (`chunk` is BDAT's first chunk), or the command is refused.
     fn open_message(&mut self, now: Instant, chunk: Option<Chunk>) -> Result<(), Reply> {
-        let transaction = match self.transaction.take() {
-            None => return Err(canned::bad_sequence("Need MAIL command")),
-            Some(tx) if tx.recipients.is_empty() => {
-                self.transaction = Some(tx);
+        let transaction = match std::mem::take(&mut self.mail) {
+            Mail::None => return Err(canned::bad_sequence("Need MAIL command")),
+            Mail::Envelope(tx) if tx.recipients.is_empty() => {
+                self.mail = Mail::Envelope(tx);
                 return Err(canned::no_valid_recipients());
             }
-            Some(tx) if self.budget_exhausted() => {
-                self.transaction = Some(tx);
+            Mail::Envelope(tx) if self.budget_exhausted() => {
+                self.mail = Mail::Envelope(tx);
                 return Err(canned::busy());
             }
-            Some(tx) => tx,
+            Mail::Envelope(tx) => tx,
+            // A chunked message goes on through `bdat_command`; DATA is
+            // refused before it gets here.
+            chunks @ Mail::Chunks(_) => {
+                self.mail = chunks;
+                return Err(canned::bad_sequence("DATA after BDAT in one transaction"));
+            }
         };
         let limits = &self.snapshot.limits;
         let (line, size, bare) = (
@@ -260,11 +263,17 @@ impl Session {
             remaining: size,
             last,
         };
-        if let Some(mut state) = self.chunked.take() {
-            state.chunk = Some(chunk);
-            self.phase = Phase::Data(state);
-        } else if let Err(refusal) = self.open_message(now, Some(chunk)) {
-            return self.skip_chunk(size, refusal);
+        match std::mem::take(&mut self.mail) {
+            Mail::Chunks(mut state) => {
+                state.chunk = Some(chunk);
+                self.phase = Phase::Data(state);
+            }
+            other @ (Mail::None | Mail::Envelope(_)) => {
+                self.mail = other;
+                if let Err(refusal) = self.open_message(now, Some(chunk)) {
+                    return self.skip_chunk(size, refusal);
+                }
+            }
         }
         if size == 0 {
             return self.end_of_chunk(now);
@@ -322,7 +331,7 @@ impl Session {
             return self.finish_message(*state, outcome);
         }
         self.account_data(state.data.len());
-        self.chunked = Some(state);
+        self.mail = Mail::Chunks(state);
         self.deadline = Some(now + self.snapshot.limits.command_timeout);
         self.reply(Reply::new(
             250,
@@ -331,10 +340,12 @@ impl Session {
         ))
     }
 
-    /// RSET, EHLO or STARTTLS mid-BDAT: the chunks so far go.
-    pub(super) fn abandon_chunks(&mut self) {
-        if self.chunked.take().is_some() {
-            self.release();
+    /// RSET, EHLO or STARTTLS: the transaction goes, and with it any
+    /// chunks received so far (their data leaves the budget).
+    pub(super) fn reset_mail(&mut self) {
+        match std::mem::take(&mut self.mail) {
+            Mail::Chunks(_) => self.release(),
+            Mail::None | Mail::Envelope(_) => {}
         }
     }
 
@@ -429,8 +440,7 @@ impl Session {
     pub fn tls_established(&mut self, facts: TlsFacts, now: Instant) {
         self.tls = Some(facts);
         self.helo = None;
-        self.transaction = None;
-        self.abandon_chunks();
+        self.reset_mail();
         self.phase = Phase::Command;
         self.deadline = Some(now + self.snapshot.limits.command_timeout);
     }
