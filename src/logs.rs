@@ -3,8 +3,7 @@
 //! the changes before it are durable (`spool::Work::Say`). Its `Display`
 //! is the Postfix wording, written exactly so in the text format; its
 //! facts are also the event's fields, each under its own key in the JSON
-//! format (docs/operations.md, "Logs"). This module imports nothing of the
-//! crate.
+//! format (docs/operations.md, "Logs"). It imports only `model`.
 
 use std::fmt;
 
@@ -59,7 +58,7 @@ pub enum QueueLine {
         /// Seconds since the message arrived.
         delay: u64,
         /// The enhanced status code (RFC 3463).
-        dsn: String,
+        dsn: crate::model::EnhancedStatus,
         status: Status,
         /// The server's reply or the failure, on one line.
         reply: String,

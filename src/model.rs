@@ -486,6 +486,91 @@ impl DataBudget {
     }
 }
 
+/// An RFC 3463 enhanced status code, `class.subject.detail` (`5.1.1`):
+/// what an attempt came to for a recipient, in logs (`dsn=`), the
+/// journal and delivery status notifications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EnhancedStatus {
+    pub class: StatusClass,
+    /// RFC 3463 §2: `subject = 1*3digit`, `detail = 1*3digit`.
+    pub subject: u16,
+    pub detail: u16,
+}
+
+/// RFC 3463 §3.1: the three classes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StatusClass {
+    /// `2.X.X`
+    Success,
+    /// `4.X.X`
+    PersistentTransient,
+    /// `5.X.X`
+    Permanent,
+}
+
+impl StatusClass {
+    pub fn digit(self) -> u8 {
+        match self {
+            StatusClass::Success => 2,
+            StatusClass::PersistentTransient => 4,
+            StatusClass::Permanent => 5,
+        }
+    }
+}
+
+impl EnhancedStatus {
+    pub const fn new(class: StatusClass, subject: u16, detail: u16) -> EnhancedStatus {
+        EnhancedStatus {
+            class,
+            subject,
+            detail,
+        }
+    }
+
+    /// `X.Y.Z` as RFC 3463 §2 spells it (class 2, 4 or 5; subject and
+    /// detail one to three digits); `None` otherwise.
+    pub fn parse(text: &str) -> Option<EnhancedStatus> {
+        let mut parts = text.split('.');
+        let (c, s, d) = (parts.next()?, parts.next()?, parts.next()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let number = |p: &str| {
+            (!p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| p.parse::<u16>().ok())
+                .flatten()
+        };
+        let class = match c {
+            "2" => StatusClass::Success,
+            "4" => StatusClass::PersistentTransient,
+            "5" => StatusClass::Permanent,
+            _ => return None,
+        };
+        Some(EnhancedStatus::new(class, number(s)?, number(d)?))
+    }
+}
+
+impl std::fmt::Display for EnhancedStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.class.digit(), self.subject, self.detail)
+    }
+}
+
+/// Written as its text (`"5.1.1"`), in the control socket's answers.
+impl serde::Serialize for EnhancedStatus {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for EnhancedStatus {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        EnhancedStatus::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom(format!("not an RFC 3463 status: {text}")))
+    }
+}
+
 /// Peer-supplied text for a log line: control characters (ANSI escapes,
 /// CR, LF) replaced, so a line stays one line and means what it says.
 pub fn sanitize_line(s: &str) -> String {
@@ -521,7 +606,7 @@ pub enum Verdict {
 pub struct Outcome {
     pub verdict: Verdict,
     /// RFC 3463 status, e.g. `5.1.1`.
-    pub status: String,
+    pub status: EnhancedStatus,
     /// The server's reply or our reason, for logs and the DSN.
     pub detail: String,
     /// The server offered DSN, so the recipient's DSN request went on
@@ -749,6 +834,24 @@ pub fn rfc3339(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// RFC 3463 §2: class 2, 4 or 5, then one to three digits twice.
+    #[test]
+    fn enhanced_status_codes_parse_and_print() {
+        for ok in ["2.0.0", "4.4.1", "5.7.30", "5.1.10", "4.999.999"] {
+            let s = EnhancedStatus::parse(ok).unwrap_or_else(|| panic!("{ok}"));
+            assert_eq!(s.to_string(), ok);
+        }
+        for bad in [
+            "3.0.0", "5.1", "5.1.1.1", "5..1", "5.1000.1", "5.a.1", "", "4.4.1 ",
+        ] {
+            assert_eq!(EnhancedStatus::parse(bad), None, "{bad:?}");
+        }
+        let s = EnhancedStatus::new(StatusClass::Permanent, 7, 30);
+        let json = serde_json::to_string(&s).unwrap();
+        assert_eq!(json, "\"5.7.30\"");
+        assert_eq!(serde_json::from_str::<EnhancedStatus>(&json).unwrap(), s);
+    }
 
     /// One form for a domain everywhere: U-labels, A-labels, case, dot.
     #[test]

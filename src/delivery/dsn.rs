@@ -37,7 +37,7 @@ pub struct Entry<'a> {
     pub orcpt: Option<&'a Orcpt>,
     pub action: Action,
     /// RFC 3463 status: `5.x.y` failed, `4.x.y` delayed, `2.x.y` relayed.
-    pub status: &'a str,
+    pub status: crate::model::EnhancedStatus,
     /// The remote reply or our reason.
     pub diagnostic: &'a str,
     pub remote: Option<&'a str>,
@@ -282,7 +282,7 @@ mod tests {
             rcpt: "x@r.test",
             orcpt: None,
             action: Action::Failed,
-            status: "5.1.1",
+            status: crate::model::EnhancedStatus::new(crate::model::StatusClass::Permanent, 1, 1),
             diagnostic: "550 5.1.1 no such user",
             remote: Some("mx.r.test"),
         }];
@@ -312,7 +312,7 @@ mod tests {
             rcpt: "x@r.test",
             orcpt: Some(&orcpt),
             action: Action::Failed,
-            status: "5.1.1",
+            status: crate::model::EnhancedStatus::new(crate::model::StatusClass::Permanent, 1, 1),
             diagnostic: "550 no",
             remote: None,
         }];
@@ -335,7 +335,11 @@ mod tests {
             rcpt: "x@r.test",
             orcpt: None,
             action: Action::Delayed,
-            status: "4.4.1",
+            status: crate::model::EnhancedStatus::new(
+                crate::model::StatusClass::PersistentTransient,
+                4,
+                1,
+            ),
             diagnostic: "connection refused",
             remote: None,
         }];
@@ -353,7 +357,7 @@ mod tests {
             rcpt: "x@r.test",
             orcpt: None,
             action: Action::Relayed,
-            status: "2.0.0",
+            status: crate::model::EnhancedStatus::new(crate::model::StatusClass::Success, 0, 0),
             diagnostic: "250 2.0.0 Ok",
             remote: Some("mx.r.test"),
         }];
@@ -369,7 +373,7 @@ mod tests {
             rcpt: "ü@bücher.test",
             orcpt: None,
             action: Action::Failed,
-            status: "5.6.7",
+            status: crate::model::EnhancedStatus::new(crate::model::StatusClass::Permanent, 6, 7),
             diagnostic: "no SMTPUTF8",
             remote: None,
         }];

@@ -20,6 +20,7 @@ mod reports;
 
 pub use admin::{Admin, AdminError, Answer, MessageView, PolicyAction, QueueChange};
 
+use crate::model::{EnhancedStatus, StatusClass};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -772,7 +773,7 @@ impl Scheduler {
         // A failed recipient was tried at least once; one that was not
         // says so rather than inventing a status.
         let untried = crate::spool::LastReply {
-            status: "5.0.0".into(),
+            status: EnhancedStatus::new(StatusClass::Permanent, 0, 0),
             detail: "no attempt recorded".into(),
         };
         let entries: Vec<dsn::Entry<'_>> = b
@@ -784,7 +785,7 @@ impl Scheduler {
                     rcpt: &r.rcpt,
                     orcpt: r.dsn.orcpt.as_ref(),
                     action: *action,
-                    status: &last.status,
+                    status: last.status,
                     diagnostic: &last.detail,
                     remote: match action {
                         dsn::Action::Relayed => b.relay.as_deref(),

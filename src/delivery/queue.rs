@@ -7,6 +7,7 @@
 //! effects. The tests below drive it through retries, expiry, limits,
 //! hold and bounces in microseconds.
 
+use crate::model::{EnhancedStatus, StatusClass};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -476,25 +477,25 @@ impl Queue {
                     // RFC 7505 §4.2: 556 5.1.10 for a null MX.
                     LookupError::NullMx => Outcome {
                         verdict: Verdict::Permanent,
-                        status: "5.1.10".into(),
+                        status: EnhancedStatus::new(StatusClass::Permanent, 1, 10),
                         detail: "the recipient domain accepts no mail (null MX, RFC 7505)".into(),
                         next_hop_dsn: false,
                     },
                     LookupError::NotFound(why) => Outcome {
                         verdict: Verdict::Permanent,
-                        status: "5.1.2".into(),
+                        status: EnhancedStatus::new(StatusClass::Permanent, 1, 2),
                         detail: format!("host or domain name not found: {why}"),
                         next_hop_dsn: false,
                     },
                     LookupError::Temporary(why) => Outcome {
                         verdict: Verdict::Temporary,
-                        status: "4.4.3".into(),
+                        status: EnhancedStatus::new(StatusClass::PersistentTransient, 4, 3),
                         detail: format!("DNS lookup failed: {why}"),
                         next_hop_dsn: false,
                     },
                     LookupError::Policy(why) => Outcome {
                         verdict: Verdict::Temporary,
-                        status: "4.7.5".into(),
+                        status: EnhancedStatus::new(StatusClass::PersistentTransient, 7, 5),
                         detail: why.clone(),
                         next_hop_dsn: false,
                     },
@@ -567,7 +568,7 @@ impl Queue {
         let (id, idxs) = a.parts.remove(pos);
         let outcome = Outcome {
             verdict: Verdict::Temporary,
-            status: "4.3.0".into(),
+            status: EnhancedStatus::new(StatusClass::PersistentTransient, 3, 0),
             detail: "the queued message could not be read from the spool".into(),
             next_hop_dsn: false,
         };
@@ -651,7 +652,7 @@ impl Queue {
             let r = &mut m.rcpts[*i];
             r.attempts += 1;
             r.last = Some(LastReply {
-                status: o.status.clone(),
+                status: o.status,
                 detail: o.detail.clone(),
             });
             let status = match o.verdict {
@@ -675,7 +676,7 @@ impl Queue {
                         // RFC 5321 §4.5.4.1: give up after the lifetime.
                         r.status = RcptStatus::Failed;
                         r.last = Some(LastReply {
-                            status: "4.4.7".into(),
+                            status: EnhancedStatus::new(StatusClass::PersistentTransient, 4, 7),
                             detail: format!("delivery time expired; last error: {}", o.detail),
                         });
                         Counted::Expired
@@ -714,7 +715,7 @@ impl Queue {
                 dsn_params: r.dsn.to_string(),
                 relay: relay.map(str::to_string),
                 delay,
-                dsn: o.status.clone(),
+                dsn: o.status,
                 status,
                 reply: crate::model::sanitize_line(&o.detail),
             });

@@ -49,7 +49,7 @@ fn snap() -> Arc<Snapshot> {
 fn outcome(verdict: Verdict, status: &str) -> Outcome {
     Outcome {
         verdict,
-        status: status.into(),
+        status: crate::model::EnhancedStatus::parse(status).expect("a status"),
         detail: format!("{status} said the server"),
         next_hop_dsn: false,
     }

@@ -9,6 +9,7 @@
 //! session can end maps to an [`Outcome`] per recipient through
 //! [`classify`], which has no catch-all arm.
 
+use crate::model::{EnhancedStatus, StatusClass};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -899,18 +900,32 @@ fn class(code: u16) -> Class {
 /// The outcome a reply means for the recipients it answers.
 pub fn outcome_of(r: &Parsed) -> Outcome {
     let (verdict, default_status) = match class(r.code) {
-        Class::PositiveCompletion => (Verdict::Delivered, "2.0.0"),
-        Class::TransientNegative => (Verdict::Temporary, "4.0.0"),
-        Class::PermanentNegative => (Verdict::Permanent, "5.0.0"),
+        Class::PositiveCompletion => (
+            Verdict::Delivered,
+            EnhancedStatus::new(StatusClass::Success, 0, 0),
+        ),
+        Class::TransientNegative => (
+            Verdict::Temporary,
+            EnhancedStatus::new(StatusClass::PersistentTransient, 0, 0),
+        ),
+        Class::PermanentNegative => (
+            Verdict::Permanent,
+            EnhancedStatus::new(StatusClass::Permanent, 0, 0),
+        ),
         // A 3yz or 1yz where a completion was due: the server is confused;
         // try again later rather than lose or bounce the message.
-        Class::PositiveIntermediate | Class::Unexpected => (Verdict::Temporary, "4.5.0"),
+        Class::PositiveIntermediate | Class::Unexpected => (
+            Verdict::Temporary,
+            EnhancedStatus::new(StatusClass::PersistentTransient, 5, 0),
+        ),
     };
+    // The server's own code where it has one of the reply's class (RFC
+    // 3463 §3.1: the class matches the reply code's first digit).
     let status = r
         .enhanced()
-        .filter(|s| s.starts_with(&default_status[..1]))
-        .unwrap_or(default_status)
-        .to_string();
+        .and_then(EnhancedStatus::parse)
+        .filter(|s| s.class == default_status.class)
+        .unwrap_or(default_status);
     Outcome {
         verdict,
         status,
@@ -956,9 +971,10 @@ impl Endpoint for Session {
 /// The outcome a session failure means for every recipient it leaves
 /// undelivered. Exhaustive: a new failure must say what it means.
 pub fn classify(f: &Failure) -> Outcome {
-    let temp = |status: &str, detail: String| Outcome {
+    // Every failure here is persistent-transient (4.X.X).
+    let temp = |(subject, detail_code): (u16, u16), detail: String| Outcome {
         verdict: Verdict::Temporary,
-        status: status.into(),
+        status: EnhancedStatus::new(StatusClass::PersistentTransient, subject, detail_code),
         detail,
         next_hop_dsn: false,
     };
@@ -966,48 +982,48 @@ pub fn classify(f: &Failure) -> Outcome {
         // A refusing greeting or HELO is about this host, not the message:
         // try another host or later.
         Failure::Greeting(r) => temp(
-            "4.4.0",
+            (4, 0),
             format!("host refused to talk to us: {}", r.one_line()),
         ),
         Failure::Hello(r) => temp(
-            "4.4.0",
+            (4, 0),
             format!("host refused our greeting: {}", r.one_line()),
         ),
         Failure::TlsNotOffered => temp(
-            "4.7.4",
+            (7, 4),
             "TLS is required, but was not offered by the host".into(),
         ),
         Failure::StartTlsRefused(r) => temp(
-            "4.7.4",
+            (7, 4),
             format!(
                 "TLS is required, but the host refused STARTTLS: {}",
                 r.one_line()
             ),
         ),
-        Failure::Handshake(why) => temp("4.7.5", format!("TLS failed: handshake failed: {why}")),
-        Failure::Tls(why) => temp("4.7.5", format!("TLS failed: {why}")),
-        Failure::Protocol(why) => temp("4.5.0", format!("protocol error: {why}")),
-        Failure::Timeout(stage) => temp("4.4.2", format!("timeout {stage}")),
-        Failure::Connection(why) => temp("4.4.1", format!("connection failed: {why}")),
+        Failure::Handshake(why) => temp((7, 5), format!("TLS failed: handshake failed: {why}")),
+        Failure::Tls(why) => temp((7, 5), format!("TLS failed: {why}")),
+        Failure::Protocol(why) => temp((5, 0), format!("protocol error: {why}")),
+        Failure::Timeout(stage) => temp((4, 2), format!("timeout {stage}")),
+        Failure::Connection(why) => temp((4, 1), format!("connection failed: {why}")),
         // RFC 7672 §2.2: a bogus or failed TLSA lookup defers.
-        Failure::Dane(why) => temp("4.7.5", format!("DANE: {why}")),
+        Failure::Dane(why) => temp((7, 5), format!("DANE: {why}")),
         // RFC 8689 §6: 5.7.30, REQUIRETLS support required.
         Failure::RequireTls(why) => Outcome {
             verdict: Verdict::Permanent,
-            status: "5.7.30".into(),
+            status: EnhancedStatus::new(StatusClass::Permanent, 7, 30),
             detail: format!("REQUIRETLS support required: {why}"),
             next_hop_dsn: false,
         },
         Failure::TooBig { size, limit } => Outcome {
             verdict: Verdict::Permanent,
-            status: "5.3.4".into(),
+            status: EnhancedStatus::new(StatusClass::Permanent, 3, 4),
             detail: format!("message size {size} exceeds the host's limit of {limit}"),
             next_hop_dsn: false,
         },
         // RFC 6531 §3.2 (RFC 5248's registry): 5.6.7.
         Failure::NeedsSmtpUtf8(need) => Outcome {
             verdict: Verdict::Permanent,
-            status: "5.6.7".into(),
+            status: EnhancedStatus::new(StatusClass::Permanent, 6, 7),
             detail: format!(
                 "SMTPUTF8 support required: {} UTF-8 and the host does not offer SMTPUTF8",
                 match need {

@@ -104,7 +104,7 @@ pub struct RcptState {
 /// (docs/spool.md), read back once by the record decoder.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct LastReply {
-    pub status: String,
+    pub status: crate::model::EnhancedStatus,
     pub detail: String,
 }
 
@@ -117,8 +117,13 @@ impl LastReply {
         }
         let rest = text.strip_prefix("dsn=").unwrap_or(text);
         let (status, detail) = rest.split_once(' ').unwrap_or((rest, ""));
+        // The journal holds what the gateway wrote (a valid code); a text
+        // without one reads as a temporary failure of unknown kind.
+        let status = crate::model::EnhancedStatus::parse(status).unwrap_or(
+            crate::model::EnhancedStatus::new(crate::model::StatusClass::PersistentTransient, 0, 0),
+        );
         Some(LastReply {
-            status: status.to_string(),
+            status,
             detail: detail.to_string(),
         })
     }
