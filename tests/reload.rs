@@ -368,13 +368,23 @@ fn session_view(gw: &Gateway) -> (String, String, String, String) {
     for i in 0..3 {
         over = c.cmd(&format!("RCPT TO:<r{i}@example.com>"));
     }
-    c.cmd("QUIT");
+    quit(c);
     (banner, size, other, over)
 }
 
+/// QUIT, then the gateway's close: the connection no longer counts
+/// against `connections_per_ip` once the end of stream is read.
+fn quit(mut c: Client<TcpStream>) {
+    use std::io::Read;
+    assert!(c.cmd("QUIT").starts_with("221"));
+    let mut rest = Vec::new();
+    let _ = c.stream.read_to_end(&mut rest);
+}
+
 /// The session-side keys follow a reload too: `hostname`,
-/// `accept_domains`, `limits.message_size` and `limits.recipients`, seen
-/// by the next session.
+/// `accept_domains`, `limits.message_size`, `limits.recipients`,
+/// `limits.errors` and `limits.connections_per_ip`, seen by the next
+/// session.
 #[test]
 fn server_and_limits_keys_follow_a_reload() {
     let dir = common::temp_dir("reload-server-keys");
@@ -382,7 +392,11 @@ fn server_and_limits_keys_follow_a_reload() {
     let file = dir.join("sealgate.toml");
     std::fs::write(
         &file,
-        common::config(port, 1, "message_size = \"1MB\"\nrecipients = 5"),
+        common::config(
+            port,
+            1,
+            "message_size = \"1MB\"\nrecipients = 5\nerrors = 5",
+        ),
     )
     .unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
@@ -394,13 +408,27 @@ fn server_and_limits_keys_follow_a_reload() {
         "{other}"
     );
     assert!(over.starts_with("250"), "{over}");
+    // Two sessions at once from one address; three bad commands go on.
+    let mut first = common::connect(gw.addr);
+    first.reply();
+    let mut second = common::connect(gw.addr);
+    assert!(second.reply().starts_with("220"));
+    for _ in 0..3 {
+        assert!(second.cmd("BOGUS").starts_with("500"));
+    }
+    assert!(second.cmd("NOOP").starts_with("250"));
+    quit(second);
 
-    let after = common::config(port, 1, "message_size = \"2MB\"\nrecipients = 2")
-        .replace("hostname = \"mx.test\"", "hostname = \"relay.test\"")
-        .replace(
-            "accept_domains = [\"example.com\"]",
-            "accept_domains = [\"example.com\", \"other.test\"]",
-        );
+    let after = common::config(
+        port,
+        1,
+        "message_size = \"2MB\"\nrecipients = 2\nerrors = 3\nconnections_per_ip = 2",
+    )
+    .replace("hostname = \"mx.test\"", "hostname = \"relay.test\"")
+    .replace(
+        "accept_domains = [\"example.com\"]",
+        "accept_domains = [\"example.com\", \"other.test\"]",
+    );
     std::fs::write(&file, after).unwrap();
     let (status, out, err) = sealgate_reload(&file);
     assert!(status.success(), "{out}{err}");
@@ -410,5 +438,22 @@ fn server_and_limits_keys_follow_a_reload() {
     assert_eq!(size, "SIZE 2000000");
     assert!(other.starts_with("250"), "{other}");
     assert!(over.starts_with("452"), "{over}");
+    // `first` still holds a connection: one more is allowed, not two.
+    let mut second = common::connect(gw.addr);
+    assert!(second.reply().starts_with("220"));
+    let mut third = common::connect(gw.addr);
+    assert_eq!(
+        third.reply(),
+        "421 4.7.0 Too many connections from your address, try again later\r\n"
+    );
+    // Three errors end a session now.
+    for _ in 0..3 {
+        assert!(second.cmd("BOGUS").starts_with("500"));
+    }
+    assert_eq!(
+        second.reply(),
+        "421 4.7.0 Too many errors, closing connection\r\n"
+    );
+    drop(first);
     gw.stop();
 }
