@@ -170,89 +170,73 @@ const HEADINGS: [&str; 8] = [
     "last failure",
 ];
 
-fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
 impl Status {
-    /// The page: plain HTML and a little CSS, no script.
+    /// The page: plain HTML and a little CSS, no script; every value
+    /// escaped by the template (maud).
     pub fn html(&self) -> String {
-        let mut h = String::with_capacity(8192);
-        let _ = write!(
-            h,
-            "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-             <title>sealgate status: {host}</title>\
-             <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse;margin-bottom:1.5em}}\
-             th,td{{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}}\
-             th{{background:#eee}}.tls-none,.tls-untrusted{{color:#b00}}.tls-dane,.tls-mta-sts,.tls-verified{{color:#070}}</style>\
-             </head><body>\n<h1>sealgate on {host}</h1>\n<p>Generated {generated}. \
-             <a href=\"/status.json\">JSON</a> · <a href=\"/metrics\">metrics</a></p>\n",
-            host = escape(&self.hostname),
-            generated = when(self.generated as i64)
-        );
-        h.push_str("<h2>Partners</h2>\n<table id=\"partners\"><tr>");
-        for t in HEADINGS {
-            let _ = write!(h, "<th>{t}</th>");
-        }
-        h.push_str("</tr>\n");
-        for r in &self.partners {
-            let level = r
-                .seen
+        const STYLE: &str = "body{font-family:sans-serif;margin:1.5em}\
+             table{border-collapse:collapse;margin-bottom:1.5em}\
+             th,td{border:1px solid #bbb;padding:.3em .6em;text-align:left;vertical-align:top}\
+             th{background:#eee}.tls-none,.tls-untrusted{color:#b00}\
+             .tls-dane,.tls-mta-sts,.tls-verified{color:#070}";
+        let level = |r: &Row| {
+            r.seen
                 .as_ref()
                 .and_then(|p| p.last.as_ref())
-                .map_or("never", |o| o.level.label());
-            let _ = write!(
-                h,
-                "<tr data-domain=\"{}\" class=\"tls-{level}\">",
-                escape(&r.domain)
-            );
-            for c in cells(r) {
-                let _ = write!(h, "<td>{}</td>", escape(&c));
+                .map_or("never", |o| o.level.label())
+        };
+        maud::html! {
+            (maud::DOCTYPE)
+            html lang="en" {
+                head {
+                    meta charset="utf-8";
+                    title { "sealgate status: " (self.hostname) }
+                    style { (maud::PreEscaped(STYLE)) }
+                }
+                body {
+                    h1 { "sealgate on " (self.hostname) }
+                    p {
+                        "Generated " (when(self.generated as i64)) ". "
+                        a href="/status.json" { "JSON" } " · " a href="/metrics" { "metrics" }
+                    }
+                    h2 { "Partners" }
+                    table id="partners" {
+                        tr { @for t in HEADINGS { th { (t) } } }
+                        @for r in &self.partners {
+                            tr data-domain=(r.domain) class={ "tls-" (level(r)) } {
+                                @for c in cells(r) { td { (c) } }
+                            }
+                        }
+                    }
+                    h2 { "Queue" }
+                    p id="queue" {
+                        (self.queue.messages) " message(s); the oldest queued "
+                        (self.queue.oldest_age_seconds) " s ago."
+                    }
+                    h2 { "Recent downgrades" }
+                    table id="downgrades" {
+                        tr { th { "when" } th { "domain" } th { "from" } th { "to" } th { "relay" } }
+                        @for d in &self.downgrades {
+                            tr {
+                                td { (when(d.at as i64)) } td { (d.domain) }
+                                td { (d.from.label()) } td { (d.to.label()) } td { (d.relay) }
+                            }
+                        }
+                    }
+                    h2 { "Our certificates" }
+                    table id="certificates" {
+                        tr { th { "file" } th { "subject" } th { "expires" } th { "days left" } }
+                        @for c in &self.certificates {
+                            tr {
+                                td { (c.file) } td { (c.subject) } td { (when(c.not_after)) }
+                                td { (c.days_left) }
+                            }
+                        }
+                    }
+                }
             }
-            h.push_str("</tr>\n");
         }
-        h.push_str("</table>\n");
-        let _ = write!(
-            h,
-            "<h2>Queue</h2>\n<p id=\"queue\">{} message(s); the oldest queued {} s ago.</p>\n",
-            self.queue.messages, self.queue.oldest_age_seconds
-        );
-        h.push_str("<h2>Recent downgrades</h2>\n<table id=\"downgrades\"><tr><th>when</th><th>domain</th><th>from</th><th>to</th><th>relay</th></tr>\n");
-        for d in &self.downgrades {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                when(d.at as i64),
-                escape(&d.domain),
-                d.from.label(),
-                d.to.label(),
-                escape(&d.relay)
-            );
-        }
-        h.push_str("</table>\n<h2>Our certificates</h2>\n<table id=\"certificates\"><tr><th>file</th><th>subject</th><th>expires</th><th>days left</th></tr>\n");
-        for c in &self.certificates {
-            let _ = writeln!(
-                h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                escape(&c.file),
-                escape(&c.subject),
-                when(c.not_after),
-                c.days_left
-            );
-        }
-        h.push_str("</table>\n</body></html>\n");
-        h
+        .into_string()
     }
 
     /// `sealgate partners`: the partner table, then the downgrades.
