@@ -54,6 +54,50 @@ pub enum Outcome {
     Closed,
 }
 
+/// A connection's TLS (RFC 3207), one state at a time; each handshake
+/// is counted once, as it completes or fails.
+enum Transport {
+    /// In the clear: no STARTTLS yet.
+    Clear,
+    /// STARTTLS accepted; the handshake is under way.
+    Handshaking(Tls),
+    /// The handshake completed.
+    Established(Tls),
+    /// The handshake failed (counted); only its alert goes out.
+    Failed(Tls),
+}
+
+impl Transport {
+    fn tls_mut(&mut self) -> Option<&mut Tls> {
+        match self {
+            Transport::Clear => None,
+            Transport::Handshaking(t) | Transport::Established(t) | Transport::Failed(t) => Some(t),
+        }
+    }
+
+    /// The handshake completed.
+    fn establish(&mut self) {
+        *self = match std::mem::replace(self, Transport::Clear) {
+            Transport::Handshaking(t) => Transport::Established(t),
+            other @ (Transport::Clear | Transport::Established(_) | Transport::Failed(_)) => other,
+        };
+    }
+
+    /// The handshake failed: true the first time (to be counted).
+    fn fail(&mut self) -> bool {
+        match std::mem::replace(self, Transport::Clear) {
+            Transport::Handshaking(t) => {
+                *self = Transport::Failed(t);
+                true
+            }
+            other @ (Transport::Clear | Transport::Established(_) | Transport::Failed(_)) => {
+                *self = other;
+                false
+            }
+        }
+    }
+}
+
 pub struct Conn {
     socket: TcpStream,
     /// Where the shard keeps this connection, and a number that tells it
@@ -62,17 +106,14 @@ pub struct Conn {
     serial: u64,
     /// A spool writer has the session's message.
     storing: bool,
-    /// The handshake's outcome (ok or failed) was counted.
-    tls_counted: bool,
     /// A PROXY header is due before anything else (OPS-8).
     proxy_pending: bool,
     token: Token,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
     session: Session,
-    tls: Option<Tls>,
-    /// TLS is set up but the handshake has not completed.
-    handshaking: bool,
+    /// In the clear, mid-handshake, or under TLS: one state at a time.
+    transport: Transport,
     /// Plaintext received and not yet consumed by the session.
     rbuf: Vec<u8>,
     /// Octets to write: replies in the clear before TLS (the last one the
@@ -144,14 +185,12 @@ impl Conn {
             slot,
             serial,
             storing: false,
-            tls_counted: false,
             proxy_pending: expect_proxy,
             token,
             peer,
             snapshot,
             session,
-            tls: None,
-            handshaking: false,
+            transport: Transport::Clear,
             rbuf: Vec::new(),
             wbuf: Vec::with_capacity(512),
             closing: false,
@@ -284,14 +323,17 @@ impl Conn {
                     return Err(e);
                 }
             };
-            if self.tls.is_some() {
-                if let Err(e) = self.tls_input(&mut chunk[..n], now) {
-                    self.handshake_failed(HandshakeFailure::of(&e), stats);
-                    return Err(e);
-                }
-                if !self.handshaking && !self.tls_counted {
-                    self.tls_counted = true;
-                    stats.starttls_ok.fetch_add(1, Ordering::Relaxed);
+            if self.transport.tls_mut().is_some() {
+                match self.tls_input(&mut chunk[..n], now) {
+                    // Counted once: the handshake completes once.
+                    Ok(true) => {
+                        stats.starttls_ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.handshake_failed(HandshakeFailure::of(&e), stats);
+                        return Err(e);
+                    }
                 }
             } else {
                 self.rbuf.extend_from_slice(&chunk[..n]);
@@ -366,9 +408,11 @@ impl Conn {
 
     /// Passes received TLS records to rustls: the plaintext goes to the
     /// session's input, the handshake's answers to the write buffer.
-    fn tls_input(&mut self, records: &mut [u8], now: Instant) -> io::Result<()> {
-        let Some(tls) = self.tls.as_mut() else {
-            return Ok(());
+    /// True when the handshake completed with these records.
+    fn tls_input(&mut self, records: &mut [u8], now: Instant) -> io::Result<bool> {
+        let was_handshaking = matches!(self.transport, Transport::Handshaking(_));
+        let Some(tls) = self.transport.tls_mut() else {
+            return Ok(false);
         };
         let received = match tls.receive(records, &mut self.rbuf, &mut self.wbuf) {
             Ok(r) => r,
@@ -379,8 +423,8 @@ impl Conn {
                 return Err(io::Error::other(e));
             }
         };
-        if self.handshaking && !tls.state().is_handshaking() {
-            self.handshaking = false;
+        let completed = was_handshaking && !tls.state().is_handshaking();
+        if completed {
             let state = tls.state();
             let facts = crate::tls::facts(state, self.snapshot.client_verifier.as_deref());
             // Postfix wording: Trusted = chain verified, Untrusted = a
@@ -428,11 +472,14 @@ impl Conn {
             );
             self.session.tls_established(facts, now);
         }
+        if completed {
+            self.transport.establish();
+        }
         // close_notify: the client is done sending.
         if received.peer_closed {
             self.closing = true;
         }
-        Ok(())
+        Ok(completed)
     }
 
     /// Feeds buffered plaintext to the session and acts on what it asks.
@@ -533,10 +580,7 @@ impl Conn {
                     };
                     if let Some(config) = config {
                         match Tls::new(config) {
-                            Ok(c) => {
-                                self.tls = Some(c);
-                                self.handshaking = true;
-                            }
+                            Ok(c) => self.transport = Transport::Handshaking(c),
                             Err(e) => {
                                 tracing::warn!(target: "receive", "cannot start TLS for {}: {e}", self.peer);
                                 self.closing = true;
@@ -555,7 +599,7 @@ impl Conn {
         // RFC 8446 §6.1: close_notify before closing the write side (after
         // the 221 to QUIT, or the 421 that ends a session), so the client
         // can tell the end from a truncation.
-        if self.closing && !self.handshaking {
+        if self.closing {
             self.close_notify();
         }
     }
@@ -566,8 +610,8 @@ impl Conn {
         if !self.session.has_output() {
             return;
         }
-        match self.tls.as_mut() {
-            Some(tls) if !self.handshaking => {
+        match &mut self.transport {
+            Transport::Established(tls) => {
                 // Encrypted straight into the write buffer: no per-reply
                 // buffer on this path.
                 if let Err(e) = tls.send(self.session.output(), &mut self.wbuf) {
@@ -576,18 +620,22 @@ impl Conn {
                 }
                 self.session.clear_output();
             }
-            // Mid-handshake the session has nothing to say; anything it
-            // produced (a timeout) cannot be said in the clear.
-            Some(_) => self.session.clear_output(),
-            None => self.session.poll_output(&mut self.wbuf),
+            // Mid-handshake (or after it failed) the session has nothing
+            // to say; anything it produced (a timeout) cannot be said in
+            // the clear.
+            Transport::Handshaking(_) | Transport::Failed(_) => self.session.clear_output(),
+            Transport::Clear => self.session.poll_output(&mut self.wbuf),
         }
     }
 
     /// RFC 8446 §6.1: `close_notify` after the last reply (once; nothing
     /// mid-handshake).
     fn close_notify(&mut self) {
-        if let Some(tls) = self.tls.as_mut() {
-            let _ = tls.close(&mut self.wbuf);
+        match &mut self.transport {
+            Transport::Established(tls) => {
+                let _ = tls.close(&mut self.wbuf);
+            }
+            Transport::Clear | Transport::Handshaking(_) | Transport::Failed(_) => {}
         }
     }
 
@@ -606,7 +654,7 @@ impl Conn {
         }
         // Once TLS is up, an idle session keeps no write buffer (what it
         // sends next is encrypted into a new one).
-        if self.tls.is_some() && self.wbuf.capacity() > 0 {
+        if self.transport.tls_mut().is_some() && self.wbuf.capacity() > 0 {
             self.wbuf = Vec::new();
         }
         Ok(())
@@ -723,8 +771,7 @@ impl Conn {
     /// then close.
     /// Counts a failed STARTTLS handshake, once, if one is under way.
     fn handshake_failed(&mut self, why: HandshakeFailure, stats: &ShardStats) {
-        if self.tls.is_some() && self.handshaking && !self.tls_counted {
-            self.tls_counted = true;
+        if self.transport.fail() {
             // The counters are in declaration order.
             stats.starttls_failed[why as usize].fetch_add(1, Ordering::Relaxed);
         }
