@@ -457,3 +457,44 @@ fn server_and_limits_keys_follow_a_reload() {
     drop(first);
     gw.stop();
 }
+
+/// `[outbound]` follows a reload: the running gateway's `policy show`
+/// (the same snapshot delivery decides by) reports the new MTA-STS mode
+/// and, with a route profile added, that the profile now decides.
+#[test]
+fn outbound_keys_follow_a_reload() {
+    let dir = common::temp_dir("reload-outbound");
+    let port = common::free_port();
+    let file = dir.join("sealgate.toml");
+    // DNS on loopback, where nothing answers: the modes come first, and
+    // nothing waits on the network.
+    let base = common::config(port, 1, "") + "\n[dns]\nservers = [\"127.0.0.1:1\"]\n";
+    std::fs::write(&file, &base).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let show = || {
+        let (status, out, err) = common::run_tool(
+            std::process::Command::new(common::BIN)
+                .args(["policy", "show", "partner.test", "-c"])
+                .arg(&file),
+            None,
+            Duration::from_secs(30),
+        );
+        assert!(status.success(), "{out}{err}");
+        out
+    };
+    let before = show();
+    assert!(before.contains("mta_sts = \"enforce\""), "{before}");
+    assert!(before.contains("no profile of its own"), "{before}");
+
+    let after = base.clone()
+        + "\n[outbound]\nmta_sts = \"report\"\n\n[[profile]]\nname = \"partner\"\n\
+           [profile.client]\nmandatory_tls = true\n\n[[route]]\ndomain = \"partner.test\"\n\
+           via = \"[127.0.0.1]:1\"\nprofile = \"partner\"\n";
+    std::fs::write(&file, after).unwrap();
+    let (status, out, err) = sealgate_reload(&file);
+    assert!(status.success(), "{out}{err}");
+    let shown = show();
+    assert!(shown.contains("mta_sts = \"report\""), "{shown}");
+    assert!(shown.contains("profile \"partner\" decides TLS"), "{shown}");
+    gw.stop();
+}
