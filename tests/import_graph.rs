@@ -213,8 +213,9 @@ fn paths(text: &str) -> BTreeSet<String> {
 
 /// Layers (docs/architecture.md, "The import graph"): the shared nouns
 /// (a message, its envelope, an attempt's outcome, why storing failed)
-/// live in `model`, so the spool knows nothing of the SMTP sessions and
-/// delivery nothing of the inbound one.
+/// live in `model`, so the spool knows nothing of SMTP (the writer hands
+/// it the trace header to write) and delivery nothing of the inbound
+/// session.
 #[test]
 fn layers_lean_the_right_way() {
     let forbidden: [(&str, &[&str]); 2] = [

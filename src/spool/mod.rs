@@ -31,9 +31,16 @@ use storage::Disk;
 
 /// A message handed over by a shard, with the host name for its
 /// `Received:` header.
+/// Writes a stored message's trace header, given its queue id and
+/// arrival time.
+pub type TraceHeader<'a> = Box<dyn Fn(&str, SystemTime) -> String + 'a>;
+
 pub struct Incoming<'a> {
     pub message: &'a Message,
-    pub hostname: &'a str,
+    /// The trace header that heads the stored message (`Received:`, RFC
+    /// 5321 §4.4), written by the caller for the queue id and arrival
+    /// time the spool gives it: the spool knows nothing of SMTP.
+    pub trace: TraceHeader<'a>,
     /// The data before `message.data`, when it was streamed to staging.
     pub spill: Option<Spill>,
 }
@@ -310,7 +317,7 @@ impl Store for JournalStore {
         for item in batch.iter_mut() {
             let env = &item.message.envelope;
             let id = self.next_id(arrived);
-            let header = crate::smtp::received::header(env, item.hostname, &id, arrived);
+            let header = (item.trace)(&id, arrived);
             let meta = meta_of(env, arrived);
             let mut size = (header.len() + item.message.data.len()) as u64;
             let staged = match item.spill.as_mut() {
