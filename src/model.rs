@@ -571,6 +571,31 @@ impl<'de> serde::Deserialize<'de> for EnhancedStatus {
     }
 }
 
+/// RFC 5321 §4.5.3.2 timeouts; tests shorten them.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub greeting: std::time::Duration,
+    pub command: std::time::Duration,
+    pub data_start: std::time::Duration,
+    pub data_block: std::time::Duration,
+    pub data_end: std::time::Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        let m = |n: u64| std::time::Duration::from_secs(60 * n);
+        // §4.5.3.2.1 initial 220: 5 min; .2 MAIL, .3 RCPT: 5 min; .4 DATA
+        // initiation: 2 min; .5 data block: 3 min; .6 DATA termination: 10 min.
+        Timeouts {
+            greeting: m(5),
+            command: m(5),
+            data_start: m(2),
+            data_block: m(3),
+            data_end: m(10),
+        }
+    }
+}
+
 /// Peer-supplied text for a log line: control characters (ANSI escapes,
 /// CR, LF) replaced, so a line stays one line and means what it says.
 pub fn sanitize_line(s: &str) -> String {

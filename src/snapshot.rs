@@ -71,6 +71,23 @@ pub struct QueueSettings {
     pub data_timeout: std::time::Duration,
 }
 
+impl QueueSettings {
+    /// The outbound session's timeouts: the greeting and every command
+    /// wait `command_timeout`, but RFC 5321 §4.5.3.2.4 and .5 (2 and 3
+    /// minutes) are never exceeded; the end of data waits `data_timeout`.
+    pub fn timeouts(&self) -> crate::model::Timeouts {
+        let two = std::time::Duration::from_secs(120);
+        let three = std::time::Duration::from_secs(180);
+        crate::model::Timeouts {
+            greeting: self.command_timeout,
+            command: self.command_timeout,
+            data_start: self.command_timeout.min(two),
+            data_block: self.command_timeout.min(three),
+            data_end: self.data_timeout,
+        }
+    }
+}
+
 impl Default for QueueSettings {
     fn default() -> Self {
         let m = |n: u64| std::time::Duration::from_secs(n * 60);

@@ -32,8 +32,7 @@ use strum::EnumCount;
 use crate::model::unix_now;
 
 use crate::dns::{LookupError, Resolver};
-use crate::model::{Outcome, Outgoing};
-use crate::smtp::client::Timeouts;
+use crate::model::{Outcome, Outgoing, Timeouts};
 use crate::snapshot::Snapshot;
 use crate::spool::{self, Change, Entry, Work};
 use queue::{Effect, Queue};
@@ -756,7 +755,7 @@ impl Scheduler {
             config: snapshot.outbound.config(d.profile),
             roots: snapshot.outbound.roots.clone(),
             helo: snapshot.hostname.clone(),
-            timeouts: Timeouts::for_queue(&snapshot.queue),
+            timeouts: snapshot.queue.timeouts(),
             messages,
             ids,
             reply: self.tx.clone(),

@@ -17,7 +17,7 @@ use super::reply_parse::{self, Parsed};
 use super::Endpoint;
 
 /// The shared nouns of an attempt's input and result (`model`).
-pub use crate::model::{Outcome, Outgoing, Verdict};
+pub use crate::model::{Outcome, Outgoing, Timeouts, Verdict};
 
 /// Whether to use STARTTLS (OUT-2, OUT-3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,47 +33,6 @@ pub enum TlsMode {
 /// How long the RSET that begins a batch on a reused connection waits for
 /// its reply (at most: the command timeout, if shorter).
 pub const REUSE_RSET_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// RFC 5321 §4.5.3.2 timeouts; tests shorten them.
-#[derive(Debug, Clone, Copy)]
-pub struct Timeouts {
-    pub greeting: Duration,
-    pub command: Duration,
-    pub data_start: Duration,
-    pub data_block: Duration,
-    pub data_end: Duration,
-}
-
-impl Timeouts {
-    /// `[queue] command_timeout` and `data_timeout`: the greeting and
-    /// every command wait `command_timeout`, but §4.5.3.2.4 and .5 (2 and
-    /// 3 minutes) are never exceeded; the end of data waits
-    /// `data_timeout`.
-    pub fn for_queue(q: &crate::snapshot::QueueSettings) -> Timeouts {
-        Timeouts {
-            greeting: q.command_timeout,
-            command: q.command_timeout,
-            data_start: q.command_timeout.min(Duration::from_secs(120)),
-            data_block: q.command_timeout.min(Duration::from_secs(180)),
-            data_end: q.data_timeout,
-        }
-    }
-}
-
-impl Default for Timeouts {
-    fn default() -> Self {
-        let m = |n: u64| Duration::from_secs(60 * n);
-        // §4.5.3.2.1 initial 220: 5 min; .2 MAIL, .3 RCPT: 5 min; .4 DATA
-        // initiation: 2 min; .5 data block: 3 min; .6 DATA termination: 10 min.
-        Timeouts {
-            greeting: m(5),
-            command: m(5),
-            data_start: m(2),
-            data_block: m(3),
-            data_end: m(10),
-        }
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct Config {
