@@ -20,6 +20,20 @@ use crate::model::TlsRequest;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
 
+/// An outbound connection's life: one state at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Life {
+    /// The attempt runs.
+    Working,
+    /// The attempt is reported; the connection is not kept.
+    Reported,
+    /// The attempt is reported; the connection waits in the cache for the
+    /// next attempt to the same host, since then.
+    Idle(Instant),
+    /// Closed (by the server while idle, or by QUIT): never reused.
+    Gone,
+}
+
 pub struct OutConn {
     job: Job,
     token: Token,
@@ -37,7 +51,8 @@ pub struct OutConn {
     results: Vec<Option<Vec<Outcome>>>,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
-    finished: bool,
+    /// Where the attempt and its connection are.
+    life: Life,
     /// Keep the connection open after the last message (the connection
     /// cache, `[queue] connection_idle`).
     keep_open: bool,
@@ -48,11 +63,6 @@ pub struct OutConn {
     addr: Option<std::net::SocketAddr>,
     /// Messages this connection has carried.
     carried: usize,
-    /// Idle in the cache since then, its attempt reported.
-    idle_since: Option<Instant>,
-    /// The connection is gone (closed by the server while idle, or a
-    /// failure): never reused.
-    dead: bool,
     /// Where this shard's counters are.
     shared: Arc<super::Shared>,
     shard: usize,
@@ -88,13 +98,11 @@ impl OutConn {
             results: vec![None; n],
             rbuf: Vec::new(),
             wbuf: Vec::new(),
-            finished: false,
+            life: Life::Working,
             keep_open,
             facts: None,
             addr: None,
             carried: 0,
-            idle_since: None,
-            dead: false,
             shared,
             shard,
         };
@@ -104,8 +112,10 @@ impl OutConn {
 
     /// Idle in the cache, its last attempt reported, since then.
     pub fn idle_since(&self) -> Option<Instant> {
-        self.idle_since
-            .filter(|_| !self.dead && self.session.is_idle())
+        match self.life {
+            Life::Idle(since) if self.session.is_idle() => Some(since),
+            Life::Idle(_) | Life::Working | Life::Reported | Life::Gone => None,
+        }
     }
 
     pub fn carried(&self) -> usize {
@@ -183,8 +193,7 @@ impl OutConn {
         self.attempt = decision;
         self.in_session = (0..n).collect();
         self.results = vec![None; n];
-        self.finished = false;
-        self.idle_since = None;
+        self.life = Life::Working;
         self.collect();
         self.step(registry, now);
     }
@@ -192,7 +201,7 @@ impl OutConn {
     /// Sends QUIT on an idle connection (best effort) and closes it: the
     /// idle time is over, the cache is full, the gateway stops or reloads.
     pub fn quit_and_close(&mut self, registry: &Registry, now: Instant) {
-        if !self.dead {
+        if !matches!(self.life, Life::Gone) {
             self.session.quit(now);
             self.collect();
             self.flush_best_effort();
@@ -201,12 +210,20 @@ impl OutConn {
             }
             self.flush_best_effort();
         }
-        self.dead = true;
+        self.life = Life::Gone;
         self.close(registry);
     }
 
+    /// The attempt is reported (the connection may wait idle).
     pub fn is_finished(&self) -> bool {
-        self.finished
+        !self.working()
+    }
+
+    fn working(&self) -> bool {
+        match self.life {
+            Life::Working => true,
+            Life::Reported | Life::Idle(_) | Life::Gone => false,
+        }
     }
 
     pub fn deadline(&self) -> Option<Instant> {
@@ -297,7 +314,7 @@ impl OutConn {
         if self.idle_since().is_some() {
             return self.idle_read(registry);
         }
-        if self.finished {
+        if !self.working() {
             return;
         }
         if !self.connected {
@@ -360,7 +377,7 @@ impl OutConn {
             self.attempt.relay_name()
         );
         self.count(|s| &s.outbound_idle_gone);
-        self.dead = true;
+        self.life = Life::Gone;
         self.close(registry);
     }
 
@@ -412,7 +429,7 @@ impl OutConn {
                 }
             }
             self.feed(now)?;
-            if self.finished {
+            if !self.working() {
                 return Ok(());
             }
         }
@@ -486,7 +503,7 @@ impl OutConn {
                 // over; the connection waits in the cache.
                 self.collect();
                 self.end(None);
-                self.idle_since = Some(now);
+                self.life = Life::Idle(now);
                 // Reported: the messages' octets are not kept while idle.
                 self.job.messages = Vec::new();
                 self.results = Vec::new();
@@ -549,7 +566,7 @@ impl OutConn {
 
     /// Writes what is pending and sets the interest.
     fn step(&mut self, registry: &Registry, now: Instant) {
-        if self.finished {
+        if !self.working() {
             return;
         }
         if let Err(e) = self.flush() {
@@ -579,7 +596,7 @@ impl OutConn {
 
     /// This host failed: fall back as the attempt decides, or end.
     fn host_failed(&mut self, f: Failure, registry: &Registry, now: Instant) {
-        if self.finished {
+        if !self.working() {
             return;
         }
         self.facts = None;
@@ -634,10 +651,10 @@ impl OutConn {
 
     /// Reports the attempt to the scheduler.
     fn end(&mut self, failure: Option<Failure>) {
-        if self.finished {
+        if !self.working() {
             return;
         }
-        self.finished = true;
+        self.life = Life::Reported;
         let fallback = failure.as_ref().map(client::classify).unwrap_or_else(|| {
             client::classify(&Failure::Connection(
                 "session ended before this message".into(),
