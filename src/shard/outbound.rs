@@ -20,6 +20,40 @@ use crate::model::TlsRequest;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
 
+/// An outbound connection's TLS (RFC 3207): one state at a time.
+enum ClientTls {
+    /// In the clear: no STARTTLS (yet).
+    Clear,
+    /// STARTTLS accepted; the handshake is under way.
+    Handshaking(ClientConnection),
+    /// The handshake completed (and the attempt judged it).
+    Established(ClientConnection),
+}
+
+impl ClientTls {
+    fn conn(&self) -> Option<&ClientConnection> {
+        match self {
+            ClientTls::Clear => None,
+            ClientTls::Handshaking(c) | ClientTls::Established(c) => Some(c),
+        }
+    }
+
+    fn conn_mut(&mut self) -> Option<&mut ClientConnection> {
+        match self {
+            ClientTls::Clear => None,
+            ClientTls::Handshaking(c) | ClientTls::Established(c) => Some(c),
+        }
+    }
+
+    /// The handshake completed.
+    fn establish(&mut self) {
+        *self = match std::mem::replace(self, ClientTls::Clear) {
+            ClientTls::Handshaking(c) => ClientTls::Established(c),
+            other @ (ClientTls::Clear | ClientTls::Established(_)) => other,
+        };
+    }
+}
+
 /// An outbound connection's life: one state at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Life {
@@ -43,8 +77,8 @@ pub struct OutConn {
     /// What the socket is registered for (re-registered only on change).
     interest: Interest,
     connected: bool,
-    tls: Option<ClientConnection>,
-    handshaking: bool,
+    /// The connection's TLS: none yet, mid-handshake, or up.
+    tls: ClientTls,
     session: client::Session,
     /// Job message index of each session message.
     in_session: Vec<usize>,
@@ -91,8 +125,7 @@ impl OutConn {
             socket: None,
             interest: Interest::READABLE | Interest::WRITABLE,
             connected: false,
-            tls: None,
-            handshaking: false,
+            tls: ClientTls::Clear,
             session,
             in_session: (0..n).collect(),
             results: vec![None; n],
@@ -205,7 +238,7 @@ impl OutConn {
             self.session.quit(now);
             self.collect();
             self.flush_best_effort();
-            if let Some(tls) = self.tls.as_mut() {
+            if let Some(tls) = self.tls.conn_mut() {
                 tls.send_close_notify();
             }
             self.flush_best_effort();
@@ -250,8 +283,7 @@ impl OutConn {
         if let Some(mut s) = self.socket.take() {
             let _ = registry.deregister(&mut s);
         }
-        self.tls = None;
-        self.handshaking = false;
+        self.tls = ClientTls::Clear;
         self.rbuf.clear();
         self.wbuf.clear();
     }
@@ -358,7 +390,9 @@ impl OutConn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             };
-            let Some(tls) = self.tls.as_mut() else { break };
+            let Some(tls) = self.tls.conn_mut() else {
+                break;
+            };
             let mut records = &chunk[..n];
             let mut gone = false;
             while !records.is_empty() && !gone {
@@ -399,7 +433,8 @@ impl OutConn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Connection(e.to_string())),
             };
-            match self.tls.as_mut() {
+            let handshaking = matches!(self.tls, ClientTls::Handshaking(_));
+            match self.tls.conn_mut() {
                 None => self.rbuf.extend_from_slice(&chunk[..n]),
                 Some(tls) => {
                     let mut records = &chunk[..n];
@@ -422,8 +457,8 @@ impl OutConn {
                             }
                         }
                     }
-                    if self.handshaking && !tls.is_handshaking() {
-                        self.handshaking = false;
+                    if handshaking && !tls.is_handshaking() {
+                        self.tls.establish();
                         self.tls_done(now)?;
                     }
                 }
@@ -437,7 +472,7 @@ impl OutConn {
     }
 
     fn tls_done(&mut self, now: Instant) -> Result<(), Failure> {
-        let Some(tls) = self.tls.as_ref() else {
+        let Some(tls) = self.tls.conn() else {
             return Ok(());
         };
         let facts = attempt::cert_facts(
@@ -489,8 +524,7 @@ impl OutConn {
                 })?;
                 let conn = ClientConnection::new(self.job.config.clone(), name)
                     .map_err(|e| Failure::Tls(TlsFailure::Setup(e)))?;
-                self.tls = Some(conn);
-                self.handshaking = true;
+                self.tls = ClientTls::Handshaking(conn);
             }
             Some(Action::Close(None)) => {
                 self.collect();
@@ -527,11 +561,11 @@ impl OutConn {
         if out.is_empty() {
             return;
         }
-        match self.tls.as_mut() {
-            Some(tls) if !self.handshaking => {
+        match &mut self.tls {
+            ClientTls::Established(tls) => {
                 let _ = tls.writer().write_all(&out);
             }
-            _ => self.wbuf.extend_from_slice(&out),
+            ClientTls::Clear | ClientTls::Handshaking(_) => self.wbuf.extend_from_slice(&out),
         }
     }
 
@@ -548,7 +582,7 @@ impl OutConn {
                 Err(e) => return Err(e),
             }
         }
-        if let Some(tls) = self.tls.as_mut() {
+        if let Some(tls) = self.tls.conn_mut() {
             while tls.wants_write() {
                 match tls.write_tls(sock) {
                     Ok(_) => {}
@@ -572,7 +606,7 @@ impl OutConn {
         if let Err(e) = self.flush() {
             return self.host_failed(Failure::Connection(e.to_string()), registry, now);
         }
-        let pending = !self.wbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write());
+        let pending = !self.wbuf.is_empty() || self.tls.conn().is_some_and(|t| t.wants_write());
         let interest = if pending || !self.connected {
             Interest::READABLE | Interest::WRITABLE
         } else {
