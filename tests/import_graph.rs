@@ -42,34 +42,10 @@ fn modules(src: &Path) -> BTreeMap<String, Vec<PathBuf>> {
 
 /// The `crate::NAME` references of one file's non-test code.
 fn references(text: &str) -> BTreeSet<String> {
-    let code = match text.find("#[cfg(test)]\nmod tests") {
-        Some(i) => &text[..i],
-        None => text,
-    };
-    let mut found = BTreeSet::new();
-    for line in code.lines() {
-        let line = line.trim_start();
-        if line.starts_with("//") {
-            continue;
-        }
-        let mut rest = line;
-        while let Some(i) = rest.find("crate::") {
-            let after = &rest[i + "crate::".len()..];
-            let name: String = after
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            // `$crate::` in a macro, or a word ending in "crate", is not a path.
-            let before = rest[..i].chars().last();
-            if !name.is_empty()
-                && !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '$' || c == '_')
-            {
-                found.insert(name);
-            }
-            rest = after;
-        }
-    }
-    found
+    paths(text)
+        .into_iter()
+        .filter_map(|p| p.split("::").next().map(str::to_string))
+        .collect()
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -182,7 +158,7 @@ fn module_paths(module: &str) -> Vec<(PathBuf, BTreeSet<String>)> {
 }
 
 /// The `crate::a::b` paths (two levels where there are two) of one
-/// file's non-test code.
+/// file's non-test code (test modules and comments left out).
 fn paths(text: &str) -> BTreeSet<String> {
     let code = match text.find("#[cfg(test)]\nmod tests") {
         Some(i) => &text[..i],
@@ -202,7 +178,11 @@ fn paths(text: &str) -> BTreeSet<String> {
                 .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
                 .collect();
             let two: Vec<&str> = path.split("::").filter(|p| !p.is_empty()).take(2).collect();
-            if !two.is_empty() {
+            // `$crate::` in a macro, or a word ending in "crate", is not a path.
+            let before = rest[..i].chars().last();
+            if !two.is_empty()
+                && !before.is_some_and(|c| c.is_ascii_alphanumeric() || c == '$' || c == '_')
+            {
                 found.insert(two.join("::"));
             }
             rest = after;

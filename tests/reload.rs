@@ -26,15 +26,6 @@ fn mail_reply(c: &mut Client<TcpStream>) -> String {
 
 const RELOADED: &str = "reload: configuration reloaded";
 
-fn sighup(gw: &Gateway) {
-    let pid = std::fs::read_to_string(gw.dir.join("spool/sealgate.pid")).unwrap();
-    let ok = std::process::Command::new("kill")
-        .args(["-HUP", pid.trim()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-}
-
 /// `sealgate reload -c FILE`: its exit status, standard output and error.
 fn sealgate_reload(file: &std::path::Path) -> (std::process::ExitStatus, String, String) {
     common::run_tool(
@@ -88,7 +79,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
             let (status, out, err) = sealgate_reload(&file);
             assert!(status.success(), "{out}{err}");
         } else {
-            sighup(&gw);
+            gw.hangup();
         }
         gw.wait_for_count(RELOADED, before + 1, Duration::from_secs(20));
     }
@@ -96,7 +87,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
     // session accepted under A is still open.
     let before = gw.count(RELOADED);
     std::fs::write(&file, config(port, false)).unwrap();
-    sighup(&gw);
+    gw.hangup();
     gw.wait_for_count(RELOADED, before + 1, Duration::from_secs(20));
     // The session accepted under A keeps A: TLS still required.
     assert_eq!(
@@ -116,7 +107,7 @@ fn reload_under_load_swaps_policy_for_new_sessions_only() {
         ),
     )
     .unwrap();
-    sighup(&gw);
+    gw.hangup();
     gw.wait_for_log("reload failed", Duration::from_secs(20));
     assert!(
         gw.log().contains("limits.message_size: invalid size"),

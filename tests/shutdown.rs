@@ -154,15 +154,7 @@ fn systemd_hears_ready_reloading_and_stopping() {
             && ready.lines().any(|l| l == "STATUS=accepting mail"),
         "{ready}"
     );
-    let pid: i32 = std::fs::read_to_string(dir.join("spool/sealgate.pid"))
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
-    // SAFETY: kill(2) with the pid the gateway this test started wrote.
-    unsafe {
-        libc::kill(pid, libc::SIGHUP);
-    }
+    gw.hangup();
     assert_eq!(next().trim(), "RELOADING=1");
     assert_eq!(next().trim(), "READY=1");
     gw.terminate();

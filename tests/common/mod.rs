@@ -235,6 +235,13 @@ impl Gateway {
         self.child.as_ref().map(Child::id).unwrap_or(0)
     }
 
+    /// SIGHUP: the gateway reloads its configuration.
+    pub fn hangup(&self) {
+        if let Some(c) = &self.child {
+            signal(c, 1);
+        }
+    }
+
     /// The gateway's resident memory now, in KiB (VmRSS).
     pub fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
