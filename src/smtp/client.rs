@@ -193,11 +193,21 @@ pub struct Session {
     out: Vec<u8>,
     events: VecDeque<Event>,
     deadline: Option<Instant>,
-    done: bool,
-    /// Every message done, connection kept ([`Config::keep_open`]).
-    idle: bool,
+    /// Speaking, idle on a kept connection, or closed.
+    stage: Stage,
     /// How far a batch on a connection that was idle has got.
     probe: Probe,
+}
+
+/// Where the session is: one state at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    /// Speaking: messages to send, or QUIT's reply due.
+    Working,
+    /// Every message done, the connection kept ([`Config::keep_open`]).
+    Idle,
+    /// Closed (QUIT answered, or a failure).
+    Closed,
 }
 
 /// A batch on a reused connection, until the connection shows it lives.
@@ -234,15 +244,14 @@ impl Session {
             out: Vec::new(),
             events: VecDeque::new(),
             deadline,
-            done: false,
-            idle: false,
+            stage: Stage::Working,
             probe: Probe::Done,
         }
     }
 
     /// The session is idle on an open connection, every message done.
     pub fn is_idle(&self) -> bool {
-        self.idle && !self.done
+        matches!(self.stage, Stage::Idle)
     }
 
     /// Whether `failure`, which ended this batch, means that the reused
@@ -275,7 +284,7 @@ impl Session {
         self.config.require_tls = require_tls;
         self.messages = messages;
         self.current = 0;
-        self.idle = false;
+        self.stage = Stage::Working;
         self.probe = Probe::Rset;
         self.expect_reply(Expect::Rset, "RSET", now);
         // A connection dropped while idle without a FIN (a NAT, a
@@ -287,7 +296,7 @@ impl Session {
     /// Ends an idle session: QUIT, then [`Action::Close`] on its reply.
     pub fn quit(&mut self, now: Instant) {
         if self.is_idle() {
-            self.idle = false;
+            self.stage = Stage::Working;
             self.expect_reply(Expect::Quit, "QUIT", now);
         }
     }
@@ -324,7 +333,7 @@ impl Session {
 
     /// The glue gave up on the session (connect error, TLS failure).
     pub fn fail(&mut self, failure: Failure) -> Action {
-        self.done = true;
+        self.stage = Stage::Closed;
         self.deadline = None;
         Action::Close(Some(failure))
     }
@@ -333,7 +342,7 @@ impl Session {
     fn process(&mut self, input: &[u8], now: Instant) -> Fed {
         let fed = |consumed, action| Fed { consumed, action };
         let mut pos = 0;
-        while !self.done {
+        while !matches!(self.stage, Stage::Closed) {
             let reply = match reply_parse::parse(&input[pos..]) {
                 Ok(Some((r, used))) => {
                     pos += used;
@@ -357,7 +366,7 @@ impl Session {
                 );
             };
             let action = self.on_reply(expect, reply, now);
-            if action.is_none() && self.idle {
+            if action.is_none() && matches!(self.stage, Stage::Idle) {
                 return fed(pos, Some(Action::Idle));
             }
             if let Some(action) = action {
@@ -513,7 +522,7 @@ impl Session {
                 self.start_message(now)
             }
             Expect::Quit => {
-                self.done = true;
+                self.stage = Stage::Closed;
                 self.deadline = None;
                 Some(Action::Close(None))
             }
@@ -563,7 +572,7 @@ impl Session {
                     // not kept while the connection waits.
                     self.messages = Vec::new();
                     self.current = 0;
-                    self.idle = true;
+                    self.stage = Stage::Idle;
                     self.deadline = None;
                 } else {
                     self.expect_reply(Expect::Quit, "QUIT", now);
