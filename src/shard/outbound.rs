@@ -20,6 +20,38 @@ use crate::model::TlsRequest;
 use crate::smtp::client::{self, Action, Failure, Outcome, TlsFailure, TlsMode};
 use crate::smtp::Endpoint;
 
+/// An outbound connection's TCP socket: one state at a time.
+enum Socket {
+    None,
+    /// Connecting (non-blocking): writable readiness says how it went.
+    Connecting(TcpStream),
+    Connected(TcpStream),
+}
+
+impl Socket {
+    fn get_mut(&mut self) -> Option<&mut TcpStream> {
+        match self {
+            Socket::None => None,
+            Socket::Connecting(s) | Socket::Connected(s) => Some(s),
+        }
+    }
+
+    fn take(&mut self) -> Option<TcpStream> {
+        match std::mem::replace(self, Socket::None) {
+            Socket::None => None,
+            Socket::Connecting(s) | Socket::Connected(s) => Some(s),
+        }
+    }
+
+    /// The connection is made.
+    fn connected(&mut self) {
+        *self = match std::mem::replace(self, Socket::None) {
+            Socket::Connecting(s) => Socket::Connected(s),
+            other @ (Socket::None | Socket::Connected(_)) => other,
+        };
+    }
+}
+
 /// An outbound connection's TLS (RFC 3207): one state at a time.
 enum ClientTls {
     /// In the clear: no STARTTLS (yet).
@@ -73,10 +105,10 @@ pub struct OutConn {
     token: Token,
     /// The outbound decision: hosts, TLS, certificate verdicts, reports.
     attempt: Attempt,
-    socket: Option<TcpStream>,
+    /// The TCP connection: none, being made, or made.
+    socket: Socket,
     /// What the socket is registered for (re-registered only on change).
     interest: Interest,
-    connected: bool,
     /// The connection's TLS: none yet, mid-handshake, or up.
     tls: ClientTls,
     session: client::Session,
@@ -122,9 +154,8 @@ impl OutConn {
             job,
             token,
             attempt,
-            socket: None,
+            socket: Socket::None,
             interest: Interest::READABLE | Interest::WRITABLE,
-            connected: false,
             tls: ClientTls::Clear,
             session,
             in_session: (0..n).collect(),
@@ -327,9 +358,8 @@ impl OutConn {
                             self.count(|s| &s.outbound_opened);
                             self.addr = Some(addr);
                             self.carried = 0;
-                            self.socket = Some(s);
+                            self.socket = Socket::Connecting(s);
                             self.interest = Interest::READABLE | Interest::WRITABLE;
-                            self.connected = false;
                             return;
                         }
                         Err(e) => e,
@@ -349,8 +379,7 @@ impl OutConn {
         if !self.working() {
             return;
         }
-        if !self.connected {
-            let Some(s) = &self.socket else { return };
+        if let Socket::Connecting(s) = &self.socket {
             match s.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     return self.host_failed(Failure::Connection(e.to_string()), registry, now)
@@ -359,7 +388,7 @@ impl OutConn {
             }
             match s.peer_addr() {
                 Ok(_) => {
-                    self.connected = true;
+                    self.socket.connected();
                     self.attempt.connected();
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
@@ -380,7 +409,7 @@ impl OutConn {
     fn idle_read(&mut self, registry: &Registry) {
         let mut chunk = [0u8; 4096];
         loop {
-            let Some(sock) = self.socket.as_mut() else {
+            let Some(sock) = self.socket.get_mut() else {
                 return;
             };
             let n = match sock.read(&mut chunk) {
@@ -419,7 +448,7 @@ impl OutConn {
     fn pump(&mut self, now: Instant) -> Result<(), Failure> {
         let mut chunk = [0u8; 8192];
         loop {
-            let Some(sock) = self.socket.as_mut() else {
+            let Some(sock) = self.socket.get_mut() else {
                 return Ok(());
             };
             let n = match sock.read(&mut chunk) {
@@ -570,7 +599,7 @@ impl OutConn {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        let Some(sock) = self.socket.as_mut() else {
+        let Some(sock) = self.socket.get_mut() else {
             return Ok(());
         };
         while !self.wbuf.is_empty() {
@@ -607,13 +636,13 @@ impl OutConn {
             return self.host_failed(Failure::Connection(e.to_string()), registry, now);
         }
         let pending = !self.wbuf.is_empty() || self.tls.conn().is_some_and(|t| t.wants_write());
-        let interest = if pending || !self.connected {
+        let interest = if pending || !matches!(self.socket, Socket::Connected(_)) {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
         };
         if interest != self.interest {
-            if let Some(s) = self.socket.as_mut() {
+            if let Some(s) = self.socket.get_mut() {
                 if registry.reregister(s, self.token, interest).is_ok() {
                     self.interest = interest;
                 }
