@@ -26,15 +26,22 @@ fn mail_reply(c: &mut Client<TcpStream>) -> String {
 
 const RELOADED: &str = "reload: configuration reloaded";
 
-/// `sealgate reload -c FILE`: its exit status, standard output and error.
-fn sealgate_reload(file: &std::path::Path) -> (std::process::ExitStatus, String, String) {
+/// `sealgate ARGS -c FILE` against the running gateway: its exit status,
+/// standard output and error.
+fn sealgate(args: &[&str], file: &std::path::Path) -> (std::process::ExitStatus, String, String) {
     common::run_tool(
         std::process::Command::new(common::BIN)
-            .args(["reload", "-c"])
+            .args(args)
+            .arg("-c")
             .arg(file),
         None,
-        Duration::from_secs(20),
+        Duration::from_secs(30),
     )
+}
+
+/// `sealgate reload -c FILE`.
+fn sealgate_reload(file: &std::path::Path) -> (std::process::ExitStatus, String, String) {
+    sealgate(&["reload"], file)
 }
 
 #[test]
@@ -163,19 +170,6 @@ fn sealgate_reload_reports_the_gateways_answer() {
     gw.stop();
 }
 
-/// Sends one message to `rcpt` through the gateway.
-fn send_one(gw: &Gateway, rcpt: &str) {
-    let mut c = common::connect(gw.addr);
-    c.reply();
-    c.cmd("EHLO client.test");
-    c.cmd("MAIL FROM:<s@client.test>");
-    assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
-    c.cmd("DATA");
-    let reply = c.cmd("Subject: reload\r\n\r\nx\r\n.");
-    assert!(reply.starts_with("250"), "{reply}");
-    c.cmd("QUIT");
-}
-
 /// `[queue]` follows a reload: a failure after it is retried by the new
 /// `retry`, an attempt after it waits by the new `command_timeout`, and a
 /// recipient expires by the new `lifetime`; a retry scheduled before it
@@ -194,13 +188,7 @@ fn queue_settings_follow_a_reload() {
     std::fs::write(&file, &before).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
     let queue_list = || {
-        let (status, out, err) = common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(["queue", "list", "--json", "-c"])
-                .arg(&file),
-            None,
-            Duration::from_secs(20),
-        );
+        let (status, out, err) = sealgate(&["queue", "list", "--json"], &file);
         assert!(status.success(), "{out}{err}");
         serde_json::from_str::<serde_json::Value>(&out).unwrap()
     };
@@ -216,7 +204,7 @@ fn queue_settings_follow_a_reload() {
             .map(|due| due - now)
     };
 
-    send_one(&gw, "early@example.com");
+    common::send_mail(&gw, "s@client.test", &["early@example.com"], "early");
     gw.wait_for_count("status=deferred", 1, Duration::from_secs(30));
     let wait = due_in(&queue_list(), "early@example.com").expect("queued");
     assert!(wait > 3000, "retry [\"1h\"]: next attempt in {wait} s");
@@ -252,8 +240,8 @@ fn queue_settings_follow_a_reload() {
         Duration::from_secs(5),
     );
 
-    // Still on the old address (the `send_one` below connects to it).
-    send_one(&gw, "late@example.com");
+    // Still on the old address (the message below goes to it).
+    common::send_mail(&gw, "s@client.test", &["late@example.com"], "late");
     // The greeting never comes: deferred after the new 1 s, not 5 min.
     let line = gw.wait_for_line("to=<late@example.com>", Duration::from_secs(30));
     assert!(line.contains("status=deferred"), "{line}");
@@ -463,13 +451,7 @@ fn outbound_keys_follow_a_reload() {
     std::fs::write(&file, &base).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
     let show = || {
-        let (status, out, err) = common::run_tool(
-            std::process::Command::new(common::BIN)
-                .args(["policy", "show", "partner.test", "-c"])
-                .arg(&file),
-            None,
-            Duration::from_secs(30),
-        );
+        let (status, out, err) = sealgate(&["policy", "show", "partner.test"], &file);
         assert!(status.success(), "{out}{err}");
         out
     };
