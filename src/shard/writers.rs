@@ -267,15 +267,11 @@ impl Writer<'_> {
         let mut batch = batch;
         let mut incoming: Vec<Incoming<'_>> = batch
             .iter_mut()
-            .map(|(message, hostname, spill, _)| {
-                let (message, hostname): (&Message, &str) = (message, hostname);
-                Incoming {
-                    message,
-                    trace: Box::new(move |id, at| {
-                        crate::smtp::received::header(&message.envelope, hostname, id, at)
-                    }),
-                    spill: spill.take(),
-                }
+            .map(|(message, hostname, spill, _)| Incoming {
+                message,
+                hostname,
+                trace: crate::smtp::received::header,
+                spill: spill.take(),
             })
             .collect();
         let results = self.store.store(&mut incoming);

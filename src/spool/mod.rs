@@ -31,16 +31,17 @@ use storage::Disk;
 
 /// A message handed over by a shard, with the host name for its
 /// `Received:` header.
-/// Writes a stored message's trace header, given its queue id and
-/// arrival time.
-pub type TraceHeader<'a> = Box<dyn Fn(&str, SystemTime) -> String + 'a>;
+/// Writes a stored message's trace header: its envelope, the host name
+/// that received it, the queue id the spool gives it, its arrival time.
+pub type TraceHeader = fn(&Envelope, &str, &str, SystemTime) -> String;
 
 pub struct Incoming<'a> {
     pub message: &'a Message,
-    /// The trace header that heads the stored message (`Received:`, RFC
-    /// 5321 §4.4), written by the caller for the queue id and arrival
-    /// time the spool gives it: the spool knows nothing of SMTP.
-    pub trace: TraceHeader<'a>,
+    pub hostname: &'a str,
+    /// Writes the trace header that heads the stored message
+    /// (`Received:`, RFC 5321 §4.4) for the queue id and arrival time the
+    /// spool gives it: the caller's, so the spool knows nothing of SMTP.
+    pub trace: TraceHeader,
     /// The data before `message.data`, when it was streamed to staging.
     pub spill: Option<Spill>,
 }
@@ -317,7 +318,7 @@ impl Store for JournalStore {
         for item in batch.iter_mut() {
             let env = &item.message.envelope;
             let id = self.next_id(arrived);
-            let header = (item.trace)(&id, arrived);
+            let header = (item.trace)(env, item.hostname, &id, arrived);
             let meta = meta_of(env, arrived);
             let mut size = (header.len() + item.message.data.len()) as u64;
             let staged = match item.spill.as_mut() {
