@@ -28,6 +28,9 @@ pub use crossbeam_channel::{SendError, TryRecvError};
 pub struct Bell {
     thread: OnceLock<Thread>,
     asleep: AtomicBool,
+    /// Unparks made, for the tests to see.
+    #[cfg(test)]
+    rang: AtomicUsize,
 }
 
 impl Bell {
@@ -61,6 +64,8 @@ impl Bell {
         match self.thread.get() {
             Some(t) => {
                 t.unpark();
+                #[cfg(test)]
+                self.rang.fetch_add(1, Ordering::SeqCst);
                 true
             }
             None => false,
@@ -262,12 +267,19 @@ mod tests {
     fn quiet_sends_ring_nothing() {
         let bell = Bell::new();
         let (tx, rx) = channel::<u32>(vec![bell.clone()]);
-        rx.quiet();
-        bell.asleep.store(true, Ordering::SeqCst);
+        // This thread is the bell's, and says it sleeps.
         bell.thread.get_or_init(std::thread::current);
+        bell.asleep.store(true, Ordering::SeqCst);
+        rx.quiet();
         tx.send(1).expect("receiver alive");
-        assert!(bell.asleep.load(Ordering::SeqCst));
+        assert_eq!(bell.rang.load(Ordering::SeqCst), 0, "a quiet send rang");
         rx.listen();
-        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(rx.try_recv(), Ok(1), "a look after listen finds it");
+        tx.send(2).expect("receiver alive");
+        assert_eq!(bell.rang.load(Ordering::SeqCst), 1, "a send rings again");
+        // A thread that is awake is not rung.
+        bell.asleep.store(false, Ordering::SeqCst);
+        tx.send(3).expect("receiver alive");
+        assert_eq!(bell.rang.load(Ordering::SeqCst), 1, "an awake thread was rung");
     }
 }
