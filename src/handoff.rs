@@ -280,6 +280,10 @@ mod tests {
         // A thread that is awake is not rung.
         bell.asleep.store(false, Ordering::SeqCst);
         tx.send(3).expect("receiver alive");
-        assert_eq!(bell.rang.load(Ordering::SeqCst), 1, "an awake thread was rung");
+        assert_eq!(
+            bell.rang.load(Ordering::SeqCst),
+            1,
+            "an awake thread was rung"
+        );
     }
 }

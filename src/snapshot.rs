@@ -63,7 +63,8 @@ pub struct QueueSettings {
     pub delay_notice: std::time::Duration,
     /// `destination_concurrency`: attempts in flight per destination.
     pub per_destination: usize,
-    /// `messages_per_connection`: also the most one attempt takes.
+    /// `messages_per_connection`: messages one connection carries, over
+    /// all the attempts that reuse it; also the most one attempt takes.
     pub messages_per_connection: usize,
     /// `command_timeout`: the greeting and each reply.
     pub command_timeout: std::time::Duration,
@@ -96,7 +97,7 @@ impl Default for QueueSettings {
             lifetime: std::time::Duration::from_secs(5 * 86_400),
             delay_notice: m(240),
             per_destination: 20,
-            messages_per_connection: ConnectionCache::default().messages,
+            messages_per_connection: 100,
             command_timeout: m(5),
             data_timeout: m(10),
         }
@@ -111,8 +112,6 @@ pub struct ConnectionCache {
     pub idle: std::time::Duration,
     /// `idle_connections`: idle connections per shard, at most.
     pub per_shard: usize,
-    /// `messages_per_connection`: messages one connection carries.
-    pub messages: usize,
 }
 
 impl Default for ConnectionCache {
@@ -120,7 +119,6 @@ impl Default for ConnectionCache {
         ConnectionCache {
             idle: std::time::Duration::from_secs(2),
             per_shard: 64,
-            messages: 100,
         }
     }
 }

@@ -669,14 +669,12 @@ impl Config {
         }
     }
 
-    /// `[queue] connection_idle`, `idle_connections`,
-    /// `messages_per_connection`.
+    /// `[queue] connection_idle` and `idle_connections`.
     pub fn connection_cache(&self) -> crate::snapshot::ConnectionCache {
         let q = &self.file.queue;
         crate::snapshot::ConnectionCache {
             idle: q.connection_idle.0,
             per_shard: q.idle_connections,
-            messages: q.messages_per_connection,
         }
     }
 }

@@ -232,7 +232,7 @@ impl Default for Queue {
             command_timeout: Span(q.command_timeout),
             data_timeout: Span(q.data_timeout),
             destination_concurrency: q.per_destination,
-            messages_per_connection: cache.messages,
+            messages_per_connection: q.messages_per_connection,
             connection_idle: Span(cache.idle),
             idle_connections: cache.per_shard,
         }

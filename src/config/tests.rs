@@ -375,7 +375,6 @@ idle_connections = 9
         crate::snapshot::ConnectionCache {
             idle: s(5),
             per_shard: 9,
-            messages: 17,
         }
     );
     // Without the section, the snapshot's own defaults.

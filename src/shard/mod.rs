@@ -467,7 +467,7 @@ impl Shard {
                 idle += 1;
                 if reloaded
                     || now.duration_since(since) >= cache.idle
-                    || c.carried() >= cache.messages
+                    || c.carried() >= snapshot.queue.messages_per_connection
                     || idle > cache.per_shard
                 {
                     c.quit_and_close(self.poll.registry(), now);
