@@ -11,6 +11,7 @@ use crate::handoff::Sender;
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
+use super::stage::TlsStage;
 use super::tls::Tls;
 use super::writers::Job;
 use super::{HandshakeFailure, Namer, ShardIo, ShardStats};
@@ -54,50 +55,6 @@ pub enum Outcome {
     Closed,
 }
 
-/// A connection's TLS (RFC 3207), one state at a time; each handshake
-/// is counted once, as it completes or fails.
-enum Transport {
-    /// In the clear: no STARTTLS yet.
-    Clear,
-    /// STARTTLS accepted; the handshake is under way.
-    Handshaking(Tls),
-    /// The handshake completed.
-    Established(Tls),
-    /// The handshake failed (counted); only its alert goes out.
-    Failed(Tls),
-}
-
-impl Transport {
-    fn tls_mut(&mut self) -> Option<&mut Tls> {
-        match self {
-            Transport::Clear => None,
-            Transport::Handshaking(t) | Transport::Established(t) | Transport::Failed(t) => Some(t),
-        }
-    }
-
-    /// The handshake completed.
-    fn establish(&mut self) {
-        *self = match std::mem::replace(self, Transport::Clear) {
-            Transport::Handshaking(t) => Transport::Established(t),
-            other @ (Transport::Clear | Transport::Established(_) | Transport::Failed(_)) => other,
-        };
-    }
-
-    /// The handshake failed: true the first time (to be counted).
-    fn fail(&mut self) -> bool {
-        match std::mem::replace(self, Transport::Clear) {
-            Transport::Handshaking(t) => {
-                *self = Transport::Failed(t);
-                true
-            }
-            other @ (Transport::Clear | Transport::Established(_) | Transport::Failed(_)) => {
-                *self = other;
-                false
-            }
-        }
-    }
-}
-
 pub struct Conn {
     socket: TcpStream,
     /// Where the shard keeps this connection, and a number that tells it
@@ -113,7 +70,7 @@ pub struct Conn {
     snapshot: Arc<Snapshot>,
     session: Session,
     /// In the clear, mid-handshake, or under TLS: one state at a time.
-    transport: Transport,
+    transport: TlsStage<Tls>,
     /// Plaintext received and not yet consumed by the session.
     rbuf: Vec<u8>,
     /// Octets to write: replies in the clear before TLS (the last one the
@@ -190,7 +147,7 @@ impl Conn {
             peer,
             snapshot,
             session,
-            transport: Transport::Clear,
+            transport: TlsStage::Clear,
             rbuf: Vec::new(),
             wbuf: Vec::with_capacity(512),
             closing: false,
@@ -323,7 +280,7 @@ impl Conn {
                     return Err(e);
                 }
             };
-            if self.transport.tls_mut().is_some() {
+            if self.transport.conn_mut().is_some() {
                 match self.tls_input(&mut chunk[..n], now) {
                     // Counted once: the handshake completes once.
                     Ok(true) => {
@@ -410,8 +367,8 @@ impl Conn {
     /// session's input, the handshake's answers to the write buffer.
     /// True when the handshake completed with these records.
     fn tls_input(&mut self, records: &mut [u8], now: Instant) -> io::Result<bool> {
-        let was_handshaking = matches!(self.transport, Transport::Handshaking(_));
-        let Some(tls) = self.transport.tls_mut() else {
+        let was_handshaking = self.transport.handshaking();
+        let Some(tls) = self.transport.conn_mut() else {
             return Ok(false);
         };
         let received = match tls.receive(records, &mut self.rbuf, &mut self.wbuf) {
@@ -580,7 +537,7 @@ impl Conn {
                     };
                     if let Some(config) = config {
                         match Tls::new(config) {
-                            Ok(c) => self.transport = Transport::Handshaking(c),
+                            Ok(c) => self.transport = TlsStage::Handshaking(c),
                             Err(e) => {
                                 tracing::warn!(target: "receive", "cannot start TLS for {}: {e}", self.peer);
                                 self.closing = true;
@@ -611,7 +568,7 @@ impl Conn {
             return;
         }
         match &mut self.transport {
-            Transport::Established(tls) => {
+            TlsStage::Established(tls) => {
                 // Encrypted straight into the write buffer: no per-reply
                 // buffer on this path.
                 if let Err(e) = tls.send(self.session.output(), &mut self.wbuf) {
@@ -623,8 +580,8 @@ impl Conn {
             // Mid-handshake (or after it failed) the session has nothing
             // to say; anything it produced (a timeout) cannot be said in
             // the clear.
-            Transport::Handshaking(_) | Transport::Failed(_) => self.session.clear_output(),
-            Transport::Clear => self.session.poll_output(&mut self.wbuf),
+            TlsStage::Handshaking(_) | TlsStage::Failed(_) => self.session.clear_output(),
+            TlsStage::Clear => self.session.poll_output(&mut self.wbuf),
         }
     }
 
@@ -632,10 +589,10 @@ impl Conn {
     /// mid-handshake).
     fn close_notify(&mut self) {
         match &mut self.transport {
-            Transport::Established(tls) => {
+            TlsStage::Established(tls) => {
                 let _ = tls.close(&mut self.wbuf);
             }
-            Transport::Clear | Transport::Handshaking(_) | Transport::Failed(_) => {}
+            TlsStage::Clear | TlsStage::Handshaking(_) | TlsStage::Failed(_) => {}
         }
     }
 
@@ -654,7 +611,7 @@ impl Conn {
         }
         // Once TLS is up, an idle session keeps no write buffer (what it
         // sends next is encrypted into a new one).
-        if self.transport.tls_mut().is_some() && self.wbuf.capacity() > 0 {
+        if self.transport.conn_mut().is_some() && self.wbuf.capacity() > 0 {
             self.wbuf = Vec::new();
         }
         Ok(())

@@ -10,6 +10,7 @@
 
 mod conn;
 mod outbound;
+mod stage;
 mod timers;
 mod tls;
 pub mod writers;

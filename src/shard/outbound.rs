@@ -14,6 +14,8 @@ use mio::{Interest, Registry, Token};
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
+use super::stage::TlsStage;
+
 use crate::delivery::attempt::{self, AfterFailure, Attempt, Next};
 use crate::delivery::{AttemptResult, Event, Job};
 use crate::model::TlsRequest;
@@ -52,40 +54,6 @@ impl Socket {
     }
 }
 
-/// An outbound connection's TLS (RFC 3207): one state at a time.
-enum ClientTls {
-    /// In the clear: no STARTTLS (yet).
-    Clear,
-    /// STARTTLS accepted; the handshake is under way.
-    Handshaking(ClientConnection),
-    /// The handshake completed (and the attempt judged it).
-    Established(ClientConnection),
-}
-
-impl ClientTls {
-    fn conn(&self) -> Option<&ClientConnection> {
-        match self {
-            ClientTls::Clear => None,
-            ClientTls::Handshaking(c) | ClientTls::Established(c) => Some(c),
-        }
-    }
-
-    fn conn_mut(&mut self) -> Option<&mut ClientConnection> {
-        match self {
-            ClientTls::Clear => None,
-            ClientTls::Handshaking(c) | ClientTls::Established(c) => Some(c),
-        }
-    }
-
-    /// The handshake completed.
-    fn establish(&mut self) {
-        *self = match std::mem::replace(self, ClientTls::Clear) {
-            ClientTls::Handshaking(c) => ClientTls::Established(c),
-            other @ (ClientTls::Clear | ClientTls::Established(_)) => other,
-        };
-    }
-}
-
 /// An outbound connection's life: one state at a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Life {
@@ -110,7 +78,7 @@ pub struct OutConn {
     /// What the socket is registered for (re-registered only on change).
     interest: Interest,
     /// The connection's TLS: none yet, mid-handshake, or up.
-    tls: ClientTls,
+    tls: TlsStage<ClientConnection>,
     session: client::Session,
     /// Job message index of each session message.
     in_session: Vec<usize>,
@@ -156,7 +124,7 @@ impl OutConn {
             attempt,
             socket: Socket::None,
             interest: Interest::READABLE | Interest::WRITABLE,
-            tls: ClientTls::Clear,
+            tls: TlsStage::Clear,
             session,
             in_session: (0..n).collect(),
             results: vec![None; n],
@@ -314,7 +282,7 @@ impl OutConn {
         if let Some(mut s) = self.socket.take() {
             let _ = registry.deregister(&mut s);
         }
-        self.tls = ClientTls::Clear;
+        self.tls = TlsStage::Clear;
         self.rbuf.clear();
         self.wbuf.clear();
     }
@@ -462,7 +430,7 @@ impl OutConn {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(Failure::Connection(e.to_string())),
             };
-            let handshaking = matches!(self.tls, ClientTls::Handshaking(_));
+            let handshaking = self.tls.handshaking();
             match self.tls.conn_mut() {
                 None => self.rbuf.extend_from_slice(&chunk[..n]),
                 Some(tls) => {
@@ -553,7 +521,7 @@ impl OutConn {
                 })?;
                 let conn = ClientConnection::new(self.job.config.clone(), name)
                     .map_err(|e| Failure::Tls(TlsFailure::Setup(e)))?;
-                self.tls = ClientTls::Handshaking(conn);
+                self.tls = TlsStage::Handshaking(conn);
             }
             Some(Action::Close(None)) => {
                 self.collect();
@@ -591,10 +559,13 @@ impl OutConn {
             return;
         }
         match &mut self.tls {
-            ClientTls::Established(tls) => {
+            TlsStage::Established(tls) => {
                 let _ = tls.writer().write_all(&out);
             }
-            ClientTls::Clear | ClientTls::Handshaking(_) => self.wbuf.extend_from_slice(&out),
+            TlsStage::Clear | TlsStage::Handshaking(_) => self.wbuf.extend_from_slice(&out),
+            // Never in the clear after a failed handshake (the attempt
+            // drops such a connection before it says anything more).
+            TlsStage::Failed(_) => {}
         }
     }
 
