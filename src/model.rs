@@ -571,6 +571,17 @@ impl<'de> serde::Deserialize<'de> for EnhancedStatus {
     }
 }
 
+/// Whether an outbound session uses STARTTLS (RFC 3207).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Use it when offered; deliver in the clear otherwise.
+    Opportunistic,
+    /// Use it or do not deliver.
+    Mandatory,
+    /// Do not use it (a retry in the clear after a failed handshake).
+    Off,
+}
+
 /// RFC 5321 §4.5.3.2 timeouts; tests shorten them.
 #[derive(Debug, Clone, Copy)]
 pub struct Timeouts {
@@ -846,6 +857,15 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
+/// (`time`'s RFC 2822 format, which RFC 5322 keeps).
+pub fn rfc5322_date(at: std::time::SystemTime) -> String {
+    use time::format_description::well_known::Rfc2822;
+    let t = time::OffsetDateTime::from(at.max(std::time::UNIX_EPOCH));
+    // Every date after 1900 formats.
+    t.format(&Rfc2822).unwrap_or_default()
+}
+
 /// A Unix time as RFC 3339 in UTC, `2026-12-01T12:00:00Z` (TLS reports,
 /// the status page), by `time`'s RFC 3339 format.
 pub fn rfc3339(t: i64) -> String {
@@ -859,6 +879,18 @@ pub fn rfc3339(t: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn date_is_rfc5322() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_795_804_529);
+        assert_eq!(rfc5322_date(t), "Fri, 27 Nov 2026 18:35:29 +0000");
+        assert_eq!(
+            rfc5322_date(std::time::UNIX_EPOCH),
+            "Thu, 01 Jan 1970 00:00:00 +0000"
+        );
+        let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
 
     /// RFC 3463 §2: class 2, 4 or 5, then one to three digits twice.
     #[test]

@@ -194,7 +194,7 @@ pub fn probe(
         | Failure::TooBig { .. }
         | Failure::Dane(_)
         | Failure::RequireTls(_)
-        | Failure::NeedsSmtpUtf8(_) => crate::smtp::client::classify(f).detail,
+        | Failure::NeedsSmtpUtf8(_) => f.outcome().detail,
     };
     if let Some(f) = passed_over {
         let _ = writeln!(writer, "QUIT\r");

@@ -432,37 +432,53 @@ pub fn message(
     gz: &[u8],
     now: u64,
 ) -> Vec<u8> {
-    use base64::Engine;
+    use mail_builder::headers::content_type::ContentType;
+    use mail_builder::headers::raw::Raw;
+    use mail_builder::mime::{BodyPart, MimePart};
     let id = report_id(day, domain, &by.hostname);
-    let boundary = format!("tlsrpt-{}-{}", day_start(day).unwrap_or(0), domain);
-    let date = time::OffsetDateTime::from_unix_timestamp(now as i64)
-        .ok()
-        .and_then(|d| {
-            d.format(&time::format_description::well_known::Rfc2822)
-                .ok()
-        })
-        .unwrap_or_default();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(gz);
-    let mut m = format!(
-        "From: {from}\r\nTo: {to}\r\nDate: {date}\r\n\
-         Subject: Report Domain: {domain} Submitter: {host} Report-ID: <{id}>\r\n\
-         Message-ID: <{id}.{now}>\r\nTLS-Report-Domain: {domain}\r\nTLS-Report-Submitter: {host}\r\n\
-         TLS-Required: No\r\nAuto-Submitted: auto-generated\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=\"tlsrpt\";\r\n\tboundary=\"{boundary}\"\r\n\r\n\
-         This is a MIME-encapsulated message.\r\n\r\n--{boundary}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\r\n\
-         This is an aggregate TLS report (RFC 8460) from {host} for {domain}, {day}.\r\n\r\n\
-         --{boundary}\r\nContent-Type: application/tlsrpt+gzip\r\nContent-Transfer-Encoding: base64\r\n\
-         Content-Disposition: attachment;\r\n\tfilename=\"{file}\"\r\n\r\n",
-        host = by.hostname,
-        file = file_name(day, domain, &by.hostname),
-    );
-    for chunk in encoded.as_bytes().chunks(76) {
-        m.push_str(&String::from_utf8_lossy(chunk));
-        m.push_str("\r\n");
-    }
-    m.push_str(&format!("\r\n--{boundary}--\r\n"));
-    m.into_bytes()
+    let host = &by.hostname;
+    let date =
+        crate::model::rfc5322_date(std::time::UNIX_EPOCH + std::time::Duration::from_secs(now));
+    let parts = vec![
+        MimePart::new(
+            ContentType::new("text/plain").attribute("charset", "us-ascii"),
+            BodyPart::Text(
+                format!(
+                    "This is an aggregate TLS report (RFC 8460) from {host} for {domain}, {day}.\r\n"
+                )
+                .into(),
+            ),
+        ),
+        // §5.3: the gzip'ed JSON, base64 by the builder.
+        MimePart::new(
+            ContentType::new("application/tlsrpt+gzip"),
+            BodyPart::Binary(gz.into()),
+        )
+        .attachment(file_name(day, domain, host)),
+    ];
+    mail_builder::MessageBuilder::new()
+        .header("From", Raw::new(from))
+        .header("To", Raw::new(to))
+        .header("Date", Raw::new(date))
+        // §5.3's subject, word for word.
+        .header(
+            "Subject",
+            Raw::new(format!(
+                "Report Domain: {domain} Submitter: {host} Report-ID: <{id}>"
+            )),
+        )
+        .message_id(format!("{id}.{now}"))
+        .header("TLS-Report-Domain", Raw::new(domain))
+        .header("TLS-Report-Submitter", Raw::new(host.as_str()))
+        .header("TLS-Required", Raw::new("No"))
+        .header("Auto-Submitted", Raw::new("auto-generated"))
+        .body(MimePart::new(
+            ContentType::new("multipart/report").attribute("report-type", "tlsrpt"),
+            BodyPart::Multipart(parts),
+        ))
+        .write_to_vec()
+        // Writing to a Vec does not fail.
+        .unwrap_or_default()
 }
 
 /// When, after its day ends, a domain's report goes: spread over `spread`

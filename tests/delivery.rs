@@ -86,7 +86,7 @@ fn permanent_failure_bounces_to_the_sender_but_never_a_bounce() {
     // and logged as local.
     assert!(dsn.contains("Received: by "), "{dsn}");
     gw.wait_for_log(": client=local, from=<>", Duration::from_secs(10));
-    assert!(dsn.contains("report-type=delivery-status"));
+    assert!(dsn.contains("report-type=\"delivery-status\""));
     assert!(dsn.contains("Final-Recipient: rfc822; bad@example.com"));
     assert!(dsn.contains("Status: 5.1.1"));
     assert!(

@@ -106,7 +106,7 @@ fn success_to_a_receiver_without_dsn_is_reported_relayed() {
         got.contains("X-Rcpt-Args: <user@nodsn.example>\n"),
         "no DSN parameters to a receiver without DSN: {got}"
     );
-    let dsn = bounces.one_with("report-type=delivery-status");
+    let dsn = bounces.one_with("report-type=\"delivery-status\"");
     assert!(dsn.contains("X-Mail-Args: <>"), "{dsn}");
     assert!(dsn.contains("Action: relayed"), "{dsn}");
     assert!(dsn.contains("Status: 2.0.0"), "{dsn}");
@@ -206,7 +206,7 @@ fn notify_delay_gets_a_delay_notice_and_delivery_goes_on() {
         .expect("a queue id");
     gw.wait_for_log("sender delay notification", LIMIT);
     gw.wait_for_line("to=<sender@client.test>", LIMIT);
-    let dsn = bounces.one_with("report-type=delivery-status");
+    let dsn = bounces.one_with("report-type=\"delivery-status\"");
     assert!(dsn.contains("Action: delayed"), "{dsn}");
     assert!(dsn.contains("Status: 4.2.0"), "{dsn}");
     assert!(dsn.contains("Will-Retry-Until: "), "{dsn}");

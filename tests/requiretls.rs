@@ -208,7 +208,7 @@ fn requiretls_and_tls_required_no_end_to_end() {
     let got = sink.wait_for_messages(2, Duration::from_secs(60), || pf.log());
     let dsn = got
         .iter()
-        .find(|m| m.contains("report-type=delivery-status"))
+        .find(|m| m.contains("report-type=\"delivery-status\""))
         .unwrap_or_else(|| panic!("no bounce: {got:?}"));
     assert!(
         dsn.contains("Status: 5.7.30")

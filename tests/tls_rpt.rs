@@ -196,34 +196,41 @@ fn tls_reports_are_recorded_mailed_and_posted() {
         .iter()
         .find(|m| m.contains("TLS-Report-Domain: bad.test"))
         .unwrap_or_else(|| panic!("no report mail: {got:?}"));
-    assert!(
-        mail.contains("Content-Type: multipart/report; report-type=\"tlsrpt\"")
-            && mail.contains("TLS-Report-Submitter: mx.test")
-            && mail.contains("TLS-Required: No")
-            && mail.contains("Content-Type: application/tlsrpt+gzip")
-            && mail.contains("Subject: Report Domain: bad.test Submitter: mx.test Report-ID: <"),
+    // Read back by an independent MIME parser (RFC 8460 §5.3).
+    use mail_parser::MimeHeaders;
+    let parsed = mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .expect("the report mail parses");
+    let ct = parsed.content_type().expect("a content type");
+    assert_eq!(
+        (ct.ctype(), ct.subtype(), ct.attribute("report-type")),
+        ("multipart", Some("report"), Some("tlsrpt")),
         "{mail}"
     );
-    let attachment: String = mail
-        .split("Content-Transfer-Encoding: base64")
-        .nth(1)
-        .and_then(|rest| {
-            rest.split("\r\n\r\n")
-                .nth(1)
-                .or_else(|| rest.split("\n\n").nth(1))
+    let header = |name: &str| {
+        parsed
+            .header_raw(name)
+            .map(str::trim)
+            .unwrap_or_default()
+            .to_string()
+    };
+    assert_eq!(header("TLS-Report-Domain"), "bad.test", "{mail}");
+    assert_eq!(header("TLS-Report-Submitter"), "mx.test", "{mail}");
+    assert_eq!(header("TLS-Required"), "No", "{mail}");
+    assert!(
+        parsed.subject().is_some_and(
+            |s| s.starts_with("Report Domain: bad.test Submitter: mx.test Report-ID: <")
+        ),
+        "{mail}"
+    );
+    let attachment = parsed
+        .attachments()
+        .find(|a| {
+            a.content_type()
+                .is_some_and(|c| c.ctype() == "application" && c.subtype() == Some("tlsrpt+gzip"))
         })
-        .map(|b| {
-            b.split("--")
-                .next()
-                .unwrap_or("")
-                .split_whitespace()
-                .collect()
-        })
-        .expect("the attachment");
-    use base64::Engine;
-    let gz = base64::engine::general_purpose::STANDARD
-        .decode(attachment.as_bytes())
-        .unwrap();
+        .unwrap_or_else(|| panic!("no tlsrpt+gzip attachment: {mail}"));
+    let gz = attachment.contents().to_vec();
     assert_eq!(gunzip(&gz), would, "the mailed report is the one shown");
 
     // No report about a report: its delivery to reports.test is not

@@ -31,7 +31,8 @@ fn session(policy: &Policy, mx: &str, f: Option<Failure>) -> Session {
         result: match f {
             None => Ok(()),
             Some(f) => {
-                Err(sealgate::smtp::client::tls_report_result(&f, false).expect("a TLS failure"))
+                Err(sealgate::delivery::attempt::tls_report_result(&f, false)
+                    .expect("a TLS failure"))
             }
         },
     }

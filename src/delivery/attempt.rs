@@ -27,9 +27,10 @@ use std::net::SocketAddr;
 use rustls::pki_types::CertificateDer;
 
 use crate::delivery::{posture, Target, TlsLevel, WouldRefuse};
+use crate::model::TlsMode;
 use crate::model::{Dane, Sts, TlsRequest};
 use crate::policy::{requiretls, ClientRules, Enforcement};
-use crate::smtp::client::{self, Failure, TlsFailure, TlsMode};
+use crate::smtp::failure::{Failure, TlsFailure};
 use crate::tls::dane::DaneMatch;
 use crate::tls::outbound::{Refusal, Trust};
 use crate::tlsrpt;
@@ -434,7 +435,7 @@ impl Attempt {
                         why: f.to_string(),
                     });
                     let failure = Failure::Dane(f);
-                    if let Some(r) = client::tls_report_result(&failure, false) {
+                    if let Some(r) = tls_report_result(&failure, false) {
                         self.rpt_session(Err(r));
                     }
                     self.note_failure(failure);
@@ -710,9 +711,9 @@ impl Attempt {
         let relay = self.relay_name();
         self.log.push_back(Log::HostFailed {
             relay: relay.clone(),
-            detail: client::classify(&f).detail,
+            detail: f.outcome().detail,
         });
-        if let Some(r) = client::tls_report_result(&f, self.cert_expired(now)) {
+        if let Some(r) = tls_report_result(&f, self.cert_expired(now)) {
             self.rpt_session(Err(r));
         }
         self.rpt_failure = None;
@@ -892,7 +893,7 @@ impl std::fmt::Display for Demand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: ", self.relay)?;
         match &self.verdict {
-            Err(failure) => write!(f, "not used: {}", client::classify(failure).detail)?,
+            Err(failure) => write!(f, "not used: {}", failure.outcome().detail)?,
             Ok((TlsMode::Mandatory, Some(by))) => write!(
                 f,
                 "TLS mandatory, the certificate judged by {}",
@@ -953,6 +954,46 @@ pub fn live_demands(
         Some(ip) => reply(text(Ok(vec![crate::dns::Found::literal(name, ip)]))),
         None => resolver.targets(&name, mx, dane, sts, move |found| reply(text(found))),
     }
+}
+
+/// The result type a failed session means for its TLS report (RFC 8460
+/// §4.3): `None` for a failure that is not about TLS (a refused
+/// connection, a timeout, a reply); `expired` when the server's
+/// certificate is past its end.
+pub fn tls_report_result(
+    f: &Failure,
+    expired: bool,
+) -> Option<(crate::tlsrpt::ResultType, String)> {
+    use crate::tlsrpt::ResultType;
+    let rt = match f {
+        Failure::TlsNotOffered | Failure::StartTlsRefused(_) => ResultType::StarttlsNotSupported,
+        Failure::Handshake(_) => ResultType::ValidationFailure,
+        Failure::Tls(TlsFailure::Sts { trust, .. }) => match (*trust, expired) {
+            (_, true) => ResultType::CertificateExpired,
+            ("Trusted", false) => ResultType::CertificateHostMismatch,
+            (_, false) => ResultType::CertificateNotTrusted,
+        },
+        Failure::Tls(TlsFailure::Dane(_)) => ResultType::TlsaInvalid,
+        Failure::Tls(TlsFailure::Certificate(r)) => match (r, expired) {
+            (_, true) => ResultType::CertificateExpired,
+            (Refusal::Names { .. }, false) => ResultType::CertificateHostMismatch,
+            (Refusal::NotTrusted(_), false) => ResultType::CertificateNotTrusted,
+            (Refusal::NoCertificate | Refusal::Pin, false) => ResultType::ValidationFailure,
+        },
+        Failure::Tls(
+            TlsFailure::ServerName { .. } | TlsFailure::Setup(_) | TlsFailure::Records(_),
+        ) => ResultType::ValidationFailure,
+        Failure::Dane(_) => ResultType::DnssecInvalid,
+        Failure::Greeting(_)
+        | Failure::Hello(_)
+        | Failure::Protocol(_)
+        | Failure::Timeout(_)
+        | Failure::Connection(_)
+        | Failure::TooBig { .. }
+        | Failure::NeedsSmtpUtf8(_)
+        | Failure::RequireTls(_) => return None,
+    };
+    Some((rt, f.outcome().detail))
 }
 
 #[cfg(test)]

@@ -10,8 +10,13 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use crate::model::{MessageDsn, Orcpt, Ret};
-use crate::smtp::received::rfc5322_date;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::content_type::ContentType;
+use mail_builder::headers::raw::Raw;
+use mail_builder::mime::{BodyPart, MimePart};
+use mail_builder::MessageBuilder;
+
+use crate::model::{rfc5322_date, MessageDsn, Orcpt, Ret};
 
 /// RFC 3464 §2.3.3 `Action` of a recipient, as the gateway reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,18 +81,11 @@ impl Report<'_> {
     }
 }
 
-/// Builds the DSN message (headers and body, CRLF). The envelope is
-/// `MAIL FROM:<>`, `RCPT TO:<sender>`.
+/// Builds the DSN message (headers and body, CRLF) with `mail-builder`.
+/// The envelope is `MAIL FROM:<>`, `RCPT TO:<sender>`.
 pub fn build(r: &Report<'_>) -> Vec<u8> {
     let hostname = r.hostname;
     let queue_id = r.queue_id;
-    let boundary = format!(
-        "{queue_id}.{}/{hostname}",
-        r.now
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0)
-    );
     let any = |a: Action| r.entries.iter().any(|e| e.action == a);
     let (subject, said) = if any(Action::Failed) {
         (
@@ -107,13 +105,15 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         )
     };
     let intl = r.international();
-    // RFC 6533 §6.1-6.3: the internationalised report types.
-    let (status_type, headers_type, message_type, charset) = if intl {
+    // RFC 6533 §6.1-6.3: the internationalised report types, which may
+    // carry UTF-8 as it is (8bit).
+    let (status_type, headers_type, message_type, charset, encoding) = if intl {
         (
             "message/global-delivery-status",
             "message/global-headers",
             "message/global",
             "utf-8",
+            "8bit",
         )
     } else {
         (
@@ -121,36 +121,20 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
             "text/rfc822-headers",
             "message/rfc822",
             "us-ascii",
+            "7bit",
         )
     };
     let text = |s: &str| if intl { s.to_string() } else { ascii(s) };
-    let mut m = String::with_capacity(2048);
-    let _ = write!(
-        m,
-        "From: Mail Delivery System <MAILER-DAEMON@{hostname}>\r\n\
-         To: <{sender}>\r\n\
-         Subject: {subject}\r\n\
-         Date: {date}\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status;\r\n\tboundary=\"{boundary}\"\r\n\
-         \r\n\
-         This is a MIME-encapsulated message.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Description: Notification\r\n\
-         Content-Type: text/plain; charset={charset}\r\n\
-         \r\n\
-         This is the mail system at host {hostname}.\r\n\
+
+    let mut notice = format!(
+        "This is the mail system at host {hostname}.\r\n\
          \r\n\
          Your message (queue id {queue_id}) {said}. The mail system said:\r\n\
-         \r\n",
-        sender = text(r.sender),
-        date = rfc5322_date(r.now),
+         \r\n"
     );
     for e in r.entries {
         let _ = write!(
-            m,
+            notice,
             "<{}>: {}: {}\r\n",
             text(e.rcpt),
             e.action.as_str(),
@@ -159,35 +143,30 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
     }
     if any(Action::Delayed) {
         let _ = write!(
-            m,
+            notice,
             "\r\nThe mail system will keep trying until {}.\r\n",
             rfc5322_date(r.retry_until)
         );
     }
-    let _ = write!(
-        m,
-        "\r\n--{boundary}\r\n\
-         Content-Description: Delivery report\r\n\
-         Content-Type: {status_type}\r\n\
-         \r\n\
-         Reporting-MTA: dns; {hostname}\r\n"
-    );
+
+    // RFC 3464 §2.2: the per-message fields, then a group per recipient.
+    let mut status = format!("Reporting-MTA: dns; {hostname}\r\n");
     // RFC 3464 §2.2.1: the ENVID as the sender gave it (decoded).
     if let Some(envid) = &r.dsn.envid {
-        let _ = write!(m, "Original-Envelope-Id: {}\r\n", text(envid));
+        let _ = write!(status, "Original-Envelope-Id: {}\r\n", text(envid));
     }
     let _ = write!(
-        m,
+        status,
         "X-Sealgate-Queue-ID: {queue_id}\r\n\
          Arrival-Date: {arrival}\r\n",
         arrival = rfc5322_date(r.arrived),
     );
     for e in r.entries {
-        let _ = write!(m, "\r\n");
+        status.push_str("\r\n");
         // RFC 3464 §2.3.1: the ORCPT, address type and address.
         if let Some(o) = e.orcpt {
             let _ = write!(
-                m,
+                status,
                 "Original-Recipient: {}; {}\r\n",
                 o.kind,
                 text(&o.address)
@@ -196,45 +175,91 @@ pub fn build(r: &Report<'_>) -> Vec<u8> {
         // RFC 6533 §6.2: a UTF-8 address has the type utf-8.
         let kind = if e.rcpt.is_ascii() { "rfc822" } else { "utf-8" };
         let _ = write!(
-            m,
+            status,
             "Final-Recipient: {kind}; {}\r\nAction: {}\r\nStatus: {}\r\n",
             text(e.rcpt),
             e.action.as_str(),
             e.status
         );
         if let Some(remote) = e.remote {
-            let _ = write!(m, "Remote-MTA: dns; {remote}\r\n");
+            let _ = write!(status, "Remote-MTA: dns; {remote}\r\n");
         }
-        let _ = write!(m, "Diagnostic-Code: smtp; {}\r\n", text(e.diagnostic));
+        let _ = write!(status, "Diagnostic-Code: smtp; {}\r\n", text(e.diagnostic));
         if e.action == Action::Delayed {
-            let _ = write!(m, "Will-Retry-Until: {}\r\n", rfc5322_date(r.retry_until));
+            let _ = write!(
+                status,
+                "Will-Retry-Until: {}\r\n",
+                rfc5322_date(r.retry_until)
+            );
         }
     }
+
+    // RFC 3461 §4.3: the whole message or its headers. A message/* part
+    // is never transfer-encoded (RFC 2046 §5.2.1): 8bit when it has
+    // 8-bit octets.
     let full = r.returns_full();
     let (description, content_type) = if full {
         ("Undelivered Message", message_type)
     } else {
         ("Message Headers", headers_type)
     };
-    let _ = write!(
-        m,
-        "\r\n--{boundary}\r\n\
-         Content-Description: {description}\r\n\
-         Content-Type: {content_type}\r\n\
-         \r\n"
-    );
     let returned = if full {
         r.original
     } else {
         crate::smtp::headers::header_section(r.original)
     };
-    let mut out = m.into_bytes();
-    out.extend_from_slice(returned);
+    let mut returned = returned.to_vec();
     if !returned.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+        returned.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
-    out
+    let returned_encoding = if returned.is_ascii() { "7bit" } else { "8bit" };
+
+    let parts = vec![
+        MimePart::new(
+            ContentType::new("text/plain").attribute("charset", charset),
+            BodyPart::Text(notice.into()),
+        )
+        .header("Content-Description", Raw::new("Notification"))
+        .transfer_encoding(encoding),
+        // Binary: the builder adds no charset to a report's fields.
+        MimePart::new(
+            ContentType::new(status_type),
+            BodyPart::Binary(status.into_bytes().into()),
+        )
+        .header("Content-Description", Raw::new("Delivery report"))
+        .transfer_encoding(encoding),
+        MimePart::new(
+            ContentType::new(content_type),
+            BodyPart::Binary(returned.into()),
+        )
+        .header("Content-Description", Raw::new(description))
+        .transfer_encoding(returned_encoding),
+    ];
+    MessageBuilder::new()
+        .from(Address::new_address(
+            Some("Mail Delivery System"),
+            format!("MAILER-DAEMON@{hostname}"),
+        ))
+        // The sender as it gave it: raw, so that a UTF-8 address stays
+        // UTF-8 (RFC 6532) rather than being encoded.
+        .header("To", Raw::new(format!("<{}>", text(r.sender))))
+        .subject(subject)
+        .header("Date", Raw::new(rfc5322_date(r.now)))
+        .header("Auto-Submitted", Raw::new("auto-replied"))
+        .message_id(format!(
+            "{queue_id}.{}.dsn@{hostname}",
+            r.now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0)
+        ))
+        .body(MimePart::new(
+            ContentType::new("multipart/report").attribute("report-type", "delivery-status"),
+            BodyPart::Multipart(parts),
+        ))
+        .write_to_vec()
+        // Writing to a Vec does not fail.
+        .unwrap_or_default()
 }
 
 fn ascii(s: &str) -> String {
@@ -276,6 +301,35 @@ mod tests {
 
     const ORIGINAL: &[u8] = b"Subject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n";
 
+    /// The report as an independent MIME parser reads it: the top-level
+    /// type with its report-type, then each part's type and body.
+    fn parts(text: &str) -> (String, Vec<(String, String)>) {
+        use mail_parser::MimeHeaders;
+        let m = mail_parser::MessageParser::default()
+            .parse(text.as_bytes())
+            .expect("the report parses");
+        let kind = |c: Option<&mail_parser::ContentType>| {
+            c.map(|c| format!("{}/{}", c.ctype(), c.subtype().unwrap_or("")))
+                .unwrap_or_default()
+        };
+        let ct = m.content_type();
+        let top = format!(
+            "{}; report-type={}",
+            kind(ct),
+            ct.and_then(|c| c.attribute("report-type")).unwrap_or("")
+        );
+        let parts = m.parts[1..]
+            .iter()
+            .map(|p| {
+                (
+                    kind(p.content_type()),
+                    String::from_utf8_lossy(p.contents()).into_owned(),
+                )
+            })
+            .collect();
+        (top, parts)
+    }
+
     #[test]
     fn report_has_the_rfc3464_parts() {
         let failed = [Entry {
@@ -287,16 +341,31 @@ mod tests {
             remote: Some("mx.r.test"),
         }];
         let text = report(&failed, &MessageDsn::default(), "a@b.test", ORIGINAL);
-        assert!(text.contains("Content-Type: multipart/report; report-type=delivery-status;"));
         assert!(text.contains("Subject: Undelivered Mail Returned to Sender\r\n"));
-        assert!(text
+        let (top, parts) = parts(&text);
+        assert_eq!(top, "multipart/report; report-type=delivery-status");
+        let kinds: Vec<&str> = parts.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "text/plain",
+                "message/delivery-status",
+                "text/rfc822-headers"
+            ],
+            "{text}"
+        );
+        assert!(parts[0]
+            .1
+            .contains("<x@r.test>: failed: 550 5.1.1 no such user"));
+        let status = &parts[1].1;
+        assert!(status
             .contains("Final-Recipient: rfc822; x@r.test\r\nAction: failed\r\nStatus: 5.1.1\r\n"));
-        assert!(text.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
-        assert!(text.contains(
-            "Content-Type: text/rfc822-headers\r\n\r\nSubject: hi\r\nFrom: a@b.test\r\n"
-        ));
-        assert!(!text.contains("body\r\n"), "only the headers are returned");
-        assert!(!text.contains("Original-Envelope-Id"));
+        assert!(status.contains("Diagnostic-Code: smtp; 550 5.1.1 no such user"));
+        assert!(!status.contains("Original-Envelope-Id"));
+        assert_eq!(
+            parts[2].1, "Subject: hi\r\nFrom: a@b.test\r\n",
+            "only the headers"
+        );
         assert!(text.ends_with("--\r\n"));
     }
 
@@ -321,12 +390,16 @@ mod tests {
             envid: Some("QQ 1+2".into()),
         };
         let text = report(&failed, &dsn, "a@b.test", ORIGINAL);
-        assert!(text.contains("Original-Envelope-Id: QQ 1+2\r\n"));
-        assert!(text.contains(
+        let (_, parts) = parts(&text);
+        assert!(parts[1].1.contains("Original-Envelope-Id: QQ 1+2\r\n"));
+        assert!(parts[1].1.contains(
             "Original-Recipient: rfc822; first@y.test\r\nFinal-Recipient: rfc822; x@r.test\r\n"
         ));
-        assert!(text.contains("Content-Type: message/rfc822\r\n\r\nSubject: hi\r\n"));
-        assert!(text.contains("\r\n\r\nbody\r\n"), "the whole message");
+        assert_eq!(parts[2].0, "message/rfc822");
+        assert!(
+            text.contains("\r\n\r\nSubject: hi\r\nFrom: a@b.test\r\n\r\nbody\r\n"),
+            "the whole message, as it was: {text}"
+        );
     }
 
     #[test]
@@ -350,9 +423,10 @@ mod tests {
         };
         let text = report(&delayed, &full, "a@b.test", ORIGINAL);
         assert!(text.contains("Subject: Delayed Mail (still being retried)\r\n"));
-        assert!(text.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
-        assert!(text.contains("Will-Retry-Until: "));
-        assert!(text.contains("Content-Type: text/rfc822-headers"));
+        let (_, p) = parts(&text);
+        assert!(p[1].1.contains("Action: delayed\r\nStatus: 4.4.1\r\n"));
+        assert!(p[1].1.contains("Will-Retry-Until: "));
+        assert_eq!(p[2].0, "text/rfc822-headers");
         let relayed = [Entry {
             rcpt: "x@r.test",
             orcpt: None,
@@ -378,9 +452,10 @@ mod tests {
             remote: None,
         }];
         let text = report(&failed, &MessageDsn::default(), "é@x.test", ORIGINAL);
-        assert!(text.contains("Content-Type: message/global-delivery-status\r\n"));
-        assert!(text.contains("Final-Recipient: utf-8; ü@bücher.test\r\n"));
         assert!(text.contains("To: <é@x.test>\r\n"));
-        assert!(text.contains("Content-Type: message/global-headers\r\n"));
+        let (_, p) = parts(&text);
+        assert_eq!(p[1].0, "message/global-delivery-status");
+        assert!(p[1].1.contains("Final-Recipient: utf-8; ü@bücher.test\r\n"));
+        assert_eq!(p[2].0, "message/global-headers");
     }
 }

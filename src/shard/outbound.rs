@@ -645,7 +645,7 @@ impl OutConn {
                 target: "send",
                 "delivery via {}: the idle connection was gone ({}); connecting afresh",
                 self.attempt.relay_name(),
-                client::classify(&f).detail
+                f.outcome().detail
             );
             self.drop_connection(registry);
             self.attempt = Attempt::new(self.job.policy.clone(), self.job.targets.clone());
@@ -668,7 +668,7 @@ impl OutConn {
         self.drop_connection(registry);
         match after {
             AfterFailure::GiveUp(f) => {
-                let outcome = client::classify(&f);
+                let outcome = f.outcome();
                 for j in remaining {
                     let n = self.job.messages[j].recipients.len();
                     self.results[j] = Some(vec![outcome.clone(); n]);
@@ -689,10 +689,8 @@ impl OutConn {
             return;
         }
         self.life = Life::Reported;
-        let fallback = failure.as_ref().map(client::classify).unwrap_or_else(|| {
-            client::classify(&Failure::Connection(
-                "session ended before this message".into(),
-            ))
+        let fallback = failure.as_ref().map(Failure::outcome).unwrap_or_else(|| {
+            Failure::Connection("session ended before this message".into()).outcome()
         });
         let outcomes: Vec<Vec<Outcome>> = self
             .results

@@ -7,7 +7,7 @@
 //! commands to its output and stops with an [`Action`] when the glue has
 //! to act: start TLS, record a finished message, or close. Every way a
 //! session can end maps to an [`Outcome`] per recipient through
-//! [`classify`], which has no catch-all arm.
+//! [`Failure::outcome`], which has no catch-all arm.
 
 use crate::model::{EnhancedStatus, StatusClass};
 use std::collections::VecDeque;
@@ -16,19 +16,10 @@ use std::time::{Duration, Instant};
 use super::reply_parse::{self, Parsed};
 use super::Endpoint;
 
+/// How a session can fail, and what each failure means for a recipient.
+pub use super::failure::{Failure, TlsFailure, Utf8Need};
 /// The shared nouns of an attempt's input and result (`model`).
-pub use crate::model::{Outcome, Outgoing, Timeouts, Verdict};
-
-/// Whether to use STARTTLS (OUT-2, OUT-3).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsMode {
-    /// Use it when offered; deliver in the clear otherwise.
-    Opportunistic,
-    /// Use it or do not deliver.
-    Mandatory,
-    /// Do not use it (a retry in the clear after a failed handshake).
-    Off,
-}
+pub use crate::model::{Outcome, Outgoing, Timeouts, TlsMode, Verdict};
 
 /// How long the RSET that begins a batch on a reused connection waits for
 /// its reply (at most: the command timeout, if shorter).
@@ -47,75 +38,6 @@ pub struct Config {
     /// ([`Action::Idle`]) instead of sending QUIT: the connection may
     /// carry the next batch ([`Session::next_batch`]).
     pub keep_open: bool,
-}
-
-/// A failure of TLS other than the handshake itself: never retried in the
-/// clear.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub enum TlsFailure {
-    /// The route's rules refuse the server's certificate.
-    #[error(transparent)]
-    Certificate(#[from] crate::tls::outbound::Refusal),
-    /// The host cannot be named in a TLS ClientHello.
-    #[error("bad server name {host}: {error}")]
-    ServerName { host: String, error: String },
-    /// The certificate matches none of the host's DANE TLSA records.
-    #[error("DANE: {0}")]
-    Dane(#[from] crate::tls::dane::DaneRefusal),
-    /// An enforced MTA-STS policy needs a certificate that chains to a
-    /// trusted root and names the MX host (RFC 8461 §4.2).
-    #[error("MTA-STS: the certificate of {host} is {trust}; the policy needs a valid one naming the host")]
-    Sts { host: String, trust: &'static str },
-    /// rustls would not start a connection.
-    #[error("{0}")]
-    Setup(rustls::Error),
-    /// Reading TLS records or the plaintext inside them failed.
-    #[error("{0}")]
-    Records(String),
-}
-
-/// Why a session ended before every message was done.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Failure {
-    /// The server's greeting was not 220.
-    Greeting(Parsed),
-    /// EHLO and HELO were both refused.
-    Hello(Parsed),
-    /// TLS is mandatory and the server did not offer STARTTLS.
-    TlsNotOffered,
-    /// The server refused STARTTLS (with TLS mandatory).
-    StartTlsRefused(Parsed),
-    /// The TLS handshake itself failed (rustls's error): with opportunistic
-    /// TLS the same host is tried again in the clear.
-    Handshake(rustls::Error),
-    /// TLS was set up but the connection failed inside it, or the server
-    /// did not meet the route's TLS policy (certificate, name, pin): never
-    /// retried in the clear.
-    Tls(TlsFailure),
-    /// The server broke the protocol (bytes after 220 to STARTTLS, a
-    /// malformed reply, a reply when none was due).
-    Protocol(String),
-    /// No reply within the RFC 5321 timeout for this stage.
-    Timeout(&'static str),
-    /// The connection closed or failed.
-    Connection(String),
-    /// The message is bigger than the server's SIZE.
-    TooBig { size: usize, limit: u64 },
-    /// The host's DANE lookup failed: it is not tried (RFC 7672 §2.2).
-    Dane(crate::model::DaneFailure),
-    /// A REQUIRETLS message cannot go to this host (RFC 8689 §4.2.1).
-    RequireTls(crate::policy::requiretls::Refused),
-    /// The message needs SMTPUTF8 (a UTF-8 local part, or UTF-8 in its
-    /// headers) and the host does not offer it (RFC 6531 §3.2).
-    NeedsSmtpUtf8(Utf8Need),
-}
-
-/// What of a message needs SMTPUTF8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Utf8Need {
-    Sender,
-    Recipient,
-    Headers,
 }
 
 /// What the glue must do.
@@ -308,7 +230,7 @@ impl Session {
     /// Messages not reported done; with the failure that ended the
     /// session, each recipient's outcome.
     pub fn remaining(&self, failure: &Failure) -> Vec<(usize, Vec<Outcome>)> {
-        let outcome = classify(failure);
+        let outcome = failure.outcome();
         (self.current.min(self.messages.len())..self.messages.len())
             .map(|i| {
                 let rcpts = &self.messages[i].recipients;
@@ -588,7 +510,7 @@ impl Session {
             match refused {
                 Ok(envelope) => break (msg, envelope),
                 Err(failure) => {
-                    let o = classify(&failure);
+                    let o = failure.outcome();
                     let outcomes = vec![o; msg.recipients.len()];
                     self.events.push_back(Event::MessageDone {
                         index: self.current,
@@ -631,7 +553,7 @@ impl Session {
             .iter()
             .map(|r| match r {
                 Ok(_) => None,
-                Err(failure) => Some(classify(failure)),
+                Err(failure) => Some(failure.outcome()),
             })
             .collect();
         let mut cmds: VecDeque<(Expect, Vec<u8>)> = VecDeque::new();
@@ -733,8 +655,8 @@ impl Session {
                     Some(o) if o.verdict != Verdict::Delivered => o.clone(),
                     Some(_) => final_reply
                         .clone()
-                        .unwrap_or_else(|| classify(&Failure::Protocol("no final reply".into()))),
-                    None => classify(&Failure::Protocol("recipient not answered".into())),
+                        .unwrap_or_else(|| Failure::Protocol("no final reply".into()).outcome()),
+                    None => Failure::Protocol("recipient not answered".into()).outcome(),
                 }
             })
             .collect();
@@ -934,122 +856,6 @@ impl Endpoint for Session {
     fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
     }
-}
-
-/// The outcome a session failure means for every recipient it leaves
-/// undelivered. Exhaustive: a new failure must say what it means.
-pub fn classify(f: &Failure) -> Outcome {
-    // Every failure here is persistent-transient (4.X.X).
-    let temp = |(subject, detail_code): (u16, u16), detail: String| Outcome {
-        verdict: Verdict::Temporary,
-        status: EnhancedStatus::new(StatusClass::PersistentTransient, subject, detail_code),
-        detail,
-        next_hop_dsn: false,
-    };
-    match f {
-        // A refusing greeting or HELO is about this host, not the message:
-        // try another host or later.
-        Failure::Greeting(r) => temp(
-            (4, 0),
-            format!("host refused to talk to us: {}", r.one_line()),
-        ),
-        Failure::Hello(r) => temp(
-            (4, 0),
-            format!("host refused our greeting: {}", r.one_line()),
-        ),
-        Failure::TlsNotOffered => temp(
-            (7, 4),
-            "TLS is required, but was not offered by the host".into(),
-        ),
-        Failure::StartTlsRefused(r) => temp(
-            (7, 4),
-            format!(
-                "TLS is required, but the host refused STARTTLS: {}",
-                r.one_line()
-            ),
-        ),
-        Failure::Handshake(why) => temp((7, 5), format!("TLS failed: handshake failed: {why}")),
-        Failure::Tls(why) => temp((7, 5), format!("TLS failed: {why}")),
-        Failure::Protocol(why) => temp((5, 0), format!("protocol error: {why}")),
-        Failure::Timeout(stage) => temp((4, 2), format!("timeout {stage}")),
-        Failure::Connection(why) => temp((4, 1), format!("connection failed: {why}")),
-        // RFC 7672 §2.2: a bogus or failed TLSA lookup defers.
-        Failure::Dane(why) => temp((7, 5), format!("DANE: {why}")),
-        // RFC 8689 §6: 5.7.30, REQUIRETLS support required.
-        Failure::RequireTls(why) => Outcome {
-            verdict: Verdict::Permanent,
-            status: EnhancedStatus::new(StatusClass::Permanent, 7, 30),
-            detail: format!("REQUIRETLS support required: {why}"),
-            next_hop_dsn: false,
-        },
-        Failure::TooBig { size, limit } => Outcome {
-            verdict: Verdict::Permanent,
-            status: EnhancedStatus::new(StatusClass::Permanent, 3, 4),
-            detail: format!("message size {size} exceeds the host's limit of {limit}"),
-            next_hop_dsn: false,
-        },
-        // RFC 6531 §3.2 (RFC 5248's registry): 5.6.7.
-        Failure::NeedsSmtpUtf8(need) => Outcome {
-            verdict: Verdict::Permanent,
-            status: EnhancedStatus::new(StatusClass::Permanent, 6, 7),
-            detail: format!(
-                "SMTPUTF8 support required: {} UTF-8 and the host does not offer SMTPUTF8",
-                match need {
-                    Utf8Need::Sender => "the sender address is",
-                    Utf8Need::Recipient => "the recipient address is",
-                    Utf8Need::Headers => "the message headers are",
-                }
-            ),
-            next_hop_dsn: false,
-        },
-    }
-}
-
-/// The result type a failed session means for its TLS report (RFC 8460
-/// §4.3): `None` for a failure that is not about TLS (a refused
-/// connection, a timeout, a reply); `expired` when the server's
-/// certificate is past its end.
-pub fn tls_report_result(
-    f: &Failure,
-    expired: bool,
-) -> Option<(crate::tlsrpt::ResultType, String)> {
-    use crate::tlsrpt::ResultType;
-    let rt = match f {
-        Failure::TlsNotOffered | Failure::StartTlsRefused(_) => ResultType::StarttlsNotSupported,
-        Failure::Handshake(_) => ResultType::ValidationFailure,
-        Failure::Tls(TlsFailure::Sts { trust, .. }) => match (*trust, expired) {
-            (_, true) => ResultType::CertificateExpired,
-            ("Trusted", false) => ResultType::CertificateHostMismatch,
-            (_, false) => ResultType::CertificateNotTrusted,
-        },
-        Failure::Tls(TlsFailure::Dane(_)) => ResultType::TlsaInvalid,
-        Failure::Tls(TlsFailure::Certificate(r)) => match (r, expired) {
-            (_, true) => ResultType::CertificateExpired,
-            (crate::tls::outbound::Refusal::Names { .. }, false) => {
-                ResultType::CertificateHostMismatch
-            }
-            (crate::tls::outbound::Refusal::NotTrusted(_), false) => {
-                ResultType::CertificateNotTrusted
-            }
-            (
-                crate::tls::outbound::Refusal::NoCertificate | crate::tls::outbound::Refusal::Pin,
-                false,
-            ) => ResultType::ValidationFailure,
-        },
-        Failure::Tls(
-            TlsFailure::ServerName { .. } | TlsFailure::Setup(_) | TlsFailure::Records(_),
-        ) => ResultType::ValidationFailure,
-        Failure::Dane(_) => ResultType::DnssecInvalid,
-        Failure::Greeting(_)
-        | Failure::Hello(_)
-        | Failure::Protocol(_)
-        | Failure::Timeout(_)
-        | Failure::Connection(_)
-        | Failure::TooBig { .. }
-        | Failure::NeedsSmtpUtf8(_)
-        | Failure::RequireTls(_) => return None,
-    };
-    Some((rt, classify(f).detail))
 }
 
 #[cfg(test)]

@@ -211,9 +211,7 @@ fn state_event_requiretls_goes_on_mail_only_to_a_server_that_offers_it() {
         steps[3].actions,
         vec!["Close(Some(RequireTls(NotOffered)))"]
     );
-    let o = classify(&Failure::RequireTls(
-        crate::policy::requiretls::Refused::NotOffered,
-    ));
+    let o = Failure::RequireTls(crate::policy::requiretls::Refused::NotOffered).outcome();
     assert_eq!(
         (o.verdict, o.status.to_string()),
         (Verdict::Permanent, "5.7.30".to_string())
@@ -247,10 +245,7 @@ fn state_event_mandatory_tls_not_offered() {
     );
     assert_eq!(steps[1].sent, "QUIT\r\n");
     assert_eq!(steps[1].actions, vec!["Close(Some(TlsNotOffered))"]);
-    assert_eq!(
-        classify(&Failure::TlsNotOffered).status.to_string(),
-        "4.7.4"
-    );
+    assert_eq!(Failure::TlsNotOffered.outcome().status.to_string(), "4.7.4");
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod client;
 pub mod command;
 pub mod data;
+pub mod failure;
 pub mod headers;
 pub mod received;
 pub mod reply;

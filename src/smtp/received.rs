@@ -3,9 +3,9 @@
 //! operators already read: `(version=… cipher=… bits=… verify=…)`).
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
-use crate::model::Envelope;
+use crate::model::{rfc5322_date, Envelope};
 
 /// Builds the complete `Received:` field, folded, ending in CRLF.
 pub fn header(env: &Envelope, by_host: &str, queue_id: &str, at: SystemTime) -> String {
@@ -92,29 +92,11 @@ fn header_text(s: &str, utf8: bool) -> String {
         .collect()
 }
 
-/// RFC 5322 §3.3 date-time in UTC, e.g. `Fri, 27 Nov 2026 18:35:29 +0000`
-/// (`time`'s RFC 2822 format, which RFC 5322 keeps).
-pub fn rfc5322_date(at: SystemTime) -> String {
-    use time::format_description::well_known::Rfc2822;
-    let t = time::OffsetDateTime::from(at.max(UNIX_EPOCH));
-    // Every date after 1900 formats.
-    t.format(&Rfc2822).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::smtp::server::{ClientVerify, Peer, TlsFacts};
-    use std::time::Duration;
-
-    #[test]
-    fn date_is_rfc5322() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_804_529);
-        assert_eq!(rfc5322_date(t), "Fri, 27 Nov 2026 18:35:29 +0000");
-        assert_eq!(rfc5322_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 +0000");
-        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
-        assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
-    }
+    use std::time::UNIX_EPOCH;
 
     /// A client at 192.0.2.7 that said `helo` (EHLO) and sent from `from`
     /// to `rcpt`, in the clear.
