@@ -55,16 +55,40 @@ pub enum Outcome {
     Closed,
 }
 
+/// Where an inbound connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// A PROXY header from a trusted balancer is due before anything else
+    /// (OPS-8).
+    AwaitingProxy,
+    /// Talking SMTP: input is read and fed to the session.
+    Talking,
+    /// A spool writer has the session's message: input stays in the
+    /// socket until [`Conn::stored`].
+    Storing,
+    /// Closing once `wbuf` (and TLS output) is flushed; nothing more is
+    /// read.
+    Closing,
+}
+
+impl Flow {
+    /// Whether the socket is read in this state.
+    fn reads(self) -> bool {
+        match self {
+            Flow::AwaitingProxy | Flow::Talking => true,
+            Flow::Storing | Flow::Closing => false,
+        }
+    }
+}
+
 pub struct Conn {
     socket: TcpStream,
     /// Where the shard keeps this connection, and a number that tells it
     /// apart from earlier connections in the same slot.
     slot: usize,
     serial: u64,
-    /// A spool writer has the session's message.
-    storing: bool,
-    /// A PROXY header is due before anything else (OPS-8).
-    proxy_pending: bool,
+    /// Where the connection is in its life: one state at a time.
+    flow: Flow,
     token: Token,
     peer: SocketAddr,
     snapshot: Arc<Snapshot>,
@@ -77,8 +101,6 @@ pub struct Conn {
     /// `220` to STARTTLS), then TLS records. Freed whenever it empties once
     /// TLS is up, so an idle TLS session holds no write buffer.
     wbuf: Vec<u8>,
-    /// Close once `wbuf` (and TLS output) is flushed.
-    closing: bool,
     interest: Interest,
     pub timer_armed: Option<Instant>,
     /// The client address this connection counts against
@@ -141,8 +163,11 @@ impl Conn {
             socket,
             slot,
             serial,
-            storing: false,
-            proxy_pending: expect_proxy,
+            flow: if expect_proxy {
+                Flow::AwaitingProxy
+            } else {
+                Flow::Talking
+            },
             token,
             peer,
             snapshot,
@@ -150,7 +175,6 @@ impl Conn {
             transport: TlsStage::Clear,
             rbuf: Vec::new(),
             wbuf: Vec::with_capacity(512),
-            closing: false,
             interest: Interest::READABLE,
             timer_armed: None,
             counted_ip,
@@ -231,7 +255,9 @@ impl Conn {
         now: Instant,
         io: &mut ShardIo<'_>,
     ) -> Outcome {
-        self.storing = false;
+        if self.flow == Flow::Storing {
+            self.flow = Flow::Talking;
+        }
         if result.is_ok() {
             // Counted as each message is stored, so that a scrape during a
             // long session sees it.
@@ -240,7 +266,7 @@ impl Conn {
         self.session.stored(result.as_deref().map_err(|e| *e), now);
         if self.session.is_closed() {
             // The gateway is draining: the reply, then 421, then close.
-            self.closing = true;
+            self.flow = Flow::Closing;
         }
         // Go on with what the client pipelined behind the message, and
         // read what arrived meanwhile.
@@ -252,20 +278,16 @@ impl Conn {
         // a message was being stored.
         let (shard, writers, stats, namer) = (io.shard, io.writers, io.stats, io.namer);
         let admission = (io.admission, stats);
-        if self.proxy_pending {
+        if self.flow == Flow::AwaitingProxy {
             self.proxy_header(now, namer, admission)?;
         }
-        if !self.proxy_pending
-            && !self.closing
-            && !self.rbuf.is_empty()
-            && !self.session.is_closed()
-        {
+        if self.flow == Flow::Talking && !self.rbuf.is_empty() && !self.session.is_closed() {
             self.feed(now, shard, writers, stats);
         }
         let chunk = &mut *io.scratch;
         // While a message is being stored, input stays in the socket: the
         // buffer cannot grow, and `stored` reads it afterwards.
-        while read && !self.closing && !self.storing {
+        while read && self.flow.reads() {
             let n = match self.socket.read(chunk) {
                 Ok(0) => {
                     self.handshake_failed(HandshakeFailure::Connection, stats);
@@ -295,10 +317,10 @@ impl Conn {
             } else {
                 self.rbuf.extend_from_slice(&chunk[..n]);
             }
-            if self.proxy_pending {
+            if self.flow == Flow::AwaitingProxy {
                 self.proxy_header(now, namer, admission)?;
             }
-            if !self.proxy_pending && !self.closing && !self.rbuf.is_empty() {
+            if self.flow == Flow::Talking && !self.rbuf.is_empty() {
                 self.feed(now, shard, writers, stats);
             }
             // A short read drained the socket: epoll (edge-triggered) will
@@ -329,7 +351,7 @@ impl Conn {
             }
             crate::proxy::Parsed::Done(header, n) => {
                 self.rbuf.drain(..n);
-                self.proxy_pending = false;
+                self.flow = Flow::Talking;
                 if let crate::proxy::Header::Client(original) = header {
                     tracing::info!(
                         target: "receive",
@@ -348,7 +370,7 @@ impl Conn {
                         tracing::warn!(target: "receive", "connect from [{}]:{} refused: limits.connections_per_ip reached for this address", original.ip(), original.port());
                         self.wbuf
                             .extend_from_slice(&canned::too_many_from_address().to_wire());
-                        self.closing = true;
+                        self.flow = Flow::Closing;
                         return Ok(());
                     }
                     self.counted_ip = Some(original.ip());
@@ -434,7 +456,7 @@ impl Conn {
         }
         // close_notify: the client is done sending.
         if received.peer_closed {
-            self.closing = true;
+            self.flow = Flow::Closing;
         }
         Ok(completed)
     }
@@ -515,7 +537,7 @@ impl Conn {
                         self.session.stored(Err(StoreFailure::Other), now);
                         continue;
                     }
-                    self.storing = true;
+                    self.flow = Flow::Storing;
                     break;
                 }
                 Some(Action::StartTls) => {
@@ -540,14 +562,14 @@ impl Conn {
                             Ok(c) => self.transport = TlsStage::Handshaking(c),
                             Err(e) => {
                                 tracing::warn!(target: "receive", "cannot start TLS for {}: {e}", self.peer);
-                                self.closing = true;
+                                self.flow = Flow::Closing;
                             }
                         }
                     }
                     break;
                 }
                 Some(Action::Close) => {
-                    self.closing = true;
+                    self.flow = Flow::Closing;
                     break;
                 }
             }
@@ -556,7 +578,7 @@ impl Conn {
         // RFC 8446 §6.1: close_notify before closing the write side (after
         // the 221 to QUIT, or the 421 that ends a session), so the client
         // can tell the end from a truncation.
-        if self.closing {
+        if self.flow == Flow::Closing {
             self.close_notify();
         }
     }
@@ -573,7 +595,7 @@ impl Conn {
                 // buffer on this path.
                 if let Err(e) = tls.send(self.session.output(), &mut self.wbuf) {
                     tracing::warn!(target: "receive", "cannot encrypt a reply to [{}]:{}: {e}; closing", self.peer.ip(), self.peer.port());
-                    self.closing = true;
+                    self.flow = Flow::Closing;
                 }
                 self.session.clear_output();
             }
@@ -623,11 +645,11 @@ impl Conn {
 
     /// Decides what to wait for next, or closes.
     fn settle(&mut self, registry: &Registry) -> Outcome {
-        if self.closing && !self.pending_write() {
+        if self.flow == Flow::Closing && !self.pending_write() {
             return self.finish();
         }
         let want = if self.pending_write() {
-            if self.closing {
+            if self.flow == Flow::Closing {
                 Interest::WRITABLE
             } else {
                 Interest::READABLE | Interest::WRITABLE
@@ -661,7 +683,7 @@ impl Conn {
                 self.handshake_failed(HandshakeFailure::Timeout, stats);
                 tracing::info!(target: "receive", "timeout after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
                 let _ = self.session.handle_timeout(now);
-                self.closing = true;
+                self.flow = Flow::Closing;
                 self.collect_output();
                 if self.flush().is_err() {
                     return self.finish();
@@ -680,7 +702,7 @@ impl Conn {
     /// after the message in progress.
     pub fn drain(&mut self, registry: &Registry) -> Outcome {
         if self.session.drain().is_some() {
-            self.closing = true;
+            self.flow = Flow::Closing;
             self.collect_output();
             self.close_notify();
             if self.flush().is_err() {
@@ -738,7 +760,7 @@ impl Conn {
         if !self.session.is_closed() {
             tracing::info!(target: "receive", "lost connection after {} from [{}]:{}", self.session_phase(), self.peer.ip(), self.peer.port());
         }
-        self.closing = true;
+        self.flow = Flow::Closing;
     }
 
     /// Dropping the connection closes the socket, which removes it from

@@ -101,10 +101,8 @@ struct Extensions {
 pub struct Session {
     config: Config,
     messages: Vec<Outgoing>,
-    /// The message being sent, and how far.
-    current: usize,
-    mail_outcome: Option<Outcome>,
-    rcpt_outcomes: Vec<Option<Outcome>>,
+    /// The message being sent, and its envelope's replies so far.
+    tx: Transaction,
     /// Replies due, in order.
     expect: VecDeque<Expect>,
     /// Commands not yet sent (without PIPELINING, one at a time).
@@ -119,6 +117,19 @@ pub struct Session {
     stage: Stage,
     /// How far a batch on a connection that was idle has got.
     probe: Probe,
+}
+
+/// The message in flight: which one of the batch, and what the server
+/// said to its envelope so far.
+#[derive(Debug, Default)]
+struct Transaction {
+    /// Its index in the batch (the batch's length once all are done).
+    index: usize,
+    /// MAIL's reply, when it refused the message.
+    mail_refused: Option<Outcome>,
+    /// Each recipient's reply in order, or why it was not sent; `None`
+    /// while unanswered.
+    rcpts: Vec<Option<Outcome>>,
 }
 
 /// Where the session is: one state at a time.
@@ -155,9 +166,7 @@ impl Session {
         Session {
             config,
             messages,
-            current: 0,
-            mail_outcome: None,
-            rcpt_outcomes: Vec::new(),
+            tx: Transaction::default(),
             expect: VecDeque::from([Expect::Greeting]),
             queued: VecDeque::new(),
             ext: Extensions::default(),
@@ -205,7 +214,7 @@ impl Session {
     pub fn next_batch(&mut self, messages: Vec<Outgoing>, require_tls: bool, now: Instant) {
         self.config.require_tls = require_tls;
         self.messages = messages;
-        self.current = 0;
+        self.tx.index = 0;
         self.stage = Stage::Working;
         self.probe = Probe::Rset;
         self.expect_reply(Expect::Rset, "RSET", now);
@@ -231,15 +240,15 @@ impl Session {
     /// session, each recipient's outcome.
     pub fn remaining(&self, failure: &Failure) -> Vec<(usize, Vec<Outcome>)> {
         let outcome = failure.outcome();
-        (self.current.min(self.messages.len())..self.messages.len())
+        (self.tx.index.min(self.messages.len())..self.messages.len())
             .map(|i| {
                 let rcpts = &self.messages[i].recipients;
                 let outs = (0..rcpts.len())
                     .map(|r| {
                         // Recipients of the current message already refused
                         // keep that outcome.
-                        if i == self.current {
-                            if let Some(Some(o)) = self.rcpt_outcomes.get(r) {
+                        if i == self.tx.index {
+                            if let Some(Some(o)) = self.tx.rcpts.get(r) {
                                 if o.verdict != Verdict::Delivered {
                                     return o.clone();
                                 }
@@ -385,21 +394,21 @@ impl Session {
                 self.probe = Probe::Done;
                 let o = outcome_of(&r);
                 if o.verdict != Verdict::Delivered {
-                    self.mail_outcome = Some(o);
+                    self.tx.mail_refused = Some(o);
                 }
                 self.send_queued(now);
                 None
             }
             Expect::Rcpt(i) => {
-                self.rcpt_outcomes[i] = Some(outcome_of(&r));
+                self.tx.rcpts[i] = Some(outcome_of(&r));
                 self.send_queued(now);
                 None
             }
             Expect::Data => {
-                let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
+                let any = self.accepted_recipients() > 0 && self.tx.mail_refused.is_none();
                 match (r.code, any) {
                     (354, true) => {
-                        let body = dot_stuffed(&self.messages[self.current].data);
+                        let body = dot_stuffed(&self.messages[self.tx.index].data);
                         self.out.extend_from_slice(&body);
                         self.expect.push_back(Expect::Dot);
                         self.deadline = Some(now + self.config.timeouts.data_end);
@@ -425,7 +434,7 @@ impl Session {
             // RFC 3030 §2: the reply to the LAST chunk is the message's,
             // as the reply to the end of data is.
             Expect::Dot | Expect::Bdat => {
-                let any = self.accepted_recipients() > 0 && self.mail_outcome.is_none();
+                let any = self.accepted_recipients() > 0 && self.tx.mail_refused.is_none();
                 self.finish_message(any.then(|| outcome_of(&r)), now);
                 None
             }
@@ -479,7 +488,8 @@ impl Session {
     }
 
     fn accepted_recipients(&self) -> usize {
-        self.rcpt_outcomes
+        self.tx
+            .rcpts
             .iter()
             .filter(|o| o.as_ref().is_some_and(|o| o.verdict == Verdict::Delivered))
             .count()
@@ -488,12 +498,12 @@ impl Session {
     /// Sends the envelope of the next message, or QUIT.
     fn start_message(&mut self, now: Instant) -> Option<Action> {
         let (msg, envelope) = loop {
-            let Some(msg) = self.messages.get(self.current) else {
+            let Some(msg) = self.messages.get(self.tx.index) else {
                 if self.config.keep_open {
                     // Every message is reported done: their octets are
                     // not kept while the connection waits.
                     self.messages = Vec::new();
-                    self.current = 0;
+                    self.tx.index = 0;
                     self.stage = Stage::Idle;
                     self.deadline = None;
                 } else {
@@ -513,10 +523,10 @@ impl Session {
                     let o = failure.outcome();
                     let outcomes = vec![o; msg.recipients.len()];
                     self.events.push_back(Event::MessageDone {
-                        index: self.current,
+                        index: self.tx.index,
                         outcomes,
                     });
-                    self.current += 1;
+                    self.tx.index += 1;
                 }
             }
         };
@@ -547,8 +557,8 @@ impl Session {
                 mail.push_str(&crate::model::xtext_encode(envid));
             }
         }
-        self.mail_outcome = None;
-        self.rcpt_outcomes = envelope
+        self.tx.mail_refused = None;
+        self.tx.rcpts = envelope
             .recipients
             .iter()
             .map(|r| match r {
@@ -614,9 +624,9 @@ impl Session {
         }
         if let Some((e, bytes)) = self.queued.pop_front() {
             let skip = match e {
-                Expect::Rcpt(_) => self.mail_outcome.is_some(),
+                Expect::Rcpt(_) => self.tx.mail_refused.is_some(),
                 Expect::Data | Expect::Bdat => {
-                    self.mail_outcome.is_some() || self.accepted_recipients() == 0
+                    self.tx.mail_refused.is_some() || self.accepted_recipients() == 0
                 }
                 _ => false,
             };
@@ -641,17 +651,17 @@ impl Session {
     /// Ends the current message: `final_reply` is the outcome for the
     /// recipients the server accepted (None when it accepted none).
     fn finish_message(&mut self, final_reply: Option<Outcome>, now: Instant) {
-        let msg = &self.messages[self.current];
+        let msg = &self.messages[self.tx.index];
         let final_reply = final_reply.map(|o| Outcome {
             next_hop_dsn: o.verdict == Verdict::Delivered && self.ext.dsn,
             ..o
         });
         let outcomes: Vec<Outcome> = (0..msg.recipients.len())
             .map(|i| {
-                if let Some(m) = &self.mail_outcome {
+                if let Some(m) = &self.tx.mail_refused {
                     return m.clone();
                 }
-                match &self.rcpt_outcomes[i] {
+                match &self.tx.rcpts[i] {
                     Some(o) if o.verdict != Verdict::Delivered => o.clone(),
                     Some(_) => final_reply
                         .clone()
@@ -663,10 +673,10 @@ impl Session {
         let clean = final_reply
             .as_ref()
             .is_some_and(|o| o.verdict == Verdict::Delivered);
-        let index = self.current;
-        self.current += 1;
+        let index = self.tx.index;
+        self.tx.index += 1;
         self.queued.clear();
-        if self.current < self.messages.len() && !clean {
+        if self.tx.index < self.messages.len() && !clean {
             // RFC 5321 §4.1.1.5: reset a transaction that did not end well.
             self.expect_reply(Expect::Rset, "RSET", now);
         } else {
