@@ -54,6 +54,18 @@ pub fn check(path: Option<&Path>) -> ExitCode {
 /// non-shard) thread, validates everything, and only then swaps the
 /// snapshot. Any problem keeps the running snapshot and is logged in full.
 /// Sessions in flight keep the snapshot they were accepted under.
+/// What a start and a reload build from a configuration, by one piece of
+/// code: the self-signed certificate where the file asks for one and both
+/// its files are missing (its path is returned), then the snapshot that
+/// every connection and delivery reads. Every reloadable key reaches the
+/// snapshot, except the log levels (`log_filter`).
+pub fn compile(
+    cfg: &Config,
+) -> Result<(crate::snapshot::Snapshot, Option<std::path::PathBuf>), config::LoadErrors> {
+    let generated = cfg.ensure_certificates()?;
+    Ok((cfg.snapshot()?, generated))
+}
+
 fn reload(
     running: &Config,
     path: Option<&Path>,
@@ -81,8 +93,16 @@ fn reload(
             ))
         }
     };
-    let snapshot = match cfg.snapshot() {
-        Ok(s) => s,
+    let snapshot = match compile(&cfg) {
+        Ok((s, generated)) => {
+            if let Some(path) = generated {
+                tracing::info!(
+                    "reload: generated a self-signed ECDSA P-256 certificate: {}",
+                    path.display()
+                );
+            }
+            s
+        }
         Err(problems) => {
             return Err(refuse(
                 problems
@@ -486,7 +506,8 @@ pub fn reload_command(path: Option<&Path>) -> ExitCode {
 /// The log filter for a configuration: per-direction levels, `receive`
 /// (inbound) and `send` (outbound); the rest of sealgate logs at the more
 /// verbose of the two.
-fn log_filter(cfg: &Config) -> EnvFilter {
+/// The log levels of `[log]` as a filter; a reload swaps it in.
+pub fn log_filter(cfg: &Config) -> EnvFilter {
     let log = &cfg.file.log;
     let general = if log.receive as u8 >= log.send as u8 {
         log.receive
@@ -630,17 +651,15 @@ pub fn run(path: Option<&Path>) -> ExitCode {
 
 #[allow(unsafe_code)] // FFI (libc); SAFETY comment at the call
 fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
-    match cfg.ensure_certificates() {
-        Ok(Some(path)) => tracing::info!(
-            "generated a self-signed ECDSA P-256 certificate: {}",
-            path.display()
-        ),
-        Ok(None) => {}
-        Err(problems) => return Err(StartError::Tls(problems)),
-    }
     // Before the snapshot: the default connection limit depends on it.
     check_fd_limit(cfg.file.limits.connections);
-    let snapshot = cfg.snapshot().map_err(StartError::Tls)?;
+    let (snapshot, generated) = compile(cfg).map_err(StartError::Tls)?;
+    if let Some(path) = generated {
+        tracing::info!(
+            "generated a self-signed ECDSA P-256 certificate: {}",
+            path.display()
+        );
+    }
     if snapshot.tls.is_none() {
         tracing::warn!("no certificate configured: STARTTLS will not be offered");
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::policy::{AcceptDomains, Limits};
 
+#[derive(Debug)]
 pub struct Snapshot {
     /// Banner and Received host name.
     pub hostname: String,

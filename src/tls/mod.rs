@@ -391,10 +391,21 @@ fn names_of(cert: &x509_parser::certificate::X509Certificate<'_>) -> (Vec<String
 /// Chooses the server certificate by SNI (CERT-2): an exact name, then a
 /// wildcard one label up; clients without SNI, or with a name no
 /// certificate has, get the first certificate.
-#[derive(Debug)]
 pub struct SniResolver {
     exact: std::collections::HashMap<String, Arc<CertifiedKey>>,
     default: Arc<CertifiedKey>,
+}
+
+/// The names in order (a `HashMap` prints in a different order each
+/// run), each with its certificate: the same certificates print the same.
+impl std::fmt::Debug for SniResolver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let exact: std::collections::BTreeMap<_, _> = self.exact.iter().collect();
+        f.debug_struct("SniResolver")
+            .field("exact", &exact)
+            .field("default", &self.default)
+            .finish()
+    }
 }
 
 impl SniResolver {
