@@ -30,6 +30,8 @@ pub enum Command {
     Reload,
     /// The status page's view (`sealgate partners`).
     Partners,
+    /// Order the ACME certificate now (`sealgate acme renew`).
+    AcmeRenew,
     /// A command delivery answers.
     Delivery(Admin),
 }
@@ -48,6 +50,8 @@ pub enum Reply {
     Reloaded(Vec<String>),
     Partners(Box<Status>),
     Delivery(Answer),
+    /// The ACME order's outcome, as logged.
+    Acme(String),
 }
 
 /// Why the gateway did not do what it was asked.
@@ -60,6 +64,9 @@ pub enum Refusal {
     ReloadFailed(Vec<String>),
     #[error("{0}")]
     Delivery(AdminError),
+    /// The ACME order failed, or there is no `[acme]`.
+    #[error("{0}")]
+    Acme(String),
     #[error("the gateway speaks control protocol version {ours}; this command version {theirs}: use the sealgate binary of the running gateway")]
     Version { ours: u32, theirs: u32 },
     #[error("the gateway could not read the request: {0}")]

@@ -17,6 +17,7 @@
 //! one allows it, with a SAFETY comment at the call).
 #![deny(unsafe_code)]
 
+pub mod acme;
 pub mod admin;
 pub mod cert;
 pub mod config;

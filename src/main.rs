@@ -108,6 +108,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The certificate the gateway keeps by ACME (`[acme]`): `status`
+    /// reads it from the spool directory; `renew` orders one now.
+    Acme {
+        /// Configuration file (default: the embedded default, as `run` uses it).
+        #[arg(short = 'c', long = "config", global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: AcmeCommand,
+    },
     /// Reports the gateway makes: `report tls` (RFC 8460).
     Report {
         #[command(subcommand)]
@@ -177,6 +186,22 @@ enum ReportCommand {
         #[arg(long)]
         send: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum AcmeCommand {
+    /// The certificate: names, issuer, serial, validity, renewal due,
+    /// its key's SHA-256 (the TLSA 3 1 1 data), the last order's outcome
+    /// and what comes next. Read from the spool directory.
+    Status {
+        /// As JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Order a certificate now on the running gateway (same key unless it
+    /// is older than key_lifetime) and wait for the outcome: exit 1 when
+    /// the order failed (the certificate in service stays).
+    Renew,
 }
 
 #[derive(Subcommand)]
@@ -386,6 +411,16 @@ fn main() -> ExitCode {
             json,
             send,
         ),
+        Command::Acme { config, command } => match command {
+            AcmeCommand::Status { json } => {
+                sealgate::run::acme_status_command(config.as_deref(), json)
+            }
+            AcmeCommand::Renew => sealgate::run::queue_command(
+                config.as_deref(),
+                sealgate::control::Command::AcmeRenew,
+                false,
+            ),
+        },
         Command::Partners { config, json } => sealgate::run::queue_command(
             config.as_deref(),
             sealgate::control::Command::Partners,

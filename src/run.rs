@@ -70,7 +70,7 @@ fn reload(
     running: &Config,
     path: Option<&Path>,
     shared: &Shared,
-) -> Result<Vec<String>, Vec<String>> {
+) -> Result<(Vec<String>, Config), Vec<String>> {
     let started = std::time::Instant::now();
     // Every problem is logged and handed back (to `sealgate reload`).
     let refuse = |problems: Vec<String>| {
@@ -140,7 +140,7 @@ fn reload(
     );
     tracing::info!("{done}");
     notes.push(done);
-    Ok(notes)
+    Ok((notes, cfg))
 }
 
 /// The keys that only a restart changes (docs/configuration.md marks them
@@ -199,13 +199,46 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
 struct Reloader {
     running: Config,
     path: Option<std::path::PathBuf>,
-    lock: std::sync::Mutex<()>,
+    /// The configuration in force (the last one loaded); its lock keeps a
+    /// reload and a certificate installation from running at once.
+    current: std::sync::Mutex<Config>,
 }
 
 impl Reloader {
     fn reload(&self, shared: &Shared) -> Result<Vec<String>, Vec<String>> {
-        let _one = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-        reload(&self.running, self.path.as_deref(), shared)
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let (notes, cfg) = reload(&self.running, self.path.as_deref(), shared)?;
+        *current = cfg;
+        Ok(notes)
+    }
+
+    /// ACME stored a new certificate: the configuration in force is
+    /// compiled again (with it) and swapped in.
+    fn refresh(&self, shared: &Shared) -> Result<(), String> {
+        let current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let (snapshot, _) = compile(&current).map_err(|e| e.to_string())?;
+        shared.snapshot.store(Arc::new(snapshot));
+        Ok(())
+    }
+}
+
+/// The ACME thread's view of the running gateway.
+struct AcmeGateway {
+    shared: Arc<Shared>,
+    reloader: Arc<Reloader>,
+}
+
+impl crate::acme::Gateway for AcmeGateway {
+    fn settings(&self) -> Option<crate::acme::Settings> {
+        self.shared.snapshot.load().acme.clone()
+    }
+
+    fn install(&self) -> Result<(), String> {
+        self.reloader.refresh(&self.shared)
+    }
+
+    fn stopping(&self) -> bool {
+        self.shared.stopping.load(Ordering::Relaxed)
     }
 }
 
@@ -279,12 +312,16 @@ fn failed(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> StartError
 /// root-only directory.
 pub const CONTROL_SOCKET: &str = "sealgate.ctl";
 
+/// How long `sealgate acme renew` waits for the order's outcome.
+const ACME_RENEW_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 fn start_control(
     path: &Path,
     delivery: crate::handoff::Sender<crate::delivery::Event>,
     shared: Arc<Shared>,
     certificates: Vec<std::path::PathBuf>,
     reloader: Arc<Reloader>,
+    acme: crate::acme::Handle,
 ) -> Result<(), StartError> {
     use crate::control::{Command, Refusal, Reply};
     let _ = std::fs::remove_file(path);
@@ -304,6 +341,10 @@ fn start_control(
                         .reload(&shared)
                         .map(Reply::Reloaded)
                         .map_err(Refusal::ReloadFailed),
+                    Command::AcmeRenew => acme
+                        .renew(ACME_RENEW_LIMIT)
+                        .map(Reply::Acme)
+                        .map_err(Refusal::Acme),
                     Command::Partners => Ok(Reply::Partners(Box::new(crate::status::read(
                         &shared,
                         &certificates,
@@ -362,6 +403,7 @@ pub fn queue_command(
                 }
                 Reply::Partners(status) => status.text(),
                 Reply::Reloaded(notes) => notes.join("\n") + "\n",
+                Reply::Acme(line) => line + "\n",
             };
             print!("{text}");
             if !text.is_empty() && !text.ends_with('\n') {
@@ -371,6 +413,43 @@ pub fn queue_command(
         }
         Err(why) => {
             eprintln!("{why}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `sealgate acme status`: the ACME certificate, from the spool
+/// directory. Exit 1 without `[acme]` or when the files cannot be read.
+pub fn acme_status_command(path: Option<&Path>, json: bool) -> ExitCode {
+    let cfg = match config::load(path) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let Some(settings) = cfg.acme() else {
+        eprintln!(
+            "{}: no [acme] section: certificates come from [tls] only",
+            cfg.origin
+        );
+        return ExitCode::from(1);
+    };
+    let now = i64::try_from(crate::model::unix_now()).unwrap_or(i64::MAX);
+    match crate::acme::View::read(&settings, now) {
+        Ok(view) if json => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&view).unwrap_or_default()
+            );
+            ExitCode::SUCCESS
+        }
+        Ok(view) => {
+            print!("{}", view.text());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::from(1)
         }
     }
@@ -492,7 +571,11 @@ pub fn reload_command(path: Option<&Path>) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        Ok(crate::control::Reply::Partners(_) | crate::control::Reply::Delivery(_)) => {
+        Ok(
+            crate::control::Reply::Partners(_)
+            | crate::control::Reply::Delivery(_)
+            | crate::control::Reply::Acme(_),
+        ) => {
             eprintln!("the gateway answered the reload with another command's reply");
             ExitCode::from(1)
         }
@@ -505,8 +588,7 @@ pub fn reload_command(path: Option<&Path>) -> ExitCode {
 
 /// The log filter for a configuration: per-direction levels, `receive`
 /// (inbound) and `send` (outbound); the rest of sealgate logs at the more
-/// verbose of the two.
-/// The log levels of `[log]` as a filter; a reload swaps it in.
+/// verbose of the two. A reload swaps it in.
 pub fn log_filter(cfg: &Config) -> EnvFilter {
     let log = &cfg.file.log;
     let general = if log.receive as u8 >= log.send as u8 {
@@ -812,14 +894,24 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
     let reloader = Arc::new(Reloader {
         running: cfg.clone(),
         path: path.map(Path::to_path_buf),
-        lock: std::sync::Mutex::new(()),
+        current: std::sync::Mutex::new(cfg.clone()),
     });
+    // The ACME thread runs always: a reload may add `[acme]`.
+    let acme = crate::acme::start(
+        AcmeGateway {
+            shared: shared.clone(),
+            reloader: reloader.clone(),
+        },
+        shared.acme.clone(),
+    )
+    .map_err(failed("cannot start the ACME thread"))?;
     start_control(
         &control_path,
         delivery_tx.clone(),
         shared.clone(),
         cfg.certificate_files(),
         reloader.clone(),
+        acme,
     )?;
     crate::admin::start(
         &cfg.file.admin.listen,

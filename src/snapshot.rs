@@ -46,6 +46,8 @@ pub struct Snapshot {
     pub connection_cache: ConnectionCache,
     /// The rest of `[queue]`: retries, expiry, concurrency, timeouts.
     pub queue: QueueSettings,
+    /// `[acme]`, when the gateway keeps its certificate by ACME.
+    pub acme: Option<crate::acme::Settings>,
 }
 
 /// `[queue]`'s delivery settings. A reload applies them to what happens
@@ -158,6 +160,7 @@ impl Snapshot {
             tls_rpt,
             connection_cache: ConnectionCache::default(),
             queue: QueueSettings::default(),
+            acme: None,
         }
     }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
-# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, headless
+# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, Pebble, headless
 # Chromium; Exim unpacked beside them) from Debian when they are missing, then runs every test in the
 # workspace.
 set -euo pipefail
@@ -26,6 +26,8 @@ command -v sslscan >/dev/null 2>&1 || need+=(sslscan)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
+# ACME: Pebble, the Let's Encrypt test server.
+command -v pebble >/dev/null 2>&1 || need+=(pebble)
 # TLS reports are checked against tests/schemas/tlsrpt.json.
 python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 # The Debian package's unit, checked by systemd-analyze verify.
@@ -67,7 +69,7 @@ export SEALGATE_EXIM="$exim_root/usr/sbin/exim4"
 # Every test starts its peers and stops them, in temporary directories it
 # removes: after the suite, no process it started may survive and no
 # temporary directory may remain. What ran before the suite is left alone.
-peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|chromium-headless-shell)( |$)|policy_server.py'
+peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|chromium-headless-shell)( |$)|policy_server.py'
 before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
 status=0

@@ -341,11 +341,72 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
         );
     }
     tls.ticket_lifetime = lifetime.min(u64::from(u32::MAX)) as u32;
+    if let Some(a) = &file.acme {
+        acme_errors(a, &mut err);
+    }
     Compiled {
         profiles,
         routes,
         proxy_from,
         tls,
+    }
+}
+
+/// `[acme]`: an https directory, names a certificate can carry, mailto
+/// contacts (RFC 8555 §7.3), an address for the http-01 responder.
+fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, String)) {
+    let dir = a.directory.get_ref();
+    if dir.is_empty() {
+        err(
+            0..0,
+            "acme.directory".into(),
+            "the ACME server's directory URL is required, e.g. \"https://acme-v02.api.letsencrypt.org/directory\"".into(),
+        );
+    } else if !dir.starts_with("https://") {
+        // RFC 8555 §6.1: ACME runs over HTTPS only.
+        err(
+            a.directory.span(),
+            "acme.directory".into(),
+            format!("{dir:?} is not an https:// URL (RFC 8555 §6.1: ACME is HTTPS only)"),
+        );
+    }
+    if a.domains.is_empty() {
+        err(
+            0..0,
+            "acme.domains".into(),
+            "at least one name is required: the names the certificate carries".into(),
+        );
+    }
+    for d in &a.domains {
+        if !valid_domain(d.get_ref()) || d.get_ref().starts_with("*.") {
+            err(
+                d.span(),
+                "acme.domains".into(),
+                format!(
+                    "{:?} is not a host name a certificate can carry by http-01 (no wildcards)",
+                    d.get_ref()
+                ),
+            );
+        }
+    }
+    for c in &a.contact {
+        if !c.get_ref().starts_with("mailto:") || !c.get_ref().contains('@') {
+            err(
+                c.span(),
+                "acme.contact".into(),
+                format!("{:?} is not a mailto: URL", c.get_ref()),
+            );
+        }
+    }
+    if a.http_listen.get_ref().parse::<SocketAddr>().is_err() {
+        err(
+            a.http_listen.span(),
+            "acme.http_listen".into(),
+            format!(
+                "{:?} is not an address:port (e.g. \"0.0.0.0:80\")",
+                a.http_listen.get_ref()
+            ),
+        );
     }
 }
 

@@ -548,6 +548,34 @@ impl Config {
         }
     }
 
+    /// `[acme]`, checked; `None` without the section.
+    pub fn acme(&self) -> Option<crate::acme::Settings> {
+        let a = self.file.acme.as_ref()?;
+        let mut domains: Vec<String> = a
+            .domains
+            .iter()
+            .map(|d| crate::model::canonical_domain(d.get_ref()))
+            .collect();
+        domains.sort();
+        domains.dedup();
+        Some(crate::acme::Settings {
+            directory: a.directory.get_ref().clone(),
+            ca_files: a.ca_files.iter().map(|f| self.resolve(f)).collect(),
+            contact: a.contact.iter().map(|c| c.get_ref().clone()).collect(),
+            domains,
+            challenge: a.challenge,
+            http_listen: a
+                .http_listen
+                .get_ref()
+                .parse()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 80))),
+            key: a.key,
+            renew_before: a.renew_before.0,
+            key_lifetime: a.key_lifetime.0,
+            dir: self.spool_dir().join("acme"),
+        })
+    }
+
     /// `[outbound] mta_sts` in force (`enforce` unless set).
     pub fn mta_sts(&self) -> crate::policy::Enforcement {
         self.file
@@ -567,6 +595,20 @@ impl Config {
             match load_pair(&self.base_dir, pair.get_ref()) {
                 Ok(loaded) => certs.push(loaded),
                 Err(e) => problems.push(e),
+            }
+        }
+        // The certificate ACME keeps, for its names (after the static ones:
+        // the first static certificate stays the default).
+        let acme = self.acme();
+        if let Some(a) = &acme {
+            let path = a.store().certificate_path();
+            if path.exists() {
+                match crate::tls::load_cert_and_key(&path, &path)
+                    .and_then(|ck| crate::tls::certified_key(ck, &path))
+                {
+                    Ok(ck) => certs.push((ck, path)),
+                    Err(e) => problems.push(e),
+                }
             }
         }
         let (roots, profiles, outbound) = match self.outbound() {
@@ -616,6 +658,7 @@ impl Config {
             tls_rpt: self.tls_rpt(),
             connection_cache: self.connection_cache(),
             queue: self.queue_settings(),
+            acme,
         })
     }
 

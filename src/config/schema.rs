@@ -23,6 +23,44 @@ pub struct File {
     pub dns: Dns,
     pub outbound: Outbound,
     pub tls_rpt: TlsRpt,
+    pub acme: Option<Acme>,
+}
+
+/// `[acme]`: the certificate the gateway orders and renews itself (RFC
+/// 8555).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Acme {
+    #[serde(default = "unset")]
+    pub directory: Spanned<String>,
+    #[serde(default)]
+    pub ca_files: Vec<String>,
+    #[serde(default)]
+    pub contact: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub domains: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub challenge: crate::acme::Challenge,
+    #[serde(default = "default_http_listen")]
+    pub http_listen: Spanned<String>,
+    #[serde(default)]
+    pub key: crate::acme::KeyKind,
+    #[serde(default = "default_renew_before")]
+    pub renew_before: Span,
+    #[serde(default = "default_key_lifetime")]
+    pub key_lifetime: Span,
+}
+
+fn default_http_listen() -> Spanned<String> {
+    Spanned::new(0..0, crate::acme::DEFAULT_HTTP_LISTEN.into())
+}
+
+fn default_renew_before() -> Span {
+    Span(crate::acme::DEFAULT_RENEW_BEFORE)
+}
+
+fn default_key_lifetime() -> Span {
+    Span(crate::acme::DEFAULT_KEY_LIFETIME)
 }
 
 /// `[tls_rpt]`: the TLS reports sealgate sends (RFC 8460).

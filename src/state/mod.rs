@@ -38,6 +38,8 @@ pub struct Shared {
     /// Where sessions stream large message data (the gateway sets it; a
     /// sink without it keeps messages in memory).
     pub spill: std::sync::OnceLock<Arc<crate::spool::SpillArea>>,
+    /// Written by the ACME thread.
+    pub acme: Arc<crate::acme::Stats>,
 }
 
 impl Shared {
@@ -55,6 +57,7 @@ impl Shared {
             sts: std::sync::OnceLock::new(),
             admission: admission::Admission::default(),
             spill: std::sync::OnceLock::new(),
+            acme: Arc::default(),
         })
     }
 }

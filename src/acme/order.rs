@@ -1,0 +1,293 @@
+//! One ACME order (RFC 8555 §7.4), by `instant-acme`: the account (made
+//! on the first order, then reused), the order for the configured names,
+//! each authorization's http-01 challenge answered by a responder bound
+//! on `http_listen` for the order's length (§8.3), the CSR on the
+//! gateway's own key, and the chain. `badNonce` is retried by the client
+//! (§6.5); a refusal or a failed challenge ends the order with the
+//! server's problem document (§6.7).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use instant_acme::{
+    Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
+    NewOrder, OrderStatus, RetryPolicy,
+};
+
+use super::Settings;
+
+/// Why an order did not end with a certificate.
+#[derive(Debug, thiserror::Error)]
+pub enum OrderError {
+    #[error("cannot build the HTTPS client: {0}")]
+    Client(String),
+    #[error("account at {directory}: {error}")]
+    Account {
+        directory: String,
+        error: instant_acme::Error,
+    },
+    #[error("the stored account cannot be read: {0}")]
+    StoredAccount(serde_json::Error),
+    #[error("new order: {0}")]
+    NewOrder(instant_acme::Error),
+    #[error("authorization: {0}")]
+    Authorization(instant_acme::Error),
+    #[error("{name}: the server offers no {challenge} challenge")]
+    NoChallenge {
+        name: String,
+        challenge: &'static str,
+    },
+    #[error("cannot answer http-01 challenges on {addr}: {error}")]
+    Responder {
+        addr: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error("the order did not become ready: {0}")]
+    NotReady(String),
+    #[error("the CSR: {0}")]
+    Csr(String),
+    #[error("finalize: {0}")]
+    Finalize(instant_acme::Error),
+    #[error("the certificate: {0}")]
+    Certificate(instant_acme::Error),
+}
+
+/// What a successful order hands back.
+pub struct Ordered {
+    /// The chain, PEM, leaf first.
+    pub chain: String,
+    /// The account's credentials, when the order made the account.
+    pub new_account: Option<String>,
+}
+
+/// How long the order may take to become ready, and to be issued.
+const READY: RetryPolicy = RetryPolicy::new()
+    .initial_delay(Duration::from_millis(250))
+    .backoff(1.5)
+    .timeout(Duration::from_secs(90));
+
+/// Runs one order for `settings.domains` with the key `key`.
+pub async fn order(
+    settings: &Settings,
+    account: Option<&str>,
+    key: &rcgen::KeyPair,
+) -> Result<Ordered, OrderError> {
+    let http = https_client(&settings.ca_files).map_err(OrderError::Client)?;
+    let builder = Account::builder_with_http(Box::new(http));
+    let (account, new_account) = match account {
+        Some(json) => {
+            let credentials: AccountCredentials =
+                serde_json::from_str(json).map_err(OrderError::StoredAccount)?;
+            let account = builder
+                .from_credentials(credentials)
+                .await
+                .map_err(|error| OrderError::Account {
+                    directory: settings.directory.clone(),
+                    error,
+                })?;
+            (account, None)
+        }
+        None => {
+            let contact: Vec<&str> = settings.contact.iter().map(String::as_str).collect();
+            let (account, credentials) = builder
+                .create(
+                    &NewAccount {
+                        contact: &contact,
+                        terms_of_service_agreed: true,
+                        only_return_existing: false,
+                    },
+                    settings.directory.clone(),
+                    None,
+                )
+                .await
+                .map_err(|error| OrderError::Account {
+                    directory: settings.directory.clone(),
+                    error,
+                })?;
+            let json = serde_json::to_string(&credentials).map_err(OrderError::StoredAccount)?;
+            (account, Some(json))
+        }
+    };
+    let identifiers: Vec<Identifier> = settings
+        .domains
+        .iter()
+        .map(|d| Identifier::Dns(d.clone()))
+        .collect();
+    let mut order = account
+        .new_order(&NewOrder::new(&identifiers))
+        .await
+        .map_err(OrderError::NewOrder)?;
+
+    // §8.3: the responder serves each token's key authorization while the
+    // order runs.
+    let tokens: Tokens = Arc::default();
+    let responder = Responder::bind(settings.http_listen, tokens.clone()).await?;
+    let mut authorizations = order.authorizations();
+    while let Some(authz) = authorizations.next().await {
+        let mut authz = authz.map_err(OrderError::Authorization)?;
+        match authz.status {
+            // Reused from an earlier order (§7.1.4).
+            AuthorizationStatus::Valid => continue,
+            AuthorizationStatus::Pending => {}
+            AuthorizationStatus::Invalid
+            | AuthorizationStatus::Revoked
+            | AuthorizationStatus::Expired
+            | AuthorizationStatus::Deactivated => {
+                return Err(OrderError::NotReady(format!(
+                    "{}: authorization {:?}",
+                    authz.identifier(),
+                    authz.status
+                )))
+            }
+        }
+        let name = authz.identifier().to_string();
+        let mut challenge =
+            authz
+                .challenge(ChallengeType::Http01)
+                .ok_or(OrderError::NoChallenge {
+                    name,
+                    challenge: "http-01",
+                })?;
+        let token = challenge.token.clone();
+        let answer = challenge.key_authorization().as_str().to_string();
+        tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(token, answer);
+        challenge
+            .set_ready()
+            .await
+            .map_err(OrderError::Authorization)?;
+    }
+    let status = order.poll_ready(&READY).await;
+    drop(responder);
+    match status {
+        Ok(OrderStatus::Ready) => {}
+        Ok(other) => {
+            let detail = order
+                .state()
+                .error
+                .as_ref()
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| format!("{other:?}"));
+            return Err(OrderError::NotReady(detail));
+        }
+        Err(e) => return Err(OrderError::NotReady(e.to_string())),
+    }
+    let mut params = rcgen::CertificateParams::new(settings.domains.clone())
+        .map_err(|e| OrderError::Csr(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    let csr = params
+        .serialize_request(key)
+        .map_err(|e| OrderError::Csr(e.to_string()))?;
+    order
+        .finalize_csr(csr.der())
+        .await
+        .map_err(OrderError::Finalize)?;
+    let chain = order
+        .poll_certificate(&READY)
+        .await
+        .map_err(OrderError::Certificate)?;
+    Ok(Ordered { chain, new_account })
+}
+
+/// HTTPS to the ACME server: the system's roots and `ca_files`.
+fn https_client(
+    ca_files: &[std::path::PathBuf],
+) -> Result<
+    hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        instant_acme::BodyWrapper<bytes::Bytes>,
+    >,
+    String,
+> {
+    let roots = crate::tls::ca_store(true, ca_files).map_err(|problems| {
+        problems
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(config)
+        .https_only()
+        .enable_http1()
+        .build();
+    Ok(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector),
+    )
+}
+
+type Tokens = Arc<Mutex<HashMap<String, String>>>;
+
+/// The http-01 responder: `GET /.well-known/acme-challenge/TOKEN` answers
+/// the token's key authorization (§8.3), anything else 404. Stops when
+/// dropped.
+struct Responder {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Responder {
+    async fn bind(addr: SocketAddr, tokens: Tokens) -> Result<Responder, OrderError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| OrderError::Responder { addr, error })?;
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let tokens = tokens.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let answer = answer(&tokens, req.uri().path());
+                        async move { Ok::<_, std::convert::Infallible>(answer) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Ok(Responder { task })
+    }
+}
+
+fn answer(tokens: &Tokens, path: &str) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {
+    let found = path
+        .strip_prefix("/.well-known/acme-challenge/")
+        .and_then(|token| {
+            tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(token)
+                .cloned()
+        });
+    let (status, body) = match found {
+        Some(text) => (hyper::StatusCode::OK, text),
+        None => (hyper::StatusCode::NOT_FOUND, String::new()),
+    };
+    let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/octet-stream"),
+    );
+    response
+}
