@@ -492,6 +492,11 @@ impl Metrics {
                 ok_failed(&shared.reloads_ok, &shared.reloads_failed),
             ),
             (
+                "sealgate_acme_renewals",
+                "ACME orders (first issuance and renewals) by result.",
+                ok_failed(&shared.acme.renewals_ok, &shared.acme.renewals_failed),
+            ),
+            (
                 "sealgate_last_reload_timestamp_seconds",
                 "Unix time of the last successful reload (0: none).",
                 Family::Gauge(vec![(vec![], gauge(load(&shared.last_reload)))]),

@@ -909,14 +909,14 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         &control_path,
         delivery_tx.clone(),
         shared.clone(),
-        cfg.certificate_files(),
+        cfg.shown_certificate_files(),
         reloader.clone(),
         acme,
     )?;
     crate::admin::start(
         &cfg.file.admin.listen,
         shared.clone(),
-        cfg.certificate_files(),
+        cfg.shown_certificate_files(),
     )?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
     tracing::info!(

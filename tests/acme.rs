@@ -43,9 +43,9 @@ fn openssl(dir: &Path, args: &[&str]) {
 }
 
 /// Starts Pebble: its HTTPS certificate from a CA made here, http-01
-/// validated on `http_port`, names resolved by the DNS server on
-/// `dns_port`.
-fn pebble(dir: &Path, http_port: u16, dns_port: u16) -> Pebble {
+/// validated on `http_port`, tls-alpn-01 on `tls_port`, names resolved by
+/// the DNS server on `dns_port`.
+fn pebble(dir: &Path, http_port: u16, tls_port: u16, dns_port: u16) -> Pebble {
     std::fs::create_dir_all(dir).unwrap();
     openssl(
         dir,
@@ -110,7 +110,6 @@ fn pebble(dir: &Path, http_port: u16, dns_port: u16) -> Pebble {
         ],
     );
     let port = common::free_port();
-    let tls_port = common::free_port();
     std::fs::write(
         dir.join("pebble.json"),
         format!(
@@ -208,12 +207,20 @@ fn a_certificate_is_ordered_renewed_on_its_key_and_kept_when_the_server_is_away(
     let dir = common::temp_dir("acme");
     let dns = common::dnsmasq::start(&[&format!("--host-record={NAME},127.0.0.1")]);
     let http_port = common::free_port();
-    let mut acme = Some(pebble(&dir.join("pebble"), http_port, dns.port));
+    let mut acme = Some(pebble(
+        &dir.join("pebble"),
+        http_port,
+        common::free_port(),
+        dns.port,
+    ));
     let server = acme.as_ref().unwrap();
     let port = common::free_port();
-    let config = common::config(port, 1, "")
-        + &format!(
-            r#"
+    let admin = common::free_port();
+    let config = common::config(port, 1, "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    ) + &format!(
+        r#"
 [acme]
 directory = "https://127.0.0.1:{}/dir"
 ca_files = ["{}"]
@@ -221,9 +228,9 @@ contact = ["mailto:postmaster@example.org"]
 domains = ["{NAME}"]
 http_listen = "127.0.0.1:{http_port}"
 "#,
-            server.port,
-            server.ca.display()
-        );
+        server.port,
+        server.ca.display()
+    );
     std::fs::write(dir.join("sealgate.toml"), config).unwrap();
     let gw = Gateway::start_in(dir.clone(), port);
 
@@ -305,5 +312,39 @@ http_listen = "127.0.0.1:{http_port}"
         out.contains("last failure:") && out.contains("1 in a row"),
         "{out}"
     );
+    gw.stop();
+}
+
+/// RFC 8737: the name proved by a validation certificate offered with
+/// ALPN `acme-tls/1` on `tls_alpn_listen`; nothing listens for http-01.
+#[test]
+fn tls_alpn_01_proves_the_name() {
+    let dir = common::temp_dir("acme-alpn");
+    let dns = common::dnsmasq::start(&[&format!("--host-record={NAME},127.0.0.1")]);
+    let tls_port = common::free_port();
+    let server = pebble(&dir.join("pebble"), common::free_port(), tls_port, dns.port);
+    let port = common::free_port();
+    let config = common::config(port, 1, "")
+        + &format!(
+            r#"
+[acme]
+directory = "https://127.0.0.1:{}/dir"
+ca_files = ["{}"]
+domains = ["{NAME}"]
+challenge = "tls-alpn-01"
+tls_alpn_listen = "127.0.0.1:{tls_port}"
+http_listen = "127.0.0.1:1"
+"#,
+            server.port,
+            server.ca.display()
+        );
+    std::fs::write(dir.join("sealgate.toml"), config).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    gw.wait_for_log(
+        &format!("acme: installed the certificate for {NAME}"),
+        LIMIT,
+    );
+    let (issuer, _) = served(&gw, NAME);
+    assert!(issuer.contains("Pebble Intermediate CA"), "{issuer}");
     gw.stop();
 }

@@ -141,6 +141,21 @@ fn changes() -> Vec<(&'static str, &'static str, &'static str, Seen)> {
         ("tls_rpt", "contact", "\"c@x.test\"", Snapshot),
         ("tls_rpt", "from", "\"f@x.test\"", Snapshot),
         ("tls_rpt", "spread", "\"1h\"", Snapshot),
+        (
+            "acme",
+            "directory",
+            "\"https://acme.example.net/dir\"",
+            Snapshot,
+        ),
+        ("acme", "ca_files", "[\"c2.pem\"]", Snapshot),
+        ("acme", "contact", "[\"mailto:ops@example.org\"]", Snapshot),
+        ("acme", "domains", "[\"mx2.example.org\"]", Snapshot),
+        ("acme", "challenge", "\"tls-alpn-01\"", Snapshot),
+        ("acme", "http_listen", "\"127.0.0.1:8080\"", Snapshot),
+        ("acme", "tls_alpn_listen", "\"127.0.0.1:8443\"", Snapshot),
+        ("acme", "key", "\"rsa-2048\"", Snapshot),
+        ("acme", "renew_before", "\"10d\"", Snapshot),
+        ("acme", "key_lifetime", "\"0\"", Snapshot),
     ]
 }
 
@@ -199,6 +214,10 @@ client = { client_certificate = true }
 [[route]]
 domain = "partner.test"
 via = "mx"
+
+[acme]
+directory = "https://acme.example.org/dir"
+domains = ["mx1.example.org"]
 "#;
 
 /// BASE with `table.key = value` set (a dotted key inside `[[profile]]`

@@ -25,6 +25,9 @@ use serde::{Deserialize, Serialize};
 /// `http_listen`'s default: where ACME servers validate http-01 (RFC 8555
 /// §8.3: port 80).
 pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
+/// `tls_alpn_listen`'s default: where ACME servers validate tls-alpn-01
+/// (RFC 8737 §3: port 443).
+pub const DEFAULT_TLS_ALPN_LISTEN: &str = "0.0.0.0:443";
 /// `renew_before`'s default.
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// `key_lifetime`'s default.
@@ -40,6 +43,11 @@ pub enum Challenge {
     #[serde(rename = "http-01")]
     #[strum(serialize = "http-01")]
     Http01,
+    /// RFC 8737: a validation certificate in a TLS handshake with ALPN
+    /// `acme-tls/1` on `tls_alpn_listen`.
+    #[serde(rename = "tls-alpn-01")]
+    #[strum(serialize = "tls-alpn-01")]
+    TlsAlpn01,
 }
 
 /// The certificate's key.
@@ -69,6 +77,7 @@ pub struct Settings {
     pub domains: Vec<String>,
     pub challenge: Challenge,
     pub http_listen: SocketAddr,
+    pub tls_alpn_listen: SocketAddr,
     pub key: KeyKind,
     pub renew_before: Duration,
     pub key_lifetime: Duration,

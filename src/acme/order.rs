@@ -1,7 +1,8 @@
 //! One ACME order (RFC 8555 §7.4), by `instant-acme`: the account (made
 //! on the first order, then reused), the order for the configured names,
-//! each authorization's http-01 challenge answered by a responder bound
-//! on `http_listen` for the order's length (§8.3), the CSR on the
+//! each authorization's challenge answered by a responder bound for the
+//! order's length (http-01 on `http_listen`, §8.3; tls-alpn-01 on
+//! `tls_alpn_listen`, RFC 8737), the CSR on the
 //! gateway's own key, and the chain. `badNonce` is retried by the client
 //! (§6.5); a refusal or a failed challenge ends the order with the
 //! server's problem document (§6.7).
@@ -39,11 +40,14 @@ pub enum OrderError {
         name: String,
         challenge: &'static str,
     },
-    #[error("cannot answer http-01 challenges on {addr}: {error}")]
+    #[error("cannot answer {challenge} challenges on {addr}: {error}")]
     Responder {
+        challenge: &'static str,
         addr: SocketAddr,
         error: std::io::Error,
     },
+    #[error("the tls-alpn-01 certificate for {name}: {error}")]
+    AlpnCertificate { name: String, error: String },
     #[error("the order did not become ready: {0}")]
     NotReady(String),
     #[error("the CSR: {0}")]
@@ -120,10 +124,16 @@ pub async fn order(
         .await
         .map_err(OrderError::NewOrder)?;
 
-    // §8.3: the responder serves each token's key authorization while the
-    // order runs.
+    // The responder answers each challenge while the order runs.
     let tokens: Tokens = Arc::default();
-    let responder = Responder::bind(settings.http_listen, tokens.clone()).await?;
+    let answers: AlpnAnswers = Arc::default();
+    let kind = settings.challenge;
+    let responder = match kind {
+        super::Challenge::Http01 => Responder::http(settings.http_listen, tokens.clone()).await?,
+        super::Challenge::TlsAlpn01 => {
+            Responder::tls_alpn(settings.tls_alpn_listen, answers.clone()).await?
+        }
+    };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
         let mut authz = authz.map_err(OrderError::Authorization)?;
@@ -143,19 +153,40 @@ pub async fn order(
             }
         }
         let name = authz.identifier().to_string();
-        let mut challenge =
-            authz
-                .challenge(ChallengeType::Http01)
-                .ok_or(OrderError::NoChallenge {
-                    name,
-                    challenge: "http-01",
-                })?;
-        let token = challenge.token.clone();
-        let answer = challenge.key_authorization().as_str().to_string();
-        tokens
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(token, answer);
+        let wanted = match kind {
+            super::Challenge::Http01 => ChallengeType::Http01,
+            super::Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        };
+        let mut challenge = authz
+            .challenge(wanted)
+            .ok_or_else(|| OrderError::NoChallenge {
+                name: name.clone(),
+                challenge: kind.into(),
+            })?;
+        let key_authorization = challenge.key_authorization();
+        match kind {
+            // §8.3: the token's key authorization over HTTP.
+            super::Challenge::Http01 => {
+                tokens.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                    challenge.token.clone(),
+                    key_authorization.as_str().to_string(),
+                );
+            }
+            // RFC 8737 §3: a certificate for the name with the SHA-256 of
+            // the key authorization in a critical acmeIdentifier extension,
+            // offered to a ClientHello for the name with ALPN acme-tls/1.
+            super::Challenge::TlsAlpn01 => {
+                let certified = alpn_certificate(&name, key_authorization.digest().as_ref())
+                    .map_err(|error| OrderError::AlpnCertificate {
+                        name: name.clone(),
+                        error,
+                    })?;
+                answers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_ascii_lowercase(), certified);
+            }
+        }
         challenge
             .set_ready()
             .await
@@ -229,9 +260,12 @@ fn https_client(
 }
 
 type Tokens = Arc<Mutex<HashMap<String, String>>>;
+type AlpnAnswers = Arc<Mutex<HashMap<String, Arc<rustls::sign::CertifiedKey>>>>;
 
-/// The http-01 responder: `GET /.well-known/acme-challenge/TOKEN` answers
-/// the token's key authorization (§8.3), anything else 404. Stops when
+/// The protocol ALPN names for tls-alpn-01 (RFC 8737 §6.2).
+const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
+/// A challenge responder: serves while the order runs, stops when
 /// dropped.
 struct Responder {
     task: tokio::task::JoinHandle<()>,
@@ -244,10 +278,17 @@ impl Drop for Responder {
 }
 
 impl Responder {
-    async fn bind(addr: SocketAddr, tokens: Tokens) -> Result<Responder, OrderError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|error| OrderError::Responder { addr, error })?;
+    /// http-01: `GET /.well-known/acme-challenge/TOKEN` answers the
+    /// token's key authorization (§8.3), anything else 404.
+    async fn http(addr: SocketAddr, tokens: Tokens) -> Result<Responder, OrderError> {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| OrderError::Responder {
+                    challenge: "http-01",
+                    addr,
+                    error,
+                })?;
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
@@ -267,6 +308,99 @@ impl Responder {
         });
         Ok(Responder { task })
     }
+
+    /// tls-alpn-01 (RFC 8737 §3): a TLS handshake that negotiates
+    /// `acme-tls/1` and presents the name's validation certificate, then
+    /// closes; nothing else is served.
+    async fn tls_alpn(addr: SocketAddr, answers: AlpnAnswers) -> Result<Responder, OrderError> {
+        let listener =
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|error| OrderError::Responder {
+                    challenge: "tls-alpn-01",
+                    addr,
+                    error,
+                })?;
+        let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        // RFC 8737 §4: TLS 1.2 or later.
+        .with_safe_default_protocol_versions()
+        .map_err(|e| OrderError::Responder {
+            challenge: "tls-alpn-01",
+            addr,
+            error: std::io::Error::other(e),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(AlpnResolver(answers)));
+        config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    if let Ok(mut tls) = acceptor.accept(stream).await {
+                        use tokio::io::AsyncWriteExt as _;
+                        let _ = tls.shutdown().await;
+                    }
+                });
+            }
+        });
+        Ok(Responder { task })
+    }
+}
+
+/// Presents a validation certificate only to a ClientHello that asks for
+/// `acme-tls/1` and names a pending name (RFC 8737 §3).
+#[derive(Debug)]
+struct AlpnResolver(AlpnAnswers);
+
+impl rustls::server::ResolvesServerCert for AlpnResolver {
+    fn resolve(
+        &self,
+        hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        let asks_acme = hello
+            .alpn()
+            .is_some_and(|mut protocols| protocols.any(|p| p == ACME_TLS_ALPN));
+        let name = hello.server_name()?.to_ascii_lowercase();
+        if !asks_acme {
+            return None;
+        }
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&name)
+            .cloned()
+    }
+}
+
+/// RFC 8737 §3: a self-signed certificate for `name` whose critical
+/// id-pe-acmeIdentifier extension holds `digest` (SHA-256 of the key
+/// authorization).
+fn alpn_certificate(name: &str, digest: &[u8]) -> Result<Arc<rustls::sign::CertifiedKey>, String> {
+    if digest.len() != 32 {
+        return Err(format!("a {}-octet digest, not SHA-256", digest.len()));
+    }
+    let key = rcgen::KeyPair::generate().map_err(|e| e.to_string())?;
+    let mut params =
+        rcgen::CertificateParams::new(vec![name.to_string()]).map_err(|e| e.to_string())?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let cert = params.self_signed(&key).map_err(|e| e.to_string())?;
+    let der = rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .map_err(|e| e.to_string())?;
+    let signing =
+        rustls::crypto::aws_lc_rs::sign::any_supported_type(&der).map_err(|e| e.to_string())?;
+    Ok(Arc::new(rustls::sign::CertifiedKey::new(
+        vec![cert.der().clone()],
+        signing,
+    )))
 }
 
 fn answer(tokens: &Tokens, path: &str) -> hyper::Response<http_body_util::Full<bytes::Bytes>> {

@@ -383,7 +383,7 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
                 d.span(),
                 "acme.domains".into(),
                 format!(
-                    "{:?} is not a host name a certificate can carry by http-01 (no wildcards)",
+                    "{:?} is not a host name a certificate can carry (no wildcards: http-01 and tls-alpn-01 cannot prove them)",
                     d.get_ref()
                 ),
             );
@@ -398,15 +398,20 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
             );
         }
     }
-    if a.http_listen.get_ref().parse::<SocketAddr>().is_err() {
-        err(
-            a.http_listen.span(),
-            "acme.http_listen".into(),
-            format!(
-                "{:?} is not an address:port (e.g. \"0.0.0.0:80\")",
-                a.http_listen.get_ref()
-            ),
-        );
+    for (key, value, example) in [
+        ("acme.http_listen", &a.http_listen, "0.0.0.0:80"),
+        ("acme.tls_alpn_listen", &a.tls_alpn_listen, "0.0.0.0:443"),
+    ] {
+        if value.get_ref().parse::<SocketAddr>().is_err() {
+            err(
+                value.span(),
+                key.into(),
+                format!(
+                    "{:?} is not an address:port (e.g. \"{example}\")",
+                    value.get_ref()
+                ),
+            );
+        }
     }
 }
 

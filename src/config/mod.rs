@@ -451,6 +451,15 @@ impl Config {
             .collect()
     }
 
+    /// The certificate files the metrics and the status page show: the
+    /// configured ones and the one ACME keeps (which warns of its own end
+    /// itself: renewal is due long before).
+    pub fn shown_certificate_files(&self) -> Vec<PathBuf> {
+        let mut files = self.certificate_files();
+        files.extend(self.acme().map(|a| a.store().certificate_path()));
+        files
+    }
+
     /// The CA store, the compiled profiles and the outbound TLS
     /// configurations: everything but the server certificates (`probe`
     /// needs only these).
@@ -569,6 +578,11 @@ impl Config {
                 .get_ref()
                 .parse()
                 .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 80))),
+            tls_alpn_listen: a
+                .tls_alpn_listen
+                .get_ref()
+                .parse()
+                .unwrap_or_else(|_| std::net::SocketAddr::from(([0, 0, 0, 0], 443))),
             key: a.key,
             renew_before: a.renew_before.0,
             key_lifetime: a.key_lifetime.0,

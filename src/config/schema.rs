@@ -43,6 +43,8 @@ pub struct Acme {
     pub challenge: crate::acme::Challenge,
     #[serde(default = "default_http_listen")]
     pub http_listen: Spanned<String>,
+    #[serde(default = "default_tls_alpn_listen")]
+    pub tls_alpn_listen: Spanned<String>,
     #[serde(default)]
     pub key: crate::acme::KeyKind,
     #[serde(default = "default_renew_before")]
@@ -53,6 +55,10 @@ pub struct Acme {
 
 fn default_http_listen() -> Spanned<String> {
     Spanned::new(0..0, crate::acme::DEFAULT_HTTP_LISTEN.into())
+}
+
+fn default_tls_alpn_listen() -> Spanned<String> {
+    Spanned::new(0..0, crate::acme::DEFAULT_TLS_ALPN_LISTEN.into())
 }
 
 fn default_renew_before() -> Span {

@@ -43,6 +43,8 @@ pub fn start(records: &[&str]) -> Dnsmasq {
         ])
         .arg(format!("--port={port}"))
         .args(["--log-facility=-", "--conf-file=/dev/null", "--user=root"])
+        // No pid file: several may run at once.
+        .arg("--pid-file=")
         .args(records)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
