@@ -32,6 +32,8 @@ pub enum Command {
     Partners,
     /// Order the ACME certificate now (`sealgate acme renew`).
     AcmeRenew,
+    /// Roll the ACME certificate's key (`sealgate acme roll`).
+    AcmeRoll,
     /// A command delivery answers.
     Delivery(Admin),
 }

@@ -26,7 +26,7 @@ use hickory_resolver::proto::rr::{Name, RData, RecordType};
 use hickory_resolver::proto::xfer::{DnsHandle, DnsRequestOptions, Protocol};
 use hickory_resolver::TokioResolver;
 
-use crate::model::{Dane, Sts};
+use crate::model::{Dane, Sts, Tlsa};
 
 mod dane;
 pub mod mta_sts;
@@ -62,6 +62,13 @@ enum Request {
         roots: Arc<rustls::RootCertStore>,
         reply: Box<dyn FnOnce(Result<u16, String>) + Send>,
     },
+    /// The TLSA records at `_PORT._tcp.NAME` when the answer is
+    /// validated (`[acme.dane]` watches its own records).
+    Tlsa {
+        name: String,
+        port: u16,
+        reply: TlsaReply,
+    },
     /// MX (or A/AAAA) targets of a domain, or A/AAAA of a fixed host; with
     /// `dane`, each host's TLSA records for that port too.
     Targets {
@@ -72,6 +79,10 @@ enum Request {
         reply: TargetsReply,
     },
 }
+
+/// The answer to [`Request::Tlsa`]: the records of a validated answer,
+/// `None` for an unsigned one.
+type TlsaReply = Box<dyn FnOnce(Result<Option<Vec<Tlsa>>, String>) + Send>;
 
 /// `[dns] dnssec`: how the gateway knows whether an answer is signed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
@@ -304,6 +315,18 @@ impl Resolver {
                                         .await,
                                     )
                                 }
+                                Request::Tlsa { name, port, reply } => {
+                                    reply(match dnssec {
+                                        Dnssec::Off => Err(
+                                            "[dns] dnssec is \"off\": no answer is known to be validated".into(),
+                                        ),
+                                        Dnssec::TrustAd | Dnssec::Validate => {
+                                            dane::validated_tlsa(&validator, &name, port)
+                                                .await
+                                                .map_err(|e| e.to_string())
+                                        }
+                                    })
+                                }
                                 Request::ReportRua { domain, reply } => {
                                     reply(tlsrpt::rua(&resolver, &domain).await)
                                 }
@@ -455,6 +478,24 @@ impl Resolver {
                 reply(Err("the resolver is not running".into()));
             }
         }
+    }
+
+    /// The validated TLSA records at `_PORT._tcp.NAME`: `None` when the
+    /// answer is not signed. Blocks.
+    pub fn tlsa_blocking(&self, name: &str, port: u16) -> Result<Option<Vec<Tlsa>>, String> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let req = Request::Tlsa {
+            name: name.to_string(),
+            port,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        };
+        if self.tx.send(req).is_err() {
+            return Err("the resolver is not running".into());
+        }
+        rx.recv_timeout(std::time::Duration::from_secs(30))
+            .map_err(|_| "no answer from the resolver".to_string())?
     }
 
     /// POSTs a gzip'ed TLS report to `url` (RFC 8460 §5.2).

@@ -202,6 +202,11 @@ enum AcmeCommand {
     /// is older than key_lifetime) and wait for the outcome: exit 1 when
     /// the order failed (the certificate in service stays).
     Renew,
+    /// Roll the key now. With [acme.dane]: the next key goes into service
+    /// once its TLSA record has been seen validated for two TTLs (the
+    /// answer comes at once; `acme status` follows the roll). Without: a
+    /// certificate on a new key is ordered now.
+    Roll,
 }
 
 #[derive(Subcommand)]
@@ -418,6 +423,11 @@ fn main() -> ExitCode {
             AcmeCommand::Renew => sealgate::run::queue_command(
                 config.as_deref(),
                 sealgate::control::Command::AcmeRenew,
+                false,
+            ),
+            AcmeCommand::Roll => sealgate::run::queue_command(
+                config.as_deref(),
+                sealgate::control::Command::AcmeRoll,
                 false,
             ),
         },

@@ -226,6 +226,7 @@ impl Reloader {
 struct AcmeGateway {
     shared: Arc<Shared>,
     reloader: Arc<Reloader>,
+    resolver: Option<crate::dns::Resolver>,
 }
 
 impl crate::acme::Gateway for AcmeGateway {
@@ -239,6 +240,13 @@ impl crate::acme::Gateway for AcmeGateway {
 
     fn stopping(&self) -> bool {
         self.shared.stopping.load(Ordering::Relaxed)
+    }
+
+    fn tlsa(&self, name: &str, port: u16) -> Result<Option<Vec<crate::model::Tlsa>>, String> {
+        match &self.resolver {
+            Some(r) => r.tlsa_blocking(name, port),
+            None => Err("the resolver did not start".into()),
+        }
     }
 }
 
@@ -343,6 +351,10 @@ fn start_control(
                         .map_err(Refusal::ReloadFailed),
                     Command::AcmeRenew => acme
                         .renew(ACME_RENEW_LIMIT)
+                        .map(Reply::Acme)
+                        .map_err(Refusal::Acme),
+                    Command::AcmeRoll => acme
+                        .roll(ACME_RENEW_LIMIT)
                         .map(Reply::Acme)
                         .map_err(Refusal::Acme),
                     Command::Partners => Ok(Reply::Partners(Box::new(crate::status::read(
@@ -870,7 +882,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         },
         shared.delivery.clone(),
         shards.doors(),
-        resolver,
+        resolver.clone(),
         crate::delivery::SpoolAccess::new(reader, work),
         Some(crate::tlsrpt::dir(&cfg.spool_dir())),
         recovered,
@@ -901,6 +913,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         AcmeGateway {
             shared: shared.clone(),
             reloader: reloader.clone(),
+            resolver: resolver.clone(),
         },
         shared.acme.clone(),
     )

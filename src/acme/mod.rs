@@ -10,8 +10,10 @@
 //! `key_lifetime`. A failed order is logged, counted and retried with
 //! backoff; the stored certificate keeps being served meanwhile.
 
+pub mod dane;
 pub mod order;
 pub mod plan;
+pub mod roll;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -28,6 +30,8 @@ pub const DEFAULT_HTTP_LISTEN: &str = "0.0.0.0:80";
 /// `tls_alpn_listen`'s default: where ACME servers validate tls-alpn-01
 /// (RFC 8737 §3: port 443).
 pub const DEFAULT_TLS_ALPN_LISTEN: &str = "0.0.0.0:443";
+/// `[acme.dane] ttl`'s default.
+pub const DEFAULT_DANE_TTL: Duration = Duration::from_secs(3600);
 /// `renew_before`'s default.
 pub const DEFAULT_RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// `key_lifetime`'s default.
@@ -81,6 +85,8 @@ pub struct Settings {
     pub key: KeyKind,
     pub renew_before: Duration,
     pub key_lifetime: Duration,
+    /// `[acme.dane]`: the keys roll with their TLSA records.
+    pub dane: Option<dane::DaneSettings>,
     /// `SPOOL/acme`.
     pub dir: PathBuf,
 }
@@ -108,11 +114,17 @@ pub struct Stats {
     pub renewals_failed: AtomicU64,
 }
 
-/// What `sealgate acme renew` asks of the running gateway.
+/// What `sealgate acme renew` and `acme roll` ask of the running gateway.
 pub enum Command {
-    /// Order now; the answer is the order's outcome.
-    Renew(crossbeam_channel::Sender<Result<String, String>>),
+    /// Order now on the same key; the answer is the order's outcome.
+    Renew(Reply),
+    /// Roll the key: with `[acme.dane]`, as soon as the next key's record
+    /// has been seen validated for two TTLs (the answer says so at once);
+    /// without, order now on a new key.
+    Roll(Reply),
 }
+
+type Reply = crossbeam_channel::Sender<Result<String, String>>;
 
 /// Sends commands to the ACME thread.
 #[derive(Clone)]
@@ -123,22 +135,34 @@ pub struct Handle {
 impl Handle {
     /// Orders now and waits for the outcome (at most `limit`).
     pub fn renew(&self, limit: Duration) -> Result<String, String> {
+        self.ask(Command::Renew, limit)
+    }
+
+    /// Starts a key roll and waits for its answer (at most `limit`).
+    pub fn roll(&self, limit: Duration) -> Result<String, String> {
+        self.ask(Command::Roll, limit)
+    }
+
+    fn ask(&self, command: fn(Reply) -> Command, limit: Duration) -> Result<String, String> {
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.tx
-            .send(Command::Renew(tx))
+            .send(command(tx))
             .map_err(|_| "the ACME thread has stopped".to_string())?;
         rx.recv_timeout(limit)
             .map_err(|_| format!("no outcome within {} s", limit.as_secs()))?
     }
 }
 
-/// The gateway's side: the current settings (`None` without `[acme]`)
-/// and how a new certificate goes into service.
+/// The gateway's side: the current settings (`None` without `[acme]`),
+/// how a new certificate goes into service, and its validating resolver.
 pub trait Gateway: Send + 'static {
     fn settings(&self) -> Option<Settings>;
     /// Builds and swaps in a snapshot with the stored certificate.
     fn install(&self) -> Result<(), String>;
     fn stopping(&self) -> bool;
+    /// The validated TLSA records at `_PORT._tcp.NAME`; `None` when the
+    /// answer is not signed.
+    fn tlsa(&self, name: &str, port: u16) -> Result<Option<Vec<crate::model::Tlsa>>, String>;
 }
 
 /// Starts the ACME thread.
@@ -158,6 +182,50 @@ fn unix_now() -> i64 {
     i64::try_from(crate::model::unix_now()).unwrap_or(i64::MAX)
 }
 
+/// What the commands waiting for the thread asked.
+#[derive(Default)]
+struct Asked {
+    renew: Vec<Reply>,
+    roll: Vec<Reply>,
+}
+
+impl Asked {
+    fn take(&mut self, command: Command) {
+        match command {
+            Command::Renew(r) => self.renew.push(r),
+            Command::Roll(r) => self.roll.push(r),
+        }
+    }
+
+    fn answer_renew(&mut self, outcome: &Result<String, String>) {
+        for reply in self.renew.drain(..) {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+
+    fn answer_roll(&mut self, outcome: &Result<String, String>) {
+        for reply in self.roll.drain(..) {
+            let _ = reply.send(outcome.clone());
+        }
+    }
+}
+
+/// Waits up to `wait` for a command; false when every handle is gone.
+fn wait_for_command(
+    rx: &crossbeam_channel::Receiver<Command>,
+    asked: &mut Asked,
+    wait: Duration,
+) -> bool {
+    match rx.recv_timeout(wait) {
+        Ok(command) => {
+            asked.take(command);
+            true
+        }
+        Err(crossbeam_channel::RecvTimeoutError::Timeout) => true,
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected) => false,
+    }
+}
+
 fn run(gateway: impl Gateway, stats: Arc<Stats>, rx: crossbeam_channel::Receiver<Command>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -169,20 +237,18 @@ fn run(gateway: impl Gateway, stats: Arc<Stats>, rx: crossbeam_channel::Receiver
             return;
         }
     };
-    let mut asked: Vec<crossbeam_channel::Sender<Result<String, String>>> = Vec::new();
+    let mut asked = Asked::default();
     let mut warned_expiry_day = 0;
     loop {
         if gateway.stopping() {
             return;
         }
         let Some(settings) = gateway.settings() else {
-            for reply in asked.drain(..) {
-                let _ = reply.send(Err("no [acme] section in the running configuration".into()));
-            }
-            match rx.recv_timeout(LOOK_EVERY) {
-                Ok(Command::Renew(reply)) => asked.push(reply),
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
+            let none = Err("no [acme] section in the running configuration".to_string());
+            asked.answer_renew(&none);
+            asked.answer_roll(&none);
+            if !wait_for_command(&rx, &mut asked, LOOK_EVERY) {
+                return;
             }
             continue;
         };
@@ -191,10 +257,12 @@ fn run(gateway: impl Gateway, stats: Arc<Stats>, rx: crossbeam_channel::Receiver
             (Ok(state), Ok(stored)) => (state, stored),
             (Err(e), _) | (_, Err(e)) => {
                 tracing::error!("acme: {e}");
-                for reply in asked.drain(..) {
-                    let _ = reply.send(Err(e.to_string()));
+                let failed = Err(e.to_string());
+                asked.answer_renew(&failed);
+                asked.answer_roll(&failed);
+                if !wait_for_command(&rx, &mut asked, LOOK_EVERY) {
+                    return;
                 }
-                std::thread::sleep(LOOK_EVERY);
                 continue;
             }
         };
@@ -222,123 +290,161 @@ fn run(gateway: impl Gateway, stats: Arc<Stats>, rx: crossbeam_channel::Receiver
                 );
             }
         }
-        let facts = stored.as_ref().map(|c| plan::Stored {
-            names: c.names.clone(),
-            not_after: c.not_after,
-            key_since: state.key_since,
-        });
-        let next = plan::next(
-            facts.as_ref(),
-            &settings.wanted(),
-            state.failures(),
-            !asked.is_empty(),
-            now,
-        );
-        match next {
-            plan::Next::Wait { until } => {
-                let wait = Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(1))
-                    .min(LOOK_EVERY);
-                match rx.recv_timeout(wait) {
-                    Ok(Command::Renew(reply)) => asked.push(reply),
-                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return,
-                }
-            }
-            plan::Next::Order { reason, new_key } => {
-                let outcome =
-                    runtime.block_on(renew(&settings, &gateway, state, reason, new_key, now));
-                match &outcome {
-                    Ok(_) => stats.renewals_ok.fetch_add(1, Ordering::Relaxed),
-                    Err(_) => stats.renewals_failed.fetch_add(1, Ordering::Relaxed),
-                };
-                for reply in asked.drain(..) {
-                    let _ = reply.send(outcome.clone());
-                }
-            }
+        let wait = match &settings.dane {
+            Some(dane) => runtime.block_on(dane_turn(
+                &settings, dane, &gateway, &stats, &mut asked, now,
+            )),
+            None => plain_turn(
+                &settings,
+                &gateway,
+                &stats,
+                &runtime,
+                &mut asked,
+                (state, stored.as_ref()),
+                now,
+            ),
+        };
+        if !wait.is_zero() && !wait_for_command(&rx, &mut asked, wait) {
+            return;
         }
     }
 }
 
-/// One order and what follows it: the certificate stored and put into
-/// service, or the failure recorded. Returns the line that says so.
-async fn renew(
+/// Without `[acme.dane]`: order when [`plan::next`] says so; a roll is an
+/// order on a new key. Returns how long to wait before the next look.
+fn plain_turn(
     settings: &Settings,
     gateway: &impl Gateway,
-    mut state: store::State,
-    reason: plan::Reason,
-    new_key: bool,
+    stats: &Stats,
+    runtime: &tokio::runtime::Runtime,
+    asked: &mut Asked,
+    (mut state, stored): (store::State, Option<&store::Certificate>),
     now: i64,
+) -> Duration {
+    let facts = stored.map(|c| plan::Stored {
+        names: c.names.clone(),
+        not_after: c.not_after,
+        key_since: state.key_since,
+    });
+    let rolling = !asked.roll.is_empty();
+    let next = plan::next(
+        facts.as_ref(),
+        &settings.wanted(),
+        state.failures(),
+        !asked.renew.is_empty() || rolling,
+        now,
+    );
+    match next {
+        plan::Next::Wait { until } => {
+            Duration::from_secs(u64::try_from(until - now).unwrap_or(0).max(1)).min(LOOK_EVERY)
+        }
+        plan::Next::Order { reason, new_key } => {
+            let new_key = new_key || rolling;
+            let store = settings.store();
+            let key = match (new_key, store.key_pem()) {
+                (false, Ok(Some(pem))) => {
+                    rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("the stored key: {e}"))
+                }
+                (_, Err(e)) => Err(e.to_string()),
+                (true, Ok(_)) | (false, Ok(None)) => new_key_pair(settings),
+            };
+            let outcome = match key {
+                Ok(key) => runtime.block_on(order_and_install(
+                    settings,
+                    gateway,
+                    &key,
+                    <&str>::from(reason),
+                    new_key,
+                )),
+                Err(e) => Err(e),
+            };
+            let key_is_new = new_key || state.key_since == 0;
+            let outcome = record(settings, stats, &mut state, outcome, key_is_new, now);
+            asked.answer_renew(&outcome);
+            asked.answer_roll(&outcome);
+            Duration::ZERO
+        }
+    }
+}
+
+fn new_key_pair(settings: &Settings) -> Result<rcgen::KeyPair, String> {
+    crate::cert::generate_key(<&str>::from(settings.key), false).map_err(|e| e.to_string())
+}
+
+/// One order on `key`, the certificate stored and put into service.
+/// Returns the line that says so.
+async fn order_and_install(
+    settings: &Settings,
+    gateway: &impl Gateway,
+    key: &rcgen::KeyPair,
+    why: &str,
+    new_key: bool,
 ) -> Result<String, String> {
     let store = settings.store();
     let names = settings.domains.join(", ");
-    let why: &'static str = reason.into();
     tracing::info!(
-        "acme: ordering a certificate for {names} from {} ({}, {} key)",
+        "acme: ordering a certificate for {names} from {} ({}, {} key {})",
         settings.directory,
         why.replace('_', " "),
-        if new_key { "new" } else { "same" }
+        if new_key { "new" } else { "same" },
+        store::spki_sha256(key)
     );
-    let result = async {
-        let key = match (new_key, store.key_pem().map_err(|e| e.to_string())?) {
-            (false, Some(pem)) => {
-                rcgen::KeyPair::from_pem(&pem).map_err(|e| format!("the stored key: {e}"))?
-            }
-            (true, _) | (false, None) => {
-                crate::cert::generate_key(<&str>::from(settings.key), false)
-                    .map_err(|e| e.to_string())?
-            }
-        };
-        let account = store.account().map_err(|e| e.to_string())?;
-        let ordered = order::order(settings, account.as_deref(), &key)
-            .await
-            .map_err(|e| e.to_string())?;
-        if let Some(json) = &ordered.new_account {
-            store.save_account(json).map_err(|e| e.to_string())?;
-        }
-        store
-            .install(&key.serialize_pem(), &ordered.chain)
-            .map_err(|e| e.to_string())?;
-        Ok::<bool, String>(new_key || state.key_since == 0)
+    let account = store.account().map_err(|e| e.to_string())?;
+    let ordered = order::order(settings, account.as_deref(), key)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(json) = &ordered.new_account {
+        store.save_account(json).map_err(|e| e.to_string())?;
     }
-    .await;
-    match result {
-        Ok(key_is_new) => {
+    store
+        .install(&key.serialize_pem(), &ordered.chain)
+        .map_err(|e| e.to_string())?;
+    let facts = store.certificate().ok().flatten();
+    let line = match (gateway.install(), facts) {
+        (Ok(()), Some(c)) => format!(
+            "acme: installed the certificate for {names}: serial {}, not after {}, issuer {}",
+            c.serial,
+            crate::model::rfc3339(c.not_after),
+            c.issuer
+        ),
+        (Ok(()), None) => format!("acme: installed the certificate for {names}"),
+        (Err(e), _) => {
+            return Err(format!(
+                "stored the certificate for {names}, but it is not in service: {e}"
+            ))
+        }
+    };
+    tracing::info!("{line}");
+    Ok(line)
+}
+
+/// Records an order's outcome in the state file and the counters; a
+/// failure is logged with the next try.
+fn record(
+    settings: &Settings,
+    stats: &Stats,
+    state: &mut store::State,
+    outcome: Result<String, String>,
+    key_is_new: bool,
+    now: i64,
+) -> Result<String, String> {
+    let names = settings.domains.join(", ");
+    let outcome = match outcome {
+        Ok(line) => {
+            stats.renewals_ok.fetch_add(1, Ordering::Relaxed);
             if key_is_new {
                 state.key_since = now;
             }
             state.failures = 0;
             state.last_error = None;
             state.last_renewal = now;
-            if let Err(e) = store.save_state(&state) {
-                tracing::warn!("acme: {e}");
-            }
-            let installed = gateway.install();
-            let facts = store.certificate().ok().flatten();
-            let line = match (&installed, facts) {
-                (Ok(()), Some(c)) => format!(
-                    "acme: installed the certificate for {names}: serial {}, not after {}, issuer {}",
-                    c.serial,
-                    crate::model::rfc3339(c.not_after),
-                    c.issuer
-                ),
-                (Ok(()), None) => format!("acme: installed the certificate for {names}"),
-                (Err(e), _) => format!(
-                    "acme: stored the certificate for {names}, but it is not in service: {e}"
-                ),
-            };
-            match installed {
-                Ok(()) => tracing::info!("{line}"),
-                Err(_) => tracing::error!("{line}"),
-            }
             Ok(line)
         }
         Err(why) => {
+            stats.renewals_failed.fetch_add(1, Ordering::Relaxed);
             state.failures = state.failures.saturating_add(1);
             state.last_failure = now;
             state.last_error = Some(why.clone());
-            if let Err(e) = store.save_state(&state) {
-                tracing::warn!("acme: {e}");
-            }
             let line = format!(
                 "acme: the order for {names} failed: {why}; the next try in {} s; the certificate in service stays",
                 plan::backoff(state.failures).as_secs()
@@ -346,7 +452,285 @@ async fn renew(
             tracing::warn!("{line}");
             Err(line)
         }
+    };
+    if let Err(e) = settings.store().save_state(state) {
+        tracing::warn!("acme: {e}");
     }
+    outcome
+}
+
+/// With `[acme.dane]`: the steps of [`roll::step`] until it says to wait.
+/// Returns how long.
+async fn dane_turn(
+    settings: &Settings,
+    dane: &dane::DaneSettings,
+    gateway: &impl Gateway,
+    stats: &Stats,
+    asked: &mut Asked,
+    now: i64,
+) -> Duration {
+    use roll::{Step, Which};
+    let store = settings.store();
+    let names = settings.domains.join(", ");
+    let owners = dane.owners(&settings.domains);
+    let fail = |state: &mut store::State, what: String| -> Duration {
+        state.failures = state.failures.saturating_add(1);
+        state.last_failure = now;
+        state.last_error = Some(what.clone());
+        let wait = plan::backoff(state.failures);
+        tracing::error!(
+            "acme: {what}; the key roll waits, the next try in {} s",
+            wait.as_secs()
+        );
+        if let Err(e) = store.save_state(state) {
+            tracing::warn!("acme: {e}");
+        }
+        wait.min(LOOK_EVERY * 60)
+    };
+    let mut state = match store.state() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("acme: {e}");
+            return LOOK_EVERY;
+        }
+    };
+    let updater = match dane::Updater::new(dane) {
+        Ok(u) => u,
+        Err(e) => return fail(&mut state, e.to_string()),
+    };
+    if !asked.roll.is_empty() && !state.dane.roll_asked {
+        state.dane.roll_asked = true;
+        let line = format!(
+            "acme: key roll for {names} started: the next key goes into service once its TLSA record has been seen validated for two TTLs ({} s)",
+            2 * dane.ttl_secs()
+        );
+        tracing::info!("{line}");
+        asked.answer_roll(&Ok(line));
+    }
+    // A backoff after a failure holds off everything but an asked renewal.
+    if state.failures > 0 && asked.renew.is_empty() {
+        let retry = state.last_failure + plan::secs(plan::backoff(state.failures));
+        if now < retry {
+            return Duration::from_secs(u64::try_from(retry - now).unwrap_or(1).max(1))
+                .min(LOOK_EVERY);
+        }
+    }
+    // The owners changed (names or ports): the records move.
+    if state.dane.owners != owners {
+        if !state.dane.owners.is_empty() {
+            for key in state.dane.published.clone() {
+                if let Some(spki) = dane::unhex(&key) {
+                    if let Err(e) = updater.remove(&state.dane.owners, &spki) {
+                        return fail(
+                            &mut state,
+                            format!("removing the TLSA records at the old names: {e}"),
+                        );
+                    }
+                }
+            }
+        }
+        state.dane.published.clear();
+        state.dane.owners = owners.clone();
+    }
+    // What the validating resolver shows of each key's records.
+    let keys = match dane_keys(&store) {
+        Ok(k) => k,
+        Err(e) => return fail(&mut state, e),
+    };
+    for (which, key) in [(Which::Current, &keys.current), (Which::Next, &keys.next)] {
+        let seen = key
+            .as_ref()
+            .is_some_and(|k| records_validated(gateway, settings, dane, k));
+        roll::observe(&mut state.dane, which, seen, now);
+    }
+    for _ in 0..16 {
+        let keys = match dane_keys(&store) {
+            Ok(k) => k,
+            Err(e) => return fail(&mut state, e),
+        };
+        let served = match store.certificate() {
+            Ok(c) => c,
+            Err(e) => return fail(&mut state, e.to_string()),
+        };
+        let key_old = !settings.key_lifetime.is_zero()
+            && state.key_since > 0
+            && now >= state.key_since + plan::secs(settings.key_lifetime);
+        let renewal_due = !asked.renew.is_empty()
+            || served.as_ref().is_some_and(|c| {
+                c.names != settings.domains
+                    || now >= c.not_after - plan::secs(settings.renew_before)
+            });
+        let facts = roll::Facts {
+            keys,
+            served: served.map(|c| c.spki_sha256),
+            ttl: dane.ttl_secs(),
+            key_old,
+            renewal_due,
+            now,
+        };
+        let step = roll::step(&state.dane, &facts);
+        match step {
+            Step::Wait { until, why } => {
+                tracing::debug!("acme: waiting: {why}");
+                if let Err(e) = store.save_state(&state) {
+                    tracing::warn!("acme: {e}");
+                }
+                return Duration::from_secs(u64::try_from(until - now).unwrap_or(1).max(1))
+                    .min(LOOK_EVERY);
+            }
+            Step::NewKey(which) => {
+                let made = new_key_pair(settings).and_then(|key| {
+                    store
+                        .save_dane_key(which, &key.serialize_pem())
+                        .map(|()| store::spki_sha256(&key))
+                        .map_err(|e| e.to_string())
+                });
+                match made {
+                    Ok(spki) => tracing::info!(
+                        "acme: made the {} key for {names}: TLSA 3 1 1 {spki}",
+                        if which == Which::Current {
+                            "current"
+                        } else {
+                            "next"
+                        }
+                    ),
+                    Err(e) => return fail(&mut state, format!("making a key: {e}")),
+                }
+            }
+            Step::Publish(key) => {
+                let Some(spki) = dane::unhex(&key) else {
+                    return fail(&mut state, format!("a key digest {key:?} that is not hex"));
+                };
+                let ttl = u32::try_from(dane.ttl.as_secs()).unwrap_or(u32::MAX);
+                if let Err(e) = updater.publish(&owners, &spki, ttl) {
+                    return fail(&mut state, format!("publishing TLSA 3 1 1 {key}: {e}"));
+                }
+                tracing::info!(
+                    "acme: published TLSA 3 1 1 {key} at {} (TTL {} s)",
+                    owners.join(", "),
+                    dane.ttl.as_secs()
+                );
+                state.dane.published.push(key);
+            }
+            Step::Remove(key) => {
+                let Some(spki) = dane::unhex(&key) else {
+                    return fail(&mut state, format!("a key digest {key:?} that is not hex"));
+                };
+                if let Err(e) = updater.remove(&owners, &spki) {
+                    return fail(&mut state, format!("removing TLSA 3 1 1 {key}: {e}"));
+                }
+                tracing::info!(
+                    "acme: removed TLSA 3 1 1 {key} (the replaced key) at {}",
+                    owners.join(", ")
+                );
+                state.dane.published.retain(|k| *k != key);
+                state.dane.old = None;
+                state.dane.switched_at = 0;
+            }
+            Step::FinishSwitch => {
+                finish_switch(&store, &mut state, now, dane.ttl_secs());
+                if let Err(e) = gateway.install() {
+                    return fail(
+                        &mut state,
+                        format!("the new certificate is not in service: {e}"),
+                    );
+                }
+            }
+            Step::Order(which) => {
+                let pem = match store.dane_key(which) {
+                    Ok(Some(pem)) => pem,
+                    Ok(None) => return fail(&mut state, "the key to order on is missing".into()),
+                    Err(e) => return fail(&mut state, e.to_string()),
+                };
+                let key = match rcgen::KeyPair::from_pem(&pem) {
+                    Ok(k) => k,
+                    Err(e) => return fail(&mut state, format!("the stored key: {e}")),
+                };
+                let why = match which {
+                    Which::Next => "key roll",
+                    Which::Current if state.last_renewal == 0 => "no certificate",
+                    Which::Current => "renewal",
+                };
+                let outcome =
+                    order_and_install(settings, gateway, &key, why, which == Which::Next).await;
+                if outcome.is_ok() && which == Which::Next {
+                    finish_switch(&store, &mut state, now, dane.ttl_secs());
+                }
+                let key_is_new = which == Which::Next || state.key_since == 0;
+                let outcome = record(settings, stats, &mut state, outcome, key_is_new, now);
+                asked.answer_renew(&outcome);
+                if outcome.is_err() {
+                    return plan::backoff(state.failures).min(LOOK_EVERY);
+                }
+            }
+        }
+        if let Err(e) = store.save_state(&state) {
+            tracing::warn!("acme: {e}");
+        }
+    }
+    Duration::from_secs(1)
+}
+
+/// The keys on disk, by their SPKI digest.
+fn dane_keys(store: &store::Store) -> Result<roll::Keys, String> {
+    let spki = |which| -> Result<Option<String>, String> {
+        match store.dane_key(which).map_err(|e| e.to_string())? {
+            Some(pem) => rcgen::KeyPair::from_pem(&pem)
+                .map(|k| Some(store::spki_sha256(&k)))
+                .map_err(|e| format!("the stored key: {e}")),
+            None => Ok(None),
+        }
+    };
+    Ok(roll::Keys {
+        current: spki(roll::Which::Current)?,
+        next: spki(roll::Which::Next)?,
+    })
+}
+
+/// The next key is in service: it becomes the current one, the old one's
+/// record is kept two more TTLs.
+fn finish_switch(store: &store::Store, state: &mut store::State, now: i64, ttl: i64) {
+    let old = dane_keys(store).ok().and_then(|k| k.current);
+    if let Err(e) = store.promote_next_key() {
+        tracing::error!("acme: {e}");
+        return;
+    }
+    state.dane.old = old;
+    state.dane.switched_at = now;
+    state.dane.current_seen_since = state.dane.next_seen_since;
+    state.dane.next_seen_since = 0;
+    state.dane.roll_asked = false;
+    state.key_since = now;
+    tracing::info!(
+        "acme: key roll: the next key is in service; the replaced key's records stay until {}",
+        crate::model::rfc3339(now + 2 * ttl)
+    );
+    if let Err(e) = store.save_state(state) {
+        tracing::warn!("acme: {e}");
+    }
+}
+
+/// Whether the key's `3 1 1` record is in the validated answer at every
+/// owner.
+fn records_validated(
+    gateway: &impl Gateway,
+    settings: &Settings,
+    dane: &dane::DaneSettings,
+    key: &str,
+) -> bool {
+    let Some(data) = dane::unhex(key) else {
+        return false;
+    };
+    settings.domains.iter().all(|name| {
+        dane.ports
+            .iter()
+            .all(|port| match gateway.tlsa(name, *port) {
+                Ok(Some(records)) => records
+                    .iter()
+                    .any(|r| r.usage == 3 && r.selector == 1 && r.matching == 1 && r.data == data),
+                Ok(None) | Err(_) => false,
+            })
+    })
 }
 
 /// `sealgate acme status`: the certificate and its keeping, read from

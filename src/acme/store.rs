@@ -20,6 +20,10 @@ const ACCOUNT: &str = "account.json";
 const CERTIFICATE: &str = "certificate.pem";
 /// [`State`], JSON.
 const STATE: &str = "state.json";
+/// With `[acme.dane]`: the key in service and the one that comes next
+/// (PEM, PKCS#8), each on disk before its record is published.
+const CURRENT_KEY: &str = "current.key";
+const NEXT_KEY: &str = "next.key";
 
 /// What the last orders came to.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +37,9 @@ pub struct State {
     pub last_error: Option<String>,
     /// When a certificate was last installed (Unix time).
     pub last_renewal: i64,
+    /// With `[acme.dane]`: the roll's records.
+    #[serde(default)]
+    pub dane: super::roll::DaneState,
 }
 
 impl State {
@@ -117,7 +124,27 @@ impl Store {
                     .into_iter()
                     .find(|b| b.tag().ends_with("PRIVATE KEY"))
             })
-            .map(|b| pem::encode(&b)))
+            .map(|b| {
+                pem::encode_config(
+                    &b,
+                    pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+                )
+            }))
+    }
+
+    /// With `[acme.dane]`: a key (PEM), `None` when it is not made yet.
+    pub fn dane_key(&self, which: super::roll::Which) -> io::Result<Option<String>> {
+        read_optional(&self.dir.join(key_file(which)))
+    }
+
+    pub fn save_dane_key(&self, which: super::roll::Which, pem: &str) -> io::Result<()> {
+        self.write(key_file(which), pem.as_bytes(), 0o600)
+    }
+
+    /// The next key becomes the current one (one rename).
+    pub fn promote_next_key(&self) -> io::Result<()> {
+        fs::rename(self.dir.join(NEXT_KEY), self.dir.join(CURRENT_KEY))?;
+        fs::File::open(&self.dir)?.sync_all()
     }
 
     /// Installs a new key and chain in one rename.
@@ -165,6 +192,22 @@ impl Store {
         fs::rename(&tmp, &path)?;
         fs::File::open(&self.dir)?.sync_all()
     }
+}
+
+fn key_file(which: super::roll::Which) -> &'static str {
+    match which {
+        super::roll::Which::Current => CURRENT_KEY,
+        super::roll::Which::Next => NEXT_KEY,
+    }
+}
+
+/// The SHA-256 of a key's SubjectPublicKeyInfo, hex: its TLSA `3 1 1`
+/// data.
+pub fn spki_sha256(key: &rcgen::KeyPair) -> String {
+    use rcgen::PublicKeyData as _;
+    let digest =
+        aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &key.subject_public_key_info());
+    digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The facts of a DER certificate.

@@ -343,6 +343,9 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
     tls.ticket_lifetime = lifetime.min(u64::from(u32::MAX)) as u32;
     if let Some(a) = &file.acme {
         acme_errors(a, &mut err);
+        if let Some(d) = &a.dane {
+            dane_errors(a, d, file.dns.dnssec, &mut err);
+        }
     }
     Compiled {
         profiles,
@@ -412,6 +415,88 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
                 ),
             );
         }
+    }
+}
+
+/// `[acme.dane]`: where updates go, a zone holding every name, one TSIG
+/// secret, and DNSSEC to see the records validated.
+fn dane_errors(
+    a: &schema::Acme,
+    d: &schema::AcmeDane,
+    dnssec: crate::dns::Dnssec,
+    err: &mut impl FnMut(Range<usize>, String, String),
+) {
+    if crate::acme::dane::parse_server(d.update_server.get_ref()).is_none() {
+        err(
+            d.update_server.span(),
+            "acme.dane.update_server".into(),
+            format!(
+                "{:?} is not an IP address with an optional port (e.g. \"192.0.2.53:53\")",
+                d.update_server.get_ref()
+            ),
+        );
+    }
+    let zone = d.zone.get_ref().trim_end_matches('.').to_ascii_lowercase();
+    if !valid_domain(&zone) {
+        err(
+            d.zone.span(),
+            "acme.dane.zone".into(),
+            format!("{:?} is not a zone name", d.zone.get_ref()),
+        );
+    } else {
+        for name in &a.domains {
+            let n = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+            if n != zone && !n.ends_with(&format!(".{zone}")) {
+                err(
+                    name.span(),
+                    "acme.domains".into(),
+                    format!(
+                        "{:?} is not in the zone {zone:?}: its TLSA records could not be written there",
+                        name.get_ref()
+                    ),
+                );
+            }
+        }
+    }
+    if !valid_domain(d.tsig_name.get_ref().trim_end_matches('.')) {
+        err(
+            d.tsig_name.span(),
+            "acme.dane.tsig_name".into(),
+            "the TSIG key's name is required (as the DNS server knows it)".into(),
+        );
+    }
+    match (&d.tsig_secret, &d.tsig_secret_file) {
+        (Some(_), Some(f)) => err(
+            f.span(),
+            "acme.dane.tsig_secret_file".into(),
+            "give tsig_secret or tsig_secret_file, not both".into(),
+        ),
+        (None, None) => err(
+            0..0,
+            "acme.dane.tsig_secret".into(),
+            "the TSIG secret is required: tsig_secret (base64) or tsig_secret_file".into(),
+        ),
+        (Some(secret), None) => {
+            if crate::acme::dane::decode_secret(secret.get_ref()).is_none() {
+                err(
+                    secret.span(),
+                    "acme.dane.tsig_secret".into(),
+                    "not base64 (as tsig-keygen and dnssec-keygen write it)".into(),
+                );
+            }
+        }
+        (None, Some(_)) => {}
+    }
+    if d.ttl.0 < std::time::Duration::from_secs(1) {
+        err(0..0, "acme.dane.ttl".into(), "at least 1s".into());
+    }
+    // A roll waits until the next key's record is seen validated.
+    if dnssec == crate::dns::Dnssec::Off {
+        err(
+            0..0,
+            "acme.dane".into(),
+            "needs [dns] dnssec = \"trust-ad\" (a validating resolver) or \"validate\": a key goes into service only once its TLSA record is seen validated".into(),
+        );
     }
 }
 

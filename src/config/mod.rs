@@ -229,6 +229,20 @@ fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Ve
             });
         }
     }
+    if let Some(f) = file
+        .acme
+        .as_ref()
+        .and_then(|a| a.dane.as_ref())
+        .and_then(|d| d.tsig_secret_file.as_ref())
+    {
+        if let Err(message) = read_tsig_secret(&resolve(f.get_ref())) {
+            errors.push(ConfigError {
+                line: Some(line_of(text, f.span().start)),
+                key: "acme.dane.tsig_secret_file".into(),
+                message,
+            });
+        }
+    }
     let ca_files: Vec<PathBuf> = tls.ca_files.iter().map(|f| resolve(f)).collect();
     if let Err(problems) = crate::tls::ca_store(tls.system_roots, &ca_files) {
         for e in problems {
@@ -265,6 +279,32 @@ fn load_pair(
     let ck = crate::tls::load_cert_and_key(&cert, &key)
         .and_then(|ck| crate::tls::certified_key(ck, &cert))?;
     Ok((ck, cert))
+}
+
+/// A TSIG secret file: base64 (alone, or the `secret "…";` of a
+/// `tsig-keygen` key statement), readable by its owner only.
+fn read_tsig_secret(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        return Err(format!(
+            "{}: mode {:o}: a secret must be readable by its owner only (chmod 600)",
+            path.display(),
+            meta.permissions().mode() & 0o777
+        ));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let secret = match text.find("secret") {
+        Some(i) => text[i + "secret".len()..]
+            .trim_start()
+            .trim_start_matches('"')
+            .split('"')
+            .next()
+            .unwrap_or_default(),
+        None => text.trim(),
+    };
+    crate::acme::dane::decode_secret(secret)
+        .ok_or_else(|| format!("{}: no base64 secret in it", path.display()))
 }
 
 fn first_line(msg: &str) -> String {
@@ -586,6 +626,30 @@ impl Config {
             key: a.key,
             renew_before: a.renew_before.0,
             key_lifetime: a.key_lifetime.0,
+            dane: a.dane.as_ref().map(|d| {
+                let mut ports: Vec<u16> = self.listen_addrs().iter().map(|l| l.port()).collect();
+                ports.sort_unstable();
+                ports.dedup();
+                crate::acme::dane::DaneSettings {
+                    update_server: crate::acme::dane::parse_server(d.update_server.get_ref())
+                        .unwrap_or_else(|| std::net::SocketAddr::from(([127, 0, 0, 1], 53))),
+                    zone: format!(
+                        "{}.",
+                        d.zone.get_ref().trim_end_matches('.').to_ascii_lowercase()
+                    ),
+                    tsig_name: d.tsig_name.get_ref().clone(),
+                    tsig_algorithm: d.tsig_algorithm,
+                    // Checked when the file was loaded.
+                    tsig_secret: match (&d.tsig_secret, &d.tsig_secret_file) {
+                        (Some(s), _) => crate::acme::dane::decode_secret(s.get_ref()),
+                        (None, Some(f)) => read_tsig_secret(&self.resolve(f.get_ref())).ok(),
+                        (None, None) => None,
+                    }
+                    .unwrap_or_default(),
+                    ttl: d.ttl.0,
+                    ports,
+                }
+            }),
             dir: self.spool_dir().join("acme"),
         })
     }

@@ -51,6 +51,32 @@ pub struct Acme {
     pub renew_before: Span,
     #[serde(default = "default_key_lifetime")]
     pub key_lifetime: Span,
+    #[serde(default)]
+    pub dane: Option<AcmeDane>,
+}
+
+/// `[acme.dane]`: the keys' TLSA records, written by DNS UPDATE.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeDane {
+    #[serde(default = "unset")]
+    pub update_server: Spanned<String>,
+    #[serde(default = "unset")]
+    pub zone: Spanned<String>,
+    #[serde(default = "unset")]
+    pub tsig_name: Spanned<String>,
+    #[serde(default)]
+    pub tsig_algorithm: crate::acme::dane::TsigAlg,
+    #[serde(default)]
+    pub tsig_secret: Option<Spanned<String>>,
+    #[serde(default)]
+    pub tsig_secret_file: Option<Spanned<String>>,
+    #[serde(default = "default_dane_ttl")]
+    pub ttl: Span,
+}
+
+fn default_dane_ttl() -> Span {
+    Span(crate::acme::DEFAULT_DANE_TTL)
 }
 
 fn default_http_listen() -> Spanned<String> {

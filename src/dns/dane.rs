@@ -197,6 +197,16 @@ async fn signed_addresses(
     Ok((ips, secure, canonical.to_ascii_lowercase()))
 }
 
+/// The TLSA records at `_PORT._tcp.NAME` when the answer is validated;
+/// `None` when it is not signed.
+pub(super) async fn validated_tlsa(
+    pool: &Validator,
+    name: &str,
+    port: u16,
+) -> Result<Option<Vec<Tlsa>>, DaneFailure> {
+    tlsa(pool, name, port).await
+}
+
 /// The TLSA records at `_PORT._tcp.NAME` (RFC 6698 §3, RFC 7672 §2.2.3).
 async fn tlsa(pool: &Validator, name: &str, port: u16) -> Result<Option<Vec<Tlsa>>, DaneFailure> {
     let base = format!("_{port}._tcp.{}", name.trim_end_matches('.'));
