@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
-# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, Pebble, headless
+# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, Pebble, BIND 9, headless
 # Chromium; Exim unpacked beside them) from Debian when they are missing, then runs every test in the
 # workspace.
 set -euo pipefail
@@ -26,8 +26,11 @@ command -v sslscan >/dev/null 2>&1 || need+=(sslscan)
 command -v ldns-signzone >/dev/null 2>&1 || need+=(ldnsutils)
 command -v nsd >/dev/null 2>&1 || [ -x /usr/sbin/nsd ] || need+=(nsd)
 command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound)
-# ACME: Pebble, the Let's Encrypt test server.
+# ACME: Pebble, the Let's Encrypt test server; BIND 9 signing a zone and
+# taking DNS UPDATEs for the DANE key rollover, dig as an observer.
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
+command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
+command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
 # TLS reports are checked against tests/schemas/tlsrpt.json.
 python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 # The Debian package's unit, checked by systemd-analyze verify.
@@ -49,7 +52,16 @@ if [ ${#need[@]} -gt 0 ]; then
   # Postfix runs as private test instances only: no system configuration.
   echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
+  # No package may start its service (bind9 would start a system named):
+  # the tests start every peer they need themselves.
+  policy=""
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d
+    policy=/usr/sbin/policy-rc.d
+  fi
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+  [ -z "$policy" ] || $sudo rm -f "$policy"
 fi
 
 # Exim's daemon package, unpacked (the package lists were updated above,
@@ -69,7 +81,7 @@ export SEALGATE_EXIM="$exim_root/usr/sbin/exim4"
 # Every test starts its peers and stops them, in temporary directories it
 # removes: after the suite, no process it started may survive and no
 # temporary directory may remain. What ran before the suite is left alone.
-peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|chromium-headless-shell)( |$)|policy_server.py'
+peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|named|chromium-headless-shell)( |$)|policy_server.py'
 before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
 status=0

@@ -110,12 +110,29 @@ pub enum UpdateError {
     /// RFC 2136 §2.2: the server refused (NOTAUTH: the TSIG key or its
     /// secret is wrong; REFUSED: not allowed to update the zone; NOTZONE:
     /// a name outside the zone).
-    #[error("UPDATE to {server} refused: {code}{hint}")]
+    #[error("UPDATE to {server} refused: {code} ({}){hint}", mnemonic(*.code))]
     Refused {
         server: SocketAddr,
         code: ResponseCode,
         hint: &'static str,
     },
+}
+
+/// The RCODE's name as RFC 2136 §2.2 and RFC 8945 write it.
+fn mnemonic(code: ResponseCode) -> String {
+    match code {
+        ResponseCode::FormErr => "FORMERR".into(),
+        ResponseCode::ServFail => "SERVFAIL".into(),
+        ResponseCode::NXDomain => "NXDOMAIN".into(),
+        ResponseCode::NotImp => "NOTIMP".into(),
+        ResponseCode::Refused => "REFUSED".into(),
+        ResponseCode::YXDomain => "YXDOMAIN".into(),
+        ResponseCode::YXRRSet => "YXRRSET".into(),
+        ResponseCode::NXRRSet => "NXRRSET".into(),
+        ResponseCode::NotAuth => "NOTAUTH".into(),
+        ResponseCode::NotZone => "NOTZONE".into(),
+        other => format!("RCODE {}", u16::from(other)),
+    }
 }
 
 /// Sends signed UPDATEs for one zone.

@@ -500,6 +500,12 @@ async fn dane_turn(
     };
     if !asked.roll.is_empty() && !state.dane.roll_asked {
         state.dane.roll_asked = true;
+        // Recorded before the answer: a restart goes on with the roll.
+        if let Err(e) = store.save_state(&state) {
+            let failed = Err(format!("cannot record the roll: {e}"));
+            asked.answer_roll(&failed);
+            return LOOK_EVERY;
+        }
         let line = format!(
             "acme: key roll for {names} started: the next key goes into service once its TLSA record has been seen validated for two TTLs ({} s)",
             2 * dane.ttl_secs()

@@ -4,8 +4,10 @@
 
 #![allow(dead_code)]
 
+pub mod bind;
 pub mod dnsmasq;
 pub mod dnssec;
+pub mod pebble;
 pub mod pki;
 pub mod postfix;
 pub mod receiver;
