@@ -497,6 +497,23 @@ impl Metrics {
                 ok_failed(&shared.acme.renewals_ok, &shared.acme.renewals_failed),
             ),
             (
+                "sealgate_acme_key_roll",
+                "The ACME key roll's state: 1 for the state it is in (off without [acme.dane]).",
+                Family::Gauge({
+                    use strum::IntoEnumIterator;
+                    let now = crate::acme::RollPhase::from_repr(
+                        shared.acme.roll.load(Ordering::Relaxed),
+                    )
+                    .unwrap_or(crate::acme::RollPhase::Off);
+                    crate::acme::RollPhase::iter()
+                        .map(|p| {
+                            let name: &'static str = p.into();
+                            (vec![("state", name.into())], i64::from(p == now))
+                        })
+                        .collect()
+                }),
+            ),
+            (
                 "sealgate_last_reload_timestamp_seconds",
                 "Unix time of the last successful reload (0: none).",
                 Family::Gauge(vec![(vec![], gauge(load(&shared.last_reload)))]),

@@ -29,6 +29,9 @@ pub struct Status {
     pub certificates: Vec<Certificate>,
     /// Newest first.
     pub downgrades: Vec<Downgrade>,
+    /// The certificate ACME keeps (`[acme]`), and its keys' records.
+    #[serde(default)]
+    pub acme: Option<crate::acme::View>,
 }
 
 /// One partner: a domain with a route profile of its own, or one of the
@@ -118,6 +121,10 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
             })
             .collect(),
         downgrades,
+        acme: snapshot
+            .acme
+            .as_ref()
+            .and_then(|a| crate::acme::View::read(a, i64::try_from(now).unwrap_or(i64::MAX)).ok()),
     }
 }
 
@@ -223,6 +230,40 @@ impl Status {
                             }
                         }
                     }
+                    @if let Some(a) = &self.acme {
+                        h2 { "ACME" }
+                        table id="acme" {
+                            tr { th { "names" } td { (a.domains.join(", ")) } }
+                            @if let Some(c) = &a.certificate {
+                                tr { th { "issuer" } td { (c.issuer) } }
+                                tr { th { "expires" } td { (when(c.not_after)) } }
+                            }
+                            @if let Some(due) = a.renewal_due {
+                                tr { th { "renewal due" } td { (when(due)) } }
+                            }
+                            tr { th { "next" } td { (a.next) } }
+                            tr {
+                                th { "last failure" }
+                                td { (a.last_error.as_deref().unwrap_or("none")) }
+                            }
+                            @if let Some(d) = &a.dane {
+                                tr { th { "key roll" } td { (d.roll) ": " (d.roll_detail) } }
+                                @for r in &d.records {
+                                    tr {
+                                        th { "TLSA " (r.role) }
+                                        td {
+                                            (r.owner) " 3 1 1 " (r.key)
+                                            @if r.validated_since > 0 {
+                                                " (validated since " (when(r.validated_since)) ")"
+                                            } @else {
+                                                " (not seen validated)"
+                                            }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
                     h2 { "Our certificates" }
                     table id="certificates" {
                         tr { th { "file" } th { "subject" } th { "expires" } th { "days left" } }
@@ -316,6 +357,7 @@ mod tests {
                 oldest_age_seconds: 30,
             },
             certificates: Vec::new(),
+            acme: None,
             downgrades: d.into_iter().collect(),
         }
     }

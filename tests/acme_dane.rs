@@ -231,6 +231,16 @@ fn keys_roll_only_to_records_seen_validated() {
     gw.wait_for_log(&format!("acme: removed TLSA 3 1 1 {current}"), LIMIT);
     gw.wait_for_count("acme: published TLSA 3 1 1", 3, LIMIT);
     wait_for_records(&bed, &owner, &next, &current);
+    let (ok, out, err) = sealgate(&dir, &["acme", "status"]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains(&format!("current key:   {next}")), "{out}");
+    assert!(out.contains("roll:          steady"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "TLSA {owner}. 3 1 1 {next} (current, validated since"
+        )),
+        "{out}"
+    );
     assert_always_visible(&observer.finish());
     gw.stop();
 }

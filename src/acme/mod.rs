@@ -112,6 +112,35 @@ pub struct Stats {
     pub not_after: AtomicI64,
     pub renewals_ok: AtomicU64,
     pub renewals_failed: AtomicU64,
+    /// With `[acme.dane]`: the roll's [`RollPhase`], as a number.
+    pub roll: std::sync::atomic::AtomicU8,
+}
+
+/// Where a key roll stands, for `sealgate_acme_key_roll`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter, strum::IntoStaticStr, strum::FromRepr,
+)]
+#[strum(serialize_all = "lowercase")]
+#[repr(u8)]
+pub enum RollPhase {
+    /// No `[acme.dane]`.
+    Off,
+    /// Current and next keys published.
+    Steady,
+    /// A roll waits for the next key's record.
+    Waiting,
+    /// The next key is in service; the replaced key's records remain.
+    Switched,
+}
+
+impl RollPhase {
+    fn of(d: &roll::DaneState) -> RollPhase {
+        match (&d.old, d.roll_asked) {
+            (Some(_), _) => RollPhase::Switched,
+            (None, true) => RollPhase::Waiting,
+            (None, false) => RollPhase::Steady,
+        }
+    }
 }
 
 /// What `sealgate acme renew` and `acme roll` ask of the running gateway.
@@ -578,6 +607,9 @@ async fn dane_turn(
         match step {
             Step::Wait { until, why } => {
                 tracing::debug!("acme: waiting: {why}");
+                stats
+                    .roll
+                    .store(RollPhase::of(&state.dane) as u8, Ordering::Relaxed);
                 if let Err(e) = store.save_state(&state) {
                     tracing::warn!("acme: {e}");
                 }
@@ -741,12 +773,12 @@ fn records_validated(
 
 /// `sealgate acme status`: the certificate and its keeping, read from
 /// `SPOOL/acme` (the gateway need not run).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct View {
     pub directory: String,
     pub domains: Vec<String>,
-    pub challenge: &'static str,
-    pub key: &'static str,
+    pub challenge: String,
+    pub key: String,
     pub certificate: Option<store::Certificate>,
     /// When the renewal falls due (Unix time).
     pub renewal_due: Option<i64>,
@@ -757,6 +789,94 @@ pub struct View {
     pub last_error: Option<String>,
     /// The next step, in words.
     pub next: String,
+    /// With `[acme.dane]`: the keys, their records, the roll.
+    pub dane: Option<DaneView>,
+}
+
+/// The keys and their TLSA records, as `acme status` and the status page
+/// show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaneView {
+    /// SPKI SHA-256 of the key in service, and of the next one.
+    pub current_key: Option<String>,
+    pub next_key: Option<String>,
+    pub records: Vec<RecordView>,
+    /// `steady`, `waiting` (a roll waits for the next key's record),
+    /// `switched` (the replaced key's records are still published).
+    pub roll: String,
+    /// The roll in words.
+    pub roll_detail: String,
+}
+
+/// One published `3 1 1` record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub owner: String,
+    pub key: String,
+    /// `current`, `next` or `replaced`.
+    pub role: String,
+    /// Since when it has been seen in a validated answer (Unix time); 0:
+    /// not seen.
+    pub validated_since: i64,
+}
+
+impl DaneView {
+    fn read(
+        settings: &Settings,
+        dane: &dane::DaneSettings,
+        state: &store::State,
+    ) -> std::io::Result<DaneView> {
+        let keys = dane_keys(&settings.store()).map_err(std::io::Error::other)?;
+        let d = &state.dane;
+        let mut records = Vec::new();
+        for key in &d.published {
+            let (role, validated_since) = if Some(key) == keys.current.as_ref() {
+                ("current", d.current_seen_since)
+            } else if Some(key) == keys.next.as_ref() {
+                ("next", d.next_seen_since)
+            } else {
+                ("replaced", 0)
+            };
+            for owner in &d.owners {
+                records.push(RecordView {
+                    owner: owner.clone(),
+                    key: key.clone(),
+                    role: role.into(),
+                    validated_since,
+                });
+            }
+        }
+        let two_ttls = 2 * dane.ttl_secs();
+        let (roll, roll_detail) = match (&d.old, d.roll_asked) {
+            (Some(old), _) => (
+                "switched",
+                format!(
+                    "the next key went into service at {}; the replaced key's records ({old}) go at {}",
+                    crate::model::rfc3339(d.switched_at),
+                    crate::model::rfc3339(d.switched_at + two_ttls)
+                ),
+            ),
+            (None, true) => (
+                "waiting",
+                if d.next_seen_since > 0 {
+                    format!(
+                        "a roll is asked: the next key goes into service at {}",
+                        crate::model::rfc3339(d.next_seen_since + two_ttls)
+                    )
+                } else {
+                    "a roll is asked: the next key's record is not seen validated yet".to_string()
+                },
+            ),
+            (None, false) => ("steady", "current and next keys published".to_string()),
+        };
+        Ok(DaneView {
+            current_key: keys.current,
+            next_key: keys.next,
+            records,
+            roll: roll.into(),
+            roll_detail,
+        })
+    }
 }
 
 impl View {
@@ -783,11 +903,16 @@ impl View {
                 if new_key { ", new key" } else { "" }
             ),
         };
+        let dane = match &settings.dane {
+            Some(d) => Some(DaneView::read(settings, d, &state)?),
+            None => None,
+        };
         Ok(View {
             directory: settings.directory.clone(),
             domains: settings.domains.clone(),
-            challenge: settings.challenge.into(),
-            key: settings.key.into(),
+            challenge: <&str>::from(settings.challenge).into(),
+            key: <&str>::from(settings.key).into(),
+            dane,
             renewal_due: facts.as_ref().map(|f| plan::renewal_due(f, &wanted)),
             certificate,
             key_since: state.key_since,
@@ -846,6 +971,29 @@ impl View {
             None => out.push_str("  last failure:  none\n"),
         }
         let _ = writeln!(out, "  next:          {}", self.next);
+        if let Some(d) = &self.dane {
+            let key = |k: &Option<String>| k.clone().unwrap_or_else(|| "none yet".into());
+            let _ = writeln!(
+                out,
+                "  current key:   {}\n  next key:      {}\n  roll:          {}: {}",
+                key(&d.current_key),
+                key(&d.next_key),
+                d.roll,
+                d.roll_detail
+            );
+            for r in &d.records {
+                let seen = if r.validated_since > 0 {
+                    format!("validated since {}", time(r.validated_since))
+                } else {
+                    "not seen validated".into()
+                };
+                let _ = writeln!(
+                    out,
+                    "  TLSA {} 3 1 1 {} ({}, {seen})",
+                    r.owner, r.key, r.role
+                );
+            }
+        }
         out
     }
 }

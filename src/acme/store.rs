@@ -58,7 +58,7 @@ pub struct Store {
 }
 
 /// What the stored certificate says of itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Certificate {
     /// The SAN DNS names, lower case, sorted.
     pub names: Vec<String>,
