@@ -88,6 +88,24 @@ fn cases() -> Vec<Case> {
             expect: &["the private key does not match the certificate"],
         },
         Case {
+            name: "ACME and its DANE table",
+            edit: Edit::Append(
+                "[acme]\ndirectory = \"http://acme.example/dir\"\ndomains = [\"*.example.org\"]\n\
+                 contact = [\"postmaster@example.org\"]\nhttp_listen = \"port 80\"\n\
+                 [acme.dane]\nupdate_server = \"ns.example.org\"\nzone = \"example.net.\"\n\
+                 tsig_name = \"k\"\ntsig_secret = \"c2VjcmV0\"\ntsig_secret_file = \"k.key\"\n",
+            ),
+            expect: &[
+                "acme.directory: \"http://acme.example/dir\" is not an https:// URL",
+                "acme.domains: \"*.example.org\" is not a host name a certificate can carry",
+                "acme.contact: \"postmaster@example.org\" is not a mailto: URL",
+                "acme.http_listen: \"port 80\" is not an address:port",
+                "acme.dane.update_server: \"ns.example.org\" is not an IP address",
+                "acme.dane.tsig_secret_file: give tsig_secret or tsig_secret_file, not both",
+                "acme.dane: needs [dns] dnssec",
+            ],
+        },
+        Case {
             name: "expired certificate",
             edit: Edit::Replace("CERT\", key = \"KEY", "PKI/old.crt\", key = \"PKI/old.key"),
             expect: &["old.crt: expired on"],

@@ -156,6 +156,19 @@ fn changes() -> Vec<(&'static str, &'static str, &'static str, Seen)> {
         ("acme", "key", "\"rsa-2048\"", Snapshot),
         ("acme", "renew_before", "\"10d\"", Snapshot),
         ("acme", "key_lifetime", "\"0\"", Snapshot),
+        ("acme.dane", "update_server", "\"127.0.0.1:5353\"", Snapshot),
+        ("acme.dane", "zone", "\"mx1.example.org.\"", Snapshot),
+        ("acme.dane", "tsig_name", "\"other-key\"", Snapshot),
+        ("acme.dane", "tsig_algorithm", "\"hmac-sha512\"", Snapshot),
+        ("acme.dane", "tsig_secret", "\"b3RoZXIgc2VjcmV0\"", Snapshot),
+        // The secret from a file (0600) instead of the file's text.
+        (
+            "acme.dane",
+            "tsig_secret_file",
+            "\"tsig.key\"\ntsig_secret = REMOVE",
+            Snapshot,
+        ),
+        ("acme.dane", "ttl", "\"2m\"", Snapshot),
     ]
 }
 
@@ -218,25 +231,41 @@ via = "mx"
 [acme]
 directory = "https://acme.example.org/dir"
 domains = ["mx1.example.org"]
+
+[acme.dane]
+update_server = "127.0.0.1:53"
+zone = "example.org."
+tsig_name = "sealgate-update"
+tsig_secret = "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"
 "#;
 
 /// BASE with `table.key = value` set (a dotted key inside `[[profile]]`
 /// goes into its sub-table).
 fn with(table: &str, key: &str, value: &str) -> String {
     let mut doc: toml::Table = BASE.parse().unwrap();
-    let extra: toml::Table = format!("v = {value}").parse().unwrap_or_else(|_| {
-        // A value with a second line (another key of the same table).
-        format!("v = {value}").parse().unwrap()
-    });
-    let mut target = match doc.get_mut(table) {
-        Some(toml::Value::Array(a)) => a[0].as_table_mut().unwrap(),
-        Some(toml::Value::Table(t)) => t,
-        None => {
-            doc.insert(table.into(), toml::Value::Table(toml::Table::new()));
-            doc.get_mut(table).unwrap().as_table_mut().unwrap()
-        }
-        Some(other) => panic!("{table}: {other:?}"),
-    };
+    // A value may have a second line: another key of the same table, set,
+    // or removed (`= REMOVE`).
+    let removed: Vec<String> = value
+        .lines()
+        .filter_map(|l| l.strip_suffix(" = REMOVE").map(str::to_string))
+        .collect();
+    let value: String = value
+        .lines()
+        .filter(|l| !l.ends_with(" = REMOVE"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let extra: toml::Table = format!("v = {value}").parse().unwrap();
+    let mut target = &mut doc;
+    for part in table.split('.') {
+        target = match target
+            .entry(part)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        {
+            toml::Value::Array(a) => a[0].as_table_mut().unwrap(),
+            toml::Value::Table(t) => t,
+            other => panic!("{table}: {other:?}"),
+        };
+    }
     let mut parts: Vec<&str> = key.split('.').collect();
     let last = parts.pop().unwrap();
     for p in parts {
@@ -248,6 +277,9 @@ fn with(table: &str, key: &str, value: &str) -> String {
     }
     for (k, v) in extra {
         target.insert(if k == "v" { last.to_string() } else { k }, v);
+    }
+    for k in removed {
+        target.remove(&k);
     }
     toml::to_string(&doc).unwrap()
 }
