@@ -529,6 +529,21 @@ impl Metrics {
                 Family::Gauge(remaining),
             ),
         ]);
+        if let Some(fleet) = shared.fleet.get() {
+            f.push((
+                "sealgate_fleet_store_up",
+                "1 while the fleet's store (Redis) answers, 0 during an outage.",
+                Family::Gauge(vec![(vec![], i64::from(fleet.up.load(Ordering::Relaxed)))]),
+            ));
+            f.push((
+                "sealgate_fleet_nodes_up",
+                "Nodes of the fleet whose heartbeat is in the store, as last read.",
+                Family::Gauge(vec![(
+                    vec![],
+                    fleet.nodes.lock().map_or(0, |n| gauge(n.len() as u64)),
+                )]),
+            ));
+        }
         if let Some(sts) = shared.sts.get() {
             f.push((
                 "sealgate_mta_sts_fetches",

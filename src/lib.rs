@@ -25,6 +25,7 @@ pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod explain;
+pub mod fleet;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod handoff;

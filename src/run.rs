@@ -186,6 +186,29 @@ pub fn needs_restart(running: &Config, new: &Config) -> Vec<&'static str> {
             o.outbound.mta_sts_refresh.map(|s| s.0) != n.outbound.mta_sts_refresh.map(|s| s.0),
             "outbound.mta_sts_refresh",
         ),
+        (
+            o.fleet.as_ref().map(|f| f.redis.get_ref())
+                != n.fleet.as_ref().map(|f| f.redis.get_ref()),
+            "fleet.redis",
+        ),
+        (
+            o.fleet
+                .as_ref()
+                .and_then(|f| f.node.as_ref().map(|n| n.get_ref()))
+                != n.fleet
+                    .as_ref()
+                    .and_then(|f| f.node.as_ref().map(|n| n.get_ref())),
+            "fleet.node",
+        ),
+        (
+            o.fleet
+                .as_ref()
+                .and_then(|f| f.password_file.as_ref().map(|p| p.get_ref()))
+                != n.fleet
+                    .as_ref()
+                    .and_then(|f| f.password_file.as_ref().map(|p| p.get_ref())),
+            "fleet.password_file",
+        ),
     ]
     .into_iter()
     .filter_map(|(changed, key)| changed.then_some(key))
@@ -507,7 +530,29 @@ pub fn report_command(
         crate::control::Command::Delivery(crate::delivery::Admin::ReportFlush),
     );
     let settings = cfg.tls_rpt();
-    let d = crate::tlsrpt::Day::load(&crate::tlsrpt::dir(&cfg.spool_dir()), &day);
+    let mut d = crate::tlsrpt::Day::load(&crate::tlsrpt::dir(&cfg.spool_dir()), &day);
+    // In a fleet: the fleet's figures (this node's own from its file).
+    if let Some(fleet) = cfg.fleet() {
+        let merged = crate::fleet::connect(&fleet.url)
+            .and_then(|mut conn| crate::fleet::fleet_day(&mut conn, &day, (&fleet.node, &d)));
+        match merged {
+            Ok((mut all, nodes, sent)) => {
+                for name in &sent {
+                    if let Some(x) = all.domains.get_mut(name) {
+                        x.sent = true;
+                    }
+                }
+                if !json {
+                    println!("{day}: the fleet's figures, from {nodes} node(s)");
+                }
+                d = all;
+            }
+            Err(e) => eprintln!(
+                "the fleet store at {} is unreachable ({e}): this node's figures only",
+                crate::fleet::redacted(&fleet.url)
+            ),
+        }
+    }
     let names: Vec<&String> = d
         .domains
         .keys()
@@ -873,6 +918,27 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         shared.clone(),
     )
     .map_err(StartError::Listen)?;
+    let fleet = match cfg.fleet() {
+        Some(settings) => {
+            let stats = Arc::new(crate::fleet::Stats::default());
+            let _ = shared.fleet.set(stats.clone());
+            tracing::info!(
+                "fleet: node {} of the fleet in {}",
+                settings.node,
+                crate::fleet::redacted(&settings.url)
+            );
+            Some(
+                crate::fleet::start(
+                    settings,
+                    cfg.hostname(),
+                    crate::tlsrpt::dir(&cfg.spool_dir()),
+                    stats,
+                )
+                .map_err(failed("cannot start the fleet thread"))?,
+            )
+        }
+        None => None,
+    };
     let scheduler = crate::delivery::Scheduler::new(
         delivery_rx,
         delivery_tx.clone(),
@@ -886,7 +952,8 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         crate::delivery::SpoolAccess::new(reader, work),
         Some(crate::tlsrpt::dir(&cfg.spool_dir())),
         recovered,
-    );
+    )
+    .with_fleet(fleet);
     let delivery = std::thread::Builder::new()
         .name("delivery".into())
         .spawn(move || scheduler.run())

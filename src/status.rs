@@ -32,6 +32,16 @@ pub struct Status {
     /// The certificate ACME keeps (`[acme]`), and its keys' records.
     #[serde(default)]
     pub acme: Option<crate::acme::View>,
+    /// `[fleet]`: the store and the nodes up.
+    #[serde(default)]
+    pub fleet: Option<Fleet>,
+}
+
+/// The fleet as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fleet {
+    pub store_up: bool,
+    pub nodes: Vec<crate::fleet::NodeView>,
 }
 
 /// One partner: a domain with a route profile of its own, or one of the
@@ -121,6 +131,10 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
             })
             .collect(),
         downgrades,
+        fleet: shared.fleet.get().map(|f| Fleet {
+            store_up: f.up.load(Ordering::Relaxed),
+            nodes: f.nodes.lock().map(|n| n.clone()).unwrap_or_default(),
+        }),
         acme: snapshot
             .acme
             .as_ref()
@@ -230,6 +244,17 @@ impl Status {
                             }
                         }
                     }
+                    @if let Some(f) = &self.fleet {
+                        h2 { "Fleet" }
+                        p id="fleet" {
+                            @if f.store_up { "The store answers. " } @else { "The store is unreachable: figures are kept here and written when it is back. " }
+                            "Nodes up: "
+                            @for (i, n) in f.nodes.iter().enumerate() {
+                                @if i > 0 { ", " }
+                                (n.node) " (" (n.hostname) ")"
+                            }
+                        }
+                    }
                     @if let Some(a) = &self.acme {
                         h2 { "ACME" }
                         table id="acme" {
@@ -311,6 +336,15 @@ impl Status {
             "\nqueue: {} message(s), oldest {} s",
             self.queue.messages, self.queue.oldest_age_seconds
         );
+        if let Some(f) = &self.fleet {
+            let nodes: Vec<&str> = f.nodes.iter().map(|n| n.node.as_str()).collect();
+            let _ = writeln!(
+                out,
+                "fleet: store {}; nodes up: {}",
+                if f.store_up { "up" } else { "unreachable" },
+                nodes.join(", ")
+            );
+        }
         for d in &self.downgrades {
             let _ = writeln!(
                 out,
@@ -358,6 +392,7 @@ mod tests {
             },
             certificates: Vec::new(),
             acme: None,
+            fleet: None,
             downgrades: d.into_iter().collect(),
         }
     }

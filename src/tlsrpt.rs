@@ -158,6 +158,41 @@ pub fn day_start(day: &str) -> Option<u64> {
 }
 
 impl Day {
+    /// Adds another node's sessions of the same day (a fleet's figures):
+    /// counts of the same policy and failure add up; `sent` stays this
+    /// day's own.
+    pub fn merge(&mut self, other: &Day) {
+        for (domain, theirs) in &other.domains {
+            let ours = self.domains.entry(domain.clone()).or_default();
+            for (policy, mx, counts) in &theirs.policies {
+                let i = match ours
+                    .policies
+                    .iter()
+                    .position(|(p, m, _)| p == policy && m == mx)
+                {
+                    Some(i) => i,
+                    None => {
+                        ours.policies
+                            .push((policy.clone(), mx.clone(), Counts::default()));
+                        ours.policies.len() - 1
+                    }
+                };
+                let into = &mut ours.policies[i].2;
+                into.successful += counts.successful;
+                for f in &counts.failures {
+                    match into
+                        .failures
+                        .iter_mut()
+                        .find(|g| g.0 == f.0 && g.1 == f.1 && g.2 == f.2 && g.3 == f.3)
+                    {
+                        Some(g) => g.4 += f.4,
+                        None => into.failures.push(f.clone()),
+                    }
+                }
+            }
+        }
+    }
+
     pub fn new(day: &str) -> Day {
         Day {
             day: day.to_string(),
@@ -515,6 +550,34 @@ mod tests {
         );
         let at = send_at("2026-12-01", "b.test", 4 * 3600);
         assert!((1_796_169_600..1_796_169_600 + 4 * 3600).contains(&at));
+    }
+
+    /// A fleet's day: the same policy and failure add up, others join.
+    #[test]
+    fn days_of_several_nodes_merge() {
+        let s = |ip: &str, result| Session {
+            mx_host: "mx.b.test".into(),
+            ip: ip.parse().unwrap(),
+            policy: Policy::NoPolicyFound,
+            result,
+        };
+        let fail = || Err((ResultType::StarttlsNotSupported, "no".to_string()));
+        let mut a = Day::new("2026-12-01");
+        a.record("b.test", &s("192.0.2.1", Ok(())));
+        a.record("b.test", &s("192.0.2.1", fail()));
+        let mut b = Day::new("2026-12-01");
+        b.record("b.test", &s("192.0.2.1", Ok(())));
+        b.record("b.test", &s("192.0.2.1", fail()));
+        b.record("b.test", &s("192.0.2.2", fail()));
+        b.record("c.test", &s("192.0.2.3", Ok(())));
+        let mut fleet = Day::new("2026-12-01");
+        fleet.merge(&a);
+        fleet.merge(&b);
+        let counts = &fleet.domains["b.test"].policies[0].2;
+        assert_eq!(counts.successful, 2);
+        assert_eq!(counts.failed(), 3);
+        assert_eq!(counts.failures.len(), 2);
+        assert_eq!(fleet.domains["c.test"].policies[0].2.successful, 1);
     }
 
     #[test]

@@ -299,9 +299,25 @@ dnssec = "validate"
 trust_anchor = "anchor.keys"
 [outbound]
 mta_sts_refresh = "2h"
+[fleet]
+redis = "redis://127.0.0.1:6380/1"
+node = "mx9"
+password_file = "redis.pass"
 "#,
     )
     .unwrap();
+    {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("redis.pass"))
+            .unwrap();
+        f.write_all(b"secret\n").unwrap();
+    }
     let load = |p: &std::path::Path| sealgate::config::load(Some(p)).expect("a valid file");
     let mut named = sealgate::run::needs_restart(&load(&running), &load(&changed));
     named.sort_unstable();

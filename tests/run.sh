@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command (README): installs the real peers the tests talk to
 # (swaks with its TLS modules, openssl, python3, dnsmasq, Postfix,
-# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, Pebble, BIND 9, headless
+# promtool from prometheus, HAProxy, nsd, unbound, ldnsutils, Pebble, BIND 9, redis-server, headless
 # Chromium; Exim unpacked beside them) from Debian when they are missing, then runs every test in the
 # workspace.
 set -euo pipefail
@@ -31,6 +31,8 @@ command -v unbound >/dev/null 2>&1 || [ -x /usr/sbin/unbound ] || need+=(unbound
 command -v pebble >/dev/null 2>&1 || need+=(pebble)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need+=(bind9)
 command -v dig >/dev/null 2>&1 || need+=(bind9-dnsutils)
+# The fleet's store.
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 # TLS reports are checked against tests/schemas/tlsrpt.json.
 python3 -c 'import jsonschema' >/dev/null 2>&1 || need+=(python3-jsonschema)
 # The Debian package's unit, checked by systemd-analyze verify.
@@ -81,7 +83,7 @@ export SEALGATE_EXIM="$exim_root/usr/sbin/exim4"
 # Every test starts its peers and stops them, in temporary directories it
 # removes: after the suite, no process it started may survive and no
 # temporary directory may remain. What ran before the suite is left alone.
-peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|named|chromium-headless-shell)( |$)|policy_server.py'
+peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|named|redis-server|chromium-headless-shell)( |$)|policy_server.py'
 before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
 status=0

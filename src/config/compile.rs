@@ -341,6 +341,9 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
         );
     }
     tls.ticket_lifetime = lifetime.min(u64::from(u32::MAX)) as u32;
+    if let Some(f) = &file.fleet {
+        fleet_errors(f, &mut err);
+    }
     if let Some(a) = &file.acme {
         acme_errors(a, &mut err);
         if let Some(d) = &a.dane {
@@ -352,6 +355,38 @@ pub(super) fn validate(file: &schema::File, text: &str, errors: &mut Vec<ConfigE
         routes,
         proxy_from,
         tls,
+    }
+}
+
+/// `[fleet]`: a Redis URL and a node name other nodes can tell apart.
+fn fleet_errors(f: &schema::Fleet, err: &mut impl FnMut(Range<usize>, String, String)) {
+    let url = f.redis.get_ref();
+    if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        || redis::Client::open(url.as_str()).is_err()
+    {
+        err(
+            f.redis.span(),
+            "fleet.redis".into(),
+            format!(
+                "{:?} is not a Redis URL (\"redis://HOST:PORT/DB\", or \"rediss://…\" for TLS)",
+                crate::fleet::redacted(url)
+            ),
+        );
+    }
+    if let Some(node) = &f.node {
+        let n = node.get_ref();
+        if n.is_empty()
+            || n.len() > 64
+            || !n
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            err(
+                node.span(),
+                "fleet.node".into(),
+                format!("{n:?}: a node name is 1 to 64 letters, digits, '-', '_' or '.'"),
+            );
+        }
     }
 }
 

@@ -229,6 +229,26 @@ fn file_errors(file: &schema::File, text: &str, base_dir: &Path, errors: &mut Ve
             });
         }
     }
+    if let Some(f) = file.fleet.as_ref().and_then(|f| f.password_file.as_ref()) {
+        let path = resolve(f.get_ref());
+        let problem = match std::fs::metadata(&path) {
+            Err(e) => Some(format!("{}: {e}", path.display())),
+            Ok(m) if std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o077 != 0 => {
+                Some(format!(
+                    "{}: a password must be readable by its owner only (chmod 600)",
+                    path.display()
+                ))
+            }
+            Ok(_) => None,
+        };
+        if let Some(message) = problem {
+            errors.push(ConfigError {
+                line: Some(line_of(text, f.span().start)),
+                key: "fleet.password_file".into(),
+                message,
+            });
+        }
+    }
     if let Some(f) = file
         .acme
         .as_ref()
@@ -651,6 +671,38 @@ impl Config {
                 }
             }),
             dir: self.spool_dir().join("acme"),
+        })
+    }
+
+    /// `[fleet]`, checked; `None` without the section. The node name
+    /// defaults to the host name; a password file's password goes into the
+    /// URL.
+    pub fn fleet(&self) -> Option<crate::fleet::Settings> {
+        let f = self.file.fleet.as_ref()?;
+        let mut url = f.redis.get_ref().clone();
+        if let Some(file) = &f.password_file {
+            if let Ok(password) = std::fs::read_to_string(self.resolve(file.get_ref())) {
+                let password: String = password
+                    .trim()
+                    .bytes()
+                    .map(|b| match b {
+                        b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                            char::from(b).to_string()
+                        }
+                        other => format!("%{other:02X}"),
+                    })
+                    .collect();
+                if let Some(i) = url.find("://") {
+                    url.insert_str(i + 3, &format!(":{password}@"));
+                }
+            }
+        }
+        Some(crate::fleet::Settings {
+            url,
+            node: f
+                .node
+                .as_ref()
+                .map_or_else(system_hostname, |n| n.get_ref().clone()),
         })
     }
 

@@ -24,6 +24,19 @@ pub struct File {
     pub outbound: Outbound,
     pub tls_rpt: TlsRpt,
     pub acme: Option<Acme>,
+    pub fleet: Option<Fleet>,
+}
+
+/// `[fleet]`: the Redis store several gateways share.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fleet {
+    #[serde(default = "unset")]
+    pub redis: Spanned<String>,
+    #[serde(default)]
+    pub node: Option<Spanned<String>>,
+    #[serde(default)]
+    pub password_file: Option<Spanned<String>>,
 }
 
 /// `[acme]`: the certificate the gateway orders and renews itself (RFC

@@ -54,6 +54,12 @@ pub enum Event {
     Stop,
     /// A queue administration command (OPS-5) and where to answer.
     Admin(Admin, crossbeam_channel::Sender<Result<Answer, AdminError>>),
+    /// The fleet's answer to this node's claim on a report.
+    ReportClaimed {
+        day: String,
+        domain: String,
+        claim: crate::fleet::Claim,
+    },
     /// A policy domain's `_smtp._tls` record, for its report of `day`.
     ReportRua {
         day: String,
@@ -351,9 +357,20 @@ pub struct Scheduler {
     spool: SpoolAccess,
     queue: Queue,
     reports: reports::Reports,
+    /// `[fleet]`: reports are claimed from the store, built from every
+    /// node's figures.
+    fleet: Option<crate::fleet::Handle>,
+    /// The fleet's days of the reports this node claimed.
+    claimed: std::collections::HashMap<(String, String), crate::tlsrpt::Day>,
 }
 
 impl Scheduler {
+    /// In a fleet: reports go through the store's claims.
+    pub fn with_fleet(mut self, fleet: Option<crate::fleet::Handle>) -> Scheduler {
+        self.fleet = fleet;
+        self
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         rx: handoff::Receiver<Event>,
@@ -383,6 +400,8 @@ impl Scheduler {
             resolver,
             spool,
             queue: Queue::new(settings),
+            fleet: None,
+            claimed: std::collections::HashMap::new(),
         };
         for e in recovered {
             s.queue.queued(e);
@@ -467,6 +486,20 @@ impl Scheduler {
             }
             Event::Stop => {}
             Event::ReportRua { day, domain, rua } => self.report_send(&day, &domain, rua),
+            Event::ReportClaimed { day, domain, claim } => match claim {
+                crate::fleet::Claim::Mine(figures) => {
+                    self.claimed.insert((day.clone(), domain.clone()), figures);
+                    self.report_lookup(day, domain);
+                }
+                crate::fleet::Claim::Taken => {
+                    tracing::info!(target: "send", "TLS report for {domain} ({day}): another node of the fleet sends it");
+                    self.reports.done(&day, &domain, unix_now());
+                }
+                crate::fleet::Claim::Unavailable(why) => {
+                    tracing::warn!(target: "send", "TLS report for {domain} ({day}): {why}; trying again later");
+                    self.reports.retry(&day, &domain);
+                }
+            },
             Event::Admin(cmd, reply) => {
                 let answer = match cmd {
                     Admin::Policy(action, domain) => {
@@ -568,8 +601,23 @@ impl Scheduler {
         }
     }
 
-    /// Looks up where `domain`'s report for `day` goes.
+    /// Looks up where `domain`'s report for `day` goes; in a fleet, after
+    /// this node has claimed it.
     fn report_lookup(&mut self, day: String, domain: String) {
+        if let Some(fleet) = &self.fleet {
+            if !self.claimed.contains_key(&(day.clone(), domain.clone())) {
+                let tx = self.tx.clone();
+                let (d, n) = (day.clone(), domain.clone());
+                fleet.claim(&day, &domain, move |claim| {
+                    let _ = tx.send(Event::ReportClaimed {
+                        day: d,
+                        domain: n,
+                        claim,
+                    });
+                });
+                return;
+            }
+        }
         match &self.resolver {
             Some(resolver) => {
                 let tx = self.tx.clone();
@@ -599,11 +647,17 @@ impl Scheduler {
         };
         let snapshot = (self.snapshot)();
         let settings = &snapshot.tls_rpt;
-        let Some(report) =
-            crate::tlsrpt::report(&self.reports.day(day), domain, &settings.submitter)
-        else {
+        // In a fleet, the fleet's figures.
+        let figures = self
+            .claimed
+            .remove(&(day.to_string(), domain.to_string()))
+            .unwrap_or_else(|| self.reports.day(day));
+        let Some(report) = crate::tlsrpt::report(&figures, domain, &settings.submitter) else {
             return self.reports.done(day, domain, now);
         };
+        if let Some(fleet) = &self.fleet {
+            fleet.sent(day, domain);
+        }
         let gz = crate::tlsrpt::gzip(&report);
         for uri in uris {
             if uri.starts_with("https:") {

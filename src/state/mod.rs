@@ -40,6 +40,8 @@ pub struct Shared {
     pub spill: std::sync::OnceLock<Arc<crate::spool::SpillArea>>,
     /// Written by the ACME thread.
     pub acme: Arc<crate::acme::Stats>,
+    /// Written by the fleet thread, with `[fleet]`.
+    pub fleet: std::sync::OnceLock<Arc<crate::fleet::Stats>>,
 }
 
 impl Shared {
@@ -58,6 +60,7 @@ impl Shared {
             admission: admission::Admission::default(),
             spill: std::sync::OnceLock::new(),
             acme: Arc::default(),
+            fleet: std::sync::OnceLock::new(),
         })
     }
 }

@@ -1,0 +1,249 @@
+//! Three gateways as one fleet through a real `redis-server`: the TLS
+//! reports are the fleet's (a node that relayed nothing shows every
+//! node's counts), `report tls --send` run on two nodes at once sends one
+//! report, with the fleet's figures; the store killed and restarted
+//! mid-run loses nothing and counts nothing twice, nor does a node killed
+//! and restarted. Each node's figures are its spool's day files, written
+//! here before the node starts (the recording of sessions is
+//! tests/tls_rpt.rs's).
+
+mod common;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::pki::Ca;
+use common::Gateway;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// redis-server on loopback without persistence, stopped on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (tests/run.sh installs it)");
+        let deadline = Instant::now() + LIMIT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Redis { child, port }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A day file with `ok` successful and `failed` failed sessions to
+/// `bad.test` (STARTTLS not offered by one MX address).
+fn day_file(dir: &Path, day: &str, ok: u64, failed: u64) {
+    let mut d = sealgate::tlsrpt::Day::new(day);
+    let s = |result| sealgate::tlsrpt::Session {
+        mx_host: "mx.bad.test".into(),
+        ip: "192.0.2.25".parse().unwrap(),
+        policy: sealgate::tlsrpt::Policy::NoPolicyFound,
+        result,
+    };
+    for _ in 0..ok {
+        d.record("bad.test", &s(Ok(())));
+    }
+    for _ in 0..failed {
+        d.record(
+            "bad.test",
+            &s(Err((
+                sealgate::tlsrpt::ResultType::StarttlsNotSupported,
+                "no STARTTLS".into(),
+            ))),
+        );
+    }
+    d.save(&sealgate::tlsrpt::dir(&dir.join("spool"))).unwrap();
+}
+
+fn node_config(port: u16, node: &str, redis: u16, dns: u16, ca: &Path) -> String {
+    common::config(port, 1, "").replace(
+        "generate_self_signed = true",
+        &format!(
+            "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false",
+            ca.display()
+        ),
+    ) + &format!(
+        "\n[dns]\nservers = [\"127.0.0.1:{dns}\"]\n\n[tls_rpt]\nsend = false\norganization = \"Fleet Org\"\n\n[fleet]\nredis = \"redis://127.0.0.1:{redis}/0\"\nnode = \"{node}\"\n"
+    )
+}
+
+fn report(dir: &Path, args: &[&str]) -> (bool, String, String) {
+    let (status, out, err) = common::run_tool(
+        Command::new(common::BIN)
+            .args(["report", "tls", "-c"])
+            .arg(dir.join("sealgate.toml"))
+            .args(args),
+        None,
+        LIMIT,
+    );
+    (status.success(), out, err)
+}
+
+/// (successful, failed) of bad.test in `report tls --json` on `dir`.
+fn counts(dir: &Path, day: &str) -> (u64, u64) {
+    let (ok, out, err) = report(dir, &["--day", day, "--json"]);
+    assert!(ok, "{out}{err}");
+    let reports: serde_json::Value = serde_json::from_str(&out).unwrap();
+    reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["policies"][0]["policy"]["policy-domain"] == "bad.test")
+        .map_or((0, 0), |r| {
+            let summary = &r["policies"][0]["summary"];
+            (
+                summary["total-successful-session-count"].as_u64().unwrap(),
+                summary["total-failure-session-count"].as_u64().unwrap(),
+            )
+        })
+}
+
+/// Waits until `dir`'s fleet view of `day` is `want`.
+fn wait_counts(dir: &Path, day: &str, want: (u64, u64)) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let got = counts(dir, day);
+        if got == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{day}: {got:?}, not {want:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn gunzip(b: &[u8]) -> serde_json::Value {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(b)
+        .read_to_end(&mut out)
+        .unwrap();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn a_fleet_reports_once_with_every_nodes_counts_through_outages() {
+    let dir = common::temp_dir("fleet");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let report_dir = dir.join("reports");
+    std::fs::create_dir_all(&report_dir).unwrap();
+    let _posted = common::sts::serve("127.0.0.8", &report_dir, &ca, &["tlsrpt.reports.test"]);
+    let dns = common::dnsmasq::start(&[
+        "--host-record=tlsrpt.reports.test,127.0.0.8",
+        "--txt-record=_smtp._tls.bad.test,v=TLSRPTv1; rua=https://tlsrpt.reports.test/v1/report",
+    ]);
+    let redis_port = common::free_port();
+    let redis = Redis::start(redis_port);
+
+    let (y1, y2) = ("2026-11-30", "2026-11-29");
+    let mut nodes: Vec<(PathBuf, u16, Option<Gateway>)> = Vec::new();
+    for (name, figures) in [("mx1", Some((1, 1))), ("mx2", Some((0, 2))), ("mx3", None)] {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        if let Some((ok, failed)) = figures {
+            day_file(&d, y1, ok, failed);
+        }
+        let port = common::free_port();
+        std::fs::write(
+            d.join("sealgate.toml"),
+            node_config(port, name, redis.port, dns.port, &ca.cert_path),
+        )
+        .unwrap();
+        let gw = Gateway::start_in(d.clone(), port);
+        gw.wait_for_log("fleet: the store at redis://127.0.0.1", LIMIT);
+        nodes.push((d, port, Some(gw)));
+    }
+    // mx3 relayed nothing and shows the fleet's figures.
+    wait_counts(&nodes[2].0, y1, (1, 3));
+    let (ok, out, err) = report(&nodes[2].0, &["--day", y1]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("the fleet's figures, from 3 node(s)"), "{out}");
+
+    // --send on two nodes at once: one report, with the fleet's figures.
+    let senders: Vec<_> = [nodes[0].0.clone(), nodes[1].0.clone()]
+        .into_iter()
+        .map(|d| std::thread::spawn(move || report(&d, &["--day", "2026-11-30", "--send"])))
+        .collect();
+    for s in senders {
+        let (ok, out, err) = s.join().unwrap();
+        assert!(ok, "{out}{err}");
+    }
+    let posted = report_dir.join("policies/posted");
+    let deadline = Instant::now() + LIMIT;
+    let claimed = |n: &(PathBuf, u16, Option<Gateway>)| {
+        n.2.as_ref().map_or(0, |g| {
+            g.count("TLS report for bad.test (2026-11-30): posted")
+                + g.count(
+                    "TLS report for bad.test (2026-11-30): another node of the fleet sends it",
+                )
+        })
+    };
+    while claimed(&nodes[0]) + claimed(&nodes[1]) < 2 {
+        assert!(Instant::now() < deadline, "both nodes decided");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let bodies: Vec<_> = std::fs::read_dir(&posted)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".body"))
+        .collect();
+    assert_eq!(bodies.len(), 1, "one report for the fleet");
+    let sent = gunzip(&std::fs::read(bodies[0].path()).unwrap());
+    let summary = &sent["policies"][0]["summary"];
+    assert_eq!(summary["total-failure-session-count"], 3, "{sent}");
+    assert_eq!(summary["total-successful-session-count"], 1, "{sent}");
+
+    // The store killed; a node's figures change meanwhile; the store back
+    // (empty: no persistence): everything arrives, once.
+    drop(redis);
+    nodes[0]
+        .2
+        .as_ref()
+        .unwrap()
+        .wait_for_log("is unreachable", LIMIT);
+    day_file(&nodes[0].0, y2, 5, 0);
+    let redis = Redis::start(redis_port);
+    wait_counts(&nodes[2].0, y2, (5, 0));
+    wait_counts(&nodes[2].0, y1, (1, 3));
+    let log = nodes[0].2.as_ref().unwrap().log();
+    assert_eq!(
+        log.matches("is unreachable").count(),
+        1,
+        "one warning per outage:\n{log}"
+    );
+
+    // A node killed and started again: its figures are not counted twice.
+    let (d, port, gw) = nodes.remove(0);
+    let d2 = gw.unwrap().kill();
+    assert_eq!(d2, d);
+    let gw = Gateway::start_in(d.clone(), port);
+    gw.wait_for_log("fleet: wrote this node's TLS-report figures of", LIMIT);
+    wait_counts(&nodes[1].0, y1, (1, 3));
+    wait_counts(&nodes[1].0, y2, (5, 0));
+    gw.stop();
+    for (_, _, gw) in nodes {
+        if let Some(g) = gw {
+            g.stop();
+        }
+    }
+    drop(redis);
+}
