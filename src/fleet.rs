@@ -78,6 +78,10 @@ fn sent_key(day: &str, domain: &str) -> String {
     format!("{PREFIX}:tlsrpt-sent:{day}:{domain}")
 }
 
+fn sts_key(domain: &str) -> String {
+    format!("{PREFIX}:sts:{domain}")
+}
+
 fn node_key(node: &str) -> String {
     format!("{PREFIX}:node:{node}")
 }
@@ -154,11 +158,13 @@ impl Handle {
     }
 }
 
-/// Starts the fleet thread: `days` is the node's TLS-report directory.
+/// Starts the fleet thread: `days` is the node's TLS-report directory,
+/// `sts` its MTA-STS cache (shared with the fleet both ways).
 pub fn start(
     settings: Settings,
     hostname: String,
     days: PathBuf,
+    sts: Option<Arc<crate::dns::StsCache>>,
     stats: Arc<Stats>,
 ) -> std::io::Result<Handle> {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -170,8 +176,10 @@ pub fn start(
                 hostname,
                 days,
                 stats,
+                sts,
                 conn: None,
                 written: HashMap::new(),
+                sts_written: HashMap::new(),
             };
             loop {
                 node.turn();
@@ -241,9 +249,13 @@ struct Node {
     hostname: String,
     days: PathBuf,
     stats: Arc<Stats>,
+    sts: Option<Arc<crate::dns::StsCache>>,
     conn: Option<redis::Connection>,
     /// What was last written of each day file (its text).
     written: HashMap<String, String>,
+    /// Each domain's MTA-STS policy last written or read: when it was
+    /// fetched.
+    sts_written: HashMap<String, u64>,
 }
 
 impl Node {
@@ -258,6 +270,7 @@ impl Node {
                     // without persistence): every day is written again;
                     // a day replaces itself, so nothing counts twice.
                     self.written.clear();
+                    self.sts_written.clear();
                     if !self.stats.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(
                             "fleet: the store at {} is reachable; node {}",
@@ -337,11 +350,82 @@ impl Node {
                 Err(e) => return self.down(&e.to_string()),
             }
         }
+        self.share_sts(now);
         // Said after a start or an outage: the node's figures are in.
         if fresh && count > 0 {
             tracing::info!(
                 "fleet: wrote this node's TLS-report figures of {count} day(s) to the store"
             );
+        }
+    }
+
+    /// MTA-STS policies both ways: one this node fetched goes to the store
+    /// (expiring with its `max_age`); one another node fetched comes into
+    /// this node's cache, so that the fleet fetches each policy once.
+    fn share_sts(&mut self, now: u64) {
+        let Some(cache) = self.sts.clone() else {
+            return;
+        };
+        let local = cache.snapshot();
+        for (domain, cached) in &local.policies {
+            if self.sts_written.get(domain) == Some(&cached.fetched) {
+                continue;
+            }
+            let left = cached.expires().saturating_sub(now);
+            if left == 0 {
+                continue;
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return;
+            };
+            let text = serde_json::to_string(cached).unwrap_or_default();
+            // Only over an older copy: a newer policy from another node
+            // stays.
+            let theirs: redis::RedisResult<Option<String>> = conn.get(sts_key(domain));
+            let newer_there = match &theirs {
+                Ok(Some(t)) => serde_json::from_str::<crate::sts::Cached>(t)
+                    .is_ok_and(|c| c.fetched >= cached.fetched),
+                Ok(None) => false,
+                Err(_) => false,
+            };
+            if let Err(e) = theirs {
+                return self.down(&e.to_string());
+            }
+            if !newer_there {
+                let written: redis::RedisResult<()> = conn.set_ex(sts_key(domain), text, left);
+                if let Err(e) = written {
+                    return self.down(&e.to_string());
+                }
+            }
+            self.sts_written.insert(domain.clone(), cached.fetched);
+        }
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        let keys: redis::RedisResult<Vec<String>> = conn.keys(format!("{PREFIX}:sts:*"));
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => return self.down(&e.to_string()),
+        };
+        for key in keys {
+            let Some(domain) = key.strip_prefix(&format!("{PREFIX}:sts:")) else {
+                continue;
+            };
+            let text: redis::RedisResult<Option<String>> = conn.get(&key);
+            let Ok(Some(text)) = text else { continue };
+            let Ok(cached) = serde_json::from_str::<crate::sts::Cached>(&text) else {
+                continue;
+            };
+            if self.sts_written.get(domain) == Some(&cached.fetched) {
+                continue;
+            }
+            let fetched = cached.fetched;
+            if cache.adopt(domain, cached) {
+                tracing::info!(
+                    "fleet: the MTA-STS policy of {domain} comes from the store (fetched by another node)"
+                );
+            }
+            self.sts_written.insert(domain.to_string(), fetched);
         }
     }
 

@@ -932,6 +932,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
                     settings,
                     cfg.hostname(),
                     crate::tlsrpt::dir(&cfg.spool_dir()),
+                    resolver.as_ref().map(|r| r.sts.clone()),
                     stats,
                 )
                 .map_err(failed("cannot start the fleet thread"))?,

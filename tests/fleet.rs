@@ -78,6 +78,9 @@ fn day_file(dir: &Path, day: &str, ok: u64, failed: u64) {
 
 fn node_config(port: u16, node: &str, redis: u16, dns: u16, ca: &Path) -> String {
     common::config(port, 1, "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{}\"", port + 1),
+    ).replace(
         "generate_self_signed = true",
         &format!(
             "generate_self_signed = true\nca_files = [\"{}\"]\nsystem_roots = false",
@@ -162,7 +165,7 @@ fn a_fleet_reports_once_with_every_nodes_counts_through_outages() {
         if let Some((ok, failed)) = figures {
             day_file(&d, y1, ok, failed);
         }
-        let port = common::free_port();
+        let port = two_ports();
         std::fs::write(
             d.join("sealgate.toml"),
             node_config(port, name, redis.port, dns.port, &ca.cert_path),
@@ -244,6 +247,93 @@ fn a_fleet_reports_once_with_every_nodes_counts_through_outages() {
         if let Some(g) = gw {
             g.stop();
         }
+    }
+    drop(redis);
+}
+
+/// The admin port `node_config` gave a node on `port`.
+fn admin(port: u16) -> u16 {
+    port + 1
+}
+
+/// A free port whose successor is free too (the node and its metrics).
+fn two_ports() -> u16 {
+    loop {
+        let p = common::free_port();
+        if p < u16::MAX && std::net::TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
+}
+
+/// An MTA-STS policy fetched by one node is cached in the store and
+/// used by the others: one fetch for the fleet.
+#[test]
+fn one_node_fetches_an_mta_sts_policy_for_the_fleet() {
+    let dir = common::temp_dir("fleet-sts");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    common::sts::policy(&dir, "good.test", "enforce", "mx.good.test");
+    let _policies = common::sts::start("127.0.0.9", &dir, &ca, &["good.test"]);
+    let dns = common::dnsmasq::start(&[
+        "--host-record=mta-sts.good.test,127.0.0.9",
+        "--txt-record=_mta-sts.good.test,v=STSv1; id=1;",
+    ]);
+    let redis = Redis::start(common::free_port());
+    let mut nodes = Vec::new();
+    for name in ["mx1", "mx2"] {
+        let d = dir.join(name);
+        std::fs::create_dir_all(&d).unwrap();
+        let port = two_ports();
+        std::fs::write(
+            d.join("sealgate.toml"),
+            node_config(port, name, redis.port, dns.port, &ca.cert_path)
+                + "\n[[route]]\ndomain = \"good.test\"\nvia = \"mx\"\n",
+        )
+        .unwrap();
+        let gw = Gateway::start_in(d.clone(), port);
+        gw.wait_for_log("fleet: the store at redis://127.0.0.1", LIMIT);
+        nodes.push((d, port, gw));
+    }
+    let policy = |d: &Path, action: &str| {
+        let (status, out, err) = common::run_tool(
+            Command::new(common::BIN)
+                .args(["policy", action, "good.test", "-c"])
+                .arg(d.join("sealgate.toml")),
+            None,
+            LIMIT,
+        );
+        assert!(status.success(), "{out}{err}");
+        out
+    };
+    let fetched = |port: u16| {
+        common::value(
+            &common::scrape(admin(port)),
+            "sealgate_mta_sts_fetches_total{result=\"ok\"}",
+        )
+    };
+    // mx1 fetches the policy.
+    let shown = policy(&nodes[0].0, "refresh");
+    assert!(shown.contains("MTA-STS: policy id 1 fetched"), "{shown}");
+    assert_eq!(
+        fetched(nodes[0].1),
+        1,
+        "{shown}\n{}",
+        common::scrape(admin(nodes[0].1))
+            .lines()
+            .filter(|l| l.contains("mta_sts"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // mx2 has it from the store and fetches nothing.
+    nodes[1].2.wait_for_log(
+        "fleet: the MTA-STS policy of good.test comes from the store",
+        LIMIT,
+    );
+    let shown = policy(&nodes[1].0, "show");
+    assert!(shown.contains("MTA-STS: policy id 1 fetched"), "{shown}");
+    assert_eq!(fetched(nodes[1].1), 0, "one fetch for the fleet");
+    for (_, _, gw) in nodes {
+        gw.stop();
     }
     drop(redis);
 }

@@ -164,6 +164,27 @@ impl StsCache {
         }
     }
 
+    /// A policy another node of the fleet fetched: taken when this node
+    /// has none for the domain, or an older one. Returns whether it was.
+    pub fn adopt(&self, domain: &str, cached: Cached) -> bool {
+        let taken = {
+            let mut c = self.lock();
+            let newer = c
+                .policies
+                .get(domain)
+                .is_none_or(|mine| mine.fetched < cached.fetched);
+            if newer {
+                c.store(domain, cached);
+            }
+            newer
+        };
+        if taken {
+            self.set_failure(domain, None);
+            self.save();
+        }
+        taken
+    }
+
     pub fn forget(&self, domain: &str) -> bool {
         let gone = {
             let mut c = self.lock();
