@@ -78,6 +78,10 @@ fn sent_key(day: &str, domain: &str) -> String {
     format!("{PREFIX}:tlsrpt-sent:{day}:{domain}")
 }
 
+fn posture_key(node: &str) -> String {
+    format!("{PREFIX}:posture:{node}")
+}
+
 fn sts_key(domain: &str) -> String {
     format!("{PREFIX}:sts:{domain}")
 }
@@ -102,6 +106,20 @@ pub struct Stats {
     /// Days written to the store.
     pub days_written: AtomicU64,
     pub nodes: Mutex<Vec<NodeView>>,
+    /// Every node's postures as the store holds them: (node, its export
+    /// as JSON), this node's included.
+    pub postures: Mutex<Vec<(String, String)>>,
+}
+
+/// How the fleet thread reaches this node's TLS postures (delivery's),
+/// without knowing their type: an export as JSON, and another node's
+/// export taken in.
+pub struct PostureLink {
+    pub export: Box<dyn Fn() -> String + Send>,
+    pub adopt: Box<dyn Fn(&str) + Send>,
+    /// This node's own export from before a restart: its postures and
+    /// its downgrade history come back.
+    pub restore: Box<dyn Fn(&str) + Send>,
 }
 
 /// The answer to a claim on a report.
@@ -165,6 +183,7 @@ pub fn start(
     hostname: String,
     days: PathBuf,
     sts: Option<Arc<crate::dns::StsCache>>,
+    postures: PostureLink,
     stats: Arc<Stats>,
 ) -> std::io::Result<Handle> {
     let (tx, rx) = crossbeam_channel::unbounded();
@@ -177,6 +196,8 @@ pub fn start(
                 days,
                 stats,
                 sts,
+                postures,
+                posture_written: None,
                 conn: None,
                 written: HashMap::new(),
                 sts_written: HashMap::new(),
@@ -250,6 +271,9 @@ struct Node {
     days: PathBuf,
     stats: Arc<Stats>,
     sts: Option<Arc<crate::dns::StsCache>>,
+    postures: PostureLink,
+    /// The export last written (JSON).
+    posture_written: Option<String>,
     conn: Option<redis::Connection>,
     /// What was last written of each day file (its text).
     written: HashMap<String, String>,
@@ -271,6 +295,7 @@ impl Node {
                     // a day replaces itself, so nothing counts twice.
                     self.written.clear();
                     self.sts_written.clear();
+                    self.posture_written = None;
                     if !self.stats.up.swap(true, Ordering::Relaxed) {
                         tracing::info!(
                             "fleet: the store at {} is reachable; node {}",
@@ -351,11 +376,60 @@ impl Node {
             }
         }
         self.share_sts(now);
+        self.share_postures();
         // Said after a start or an outage: the node's figures are in.
         if fresh && count > 0 {
             tracing::info!(
                 "fleet: wrote this node's TLS-report figures of {count} day(s) to the store"
             );
+        }
+    }
+
+    /// TLS postures both ways: this node's export is written when it
+    /// changed (kept 30 days, so that a restarted node finds its own); every
+    /// node's is read, taken in, and kept for the status page.
+    fn share_postures(&mut self) {
+        let node = self.settings.node.clone();
+        let Some(conn) = self.conn.as_mut() else {
+            return;
+        };
+        // After a start (or an outage): this node's own earlier export
+        // first, so that nothing it knew is written over.
+        if self.posture_written.is_none() {
+            if let Ok(Some(before)) = conn.get::<_, Option<String>>(posture_key(&node)) {
+                (self.postures.restore)(&before);
+            }
+        }
+        let mine = (self.postures.export)();
+        if self.posture_written.as_ref() != Some(&mine) {
+            let written: redis::RedisResult<()> =
+                conn.set_ex(posture_key(&node), &mine, 30 * 86_400);
+            if let Err(e) = written {
+                return self.down(&e.to_string());
+            }
+            self.posture_written = Some(mine);
+        }
+        let keys: redis::RedisResult<Vec<String>> = conn.keys(format!("{PREFIX}:posture:*"));
+        let keys = match keys {
+            Ok(k) => k,
+            Err(e) => return self.down(&e.to_string()),
+        };
+        let mut all = Vec::new();
+        for key in keys {
+            let Some(other) = key.strip_prefix(&format!("{PREFIX}:posture:")) else {
+                continue;
+            };
+            let Ok(Some(text)) = conn.get::<_, Option<String>>(&key) else {
+                continue;
+            };
+            if other != node {
+                (self.postures.adopt)(&text);
+            }
+            all.push((other.to_string(), text));
+        }
+        all.sort();
+        if let Ok(mut p) = self.stats.postures.lock() {
+            *p = all;
         }
     }
 

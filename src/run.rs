@@ -245,6 +245,38 @@ impl Reloader {
     }
 }
 
+/// The fleet's way to delivery's TLS postures: exported as JSON, and
+/// another node's export taken in.
+fn posture_link(gauges: &Arc<crate::delivery::Gauges>) -> crate::fleet::PostureLink {
+    let (out, into, back) = (gauges.clone(), gauges.clone(), gauges.clone());
+    crate::fleet::PostureLink {
+        restore: Box::new(move |text| {
+            let Ok(before) = serde_json::from_str::<crate::delivery::posture::Export>(text) else {
+                return;
+            };
+            if let Ok(mut p) = back.postures.lock() {
+                p.restore(&before);
+            }
+        }),
+        export: Box::new(move || {
+            out.postures
+                .lock()
+                .map(|p| serde_json::to_string(&p.export()).unwrap_or_default())
+                .unwrap_or_default()
+        }),
+        adopt: Box::new(move |text| {
+            let Ok(theirs) = serde_json::from_str::<crate::delivery::posture::Export>(text) else {
+                return;
+            };
+            if let Ok(mut p) = into.postures.lock() {
+                for partner in &theirs.partners {
+                    p.adopt(partner);
+                }
+            }
+        }),
+    }
+}
+
 /// The ACME thread's view of the running gateway.
 struct AcmeGateway {
     shared: Arc<Shared>,
@@ -933,6 +965,7 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
                     cfg.hostname(),
                     crate::tlsrpt::dir(&cfg.spool_dir()),
                     resolver.as_ref().map(|r| r.sts.clone()),
+                    posture_link(&shared.delivery),
                     stats,
                 )
                 .map_err(failed("cannot start the fleet thread"))?,

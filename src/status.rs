@@ -54,6 +54,9 @@ pub struct Row {
     /// What delivery has seen of it since the start; none yet: never
     /// delivered to.
     pub seen: Option<Partner>,
+    /// In a fleet: the node whose delivery `seen` is.
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +99,7 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
             domain: route.domain.clone(),
             profile: Some(profile.name.clone()),
             seen: found.map(|i| seen.swap_remove(i)),
+            node: None,
         });
     }
     for p in busiest {
@@ -106,7 +110,12 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
             domain: p.domain.clone(),
             profile: None,
             seen: Some(p),
+            node: None,
         });
+    }
+    let mut downgrades = downgrades;
+    if let Some(fleet) = shared.fleet.get() {
+        fleet_view(fleet, &mut partners, &mut downgrades);
     }
     let oldest = shared.delivery.queue_oldest_arrival.load(Ordering::Relaxed);
     Status {
@@ -142,6 +151,71 @@ pub fn read(shared: &Shared, certificates: &[PathBuf]) -> Status {
     }
 }
 
+/// In a fleet: each partner's newest delivery by any node, with the
+/// node's name; domains only other nodes delivered to join the busiest;
+/// every node's downgrades, newest first.
+fn fleet_view(
+    fleet: &crate::fleet::Stats,
+    partners: &mut Vec<Row>,
+    downgrades: &mut Vec<Downgrade>,
+) {
+    let exports = fleet.postures.lock().map(|p| p.clone()).unwrap_or_default();
+    let mut newest: std::collections::BTreeMap<String, (String, Partner, u64)> =
+        std::collections::BTreeMap::new();
+    let mut all_downgrades = Vec::new();
+    for (node, text) in &exports {
+        let Ok(export) = serde_json::from_str::<crate::delivery::posture::Export>(text) else {
+            continue;
+        };
+        for p in export.partners {
+            let entry = newest
+                .entry(p.domain.clone())
+                .or_insert_with(|| (node.clone(), p.clone(), 0));
+            entry.2 += p.deliveries;
+            if p.last.is_some() && p.last_at >= entry.1.last_at {
+                entry.0 = node.clone();
+                let total = entry.2;
+                entry.1 = p;
+                entry.1.deliveries = total;
+            } else {
+                entry.1.deliveries = entry.2;
+            }
+        }
+        for mut d in export.downgrades {
+            d.node = Some(node.clone());
+            all_downgrades.push(d);
+        }
+    }
+    for row in partners.iter_mut() {
+        if let Some((node, p, _)) = newest.remove(&row.domain) {
+            row.seen = Some(p);
+            row.node = Some(node);
+        }
+    }
+    let mut rest: Vec<(String, Partner)> = newest.into_values().map(|(n, p, _)| (n, p)).collect();
+    rest.sort_by(|a, b| {
+        b.1.deliveries
+            .cmp(&a.1.deliveries)
+            .then(a.1.domain.cmp(&b.1.domain))
+    });
+    for (node, p) in rest
+        .into_iter()
+        .take(BUSIEST.saturating_sub(partners.len()))
+    {
+        partners.push(Row {
+            domain: p.domain.clone(),
+            profile: None,
+            seen: Some(p),
+            node: Some(node),
+        });
+    }
+    if !exports.is_empty() {
+        all_downgrades.sort_by_key(|d| std::cmp::Reverse(d.at));
+        all_downgrades.truncate(BUSIEST);
+        *downgrades = all_downgrades;
+    }
+}
+
 /// A Unix time as the page shows it (RFC 3339, UTC).
 fn when(t: i64) -> String {
     crate::model::rfc3339(t)
@@ -171,7 +245,16 @@ fn cells(r: &Row) -> [String; 8] {
             .as_ref()
             .filter(|p| p.last.is_some())
             .map_or_else(dash, |p| {
-                format!("{} ({} session(s))", when(p.last_at as i64), p.deliveries)
+                let by = r
+                    .node
+                    .as_ref()
+                    .map(|n| format!(" by {n}"))
+                    .unwrap_or_default();
+                format!(
+                    "{}{by} ({} session(s))",
+                    when(p.last_at as i64),
+                    p.deliveries
+                )
             }),
         r.seen
             .as_ref()
@@ -346,9 +429,14 @@ impl Status {
             );
         }
         for d in &self.downgrades {
+            let by = d
+                .node
+                .as_ref()
+                .map(|n| format!(", node={n}"))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "downgrade {}: {} {} -> {} (relay={})",
+                "downgrade {}: {} {} -> {} (relay={}{by})",
                 when(d.at as i64),
                 d.domain,
                 d.from.label(),
@@ -385,6 +473,7 @@ mod tests {
                 domain: "b.test".into(),
                 profile: None,
                 seen: p.get("b.test").cloned(),
+                node: None,
             }],
             queue: Queue {
                 messages: 2,

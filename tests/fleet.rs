@@ -337,3 +337,124 @@ fn one_node_fetches_an_mta_sts_policy_for_the_fleet() {
     }
     drop(redis);
 }
+
+fn partners(d: &Path) -> String {
+    let (status, out, err) = common::run_tool(
+        Command::new(common::BIN)
+            .args(["partners", "-c"])
+            .arg(d.join("sealgate.toml")),
+        None,
+        LIMIT,
+    );
+    assert!(status.success(), "{out}{err}");
+    out
+}
+
+/// Waits until `sealgate partners` on `d` says all of `needles`.
+fn wait_partners(d: &Path, needles: &[&str]) -> String {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let out = partners(d);
+        if needles.iter().all(|n| out.contains(n)) {
+            return out;
+        }
+        assert!(Instant::now() < deadline, "{needles:?} not in:\n{out}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Partner posture across the fleet: mx1 delivers to partner.test over
+/// verified TLS; mx2, whose route reaches a server without STARTTLS, then
+/// delivers in the clear, which is a downgrade for the fleet (mx2 knew
+/// mx1's delivery); both nodes show the partner with the node of its last
+/// delivery and the downgrade with the node that saw it; a restarted
+/// node still knows.
+#[test]
+fn partner_postures_and_downgrades_are_the_fleets() {
+    let dir = common::temp_dir("fleet-posture");
+    let ca = Ca::new(&dir.join("pki"), "ca");
+    let (leaf, key) = ca.leaf(&dir.join("pki"), "postfix", &["mx.partner.test"]);
+    let sink = common::receiver::start("127.0.0.1", &dir.join("final"), &[]);
+    let plain = common::receiver::start("127.0.0.1", &dir.join("plain"), &[]);
+    std::fs::create_dir_all(dir.join("pf")).unwrap();
+    let pf = common::postfix::Postfix::tls_relay(
+        &dir.join("pf"),
+        &["partner.test"],
+        sink.port,
+        &key,
+        &leaf,
+    );
+    let dns = common::dnsmasq::start(&[
+        "--mx-host=partner.test,mx.partner.test,10",
+        "--host-record=mx.partner.test,127.0.0.1",
+    ]);
+    let redis = Redis::start(common::free_port());
+    let fleet = |node: &str| {
+        format!(
+            "\n[dns]\nservers = [\"127.0.0.1:{}\"]\n\n[fleet]\nredis = \"redis://127.0.0.1:{}/0\"\nnode = \"{node}\"\n",
+            dns.port, redis.port
+        )
+    };
+    let (d1, d2) = (dir.join("mx1"), dir.join("mx2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let ports1 = (common::free_port(), common::free_port());
+    std::fs::write(
+        d1.join("sealgate.toml"),
+        common::mx_relay_config(
+            ports1,
+            &["partner.test"],
+            &ca.cert_path,
+            pf.port,
+            &fleet("mx1"),
+        ),
+    )
+    .unwrap();
+    let port2 = common::free_port();
+    std::fs::write(
+        d2.join("sealgate.toml"),
+        common::config(port2, 1, "").replace(
+            "accept_domains = [\"example.com\"]",
+            "accept_domains = [\"partner.test\"]",
+        ) + &fleet("mx2")
+            + &format!(
+                "\n[[route]]\ndomain = \"partner.test\"\nvia = \"[127.0.0.1]:{}\"\n",
+                plain.port
+            ),
+    )
+    .unwrap();
+    let mx1 = Gateway::start_in(d1.clone(), ports1.0);
+    let mx2 = Gateway::start_in(d2.clone(), port2);
+
+    common::send_mail(&mx1, "sender@client.test", &["one@partner.test"], "first");
+    let first = mx1.wait_for_line("to=<one@partner.test>", LIMIT);
+    assert!(first.contains("status=sent"), "{first}\n{}", mx1.log());
+    // mx2 knows mx1's delivery before it delivers itself.
+    wait_partners(&d2, &["partner.test", "verified", "by mx1"]);
+
+    common::send_mail(&mx2, "sender@client.test", &["two@partner.test"], "second");
+    let second = mx2.wait_for_line("to=<two@partner.test>", LIMIT);
+    assert!(second.contains("status=sent"), "{second}\n{}", mx2.log());
+    let warn = mx2.wait_for_line("downgrade: partner.test", LIMIT);
+    assert!(warn.contains("TLS verified -> none"), "{warn}");
+    // Both nodes show the fleet: the last delivery mx2's, its downgrade.
+    for d in [&d1, &d2] {
+        wait_partners(
+            d,
+            &[
+                "by mx2",
+                "downgrade ",
+                "partner.test verified -> none",
+                "node=mx2",
+                "nodes up: mx1, mx2",
+            ],
+        );
+    }
+    // A restarted node finds the fleet's postures again.
+    let d2 = mx2.kill();
+    let mx2 = Gateway::start_in(d2.clone(), port2);
+    wait_partners(&d2, &["partner.test", "by mx2", "node=mx2"]);
+    mx1.stop();
+    mx2.stop();
+    drop(redis);
+}

@@ -61,6 +61,16 @@ pub struct Downgrade {
     pub from: TlsLevel,
     pub to: TlsLevel,
     pub relay: String,
+    /// In a fleet: the node that saw it (none: this one).
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// What a node of a fleet shares of its postures (`fleet`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Export {
+    pub partners: Vec<Partner>,
+    pub downgrades: Vec<Downgrade>,
 }
 
 /// Every remembered domain and the recent downgrades.
@@ -141,6 +151,7 @@ impl Postures {
             from,
             to,
             relay,
+            node: None,
         };
         self.counts[from.index()][to.index()] += 1;
         if self.recent.len() == RECENT {
@@ -148,6 +159,52 @@ impl Postures {
         }
         self.recent.push_back(d.clone());
         Some(d)
+    }
+
+    /// This node's postures and downgrades, for the fleet's store.
+    pub fn export(&self) -> Export {
+        Export {
+            partners: self.partners.iter().map(|(_, p)| p.clone()).collect(),
+            downgrades: self.recent.iter().cloned().collect(),
+        }
+    }
+
+    /// Another node's (or this node's, before a restart) last delivery to
+    /// a domain: when it is newer than what this node knows, it is the
+    /// posture the next delivery here is compared with, so that a
+    /// downgrade one node sees after another's delivery is a downgrade
+    /// for the fleet.
+    pub fn adopt(&mut self, p: &Partner) {
+        let Some(last) = &p.last else { return };
+        let newer = self
+            .partners
+            .peek(&p.domain)
+            .is_none_or(|mine| mine.last_at < p.last_at);
+        if newer {
+            let mine = self.partner(&p.domain);
+            mine.last = Some(last.clone());
+            mine.last_at = p.last_at;
+        }
+    }
+
+    /// This node's own export from before a restart: each partner's last
+    /// delivery, and the downgrades not already kept (oldest first, still
+    /// bounded).
+    pub fn restore(&mut self, before: &Export) {
+        for p in &before.partners {
+            self.adopt(p);
+        }
+        for d in &before.downgrades {
+            if !self.recent.contains(d) {
+                if self.recent.len() == RECENT {
+                    self.recent.pop_front();
+                }
+                self.recent.push_back(d.clone());
+            }
+        }
+        let mut sorted: Vec<Downgrade> = self.recent.drain(..).collect();
+        sorted.sort_by_key(|d| d.at);
+        self.recent = sorted.into();
     }
 
     /// An attempt to `domain` delivered nothing.
