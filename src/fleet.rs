@@ -74,6 +74,12 @@ fn lease_key(day: &str, domain: &str) -> String {
     format!("{PREFIX}:tlsrpt-lease:{day}:{domain}")
 }
 
+/// The submitter host of a report, set by its first claimant: the report
+/// id is built from it, so it stays the same whichever node builds it.
+fn by_key(day: &str, domain: &str) -> String {
+    format!("{PREFIX}:tlsrpt-by:{day}:{domain}")
+}
+
 fn sent_key(day: &str, domain: &str) -> String {
     format!("{PREFIX}:tlsrpt-sent:{day}:{domain}")
 }
@@ -125,8 +131,9 @@ pub struct PostureLink {
 /// The answer to a claim on a report.
 #[derive(Debug)]
 pub enum Claim {
-    /// This node sends it: the fleet's day.
-    Mine(Day),
+    /// This node sends it: the fleet's day, and the submitter host the
+    /// report is made under (the first claimant's, for a stable id).
+    Mine(Day, String),
     /// Another node has it, or it went.
     Taken,
     /// The store is away: try later.
@@ -523,10 +530,11 @@ impl Node {
                 // The node's own latest figures first.
                 self.turn();
                 let node = self.settings.node.clone();
+                let hostname = self.hostname.clone();
                 let Some(conn) = self.conn() else {
                     return reply(Claim::Unavailable("the fleet store is unreachable".into()));
                 };
-                let claimed: redis::RedisResult<Option<Day>> = (|| {
+                let claimed: redis::RedisResult<Option<(Day, String)>> = (|| {
                     if conn.exists::<_, bool>(sent_key(&day, &domain))? {
                         return Ok(None);
                     }
@@ -548,10 +556,18 @@ impl Node {
                             merged.merge(&d);
                         }
                     }
-                    Ok(Some(merged))
+                    let _: Option<String> = redis::cmd("SET")
+                        .arg(by_key(&day, &domain))
+                        .arg(&hostname)
+                        .arg("NX")
+                        .arg("EX")
+                        .arg(KEEP)
+                        .query(conn)?;
+                    let by: Option<String> = conn.get(by_key(&day, &domain))?;
+                    Ok(Some((merged, by.unwrap_or(hostname))))
                 })();
                 match claimed {
-                    Ok(Some(d)) => reply(Claim::Mine(d)),
+                    Ok(Some((d, by))) => reply(Claim::Mine(d, by)),
                     Ok(None) => reply(Claim::Taken),
                     Err(e) => {
                         let why = e.to_string();

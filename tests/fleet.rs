@@ -77,7 +77,9 @@ fn day_file(dir: &Path, day: &str, ok: u64, failed: u64) {
 }
 
 fn node_config(port: u16, node: &str, redis: u16, dns: u16, ca: &Path) -> String {
-    common::config(port, 1, "").replace(
+    common::config(port, 1, "")
+        .replace("hostname = \"mx.test\"", &format!("hostname = \"{node}.test\""))
+        .replace(
         "listen = \"127.0.0.1:0\"",
         &format!("listen = \"127.0.0.1:{}\"", port + 1),
     ).replace(
@@ -214,6 +216,42 @@ fn a_fleet_reports_once_with_every_nodes_counts_through_outages() {
     let summary = &sent["policies"][0]["summary"];
     assert_eq!(summary["total-failure-session-count"], 3, "{sent}");
     assert_eq!(summary["total-successful-session-count"], 1, "{sent}");
+    let id = sent["report-id"].as_str().unwrap().to_string();
+    assert!(
+        id == "2026-11-30T00:00:00Z_bad.test@mx1.test"
+            || id == "2026-11-30T00:00:00Z_bad.test@mx2.test",
+        "{id}"
+    );
+
+    // The sender's turn passes (its lease and mark gone, as when it dies
+    // before sending): mx3 builds the report again, under the same id.
+    let (status, out, err) = common::run_tool(
+        Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string(), "DEL"])
+            .arg("sealgate:tlsrpt-lease:2026-11-30:bad.test")
+            .arg("sealgate:tlsrpt-sent:2026-11-30:bad.test"),
+        None,
+        LIMIT,
+    );
+    assert!(status.success(), "{out}{err}");
+    let (ok, out, err) = report(
+        &nodes[2].0,
+        &["--day", y1, "--domain", "bad.test", "--send"],
+    );
+    assert!(ok, "{out}{err}");
+    let second = posted.join("2.body");
+    let deadline = Instant::now() + LIMIT;
+    while !second.exists() {
+        assert!(Instant::now() < deadline, "mx3 did not send");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let again = gunzip(&std::fs::read(&second).unwrap());
+    assert_eq!(
+        again["report-id"],
+        id.as_str(),
+        "the same report id from another node"
+    );
+    assert_eq!(again["policies"], sent["policies"]);
 
     // The store killed; a node's figures change meanwhile; the store back
     // (empty: no persistence): everything arrives, once.

@@ -360,8 +360,9 @@ pub struct Scheduler {
     /// `[fleet]`: reports are claimed from the store, built from every
     /// node's figures.
     fleet: Option<crate::fleet::Handle>,
-    /// The fleet's days of the reports this node claimed.
-    claimed: std::collections::HashMap<(String, String), crate::tlsrpt::Day>,
+    /// The fleet's days of the reports this node claimed, with the
+    /// submitter host each is made under.
+    claimed: std::collections::HashMap<(String, String), (crate::tlsrpt::Day, String)>,
 }
 
 impl Scheduler {
@@ -487,8 +488,9 @@ impl Scheduler {
             Event::Stop => {}
             Event::ReportRua { day, domain, rua } => self.report_send(&day, &domain, rua),
             Event::ReportClaimed { day, domain, claim } => match claim {
-                crate::fleet::Claim::Mine(figures) => {
-                    self.claimed.insert((day.clone(), domain.clone()), figures);
+                crate::fleet::Claim::Mine(figures, by) => {
+                    self.claimed
+                        .insert((day.clone(), domain.clone()), (figures, by));
                     self.report_lookup(day, domain);
                 }
                 crate::fleet::Claim::Taken => {
@@ -646,12 +648,17 @@ impl Scheduler {
             }
         };
         let snapshot = (self.snapshot)();
-        let settings = &snapshot.tls_rpt;
-        // In a fleet, the fleet's figures.
-        let figures = self
-            .claimed
-            .remove(&(day.to_string(), domain.to_string()))
-            .unwrap_or_else(|| self.reports.day(day));
+        let mut settings = snapshot.tls_rpt.clone();
+        // In a fleet, the fleet's figures, under the submitter host the
+        // report was first claimed under (the same report id from any node).
+        let figures = match self.claimed.remove(&(day.to_string(), domain.to_string())) {
+            Some((figures, by)) => {
+                settings.submitter.hostname = by;
+                figures
+            }
+            None => self.reports.day(day),
+        };
+        let settings = &settings;
         let Some(report) = crate::tlsrpt::report(&figures, domain, &settings.submitter) else {
             return self.reports.done(day, domain, now);
         };

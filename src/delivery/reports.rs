@@ -185,6 +185,13 @@ impl Reports {
                 out.push((day.to_string(), name.clone()));
             }
         }
+        // A domain named that this node has no sessions for: in a fleet,
+        // the other nodes' figures may make a report (without any, none
+        // is built).
+        if let Some(name) = domain.filter(|n| !d.domains.contains_key(*n)) {
+            self.in_flight.insert((day.to_string(), name.to_string()));
+            out.push((day.to_string(), name.to_string()));
+        }
         out
     }
 
