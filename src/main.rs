@@ -35,12 +35,14 @@ enum Command {
         /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
         config: Option<PathBuf>,
+        /// The client's address, as a connection would come from it.
         #[arg(long)]
         client_ip: std::net::IpAddr,
         /// The client's forward-confirmed host name (what reverse DNS
         /// would give), for host-name profiles.
         #[arg(long)]
         client_name: Option<String>,
+        /// The name the client gives in EHLO.
         #[arg(long)]
         helo: Option<String>,
         /// MAIL FROM address.
@@ -49,6 +51,7 @@ enum Command {
         /// RCPT TO addresses.
         #[arg(long = "rcpt")]
         rcpts: Vec<String>,
+        /// As JSON.
         #[arg(long)]
         json: bool,
         /// Also ask DNS what the recipients' DANE records and MTA-STS
@@ -62,6 +65,11 @@ enum Command {
         command: CertCommand,
     },
     /// Connect to a mail server as delivery would and report its TLS.
+    ///
+    /// Exit status: 0 when the server would be accepted (by the profile
+    /// given, or the route's), 2 when it would be refused (the reason is
+    /// printed), 1 when the probe could not be made (no such host, no
+    /// connection, a configuration error).
     Probe {
         /// Configuration file (default: the embedded default, as `run` uses it).
         #[arg(short = 'c', long = "config")]
@@ -75,6 +83,7 @@ enum Command {
         /// the port given).
         #[arg(long)]
         mx: bool,
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
@@ -141,6 +150,7 @@ enum Command {
     /// bash, zsh, fish) generated from this command line, for packages.
     #[command(hide = true)]
     GenerateDocs {
+        /// The directory to write man/ and completions/ into.
         #[arg(long)]
         out: PathBuf,
     },
@@ -213,11 +223,20 @@ enum AcmeCommand {
 enum PolicyCommand {
     /// What applies and why: profile, DANE records and their DNSSEC
     /// status, the MTA-STS policy and its age.
-    Show { domain: String },
+    Show {
+        /// The recipient domain.
+        domain: String,
+    },
     /// Fetch the domain's MTA-STS policy again now, then show.
-    Refresh { domain: String },
+    Refresh {
+        /// The recipient domain.
+        domain: String,
+    },
     /// Drop the domain's cached MTA-STS policy.
-    Forget { domain: String },
+    Forget {
+        /// The recipient domain.
+        domain: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -227,7 +246,10 @@ enum SpoolCommand {
     Verify,
     /// Write a queued message to standard output as RFC 5322 text
     /// (sealgate's Received header first).
-    Export { id: String },
+    Export {
+        /// The queue id.
+        id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -237,49 +259,92 @@ enum CertCommand {
         /// Key type.
         #[arg(long = "type", default_value = "ecdsa-p256", value_parser = key_types())]
         kind: String,
+        /// Where to write the key (PKCS#8 PEM, mode 0600).
         #[arg(long)]
         out: PathBuf,
+        /// With a weak type (rsa-1024, rsa-512): say that it cannot be
+        /// made, instead of refusing it as weak (no TLS stack sealgate
+        /// speaks with accepts such keys either way).
         #[arg(long)]
         allow_weak: bool,
     },
     /// A certificate signing request (PKCS#10) with subjectAltNames.
     Csr {
+        /// The private key the request is for (PEM).
         #[arg(long)]
         key: PathBuf,
+        /// The subject's common name.
         #[arg(long)]
         cn: String,
+        /// A subjectAltName (DNS name or IP address); repeat for more.
+        /// Clients match these only; without any, the CN becomes one.
         #[arg(long = "san")]
         sans: Vec<String>,
+        /// The subject's organisation (O).
         #[arg(long)]
         org: Option<String>,
+        /// The subject's organisational unit (OU).
         #[arg(long)]
         ou: Option<String>,
+        /// The subject's two-letter country code (C).
         #[arg(long)]
         country: Option<String>,
+        /// Where to write the request (PEM).
         #[arg(long)]
         out: PathBuf,
     },
-    /// A test certificate authority (marked as such in its subject).
-    Ca {
+    /// A self-signed certificate and its new key, for a quick start or a
+    /// lab (clients that verify will not trust it).
+    SelfSigned {
+        /// The common name, and a subjectAltName unless --san is given.
         #[arg(long)]
         cn: String,
-        #[arg(long, default_value_t = 3650)]
+        /// A subjectAltName (DNS name or IP address); repeat for more.
+        #[arg(long = "san")]
+        sans: Vec<String>,
+        /// Key type.
+        #[arg(long = "type", default_value = "ecdsa-p256", value_parser = key_types())]
+        kind: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Where to write the certificate (PEM).
         #[arg(long)]
         out_cert: PathBuf,
+        /// Where to write the key (PEM, mode 0600).
+        #[arg(long)]
+        out_key: PathBuf,
+    },
+    /// A test certificate authority (marked as such in its subject).
+    Ca {
+        /// The CA's common name ("(test CA)" is added).
+        #[arg(long)]
+        cn: String,
+        /// Validity in days.
+        #[arg(long, default_value_t = 3650)]
+        days: u32,
+        /// Where to write the CA certificate (PEM).
+        #[arg(long)]
+        out_cert: PathBuf,
+        /// Where to write the CA's key (PEM, mode 0600).
         #[arg(long)]
         out_key: PathBuf,
     },
     /// Sign a CSR with a CA: serverAuth and clientAuth, the CSR's SANs.
     Sign {
+        /// The CA certificate (PEM).
         #[arg(long)]
         ca_cert: PathBuf,
+        /// The CA's private key (PEM).
         #[arg(long)]
         ca_key: PathBuf,
+        /// The request to sign (PEM).
         #[arg(long)]
         csr: PathBuf,
+        /// Validity in days (warned about when it outlives the CA).
         #[arg(long, default_value_t = 365)]
         days: u32,
+        /// Where to write the certificate (PEM).
         #[arg(long)]
         out: PathBuf,
     },
@@ -290,17 +355,22 @@ enum CertCommand {
         /// A private key that must match the certificate.
         #[arg(long)]
         key: Option<PathBuf>,
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
     /// PKCS#12 / PFX to PEM certificate chain and key.
     Pkcs12 {
+        /// The PKCS#12 (.p12, .pfx) file.
         #[arg(long = "in")]
         input: PathBuf,
+        /// A file holding its password (none: an empty password).
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// Where to write the certificate chain (PEM).
         #[arg(long)]
         out_cert: PathBuf,
+        /// Where to write the key (PEM, mode 0600).
         #[arg(long)]
         out_key: PathBuf,
     },
@@ -310,19 +380,32 @@ enum CertCommand {
 enum QueueCommand {
     /// Every queued message with its recipients' state.
     List {
+        /// As JSON.
         #[arg(long)]
         json: bool,
     },
     /// One message: envelope, headers, recipients' state.
-    Show { id: String },
+    Show {
+        /// The queue id (as the log and `queue list` show it).
+        id: String,
+    },
     /// Attempt every pending recipient now.
     Flush,
     /// Remove a message without notifying anyone.
-    Delete { id: String },
+    Delete {
+        /// The queue id.
+        id: String,
+    },
     /// Keep a message from delivery until released.
-    Hold { id: String },
+    Hold {
+        /// The queue id.
+        id: String,
+    },
     /// Release a held message for delivery now.
-    Release { id: String },
+    Release {
+        /// The queue id.
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -617,6 +700,34 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
             cert::save(&out, &pem, false)?;
             println!("{}: certificate signing request written", out.display());
         }
+        CertCommand::SelfSigned {
+            cn,
+            sans,
+            kind,
+            days,
+            out_cert,
+            out_key,
+        } => {
+            let key = cert::generate_key(&kind, false)?;
+            let pem = cert::self_signed(
+                &key,
+                &cert::Subject {
+                    cn: &cn,
+                    sans: &sans,
+                    org: None,
+                    ou: None,
+                    country: None,
+                },
+                days,
+            )?;
+            cert::save(&out_key, &key.serialize_pem(), true)?;
+            cert::save(&out_cert, &pem, false)?;
+            println!(
+                "{}: self-signed certificate written ({days} days); key in {}",
+                out_cert.display(),
+                out_key.display()
+            );
+        }
         CertCommand::Ca {
             cn,
             days,
@@ -726,5 +837,34 @@ fn print_inspect(report: &sealgate::cert::inspect::Report, json: bool) {
         );
     } else {
         print!("{report}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument of every command says what it is for
+    /// (`--help`, the man pages).
+    #[test]
+    fn every_argument_has_help() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for arg in cmd.get_arguments() {
+                let id = arg.get_id().as_str();
+                if id == "help" || id == "version" {
+                    continue;
+                }
+                if arg.get_help().is_none() && arg.get_long_help().is_none() {
+                    missing.push(format!("{path} {id}"));
+                }
+            }
+            for sub in cmd.get_subcommands() {
+                walk(sub, &format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&Cli::command(), "sealgate", &mut missing);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
     }
 }

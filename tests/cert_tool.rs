@@ -381,3 +381,55 @@ fn pkcs12_from_openssl_modern_and_legacy() {
         assert!(!ok && out.contains("wrong password"), "{pfx}: {out}");
     }
 }
+
+/// `cert self-signed`: a certificate and key in one step, each name once;
+/// `openssl x509` reads it and its key matches. The embedded default's
+/// generated certificate for `localhost` names it once too.
+#[test]
+fn self_signed_in_one_step_with_each_name_once() {
+    let dir = common::temp_dir("cert-self-signed");
+    let (ok, out) = sealgate(
+        &[
+            "cert",
+            "self-signed",
+            "--cn",
+            "mx.example.org",
+            "--san",
+            "mx.example.org",
+            "--san",
+            "localhost",
+            "--days",
+            "30",
+            "--out-cert",
+            "ss.crt",
+            "--out-key",
+            "ss.key",
+        ],
+        &dir,
+    );
+    assert!(ok, "{out}");
+    let text = openssl(&["x509", "-in", "ss.crt", "-noout", "-text"], &dir);
+    assert!(
+        text.contains("DNS:mx.example.org, DNS:localhost")
+            && text.matches("DNS:localhost").count() == 1,
+        "{text}"
+    );
+    assert!(text.contains("TLS Web Server Authentication"), "{text}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(dir.join("ss.key")).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+    let (ok, out) = sealgate(&["cert", "inspect", "ss.crt", "--key", "ss.key"], &dir);
+    assert!(
+        ok && out.contains("private key: matches the certificate"),
+        "{out}"
+    );
+
+    // The gateway's own generated certificate for host name "localhost".
+    assert!(
+        sealgate::tls::ensure_self_signed(&dir.join("g.crt"), &dir.join("g.key"), "localhost")
+            .unwrap()
+    );
+    let text = openssl(&["x509", "-in", "g.crt", "-noout", "-text"], &dir);
+    assert_eq!(text.matches("DNS:localhost").count(), 1, "{text}");
+}

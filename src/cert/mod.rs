@@ -196,6 +196,21 @@ pub fn test_ca(cn: &str, days: u32, key: &KeyPair) -> Result<String, CertError> 
     Ok(p.self_signed(key)?.pem())
 }
 
+/// `cert self-signed`: a certificate for `s`'s names, signed by its own
+/// key (serverAuth and clientAuth), for a quick start or a lab; clients
+/// that verify will not trust it.
+pub fn self_signed(key: &KeyPair, s: &Subject<'_>, days: u32) -> Result<String, CertError> {
+    let mut p = params(s)?;
+    p.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    p.is_ca = IsCa::ExplicitNoCa;
+    validity(&mut p, days);
+    Ok(p.self_signed(key)?.pem())
+}
+
 /// `cert sign`: a leaf for the CSR, with serverAuth and clientAuth, the
 /// CSR's SANs, signed by the CA.
 pub fn sign(

@@ -604,7 +604,9 @@ pub fn ensure_self_signed(cert: &Path, key: &Path, hostname: &str) -> Result<boo
     if cert.exists() || key.exists() {
         return Ok(false);
     }
-    let names = vec![hostname.to_string(), "localhost".to_string()];
+    let mut names = vec![hostname.to_string(), "localhost".to_string()];
+    // The embedded default's host name is `localhost` itself: once.
+    names.dedup_by(|a, b| a.eq_ignore_ascii_case(b));
     let signing_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| tls_error(key, format!("cannot generate key: {e}")))?;
     let mut params =
