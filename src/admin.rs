@@ -98,18 +98,20 @@ pub enum StartError {
     Thread(#[source] std::io::Error),
 }
 
-/// Starts the endpoint on its own thread.
+/// Starts the endpoint on its own thread; returns the address it is
+/// bound to.
 pub fn start(
     listen: &str,
     shared: Arc<Shared>,
     certificates: Vec<PathBuf>,
-) -> Result<(), StartError> {
+) -> Result<std::net::SocketAddr, StartError> {
     let bound = |source| StartError::Listen {
         listen: listen.to_string(),
         source,
     };
     let listener = std::net::TcpListener::bind(listen).map_err(bound)?;
     listener.set_nonblocking(true).map_err(bound)?;
+    let at = listener.local_addr().map_err(bound)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -167,7 +169,7 @@ pub fn start(
             })
         })
         .map_err(StartError::Thread)?;
-    Ok(())
+    Ok(at)
 }
 
 /// `sealgate_tls_downgrades_total{from,to}`: every change for the worse,

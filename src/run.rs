@@ -1027,14 +1027,26 @@ fn serve(cfg: &Config, path: Option<&Path>) -> Result<(), StartError> {
         reloader.clone(),
         acme,
     )?;
-    crate::admin::start(
+    let admin = crate::admin::start(
         &cfg.file.admin.listen,
         shared.clone(),
         cfg.shown_certificate_files(),
     )?;
     let addrs: Vec<String> = listen.iter().map(|a| a.to_string()).collect();
+    // What a newcomer needs first: where to send, where to look, where the
+    // mail goes, how to stop.
+    let elsewhere = match shared
+        .snapshot
+        .load()
+        .routes
+        .for_domain("other.invalid")
+        .via
+    {
+        crate::policy::route::Via::Mx => "by MX lookup (to the Internet)".to_string(),
+        via @ crate::policy::route::Via::Host { .. } => format!("to {via}"),
+    };
     tracing::info!(
-        "sealgate ready: listening on {} with {} shard(s)",
+        "sealgate ready: listening on {} with {} shard(s); status page and metrics on http://{admin}/ (/metrics); mail goes {elsewhere} unless a route says otherwise; stop with Ctrl-C or SIGTERM",
         addrs.join(", "),
         count
     );

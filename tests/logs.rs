@@ -191,3 +191,19 @@ fn text_and_json_lines_and_debug_after_reload() {
         Duration::from_secs(20),
     );
 }
+
+/// The first line a newcomer reads says where to send, where to look,
+/// where the mail goes and how to stop.
+#[test]
+fn the_ready_line_says_where_to_look_where_mail_goes_and_how_to_stop() {
+    let gw = common::Gateway::start("ready-line", 1, "");
+    let line = gw.wait_for_line("sealgate ready", Duration::from_secs(20));
+    assert!(
+        line.contains(&format!("listening on 127.0.0.1:{}", gw.port()))
+            && line.contains("status page and metrics on http://127.0.0.1:")
+            && line.contains("mail goes to [127.0.0.1]:1 unless a route says otherwise")
+            && line.contains("stop with Ctrl-C or SIGTERM"),
+        "{line}"
+    );
+    gw.stop();
+}

@@ -17,6 +17,14 @@ use sealgate::spool::{Incoming, Store, Stored};
 use sealgate::state::Shared;
 
 /// Counts messages; writes them to `dump` when set (not fsynced).
+/// When this sink process started (microseconds since the epoch).
+static RUN: std::sync::LazyLock<u128> = std::sync::LazyLock::new(|| {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+});
+
 struct SinkStore {
     dump: Option<PathBuf>,
     shard: usize,
@@ -38,7 +46,9 @@ impl Store for SinkStore {
 impl SinkStore {
     fn accept(&self, env: &sealgate::smtp::server::Envelope, data: &[u8]) -> io::Result<String> {
         let n = self.count.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = format!("SINK{}N{n}", self.shard);
+        // The sink's start (microseconds) and process make each run's ids
+        // its own: a restarted sink never writes over an earlier dump.
+        let id = format!("SINK{:X}P{}S{}N{n}", *RUN, std::process::id(), self.shard);
         if let Some(dir) = &self.dump {
             let mut text = format!("X-Sink-From: <{}>\r\n", env.from);
             for r in &env.recipients {
@@ -49,7 +59,12 @@ impl SinkStore {
             }
             let mut bytes = text.into_bytes();
             bytes.extend_from_slice(data);
-            fs::write(dir.join(format!("{id}.eml")), bytes)?;
+            // Never over an existing file.
+            let mut f = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(dir.join(format!("{id}.eml")))?;
+            std::io::Write::write_all(&mut f, &bytes)?;
         }
         Ok(id)
     }
