@@ -28,7 +28,9 @@ stage=$(mktemp -d "${TMPDIR:-/tmp}/sealgate-deb.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 pkg=$stage/sealgate
 
-install -D -m 755 "$bin" "$pkg/usr/bin/sealgate"
+# Stripped: the debug information (most of the release build's size)
+# stays in the build tree.
+install -D -s -m 755 "$bin" "$pkg/usr/bin/sealgate"
 install -D -m 644 "$root/packaging/sealgate.toml" "$pkg/etc/sealgate/sealgate.toml"
 # The unit from config/, for the packaged paths and user.
 install -d "$pkg/lib/systemd/system"
@@ -97,7 +99,9 @@ if [ "$1" = purge ]; then
   # Postfix's does (`apt remove` keeps it, and the configuration).
   rm -rf /etc/sealgate/tls /var/spool/sealgate
   if getent passwd sealgate >/dev/null; then
-    deluser --system --quiet sealgate || true
+    # deluser warns that it cannot clean crontabs without cron: the
+    # system user never had one.
+    deluser --system --quiet sealgate 2>/dev/null || true
   fi
   if [ -d /run/systemd/system ]; then
     systemctl daemon-reload || true

@@ -165,6 +165,18 @@ fn generate_docs(out: &std::path::Path) -> std::io::Result<()> {
     std::fs::create_dir_all(&man)?;
     std::fs::create_dir_all(&completions)?;
     clap_mangen::generate_to(Cli::command(), &man)?;
+    // The main page: where things are, and where to read on.
+    let page = man.join("sealgate.1");
+    let mut text = std::fs::read_to_string(&page)?;
+    text.push_str(
+        ".SH FILES\n\
+         .TP\n/etc/sealgate/sealgate.toml\nThe configuration (the package's; \\fBsealgate run\\fR without \\fB\\-c\\fR uses the embedded default).\n\
+         .TP\n/var/spool/sealgate\nThe spool (\\fB[server] spool_dir\\fR): the journals, the queue's state, TLS\\-report days, the ACME state, the MTA\\-STS cache.\n\
+         .TP\n/var/spool/sealgate/sealgate.ctl\nThe control socket (mode 0600) that \\fBreload\\fR, \\fBqueue\\fR, \\fBpolicy\\fR, \\fBpartners\\fR, \\fBacme\\fR and \\fBreport tls \\-\\-send\\fR talk to.\n\
+         .SH SEE ALSO\n\
+         The documentation in /usr/share/doc/sealgate/ (configuration, TLS guide, policy, delivery, spool, operations, security, architecture, performance), and the subcommands' pages: \\fBsealgate\\-run\\fR(1), \\fBsealgate\\-check\\fR(1), \\fBsealgate\\-reload\\fR(1), \\fBsealgate\\-queue\\fR(1), \\fBsealgate\\-cert\\fR(1), \\fBsealgate\\-acme\\fR(1).\n",
+    );
+    std::fs::write(&page, text)?;
     for shell in [
         clap_complete::Shell::Bash,
         clap_complete::Shell::Zsh,

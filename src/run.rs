@@ -46,14 +46,15 @@ pub fn check(path: Option<&Path>) -> ExitCode {
     for w in crate::tls::expiry_warnings(&cfg.certificate_files()) {
         println!("warning: {w}");
     }
+    if cfg.file.server.accept_domains.is_empty() {
+        println!(
+            "warning: server.accept_domains is empty: every recipient is refused (554 5.7.1 Relay access denied) unless the client's profile may relay"
+        );
+    }
     println!("{}: configuration OK", cfg.origin);
     ExitCode::SUCCESS
 }
 
-/// OPS-2: re-reads the configuration and certificates on this (the main,
-/// non-shard) thread, validates everything, and only then swaps the
-/// snapshot. Any problem keeps the running snapshot and is logged in full.
-/// Sessions in flight keep the snapshot they were accepted under.
 /// What a start and a reload build from a configuration, by one piece of
 /// code: the self-signed certificate where the file asks for one and both
 /// its files are missing (its path is returned), then the snapshot that
@@ -66,6 +67,10 @@ pub fn compile(
     Ok((cfg.snapshot()?, generated))
 }
 
+/// OPS-2: re-reads the configuration and certificates on this (the main,
+/// non-shard) thread, validates everything, and only then swaps the
+/// snapshot. Any problem keeps the running snapshot and is logged in full.
+/// Sessions in flight keep the snapshot they were accepted under.
 fn reload(
     running: &Config,
     path: Option<&Path>,

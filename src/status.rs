@@ -263,6 +263,9 @@ fn cells(r: &Row) -> [String; 8] {
     ]
 }
 
+/// Why the partner table is empty, as the page and `partners` say it.
+const NO_PARTNERS: &str = "no partner yet: no route has a profile of its own, and nothing has been delivered since the start";
+
 const HEADINGS: [&str; 8] = [
     "domain",
     "profile",
@@ -311,6 +314,9 @@ impl Status {
                                 @for c in cells(r) { td { (c) } }
                             }
                         }
+                    }
+                    @if self.partners.is_empty() {
+                        p id="no-partners" { (NO_PARTNERS) }
                     }
                     h2 { "Queue" }
                     p id="queue" {
@@ -412,7 +418,7 @@ impl Status {
             line(&mut out, &cells);
         }
         if self.partners.is_empty() {
-            out.push_str("(no partner yet: no route profile, nothing delivered)\n");
+            let _ = writeln!(out, "({NO_PARTNERS})");
         }
         let _ = writeln!(
             out,
@@ -492,6 +498,18 @@ mod tests {
         assert!(h.contains("sealgate on mx.&lt;test&gt;"));
         assert!(h.contains("<tr data-domain=\"b.test\" class=\"tls-none\"><td>b.test</td>"));
         assert!(!h.contains("<script"));
+    }
+
+    /// An empty partner table says why, on the page as in `partners`.
+    #[test]
+    fn an_empty_partner_table_says_why() {
+        let mut s = status();
+        assert!(!s.html().contains("no-partners"));
+        s.partners.clear();
+        assert!(s
+            .html()
+            .contains(&format!("<p id=\"no-partners\">{NO_PARTNERS}</p>")));
+        assert!(s.text().contains(NO_PARTNERS));
     }
 
     #[test]

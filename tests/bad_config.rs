@@ -256,3 +256,22 @@ fn check_reports_file_problems_with_the_other_errors_and_their_lines() {
         assert!(out.contains(&want), "wanted {want:?} in:\n{out}\n{text}");
     }
 }
+
+/// `check` warns of a file that would refuse every recipient.
+#[test]
+fn check_warns_when_no_domain_is_accepted() {
+    let dir = common::temp_dir("check-accept");
+    let file = dir.join("sealgate.toml");
+    std::fs::write(
+        &file,
+        common::config(common::free_port(), 1, "")
+            .replace("accept_domains = [\"example.com\"]\n", ""),
+    )
+    .unwrap();
+    let (code, out) = common::check_config(&file);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("warning: server.accept_domains is empty: every recipient is refused"),
+        "{out}"
+    );
+}

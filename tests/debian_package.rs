@@ -121,9 +121,17 @@ fn the_package_installs_checks_starts_and_purges_cleanly() {
     );
     assert!(status.success(), "systemd-analyze verify: {out}{err}");
 
-    // Purged: nothing left.
+    // Stripped: no debug information in the installed binary.
+    let size = std::fs::metadata("/usr/bin/sealgate").unwrap().len();
+    assert!(
+        size < 40 << 20,
+        "/usr/bin/sealgate is {size} octets: not stripped?"
+    );
+
+    // Purged: nothing left, and nothing said about crontabs.
     let (ok, out) = as_root(&["dpkg", "--purge", "sealgate"]);
     assert!(ok, "{out}");
+    assert!(!out.contains("crontab"), "{out}");
     for gone in [
         "/usr/bin/sealgate",
         "/etc/sealgate",

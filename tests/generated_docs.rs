@@ -27,6 +27,13 @@ fn man_pages_and_completions_are_generated_from_the_command_line() {
         "{page}"
     );
     assert!(page.contains("reload"), "{page}");
+    // Where things are, and where to read on.
+    assert!(
+        page.contains(".SH FILES")
+            && page.contains("sealgate.ctl")
+            && page.contains(".SH SEE ALSO"),
+        "{page}"
+    );
     for sub in ["run", "check", "reload", "queue", "cert", "partners"] {
         let p = dir.join(format!("man/sealgate-{sub}.1"));
         assert!(p.exists(), "{}", p.display());
