@@ -82,19 +82,32 @@ export SEALGATE_EXIM="$exim_root/usr/sbin/exim4"
 
 # Every test starts its peers and stops them, in temporary directories it
 # removes: after the suite, no process it started may survive and no
-# temporary directory may remain. What ran before the suite is left alone.
+# temporary directory it made may remain. Only what this suite started
+# counts: a process carrying this run's mark in its environment (every
+# child of the tests inherits it), or one working in, or started with, a
+# test directory (sealgate-it-*: Postfix's master cleans its environment
+# but runs in its queue directory there). Other jobs' processes and /tmp
+# entries are left alone, as is what ran before the suite.
 peers='(^|/)(sealgate|sealgate-load|master|smtpd|smtp-sink|dnsmasq|nsd|unbound|haproxy|openssl|swaks|exim4|pebble|named|redis-server|chromium-headless-shell)( |$)|policy_server.py'
 before=$(pgrep -f -d ' ' "$peers" || true)
 marker=$(mktemp /tmp/sealgate-run-marker.XXXXXX)
+SEALGATE_SUITE_RUN=$(basename "$marker")
+export SEALGATE_SUITE_RUN
 status=0
 cargo test --workspace "$@" || status=$?
+ours() {
+  tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | grep -qx "SEALGATE_SUITE_RUN=$SEALGATE_SUITE_RUN" && return 0
+  case "$(readlink "/proc/$1/cwd" 2>/dev/null)" in */sealgate-it-*) return 0 ;; esac
+  tr '\0' ' ' < "/proc/$1/cmdline" 2>/dev/null | grep -q 'sealgate-it-'
+}
 left=()
 for pid in $(pgrep -f "$peers" || true); do
   case " $before " in *" $pid "*) continue ;; esac
   [ "$pid" = "$$" ] && continue
+  ours "$pid" || continue
   left+=("$pid: $(tr '\0' ' ' < "/proc/$pid/cmdline" 2>/dev/null)")
 done
-dirs=$(find /tmp -maxdepth 1 -newer "$marker" \( -name 'sealgate-it-*' -o -name 'nsd-xfr-*' -o -name 'sealgate-*' \) ! -path "$marker" -print 2>/dev/null || true)
+dirs=$(find /tmp -maxdepth 1 -newer "$marker" \( -name 'sealgate-it-*' -o -name 'sealgate-deb.*' \) -print 2>/dev/null || true)
 rm -f "$marker"
 if [ ${#left[@]} -gt 0 ]; then
   echo "tests/run.sh: processes the tests started are still running:" >&2
