@@ -476,7 +476,7 @@ fn main() -> ExitCode {
                     }
                 }
                 Err(e) => {
-                    eprintln!("sealgate probe: {e}");
+                    eprintln!("sealgate probe: {}", sealgate::model::plain_error(&e));
                     ExitCode::from(1)
                 }
             }
@@ -777,7 +777,7 @@ fn cert(command: CertCommand) -> Result<(), CliError> {
                 use rustls::pki_types::pem::PemObject;
                 let pem = |e: rustls::pki_types::pem::Error| CliError::Pem {
                     target: target.clone(),
-                    reason: format!("{e:?}"),
+                    reason: sealgate::model::plain_error(&e.to_string()),
                 };
                 rustls::pki_types::CertificateDer::pem_file_iter(path)
                     .map_err(pem)?

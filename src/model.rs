@@ -866,6 +866,72 @@ pub fn rfc5322_date(at: std::time::SystemTime) -> String {
     t.format(&Rfc2822).unwrap_or_default()
 }
 
+/// An error text as a sentence: a library that prints a value by its Rust
+/// shape (`UnsupportedSignatureAlgorithmForPublicKeyContext { … }`,
+/// `Temporary("…")`, `Tls12NotOffered`) gets words instead — the
+/// identifier split into lower-case words (a trailing `Context` dropped),
+/// a tuple's quoted text kept, a struct's fields left out.
+pub fn plain_error(text: &str) -> String {
+    fn words(ident: &str) -> String {
+        let ident = ident.strip_suffix("Context").unwrap_or(ident);
+        let mut out = String::new();
+        for (i, c) in ident.chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push(' ');
+            }
+            out.push(c.to_ascii_lowercase());
+        }
+        out
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_uppercase()) {
+        let (before, from) = rest.split_at(start);
+        out.push_str(before);
+        let len = from
+            .find(|c: char| !c.is_ascii_alphanumeric())
+            .unwrap_or(from.len());
+        let (ident, after) = from.split_at(len);
+        let camel = ident.chars().skip(1).any(|c| c.is_ascii_uppercase())
+            && ident.chars().any(|c| c.is_ascii_lowercase());
+        if let Some(fields) = after.strip_prefix(" {") {
+            // A struct: its name, without the fields.
+            out.push_str(&words(ident));
+            let mut depth = 1;
+            let mut end = fields.len();
+            for (i, c) in fields.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = i + 1;
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rest = &fields[end..];
+        } else if let Some(inner) = after.strip_prefix("(\"") {
+            // A tuple around text: the name, then the text.
+            let close = inner.find("\")").unwrap_or(inner.len());
+            out.push_str(&words(ident));
+            out.push_str(": ");
+            out.push_str(&inner[..close]);
+            rest = inner.get(close + 2..).unwrap_or("");
+        } else if camel {
+            out.push_str(&words(ident));
+            rest = after;
+        } else {
+            out.push_str(ident);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A Unix time as RFC 3339 in UTC, `2026-12-01T12:00:00Z` (TLS reports,
 /// the status page), by `time`'s RFC 3339 format.
 pub fn rfc3339(t: i64) -> String {
@@ -890,6 +956,25 @@ mod tests {
         );
         let leap = std::time::UNIX_EPOCH + std::time::Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc5322_date(leap), "Tue, 29 Feb 2000 00:00:00 +0000");
+    }
+
+    #[test]
+    fn rust_shapes_become_words() {
+        assert_eq!(
+            plain_error("invalid peer certificate: UnsupportedSignatureAlgorithmForPublicKeyContext { signature_algorithm_id: [6, 8, 42], supported_algorithms: [] }"),
+            "invalid peer certificate: unsupported signature algorithm for public key"
+        );
+        assert_eq!(
+            plain_error("Temporary(\"example.com: proto error: request timed out\")"),
+            "temporary: example.com: proto error: request timed out"
+        );
+        assert_eq!(
+            plain_error("peer is incompatible: Tls12NotOffered"),
+            "peer is incompatible: tls12 not offered"
+        );
+        // Plain sentences stay as they are.
+        let plain = "TLS is required, but was not offered by the host mx.example (RFC 3207)";
+        assert_eq!(plain_error(plain), plain);
     }
 
     /// RFC 3463 §2: class 2, 4 or 5, then one to three digits twice.

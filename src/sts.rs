@@ -27,6 +27,17 @@ pub enum Mode {
     None,
 }
 
+impl Mode {
+    /// As the policy file writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Enforce => "enforce",
+            Mode::Testing => "testing",
+            Mode::None => "none",
+        }
+    }
+}
+
 /// A parsed policy (RFC 8461 §3.2).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {

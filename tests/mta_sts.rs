@@ -166,7 +166,7 @@ fn mta_sts_policies_decide_outbound_tls() {
     assert!(
         shown.contains("sts.test: route via MX; no profile of its own")
             && shown.contains("MTA-STS: policy id 1 fetched")
-            && shown.contains("mode Enforce, mx [\"mx.sts.test\"], max_age 86400")
+            && shown.contains("mode enforce, mx mx.sts.test, max_age 86400")
             && shown.contains("DANE: not consulted"),
         "{shown}"
     );

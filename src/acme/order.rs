@@ -146,9 +146,15 @@ pub async fn order(
             | AuthorizationStatus::Expired
             | AuthorizationStatus::Deactivated => {
                 return Err(OrderError::NotReady(format!(
-                    "{}: authorization {:?}",
+                    "{}: the authorization is {}",
                     authz.identifier(),
-                    authz.status
+                    match authz.status {
+                        AuthorizationStatus::Invalid => "invalid (a challenge failed)",
+                        AuthorizationStatus::Revoked => "revoked",
+                        AuthorizationStatus::Expired => "expired",
+                        AuthorizationStatus::Deactivated => "deactivated",
+                        AuthorizationStatus::Valid | AuthorizationStatus::Pending => "unusable",
+                    }
                 )))
             }
         }
@@ -202,7 +208,17 @@ pub async fn order(
                 .error
                 .as_ref()
                 .map(|p| p.to_string())
-                .unwrap_or_else(|| format!("{other:?}"));
+                .unwrap_or_else(|| {
+                    match other {
+                        OrderStatus::Invalid => "the order is invalid (a challenge failed)",
+                        OrderStatus::Pending => "the order is still pending",
+                        OrderStatus::Processing => "the order is still processing",
+                        OrderStatus::Ready | OrderStatus::Valid => {
+                            "the order is in an unexpected state"
+                        }
+                    }
+                    .to_string()
+                });
             return Err(OrderError::NotReady(detail));
         }
         Err(e) => return Err(OrderError::NotReady(e.to_string())),

@@ -45,7 +45,7 @@ pub(super) async fn policy_report(
         ),
         Some(port) => match dane_targets(validator, domain, true, port).await {
             Err(e) => {
-                let _ = writeln!(out, "DANE: lookup failed: {e:?}");
+                let _ = writeln!(out, "DANE: lookup failed: {e}");
             }
             Ok(found) => {
                 let mut seen: Vec<String> = Vec::new();
@@ -93,12 +93,12 @@ pub(super) async fn policy_report(
                 Some(c) => {
                     let _ = writeln!(
                         out,
-                        "MTA-STS: policy id {} fetched {} s ago, expires in {} s: mode {:?}, mx {:?}, max_age {}",
+                        "MTA-STS: policy id {} fetched {} s ago, expires in {} s: mode {}, mx {}, max_age {}",
                         c.id,
                         now.saturating_sub(c.fetched),
                         c.expires().saturating_sub(now),
-                        c.policy.mode,
-                        c.policy.mx,
+                        c.policy.mode.as_str(),
+                        c.policy.mx.join(", "),
                         c.policy.max_age
                     );
                 }

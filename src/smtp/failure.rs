@@ -26,7 +26,7 @@ pub enum TlsFailure {
     #[error("MTA-STS: the certificate of {host} is {trust}; the policy needs a valid one naming the host")]
     Sts { host: String, trust: &'static str },
     /// rustls would not start a connection.
-    #[error("{0}")]
+    #[error("{}", crate::model::plain_error(&.0.to_string()))]
     Setup(rustls::Error),
     /// Reading TLS records or the plaintext inside them failed.
     #[error("{0}")]
@@ -111,7 +111,13 @@ impl Failure {
                     r.one_line()
                 ),
             ),
-            Failure::Handshake(why) => temp((7, 5), format!("TLS failed: handshake failed: {why}")),
+            Failure::Handshake(why) => temp(
+                (7, 5),
+                format!(
+                    "TLS failed: handshake failed: {}",
+                    crate::model::plain_error(&why.to_string())
+                ),
+            ),
             Failure::Tls(why) => temp((7, 5), format!("TLS failed: {why}")),
             Failure::Protocol(why) => temp((5, 0), format!("protocol error: {why}")),
             Failure::Timeout(stage) => temp((4, 2), format!("timeout {stage}")),
