@@ -650,15 +650,25 @@ pub fn report_command(
 /// exit 0 with what changed, exit 1 with every error when the gateway
 /// refused the new configuration (the old one stays in force).
 pub fn reload_command(path: Option<&Path>) -> ExitCode {
-    let cfg = match config::load(path) {
-        Ok(c) => c,
+    let socket = match config::load(path) {
+        Ok(cfg) => cfg.spool_dir().join(CONTROL_SOCKET),
         Err(errors) => {
-            eprint!("{errors}");
-            eprintln!("not reloading: fix the configuration first");
+            // The running gateway hears of a broken file too: it logs the
+            // errors and counts the failed reload, and keeps its
+            // configuration. Without a gateway, the errors are said here.
+            let told = config::control_socket_of(path, CONTROL_SOCKET)
+                .map(|s| crate::control::ask(&s, crate::control::Command::Reload));
+            match told {
+                Some(Err(crate::control::Failure::Refused(why))) => eprintln!("{why}"),
+                Some(Ok(_)) | Some(Err(_)) | None => {
+                    eprint!("{errors}");
+                    eprintln!("not reloading: fix the configuration first");
+                }
+            }
             return ExitCode::from(1);
         }
     };
-    match control(&cfg, crate::control::Command::Reload) {
+    match crate::control::ask(&socket, crate::control::Command::Reload) {
         Ok(crate::control::Reply::Reloaded(notes)) => {
             for note in notes {
                 println!("{note}");

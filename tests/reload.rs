@@ -487,3 +487,39 @@ fn outbound_keys_follow_a_reload() {
     assert!(shown.contains("profile \"partner\" decides TLS"), "{shown}");
     gw.stop();
 }
+
+/// `sealgate reload` of a broken file: refused, and the running gateway
+/// hears of it — it logs the errors and counts the failed reload — and
+/// keeps serving under its configuration.
+#[test]
+fn a_broken_file_is_logged_and_counted_by_the_gateway() {
+    let dir = common::temp_dir("reload-broken");
+    let port = common::free_port();
+    let admin = common::free_port();
+    let file = dir.join("sealgate.toml");
+    let good = common::config(port, 1, "").replace(
+        "listen = \"127.0.0.1:0\"",
+        &format!("listen = \"127.0.0.1:{admin}\""),
+    );
+    std::fs::write(&file, &good).unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    std::fs::write(
+        &file,
+        good.replace("[limits]\n", "[limits]\nrecipients = \"many\"\n"),
+    )
+    .unwrap();
+    let (status, out, err) = sealgate_reload(&file);
+    assert!(!status.success(), "{out}{err}");
+    assert!(err.contains("limits.recipients"), "{err}");
+    gw.wait_for_log("reload failed", Duration::from_secs(10));
+    assert!(gw.log().contains("limits.recipients"), "{}", gw.log());
+    let metrics = common::scrape(admin);
+    assert_eq!(
+        common::value(&metrics, "sealgate_reloads_total{result=\"failed\"}"),
+        1
+    );
+    // Still serving.
+    let mut c = common::connect(gw.addr);
+    assert!(c.reply().starts_with("220"));
+    gw.stop();
+}

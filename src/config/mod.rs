@@ -101,6 +101,30 @@ pub fn load(path: Option<&Path>) -> Result<Config, ConfigErrors> {
     load_with(path, false)
 }
 
+/// The control socket a configuration file names, read leniently from a
+/// file that may not load (`sealgate reload` tells the running gateway of
+/// a broken file too): its `[server] spool_dir`, or the default. `None`
+/// when the file is not even TOML.
+pub fn control_socket_of(path: Option<&Path>, socket: &str) -> Option<PathBuf> {
+    let (text, base) = match path {
+        None => (DEFAULT_CONFIG.to_string(), PathBuf::from(".")),
+        Some(p) => (
+            std::fs::read_to_string(p).ok()?,
+            p.parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf(),
+        ),
+    };
+    let table: toml::Table = text.parse().ok()?;
+    let spool = table
+        .get("server")
+        .and_then(|s| s.get("spool_dir"))
+        .and_then(|d| d.as_str())
+        .map_or_else(|| schema::Server::default().spool_dir, str::to_string);
+    Some(resolve_in(&base, &spool).join(socket))
+}
+
 /// As [`load`], and also loads the files the configuration names
 /// (`sealgate check`): their problems come with the others, each on the
 /// line of the key that names the file.
