@@ -48,7 +48,9 @@ enum Request {
         action: PolicyQuery,
         dane: Option<u16>,
         sts: Option<StsLookup>,
-        reply: Box<dyn FnOnce(String) + Send>,
+        /// Why DANE, and MTA-STS, are not consulted when they are not.
+        why_not: NotConsulted,
+        reply: Box<dyn FnOnce(PolicyText) + Send>,
     },
     /// A policy domain's TLS report URIs (RFC 8460 §3).
     ReportRua {
@@ -121,6 +123,22 @@ impl Found {
             sts: Sts::None,
         }
     }
+}
+
+/// Why `sealgate policy` does not consult DANE, or MTA-STS, for a route:
+/// shown instead of the source's findings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct NotConsulted {
+    pub dane: &'static str,
+    pub mta_sts: &'static str,
+}
+
+/// The text of `sealgate policy`, and whether a lookup in it failed (the
+/// command then exits 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyText {
+    pub text: String,
+    pub failed: bool,
 }
 
 /// What `sealgate policy` asks of the resolver.
@@ -304,13 +322,18 @@ impl Resolver {
                                     action,
                                     dane,
                                     sts,
+                                    why_not,
                                     reply,
                                 } => {
+                                    let mut why_not = why_not;
+                                    if dane.is_some() && dnssec == Dnssec::Off {
+                                        why_not.dane = "[dns] dnssec is \"off\": DANE cannot apply";
+                                    }
                                     let dane = dane.filter(|_| dnssec != Dnssec::Off);
                                     reply(
                                         report::policy_report(
                                             &resolver, &validator, &sts_cache, &domain, action,
-                                            dane, sts,
+                                            (dane, sts), why_not,
                                         )
                                         .await,
                                     )
@@ -447,18 +470,23 @@ impl Resolver {
         action: PolicyQuery,
         dane: Option<u16>,
         sts: Option<StsLookup>,
-        reply: impl FnOnce(String) + Send + 'static,
+        why_not: NotConsulted,
+        reply: impl FnOnce(PolicyText) + Send + 'static,
     ) {
         let req = Request::Policy {
             domain: domain.to_string(),
             action,
             dane,
             sts,
+            why_not,
             reply: Box::new(reply),
         };
         if let Err(e) = self.tx.send(req) {
             if let Request::Policy { reply, .. } = e.0 {
-                reply("the resolver is not running".into());
+                reply(PolicyText {
+                    text: "the resolver is not running\n".into(),
+                    failed: true,
+                });
             }
         }
     }

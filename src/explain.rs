@@ -333,13 +333,18 @@ pub fn add_live_verdicts(e: &mut Explanation, cfg: &Config, resolver: &crate::dn
         let (tx, rx) = std::sync::mpsc::channel();
         if sources.dane.is_some() || sources.mta_sts.is_some() {
             let tx = tx.clone();
+            let (dane_why, sts_why) = route.not_consulted(cfg.dane(), cfg.mta_sts());
             resolver.policy(
                 domain,
                 crate::dns::PolicyQuery::Refresh,
                 sources.dane,
                 sts.clone(),
+                crate::dns::NotConsulted {
+                    dane: dane_why,
+                    mta_sts: sts_why,
+                },
                 move |t| {
-                    let _ = tx.send(t);
+                    let _ = tx.send(t.text);
                 },
             );
             let live = rx

@@ -523,3 +523,34 @@ fn a_broken_file_is_logged_and_counted_by_the_gateway() {
     assert!(c.reply().starts_with("220"));
     gw.stop();
 }
+
+/// `sealgate policy`: a lookup that failed says so and exits 1 (it is not
+/// "no policy"); a fixed-host route says why MTA-STS is not consulted.
+#[test]
+fn policy_says_when_a_lookup_failed_and_why_a_source_is_not_consulted() {
+    let dir = common::temp_dir("policy-failed");
+    let port = common::free_port();
+    let file = dir.join("sealgate.toml");
+    std::fs::write(
+        &file,
+        common::config(port, 1, "")
+            + "\n[dns]\nservers = [\"127.0.0.1:1\"]\n\n[[route]]\ndomain = \"partner.test\"\nvia = \"mx\"\n",
+    )
+    .unwrap();
+    let gw = Gateway::start_in(dir.clone(), port);
+    let (status, out, err) = sealgate(&["policy", "refresh", "partner.test"], &file);
+    assert!(!status.success(), "{out}{err}");
+    assert!(
+        err.contains("MTA-STS: the lookup of _mta-sts.partner.test. TXT failed:"),
+        "{out}{err}"
+    );
+    assert!(!err.contains("no policy cached"), "{err}");
+    let (status, out, err) = sealgate(&["policy", "show", "elsewhere.test"], &file);
+    assert!(status.success(), "{out}{err}");
+    assert!(
+        out.contains("MTA-STS: not consulted: MTA-STS applies to delivery by MX; this route goes to a fixed host")
+            && out.contains("DANE: not consulted: [outbound] dane is \"off\""),
+        "{out}"
+    );
+    gw.stop();
+}

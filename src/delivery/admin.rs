@@ -242,6 +242,9 @@ pub enum AdminError {
     Unreadable { id: String, why: String },
     #[error("delivery is not running")]
     NotRunning,
+    /// `sealgate policy`: what was found, with a lookup that failed.
+    #[error("{0}")]
+    Lookup(String),
     #[error("no answer from delivery")]
     NoAnswer,
 }
@@ -296,26 +299,46 @@ impl Scheduler {
             Some(resolver) => {
                 let live = resolver.clone();
                 let (via, domain_owned, port) = (route.via.clone(), domain.to_string(), route.port);
-                resolver.policy(domain, query, dane, sts.clone(), move |text| match action {
-                    PolicyAction::Forget => {
-                        let _ = reply.send(Ok(Answer::Policy(head + &text)));
+                let (dane_why, sts_why) = route.not_consulted(snapshot.dane, snapshot.mta_sts);
+                let why_not = crate::dns::NotConsulted {
+                    dane: dane_why,
+                    mta_sts: sts_why,
+                };
+                let answer = |text: String, failed: bool| {
+                    if failed {
+                        Err(AdminError::Lookup(text))
+                    } else {
+                        Ok(Answer::Policy(text))
                     }
-                    PolicyAction::Show | PolicyAction::Refresh => super::attempt::live_demands(
-                        &live,
-                        &via,
-                        &domain_owned,
-                        port,
-                        dane,
-                        sts,
-                        policy,
-                        move |verdicts| {
-                            let _ = reply.send(Ok(Answer::Policy(head + &text + &verdicts)));
-                        },
-                    ),
-                })
+                };
+                resolver.policy(
+                    domain,
+                    query,
+                    dane,
+                    sts.clone(),
+                    why_not,
+                    move |found| match action {
+                        PolicyAction::Forget => {
+                            let _ = reply.send(answer(head + &found.text, found.failed));
+                        }
+                        PolicyAction::Show | PolicyAction::Refresh => super::attempt::live_demands(
+                            &live,
+                            &via,
+                            &domain_owned,
+                            port,
+                            dane,
+                            sts,
+                            policy,
+                            move |verdicts| {
+                                let _ = reply
+                                    .send(answer(head + &found.text + &verdicts, found.failed));
+                            },
+                        ),
+                    },
+                )
             }
             None => {
-                let _ = reply.send(Ok(Answer::Policy(head + "no resolver running\n")));
+                let _ = reply.send(Err(AdminError::Lookup(head + "no resolver running\n")));
             }
         }
     }

@@ -4,7 +4,7 @@
 use hickory_resolver::TokioResolver;
 
 use super::dane::{dane_targets, Validator};
-use super::{mta_sts, PolicyQuery, StsCache, StsLookup};
+use super::{mta_sts, NotConsulted, PolicyQuery, PolicyText, StsCache, StsLookup};
 use crate::model::Dane;
 
 fn hex(bytes: &[u8]) -> String {
@@ -18,33 +18,59 @@ pub(super) async fn policy_report(
     cache: &StsCache,
     domain: &str,
     action: PolicyQuery,
-    dane: Option<u16>,
-    sts: Option<StsLookup>,
-) -> String {
+    (dane, sts): (Option<u16>, Option<StsLookup>),
+    why_not: NotConsulted,
+) -> PolicyText {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let mut failed = false;
     match action {
         PolicyQuery::Forget => {
-            return if cache.forget(domain) {
+            let text = if cache.forget(domain) {
                 format!("{domain}: cached MTA-STS policy forgotten\n")
             } else {
                 format!("{domain}: no MTA-STS policy was cached\n")
+            };
+            return PolicyText {
+                text,
+                failed: false,
             };
         }
         PolicyQuery::Refresh => {
             cache.forget(domain);
             if let Some(lookup) = &sts {
-                let _ = mta_sts::policy(resolver, cache, domain, lookup.roots.clone()).await;
+                // A lookup that failed is not "no policy" (RFC 8461 §3.1:
+                // the TXT record says whether there is one).
+                let name = format!("_mta-sts.{}.", domain.trim_end_matches('.'));
+                match resolver.txt_lookup(name.clone()).await {
+                    Err(e) if !(e.is_no_records_found() || e.is_nx_domain()) => {
+                        failed = true;
+                        let _ = writeln!(
+                            out,
+                            "MTA-STS: the lookup of {name} TXT failed: {}",
+                            crate::model::plain_error(&e.to_string())
+                        );
+                    }
+                    Ok(_) | Err(_) => {
+                        let _ =
+                            mta_sts::policy(resolver, cache, domain, lookup.roots.clone()).await;
+                        if let Some(e) = cache.fetch_failure(domain) {
+                            failed = true;
+                            let _ = writeln!(out, "MTA-STS: the policy could not be fetched: {e}");
+                        }
+                    }
+                }
             }
         }
         PolicyQuery::Show => {}
     }
     match dane {
-        None => out.push_str(
-            "DANE: not consulted ([outbound] dane off, [dns] dnssec off, or a route profile)\n",
-        ),
+        None => {
+            let _ = writeln!(out, "DANE: not consulted: {}", why_not.dane);
+        }
         Some(port) => match dane_targets(validator, domain, true, port).await {
             Err(e) => {
+                failed = true;
                 let _ = writeln!(out, "DANE: lookup failed: {e}");
             }
             Ok(found) => {
@@ -85,7 +111,7 @@ pub(super) async fn policy_report(
     }
     match sts {
         None => {
-            out.push_str("MTA-STS: not consulted ([outbound] mta_sts off, or a route profile)\n")
+            let _ = writeln!(out, "MTA-STS: not consulted: {}", why_not.mta_sts);
         }
         Some(_) => {
             let now = crate::model::unix_now();
@@ -102,11 +128,12 @@ pub(super) async fn policy_report(
                         c.policy.max_age
                     );
                 }
+                None if failed => {}
                 None => {
                     out.push_str("MTA-STS: no policy cached (none published, or not needed yet)\n")
                 }
             }
         }
     }
-    out
+    PolicyText { text: out, failed }
 }

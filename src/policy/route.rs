@@ -122,6 +122,35 @@ impl Route {
     }
 }
 
+impl Route {
+    /// Why DANE, and MTA-STS, are not consulted for this route (each
+    /// reason is read only where [`Route::sources`] leaves the source out).
+    pub fn not_consulted(
+        &self,
+        dane: super::Enforcement,
+        mta_sts: super::Enforcement,
+    ) -> (&'static str, &'static str) {
+        use super::Enforcement;
+        let profile = "the route's profile decides TLS";
+        let dane_why = match (self.profile.is_some(), dane) {
+            (true, _) => profile,
+            (false, Enforcement::Off) => {
+                "[outbound] dane is \"off\" (its default without [dns] dnssec)"
+            }
+            (false, Enforcement::Report | Enforcement::Enforce) => "it applies",
+        };
+        let sts_why = match (self.profile.is_some(), &self.via, mta_sts) {
+            (true, _, _) => profile,
+            (false, Via::Host { .. }, _) => {
+                "MTA-STS applies to delivery by MX; this route goes to a fixed host"
+            }
+            (false, Via::Mx, Enforcement::Off) => "[outbound] mta_sts is \"off\"",
+            (false, Via::Mx, Enforcement::Report | Enforcement::Enforce) => "it applies",
+        };
+        (dane_why, sts_why)
+    }
+}
+
 /// The address of an address-literal host (`[192.0.2.1]`,
 /// `[IPv6:2001:db8::1]`): it needs no lookup (RFC 5321 §4.1.3).
 pub fn literal_ip(host: &str) -> Option<std::net::IpAddr> {
