@@ -421,7 +421,13 @@ pub fn mx_target(cfg: &Config, spec: &str) -> Result<(String, SocketAddr, Publis
     let targets = rx
         .recv_timeout(Duration::from_secs(30))
         .map_err(|_| bad(format!("{domain}: no answer from DNS")))?
-        .map_err(|e| bad(format!("{domain}: {e}")))?;
+        // The lookup's own text names the domain, except for a null MX.
+        .map_err(|e| match e {
+            crate::dns::LookupError::NullMx => bad(format!("{domain}: {e}")),
+            crate::dns::LookupError::NotFound(why)
+            | crate::dns::LookupError::Temporary(why)
+            | crate::dns::LookupError::Policy(why) => bad(why),
+        })?;
     let found = targets
         .into_iter()
         .next()

@@ -67,5 +67,10 @@ fn failing_commands_speak_in_sentences() {
             debug_shape(&text).is_none(),
             "{args:?}: a Rust value shape in: {text}"
         );
+        // Each fact once.
+        assert!(
+            !text.contains("partner.test: partner.test"),
+            "{args:?}: {text}"
+        );
     }
 }
