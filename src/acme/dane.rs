@@ -91,7 +91,7 @@ impl DaneSettings {
 /// Why an UPDATE did not take.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
-    #[error("{0:?} is not a DNS name")]
+    #[error("\"{0}\" is not a DNS name")]
     Name(String),
     #[error("the TSIG key {name}: {error}")]
     Key { name: String, error: String },

@@ -637,7 +637,10 @@ async fn dane_turn(
             }
             Step::Publish(key) => {
                 let Some(spki) = dane::unhex(&key) else {
-                    return fail(&mut state, format!("a key digest {key:?} that is not hex"));
+                    return fail(
+                        &mut state,
+                        format!("a key digest \"{key}\" that is not hex"),
+                    );
                 };
                 let ttl = u32::try_from(dane.ttl.as_secs()).unwrap_or(u32::MAX);
                 if let Err(e) = updater.publish(&owners, &spki, ttl) {
@@ -652,7 +655,10 @@ async fn dane_turn(
             }
             Step::Remove(key) => {
                 let Some(spki) = dane::unhex(&key) else {
-                    return fail(&mut state, format!("a key digest {key:?} that is not hex"));
+                    return fail(
+                        &mut state,
+                        format!("a key digest \"{key}\" that is not hex"),
+                    );
                 };
                 if let Err(e) = updater.remove(&owners, &spki) {
                     return fail(&mut state, format!("removing TLSA 3 1 1 {key}: {e}"));

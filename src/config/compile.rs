@@ -368,7 +368,7 @@ fn fleet_errors(f: &schema::Fleet, err: &mut impl FnMut(Range<usize>, String, St
             f.redis.span(),
             "fleet.redis".into(),
             format!(
-                "{:?} is not a Redis URL (\"redis://HOST:PORT/DB\", or \"rediss://…\" for TLS)",
+                "\"{}\" is not a Redis URL (\"redis://HOST:PORT/DB\", or \"rediss://…\" for TLS)",
                 crate::fleet::redacted(url)
             ),
         );
@@ -384,7 +384,7 @@ fn fleet_errors(f: &schema::Fleet, err: &mut impl FnMut(Range<usize>, String, St
             err(
                 node.span(),
                 "fleet.node".into(),
-                format!("{n:?}: a node name is 1 to 64 letters, digits, '-', '_' or '.'"),
+                format!("\"{n}\": a node name is 1 to 64 letters, digits, '-', '_' or '.'"),
             );
         }
     }
@@ -405,7 +405,7 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
         err(
             a.directory.span(),
             "acme.directory".into(),
-            format!("{dir:?} is not an https:// URL (RFC 8555 §6.1: ACME is HTTPS only)"),
+            format!("\"{dir}\" is not an https:// URL (RFC 8555 §6.1: ACME is HTTPS only)"),
         );
     }
     if a.domains.is_empty() {
@@ -421,7 +421,7 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
                 d.span(),
                 "acme.domains".into(),
                 format!(
-                    "{:?} is not a host name a certificate can carry (no wildcards: http-01 and tls-alpn-01 cannot prove them)",
+                    "\"{}\" is not a host name a certificate can carry (no wildcards: http-01 and tls-alpn-01 cannot prove them)",
                     d.get_ref()
                 ),
             );
@@ -432,7 +432,7 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
             err(
                 c.span(),
                 "acme.contact".into(),
-                format!("{:?} is not a mailto: URL", c.get_ref()),
+                format!("\"{}\" is not a mailto: URL", c.get_ref()),
             );
         }
     }
@@ -445,7 +445,7 @@ fn acme_errors(a: &schema::Acme, err: &mut impl FnMut(Range<usize>, String, Stri
                 value.span(),
                 key.into(),
                 format!(
-                    "{:?} is not an address:port (e.g. \"{example}\")",
+                    "\"{}\" is not an address:port (e.g. \"{example}\")",
                     value.get_ref()
                 ),
             );
@@ -466,7 +466,7 @@ fn dane_errors(
             d.update_server.span(),
             "acme.dane.update_server".into(),
             format!(
-                "{:?} is not an IP address with an optional port (e.g. \"192.0.2.53:53\")",
+                "\"{}\" is not an IP address with an optional port (e.g. \"192.0.2.53:53\")",
                 d.update_server.get_ref()
             ),
         );
@@ -476,7 +476,7 @@ fn dane_errors(
         err(
             d.zone.span(),
             "acme.dane.zone".into(),
-            format!("{:?} is not a zone name", d.zone.get_ref()),
+            format!("\"{}\" is not a zone name", d.zone.get_ref()),
         );
     } else {
         for name in &a.domains {
@@ -486,7 +486,7 @@ fn dane_errors(
                     name.span(),
                     "acme.domains".into(),
                     format!(
-                        "{:?} is not in the zone {zone:?}: its TLSA records could not be written there",
+                        "\"{}\" is not in the zone \"{zone}\": its TLSA records could not be written there",
                         name.get_ref()
                     ),
                 );
