@@ -282,8 +282,10 @@ struct Node {
     /// The export last written (JSON).
     posture_written: Option<String>,
     conn: Option<redis::Connection>,
-    /// What was last written of each day file (its text).
-    written: HashMap<String, String>,
+    /// Each day file as it was when last written to the store (its
+    /// modification time and length): a file that has not changed since is
+    /// not read again.
+    written: HashMap<String, (std::time::SystemTime, u64)>,
     /// Each domain's MTA-STS policy last written or read: when it was
     /// fetched.
     sts_written: HashMap<String, u64>,
@@ -362,7 +364,7 @@ impl Node {
             *n = nodes;
         }
         let (count, fresh) = (files.len(), self.written.is_empty());
-        for (day, text) in files {
+        for (day, stamp, text) in files {
             let Some(conn) = self.conn.as_mut() else {
                 return;
             };
@@ -377,7 +379,7 @@ impl Node {
             match written {
                 Ok(()) => {
                     self.stats.days_written.fetch_add(1, Ordering::Relaxed);
-                    self.written.insert(day, text);
+                    self.written.insert(day, stamp);
                 }
                 Err(e) => return self.down(&e.to_string()),
             }
@@ -510,16 +512,23 @@ impl Node {
         }
     }
 
-    /// The day files whose text differs from what was last written.
-    fn changed_days(&self) -> Vec<(String, String)> {
+    /// The day files changed since they were last written (by their
+    /// modification time and length), with their text.
+    fn changed_days(&self) -> Vec<(String, (std::time::SystemTime, u64), String)> {
         let mut out = Vec::new();
         for day in Day::days(&self.days) {
-            let Ok(text) = std::fs::read_to_string(Day::path(&self.days, &day)) else {
+            let path = Day::path(&self.days, &day);
+            let Ok(meta) = std::fs::metadata(&path) else {
                 continue;
             };
-            if self.written.get(&day) != Some(&text) {
-                out.push((day, text));
+            let stamp = (meta.modified().unwrap_or(std::time::UNIX_EPOCH), meta.len());
+            if self.written.get(&day) == Some(&stamp) {
+                continue;
             }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            out.push((day, stamp, text));
         }
         out
     }

@@ -264,10 +264,10 @@ fn posture_link(gauges: &Arc<crate::delivery::Gauges>) -> crate::fleet::PostureL
             }
         }),
         export: Box::new(move || {
-            out.postures
-                .lock()
-                .map(|p| serde_json::to_string(&p.export()).unwrap_or_default())
-                .unwrap_or_default()
+            // Copied under the lock, written out after it: delivery waits
+            // on this lock once per attempt.
+            let export = out.postures.lock().map(|p| p.export()).unwrap_or_default();
+            serde_json::to_string(&export).unwrap_or_default()
         }),
         adopt: Box::new(move |text| {
             let Ok(theirs) = serde_json::from_str::<crate::delivery::posture::Export>(text) else {

@@ -8,25 +8,18 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::pebble::{pebble, serial_and_key, served};
-use common::{run_tool, Gateway};
+use common::Gateway;
 
 const LIMIT: Duration = Duration::from_secs(90);
 const NAME: &str = "mx1.example.org";
 
+/// `sealgate ARGS -c DIR/sealgate.toml` (an ACME order may take its
+/// retries: 330 s at most).
 fn sealgate(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let (status, out, err) = run_tool(
-        Command::new(common::BIN)
-            .args(args)
-            .arg("-c")
-            .arg(dir.join("sealgate.toml")),
-        None,
-        Duration::from_secs(330),
-    );
-    (status.success(), out, err)
+    common::sealgate_in(dir, args, Duration::from_secs(330))
 }
 
 #[test]

@@ -157,16 +157,10 @@ fn served_key(addr: std::net::SocketAddr, dir: &Path) -> Option<(String, String)
     Some((issuer, common::dnssec::spki_sha256(&file)))
 }
 
+/// `sealgate ARGS -c DIR/sealgate.toml` (an ACME order may take its
+/// retries: 330 s at most).
 fn sealgate(dir: &Path, args: &[&str]) -> (bool, String, String) {
-    let (status, out, err) = run_tool(
-        Command::new(common::BIN)
-            .args(args)
-            .arg("-c")
-            .arg(dir.join("sealgate.toml")),
-        None,
-        Duration::from_secs(330),
-    );
-    (status.success(), out, err)
+    common::sealgate_in(dir, args, Duration::from_secs(330))
 }
 
 fn status(dir: &Path) -> serde_json::Value {

@@ -294,49 +294,56 @@ impl Drop for Responder {
 }
 
 impl Responder {
-    /// http-01: `GET /.well-known/acme-challenge/TOKEN` answers the
-    /// token's key authorization (§8.3), anything else 404.
-    async fn http(addr: SocketAddr, tokens: Tokens) -> Result<Responder, OrderError> {
+    /// Binds `addr` and serves each connection with `serve` until dropped.
+    async fn start<F, Fut>(
+        challenge: &'static str,
+        addr: SocketAddr,
+        serve: F,
+    ) -> Result<Responder, OrderError>
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let listener =
             tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|error| OrderError::Responder {
-                    challenge: "http-01",
+                    challenge,
                     addr,
                     error,
                 })?;
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let tokens = tokens.clone();
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        let answer = answer(&tokens, req.uri().path());
-                        async move { Ok::<_, std::convert::Infallible>(answer) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                        .await;
-                });
+                if let Ok((stream, _)) = listener.accept().await {
+                    tokio::spawn(serve(stream));
+                }
             }
         });
         Ok(Responder { task })
+    }
+
+    /// http-01: `GET /.well-known/acme-challenge/TOKEN` answers the
+    /// token's key authorization (§8.3), anything else 404.
+    async fn http(addr: SocketAddr, tokens: Tokens) -> Result<Responder, OrderError> {
+        Responder::start("http-01", addr, move |stream| {
+            let tokens = tokens.clone();
+            async move {
+                let service = hyper::service::service_fn(move |req| {
+                    let answer = answer(&tokens, req.uri().path());
+                    async move { Ok::<_, std::convert::Infallible>(answer) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            }
+        })
+        .await
     }
 
     /// tls-alpn-01 (RFC 8737 §3): a TLS handshake that negotiates
     /// `acme-tls/1` and presents the name's validation certificate, then
     /// closes; nothing else is served.
     async fn tls_alpn(addr: SocketAddr, answers: AlpnAnswers) -> Result<Responder, OrderError> {
-        let listener =
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .map_err(|error| OrderError::Responder {
-                    challenge: "tls-alpn-01",
-                    addr,
-                    error,
-                })?;
         let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::aws_lc_rs::default_provider(),
         ))
@@ -351,21 +358,16 @@ impl Responder {
         .with_cert_resolver(Arc::new(AlpnResolver(answers)));
         config.alpn_protocols = vec![ACME_TLS_ALPN.to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    continue;
-                };
-                let acceptor = acceptor.clone();
-                tokio::spawn(async move {
-                    if let Ok(mut tls) = acceptor.accept(stream).await {
-                        use tokio::io::AsyncWriteExt as _;
-                        let _ = tls.shutdown().await;
-                    }
-                });
+        Responder::start("tls-alpn-01", addr, move |stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                if let Ok(mut tls) = acceptor.accept(stream).await {
+                    use tokio::io::AsyncWriteExt as _;
+                    let _ = tls.shutdown().await;
+                }
             }
-        });
-        Ok(Responder { task })
+        })
+        .await
     }
 }
 

@@ -641,6 +641,20 @@ pub fn value(body: &str, series: &str) -> u64 {
         .sum()
 }
 
+/// `sealgate ARGS -c DIR/sealgate.toml`, bounded by `limit`: whether it
+/// succeeded, its standard output and error.
+pub fn sealgate_in(dir: &Path, args: &[&str], limit: Duration) -> (bool, String, String) {
+    let (status, out, err) = run_tool(
+        Command::new(BIN)
+            .args(args)
+            .arg("-c")
+            .arg(dir.join("sealgate.toml")),
+        None,
+        limit,
+    );
+    (status.success(), out, err)
+}
+
 /// `sealgate check -c FILE`: the exit code and everything it printed.
 pub fn check_config(file: &Path) -> (Option<i32>, String) {
     let (status, out, err) = run_tool(
